@@ -1,0 +1,38 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+# torch/torchvision pair that is satisfiable offline on the project's machines (see README).
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install install-test demo test clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(VENV)/.torch: | $(PY)
+	$(PIP) install -q $(TORCH_PINS)
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.torch
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
+
+demo: install
+	HF_HUB_OFFLINE=1 $(VENV)/bin/sclft train --out demo_out
+
+test: install-test
+	HF_HUB_OFFLINE=1 $(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) demo_out *.egg-info

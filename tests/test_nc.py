@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+import torch
+
+from sclft import nc
+
+
+def reference_nc1(h, y, k):
+    """Explicit D×D covariances and numpy pinv: the obviously-correct definition."""
+    h = np.asarray(h, dtype=np.float64)
+    n, d = h.shape
+    means = np.stack([h[y == c].mean(0) for c in range(k)])
+    mu_g = h.mean(0)
+    centred = h - means[y]
+    sigma_w = centred.T @ centred / n
+    m = (means - mu_g).T
+    sigma_b = m @ m.T / k
+    return float(np.trace(sigma_w @ np.linalg.pinv(sigma_b, hermitian=True)))
+
+
+def reference_separation(h, y, k):
+    h = np.asarray(h, dtype=np.float64)
+    means = np.stack([h[y == c].mean(0) for c in range(k)])
+    within = ((h - means[y]) ** 2).sum() / len(h)
+    between = ((means - h.mean(0)) ** 2).sum() / k
+    return within / between
+
+
+@pytest.mark.parametrize(
+    "n,d,k,balanced",
+    [(200, 16, 5, True), (60, 300, 4, True), (150, 40, 7, False), (45, 500, 3, False), (500, 8, 10, True)],
+)
+def test_nc1_matches_explicit_pinv(n, d, k, balanced):
+    rng = np.random.default_rng(n + d + k)
+    if balanced:
+        y = np.arange(n) % k
+    else:
+        p = rng.dirichlet(np.ones(k) * 0.7)
+        y = np.concatenate([np.arange(k), rng.choice(k, size=n - k, p=p)])
+    centres = rng.normal(size=(k, d)) * 2.0
+    h = centres[y] + rng.normal(size=(n, d)) * rng.uniform(0.2, 2.0, size=d)
+    ours = nc.nc1(torch.from_numpy(h).float(), torch.from_numpy(y))
+    ref = reference_nc1(h.astype(np.float32), y, k)
+    assert ours == pytest.approx(ref, rel=1e-6)
+    assert nc.nc1(h, y, normalize=True) == pytest.approx(reference_nc1(h, y, k) / k, rel=1e-6)
+    assert nc.separation(h, y) == pytest.approx(reference_separation(h, y, k), rel=1e-9)
+
+
+def test_nc1_accepts_feature_maps_and_chunks(monkeypatch):
+    rng = np.random.default_rng(0)
+    y = np.arange(90) % 3
+    h = rng.normal(size=(90, 4, 3, 3)) + y[:, None, None, None]
+    full = nc.nc1(h, y)
+    monkeypatch.setattr(nc, "_CHUNK_ROWS", 7)
+    assert nc.nc1(h, y) == pytest.approx(full, rel=1e-10)
+    assert full == pytest.approx(reference_nc1(h.reshape(90, -1), y, 3), rel=1e-6)
+
+
+def test_perfect_collapse_is_zero_and_scale_invariant():
+    y = np.repeat(np.arange(4), 5)
+    centres = np.eye(4, 6)
+    assert nc.nc1(centres[y], y) == pytest.approx(0.0, abs=1e-12)
+    rng = np.random.default_rng(1)
+    h = centres[y] + 0.1 * rng.normal(size=(20, 6))
+    assert nc.nc1(10 * h, y) == pytest.approx(nc.nc1(h, y), rel=1e-9)
+
+
+def test_missing_class_and_single_class_raise():
+    h = np.random.default_rng(0).normal(size=(10, 3))
+    with pytest.raises(ValueError, match="no samples"):
+        nc.nc1(h, np.array([0] * 5 + [2] * 5))
+    with pytest.raises(ValueError, match="no samples"):
+        nc.separation(h, np.array([0, 1] * 5), num_classes=3)
+    with pytest.raises(ValueError, match="two classes"):
+        nc.nc1(h, np.zeros(10, dtype=int))
+    with pytest.raises(ValueError, match="rows"):
+        nc.nc1(h, np.zeros(9, dtype=int))
+
+
+def test_nc2_simplex_etf_is_zero():
+    k = 4
+    etf = np.eye(k) - 1.0 / k
+    y = np.repeat(np.arange(k), 3)
+    assert nc.nc2_equinorm(etf[y], y) == pytest.approx(0.0, abs=1e-12)
+    assert nc.nc2_equiangular(etf[y], y) == pytest.approx(0.0, abs=1e-12)
