@@ -1,0 +1,96 @@
+"""``imagefolder:PATH``: ``PATH/train/<class>/*`` and ``PATH/test/<class>/*`` (optional ``PATH/val``).
+
+Class names are the sorted sub-folder names of ``train``. Every file with an image extension is
+checked when the folder is indexed (PIL ``verify``: header and, for PNG, checksums); unreadable
+files are logged by path, dropped, and listed in ``DatasetSplits.skipped``. Damage that only shows
+when pixels are decoded (e.g. a truncated JPEG body) is caught at read time (see ``ImageDataset``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+from PIL import Image
+
+from ._registry import register_dataset
+from .base import DatasetSplits, DatasetUnavailableError, ImageDataset
+
+__all__ = ["ImageFolderDataset", "load_imagefolder", "IMAGE_EXTENSIONS"]
+
+log = logging.getLogger("sclft.data")
+IMAGE_EXTENSIONS = frozenset(ext.lower() for ext in Image.registered_extensions())
+VAL_DIRS = ("val", "validation", "valid")
+
+
+class ImageFolderDataset(ImageDataset):
+    """Image files with labels; ``content_id`` hashes (path, size, mtime) of the kept files."""
+
+    def __init__(self, paths: list[Path], targets: list[int], skipped: list[str]):
+        stats = "\n".join(f"{p}\t{p.stat().st_size}\t{p.stat().st_mtime_ns}" for p in paths)
+        super().__init__(targets, skipped, content_id=hashlib.sha1(stats.encode()).hexdigest()[:16])
+        self.paths = paths
+
+    def _load(self, index: int) -> Image.Image:
+        image = Image.open(self.paths[index])
+        image.load()
+        return image
+
+    def describe(self, index: int) -> str:
+        return str(self.paths[index])
+
+
+def _readable(path: Path) -> bool:
+    try:
+        with Image.open(path) as image:
+            image.verify()
+        return True
+    except Exception as exc:  # PIL raises many types for damaged files
+        log.warning("skipping unreadable image %s (%s)", path, exc)
+        return False
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def _index(split_dir: Path, class_names: list[str], skipped: list[str]) -> ImageFolderDataset:
+    unknown = sorted(d.name for d in _class_dirs(split_dir) if d.name not in class_names)
+    if unknown:
+        raise ValueError(f"{split_dir} has classes not present in train: {unknown}")
+    paths, targets = [], []
+    for label, cls in enumerate(class_names):
+        folder = split_dir / cls
+        files = sorted(folder.rglob("*")) if folder.is_dir() else []
+        for path in files:
+            if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS:
+                if _readable(path):
+                    paths.append(path)
+                    targets.append(label)
+                else:
+                    skipped.append(str(path))
+    return ImageFolderDataset(paths, targets, skipped)
+
+
+@register_dataset("imagefolder", prefix=True, usage="imagefolder:PATH")
+def load_imagefolder(path: str, data_dir: str | None = None) -> DatasetSplits:
+    """Index ``PATH`` (relative paths resolve against ``data_dir`` when given)."""
+    root = Path(data_dir, path) if data_dir and not Path(path).is_absolute() else Path(path)
+    root = root.expanduser().resolve()
+    if not (root / "train").is_dir() or not (root / "test").is_dir():
+        raise DatasetUnavailableError(f"image folder {str(root)!r} needs 'train/<class>/' and 'test/<class>/' sub-folders")
+    class_names = [d.name for d in _class_dirs(root / "train")]
+    if not class_names:
+        raise ValueError(f"{root / 'train'} has no class sub-folders")
+    skipped: list[str] = []
+    val_dir = next((root / d for d in VAL_DIRS if (root / d).is_dir()), None)
+    return DatasetSplits(
+        name=f"imagefolder:{path}",
+        train=_index(root / "train", class_names, skipped),
+        test=_index(root / "test", class_names, skipped),
+        val=_index(val_dir, class_names, skipped) if val_dir else None,
+        class_names=class_names,
+        source=str(root),
+        skipped=skipped,
+    )
