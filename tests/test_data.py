@@ -221,7 +221,16 @@ def test_hf_prefix_autodetects_columns_and_skips_corrupt_rows(tmp_path: Path):
     assert label == targets_of(splits.train)[1] and len(splits.skipped) == 1 and "[train][0]" in splits.skipped[0]
 
 
-def test_hub_dataset_offline_error_names_id_and_data_dir(monkeypatch, tmp_path: Path):
+@pytest.fixture
+def hf_cache(monkeypatch, tmp_path: Path) -> Path:
+    """Point the datasets cache at an empty temporary folder (nothing cached, nothing left behind)."""
+    import datasets.config
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
+    return tmp_path / "hf-cache"
+
+
+def test_hub_dataset_offline_error_names_id_and_data_dir(monkeypatch, hf_cache: Path):
     import datasets.config
     import huggingface_hub.constants
 
@@ -229,7 +238,6 @@ def test_hub_dataset_offline_error_names_id_and_data_dir(monkeypatch, tmp_path: 
         monkeypatch.setenv(var, "1")
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
     for name, repo in (("cifar10", "uoft-cs/cifar10"), ("hf:nobody/nothing", "nobody/nothing")):
         with pytest.raises(DatasetUnavailableError) as err:
             load_dataset(name)
@@ -276,3 +284,16 @@ def test_transformed_dataset_yields_tensors():
     assert x.shape == (3, 32, 32) and y == targets_of(splits.train)[0] and len(data) == 20
     batch = next(iter(torch.utils.data.DataLoader(data, batch_size=4)))
     assert batch[0].shape == (4, 3, 32, 32) and batch[1].dtype == torch.int64
+
+
+def test_unusable_data_dir_is_a_clear_error(tmp_path: Path, hf_cache: Path):
+    tmp_path = tmp_path / "data"
+    tmp_path.mkdir()
+    with pytest.raises(DatasetUnavailableError, match="does not exist"):
+        load_dataset("dtd", data_dir=str(tmp_path / "missing"))
+    with pytest.raises(DatasetUnavailableError, match="save_to_disk") as err:
+        load_dataset("dtd", data_dir=str(tmp_path))  # an empty folder
+    assert err.value.__cause__ is None
+    (tmp_path / "notes.txt").write_text("a text file makes a text dataset with only a train split")
+    with pytest.raises(ValueError, match="needs 'train' and 'test' splits"):
+        load_dataset("dtd", data_dir=str(tmp_path))

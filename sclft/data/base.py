@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -19,6 +20,7 @@ __all__ = [
     "TransformedDataset",
     "DatasetSplits",
     "targets_of",
+    "file_stamp",
 ]
 
 log = logging.getLogger("sclft.data")
@@ -100,6 +102,12 @@ class TransformedDataset(Dataset):
     def __getitem__(self, index: int):
         image, label = self.base[index]
         return self.transform(image), label
+
+
+def file_stamp(paths: Sequence[Path]) -> str:
+    """Short hash of (path, size, mtime) of ``paths``: changes when any file is replaced."""
+    lines = "\n".join(f"{p}\t{p.stat().st_size}\t{p.stat().st_mtime_ns}" for p in paths)
+    return hashlib.sha1(lines.encode()).hexdigest()[:16]
 
 
 def targets_of(dataset: Dataset) -> list[int]:

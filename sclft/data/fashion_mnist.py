@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ._registry import register_dataset
-from .base import ArrayImageDataset, DatasetSplits
+from .base import ArrayImageDataset, DatasetSplits, file_stamp
 from .hub import HubSpec, load_hub
 
 __all__ = ["read_idx", "find_idx_dir", "SYSTEM_DIR", "HUB_SPEC", "CLASS_NAMES"]
@@ -59,8 +59,9 @@ def find_idx_dir(folder: str | Path) -> Path | None:
 
 def _load_idx(folder: Path) -> DatasetSplits:
     def split(name: str) -> ArrayImageDataset:
-        images, labels = (read_idx(_idx_file(folder, stem)) for stem in FILES[name])
-        return ArrayImageDataset(images, labels, content_id=f"{name}:{len(labels)}")
+        files = [_idx_file(folder, stem) for stem in FILES[name]]
+        images, labels = (read_idx(path) for path in files)
+        return ArrayImageDataset(images, labels, content_id=file_stamp(files))
 
     return DatasetSplits("fashion_mnist", split("train"), split("test"), None, list(CLASS_NAMES), str(folder.resolve()))
 

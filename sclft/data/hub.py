@@ -71,8 +71,12 @@ class HubImageDataset(ImageDataset):
         return f"{self.where}[{index}]"
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
 def _unavailable(name: str, repo_id: str, exc: BaseException) -> DatasetUnavailableError:
-    reason = (str(exc).strip().splitlines() or [""])[0]
+    reason = _first_line(exc)
     return DatasetUnavailableError(
         f"dataset {name!r} needs the Hugging Face Hub dataset {repo_id!r}, which is neither in the local "
         f"cache nor reachable ({type(exc).__name__}: {reason}). Use a local copy instead: on a connected "
@@ -101,7 +105,13 @@ def _open(name: str, spec: HubSpec, data_dir: str | None) -> tuple[Any, str]:
         path = root / name if (root / name).is_dir() else root
         if not path.is_dir():
             raise DatasetUnavailableError(f"--data-dir {str(root)!r} for dataset {name!r} does not exist")
-        return _open_local(path), str(path.resolve())
+        try:
+            return _open_local(path), str(path.resolve())
+        except Exception as exc:  # unreadable local copy: say what was expected, without a raw trace
+            raise DatasetUnavailableError(
+                f"cannot read {str(path)!r} as dataset {name!r} ({type(exc).__name__}: {_first_line(exc)}); "
+                "expected a `DatasetDict.save_to_disk` folder or a local snapshot of the Hub repository"
+            ) from None
     try:
         return datasets.load_dataset(spec.repo_id, spec.config), f"hf:{spec.repo_id}"
     except Exception as exc:  # connection / offline / not-found errors from datasets & huggingface_hub

@@ -8,14 +8,13 @@ when pixels are decoded (e.g. a truncated JPEG body) is caught at read time (see
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
 from PIL import Image
 
 from ._registry import register_dataset
-from .base import DatasetSplits, DatasetUnavailableError, ImageDataset
+from .base import DatasetSplits, DatasetUnavailableError, ImageDataset, file_stamp
 
 __all__ = ["ImageFolderDataset", "load_imagefolder", "IMAGE_EXTENSIONS"]
 
@@ -28,8 +27,7 @@ class ImageFolderDataset(ImageDataset):
     """Image files with labels; ``content_id`` hashes (path, size, mtime) of the kept files."""
 
     def __init__(self, paths: list[Path], targets: list[int], skipped: list[str]):
-        stats = "\n".join(f"{p}\t{p.stat().st_size}\t{p.stat().st_mtime_ns}" for p in paths)
-        super().__init__(targets, skipped, content_id=hashlib.sha1(stats.encode()).hexdigest()[:16])
+        super().__init__(targets, skipped, content_id=file_stamp(paths))
         self.paths = paths
 
     def _load(self, index: int) -> Image.Image:
