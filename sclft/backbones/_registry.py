@@ -1,0 +1,98 @@
+"""Backbone registry: short names, ``family:`` pass-through prefixes, and adoption of user modules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from torch import nn
+
+from .base import Backbone, BackboneSpec
+
+# (pretrained, checkpoint) -> spec
+SpecFactory = Callable[[bool, Optional[str]], BackboneSpec]
+
+
+@dataclass(frozen=True)
+class BackboneEntry:
+    name: str
+    factory: SpecFactory
+    weights: str  # what ``pretrained=True`` loads, shown by ``sclft list backbones``
+    description: str = ""
+
+
+_BACKBONES: dict[str, BackboneEntry] = {}
+# prefix -> fn(rest_of_name, pretrained, checkpoint) -> spec   ("timm:resnet34", "open_clip:ViT-B-16/openai")
+_PREFIXES: dict[str, Callable[[str, bool, Optional[str]], BackboneSpec]] = {}
+# adapters for an nn.Module the user built: (matches(module), to_spec(module)) tried in order
+_MODULE_ADAPTERS: list[tuple[Callable[[nn.Module], bool], Callable[[nn.Module], BackboneSpec]]] = []
+
+
+def register_backbone(name: str, weights: str, description: str = ""):
+    """Decorator registering a spec factory under a short name."""
+
+    def deco(factory: SpecFactory) -> SpecFactory:
+        if name in _BACKBONES:
+            raise ValueError(f"backbone {name!r} is already registered")
+        _BACKBONES[name] = BackboneEntry(name, factory, weights, description)
+        return factory
+
+    return deco
+
+
+def register_prefix(prefix: str):
+    def deco(fn):
+        _PREFIXES[prefix] = fn
+        return fn
+
+    return deco
+
+
+def register_module_adapter(matches: Callable[[nn.Module], bool]):
+    def deco(to_spec: Callable[[nn.Module], BackboneSpec]):
+        _MODULE_ADAPTERS.append((matches, to_spec))
+        return to_spec
+
+    return deco
+
+
+def spec_from_module(module: nn.Module) -> BackboneSpec:
+    """Adapt a model built with timm / torchvision / open_clip (its classifier is dropped)."""
+    for matches, to_spec in _MODULE_ADAPTERS:
+        if matches(module):
+            return to_spec(module)
+    raise ValueError(
+        f"cannot adapt a {type(module).__name__}: supported modules are timm/torchvision ResNets, "
+        "timm EfficientNets, timm VisionTransformers and open_clip CLIP models (or their .visual tower)"
+    )
+
+
+def list_backbones() -> list[str]:
+    """Registered short names (pass-through prefixes ``timm:<name>`` and ``open_clip:<arch>/<tag>`` also work)."""
+    return sorted(_BACKBONES)
+
+
+def backbone_entries() -> list[BackboneEntry]:
+    return [_BACKBONES[n] for n in list_backbones()]
+
+
+def create_backbone(
+    name_or_module: str | nn.Module | Backbone,
+    pretrained: bool = True,
+    checkpoint: str | None = None,
+) -> Backbone:
+    """Build a :class:`Backbone` from a short name, ``prefix:name``, or a timm/torchvision/open_clip module."""
+    if isinstance(name_or_module, Backbone):
+        return name_or_module
+    if isinstance(name_or_module, nn.Module):
+        return Backbone(type(name_or_module).__name__, spec_from_module(name_or_module))
+    name = str(name_or_module)
+    if name in _BACKBONES:
+        return Backbone(name, _BACKBONES[name].factory(pretrained, checkpoint))
+    prefix, sep, rest = name.partition(":")
+    if sep and prefix in _PREFIXES:
+        return Backbone(name, _PREFIXES[prefix](rest, pretrained, checkpoint))
+    raise ValueError(
+        f"unknown backbone {name!r}; valid names: {', '.join(list_backbones())} "
+        f"(or a pass-through name: {', '.join(p + ':<name>' for p in sorted(_PREFIXES))})"
+    )

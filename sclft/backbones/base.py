@@ -1,0 +1,164 @@
+"""The one interface every backbone family implements: an ordered chain of named stages.
+
+A backbone is run as ``x → stage_0 → stage_1 → … → stage_n → pre_logits → penultimate feature``.
+Each stage is a named unit (``stem``, ``layer3.0``, ``blocks.5`` …) that owns some sub-modules of the
+wrapped model; the candidate blocks for Layer FT / SCL-FT and the probe points are stages. Strategies
+only ever call :meth:`forward_prefix`, :meth:`forward_block`, :meth:`forward_suffix`, :meth:`pool` —
+so a new family is one file that builds its stage list, and no strategy changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Sequence
+
+import torch
+from torch import nn
+
+Layout = Literal["conv", "tokens"]
+# layout -> pooling mode -> fn(stage_output, num_prefix_tokens) -> (N, D)
+POOLERS: dict[str, dict[str, Callable[[torch.Tensor, int], torch.Tensor]]] = {
+    "conv": {
+        "avg": lambda h, _: h.mean(dim=(2, 3)),
+        "avg2x2": lambda h, _: nn.functional.adaptive_avg_pool2d(h, 2).flatten(1),
+        "flatten": lambda h, _: h.flatten(1),
+    },
+    "tokens": {
+        "cls": lambda h, _: h[:, 0],
+        "mean_tokens": lambda h, p: h[:, p:].mean(dim=1),
+        "flatten": lambda h, _: h.flatten(1),
+    },
+}
+
+
+@dataclass
+class Stage:
+    """A named step of the chain: ``fn`` maps the previous output to this stage's output."""
+
+    name: str
+    modules: list[str]  # sub-module paths (relative to Backbone.model) this stage owns
+    fn: Callable[[torch.Tensor], torch.Tensor]
+    candidate: bool = True  # a tunable block / probe point
+    out_channels: int = 0  # channel / token width of the stage output
+
+
+@dataclass
+class BackboneSpec:
+    """What a family module hands to :class:`Backbone`."""
+
+    family: str
+    model: nn.Module
+    stages: list[Stage]
+    pre_logits: Callable[[torch.Tensor], torch.Tensor]
+    pre_logits_modules: list[str]
+    num_features: int
+    data_config: dict
+    layout: Layout
+    num_prefix_tokens: int = 0
+    default_pooling: str | None = None  # "avg" for conv, "cls" for tokens unless set
+    extras: dict = field(default_factory=dict)
+
+
+class Backbone(nn.Module):
+    """A pretrained feature extractor seen as a chain of named stages (see module docstring)."""
+
+    def __init__(self, name: str, spec: BackboneSpec):
+        super().__init__()
+        self.name = name
+        self.family = spec.family
+        self.model = spec.model
+        self._stages = {s.name: s for s in spec.stages}
+        self._order = [s.name for s in spec.stages]
+        self._pre_logits = spec.pre_logits
+        self.pre_logits_modules = list(spec.pre_logits_modules)
+        self.num_features = spec.num_features
+        self.data_config = dict(spec.data_config)
+        self.layout = spec.layout
+        self.num_prefix_tokens = spec.num_prefix_tokens
+        self.default_pooling = spec.default_pooling or ("avg" if spec.layout == "conv" else "cls")
+        self.extras = spec.extras
+
+    # ----------------------------------------------------------------- structure
+    @property
+    def blocks(self) -> list[str]:
+        """Ordered candidate block names (tunable blocks and probe points)."""
+        return [n for n in self._order if self._stages[n].candidate]
+
+    @property
+    def stage_names(self) -> list[str]:
+        return list(self._order)
+
+    def check_block(self, block: str) -> str:
+        if block not in self._stages or not self._stages[block].candidate:
+            raise ValueError(
+                f"unknown layer {block!r} for backbone {self.name!r}; valid layers: {', '.join(self.blocks)}"
+            )
+        return block
+
+    def block_modules(self, block: str) -> list[nn.Module]:
+        return [self.model.get_submodule(p) if p else self.model for p in self._stages[self.check_block(block)].modules]
+
+    def block_parameters(self, block: str) -> list[nn.Parameter]:
+        seen: dict[int, nn.Parameter] = {}
+        for m in self.block_modules(block):
+            for p in m.parameters():
+                seen[id(p)] = p
+        return list(seen.values())
+
+    def block_width(self, block: str) -> int:
+        """Width of the block's pooled output (channels for conv maps, token width for transformers)."""
+        return self._stages[self.check_block(block)].out_channels
+
+    # ----------------------------------------------------------------- running
+    def _run(self, x: torch.Tensor, names: Sequence[str]) -> torch.Tensor:
+        for n in names:
+            x = self._stages[n].fn(x)
+        return x
+
+    def forward_prefix(self, x: torch.Tensor, block: str) -> torch.Tensor:
+        """Input image → the input of ``block`` (outputs of all stages before it)."""
+        i = self._order.index(self.check_block(block))
+        return self._run(x, self._order[:i])
+
+    def forward_block(self, h: torch.Tensor, block: str) -> torch.Tensor:
+        return self._stages[self.check_block(block)].fn(h)
+
+    def forward_suffix(self, h: torch.Tensor, block: str) -> torch.Tensor:
+        """Output of ``block`` → penultimate feature (N, num_features)."""
+        i = self._order.index(self.check_block(block))
+        return self._pre_logits(self._run(h, self._order[i + 1 :]))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Input image → penultimate feature (N, num_features)."""
+        return self._pre_logits(self._run(x, self._order))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)
+
+    def forward_all(
+        self, x: torch.Tensor, pooling: str | None = None, only: Sequence[str] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """One pass returning the pooled output of every candidate block (or of ``only``) and the
+        penultimate feature."""
+        wanted = set(self.blocks if only is None else only)
+        out: dict[str, torch.Tensor] = {}
+        for n in self._order:
+            x = self._stages[n].fn(x)
+            if n in wanted:
+                out[n] = self.pool(x, pooling)
+        out["penultimate"] = self._pre_logits(x)
+        return out
+
+    # ----------------------------------------------------------------- pooling
+    def pool(self, h: torch.Tensor, mode: str | None = None) -> torch.Tensor:
+        """Pool a stage output to one vector per sample (DESIGN §1)."""
+        mode = mode or self.default_pooling
+        poolers = POOLERS[self.layout]
+        if mode not in poolers:
+            raise ValueError(
+                f"pooling {mode!r} is not valid for a {self.layout} backbone; choose one of {sorted(poolers)}"
+            )
+        return poolers[mode](h, self.num_prefix_tokens)
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, family={self.family!r}, blocks={len(self.blocks)}, num_features={self.num_features}"

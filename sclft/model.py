@@ -1,0 +1,136 @@
+"""``TransferModel``: a backbone, a strategy and a head — and :func:`wrap`, the three-line entry point."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .backbones import Backbone, create_backbone
+from .strategies import get_strategy
+
+
+class TransferModel(nn.Module):
+    """Backbone + head, with only the strategy's parts trainable.
+
+    ``forward(x) == forward_from_frozen(frozen_forward(x))``; the frozen half runs under ``no_grad``
+    and can be cached when the input transform has no randomness.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        strategy: str = "scl_ft",
+        num_classes: int = 10,
+        layer: str | None = None,
+        class_names: list[str] | None = None,
+        **strategy_options: Any,
+    ):
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        strategy_cls = get_strategy(strategy)
+        if strategy_cls.uses_layer and layer is None:
+            raise ValueError(
+                f"strategy {strategy!r} tunes one block: pass layer=NAME; valid layers: {', '.join(backbone.blocks)}"
+            )
+        self.backbone = backbone
+        self.strategy = strategy_cls(backbone, layer, **strategy_options)
+        self.num_classes = num_classes
+        self.class_names = list(class_names) if class_names else None
+        self.head = self.strategy.build_head(backbone, num_classes, self.class_names)
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+        for p in self.strategy.trainable_backbone_parameters(self.backbone):
+            p.requires_grad_(True)
+        self.train()
+
+    # ------------------------------------------------------------------ description
+    @property
+    def strategy_name(self) -> str:
+        return self.strategy.name
+
+    @property
+    def layer(self) -> str | None:
+        return self.strategy.layer
+
+    @property
+    def blocks(self) -> list[str]:
+        """Ordered candidate block names of the backbone."""
+        return self.backbone.blocks
+
+    def parameter_summary(self) -> dict[str, float]:
+        """Trainable and total parameter counts (backbone without its original classifier, plus our head)."""
+        params = {id(p): p for p in self.parameters()}.values()
+        total = sum(p.numel() for p in params)
+        trainable = sum(p.numel() for p in params if p.requires_grad)
+        return {"trainable": trainable, "total": total, "percent": 100.0 * trainable / total}
+
+    def config(self) -> dict:
+        """What is needed to rebuild this model (stored beside checkpoints)."""
+        return {
+            "backbone": self.backbone.name,
+            "strategy": self.strategy.name,
+            "layer": self.layer,
+            "num_classes": self.num_classes,
+            "class_names": self.class_names,
+            "strategy_options": self.strategy.options(),
+        }
+
+    # ------------------------------------------------------------------ modes
+    def train(self, mode: bool = True) -> "TransferModel":
+        """Frozen backbone parts always stay in eval mode (BatchNorm statistics and dropout frozen)."""
+        super().train(mode)
+        if self.strategy.freezes_backbone:
+            self.backbone.eval()
+            for m in self.strategy.trainable_backbone_modules(self.backbone):
+                m.train(mode)
+        return self
+
+    # ------------------------------------------------------------------ forward
+    def frozen_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The part of the forward pass in which nothing trains (cacheable)."""
+        if not self.strategy.has_frozen_prefix:
+            return x
+        with torch.no_grad():
+            return self.strategy.frozen_forward(self.backbone, x)
+
+    def features_from_frozen(self, z: torch.Tensor) -> torch.Tensor:
+        """Frozen activation → the head's input feature."""
+        return self.strategy.tail_forward(self.backbone, z)
+
+    def forward_from_frozen(self, z: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features_from_frozen(z))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The head's input feature ("penultimate" for NC1), including the SCL skip."""
+        return self.features_from_frozen(self.frozen_forward(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+
+def wrap(
+    backbone: str | nn.Module,
+    strategy: str = "scl_ft",
+    num_classes: int = 10,
+    layer: str | None = None,
+    pretrained: bool = True,
+    checkpoint: str | None = None,
+    class_names: list[str] | None = None,
+    **strategy_options: Any,
+) -> TransferModel:
+    """Wrap a backbone (registry name, ``timm:``/``open_clip:`` name, or your own timm/torchvision/open_clip
+    module) with a transfer strategy and a new ``num_classes`` head.
+
+    >>> model = wrap("resnet50", strategy="scl_ft", num_classes=10, layer="layer3.0", pretrained=False)
+    """
+    return TransferModel(
+        create_backbone(backbone, pretrained=pretrained, checkpoint=checkpoint),
+        strategy=strategy,
+        num_classes=num_classes,
+        layer=layer,
+        class_names=class_names,
+        **strategy_options,
+    )

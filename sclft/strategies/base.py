@@ -1,0 +1,74 @@
+"""What a strategy decides: which parameters train, and how features flow to the head.
+
+Every strategy splits the forward pass in two: ``frozen_forward`` (no parameters train; runs under
+``torch.no_grad`` and, without random augmentation, is the same every epoch — the part that can be
+cached) and ``tail_forward`` (from that activation to the head's input feature).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Iterable
+
+import torch
+from torch import nn
+
+from ..backbones import Backbone
+
+
+class Strategy:
+    """Base class; subclasses register with :func:`sclft.strategies.register_strategy`."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    uses_layer: ClassVar[bool] = False  # needs a block name
+    has_frozen_prefix: ClassVar[bool] = True  # frozen_forward does real (cacheable) work
+    freezes_backbone: ClassVar[bool] = True  # backbone in eval mode except the tuned block
+
+    def __init__(self, backbone: Backbone, layer: str | None = None, **options):
+        if options:
+            raise ValueError(f"strategy {self.name!r} takes no options; got {', '.join(sorted(options))}")
+        self.layer = backbone.check_block(layer) if self.uses_layer else None
+
+    # --------------------------------------------------------------- parameters
+    def trainable_backbone_parameters(self, backbone: Backbone) -> Iterable[nn.Parameter]:
+        return []
+
+    def trainable_backbone_modules(self, backbone: Backbone) -> list[nn.Module]:
+        """Backbone modules that run in training mode (the rest stay in eval mode)."""
+        return []
+
+    def head_in_features(self, backbone: Backbone) -> int:
+        return backbone.num_features
+
+    def build_head(self, backbone: Backbone, num_classes: int, class_names: list[str] | None) -> nn.Module:
+        return nn.Linear(self.head_in_features(backbone), num_classes)
+
+    # --------------------------------------------------------------- forward
+    def frozen_forward(self, backbone: Backbone, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def tail_forward(self, backbone: Backbone, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def options(self) -> dict:
+        """Options needed to rebuild this strategy (saved with checkpoints)."""
+        return {}
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
+        return f"{type(self).__name__}(layer={self.layer!r}{', ' + opts if opts else ''})"
+
+
+class BlockStrategy(Strategy):
+    """Strategies that tune one block: frozen prefix → tuned block → frozen suffix."""
+
+    uses_layer = True
+
+    def trainable_backbone_parameters(self, backbone):
+        return backbone.block_parameters(self.layer)
+
+    def trainable_backbone_modules(self, backbone):
+        return backbone.block_modules(self.layer)
+
+    def frozen_forward(self, backbone, x):
+        return backbone.forward_prefix(x, self.layer)

@@ -1,0 +1,70 @@
+"""SCL-FT: Layer FT plus a parameter-free skip from the tuned block to the penultimate feature.
+
+The tuned block's pooled output ``s`` (width C) joins the penultimate feature ``f`` (width D):
+
+* ``fuse="add"``: ``f + match(s)``, where ``match`` makes C equal to D without parameters
+  (``"repeat"`` tiles the channels, ``"zero_pad"`` pads with zeros; when C > D both average
+  neighbouring channels down to D). The head keeps its D inputs, so SCL-FT trains exactly as many
+  parameters as Layer FT.
+* ``fuse="concat"``: ``[f, s]``; the head sees both and grows by C·K weights.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..backbones.base import POOLERS
+from ._registry import register_strategy
+from .base import BlockStrategy
+
+FUSE_MODES = ("add", "concat")
+MATCH_MODES = ("repeat", "zero_pad")
+
+
+def match_width(v: torch.Tensor, width: int, mode: str = "repeat") -> torch.Tensor:
+    """Parameter-free map of (N, C) to (N, width)."""
+    c = v.shape[1]
+    if c == width:
+        return v
+    if c > width:
+        return F.adaptive_avg_pool1d(v.unsqueeze(1), width).squeeze(1)
+    if mode == "repeat":
+        return v.repeat(1, math.ceil(width / c))[:, :width]
+    if mode == "zero_pad":
+        return F.pad(v, (0, width - c))
+    raise ValueError(f"unknown match mode {mode!r}; valid: {', '.join(MATCH_MODES)}")
+
+
+@register_strategy
+class SCLFT(BlockStrategy):
+    name = "scl_ft"
+    description = "Layer FT + parameter-free skip from the tuned block to the penultimate feature"
+
+    def __init__(self, backbone, layer=None, fuse: str = "add", match: str = "repeat", skip_pooling: str | None = None):
+        super().__init__(backbone, layer)
+        if fuse not in FUSE_MODES:
+            raise ValueError(f"unknown fuse mode {fuse!r}; valid: {', '.join(FUSE_MODES)}")
+        if match not in MATCH_MODES:
+            raise ValueError(f"unknown match mode {match!r}; valid: {', '.join(MATCH_MODES)}")
+        if skip_pooling is not None and skip_pooling not in POOLERS[backbone.layout]:
+            raise ValueError(f"unknown skip_pooling {skip_pooling!r}; valid: {', '.join(POOLERS[backbone.layout])}")
+        self.fuse, self.match, self.skip_pooling = fuse, match, skip_pooling
+
+    def options(self):
+        return {"fuse": self.fuse, "match": self.match, "skip_pooling": self.skip_pooling}
+
+    def head_in_features(self, backbone):
+        if self.fuse == "concat":
+            return backbone.num_features + backbone.block_width(self.layer)
+        return backbone.num_features
+
+    def tail_forward(self, backbone, z):
+        out = backbone.forward_block(z, self.layer)
+        feat = backbone.forward_suffix(out, self.layer)
+        skip = backbone.pool(out, self.skip_pooling)
+        if self.fuse == "concat":
+            return torch.cat([feat, skip], dim=1)
+        return feat + match_width(skip, feat.shape[1], self.match)

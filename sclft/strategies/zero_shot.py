@@ -1,0 +1,55 @@
+"""CLIP zero-shot: the head is built from text prompts of the class names; nothing trains."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._registry import register_strategy
+from .base import Strategy
+
+CLIP_LOGIT_SCALE = 100.0
+
+
+class TextHead(nn.Module):
+    """Cosine-similarity head: ``scale · normalise(f) · Tᵀ`` with fixed normalised text embeddings T."""
+
+    def __init__(self, class_embeddings: torch.Tensor, logit_scale: float = CLIP_LOGIT_SCALE):
+        super().__init__()
+        self.register_buffer("weight", F.normalize(class_embeddings.float(), dim=-1))
+        self.logit_scale = logit_scale
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.logit_scale * F.normalize(f, dim=-1) @ self.weight.to(f.dtype).T
+
+
+@register_strategy
+class ZeroShot(Strategy):
+    name = "zero_shot"
+    description = "CLIP only: head from text prompts of the class names (no training)"
+
+    def __init__(self, backbone, layer=None, templates: tuple[str, ...] | None = None):
+        super().__init__(backbone, layer)
+        if "encode_text" not in backbone.extras:
+            raise ValueError(
+                f"zero_shot needs a CLIP backbone with its text tower (e.g. clip_vit_b32); {backbone.name!r} has none"
+            )
+        self.templates = tuple(templates) if templates else None
+
+    def options(self):
+        return {"templates": list(self.templates) if self.templates else None}
+
+    def build_head(self, backbone, num_classes, class_names):
+        if not class_names or len(class_names) != num_classes:
+            raise ValueError("zero_shot needs class_names: one readable name per class")
+        kwargs = {"templates": self.templates} if self.templates else {}
+        with torch.no_grad():
+            text = backbone.extras["encode_text"](class_names, **kwargs)  # (D, K)
+        return TextHead(text.T.cpu())
+
+    def frozen_forward(self, backbone, x):
+        return backbone.forward_features(x)
+
+    def tail_forward(self, backbone, z):
+        return z

@@ -1,0 +1,119 @@
+import numpy as np
+import pytest
+import timm
+import torch
+import torchvision
+from PIL import Image
+
+import sclft
+from sclft.backbones import create_backbone
+
+
+EXPECTED_BLOCKS = {
+    "resnet18": ["stem", "layer1.0", "layer1.1"] + [f"layer{i}.{j}" for i in (2, 3, 4) for j in range(2)],
+    "resnet50": ["stem"] + [f"layer{i}.{j}" for i, n in zip((1, 2, 3, 4), (3, 4, 6, 3)) for j in range(n)],
+    "vit_b32": [f"blocks.{i}" for i in range(12)],
+    "vit_b16": [f"blocks.{i}" for i in range(12)],
+    "clip_vit_b32": [f"transformer.resblocks.{i}" for i in range(12)],
+}
+WIDTHS = {"resnet18": 512, "resnet50": 2048, "vit_b32": 768, "vit_b16": 768, "clip_vit_b32": 512, "efficientnet_lite0": 1280}
+
+
+def test_registry_lists_short_names():
+    assert set(sclft.list_backbones()) == {"resnet18", "resnet50", "vit_b32", "vit_b16", "clip_vit_b32", "efficientnet_lite0"}
+
+
+@pytest.mark.parametrize("name", sorted(WIDTHS))
+def test_block_names_and_chain_consistency(name, backbone_factory):
+    b = backbone_factory(name)
+    if name in EXPECTED_BLOCKS:
+        assert b.blocks == EXPECTED_BLOCKS[name]
+    assert b.num_features == WIDTHS[name]
+    size = 64 if b.layout == "conv" else b.data_config["input_size"][-1]
+    x = torch.randn(2, 3, size, size)
+    b.eval()
+    with torch.no_grad():
+        full = b.forward_features(x)
+        mid = b.blocks[len(b.blocks) // 2]
+        out = b.forward_block(b.forward_prefix(x, mid), mid)
+        split = b.forward_suffix(out, mid)
+        everything = b.forward_all(x)
+    assert full.shape == (2, WIDTHS[name])
+    torch.testing.assert_close(split, full)
+    torch.testing.assert_close(everything["penultimate"], full)
+    assert everything[mid].shape == (2, b.block_width(mid))
+    assert list(everything)[:-1] == b.blocks
+
+
+def test_unknown_names_list_valid_ones(backbone_factory):
+    with pytest.raises(ValueError, match="valid names: .*resnet50"):
+        create_backbone("resnet5000", pretrained=False)
+    with pytest.raises(ValueError, match="valid layers: stem, layer1.0"):
+        backbone_factory("resnet50").check_block("layer9.9")
+
+
+def test_passthrough_and_user_modules():
+    b = create_backbone("timm:resnet34", pretrained=False)
+    assert b.family == "resnet" and b.num_features == 512 and len(b.blocks) == 1 + 3 + 4 + 6 + 3
+    tv = torchvision.models.resnet18(weights=None)
+    model = sclft.wrap(tv, strategy="layer_ft", layer="layer2.1", num_classes=5)
+    assert model(torch.randn(2, 3, 64, 64)).shape == (2, 5)
+    assert model.blocks[0] == "stem"
+    eff = timm.create_model("efficientnet_b0", pretrained=False)
+    assert sclft.wrap(eff, strategy="linear_probe", num_classes=3).backbone.num_features == 1280
+    with pytest.raises(ValueError, match="cannot adapt"):
+        sclft.wrap(torch.nn.Linear(3, 3), num_classes=3)
+
+
+def test_offline_pretrained_gives_actionable_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from sclft import _hub
+
+    _hub.hub_reachable.cache_clear()
+    with pytest.raises(sclft.WeightsUnavailableError) as err:
+        create_backbone("resnet50", pretrained=True)
+    msg = str(err.value)
+    assert "timm/resnet50.tv_in1k" in msg and "checkpoint=PATH" in msg and "pretrained=False" in msg
+    with pytest.raises(sclft.WeightsUnavailableError, match="ViT-B-32/openai"):
+        create_backbone("clip_vit_b32", pretrained=True)
+
+
+def test_local_checkpoint_loads(tmp_path):
+    src = timm.create_model("resnet18", pretrained=False, num_classes=1000)
+    path = tmp_path / "resnet18.pth"
+    torch.save(src.state_dict(), path)
+    b = create_backbone("resnet18", checkpoint=str(path))
+    torch.testing.assert_close(b.model.conv1.weight, src.conv1.weight)
+    with pytest.raises(FileNotFoundError):
+        create_backbone("resnet18", checkpoint=str(tmp_path / "missing.pth"))
+
+
+def _classify(model, image):
+    cfg = timm.data.resolve_model_data_config(model)
+    x = timm.data.create_transform(**cfg)(Image.fromarray(image))
+    with torch.no_grad():
+        return int(model(x[None]).argmax())
+
+
+def test_efficientnet_lite0_real_imagenet_weights_offline():
+    from skimage import data
+
+    from sclft.backbones.efficientnet_lite0 import create_lite0_imagenet
+
+    model = create_lite0_imagenet()
+    assert 281 <= _classify(model, data.chelsea()) <= 285  # tabby / tiger / Persian / Siamese / Egyptian cat
+    assert _classify(model, data.coffee()) == 967  # espresso
+    backbone = create_backbone("efficientnet_lite0", pretrained=True)
+    assert backbone.data_config["mean"] == (0.5, 0.5, 0.5)
+    torch.testing.assert_close(backbone.model.conv_stem.weight, model.conv_stem.weight)
+
+
+def test_lite0_key_pairing_checks_shapes():
+    from sclft.backbones.efficientnet_lite0 import load_lite0_state_dict
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    bad = {f"_{k}": v.clone() for k, v in model.state_dict().items()}
+    first = next(iter(bad))
+    bad[first] = torch.zeros(1)
+    with pytest.raises(sclft.WeightsUnavailableError, match="shape mismatch"):
+        load_lite0_state_dict(model, bad)

@@ -1,0 +1,47 @@
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+import sclft
+from sclft import nc
+
+
+def _digits(n=120, size=32):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images[:n], dtype=torch.float32)[:, None].repeat(1, 3, 1, 1) / 16
+    x = torch.nn.functional.interpolate(x, size=size, mode="bilinear")
+    return (x - 0.5) / 0.5, torch.tensor(d.target[:n])
+
+
+def test_probe_matches_per_layer_reference(tmp_path, backbone_factory):
+    b = backbone_factory("resnet18")
+    x, y = _digits()
+    res = sclft.probe(b, (x, y), batch_size=50, progress=False)
+    assert res.layers == b.blocks + ["penultimate"]
+    b.eval()
+    with torch.no_grad():
+        for layer in ("stem", "layer2.1", "layer4.1"):
+            h = b.forward_block(b.forward_prefix(x, layer), layer).mean(dim=(2, 3))
+            assert res[layer]["nc1"] == pytest.approx(nc.nc1(h, y), rel=1e-5)
+            assert res[layer]["separation"] == pytest.approx(nc.separation(h, y), rel=1e-5)
+            assert res[layer]["dim"] == h.shape[1]
+    res.to_csv(tmp_path / "probe.csv")
+    rows = list(csv.DictReader(open(tmp_path / "probe.csv")))
+    assert [r["layer"] for r in rows] == res.layers and float(rows[0]["nc1"]) == pytest.approx(res.rows[0]["nc1"])
+    res.plot(tmp_path / "probe.png")
+    assert (tmp_path / "probe.png").read_bytes()[:4] == b"\x89PNG"
+    assert "layer2.1" in res.table()
+
+
+def test_probe_subset_pooling_and_tuned_model(backbone_factory):
+    b = backbone_factory("resnet18")
+    x, y = _digits(60)
+    res = sclft.probe(b, (x, y), layers=["layer3.0"], pooling="avg2x2", progress=False)
+    assert res.layers == ["layer3.0", "penultimate"] and res["layer3.0"]["dim"] == 256 * 4
+    model = sclft.TransferModel(b, "scl_ft", num_classes=10, layer="layer3.0", fuse="concat")
+    tuned = sclft.probe(model, (x, y), layers=["layer3.0"], progress=False)
+    assert tuned["penultimate"]["dim"] == 512 + 256  # the head-input feature including the skip

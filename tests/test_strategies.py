@@ -1,0 +1,127 @@
+import pytest
+import torch
+
+import sclft
+from sclft.strategies.scl_ft import match_width
+
+# (K, expected trainable % for layer_ft / scl_ft on resnet50 layer3.0) — the seed's table
+RESNET50_PERCENT = [(10, 6.52), (100, 7.24), (47, 6.82), (37, 6.73)]
+
+
+@pytest.mark.parametrize("k,expected", RESNET50_PERCENT)
+@pytest.mark.parametrize("strategy", ["layer_ft", "scl_ft"])
+def test_resnet50_trainable_share_matches_paper(backbone_factory, strategy, k, expected):
+    model = sclft.TransferModel(backbone_factory("resnet50"), strategy, num_classes=k, layer="layer3.0")
+    summary = model.parameter_summary()
+    assert round(summary["percent"], 2) == expected
+    assert summary["trainable"] == 1_512_448 + 2048 * k + k
+
+
+def test_other_shares(backbone_factory):
+    lp = sclft.TransferModel(backbone_factory("resnet50"), "linear_probe", num_classes=10)
+    assert round(lp.parameter_summary()["percent"], 2) == 0.09
+    lp100 = sclft.TransferModel(backbone_factory("resnet50"), "linear_probe", num_classes=100)
+    assert round(lp100.parameter_summary()["percent"], 2) == 0.86
+    vit = sclft.TransferModel(backbone_factory("vit_b32"), "layer_ft", num_classes=100, layer="blocks.6")
+    assert vit.parameter_summary()["trainable"] == 7_087_872 + 768 * 100 + 100
+    assert round(vit.parameter_summary()["percent"], 2) in (8.18, 8.19)
+    full = sclft.TransferModel(backbone_factory("resnet50"), "full_ft", num_classes=10)
+    assert full.parameter_summary()["percent"] == 100.0
+    concat = sclft.TransferModel(backbone_factory("resnet50"), "scl_ft", num_classes=10, layer="layer3.0", fuse="concat")
+    assert concat.parameter_summary()["trainable"] == 1_512_448 + (2048 + 1024) * 10 + 10
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "vit_b32", "vit_b16", "clip_vit_b32", "efficientnet_lite0"])
+def test_every_backbone_and_strategy_gives_logits(backbone_factory, name):
+    b = backbone_factory(name)
+    size = 64 if b.layout == "conv" else 224
+    x = torch.randn(2, 3, size, size)
+    layer = b.blocks[len(b.blocks) // 2]
+    strategies = ["linear_probe", "layer_ft", "scl_ft", "full_ft"] + (["zero_shot"] if name.startswith("clip") else [])
+    for s in strategies:
+        model = sclft.TransferModel(b, s, num_classes=7, layer=layer, class_names=[f"c{i}" for i in range(7)])
+        model.eval()
+        with torch.no_grad():
+            logits = model(x)
+            assert logits.shape == (2, 7), s
+            torch.testing.assert_close(model.forward_from_frozen(model.frozen_forward(x)), logits)
+
+
+def test_requires_grad_only_on_named_parts(backbone_factory):
+    b = backbone_factory("resnet50")
+    model = sclft.TransferModel(b, "scl_ft", num_classes=10, layer="layer3.0")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith(("backbone.model.layer3.0.", "head.")) for n in trainable)
+    assert {"head.weight", "head.bias"} <= trainable
+    lp = sclft.TransferModel(b, "linear_probe", num_classes=10)
+    assert {n for n, p in lp.named_parameters() if p.requires_grad} == {"head.weight", "head.bias"}
+
+
+@pytest.mark.parametrize("strategy", ["linear_probe", "layer_ft", "scl_ft"])
+def test_training_step_leaves_frozen_parts_untouched(backbone_factory, strategy):
+    b = backbone_factory("resnet18")
+    model = sclft.TransferModel(b, strategy, num_classes=4, layer="layer3.0")
+    model.train()
+    assert not b.model.layer1[0].bn1.training  # frozen BatchNorm stays in eval mode
+    if strategy != "linear_probe":
+        assert b.model.layer3[0].bn1.training
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    x, y = torch.randn(8, 3, 64, 64), torch.arange(8) % 4
+    for _ in range(2):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    after = model.state_dict()
+    tuned = ("head.",) if strategy == "linear_probe" else ("head.", "backbone.model.layer3.0.")
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed, "nothing trained"
+    assert all(k.startswith(tuned) for k in changed), sorted(changed)[:5]
+    assert any(k.startswith("head.") for k in changed)
+    if strategy != "linear_probe":
+        assert "backbone.model.layer3.0.bn1.running_mean" in changed  # the tuned block's BN does update
+
+
+def test_layer_required_and_validated(backbone_factory):
+    b = backbone_factory("resnet18")
+    with pytest.raises(ValueError, match="pass layer=NAME; valid layers: stem, layer1.0"):
+        sclft.TransferModel(b, "scl_ft", num_classes=3)
+    with pytest.raises(ValueError, match="valid layers"):
+        sclft.TransferModel(b, "layer_ft", num_classes=3, layer="layer7")
+    with pytest.raises(ValueError, match="valid strategies: full_ft, layer_ft, linear_probe, scl_ft, zero_shot"):
+        sclft.TransferModel(b, "lora", num_classes=3)
+    with pytest.raises(ValueError, match="fuse"):
+        sclft.TransferModel(b, "scl_ft", num_classes=3, layer="layer2.0", fuse="mul")
+    with pytest.raises(ValueError, match="zero_shot needs a CLIP"):
+        sclft.TransferModel(b, "zero_shot", num_classes=3, class_names=["a", "b", "c"])
+
+
+def test_scl_skip_is_the_pooled_block_output(backbone_factory):
+    b = backbone_factory("resnet50")
+    scl = sclft.TransferModel(b, "scl_ft", num_classes=3, layer="layer3.0", match="zero_pad").eval()
+    lft = sclft.TransferModel(b, "layer_ft", num_classes=3, layer="layer3.0").eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        out = b.forward_block(b.forward_prefix(x, "layer3.0"), "layer3.0").mean(dim=(2, 3))
+        diff = scl.forward_features(x) - lft.forward_features(x)
+    torch.testing.assert_close(diff[:, :1024], out)
+    assert torch.count_nonzero(diff[:, 1024:]) == 0
+
+
+def test_match_width():
+    v = torch.arange(6.0).reshape(2, 3)
+    assert match_width(v, 7, "repeat").tolist() == [[0, 1, 2, 0, 1, 2, 0], [3, 4, 5, 3, 4, 5, 3]]
+    assert match_width(v, 5, "zero_pad").tolist() == [[0, 1, 2, 0, 0], [3, 4, 5, 0, 0]]
+    w = torch.arange(8.0).reshape(1, 8)
+    assert match_width(w, 4).tolist() == [[0.5, 2.5, 4.5, 6.5]]
+
+
+def test_zero_shot_head_from_text(backbone_factory):
+    b = backbone_factory("clip_vit_b32")
+    names = ["cat", "dog", "car"]
+    model = sclft.TransferModel(b, "zero_shot", num_classes=3, class_names=names)
+    assert model.parameter_summary()["trainable"] == 0
+    text = b.extras["encode_text"](names)
+    torch.testing.assert_close(model.head.weight, torch.nn.functional.normalize(text.T, dim=-1))
+    with pytest.raises(ValueError, match="class_names"):
+        sclft.TransferModel(b, "zero_shot", num_classes=3)
