@@ -107,8 +107,9 @@ class TransferModel(nn.Module):
         """The head's input feature ("penultimate" for NC1), including the SCL skip."""
         return self.features_from_frozen(self.frozen_forward(x))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x))
+    def forward(self, x: torch.Tensor, from_frozen: bool = False) -> torch.Tensor:
+        """Logits; ``from_frozen=True`` takes a cached ``frozen_forward`` activation instead of images."""
+        return self.head(self.features_from_frozen(x) if from_frozen else self.forward_features(x))
 
 
 def wrap(
