@@ -78,6 +78,8 @@ class TrainConfig:
     cache: str = "auto"
     cache_dir: str | None = None
     num_workers: int = 0
+    channels_last: bool = False
+    compile: bool = False
     tensorboard: bool = False
     out: str = "runs/sclft"
     resume: bool = False
@@ -317,6 +319,7 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
         log_with="tensorboard" if cfg.tensorboard else None,
         project_dir=str(out),
         step_scheduler_with_optimizer=False,
+        dynamo_backend="inductor" if cfg.compile else "no",
     )
     say = accelerator.print
     set_seed(cfg.seed)
@@ -341,6 +344,8 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
     model = TransferModel(backbone, cfg.strategy, splits.num_classes, layer if layer != "auto" else None,
                           class_names=splits.class_names, **options)
     model.to(accelerator.device)
+    if cfg.channels_last and backbone.layout == "conv":
+        model.to(memory_format=torch.channels_last)
     data = prepare_datasets(model, splits, cfg, accelerator.device)
     if data.cached:
         say(f"frozen-prefix cache: {data.train.storage}, {data.train.nbytes / 2**20:.1f} MiB for the train split")
