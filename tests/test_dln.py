@@ -1,0 +1,122 @@
+"""Deep-linear-network theory lab (seed §2–4): small, seeded, seconds each."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from sclft.cli import main
+from sclft.dln.completion import compressed_network, make_problem, narrow_network, original_network, train_completion
+from sclft.dln.network import DTYPE, FactorNetwork, GDConfig, init_weight, generator, train
+from sclft.dln.parsimony import ParsimonyConfig, max_principal_angle, run_parsimony
+from sclft.dln.separation import SeparationConfig, decay_bound, run_separation
+
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """The matrices here are tiny: one thread is faster and immune to oversubscription."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# --- network -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rows,cols", [(6, 6), (8, 5), (5, 8)])
+def test_orthogonal_init_is_scaled_isometry(rows, cols):
+    w = init_weight(rows, cols, 0.3, "orthogonal", generator(0))
+    gram = w.T @ w if rows >= cols else w @ w.T
+    assert torch.allclose(gram, 0.09 * torch.eye(min(rows, cols), dtype=DTYPE), atol=1e-14)
+
+
+@pytest.mark.parametrize("kind", ["normal", "uniform"])
+def test_random_inits_match_orthogonal_norm_on_average(kind):
+    w = init_weight(200, 200, 0.5, kind, generator(1))
+    assert w.norm() ** 2 == pytest.approx(0.25 * 200, rel=0.02)
+
+
+def test_gd_step_is_decayed_weight_minus_gradient():
+    w0 = torch.randn(4, 3, generator=generator(2), dtype=DTYPE)
+    net = FactorNetwork([w0])
+    train(net, lambda f: f[0].pow(3).sum(), GDConfig(lr=0.1, weight_decay=0.5), steps=1)
+    assert torch.allclose(net.factors[0].detach(), (1 - 0.1 * 0.5) * w0 - 0.1 * 3 * w0**2, atol=1e-15)
+
+
+def test_principal_angle_is_precise_for_tiny_rotations():
+    q = torch.linalg.qr(torch.randn(10, 10, generator=generator(3), dtype=DTYPE))[0]
+    a, c, s = q[:, :3], math.cos(1e-9), math.sin(1e-9)
+    b = a.clone()
+    b[:, 0] = c * a[:, 0] + s * q[:, 5]
+    assert max_principal_angle(a, b) == pytest.approx(1e-9, rel=1e-4)
+    assert max_principal_angle(a, q[:, 3:6]) == pytest.approx(math.pi / 2)
+
+
+# --- law of parsimony (seed §2) ----------------------------------------------------------------
+
+SMALL_PARSIMONY = ParsimonyConfig(depth=3, dim=16, rank=2, samples=32, scale=0.1, lr=0.1, steps=250)
+
+
+@pytest.fixture(scope="module")
+def parsimony():
+    return run_parsimony(SMALL_PARSIMONY, record_every=5)
+
+
+def test_parsimony_training_fits(parsimony):
+    assert parsimony.losses[-1] < 1e-3 * parsimony.losses[0]
+
+
+def test_trailing_singular_values_equal_and_subspaces_unmoved(parsimony):
+    for layer in parsimony.layers[:-1]:
+        assert layer["trailing_relative_spread"] < 1e-10
+        assert layer["trailing_right_angle_rad"] < 1e-9
+        assert layer["trailing_left_angle_rad"] < 1e-9
+        assert layer["trailing_map_change"] < 1e-10  # acts as the rescaled initial map there
+        assert layer["rho"] == pytest.approx(SMALL_PARSIMONY.scale, rel=0.05)
+
+
+def test_leading_2r_directions_moved(parsimony):
+    for layer in parsimony.layers[:-1]:
+        assert len(layer["leading_singular_values"]) == 2 * SMALL_PARSIMONY.rank
+        assert layer["leading_min_relative_gap"] > 0.05
+        assert max(layer["leading_singular_values"]) > 5 * layer["rho"]
+    # some leading singular vector rotated by a visible angle
+    assert float(parsimony.right_angles.max()) > 0.2
+
+
+def test_parsimony_breaks_without_whitening():
+    from dataclasses import replace
+
+    result = run_parsimony(replace(SMALL_PARSIMONY, whitened=False), record_every=50)
+    assert max(layer["trailing_relative_spread"] for layer in result.layers) > 1e-4
+
+
+# --- progressive separation (seed §3) ----------------------------------------------------------
+
+SMALL_SEPARATION = SeparationConfig(num_classes=3, per_class=6, width=18, depth=4, scale=0.5, lr=5.0, steps=600)
+
+
+@pytest.fixture(scope="module")
+def separations():
+    from dataclasses import replace
+
+    return [run_separation(replace(SMALL_SEPARATION, scale=s), record_every=50) for s in (0.5, 0.25)]
+
+
+def test_separation_decays_geometrically_below_the_bound(separations):
+    for result in separations:
+        d = result.separations
+        assert all(b < a for a, b in zip(d, d[1:]))
+        ratios = result.decay_ratios
+        assert max(ratios) < decay_bound(3, result.config.scale)
+        assert max(ratios) / min(ratios) < 1.2  # one ratio per layer: linear decay of log D_l
+        assert result.conditions["optimality_relative_residual"] < 1e-6
+        assert result.conditions["unchanged_spectrum_max_relative_deviation"] < 1e-8
+
+
+def test_decay_ratio_scales_like_eps_squared(separations):
+    big, small = (math.prod(r.decay_ratios) ** (1 / len(r.decay_ratios)) for r in separations)
+    assert small / big == pytest.approx(0.25, rel=0.3)
