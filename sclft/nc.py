@@ -7,22 +7,32 @@ Definitions (DESIGN §1), for features ``h_i`` (N×D), labels ``y_i`` in ``0..K-
 
 NC1 is computed in the (≤K)-dimensional span of the centred class means: with the thin SVD
 ``M = [μ_1−μ_G … μ_K−μ_G] = U S Vᵀ``, ``tr(Σ_W Σ_B⁺) = K Σ_j s_j⁻² · u_jᵀ Σ_W u_j``. That costs
-O(N·D·K) time and O(D·K) memory; no D×D matrix is ever formed. Accumulation is in float64 and
-the features are processed in row chunks, so float32 inputs with large D are never copied whole.
+O(N·D·K) time and O(D·K) memory; no D×D matrix is ever formed.
+
+Everything runs through :class:`NCAccumulator`, which sees the features as a stream of batches in
+two passes (class sums, then projections of the centred features onto ``U``). The in-memory
+functions feed it row chunks of an array; :func:`sclft.probe` feeds it batches straight from the
+network, so flattened conv maps (D in the hundreds of thousands) never exist as an N×D array.
+Accumulation is in float64, in row chunks of at most ``_CHUNK_ROWS`` rows and ``_CHUNK_ELEMENTS``
+values, so float32 inputs with large D are never copied whole.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import Iterable, Iterator, Union
 
 import numpy as np
 import torch
 
-__all__ = ["nc1", "separation", "class_statistics", "ClassStatistics", "nc2_equinorm", "nc2_equiangular"]
+__all__ = [
+    "nc1", "separation", "class_statistics", "accumulate", "ClassStatistics", "NCAccumulator",
+    "nc2_equinorm", "nc2_equiangular",
+]
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
 _CHUNK_ROWS = 4096
+_CHUNK_ELEMENTS = 1 << 23  # float64 working copy of a chunk: at most 64 MiB
 
 
 def _as_tensor(x: ArrayLike) -> torch.Tensor:
@@ -31,6 +41,18 @@ def _as_tensor(x: ArrayLike) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         return torch.as_tensor(np.asarray(x))
     return x.detach()
+
+
+def _check_counts(counts: torch.Tensor, k: int) -> None:
+    missing = torch.nonzero(counts == 0).flatten().tolist()
+    if missing:
+        shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+        raise ValueError(
+            f"{len(missing)} of {k} classes have no samples (class ids: {shown}); NC metrics need every "
+            "class present. Pass num_classes matching the labels, or relabel the classes to 0..K-1."
+        )
+    if k < 2:
+        raise ValueError("NC metrics need at least two classes; got a single class")
 
 
 def _check_inputs(features: ArrayLike, labels: ArrayLike, num_classes: int | None):
@@ -47,17 +69,14 @@ def _check_inputs(features: ArrayLike, labels: ArrayLike, num_classes: int | Non
     k = int(num_classes) if num_classes is not None else int(y.max()) + 1
     if int(y.max()) >= k:
         raise ValueError(f"label {int(y.max())} is out of range for num_classes={k}")
-    counts = torch.bincount(y, minlength=k)
-    missing = torch.nonzero(counts == 0).flatten().tolist()
-    if missing:
-        shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
-        raise ValueError(
-            f"{len(missing)} of {k} classes have no samples (class ids: {shown}); NC metrics need every "
-            "class present. Pass num_classes matching the labels, or relabel the classes to 0..K-1."
-        )
-    if k < 2:
-        raise ValueError("NC metrics need at least two classes; got a single class")
-    return h, y, k, counts
+    _check_counts(torch.bincount(y, minlength=k), k)
+    return h, y, k
+
+
+def _row_slices(n: int, d: int) -> Iterator[slice]:
+    step = max(1, min(_CHUNK_ROWS, _CHUNK_ELEMENTS // max(d, 1)))
+    for start in range(0, n, step):
+        yield slice(start, min(start + step, n))
 
 
 @dataclass
@@ -78,24 +97,153 @@ class ClassStatistics:
         return self.means - self.global_mean
 
 
-def _chunks(n: int):
-    for start in range(0, n, _CHUNK_ROWS):
-        yield slice(start, min(start + _CHUNK_ROWS, n))
+class NCAccumulator:
+    """Streaming NC1 / separation of one feature stream in two passes, O(K·D) memory.
+
+    >>> acc = NCAccumulator(num_classes=10)
+    >>> for h, y in batches: acc.update(h, y)      # pass 1: class sums
+    >>> acc.end_pass()
+    >>> for h, y in batches: acc.update(h, y)      # pass 2: the same batches again (any order)
+    >>> acc.end_pass(); acc.nc1(), acc.separation()
+
+    ``num_classes=None`` grows K with the largest label seen. Features of any shape (B, ...) are
+    flattened per sample; batches may live on any device (the statistics follow the first batch's).
+    ``projections=False`` skips the SVD and projections (separation only).
+    """
+
+    def __init__(self, num_classes: int | None = None, projections: bool = True):
+        self.k = int(num_classes) if num_classes is not None else 0
+        self.projections = projections
+        self.phase = 0  # 0: summing, 1: projecting, 2: done
+        self.sums: torch.Tensor | None = None
+        self.counts: torch.Tensor | None = None
+        self.n = 0
+        self.n_second = 0
+        self.within = 0.0
+        self.stats: ClassStatistics | None = None
+        self.u: torch.Tensor | None = None
+        self.s: torch.Tensor | None = None
+        self.proj_sq: torch.Tensor | None = None
+
+    # ---------------------------------------------------------------- feeding
+    def update(self, features: ArrayLike, labels: ArrayLike) -> None:
+        h = _as_tensor(features)
+        h = h.reshape(h.shape[0], -1)
+        y = _as_tensor(labels).reshape(-1).to(device=h.device, dtype=torch.long)
+        if h.shape[0] != y.shape[0]:
+            raise ValueError(f"features have {h.shape[0]} rows but labels have {y.shape[0]} entries")
+        if not len(y):
+            return
+        if self.phase == 0:
+            self._add_sums(h, y)
+        elif self.phase == 1:
+            self._add_spread(h, y)
+        else:
+            raise RuntimeError("both passes are done; create a new NCAccumulator")
+
+    def _add_sums(self, h: torch.Tensor, y: torch.Tensor) -> None:
+        if int(y.min()) < 0:
+            raise ValueError(f"labels must be in 0..K-1, got {int(y.min())}")
+        k = max(self.k, int(y.max()) + 1)
+        if self.sums is None:
+            self.sums = torch.zeros(k, h.shape[1], dtype=torch.float64, device=h.device)
+            self.counts = torch.zeros(k, dtype=torch.long, device=h.device)
+        elif self.sums.shape[1] != h.shape[1]:
+            raise ValueError(f"feature width changed from {self.sums.shape[1]} to {h.shape[1]}")
+        if k > self.sums.shape[0]:
+            grow = k - self.sums.shape[0]
+            self.sums = torch.cat([self.sums, self.sums.new_zeros(grow, self.sums.shape[1])])
+            self.counts = torch.cat([self.counts, self.counts.new_zeros(grow)])
+        y = y.to(self.sums.device)
+        for s in _row_slices(len(y), h.shape[1]):
+            self.sums.index_add_(0, y[s], h[s].to(self.sums.device, torch.float64))
+        self.counts += torch.bincount(y, minlength=self.sums.shape[0])
+        self.n += len(y)
+
+    def _add_spread(self, h: torch.Tensor, y: torch.Tensor) -> None:
+        means = self.stats.means
+        y = y.to(means.device)
+        for s in _row_slices(len(y), h.shape[1]):
+            centred = h[s].to(means.device, torch.float64) - means[y[s]]
+            self.within += float((centred**2).sum())
+            if self.u is not None:
+                self.proj_sq += ((centred @ self.u) ** 2).sum(0)
+        self.n_second += len(y)
+
+    def end_pass(self) -> None:
+        """Close pass 1 (means, and the SVD of the centred means) or pass 2 (the statistics)."""
+        if self.phase == 0:
+            if self.sums is None:
+                raise ValueError("no samples: features and labels are empty")
+            if self.k and self.sums.shape[0] > self.k:
+                raise ValueError(f"label {self.sums.shape[0] - 1} is out of range for num_classes={self.k}")
+            self.k = self.sums.shape[0]
+            _check_counts(self.counts, self.k)
+            means = self.sums / self.counts.to(torch.float64).unsqueeze(1)
+            self.stats = ClassStatistics(means, self.sums.sum(0) / self.n, self.counts, 0.0)
+            self.sums = None
+            if self.projections:
+                self._decompose()
+        elif self.phase == 1:
+            if self.n_second != self.n:
+                raise ValueError(f"pass 2 saw {self.n_second} samples but pass 1 saw {self.n}; feed the same data")
+            self.stats.trace_within = self.within / self.n
+        self.phase += 1
+
+    def _decompose(self) -> None:
+        m = self.stats.centred_means.T  # D×K
+        u, s, _ = torch.linalg.svd(m, full_matrices=False)
+        tol = s.max() * max(m.shape) * torch.finfo(torch.float64).eps
+        keep = s > tol
+        if not bool(keep.any()):
+            raise ValueError("all class means coincide: Σ_B is zero and NC1 is undefined")
+        self.u, self.s = u[:, keep].contiguous(), s[keep]
+        self.proj_sq = torch.zeros(self.u.shape[1], dtype=torch.float64, device=m.device)
+
+    def feed(self, batches: Iterable[tuple[ArrayLike, ArrayLike]] | None = None) -> "NCAccumulator":
+        """Run the current pass over ``batches`` and close it."""
+        for h, y in batches or ():
+            self.update(h, y)
+        self.end_pass()
+        return self
+
+    # ---------------------------------------------------------------- results
+    def _done(self) -> ClassStatistics:
+        if self.phase != 2:
+            raise RuntimeError("feed the data twice (two passes, each closed with end_pass) before reading results")
+        return self.stats
+
+    def nc1(self, normalize: bool = False) -> float:
+        """``tr(Σ_W Σ_B⁺)``; ``normalize=True`` divides by K (Papyan et al.)."""
+        self._done()
+        if self.u is None:
+            raise RuntimeError("this accumulator was built with projections=False")
+        value = self.k * float((self.proj_sq / self.n / self.s**2).sum())
+        return value / self.k if normalize else value
+
+    def separation(self) -> float:
+        """``tr(Σ_W) / tr(Σ_B)``."""
+        stats = self._done()
+        trace_between = float((stats.centred_means**2).sum()) / stats.num_classes
+        if trace_between == 0.0:
+            raise ValueError("all class means coincide: tr(Σ_B) is zero and the separation is undefined")
+        return stats.trace_within / trace_between
+
+
+def accumulate(
+    features: ArrayLike, labels: ArrayLike, num_classes: int | None = None, projections: bool = True
+) -> NCAccumulator:
+    """Both passes of an :class:`NCAccumulator` over in-memory features (row chunks)."""
+    h, y, k = _check_inputs(features, labels, num_classes)
+    acc = NCAccumulator(k, projections=projections)
+    for _ in range(2):
+        acc.feed((h[s], y[s]) for s in _row_slices(len(y), h.shape[1]))
+    return acc
 
 
 def class_statistics(features: ArrayLike, labels: ArrayLike, num_classes: int | None = None) -> ClassStatistics:
     """Two chunked passes: class sums, then the within-class scatter trace."""
-    h, y, k, counts = _check_inputs(features, labels, num_classes)
-    n, d = h.shape
-    sums = torch.zeros(k, d, dtype=torch.float64, device=h.device)
-    for s in _chunks(n):
-        sums.index_add_(0, y[s], h[s].to(torch.float64))
-    means = sums / counts.to(torch.float64).unsqueeze(1)
-    global_mean = sums.sum(0) / n
-    within = 0.0
-    for s in _chunks(n):
-        within += float(((h[s].to(torch.float64) - means[y[s]]) ** 2).sum())
-    return ClassStatistics(means, global_mean, counts, within / n)
+    return accumulate(features, labels, num_classes, projections=False).stats
 
 
 def nc1(
@@ -109,31 +257,12 @@ def nc1(
     ``normalize=True`` divides by K (the Papyan et al. convention). Features of any shape (N, ...) are
     flattened per sample. Raises ``ValueError`` when a class is absent or there is only one class.
     """
-    h, y, k, counts = _check_inputs(features, labels, num_classes)
-    stats = class_statistics(h, y, k)
-    m = stats.centred_means.T  # D×K
-    u, s, _ = torch.linalg.svd(m, full_matrices=False)
-    tol = s.max() * max(m.shape) * torch.finfo(torch.float64).eps
-    keep = s > tol
-    if not bool(keep.any()):
-        raise ValueError("all class means coincide: Σ_B is zero and NC1 is undefined")
-    u, s = u[:, keep], s[keep]
-    proj_sq = torch.zeros(u.shape[1], dtype=torch.float64, device=h.device)
-    n = h.shape[0]
-    for sl in _chunks(n):
-        centred = h[sl].to(torch.float64) - stats.means[y[sl]]
-        proj_sq += ((centred @ u) ** 2).sum(0)
-    value = k * float((proj_sq / n / s**2).sum())
-    return value / k if normalize else value
+    return accumulate(features, labels, num_classes, projections=True).nc1(normalize)
 
 
 def separation(features: ArrayLike, labels: ArrayLike, num_classes: int | None = None) -> float:
     """Compression/separation measure ``tr(Σ_W) / tr(Σ_B)`` (the seed's ``D_l``)."""
-    stats = class_statistics(features, labels, num_classes)
-    trace_between = float((stats.centred_means**2).sum()) / stats.num_classes
-    if trace_between == 0.0:
-        raise ValueError("all class means coincide: tr(Σ_B) is zero and the separation is undefined")
-    return stats.trace_within / trace_between
+    return accumulate(features, labels, num_classes, projections=False).separation()
 
 
 def nc2_equinorm(features: ArrayLike, labels: ArrayLike, num_classes: int | None = None) -> float:

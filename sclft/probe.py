@@ -1,4 +1,17 @@
-"""Layer-wise NC probe: one inference pass gathers every block's pooled features; NC1 per layer."""
+"""Layer-wise NC probe: one inference pass gathers every block's pooled features; NC1 per layer.
+
+How the work is planned (all frozen work under ``torch.inference_mode``):
+
+* **one pass, in memory** (the default whenever the pooled features of all layers fit the memory
+  budget): one forward pass per batch through :meth:`Backbone.forward_all` keeps every requested
+  block's pooled output; NC1 then runs on those arrays (DESIGN §1 low-rank formula).
+* **streaming** (pooled features too large to hold, e.g. ``pooling="flatten"`` on early conv maps,
+  where D reaches 10⁵–10⁶): the features are never stored. Each group of layers whose O(K·D)
+  accumulators fit the budget costs two passes over the data (class sums, then projections onto
+  the ≤K directions of the class means, :class:`sclft.nc.NCAccumulator`); no N×D or D×D array exists.
+* ``one_pass=False`` recomputes the prefix for every layer (``forward_prefix`` → ``forward_block``):
+  the naive way, kept for comparison and testing; it gives the same numbers.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +19,7 @@ import csv
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -15,6 +28,7 @@ from tqdm.auto import tqdm
 
 from . import nc
 from .backbones import Backbone, create_backbone
+from .cache import available_memory
 from .io import atomic_write, atomic_write_text
 from .model import TransferModel
 
@@ -29,6 +43,7 @@ class ProbeResult:
     backbone: str = ""
     num_samples: int = 0
     num_classes: int = 0
+    passes: int = 1  # forward passes over the data that the probe made
 
     def __getitem__(self, layer: str) -> dict:
         for r in self.rows:
@@ -77,6 +92,10 @@ class ProbeResult:
         return Path(path)
 
 
+PENULTIMATE = "penultimate"
+DEFAULT_K_ESTIMATE = 100  # classes assumed when planning streaming groups without num_classes
+
+
 def _as_loader(data, backbone: Backbone, batch_size: int, num_workers: int) -> Iterable:
     if isinstance(data, DataLoader):
         return data
@@ -94,6 +113,107 @@ def _as_loader(data, backbone: Backbone, batch_size: int, num_workers: int) -> I
     raise TypeError("data must be a DataLoader, a Dataset of (image, label), an (images, labels) pair or a dataset name")
 
 
+def _num_samples(loader: Iterable) -> int:
+    if isinstance(loader, DataLoader):
+        return len(loader.dataset)
+    return sum(len(y) for _, y in loader)
+
+
+def _first_image(loader: Iterable) -> torch.Tensor:
+    """One input image (1, ...) without running a whole batch through the data pipeline."""
+    if isinstance(loader, DataLoader):
+        try:
+            return torch.as_tensor(loader.dataset[0][0])[None]
+        except (TypeError, NotImplementedError, IndexError):  # iterable-style dataset
+            pass
+    return next(iter(loader))[0][:1]
+
+
+@dataclass
+class _Extractor:
+    """Pooled features of named layers (and ``"penultimate"``, the head input of a tuned model)."""
+
+    model: TransferModel | Backbone
+    pooling: str | None
+    one_pass: bool
+
+    @property
+    def backbone(self) -> Backbone:
+        return self.model.backbone if isinstance(self.model, TransferModel) else self.model
+
+    @property
+    def head_input(self) -> bool:
+        """A tuned SCL-FT model's head input differs from the backbone's penultimate feature."""
+        return isinstance(self.model, TransferModel) and self.model.strategy.name == "scl_ft"
+
+    def __call__(self, x: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
+        return (self._all if self.one_pass else self._each)(x, names)
+
+    def _all(self, x, names):
+        layers = [n for n in names if n != PENULTIMATE]
+        pen = PENULTIMATE in names
+        out = self.backbone.forward_all(x, self.pooling, only=layers, penultimate=pen and not self.head_input)
+        if pen and self.head_input:
+            out[PENULTIMATE] = self.model.forward_features(x)
+        return out
+
+    def _each(self, x, names):
+        b = self.backbone
+        return {n: self.model.forward_features(x) if n == PENULTIMATE
+                else b.pool(b.forward_block(b.forward_prefix(x, n), n), self.pooling) for n in names}
+
+
+def _batches(loader: Iterable, extract: _Extractor, names: Sequence[str], device, progress: bool, desc: str
+             ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+    for x, y in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        out = extract(x.to(device, non_blocking=True), names)
+        yield {n: out[n].float().cpu() for n in names}, torch.as_tensor(y).cpu()
+
+
+def _plan(dims: dict[str, int], n: int, k: int, batch_size: int, budget: int, one_pass: bool
+          ) -> list[tuple[list[str], bool]]:
+    """Groups of layers, each with ``in_memory``: a group costs one pass in memory, two streamed."""
+    names = list(dims)
+    if not one_pass:
+        return [([name], 4 * n * dims[name] <= budget) for name in names]
+    if 4 * n * sum(dims.values()) <= budget:
+        return [(names, True)]
+    groups: list[tuple[list[str], bool]] = []
+    used = budget + 1
+    for name in names:
+        cost = (16 * k + 4 * batch_size) * dims[name]  # float64 means and U (K×D each), one float32 batch
+        if used + cost > budget:
+            groups.append(([], False))
+            used = 0
+        groups[-1][0].append(name)
+        used += cost
+    return groups
+
+
+def _layer_stats(batches: Callable[[], Iterable], names: Sequence[str], k: int | None, in_memory: bool
+                 ) -> tuple[dict[str, nc.NCAccumulator], torch.Tensor, int]:
+    """NC accumulators for ``names``: one data pass in memory, else two streamed passes."""
+    if in_memory:
+        feats: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+        labels = []
+        for out, y in batches():
+            for name in names:
+                feats[name].append(out[name])
+            labels.append(y)
+        y = torch.cat(labels)
+        return {name: nc.accumulate(torch.cat(feats[name]), y, k) for name in names}, y, 1
+    accs = {name: nc.NCAccumulator(k) for name in names}
+    labels = []
+    for _ in range(2):
+        for out, y in batches():
+            for name in names:
+                accs[name].update(out[name], y)
+            labels.append(y)
+        for acc in accs.values():
+            acc.end_pass()
+    return accs, torch.cat(labels[: len(labels) // 2]), 2
+
+
 @torch.inference_mode()
 def collect_features(
     model: TransferModel | Backbone,
@@ -104,19 +224,14 @@ def collect_features(
     progress: bool = True,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """One pass over ``loader``: pooled features of ``layers`` (+ "penultimate"), float32 on CPU."""
-    backbone = model.backbone if isinstance(model, TransferModel) else model
-    head_input = isinstance(model, TransferModel) and model.strategy.name == "scl_ft"
     model.eval().to(device)
-    feats: dict[str, list[torch.Tensor]] = {n: [] for n in [*layers, "penultimate"]}
+    names = [*layers, PENULTIMATE]
+    feats: dict[str, list[torch.Tensor]] = {n: [] for n in names}
     labels = []
-    for x, y in tqdm(loader, desc="probe", disable=not progress, leave=False):
-        x = x.to(device, non_blocking=True)
-        out = backbone.forward_all(x, pooling, only=layers)
-        if head_input:
-            out["penultimate"] = model.forward_features(x)
-        for n in feats:
-            feats[n].append(out[n].float().cpu())
-        labels.append(torch.as_tensor(y).cpu())
+    for out, y in _batches(loader, _Extractor(model, pooling, True), names, device, progress, "probe"):
+        for n in names:
+            feats[n].append(out[n])
+        labels.append(y)
     return {n: torch.cat(v) for n, v in feats.items()}, torch.cat(labels)
 
 
@@ -133,27 +248,40 @@ def probe(
     device: str | None = None,
     pretrained: bool = True,
     progress: bool = True,
+    one_pass: bool = True,
+    memory_budget: int | None = None,
 ) -> ProbeResult:
     """NC1 and separation of every block's pooled features (and the penultimate feature) on ``data``.
 
     ``model_or_backbone``: a backbone name, a :class:`TransferModel` (probes it as tuned) or a module
     :func:`sclft.wrap` accepts. ``data``: DataLoader / Dataset of (image tensor, label) / name.
+    ``one_pass=False`` recomputes the prefix for each layer (for comparison; same results).
+    ``memory_budget`` (bytes; default a quarter of the free memory) decides between holding the
+    pooled features (one pass) and streaming them (two passes per group of layers); see the module doc.
     """
     model = model_or_backbone
     if not isinstance(model, (TransferModel, Backbone)):
         model = create_backbone(model, pretrained=pretrained)
     backbone = model.backbone if isinstance(model, TransferModel) else model
-    names = backbone.blocks if layers == "all" else [backbone.check_block(n) for n in layers]
+    names = [*(backbone.blocks if layers == "all" else [backbone.check_block(n) for n in layers]), PENULTIMATE]
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     loader = _as_loader(data, backbone, batch_size, num_workers)
-    feats, y = collect_features(model, loader, names, pooling, device, progress)
-    k = num_classes or int(y.max()) + 1
-    rows = []
-    for name, h in feats.items():
-        rows.append({
-            "layer": name,
-            "nc1": nc.nc1(h, y, k, normalize=normalize),
-            "separation": nc.separation(h, y, k),
-            "dim": int(h.shape[1]),
-        })
-    return ProbeResult(rows=rows, backbone=backbone.name, num_samples=int(len(y)), num_classes=k)
+    extract = _Extractor(model, pooling, one_pass)
+    budget = memory_budget if memory_budget is not None else available_memory() // 4
+    with torch.inference_mode():
+        model.eval().to(device)
+        dims = {n: int(h[0].numel()) for n, h in extract(_first_image(loader).to(device), names).items()}
+        plan = _plan(dims, _num_samples(loader), num_classes or DEFAULT_K_ESTIMATE, batch_size, budget, one_pass)
+        stats: dict[str, nc.NCAccumulator] = {}
+        passes = 0
+        for group, in_memory in plan:
+            def batches(group=group):
+                return _batches(loader, extract, group, device, progress, f"probe {group[0]}..{group[-1]}")
+
+            accs, y, used = _layer_stats(batches, group, num_classes, in_memory)
+            stats.update(accs)
+            passes += used
+    k = next(iter(stats.values())).k
+    rows = [{"layer": n, "nc1": stats[n].nc1(normalize), "separation": stats[n].separation(), "dim": dims[n]}
+            for n in names]
+    return ProbeResult(rows=rows, backbone=backbone.name, num_samples=int(len(y)), num_classes=k, passes=passes)

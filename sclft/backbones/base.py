@@ -136,17 +136,23 @@ class Backbone(nn.Module):
         return self.forward_features(x)
 
     def forward_all(
-        self, x: torch.Tensor, pooling: str | None = None, only: Sequence[str] | None = None
+        self,
+        x: torch.Tensor,
+        pooling: str | None = None,
+        only: Sequence[str] | None = None,
+        penultimate: bool = True,
     ) -> dict[str, torch.Tensor]:
         """One pass returning the pooled output of every candidate block (or of ``only``) and the
-        penultimate feature."""
+        penultimate feature; with ``penultimate=False`` the pass stops after the last wanted block."""
         wanted = set(self.blocks if only is None else only)
+        order = self._order if penultimate else self._order[: 1 + max((self._order.index(n) for n in wanted), default=-1)]
         out: dict[str, torch.Tensor] = {}
-        for n in self._order:
+        for n in order:
             x = self._stages[n].fn(x)
             if n in wanted:
                 out[n] = self.pool(x, pooling)
-        out["penultimate"] = self._pre_logits(x)
+        if penultimate:
+            out["penultimate"] = self._pre_logits(x)
         return out
 
     # ----------------------------------------------------------------- pooling
