@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sclft.cli import main
-from sclft.dln.completion import compressed_network, make_problem, narrow_network, original_network, train_completion
+from sclft.dln.completion import compressed_network, make_problem, original_network, train_completion
 from sclft.dln.network import DTYPE, FactorNetwork, GDConfig, init_weight, generator, train
 from sclft.dln.parsimony import ParsimonyConfig, max_principal_angle, run_parsimony
 from sclft.dln.separation import SeparationConfig, decay_bound, run_separation
@@ -120,3 +120,57 @@ def test_separation_decays_geometrically_below_the_bound(separations):
 def test_decay_ratio_scales_like_eps_squared(separations):
     big, small = (math.prod(r.decay_ratios) ** (1 / len(r.decay_ratios)) for r in separations)
     assert small / big == pytest.approx(0.25, rel=0.3)
+
+
+# --- compressed deep matrix completion (seed §4) -----------------------------------------------
+
+
+def test_factorisation_compressed_trajectory_coincides_with_original():
+    problem = make_problem(40, 2, 1.0, seed=0)
+    orig = original_network(problem, 3, 0.03, seed=0)
+    comp = compressed_network(problem, 3, 0.03, 2, outer_lr_ratio=0.0, seed=0)
+    assert comp.num_parameters < orig.num_parameters / 2
+    logs = [train_completion(net, problem, 0.2, 400, record_every=20) for net in (orig, comp)]
+    assert logs[0].metrics[-1] < 1e-3
+    gaps = [abs(a - b) for a, b in zip(logs[0].metrics, logs[1].metrics)]
+    assert max(gaps) < 1e-4  # the whole trajectory, through the escape from the small init
+    # what the compressed network drops is the ρ(t)^L term: at most ε^L per unit singular value
+    diff = torch.linalg.svdvals(orig.product().detach() - comp.product().detach())
+    assert float(diff.max()) < 1.5 * 0.03**3
+
+
+@pytest.fixture(scope="module")
+def completion_runs():
+    problem = make_problem(100, 2, 0.3, seed=1)
+    nets = {
+        "gamma": compressed_network(problem, 3, 0.05, 4, outer_lr_ratio=0.3, seed=0),
+        "frozen": compressed_network(problem, 3, 0.05, 4, outer_lr_ratio=0.0, seed=0),
+    }
+    return {name: train_completion(net, problem, 0.15, 800, record_every=50, stop_below=1e-3) for name, net in nets.items()}
+
+
+def test_compressed_with_discrepant_step_recovers_low_rank_matrix(completion_runs):
+    # the floor (~6e-4 here) is set by the ε^L-sized unused directions of the 2r̂-wide core
+    assert completion_runs["gamma"].metrics[-1] < 1e-3
+
+
+def test_compressed_with_frozen_factors_stalls(completion_runs):
+    assert completion_runs["frozen"].metrics[-1] > 0.1
+
+
+# --- command line ------------------------------------------------------------------------------
+
+
+def test_cli_writes_figures_and_numbers(tmp_path):
+    assert main(["dln", "parsimony", "--out", str(tmp_path), "--dim", "10", "--rank", "2", "--samples", "20", "--steps", "60"]) == 0
+    assert main(["dln", "separation", "--out", str(tmp_path), "--classes", "2", "--per-class", "4", "--width", "8",
+                 "--depths", "3", "4", "--scales", "0.5", "0.25", "--scale-depth", "3", "--steps", "100", "--lr", "2", "--scale-lr", "2"]) == 0
+    assert main(["dln", "completion", "--out", str(tmp_path), "--dim", "24", "--rank", "1", "--rank-estimate", "2",
+                 "--steps", "60", "--scale", "0.1"]) == 0
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"parsimony.png", "parsimony.json", "separation.json", "separation_depth.png", "separation_scale.png",
+            "separation_init.png", "separation_loss.png", "completion.json", "completion.png", "factorization.png"} <= names
+    assert not [n for n in names if n.startswith(".")]  # no temp files left behind
+    numbers = json.loads((tmp_path / "separation.json").read_text())
+    assert len(numbers["depth_sweep"]) == 2 and numbers["scale_sweep"][0]["bound"] == pytest.approx(decay_bound(2, 0.5))
+    assert json.loads((tmp_path / "completion.json").read_text())["completion"][0]["network"] == "original"

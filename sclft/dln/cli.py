@@ -1,0 +1,112 @@
+"""``sclft dln parsimony|separation|completion --out DIR``: run one seed experiment, write PNGs + JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .experiments import CompletionConfig, completion_experiment, parsimony_experiment, separation_experiment
+from .parsimony import ParsimonyConfig
+from .separation import SeparationConfig
+
+__all__ = ["add_parser"]
+
+
+def _parsimony(args: argparse.Namespace) -> int:
+    config = ParsimonyConfig(
+        depth=args.depth, dim=args.dim, rank=args.rank, samples=args.samples, scale=args.scale, lr=args.lr,
+        steps=args.steps, weight_decay=args.weight_decay, momentum=args.momentum, whitened=not args.no_whiten,
+        init=args.init, seed=args.seed,
+    )
+    summary = parsimony_experiment(config, Path(args.out))
+    for i, layer in enumerate(summary["layers"], 1):
+        print(
+            f"layer {i}: rho={layer['rho']:.4g} trailing spread={layer['trailing_relative_spread']:.1e} "
+            f"angles right/left={layer['trailing_right_angle_rad']:.1e}/{layer['trailing_left_angle_rad']:.1e} rad"
+        )
+    return 0
+
+
+def _separation(args: argparse.Namespace) -> int:
+    base = SeparationConfig(
+        num_classes=args.classes, per_class=args.per_class, width=args.width, depth=args.depths[0],
+        scale=args.scale, lr=args.lr, steps=args.steps, seed=args.seed,
+    )
+    summary = separation_experiment(
+        base, Path(args.out), depths=args.depths, scales=args.scales, scale_depth=args.scale_depth, scale_lr=args.scale_lr
+    )
+    for group in ("depth_sweep", "scale_sweep", "init_sweep"):
+        for run in summary[group]:
+            cfg = run["config"]
+            print(
+                f"{group}: L={cfg['depth']} ε={cfg['scale']} init={cfg['init']}: mean D_(l+1)/D_l="
+                f"{run['mean_decay_ratio']:.4f} (bound {run['bound']:.4f}), final loss {run['final_loss']:.1e}"
+            )
+    return 0
+
+
+def _completion(args: argparse.Namespace) -> int:
+    config = CompletionConfig(
+        dim=args.dim, rank=args.rank, observed=args.observed, depth=args.depth, scale=args.scale, lr=args.lr,
+        gamma=args.gamma, rank_estimate=args.rank_estimate, steps=args.steps,
+        target_error=args.target_error, seed=args.seed,
+    )
+    summary = completion_experiment(config, Path(args.out))
+    for row in summary["completion"] + summary["factorization"]:
+        print(json.dumps({k: row[k] for k in ("network", "final_recovery_error", "iterations_to_target", "seconds_to_target")}))
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``dln`` and its three sub-commands on the top-level ``sclft`` parser."""
+    dln = subparsers.add_parser("dln", help="deep-linear-network theory lab (seed §2–4)", description=__doc__)
+    commands = dln.add_subparsers(dest="dln_command", metavar="EXPERIMENT", required=True)
+
+    def leaf(name: str, help_text: str, func) -> argparse.ArgumentParser:
+        parser = commands.add_parser(name, help=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        parser.add_argument("--out", required=True, help="folder for the PNG figures and the JSON numbers")
+        parser.add_argument("--seed", type=int, default=0)
+        parser.set_defaults(func=func)
+        return parser
+
+    p = leaf("parsimony", "SVD of each layer during GD: only 2r directions move", _parsimony)
+    defaults = ParsimonyConfig()
+    p.add_argument("--depth", type=int, default=defaults.depth)
+    p.add_argument("--dim", type=int, default=defaults.dim)
+    p.add_argument("--rank", type=int, default=defaults.rank)
+    p.add_argument("--samples", type=int, default=defaults.samples)
+    p.add_argument("--scale", type=float, default=defaults.scale, help="init scale ε")
+    p.add_argument("--lr", type=float, default=defaults.lr)
+    p.add_argument("--steps", type=int, default=defaults.steps)
+    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    p.add_argument("--momentum", type=float, default=defaults.momentum)
+    p.add_argument("--init", choices=("orthogonal", "normal", "uniform"), default=defaults.init)
+    p.add_argument("--no-whiten", action="store_true", help="Gaussian inputs instead of XXᵀ = I")
+
+    s = leaf("separation", "per-layer separation D_l of a trained DLN", _separation)
+    sep = SeparationConfig()
+    s.add_argument("--classes", type=int, default=sep.num_classes)
+    s.add_argument("--per-class", type=int, default=sep.per_class)
+    s.add_argument("--width", type=int, default=sep.width)
+    s.add_argument("--depths", type=int, nargs="+", default=[6, 8, 10], help="depth sweep (the first is used for the init sweep)")
+    s.add_argument("--scale", type=float, default=sep.scale, help="ε of the depth and init sweeps")
+    s.add_argument("--lr", type=float, default=sep.lr)
+    s.add_argument("--steps", type=int, default=2000)
+    s.add_argument("--scales", type=float, nargs="+", default=[0.5, 0.25, 0.125], help="ε sweep")
+    s.add_argument("--scale-depth", type=int, default=4)
+    s.add_argument("--scale-lr", type=float, default=10.0)
+
+    c = leaf("completion", "original vs compressed vs narrow DLN for matrix completion", _completion)
+    comp = CompletionConfig()
+    c.add_argument("--dim", type=int, default=comp.dim)
+    c.add_argument("--rank", type=int, default=comp.rank)
+    c.add_argument("--rank-estimate", type=int, default=comp.rank_estimate, help="r̂ ≥ r")
+    c.add_argument("--observed", type=float, default=comp.observed)
+    c.add_argument("--depth", type=int, default=comp.depth)
+    c.add_argument("--scale", type=float, default=comp.scale)
+    c.add_argument("--lr", type=float, default=comp.lr)
+    c.add_argument("--gamma", type=float, default=comp.gamma, help="outer-factor step ratio γ")
+    c.add_argument("--steps", type=int, default=comp.steps)
+    c.add_argument("--target-error", type=float, default=comp.target_error)
+    return dln

@@ -1,0 +1,163 @@
+"""Deep matrix completion / factorisation with original, compressed and narrow DLNs (seed §4).
+
+Problem: recover a rank-r ``d×d`` matrix Φ from the entries in a mask Ω by minimising
+``ℓ = ½‖Ω ⊙ (W_{L:1} − Φ)‖²_F / p`` (p = observed fraction, so full observation — deep matrix
+factorisation — is the plain ``½‖W_{L:1} − Φ‖²_F``). The recovery error is the relative Frobenius
+error on the unobserved entries (on all entries when everything is observed).
+
+The compressed network (Yaras et al. 2023) exploits the law of parsimony: from an ε-orthogonal
+``d``-wide init, GD only moves a ``2r̂``-dimensional subspace of each layer, so
+``W_{L:1}(t) ≈ U_{L,1} W̃_L(t)⋯W̃_1(t) V_{1,1}ᵀ`` with ``W̃_l(0) = εI_{2r̂}``. ``V_{1,1}`` spans the
+top right singular vectors of the first layer's gradient at init and ``W_1(0)ᵀ`` times its top left
+singular vectors; ``U_{L,1} = W_{L:1}(0)V_{1,1}/ε^L``. For completion Ω⊙Φ is not low rank, so the
+outer factors are trained too, at the discrepant step γη (γ = 0 freezes them).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .network import DTYPE, FactorNetwork, GDConfig, TrainLog, end_to_end, generator, init_network, random_orthogonal, train
+
+__all__ = [
+    "CompletionProblem",
+    "make_problem",
+    "completion_loss",
+    "recovery_error",
+    "original_network",
+    "compressed_network",
+    "narrow_network",
+    "compression_basis",
+    "train_completion",
+]
+
+
+@dataclass
+class CompletionProblem:
+    """Target Φ (d×d, rank r) and boolean mask Ω of observed entries."""
+
+    target: torch.Tensor
+    mask: torch.Tensor
+    rank: int
+
+    @property
+    def dim(self) -> int:
+        return int(self.target.shape[0])
+
+    @property
+    def observed_fraction(self) -> float:
+        return float(self.mask.to(DTYPE).mean())
+
+    @property
+    def fully_observed(self) -> bool:
+        return bool(self.mask.all())
+
+
+def make_problem(
+    dim: int,
+    rank: int,
+    observed_fraction: float = 0.2,
+    seed: int = 0,
+    singular_values: tuple[float, float] = (1.0, 2.0),
+) -> CompletionProblem:
+    """Random rank-``rank`` Φ = U diag(s) Vᵀ (Haar U, V; s evenly spaced in ``singular_values``)
+    and a uniformly random mask with ``round(observed_fraction·d²)`` observed entries."""
+    gen = generator(seed)
+    left = random_orthogonal(dim, gen)[:, :rank]
+    right = random_orthogonal(dim, gen)[:, :rank]
+    spectrum = torch.linspace(singular_values[1], singular_values[0], rank, dtype=DTYPE)
+    target = (left * spectrum) @ right.T
+    count = int(round(observed_fraction * dim * dim))
+    mask = torch.zeros(dim * dim, dtype=torch.bool)
+    mask[torch.randperm(dim * dim, generator=gen)[:count]] = True
+    return CompletionProblem(target, mask.reshape(dim, dim), rank)
+
+
+def completion_loss(product: torch.Tensor, problem: CompletionProblem) -> torch.Tensor:
+    """``½‖Ω ⊙ (W − Φ)‖²_F / p``."""
+    residual = torch.where(problem.mask, product - problem.target, torch.zeros((), dtype=DTYPE))
+    return 0.5 * residual.pow(2).sum() / problem.observed_fraction
+
+
+def recovery_error(product: torch.Tensor, problem: CompletionProblem) -> float:
+    """Relative Frobenius error on the unobserved entries (all entries if nothing is hidden)."""
+    hidden = torch.ones_like(problem.mask) if problem.fully_observed else ~problem.mask
+    diff = (product - problem.target)[hidden]
+    return float(diff.norm() / problem.target[hidden].norm())
+
+
+def original_network(problem: CompletionProblem, depth: int, scale: float, seed: int = 0) -> FactorNetwork:
+    """The ``d``-wide, ``depth``-layer DLN from ε-orthogonal init."""
+    d = problem.dim
+    return FactorNetwork(init_network([d] * (depth + 1), scale, "orthogonal", seed), name="original")
+
+
+def compression_basis(
+    weights: list[torch.Tensor], problem: CompletionProblem, rank_estimate: int, scale: float
+) -> torch.Tensor:
+    """``V_{1,1}`` (d×2r̂): top-2r̂ right singular vectors of ``[G; GᵀW_1(0)/ε]``, G = ∇_{W_1}ℓ at init."""
+    factors = [w.detach().clone().requires_grad_(True) for w in weights]
+    completion_loss(end_to_end(factors), problem).backward()
+    grad = factors[0].grad
+    stacked = torch.cat([grad, grad.T @ weights[0] / scale], dim=0)
+    _, _, vh = torch.linalg.svd(stacked, full_matrices=False)
+    return vh[: 2 * rank_estimate].T.contiguous()
+
+
+def compressed_network(
+    problem: CompletionProblem,
+    depth: int,
+    scale: float,
+    rank_estimate: int,
+    outer_lr_ratio: float,
+    seed: int = 0,
+) -> FactorNetwork:
+    """``U_{L,1} · W̃_L ⋯ W̃_1 · V_{1,1}ᵀ`` built from the same init as ``original_network(…, seed)``.
+
+    The outer factors ``V_{1,1}ᵀ`` and ``U_{L,1}`` train at ``outer_lr_ratio × η`` (the seed's γ)."""
+    if 2 * rank_estimate > problem.dim:
+        raise ValueError(f"2·rank_estimate = {2 * rank_estimate} exceeds the width {problem.dim}")
+    weights = original_network(problem, depth, scale, seed).weights()
+    right = compression_basis(weights, problem, rank_estimate, scale)
+    left = end_to_end(weights) @ right / scale**depth
+    width = 2 * rank_estimate
+    cores = [scale * torch.eye(width, dtype=DTYPE) for _ in range(depth)]
+    scales = [outer_lr_ratio] + [1.0] * depth + [outer_lr_ratio]
+    return FactorNetwork([right.T] + cores + [left], scales, name=f"compressed γ={outer_lr_ratio:g}")
+
+
+def narrow_network(problem: CompletionProblem, depth: int, scale: float, width: int, seed: int = 0) -> FactorNetwork:
+    """A ``width``-wide DLN (``d → width → … → width → d``) from ε-orthogonal init."""
+    d = problem.dim
+    dims = [d] + [width] * (depth - 1) + [d]
+    return FactorNetwork(init_network(dims, scale, "orthogonal", seed), name=f"narrow w={width}")
+
+
+def train_completion(
+    network: FactorNetwork,
+    problem: CompletionProblem,
+    lr: float,
+    steps: int,
+    *,
+    record_every: int = 10,
+    stop_below: float | None = None,
+) -> TrainLog:
+    """GD on the completion loss; the log's metric is the recovery error."""
+    return train(
+        network,
+        lambda factors: completion_loss(end_to_end(factors), problem),
+        GDConfig(lr=lr),
+        steps,
+        record_every=record_every,
+        metric=lambda factors: recovery_error(end_to_end(factors), problem),
+        stop_below=stop_below,
+    )
+
+
+def iterations_to(log: TrainLog, threshold: float) -> float:
+    """First recorded step with recovery error ≤ threshold (``nan`` if never reached)."""
+    hit = log.first_step_below(threshold)
+    return float(hit[0]) if hit else math.nan

@@ -1,0 +1,129 @@
+"""Figures and result files for the DLN lab; everything is written atomically (temp file + ``os.replace``)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .network import TrainLog  # noqa: E402
+from .parsimony import ParsimonyResult  # noqa: E402
+from .separation import SeparationResult  # noqa: E402
+
+__all__ = ["write_atomic", "write_json", "save_figure", "plot_parsimony", "plot_separation", "plot_separation_losses", "plot_completion"]
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp_path)`` on a temp file beside ``path``, then move it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN/inf: map them to None (recursively)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_json(data: Any, path: str | os.PathLike) -> Path:
+    def dump(tmp: str) -> None:
+        with open(tmp, "w") as fh:
+            json.dump(_finite(data), fh, indent=2)
+            fh.write("\n")
+
+    return write_atomic(path, dump)
+
+
+def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int = 90) -> Path:
+    out = write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png"))
+    plt.close(fig)
+    return out
+
+
+def plot_parsimony(result: ParsimonyResult, title: str = "") -> plt.Figure:
+    """One row per layer: singular values, right- and left-vector angles over the iterations."""
+    depth = result.singular_values.shape[1]
+    fig, axes = plt.subplots(depth, 3, figsize=(12, 3 * depth), squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    count = result.singular_values.shape[2]
+    panels = (
+        (result.singular_values, r"$\sigma_i(t)$"),
+        (result.right_angles, r"$\angle(v_i(t), v_i(0))$ [rad]"),
+        (result.left_angles, r"$\angle(u_i(t), u_i(0))$ [rad]"),
+    )
+    for layer in range(depth):
+        for col, (data, label) in enumerate(panels):
+            ax = axes[layer, col]
+            for i in range(count):
+                ax.plot(result.steps, data[:, layer, i].numpy(), color=cmap(i / max(count - 1, 1)), lw=1)
+            ax.set_title(f"layer {layer + 1}: {label}", fontsize=9)
+            ax.set_xlabel("iteration")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_separation(results: Sequence[SeparationResult], labels: Sequence[str], title: str) -> plt.Figure:
+    """``D_l`` against the layer index (log scale), one line per result."""
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for result, label in zip(results, labels):
+        depth = result.config.depth
+        ax.semilogy(range(depth), result.separations[:depth], marker="o", label=label)
+    ax.set_xlabel("layer l")
+    ax.set_ylabel(r"$D_l = \mathrm{tr}(\Sigma_W)/\mathrm{tr}(\Sigma_B)$")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_separation_losses(results: Sequence[SeparationResult], labels: Sequence[str], title: str) -> plt.Figure:
+    """Training loss against the iteration, one line per result."""
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for result, label in zip(results, labels):
+        ax.semilogy(result.steps, result.losses, label=label)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("training loss")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_completion(logs: Sequence[TrainLog], labels: Sequence[str], title: str) -> plt.Figure:
+    """Recovery error against iterations and against wall-clock seconds."""
+    fig, (by_step, by_time) = plt.subplots(1, 2, figsize=(10, 4))
+    for log, label in zip(logs, labels):
+        by_step.semilogy(log.steps, log.metrics, label=label)
+        by_time.semilogy(log.seconds, log.metrics, label=label)
+    by_step.set_xlabel("iteration")
+    by_time.set_xlabel("wall-clock seconds (training only)")
+    for ax in (by_step, by_time):
+        ax.set_ylabel("recovery error (unobserved entries)")
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
