@@ -1,0 +1,61 @@
+import csv
+import json
+
+import pytest
+import yaml
+
+from sclft.cli import main
+
+TINY = ["--backbone", "resnet18", "--no-pretrained", "--data", "digits", "--image-size", "16",
+        "--train-per-class", "4", "--batch-size", "20", "--no-progress"]
+
+
+def test_list_commands(capsys):
+    assert main(["list", "backbones"]) == 0
+    assert "efficientnet_lite0" in capsys.readouterr().out
+    assert main(["list", "datasets"]) == 0
+    assert "fashion_mnist" in capsys.readouterr().out
+    assert main(["list", "strategies"]) == 0
+    assert "scl_ft" in capsys.readouterr().out
+
+
+def test_train_probe_eval_end_to_end(tmp_path, capsys):
+    out = tmp_path / "run"
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({"epochs": 3, "lr": 0.01, "per_strategy": {"layer_ft": {"epochs": 1}}}))
+    rc = main(["train", *TINY, "--strategy", "layer_ft", "--layer", "layer4.0", "--config", str(cfg),
+               "--cache-dir", str(tmp_path / "c"), "--out", str(out)])
+    assert rc == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs"] == 1 and metrics["layer"] == "layer4.0"  # per_strategy section applied
+    assert "test accuracy" in capsys.readouterr().out
+    assert main(["eval", "--checkpoint", str(out), "--no-progress"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert main(["probe", *TINY[:7], "--no-progress", "--out", str(tmp_path / "p")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "p" / "probe.csv")))
+    assert rows[0]["layer"] == "stem" and rows[-1]["layer"] == "penultimate"
+    assert (tmp_path / "p" / "probe.png").stat().st_size > 1000
+
+
+def test_bad_input_exit_codes(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--epochs", "many"])
+    assert e.value.code == 2
+    assert main(["train", "--epochs", "0", "--out", str(tmp_path)]) == 2
+    assert "epochs must be >= 1" in capsys.readouterr().err
+    assert main(["train", "--backbone", "resnet5", "--out", str(tmp_path)]) == 2
+    assert "valid names: clip_vit_b32" in capsys.readouterr().err
+    assert main(["train", "--data", "mnist3d", "--out", str(tmp_path)]) == 2
+    assert "digits" in capsys.readouterr().err
+    assert main(["train", *TINY[:3], "--layer", "layer9", "--out", str(tmp_path)]) == 2
+    assert "valid layers: stem" in capsys.readouterr().err
+
+
+def test_offline_errors_are_actionable(tmp_path, capsys):
+    assert main(["train", "--data", "cifar10", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "uoft-cs/cifar10" in err and "--data-dir" in err and "Traceback" not in err
+    assert main(["train", "--backbone", "resnet50", "--data", "digits", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "timm/resnet50.tv_in1k" in err and "--checkpoint" in err

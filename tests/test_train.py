@@ -1,0 +1,121 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import sclft.train as train_mod
+from sclft.train import NonFiniteLossError, TrainConfig, latest_checkpoint, load, train
+
+METRIC_KEYS = {
+    "backbone", "dataset", "strategy", "layer", "num_classes", "test_accuracy", "train_accuracy", "nc1_train",
+    "nc1_test", "trainable_params", "total_params", "trainable_percent", "epochs", "seconds",
+}
+
+
+def tiny(tmp_path, name="run", **kw) -> TrainConfig:
+    base = dict(backbone="resnet18", pretrained=False, data="digits", strategy="scl_ft", layer="layer3.0",
+                image_size=16, train_per_class=5, epochs=2, batch_size=16, lr=3e-3, progress=False,
+                cache_dir=str(tmp_path / "cache"), out=str(tmp_path / name))
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _weights(run_dir):
+    return load_file(str(run_dir / "model.safetensors"))
+
+
+def test_metrics_schema_and_outputs(tmp_path):
+    metrics = train(tiny(tmp_path))
+    assert METRIC_KEYS <= set(metrics)
+    on_disk = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert METRIC_KEYS <= set(on_disk) and on_disk["layer"] == "layer3.0" and on_disk["num_classes"] == 10
+    assert 0.0 <= on_disk["test_accuracy"] <= 1.0 and on_disk["nc1_train"] > 0
+    assert on_disk["trainable_params"] == 919_040 + 512 * 10 + 10  # resnet18 layer3.0 + head
+    assert len(on_disk["history"]) == 2 and on_disk["cached"] is True
+    # only what trained is stored; load() rebuilds an identical model
+    state = _weights(tmp_path / "run")
+    assert all(k.startswith(("head.", "backbone.model.layer3.0.")) for k in state)
+    model = load(tmp_path / "run")
+    x = torch.randn(3, 3, 32, 32)
+    ref = load(tmp_path / "run")
+    torch.testing.assert_close(model(x), ref(x))
+
+
+def test_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
+    train(tiny(tmp_path, "straight", epochs=3, strategy="layer_ft"))
+    original = train_mod.save_checkpoint
+
+    def killed_after_epoch_2(out, model, opt, sched, epoch, gen, history):
+        path = original(out, model, opt, sched, epoch, gen, history)
+        if epoch == 2:
+            raise KeyboardInterrupt  # the process dies right after the epoch-2 checkpoint
+        return path
+
+    monkeypatch.setattr(train_mod, "save_checkpoint", killed_after_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(tmp_path, "interrupted", epochs=3, strategy="layer_ft"))
+    assert not (tmp_path / "interrupted" / "metrics.json").exists()
+    monkeypatch.setattr(train_mod, "save_checkpoint", original)
+    metrics = train(tiny(tmp_path, "interrupted", epochs=3, strategy="layer_ft", resume=True))
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "interrupted")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+    straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    assert [h["train_loss"] for h in metrics["history"]] == pytest.approx([h["train_loss"] for h in straight["history"]])
+
+
+def test_kill_mid_checkpoint_keeps_previous_readable(tmp_path, monkeypatch):
+    cfg = tiny(tmp_path, epochs=1)
+    train(cfg)
+    good = latest_checkpoint(cfg.out)
+    assert good is not None and good.name == "epoch-0001"
+    real_save = train_mod.save_file
+
+    def dies_mid_write(tensors, path, *a, **k):
+        with open(path, "wb") as f:
+            f.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "save_file", dies_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(tmp_path, epochs=2, resume=True))
+    monkeypatch.setattr(train_mod, "save_file", real_save)
+    assert latest_checkpoint(cfg.out) == good
+    state = load_file(str(good / "model.safetensors"))
+    assert "head.weight" in state
+
+
+def test_non_finite_loss_stops_and_names_last_checkpoint(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real_ce = torch.nn.functional.cross_entropy
+
+    def ce(logits, y, **kw):
+        calls["n"] += 1
+        loss = real_ce(logits, y, **kw)
+        return loss * float("nan") if calls["n"] > 4 else loss  # 4 steps = epoch 1 (50 images / 16)
+
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", ce)
+    with pytest.raises(NonFiniteLossError, match="epoch-0001"):
+        train(tiny(tmp_path, epochs=3))
+    assert latest_checkpoint(tmp_path / "run").name == "epoch-0001"
+
+
+def test_uncached_linear_probe_and_full_ft(tmp_path):
+    lp = train(tiny(tmp_path, "lp", strategy="linear_probe", cache="off", epochs=1))
+    assert lp["cached"] is False and lp["layer"] is None
+    full = train(tiny(tmp_path, "full", strategy="full_ft", epochs=1))
+    assert full["cached"] is False and full["trainable_percent"] == 100.0
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="fp8").validate()
+    with pytest.raises(ValueError, match="unknown config keys: lr_max"):
+        TrainConfig.from_dict({"lr_max": 1})
+
+
+def test_warmup_cosine_schedule():
+    f = train_mod.warmup_cosine(total_steps=10, warmup_steps=2)
+    assert [round(f(s), 3) for s in (0, 1, 2, 6, 10)] == [0.5, 1.0, 1.0, 0.5, 0.0]
