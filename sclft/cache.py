@@ -2,9 +2,15 @@
 
 Without random augmentation the frozen half of a strategy (``TransferModel.frozen_forward``) gives the
 same output every epoch, so it is computed once and training runs only the tail. Activations live in
-memory when they fit, else in a disk-backed ``.npy`` memmap that later runs reuse. The key covers
-everything the activations depend on — backbone weights (a hash of the tensors), strategy and layer,
-the exact samples of the split, the transform and the dtype — so a stale cache is never used.
+memory when they fit (a quarter of the free memory), else in a disk-backed ``.npy`` memmap that later
+runs reuse. The key covers everything the activations depend on — backbone weights (a hash of the
+tensors), strategy part and layer, the exact samples of the split, the transform, the dtype and the
+cache format — so a stale cache is never used.
+
+A disk cache is the directory ``cache_dir/<key>/`` holding ``features.npy``, ``labels.npy`` and, written
+last, ``meta.json``. It is built in a private ``.<key>.<pid>.partial`` directory and renamed into place
+when complete, so an interrupted or concurrent build never leaves a directory that looks complete; a
+directory whose ``meta.json`` is missing, names another key or does not match the arrays is rebuilt.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ import hashlib
 import json
 import logging
 import os
+import shutil
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,28 +34,46 @@ from .io import atomic_write_json
 
 log = logging.getLogger("sclft.cache")
 STORAGES = ("auto", "memory", "disk")
+FORMAT_VERSION = 2  # bump when the stored layout or the meaning of a key part changes
 DEFAULT_CACHE_DIR = Path(os.environ.get("SCLFT_CACHE_DIR", Path.home() / ".cache" / "sclft" / "features"))
+
+_FINGERPRINTS: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, str]]" = weakref.WeakKeyDictionary()
+
+
+def _state_signature(state: dict[str, torch.Tensor]) -> tuple:
+    """Cheap change detector: storage address and in-place version counter of every tensor."""
+    return tuple((name, t.data_ptr(), t._version, tuple(t.shape), t.dtype) for name, t in state.items())
 
 
 def weights_fingerprint(module: torch.nn.Module) -> str:
-    """Hash of every parameter and buffer (names, shapes, values)."""
+    """Hash of every parameter and buffer (names, shapes, dtypes, values).
+
+    Memoised per module until a tensor is replaced or modified in place (its version counter moves),
+    so the three splits of one run hash the weights once.
+    """
+    state = module.state_dict()
+    signature = _state_signature(state)
+    known = _FINGERPRINTS.get(module)
+    if known is not None and known[0] == signature:
+        return known[1]
     h = hashlib.blake2b(digest_size=12)
-    for name, t in module.state_dict().items():
-        h.update(name.encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
-                 if t.numel() else b"")
-    return h.hexdigest()
+    for name, t in state.items():
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        if t.numel():
+            h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    digest = h.hexdigest()
+    _FINGERPRINTS[module] = (signature, digest)
+    return digest
 
 
 def cache_key(**parts: Any) -> str:
     """Stable short key of the parts (JSON-serialisable values)."""
-    blob = json.dumps(parts, sort_keys=True, default=str)
+    blob = json.dumps({"format": FORMAT_VERSION, **parts}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
 def frozen_cache_key(model, split_fingerprint: str, transform: Any, dtype: torch.dtype = torch.float32) -> str:
-    """Key for ``model.frozen_forward`` over one split (weights, strategy, layer, samples, transform)."""
+    """Key for ``model.frozen_forward`` over one split (weights, strategy part, layer, samples, transform, dtype)."""
     strategy = model.strategy
     return cache_key(
         backbone=model.backbone.name,
@@ -80,7 +106,8 @@ class CachedFeatures(Dataset):
         return int(self.features.nbytes)
 
 
-def _available_memory() -> int:
+def available_memory() -> int:
+    """Free physical memory in bytes (8 GiB where the OS does not say)."""
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
@@ -92,19 +119,66 @@ def _choose_storage(storage: str, nbytes: int) -> str:
         raise ValueError(f"unknown cache storage {storage!r}; valid: {', '.join(STORAGES)}")
     if storage != "auto":
         return storage
-    return "memory" if nbytes <= _available_memory() // 4 else "disk"
+    return "memory" if nbytes <= available_memory() // 4 else "disk"
 
 
-def _load_disk(path: Path, key: str) -> CachedFeatures | None:
-    meta_path = path / "meta.json"
-    if not meta_path.is_file():
+def load_disk_cache(path: Path, key: str, num_samples: int | None = None) -> CachedFeatures | None:
+    """The complete disk cache at ``path`` if it was written for ``key`` (and has ``num_samples`` rows)."""
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+        if meta.get("key") != key or meta.get("format") != FORMAT_VERSION:
+            return None
+        features = np.load(path / "features.npy", mmap_mode="r")
+        labels = torch.from_numpy(np.load(path / "labels.npy"))
+    except (OSError, ValueError) as e:  # missing, truncated or unreadable: rebuild
+        if (path / "meta.json").exists():
+            log.warning("ignoring unreadable feature cache %s (%s)", path, e)
         return None
-    meta = json.loads(meta_path.read_text())
-    if meta.get("key") != key:
+    fits = (list(features.shape) == meta.get("shape") and str(features.dtype) == meta.get("dtype")
+            and len(labels) == len(features) and (num_samples is None or len(labels) == num_samples))
+    if not fits:
+        log.warning("ignoring feature cache %s: its arrays do not match meta.json / the dataset", path)
         return None
-    features = np.load(path / "features.npy", mmap_mode="r")
-    labels = torch.from_numpy(np.load(path / "labels.npy"))
     return CachedFeatures(features, labels, "disk", path)
+
+
+class _DiskWriter:
+    """Fills ``features.npy`` in a private partial directory; ``commit`` writes meta.json and renames."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: torch.dtype):
+        self.path = path
+        self.tmp = path.parent / f".{path.name}.{os.getpid()}.partial"
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(parents=True)
+        self.array = np.lib.format.open_memmap(self.tmp / "features.npy", mode="w+",
+                                               dtype=torch.empty(0, dtype=dtype).numpy().dtype, shape=shape)
+
+    def __setitem__(self, index: slice, value: torch.Tensor) -> None:
+        self.array[index] = value.numpy()
+
+    def commit(self, key: str, labels: torch.Tensor) -> CachedFeatures:
+        self.array.flush()
+        np.save(self.tmp / "labels.npy", labels.numpy())
+        atomic_write_json(self.tmp / "meta.json", {"key": key, "format": FORMAT_VERSION,
+                                                   "shape": list(self.array.shape), "dtype": str(self.array.dtype)})
+        del self.array
+        found = load_disk_cache(self.path, key, len(labels))
+        if found is not None:  # another process finished the same cache first
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return found
+        shutil.rmtree(self.path, ignore_errors=True)  # an incomplete or foreign leftover
+        try:
+            os.replace(self.tmp, self.path)
+        except OSError:  # a concurrent writer renamed its copy in between
+            found = load_disk_cache(self.path, key, len(labels))
+            if found is None:
+                raise
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return found
+        return load_disk_cache(self.path, key, len(labels))
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 @torch.no_grad()
@@ -121,11 +195,17 @@ def build_cache(
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
 ) -> CachedFeatures:
-    """Run ``model.frozen_forward`` over ``dataset`` once; reuse a complete disk cache with the same key."""
-    cache_dir = Path(cache_dir) if cache_dir else DEFAULT_CACHE_DIR
-    path = cache_dir / key
+    """Run ``model.frozen_forward`` over ``dataset`` once; reuse a complete disk cache with the same key.
+
+    ``storage``: ``"memory"``, ``"disk"`` or ``"auto"`` (an existing disk cache, else memory when the
+    activations fit a quarter of the free memory, else disk). ``no_grad`` rather than ``inference_mode``:
+    the cached tensors become inputs of the trained tail, which autograd must be allowed to save.
+    """
+    if storage not in STORAGES:
+        raise ValueError(f"unknown cache storage {storage!r}; valid: {', '.join(STORAGES)}")
+    path = (Path(cache_dir) if cache_dir else DEFAULT_CACHE_DIR) / key
     if storage in ("auto", "disk"):
-        found = _load_disk(path, key)
+        found = load_disk_cache(path, key, len(dataset))
         if found is not None:
             log.info("reusing disk feature cache %s", path)
             return found
@@ -134,29 +214,30 @@ def build_cache(
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=torch.device(device).type == "cuda")
     n = len(dataset)
-    features = labels = None
+    features: torch.Tensor | _DiskWriter | None = None
+    labels = torch.empty(n, dtype=torch.long)
     start = 0
-    for x, y in tqdm(loader, desc="caching frozen features", disable=not progress, leave=False):
-        z = model.frozen_forward(x.to(device, non_blocking=True)).to(dtype).cpu()
-        if features is None:
-            shape = (n, *z.shape[1:])
-            nbytes = int(np.prod(shape)) * z.element_size()
-            chosen = _choose_storage(storage, nbytes)
-            if chosen == "memory":
-                features = torch.empty(shape, dtype=dtype)
-            else:
-                path.mkdir(parents=True, exist_ok=True)
-                (path / "meta.json").unlink(missing_ok=True)
-                features = np.lib.format.open_memmap(path / "features.npy", mode="w+",
-                                                     dtype=torch.empty(0, dtype=dtype).numpy().dtype, shape=shape)
-            labels = torch.empty(n, dtype=torch.long)
-        features[start : start + len(z)] = z if isinstance(features, torch.Tensor) else z.numpy()
-        labels[start : start + len(z)] = torch.as_tensor(y)
-        start += len(z)
-    model.train(was_training)
+    try:
+        for x, y in tqdm(loader, desc="caching frozen features", disable=not progress, leave=False):
+            z = model.frozen_forward(x.to(device, non_blocking=True)).to(dtype).cpu()
+            if features is None:
+                shape = (n, *z.shape[1:])
+                if _choose_storage(storage, int(np.prod(shape)) * z.element_size()) == "memory":
+                    features = torch.empty(shape, dtype=dtype)
+                else:
+                    features = _DiskWriter(path, shape, dtype)
+            features[start : start + len(z)] = z
+            labels[start : start + len(z)] = torch.as_tensor(y)
+            start += len(z)
+    except BaseException:
+        if isinstance(features, _DiskWriter):
+            features.abort()
+        raise
+    finally:
+        model.train(was_training)
+    if features is None:
+        raise ValueError("cannot cache an empty dataset")
     if isinstance(features, torch.Tensor):
         return CachedFeatures(features, labels, "memory")
-    features.flush()
-    np.save(path / "labels.npy", labels.numpy())
-    atomic_write_json(path / "meta.json", {"key": key, "shape": list(features.shape), "dtype": str(features.dtype)})
-    return CachedFeatures(np.load(path / "features.npy", mmap_mode="r"), labels, "disk", path)
+    log.info("wrote disk feature cache %s", path)
+    return features.commit(key, labels)
