@@ -154,10 +154,12 @@ def run_parsimony(config: ParsimonyConfig, record_every: int = 1) -> ParsimonyRe
 
     ref_svds = [torch.linalg.svd(w) for w in reference]
     values, right, left = [], [], []
-    for _, svds in records:
+    for step, svds in records:
         values.append(torch.stack([s for _, s, _ in svds]))
         r_row, l_row = [], []
         for (u, s, vh), (u0, s0, vh0) in zip(svds, ref_svds):
+            if step == 0:  # εQ has no preferred singular vectors: step 0 takes the reference itself
+                u, s, vh = u0, s0, vh0
             lead, trail = split_spectrum(s, moved)
             lead0, trail0 = split_spectrum(s0, moved)
             r_row.append(_vector_angles(vh.T, lead, trail, vh0.T, lead0, trail0))
