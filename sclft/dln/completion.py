@@ -15,7 +15,6 @@ outer factors are trained too, at the discrepant step γη (γ = 0 freezes them)
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -156,8 +155,3 @@ def train_completion(
         stop_below=stop_below,
     )
 
-
-def iterations_to(log: TrainLog, threshold: float) -> float:
-    """First recorded step with recovery error ≤ threshold (``nan`` if never reached)."""
-    hit = log.first_step_below(threshold)
-    return float(hit[0]) if hit else math.nan
