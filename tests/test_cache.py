@@ -12,15 +12,7 @@ from sclft import cache
 from sclft.data import TransformedDataset, build_transforms, load_dataset
 from sclft.data.base import LabelSubset, targets_of
 from sclft.data.subsets import few_shot_indices
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these tiny models only lose time to thread hand-offs on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from test_speed_paths import one_thread  # noqa: F401  (autouse fixture)
 
 
 @pytest.fixture
