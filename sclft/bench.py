@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
 import hashlib
 import io
 import itertools
@@ -154,14 +155,24 @@ def _run_id(backbone: str, dataset: str, config: dict[str, Any], variant: str) -
     return "-".join(str(p).replace("/", "_").replace(":", "_") for p in parts)
 
 
+@functools.lru_cache(maxsize=None)
+def _blocks_of(name: str) -> tuple[str, ...]:
+    """Candidate blocks of a backbone, built without weights (on the meta device when the family allows)."""
+    import torch
+
+    from .backbones import create_backbone
+
+    try:
+        with torch.device("meta"):
+            return tuple(create_backbone(name, pretrained=False).blocks)
+    except (NotImplementedError, RuntimeError):
+        return tuple(create_backbone(name, pretrained=False).blocks)
+
+
 def _group_layers(group: dict[str, Any], backbone_name: str) -> list[str]:
     layers = group.get("layers", ["auto"])
     if layers == "all":
-        if group.get("candidates"):
-            return list(group["candidates"])
-        from .backbones import create_backbone
-
-        return create_backbone(backbone_name, pretrained=False).blocks
+        return list(group.get("candidates") or _blocks_of(backbone_name))
     return list(layers)
 
 
@@ -176,7 +187,8 @@ def expand_suite(suite: dict[str, Any]) -> list[Run]:
     for group_name, group in suite.get("groups", {}).items():
         only_b, only_d = group.get("backbones"), group.get("datasets")
         for b, d in itertools.product(backbones, datasets):
-            if (only_b and _label(b) not in only_b) or (only_d and _label(d) not in only_d):
+            if (only_b and _label(b) not in only_b) or (only_d and _label(d) not in only_d) or \
+                    _label(d) not in b.get("datasets", [_label(d)]):
                 continue
             strategies = [*group.get("strategies", []), *(b.get("extra_strategies", []) if group_name == "table" else [])]
             grid = itertools.product(strategies, group.get("seeds", [0]), group.get("train_per_class", [None]),
@@ -287,12 +299,26 @@ def run_rules(suite: dict[str, Any], runs: list[Run], out: Path, say: Callable[[
             say(f"selection {key} {rule}: {result['layer']} ({result['seconds']:.1f} s)")
 
 
+def preflight(runs: list[Run]) -> None:
+    """Load each dataset and backbone the runs need once, so a missing one fails before any training
+    (raises :class:`DatasetUnavailableError` / ``WeightsUnavailableError`` with the fix)."""
+    from .backbones import create_backbone
+    from .data import load_dataset
+
+    for ref, data_dir in dict.fromkeys((r.config["data"], r.config.get("data_dir")) for r in runs):
+        load_dataset(ref, data_dir)
+    for name, pretrained, checkpoint in dict.fromkeys(
+            (r.config["backbone"], r.config.get("pretrained", True), r.config.get("checkpoint")) for r in runs):
+        create_backbone(name, pretrained=pretrained, checkpoint=checkpoint)
+
+
 def run_suite(suite: dict[str, Any], out: str | Path, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Train every missing run, apply the selection rules, then build the reports; returns a summary."""
     from .train import METRICS_FILE, TrainConfig, train
 
     out = Path(out)
     runs = expand_suite(suite)
+    preflight([r for r in runs if not (out / "runs" / r.id / METRICS_FILE).is_file()])
     probed = _probe_runs(runs)
     done = trained = 0
     tic = time.time()
