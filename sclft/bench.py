@@ -24,7 +24,6 @@ import hashlib
 import io
 import itertools
 import json
-import math
 import platform
 import shutil
 import sys
@@ -190,7 +189,8 @@ def expand_suite(suite: dict[str, Any]) -> list[Run]:
             if (only_b and _label(b) not in only_b) or (only_d and _label(d) not in only_d) or \
                     _label(d) not in b.get("datasets", [_label(d)]):
                 continue
-            strategies = [*group.get("strategies", []), *(b.get("extra_strategies", []) if group_name == "table" else [])]
+            extra = b.get("extra_strategies", []) if group_name == "table" else []
+            strategies = [*group.get("strategies", []), *extra]
             grid = itertools.product(strategies, group.get("seeds", [0]), group.get("train_per_class", [None]),
                                      group.get("variants", [{}]),
                                      _group_layers(group, b["name"]))
@@ -199,7 +199,8 @@ def expand_suite(suite: dict[str, Any]) -> list[Run]:
                 if not uses_layer and (layer != "auto" or variant):
                     continue  # sweeps and variants only concern block strategies
                 config = {**defaults, **per_strategy.get(strategy, {}), **b.get("overrides", {}),
-                          **d.get("overrides", {}), **group.get("overrides", {}), **variant, "backbone": b["name"], "data": dataset_ref(d), "strategy": strategy,
+                          **d.get("overrides", {}), **group.get("overrides", {}), **variant,
+                          "backbone": b["name"], "data": dataset_ref(d), "strategy": strategy,
                           "seed": seed, "train_per_class": tpc, "layer": layer if uses_layer else "auto"}
                 if d.get("data_dir"):
                     config["data_dir"] = d["data_dir"]
@@ -520,7 +521,8 @@ def plot_data_size(rows: list[dict[str, Any]], path: Path) -> Path | None:
 
 def render_data_size(rows: list[dict[str, Any]]) -> str:
     sizes = sorted({r["train_per_class"] for r in rows})
-    parts = ["Test accuracy (%) and generalisation gap (train − test accuracy, points) vs training examples per class."]
+    parts = ["Test accuracy (%) and generalisation gap (train − test accuracy, points) vs training examples "
+             "per class."]
     for cell in dict.fromkeys((r["backbone"], r["dataset"]) for r in rows):
         here = {(r["strategy"], r["train_per_class"]): r for r in rows if (r["backbone"], r["dataset"]) == cell}
         strategies = _method_order(s for s, _ in here)
@@ -567,7 +569,8 @@ def selection_report(suite: dict[str, Any], out: Path, runs: list[Run]) -> tuple
         for b in blocks:
             m = found[b]
             body.append([b, f"{m['trainable_percent']:.2f}",
-                         *(f"{evidence[r]['nc1'].get(b, float('nan')):.3g}" for r in ("profile", "trial") if r in evidence),
+                         *(f"{evidence[r]['nc1'].get(b, float('nan')):.3g}" for r in ("profile", "trial")
+                           if r in evidence),
                          f"{100 * m['test_accuracy']:.2f}", f"{m['nc1_train']:.3g}",
                          ", ".join(p for p, v in picks.items() if v == b) + (" **best**" if b == best else "")])
         header = ["block", "% params", *(f"{r} NC1" for r in ("profile", "trial") if r in evidence),
@@ -583,16 +586,20 @@ def selection_report(suite: dict[str, Any], out: Path, runs: list[Run]) -> tuple
         parts += ["\n", _markdown(["rule", "pick", "regret (points)", "rule cost (s)"], rule_body)]
         accs = [found[b]["test_accuracy"] for b in blocks]
         corr = [f"trained NC1 {_spearman([found[b]['nc1_train'] for b in blocks], accs):+.2f}"]
-        corr += [f"{r} NC1 {_spearman([evidence[r]['nc1'][b] for b in blocks], accs):+.2f}" for r in ("profile", "trial")
+        corr += [f"{r} NC1 {_spearman([evidence[r]['nc1'][b] for b in blocks], accs):+.2f}"
+                 for r in ("profile", "trial")
                  if r in evidence and all(b in evidence[r]["nc1"] for b in blocks)]
         parts += [f"\nSpearman correlation with test accuracy across blocks (negative = lower NC1, higher accuracy): "
                   + ", ".join(corr) + "."]
     if regrets:
         names = list(dict.fromkeys(r["rule"] for r in regrets))
-        body = [[n, f"{np.mean([r['regret'] for r in regrets if r['rule'] == n and r['regret'] is not None]):.2f}",
-                 f"{max((r['regret'] for r in regrets if r['rule'] == n and r['regret'] is not None), default=float('nan')):.2f}",
-                 str(sum(r["rule"] == n and r["regret"] is None for r in regrets))] for n in names]
-        parts += ["\n## Summary over cells\n", _markdown(["rule", "mean regret", "max regret", "picks not swept"], body)]
+        body = []
+        for n in names:
+            values = [r["regret"] for r in regrets if r["rule"] == n and r["regret"] is not None]
+            body.append([n, f"{np.mean(values):.2f}" if values else "–", f"{max(values):.2f}" if values else "–",
+                         str(sum(r["rule"] == n and r["regret"] is None for r in regrets))])
+        header = ["rule", "mean regret", "max regret", "picks not swept"]
+        parts += ["\n## Summary over cells\n", _markdown(header, body)]
     return "\n".join(parts) + "\n", regrets
 
 

@@ -70,7 +70,8 @@ def test_auto_uses_the_default_rule_and_errors_are_clear(backbone_factory, digit
 
 def test_register_rule_adds_a_rule(backbone_factory, digits, monkeypatch):
     monkeypatch.setattr(selection, "_RULES", dict(selection._RULES))
-    selection.register_rule("last")(lambda backbone, splits, cfg, device: {"layer": backbone.blocks[-1], "rule": "last"})
+    selection.register_rule("last")(lambda backbone, splits, cfg, device: {"layer": backbone.blocks[-1],
+                                                                          "rule": "last"})
     assert "last" in selection.list_rules()
     b = backbone_factory("efficientnet_lite0")
     assert selection.select_layer(b, digits, _cfg(layer_rule="last"))["layer"] == b.blocks[-1]
