@@ -86,7 +86,7 @@ class CompletionConfig:
     lr: float = 0.15
     gamma: float = 0.3
     rank_estimate: int = 10
-    steps: int = 2500
+    steps: int = 2000
     target_error: float = 1e-4
     record_every: int = 25
     seed: int = 0

@@ -29,6 +29,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -56,7 +57,7 @@ def write_json(data: Any, path: str | os.PathLike) -> Path:
     return write_atomic(path, dump)
 
 
-def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int = 90) -> Path:
+def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int = 72) -> Path:
     out = write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png"))
     plt.close(fig)
     return out
