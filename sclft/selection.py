@@ -10,7 +10,8 @@ Two rules, both registered with :func:`register_rule` and selected by ``TrainCon
   frozen-prefix activations of a training subset), then the block whose penultimate (head-input)
   NC1 on *held-out* training samples is lowest.
 
-``auto`` is :data:`DEFAULT_RULE`, chosen from the selection-regret evidence in docs/bench.md.
+``auto`` is :data:`DEFAULT_RULE` = ``profile``: on the offline suite (docs/bench.md) ``profile`` and
+``trial`` had the same mean selection regret (3.8 points) and ``profile`` costs no training.
 Options come from ``cfg.extra["selection"]`` (see :data:`DEFAULT_OPTIONS`).
 """
 
