@@ -53,6 +53,7 @@ TRAIN_HELP = {
     "cache": "frozen-prefix activation cache: auto | memory | disk | off",
     "cache_dir": "directory for disk caches (default ~/.cache/sclft/features)",
     "num_workers": "data-loading worker processes",
+    "eval_every": "evaluate on val/test every N epochs (0: only at the end)",
     "channels_last": "channels_last memory format for conv backbones",
     "compile": "torch.compile the model",
     "tensorboard": "log metrics to TensorBoard under --out",

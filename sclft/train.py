@@ -78,6 +78,7 @@ class TrainConfig:
     cache: str = "auto"
     cache_dir: str | None = None
     num_workers: int = 0
+    eval_every: int = 1  # evaluate on val/test every N epochs (0: only at the end)
     channels_last: bool = False
     compile: bool = False
     tensorboard: bool = False
@@ -99,6 +100,7 @@ class TrainConfig:
             (self.train_per_class is None or self.train_per_class >= 1, "train_per_class must be >= 1"),
             (self.image_size is None or self.image_size >= 8, f"image_size must be >= 8, got {self.image_size}"),
             (0.0 <= self.label_smoothing < 1.0, "label_smoothing must be in [0, 1)"),
+            (self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -308,11 +310,13 @@ def evaluate(model, loader: Iterable, from_frozen: bool, accelerator, num_classe
 def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
     """Train one model; returns (and writes ``out/metrics.json``) the run's metrics."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
 
     cfg = dataclasses.replace(cfg or TrainConfig(), **overrides).validate()
     out = Path(cfg.out)
     start_time = time.time()
+    AcceleratorState._reset_state()  # several runs in one process may use different precisions
     accelerator = Accelerator(
         mixed_precision=cfg.precision,
         gradient_accumulation_steps=cfg.grad_accum,
@@ -405,7 +409,8 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", img_s=f"{seen / max(time.time() - tic, 1e-9):.0f}")
         record = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
                   "lr": scheduler.get_last_lr()[0] if scheduler else 0.0}
-        for split in [s for s in ("val", "test") if s in eval_loaders]:
+        due = cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs)
+        for split in [s for s in ("val", "test") if s in eval_loaders and due]:
             record[f"{split}_accuracy"] = evaluate(model, eval_loaders[split], data.cached, accelerator,
                                                    splits.num_classes)["accuracy"]
         history.append(record)

@@ -119,3 +119,10 @@ def test_config_validation():
 def test_warmup_cosine_schedule():
     f = train_mod.warmup_cosine(total_steps=10, warmup_steps=2)
     assert [round(f(s), 3) for s in (0, 1, 2, 6, 10)] == [0.5, 1.0, 1.0, 0.5, 0.0]
+
+
+def test_runs_with_different_precision_in_one_process(tmp_path):
+    bf16 = train(tiny(tmp_path, "bf16", strategy="linear_probe", precision="bf16", epochs=1, eval_every=0))
+    fp32 = train(tiny(tmp_path, "fp32", strategy="linear_probe", precision="no", epochs=1))
+    assert bf16["history"][0].keys() == {"epoch", "train_loss", "lr"}  # eval_every=0: only the final eval
+    assert "test_accuracy" in fp32["history"][0]
