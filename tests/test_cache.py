@@ -7,7 +7,9 @@ import torch
 from safetensors.torch import load_file
 
 import sclft
-import sclft.train as train_mod
+import importlib
+
+train_mod = importlib.import_module("sclft.train")  # the module (sclft.train is also the function)
 from sclft import cache
 from sclft.data import TransformedDataset, build_transforms, load_dataset
 from sclft.data.base import LabelSubset, targets_of

@@ -4,7 +4,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import sclft.train as train_mod
+import importlib
+
+train_mod = importlib.import_module("sclft.train")  # the module (sclft.train is also the function)
 from sclft.train import NonFiniteLossError, TrainConfig, latest_checkpoint, load, train
 
 METRIC_KEYS = {
@@ -43,21 +45,21 @@ def test_metrics_schema_and_outputs(tmp_path):
 
 
 def test_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
-    train(tiny(tmp_path, "straight", epochs=3, strategy="layer_ft"))
+    train(tiny(tmp_path, "straight", epochs=2, strategy="layer_ft", eval_every=0))
     original = train_mod.save_checkpoint
 
-    def killed_after_epoch_2(out, model, opt, sched, epoch, gen, history):
+    def killed_after_epoch_1(out, model, opt, sched, epoch, gen, history):
         path = original(out, model, opt, sched, epoch, gen, history)
-        if epoch == 2:
-            raise KeyboardInterrupt  # the process dies right after the epoch-2 checkpoint
+        if epoch == 1:
+            raise KeyboardInterrupt  # the process dies right after the epoch-1 checkpoint
         return path
 
-    monkeypatch.setattr(train_mod, "save_checkpoint", killed_after_epoch_2)
+    monkeypatch.setattr(train_mod, "save_checkpoint", killed_after_epoch_1)
     with pytest.raises(KeyboardInterrupt):
-        train(tiny(tmp_path, "interrupted", epochs=3, strategy="layer_ft"))
+        train(tiny(tmp_path, "interrupted", epochs=2, strategy="layer_ft", eval_every=0))
     assert not (tmp_path / "interrupted" / "metrics.json").exists()
     monkeypatch.setattr(train_mod, "save_checkpoint", original)
-    metrics = train(tiny(tmp_path, "interrupted", epochs=3, strategy="layer_ft", resume=True))
+    metrics = train(tiny(tmp_path, "interrupted", epochs=2, strategy="layer_ft", eval_every=0, resume=True))
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "interrupted")
     assert a.keys() == b.keys()
     for k in a:
