@@ -36,7 +36,7 @@ Curve = Sequence[tuple[str, float]]  # (block, NC1) in network order
 _RULES: dict[str, Callable[..., dict[str, Any]]] = {}
 DEFAULT_RULE = "profile"
 DEFAULT_OPTIONS: dict[str, Any] = {
-    "candidates": None,  # list of block names; None = every candidate block of the backbone
+    "candidates": None,  # list of block names; None = every candidate block but the last (see candidate_blocks)
     "profile_per_class": 100,  # samples per class probed by `profile`
     "profile_pick": None,  # a PROFILE_PICKS name; None = DEFAULT_PROFILE_PICK
     "trial_per_class": 50,  # training samples per class used by `trial` (fit + held-out)
@@ -67,8 +67,11 @@ def selection_options(cfg) -> dict[str, Any]:
 
 
 def candidate_blocks(backbone: Backbone, options: dict[str, Any]) -> list[str]:
+    """The given candidates, else every block but the last: the last block's pooled output *is* the
+    penultimate feature, so SCL-FT's skip would only double it (and it is often the most collapsed
+    block on the pretrained curve, which made ``profile:min`` pick it)."""
     names = options.get("candidates")
-    return list(backbone.blocks) if not names else [backbone.check_block(n) for n in names]
+    return list(backbone.blocks)[:-1] if not names else [backbone.check_block(n) for n in names]
 
 
 def select_layer(backbone: Backbone, splits: DatasetSplits, cfg, device="cpu") -> dict[str, Any]:
