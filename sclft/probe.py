@@ -144,7 +144,7 @@ class _Extractor:
     @property
     def head_input(self) -> bool:
         """A tuned SCL-FT model's head input differs from the backbone's penultimate feature."""
-        return isinstance(self.model, TransferModel) and self.model.strategy.name == "scl_ft"
+        return isinstance(self.model, TransferModel) and self.model.strategy.reshapes_head_input
 
     def __call__(self, x: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
         return (self._all if self.one_pass else self._each)(x, names)

@@ -23,6 +23,7 @@ class Strategy:
     uses_layer: ClassVar[bool] = False  # needs a block name
     has_frozen_prefix: ClassVar[bool] = True  # frozen_forward does real (cacheable) work
     freezes_backbone: ClassVar[bool] = True  # backbone in eval mode except the tuned block
+    reshapes_head_input: ClassVar[bool] = False  # head input != the backbone's penultimate feature
 
     def __init__(self, backbone: Backbone, layer: str | None = None, **options):
         if options:

@@ -42,6 +42,7 @@ def match_width(v: torch.Tensor, width: int, mode: str = "repeat") -> torch.Tens
 class SCLFT(BlockStrategy):
     name = "scl_ft"
     description = "Layer FT + parameter-free skip from the tuned block to the penultimate feature"
+    reshapes_head_input = True
 
     def __init__(self, backbone, layer=None, fuse: str = "add", match: str = "repeat", skip_pooling: str | None = None):
         super().__init__(backbone, layer)
