@@ -9,7 +9,7 @@ variants × layers) whose runs feed one report:
 * ``selection`` → ``selection.md``: an exhaustive block sweep and the picks of each layer rule;
 * ``ablation``  → ``ablation.md`` (e.g. SCL-FT ``fuse`` / ``match`` variants).
 
-Every run trains with :func:`sclft.train.train` into ``DIR/runs/<run-id>``; the id is readable and ends
+Every run trains with :func:`sclft.train.train` into ``DIR/experiments/<run-id>``; the id is readable and ends
 in a hash of the run's full config, so a run whose ``metrics.json`` exists is skipped (resume) and a
 changed config is a new run. See docs/bench.md.
 """
@@ -41,6 +41,7 @@ from .io import atomic_write, atomic_write_json, atomic_write_text
 
 __all__ = ["load_suite", "expand_suite", "run_suite", "build_reports", "add_parser", "find_suite"]
 
+RUNS_SUBDIR = "experiments"  # DIR/experiments/<run-id>/: one training run each
 SUITE_DIRS = ("configs/bench", "benchmarks")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GROUPS = ("table", "data_size", "selection", "ablation")
@@ -319,12 +320,12 @@ def run_suite(suite: dict[str, Any], out: str | Path, say: Callable[[str], None]
 
     out = Path(out)
     runs = expand_suite(suite)
-    preflight([r for r in runs if not (out / "runs" / r.id / METRICS_FILE).is_file()])
+    preflight([r for r in runs if not (out / RUNS_SUBDIR / r.id / METRICS_FILE).is_file()])
     probed = _probe_runs(runs)
     done = trained = 0
     tic = time.time()
     for i, run in enumerate(runs, 1):
-        run_dir = out / "runs" / run.id
+        run_dir = out / RUNS_SUBDIR / run.id
         if (run_dir / METRICS_FILE).is_file():
             done += 1
         else:
@@ -362,7 +363,7 @@ def _metrics(out: Path, runs: Iterable[Run]) -> list[tuple[Run, dict[str, Any]]]
 
     found = []
     for r in runs:
-        path = out / "runs" / r.id / METRICS_FILE
+        path = out / RUNS_SUBDIR / r.id / METRICS_FILE
         if path.is_file():
             found.append((r, json.loads(path.read_text())))
     return found
@@ -459,7 +460,7 @@ def _save(plt, fig, path: Path) -> None:
 
 def plot_nc1_layers(out: Path, runs: list[Run]) -> Path | None:
     """Layer-wise NC1 (log) after each strategy: one panel per backbone × dataset, one line per strategy."""
-    probed = [r for r in runs if r.id in _probe_runs(runs) and (out / "runs" / r.id / "nc1_layers.csv").is_file()]
+    probed = [r for r in runs if r.id in _probe_runs(runs) and (out / RUNS_SUBDIR / r.id / "nc1_layers.csv").is_file()]
     cells = list(dict.fromkeys((r.backbone, r.dataset) for r in probed))
     if not cells:
         return None
@@ -468,7 +469,7 @@ def plot_nc1_layers(out: Path, runs: list[Run]) -> Path | None:
         names: list[str] = []
         for r in sorted((r for r in probed if (r.backbone, r.dataset) == (backbone, dataset)),
                         key=lambda r: _method_order(METHOD_NAMES).index(r.strategy)):
-            with open(out / "runs" / r.id / "nc1_layers.csv") as fh:
+            with open(out / RUNS_SUBDIR / r.id / "nc1_layers.csv") as fh:
                 rows = list(csv.DictReader(fh))
             names = [row["layer"] for row in rows]
             ax.plot(range(len(rows)), [float(row["nc1"]) for row in rows], marker="o", ms=3,
@@ -652,7 +653,7 @@ def dry_run(suite: dict[str, Any], out: Path, say: Callable[[str], None] = print
     say(f"{'run':<80} {'groups':<22} {'est. min':>9}")
     for r in runs:
         seconds = estimate_seconds(r, suite)
-        done = (out / "runs" / r.id / METRICS_FILE).is_file()
+        done = (out / RUNS_SUBDIR / r.id / METRICS_FILE).is_file()
         total += 0.0 if done else seconds
         say(f"{r.id:<80} {','.join(sorted(r.groups)):<22} {'done' if done else f'{seconds / 60:9.1f}':>9}")
     unit = suite.get("cost_unit", "device")
@@ -687,7 +688,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser = subparsers.add_parser("bench", help="run a benchmark suite and build its tables and plots",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", required=True, help="suite name (configs/bench/NAME.yaml) or a YAML path")
-    parser.add_argument("--out", required=True, help="output directory (runs/, table.md, plots …)")
+    parser.add_argument("--out", required=True, help="output directory (experiments/, table.md, plots …)")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and their estimated cost; run nothing")
     parser.add_argument("--report-only", action="store_true", help="rebuild the reports from finished runs")
     parser.set_defaults(func=_main)

@@ -26,7 +26,7 @@ def test_smoke_suite_builds_every_report(smoke):
         assert (out / name).is_file(), name
     for png in ("nc1_layers.png", "data_size.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
-    assert not any(out.glob("runs/*/checkpoint"))  # resume state is dropped once a run finished
+    assert not any(out.glob("experiments/*/checkpoint"))  # resume state is dropped once a run finished
 
 
 def test_table_has_the_paper_layout(smoke):
@@ -65,7 +65,7 @@ def test_resume_skips_finished_runs(smoke):
     runs = bench.expand_suite(suite)
     again = bench.run_suite(suite, out, say=lambda _: None)
     assert again["trained"] == 0 and again["skipped"] == len(runs)
-    victim = out / "runs" / runs[0].id / "metrics.json"
+    victim = out / "experiments" / runs[0].id / "metrics.json"
     victim.unlink()
     logged = []
     assert bench.run_suite(suite, out, say=logged.append)["trained"] == 1
