@@ -214,27 +214,6 @@ def _layer_stats(batches: Callable[[], Iterable], names: Sequence[str], k: int |
     return accs, torch.cat(labels[: len(labels) // 2]), 2
 
 
-@torch.inference_mode()
-def collect_features(
-    model: TransferModel | Backbone,
-    loader: Iterable,
-    layers: Sequence[str],
-    pooling: str | None = None,
-    device: torch.device | str = "cpu",
-    progress: bool = True,
-) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """One pass over ``loader``: pooled features of ``layers`` (+ "penultimate"), float32 on CPU."""
-    model.eval().to(device)
-    names = [*layers, PENULTIMATE]
-    feats: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-    labels = []
-    for out, y in _batches(loader, _Extractor(model, pooling, True), names, device, progress, "probe"):
-        for n in names:
-            feats[n].append(out[n])
-        labels.append(y)
-    return {n: torch.cat(v) for n, v in feats.items()}, torch.cat(labels)
-
-
 def probe(
     model_or_backbone: str | nn.Module,
     data,
