@@ -374,6 +374,7 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
     eval_loaders = {k: accelerator.prepare(v) for k, v in eval_loaders.items()}
 
     start_epoch, history = 0, []
+    final: dict[str, dict[str, float]] = {}  # split -> final evaluation
     if resume_from is not None:
         start_epoch, history = _resume(resume_from, accelerator.unwrap_model(model), optimizer, scheduler, sampler_gen)
         say(f"resumed from {resume_from} (epoch {start_epoch} of {cfg.epochs} done)")
@@ -409,10 +410,14 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", img_s=f"{seen / max(time.time() - tic, 1e-9):.0f}")
         record = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
                   "lr": scheduler.get_last_lr()[0] if scheduler else 0.0}
-        due = cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs)
+        last = epoch + 1 == cfg.epochs
+        due = cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or last)
         for split in [s for s in ("val", "test") if s in eval_loaders and due]:
-            record[f"{split}_accuracy"] = evaluate(model, eval_loaders[split], data.cached, accelerator,
-                                                   splits.num_classes)["accuracy"]
+            result = evaluate(model, eval_loaders[split], data.cached, accelerator, splits.num_classes,
+                              with_nc1=last)
+            record[f"{split}_accuracy"] = result["accuracy"]
+            if last:
+                final[split] = result  # reused for metrics.json: the final model is not evaluated twice
         history.append(record)
         accelerator.log({k: v for k, v in record.items() if k != "epoch"}, step=epoch + 1)
         say(f"epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "epoch"))
@@ -420,8 +425,11 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
             save_checkpoint(out, accelerator.unwrap_model(model), optimizer, scheduler, epoch + 1, sampler_gen, history)
         accelerator.wait_for_everyone()
 
-    final_test = evaluate(model, eval_loaders["test"], data.cached, accelerator, splits.num_classes, with_nc1=True)
-    final_train = evaluate(model, eval_loaders["train"], data.cached, accelerator, splits.num_classes, with_nc1=True)
+    for split in eval_loaders:
+        if split not in final:
+            final[split] = evaluate(model, eval_loaders[split], data.cached, accelerator, splits.num_classes,
+                                    with_nc1=True)
+    final_test, final_train = final["test"], final["train"]
     unwrapped = accelerator.unwrap_model(model)
     metrics = {
         "backbone": cfg.backbone,
@@ -446,8 +454,7 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
         "history": history,
     }
     if "val" in eval_loaders:
-        metrics["val_accuracy"] = evaluate(model, eval_loaders["val"], data.cached, accelerator,
-                                           splits.num_classes)["accuracy"]
+        metrics["val_accuracy"] = final["val"]["accuracy"]
     if selection is not None:
         metrics["layer_selection"] = selection
     if accelerator.is_main_process:
