@@ -174,3 +174,17 @@ def test_cli_writes_figures_and_numbers(tmp_path):
     numbers = json.loads((tmp_path / "separation.json").read_text())
     assert len(numbers["depth_sweep"]) == 2 and numbers["scale_sweep"][0]["bound"] == pytest.approx(decay_bound(2, 0.5))
     assert json.loads((tmp_path / "completion.json").read_text())["completion"][0]["network"] == "original"
+
+
+def test_plotting_leaves_the_users_matplotlib_backend_alone():
+    """Importing and plotting through the library must not call matplotlib.use (it did at import)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import matplotlib; matplotlib.use('svg'); import sclft.dln.plots as p, sclft.dln.separation as s; "
+        "import numpy as np; import matplotlib.pyplot as plt; "
+        "fig = p.plot_separation([], [], 't'); print(matplotlib.get_backend(), len(plt.get_fignums()))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["svg", "0"]

@@ -9,14 +9,12 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from .network import TrainLog  # noqa: E402
-from .parsimony import ParsimonyResult  # noqa: E402
-from .separation import SeparationResult  # noqa: E402
+from ..plotting import colormap, subplots
+from .network import TrainLog
+from .parsimony import ParsimonyResult
+from .separation import SeparationResult
 
 __all__ = ["write_atomic", "write_json", "save_figure", "plot_parsimony", "plot_separation", "plot_separation_losses", "plot_completion"]
 
@@ -57,17 +55,15 @@ def write_json(data: Any, path: str | os.PathLike) -> Path:
     return write_atomic(path, dump)
 
 
-def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int = 72) -> Path:
-    out = write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png"))
-    plt.close(fig)
-    return out
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 72) -> Path:
+    return write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png"))
 
 
-def plot_parsimony(result: ParsimonyResult, title: str = "") -> plt.Figure:
+def plot_parsimony(result: ParsimonyResult, title: str = "") -> Figure:
     """One row per layer: singular values, right- and left-vector angles over the iterations."""
     depth = result.singular_values.shape[1]
-    fig, axes = plt.subplots(depth, 3, figsize=(12, 3 * depth), squeeze=False)
-    cmap = plt.get_cmap("viridis")
+    fig, axes = subplots(depth, 3, figsize=(12, 3 * depth), squeeze=False)
+    cmap = colormap("viridis")
     count = result.singular_values.shape[2]
     panels = (
         (result.singular_values, r"$\sigma_i(t)$"),
@@ -87,9 +83,9 @@ def plot_parsimony(result: ParsimonyResult, title: str = "") -> plt.Figure:
     return fig
 
 
-def plot_separation(results: Sequence[SeparationResult], labels: Sequence[str], title: str) -> plt.Figure:
+def plot_separation(results: Sequence[SeparationResult], labels: Sequence[str], title: str) -> Figure:
     """``D_l`` against the layer index (log scale), one line per result."""
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig, ax = subplots(figsize=(5, 4))
     for result, label in zip(results, labels):
         depth = result.config.depth
         ax.semilogy(range(depth), result.separations[:depth], marker="o", label=label)
@@ -101,9 +97,9 @@ def plot_separation(results: Sequence[SeparationResult], labels: Sequence[str], 
     return fig
 
 
-def plot_separation_losses(results: Sequence[SeparationResult], labels: Sequence[str], title: str) -> plt.Figure:
+def plot_separation_losses(results: Sequence[SeparationResult], labels: Sequence[str], title: str) -> Figure:
     """Training loss against the iteration, one line per result."""
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig, ax = subplots(figsize=(5, 4))
     for result, label in zip(results, labels):
         ax.semilogy(result.steps, result.losses, label=label)
     ax.set_xlabel("iteration")
@@ -114,9 +110,9 @@ def plot_separation_losses(results: Sequence[SeparationResult], labels: Sequence
     return fig
 
 
-def plot_completion(logs: Sequence[TrainLog], labels: Sequence[str], title: str) -> plt.Figure:
+def plot_completion(logs: Sequence[TrainLog], labels: Sequence[str], title: str) -> Figure:
     """Recovery error against iterations and against wall-clock seconds."""
-    fig, (by_step, by_time) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (by_step, by_time) = subplots(1, 2, figsize=(10, 4))
     for log, label in zip(logs, labels):
         by_step.semilogy(log.steps, log.metrics, label=label)
         by_time.semilogy(log.seconds, log.metrics, label=label)
