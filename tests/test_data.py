@@ -128,8 +128,13 @@ def test_imagefolder_read_time_failure_is_skipped_not_fatal(image_folder: Path):
 
 
 def test_imagefolder_val_dir_and_missing_layout(image_folder: Path, tmp_path: Path):
+    from sclft.data import DatasetSplitError
+
     _png(image_folder / "val" / "dog" / "v.png", (0, 0, 255))
-    assert len(load_dataset(f"imagefolder:{image_folder}").val) == 1
+    with pytest.raises(DatasetSplitError, match="val split: 'cat' \\(folder .*val/cat\\)$"):  # NC1 on val needs every class
+        load_dataset(f"imagefolder:{image_folder}")
+    _png(image_folder / "val" / "cat" / "v.png", (0, 0, 255))
+    assert len(load_dataset(f"imagefolder:{image_folder}").val) == 2
     with pytest.raises(DatasetUnavailableError, match="train"):
         load_dataset(f"imagefolder:{tmp_path / 'nothing'}")
 
@@ -201,11 +206,11 @@ def test_named_hub_dataset_from_save_to_disk(tmp_path: Path):
 
 
 def test_hf_prefix_autodetects_columns_and_skips_corrupt_rows(tmp_path: Path):
-    labels = {"train": ["b", "a", "b"], "validation": ["a"], "test": ["a", "b"]}
+    labels = {"train": ["b", "a", "b"], "validation": ["b", "a"], "test": ["a", "b"]}
     _save_dataset_dict(tmp_path / "tiny", "picture", "label", labels, class_label=False)
     splits = load_dataset("hf:someone/tiny", data_dir=str(tmp_path / "tiny"))
     assert splits.class_names == ["a", "b"] and targets_of(splits.train) == [1, 0, 1]
-    assert len(splits.val) == 1 and splits.train[1][1] == 0
+    assert targets_of(splits.val) == [1, 0] and splits.train[1][1] == 0
 
     from datasets import Image as HFImage
     from datasets import load_from_disk
@@ -405,8 +410,12 @@ def test_labels_out_of_range_and_empty_val_are_refused():
     with pytest.raises(DatasetSplitError, match=r"test split has label\(s\) \[2\] outside 0..1"):
         bad.check()
     empty_val = DatasetSplits("toy", good, good, ArrayImageDataset(images[:0], []), ["a", "b"])
-    with pytest.raises(DatasetSplitError, match="val split is empty"):
+    with pytest.raises(DatasetSplitError, match="val split is empty$"):
         empty_val.check()
+    val_without_b = DatasetSplits("toy", good, good, ArrayImageDataset(images[:1], [0]), ["a", "b"],
+                                  options={"val_fraction": 0.1})
+    with pytest.raises(DatasetSplitError, match=r"val split: 'b' \(raise --val-fraction"):
+        val_without_b.check()
     assert DatasetSplits("toy", good, good, None, ["a", "b"]).check().num_classes == 2
 
 

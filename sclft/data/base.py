@@ -179,12 +179,12 @@ class DatasetSplits:
         """Refuse splits that cannot be trained and evaluated on, before any work starts.
 
         Raises :class:`DatasetSplitError` (a ``ValueError``) naming the split and the class by name
-        when ``train`` or ``test`` (or a given ``val``) is empty, holds a label outside
-        ``0..num_classes-1``, or when a class has no image in ``train`` or ``test`` (an empty or
-        all-unreadable class folder). A class missing only from ``val`` is logged as a warning.
+        when ``train``, ``test`` or a given ``val`` is empty, holds a label outside
+        ``0..num_classes-1``, or lacks a class (an empty or all-unreadable class folder, a class
+        missing from the test split): per-class NC1 and accuracy are computed on each of them.
         Returns ``self``.
         """
-        where = f"dataset {self.name!r}" + (f" ({self.source})" if self.source else "")
+        where = f"dataset {self.name!r}" + (f" ({self.source})" if self.source and self.source not in self.name else "")
         if not self.class_names:
             raise DatasetSplitError(f"{where} has no classes")
         for split in ("train", "test", "val"):
@@ -193,7 +193,7 @@ class DatasetSplits:
                 continue
             targets = np.asarray(targets_of(data), dtype=np.int64)
             if targets.size == 0:
-                hint = " (raise --val-fraction or use more images per class)" if split == "val" else ""
+                hint = " (raise --val-fraction)" if split == "val" and "val_fraction" in self.options else ""
                 raise DatasetSplitError(f"{where}: the {split} split is empty{hint}")
             bad = np.unique(targets[(targets < 0) | (targets >= self.num_classes)])
             if bad.size:
@@ -206,12 +206,11 @@ class DatasetSplits:
             if not missing:
                 continue
             listed = "; ".join(missing[:5]) + (f"; and {len(missing) - 5} more" if len(missing) > 5 else "")
-            if split == "val":
-                log.warning("%s: %d class(es) have no image in the val split: %s", where, len(missing), listed)
-            else:
-                raise DatasetSplitError(
-                    f"{where}: {len(missing)} class(es) have no readable image in the {split} split: {listed}"
-                )
+            from_fraction = split == "val" and "val_fraction" in self.options
+            hint = " (raise --val-fraction, or use more images per class)" if from_fraction else ""
+            raise DatasetSplitError(
+                f"{where}: {len(missing)} class(es) have no readable image in the {split} split: {listed}{hint}"
+            )
         return self
 
     def _describe_class(self, split: str, data: Dataset, k: int) -> str:
