@@ -35,8 +35,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import yaml
 
-from .data import DatasetSplits, DatasetUnavailableError, LabelSubset, register_dataset, resolve, targets_of
-from .data.subsets import few_shot_indices
+from .data import DatasetUnavailableError  # importing sclft.data also registers test_subset:N:NAME
 from .io import atomic_write, atomic_write_json, atomic_write_text
 
 __all__ = ["load_suite", "expand_suite", "run_suite", "build_reports", "add_parser", "find_suite"]
@@ -51,23 +50,6 @@ METHOD_NAMES = {"linear_probe": "Linear Probe", "zero_shot": "Zero Shot", "layer
 # strategy -> (share of a full forward the trained tail costs, whether the prefix is cached); for --dry-run
 COST_MODEL = {"linear_probe": (0.0, True), "zero_shot": (0.0, True), "layer_ft": (0.35, True),
               "scl_ft": (0.35, True), "full_ft": (1.0, False)}
-
-
-# ------------------------------------------------------------------------------------------ test subsets
-@register_dataset("test_subset", prefix=True, usage="test_subset:N:NAME")
-def load_test_subset(argument: str, data_dir: str | None = None) -> DatasetSplits:
-    """Dataset ``NAME`` with its test split cut to ``N`` images per class (class-balanced, fixed seed 0).
-
-    Lets a CPU benchmark evaluate every epoch on a fixed, smaller test set; the fingerprint keeps
-    feature caches of the full and the cut test split apart.
-    """
-    count, sep, name = argument.partition(":")
-    if not sep or not count.isdigit() or int(count) < 1:
-        raise ValueError(f"expected test_subset:N:NAME with N >= 1, got test_subset:{argument}")
-    splits = resolve(name)(data_dir)
-    splits.test = LabelSubset(splits.test, few_shot_indices(targets_of(splits.test), int(count), 0))
-    splits.options["test_per_class"] = int(count)
-    return splits
 
 
 # ------------------------------------------------------------------------------------------ suites

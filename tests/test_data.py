@@ -128,8 +128,13 @@ def test_imagefolder_read_time_failure_is_skipped_not_fatal(image_folder: Path):
 
 
 def test_imagefolder_val_dir_and_missing_layout(image_folder: Path, tmp_path: Path):
+    from sclft.data import DatasetSplitError
+
     _png(image_folder / "val" / "dog" / "v.png", (0, 0, 255))
-    assert len(load_dataset(f"imagefolder:{image_folder}").val) == 1
+    with pytest.raises(DatasetSplitError, match="val split: 'cat' \\(folder .*val/cat\\)$"):  # NC1 on val needs every class
+        load_dataset(f"imagefolder:{image_folder}")
+    _png(image_folder / "val" / "cat" / "v.png", (0, 0, 255))
+    assert len(load_dataset(f"imagefolder:{image_folder}").val) == 2
     with pytest.raises(DatasetUnavailableError, match="train"):
         load_dataset(f"imagefolder:{tmp_path / 'nothing'}")
 
@@ -201,11 +206,11 @@ def test_named_hub_dataset_from_save_to_disk(tmp_path: Path):
 
 
 def test_hf_prefix_autodetects_columns_and_skips_corrupt_rows(tmp_path: Path):
-    labels = {"train": ["b", "a", "b"], "validation": ["a"], "test": ["a", "b"]}
+    labels = {"train": ["b", "a", "b"], "validation": ["b", "a"], "test": ["a", "b"]}
     _save_dataset_dict(tmp_path / "tiny", "picture", "label", labels, class_label=False)
     splits = load_dataset("hf:someone/tiny", data_dir=str(tmp_path / "tiny"))
     assert splits.class_names == ["a", "b"] and targets_of(splits.train) == [1, 0, 1]
-    assert len(splits.val) == 1 and splits.train[1][1] == 0
+    assert targets_of(splits.val) == [1, 0] and splits.train[1][1] == 0
 
     from datasets import Image as HFImage
     from datasets import load_from_disk
@@ -297,3 +302,160 @@ def test_unusable_data_dir_is_a_clear_error(tmp_path: Path, hf_cache: Path):
     (tmp_path / "notes.txt").write_text("a text file makes a text dataset with only a train split")
     with pytest.raises(ValueError, match="needs 'train' and 'test' splits"):
         load_dataset("dtd", data_dir=str(tmp_path))
+
+
+# --- high-bit-depth pixels ----------------------------------------------------------------------
+
+
+def _gradient16() -> np.ndarray:
+    """A 16-bit horizontal ramp over the full 0..65535 range (256 columns, 2 rows)."""
+    row = np.linspace(0, 65535, 256).round().astype(np.uint16)
+    return np.stack([row, row[::-1]])
+
+
+def test_16bit_png_is_scaled_not_clipped_in_image_folders(tmp_path: Path):
+    ramp = _gradient16()
+    for split in ("train", "test"):
+        path = tmp_path / split / "ramp" / "r.png"
+        path.parent.mkdir(parents=True)
+        Image.fromarray(ramp).save(path)  # a 16-bit greyscale PNG
+    with Image.open(tmp_path / "test" / "ramp" / "r.png") as raw:
+        assert raw.mode.startswith("I")  # Pillow really decodes it as 16-bit
+    image, _ = load_dataset(f"imagefolder:{tmp_path}").test[0]
+    pixels = np.asarray(image)
+    assert image.mode == "RGB" and pixels.dtype == np.uint8
+    assert np.array_equal(pixels[..., 0], (ramp >> 8).astype(np.uint8))  # independent reference: top 8 bits
+    assert np.array_equal(pixels[..., 0], pixels[..., 2]) and len(np.unique(pixels)) == 256  # spread, not 0/255
+
+
+def test_16bit_and_float_images_in_hub_datasets(tmp_path: Path, hf_cache: Path):
+    import io
+
+    from datasets import ClassLabel, Dataset, DatasetDict, Features
+    from datasets import Image as HFImage
+
+    ramp = _gradient16()
+    floats = (ramp / 65535.0).astype(np.float32)
+    encoded = []
+    for array, fmt in ((ramp, "PNG"), (floats, "TIFF")):
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format=fmt)  # mode I;16 PNG, mode F TIFF
+        encoded.append({"bytes": buffer.getvalue(), "path": None})
+    features = Features({"image": HFImage(), "label": ClassLabel(names=["a", "b"])})
+    split = Dataset.from_dict({"image": encoded, "label": [0, 1]}, features=features)
+    DatasetDict({"train": split, "test": split}).save_to_disk(str(tmp_path / "deep"))
+    splits = load_dataset("hf:someone/deep", data_dir=str(tmp_path / "deep"))
+    png, tiff = (np.asarray(splits.test[i][0])[..., 1] for i in range(2))
+    assert np.array_equal(png, (ramp >> 8).astype(np.uint8))
+    # float images are read as 0..1 (torchvision's convert_image_dtype): round(255 * v)
+    assert np.array_equal(tiff, np.round(floats.astype(np.float64) * 255).astype(np.uint8))
+    assert len(np.unique(tiff)) == 256
+
+
+def test_to_rgb_int32_and_out_of_range_float():
+    from sclft.data.base import to_rgb
+
+    values = np.array([[-5, 0, 256, 65535, 70000]], dtype=np.int32)
+    assert np.asarray(to_rgb(Image.fromarray(values, "I")))[0, :, 0].tolist() == [0, 0, 1, 255, 255]
+    floats = np.array([[-0.5, 0.0, 0.5, 1.0, 2.0, np.nan]], dtype=np.float32)
+    assert np.asarray(to_rgb(Image.fromarray(floats, "F")))[0, :, 0].tolist() == [0, 0, 128, 255, 255, 0]
+
+
+# --- split checks before any work ---------------------------------------------------------------
+
+
+def _folder(root: Path, layout: dict[str, dict[str, int]]) -> Path:
+    for split, classes in layout.items():
+        (root / split).mkdir(parents=True, exist_ok=True)
+        for cls, n in classes.items():
+            (root / split / cls).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                _png(root / split / cls / f"{i}.png", (10 * i, 0, 0))
+    return root
+
+
+@pytest.mark.parametrize("layout, split, named", [
+    ({"train": {"cat": 2, "dog": 2}, "test": {"cat": 1}}, "test", "'dog'"),       # class missing from test
+    ({"train": {"cat": 2, "dog": 0}, "test": {"cat": 1, "dog": 1}}, "train", "'dog'"),  # empty class folder
+    ({"train": {"cat": 2, "dog": 2}, "test": {}}, "test", "empty"),                 # empty split
+])
+def test_bad_splits_are_refused_before_work(tmp_path: Path, layout, split, named):
+    from sclft.data import DatasetSplitError
+
+    root = _folder(tmp_path / "set", layout)
+    with pytest.raises(DatasetSplitError) as err:
+        load_dataset(f"imagefolder:{root}")
+    message = str(err.value)
+    assert isinstance(err.value, ValueError) and f"{split} split" in message and named in message
+    if named != "empty":
+        assert str(root / split / "dog") in message  # the folder to look at
+
+
+def test_all_corrupt_class_folder_is_named_with_its_skipped_files(tmp_path: Path):
+    from sclft.data import DatasetSplitError
+
+    root = _folder(tmp_path / "set", {"train": {"cat": 2, "dog": 2}, "test": {"cat": 1, "dog": 0}})
+    for i in range(3):
+        (root / "test" / "dog" / f"bad{i}.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    with pytest.raises(DatasetSplitError, match=r"'dog' \(folder .*test/dog, 3 unreadable file\(s\) skipped\)"):
+        load_dataset(f"imagefolder:{root}")
+
+
+def test_labels_out_of_range_and_empty_val_are_refused():
+    from sclft.data import ArrayImageDataset, DatasetSplitError, DatasetSplits
+
+    images = np.zeros((4, 2, 2), np.uint8)
+    good = ArrayImageDataset(images, [0, 1, 0, 1])
+    bad = DatasetSplits("toy", good, ArrayImageDataset(images, [0, 1, 2, 1]), None, ["a", "b"])
+    with pytest.raises(DatasetSplitError, match=r"test split has label\(s\) \[2\] outside 0..1"):
+        bad.check()
+    empty_val = DatasetSplits("toy", good, good, ArrayImageDataset(images[:0], []), ["a", "b"])
+    with pytest.raises(DatasetSplitError, match="val split is empty$"):
+        empty_val.check()
+    val_without_b = DatasetSplits("toy", good, good, ArrayImageDataset(images[:1], [0]), ["a", "b"],
+                                  options={"val_fraction": 0.1})
+    with pytest.raises(DatasetSplitError, match=r"val split: 'b' \(raise --val-fraction"):
+        val_without_b.check()
+    assert DatasetSplits("toy", good, good, None, ["a", "b"]).check().num_classes == 2
+
+
+def test_cli_train_exits_2_on_a_missing_test_class_before_building_a_model(tmp_path: Path, monkeypatch, capsys):
+    import importlib
+
+    from sclft.cli import main
+
+    train_mod = importlib.import_module("sclft.train")
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was built although the splits are unusable")
+
+    monkeypatch.setattr(train_mod, "build_backbone", no_model)
+    root = _folder(tmp_path / "set", {"train": {"cat": 2, "dog": 2}, "test": {"cat": 1}})
+    code = main(["train", "--data", f"imagefolder:{root}", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "'dog'" in err and "test split" in err and "Traceback" not in err
+
+
+def test_few_shot_warning_names_the_class(caplog):
+    from sclft.data.subsets import few_shot_indices
+
+    with caplog.at_level(logging.WARNING, logger="sclft.data"):
+        few_shot_indices([0, 0, 1, 2, 2], 2, 0, ["cat", "dog", "eel"])
+    assert "class 'dog' has only 1 images in the train split (< train_per_class=2)" in caplog.text
+    assert "class 1 " not in caplog.text
+
+
+# --- test_subset:N:NAME -------------------------------------------------------------------------
+
+
+def test_test_subset_is_a_dataset_of_sclft_data(caplog):
+    from sclft.data import _registry, list_prefixes
+
+    assert "test_subset:N:NAME" in list_prefixes()
+    assert _registry._PREFIXES["test_subset"][0].__module__ == "sclft.data.test_subset"  # not a side effect of the bench
+    splits = load_dataset("test_subset:3:digits", seed=4)
+    assert Counter(targets_of(splits.test)) == {k: 3 for k in range(10)} and splits.options["test_per_class"] == 3
+    assert splits.test.indices == load_dataset("test_subset:3:digits", seed=9).test.indices  # fixed seed 0
+    with caplog.at_level(logging.WARNING, logger="sclft.data"):
+        load_dataset("test_subset:1000:digits")
+    assert "class '0' has only" in caplog.text and "test split (< test_per_class=1000)" in caplog.text

@@ -14,6 +14,8 @@ from torch.utils.data import Dataset, Subset
 
 __all__ = [
     "DatasetUnavailableError",
+    "DatasetSplitError",
+    "to_rgb",
     "ImageDataset",
     "ArrayImageDataset",
     "LabelSubset",
@@ -28,6 +30,31 @@ log = logging.getLogger("sclft.data")
 
 class DatasetUnavailableError(RuntimeError):
     """The dataset cannot be loaded here (offline, not cached, no local copy)."""
+
+
+class DatasetSplitError(ValueError):
+    """The splits cannot be trained and evaluated on: an empty split, a class missing, labels out of range."""
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as 8-bit RGB, scaling high-bit-depth modes instead of clipping them.
+
+    Pillow's own ``convert("RGB")`` clips 16-bit (``I;16*``, ``I``) and float (``F``) pixels to
+    0..255, which turns a 16-bit image black and white. Here 16-bit values keep their top 8 bits
+    (``v >> 8``; ``I`` is read as 16-bit, the mode Pillow gives 16-bit PNG / TIFF data, clipped to
+    0..65535) and float values are taken as 0..1 (``round(255 v)``, clipped), as torchvision's
+    ``decode_image`` + ``convert_image_dtype`` do. Other modes use Pillow's conversion.
+    """
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode == "I" or mode.startswith("I;16"):
+        values = np.clip(np.asarray(image).astype(np.int64), 0, 65535) >> 8
+        image = Image.fromarray(values.astype(np.uint8), "L")
+    elif mode == "F":
+        values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0)
+        image = Image.fromarray(np.round(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8), "L")
+    return image.convert("RGB")
 
 
 class ImageDataset(Dataset):
@@ -57,8 +84,7 @@ class ImageDataset(Dataset):
         for offset in range(len(self)):
             i = (index + offset) % len(self)
             try:
-                image = self._load(i)
-                return (image if image.mode == "RGB" else image.convert("RGB")), self.targets[i]
+                return to_rgb(self._load(i)), self.targets[i]
             except (OSError, ValueError, SyntaxError) as exc:  # PIL's decode failures
                 where = self.describe(i)
                 if where not in self.skipped:
@@ -148,6 +174,54 @@ class DatasetSplits:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def check(self) -> "DatasetSplits":
+        """Refuse splits that cannot be trained and evaluated on, before any work starts.
+
+        Raises :class:`DatasetSplitError` (a ``ValueError``) naming the split and the class by name
+        when ``train``, ``test`` or a given ``val`` is empty, holds a label outside
+        ``0..num_classes-1``, or lacks a class (an empty or all-unreadable class folder, a class
+        missing from the test split): per-class NC1 and accuracy are computed on each of them.
+        Returns ``self``.
+        """
+        where = f"dataset {self.name!r}" + (f" ({self.source})" if self.source and self.source not in self.name else "")
+        if not self.class_names:
+            raise DatasetSplitError(f"{where} has no classes")
+        for split in ("train", "test", "val"):
+            data = getattr(self, split)
+            if data is None:
+                continue
+            targets = np.asarray(targets_of(data), dtype=np.int64)
+            if targets.size == 0:
+                hint = " (raise --val-fraction)" if split == "val" and "val_fraction" in self.options else ""
+                raise DatasetSplitError(f"{where}: the {split} split is empty{hint}")
+            bad = np.unique(targets[(targets < 0) | (targets >= self.num_classes)])
+            if bad.size:
+                raise DatasetSplitError(
+                    f"{where}: the {split} split has label(s) {bad[:5].tolist()} outside 0..{self.num_classes - 1} "
+                    f"({self.num_classes} classes)"
+                )
+            counts = np.bincount(targets, minlength=self.num_classes)
+            missing = [self._describe_class(split, data, k) for k in np.flatnonzero(counts == 0)]
+            if not missing:
+                continue
+            listed = "; ".join(missing[:5]) + (f"; and {len(missing) - 5} more" if len(missing) > 5 else "")
+            from_fraction = split == "val" and "val_fraction" in self.options
+            hint = " (raise --val-fraction, or use more images per class)" if from_fraction else ""
+            raise DatasetSplitError(
+                f"{where}: {len(missing)} class(es) have no readable image in the {split} split: {listed}{hint}"
+            )
+        return self
+
+    def _describe_class(self, split: str, data: Dataset, k: int) -> str:
+        """``'name'``, plus its folder and the unreadable files skipped there when the split is a folder."""
+        text = repr(self.class_names[k])
+        folder = getattr(_root_and_indices(data)[0], "folder", None)
+        if folder is not None:
+            path = Path(folder) / self.class_names[k]
+            dropped = sum(path in Path(p).parents for p in self.skipped)
+            text += f" (folder {path}" + (f", {dropped} unreadable file(s) skipped)" if dropped else ")")
+        return text
 
     def fingerprint(self, split: str) -> str:
         """Stable key naming exactly which samples ``split`` holds (for feature caches)."""

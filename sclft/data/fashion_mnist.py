@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from ._registry import register_dataset
-from .base import ArrayImageDataset, DatasetSplits, file_stamp
-from .hub import HubSpec, load_hub
+from .base import ArrayImageDataset, DatasetSplits, DatasetUnavailableError, file_stamp
+from .hub import HubSpec, load_hub, local_copy_hint
 
 __all__ = ["read_idx", "find_idx_dir", "SYSTEM_DIR", "HUB_SPEC", "CLASS_NAMES"]
 
@@ -74,4 +74,13 @@ def load_fashion_mnist(data_dir: str | None = None) -> DatasetSplits:
         return _load_idx(folder) if folder else load_hub("fashion_mnist", HUB_SPEC, data_dir)
     if find_idx_dir(SYSTEM_DIR):
         return _load_idx(SYSTEM_DIR)
-    return load_hub("fashion_mnist", HUB_SPEC, None)
+    try:
+        return load_hub("fashion_mnist", HUB_SPEC, None)
+    except DatasetUnavailableError as exc:
+        raise DatasetUnavailableError(
+            f"Fashion-MNIST not found: no IDX files in {SYSTEM_DIR} and no Hub copy ({exc}).\n"
+            f"  On Debian / Ubuntu: `apt-get install dataset-fashion-mnist` (installs them in {SYSTEM_DIR});\n"
+            "  or pass `--data-dir DIR` with the four IDX files (train-images-idx3-ubyte[.gz], "
+            "train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]);\n"
+            f"  or {local_copy_hint('fashion_mnist', HUB_SPEC.repo_id)}."
+        ) from None

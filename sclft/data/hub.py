@@ -3,13 +3,19 @@
 Images are decoded lazily, one sample at a time, by :class:`HubImageDataset` (the Arrow table
 stays memory-mapped; nothing is materialised as PIL at load time). A local copy is used when
 ``data_dir`` is given: a folder written by ``DatasetDict.save_to_disk`` or a snapshot of the Hub
-repository (e.g. ``huggingface-cli download --repo-type dataset REPO --local-dir DIR``); if
-``data_dir/<name>`` exists it is preferred, so one ``--data-dir`` can hold several datasets.
+repository (``hf download REPO --repo-type dataset --local-dir DIR``); if ``data_dir/<name>``
+exists it is preferred, so one ``--data-dir`` can hold several datasets.
+
+Without ``data_dir`` the Hub is asked only when it answers (:func:`sclft._hub.hub_reachable`, one
+TCP connect, as for weights); otherwise ``datasets`` runs in its offline mode, which still loads a
+dataset from the local Hugging Face datasets cache and fails at once, without retries, when it is
+not there. Only parquet / Arrow repositories load: ``datasets`` >= 4 no longer runs loading scripts.
 """
 
 from __future__ import annotations
 
 import io
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -17,6 +23,7 @@ from typing import Any, Hashable, Sequence
 
 from PIL import Image
 
+from .. import _hub
 from ._registry import register_dataset
 from .base import DatasetSplits, DatasetUnavailableError, ImageDataset
 
@@ -33,14 +40,17 @@ class HubSpec:
     config: str | None = None
 
 
-# Splits match torchvision's official ones (see docs/data.md for sizes).
+# Splits match torchvision's official ones (see docs/data.md for sizes). All are parquet repositories.
 HUB_DATASETS: dict[str, HubSpec] = {
     "cifar10": HubSpec("uoft-cs/cifar10", "img", "label"),
     "cifar100": HubSpec("uoft-cs/cifar100", "img", "fine_label"),
     "dtd": HubSpec("mcimpoi/dtd_split_1"),  # partition 1: train / validation / test, 1,880 each
-    "fgvc_aircraft": HubSpec("HuggingFaceM4/FGVC-Aircraft", "image", "variant"),
+    # mteb's parquet copy (the HuggingFaceM4/FGVC-Aircraft script repository no longer loads):
+    # train / validation / test, ClassLabel columns variant (100), family, manufacturer
+    "fgvc_aircraft": HubSpec("mteb/FGVCAircraft", "image", "variant"),
     "oxford_pets": HubSpec("timm/oxford-iiit-pet", "image", "label"),
 }
+SCRIPTS_UNSUPPORTED = "Dataset scripts are no longer supported"  # datasets >= 4, datasets/load.py
 
 SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
     "train": ("train", "training"),
@@ -75,15 +85,49 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [""])[0]
 
 
-def _unavailable(name: str, repo_id: str, exc: BaseException) -> DatasetUnavailableError:
-    reason = _first_line(exc)
-    return DatasetUnavailableError(
-        f"dataset {name!r} needs the Hugging Face Hub dataset {repo_id!r}, which is neither in the local "
-        f"cache nor reachable ({type(exc).__name__}: {reason}). Use a local copy instead: on a connected "
-        f"machine run `datasets.load_dataset({repo_id!r}).save_to_disk(DIR)` (or `huggingface-cli download "
-        f"--repo-type dataset {repo_id} --local-dir DIR`), then pass `--data-dir DIR` "
-        f"(Python: load_dataset({name!r}, data_dir=DIR)). Set HF_HUB_OFFLINE=1 to fail fast without network."
+def local_copy_hint(name: str, repo_id: str) -> str:
+    """How to make and use a local copy of Hub dataset ``repo_id``."""
+    return (
+        f"on a connected machine run `hf download {repo_id} --repo-type dataset --local-dir DIR` "
+        f"(or, in Python, `datasets.load_dataset({repo_id!r}).save_to_disk(DIR)`), copy DIR here and pass "
+        f"`--data-dir DIR` (Python: load_dataset({name!r}, data_dir=DIR))"
     )
+
+
+def _unavailable(name: str, repo_id: str, exc: BaseException, reachable: bool) -> DatasetUnavailableError:
+    if not reachable:
+        why = (f"the Hub ({_hub.HUB_HOST}) is not reachable" +
+               (" (HF_HUB_OFFLINE is set)" if _hub.hub_offline_flag() else "") +
+               " and the dataset is not in the local Hugging Face datasets cache")
+    else:
+        why = f"it could not be loaded ({type(exc).__name__}: {_first_line(exc)})"
+    return DatasetUnavailableError(
+        f"dataset {name!r} needs the Hugging Face Hub dataset {repo_id!r}, but {why}. "
+        f"To use a local copy: {local_copy_hint(name, repo_id)}."
+    )
+
+
+def _scripts_unsupported(name: str, what: str, exc: BaseException) -> DatasetUnavailableError:
+    return DatasetUnavailableError(
+        f"dataset {name!r}: {what} is a loading-script dataset, and the installed `datasets` (>= 4) no longer "
+        f"runs loading scripts ({_first_line(exc)}). Use a parquet / Arrow copy instead: a Hub repository "
+        "published as parquet (`hf:<repo_id>`), or a folder written by `DatasetDict.save_to_disk` (made with "
+        "datasets < 4 from the script repository) passed as `--data-dir DIR`."
+    )
+
+
+@contextmanager
+def _datasets_offline():
+    """``datasets``' own offline mode for one call: cached datasets load, anything else fails at once."""
+    import datasets.config
+    import huggingface_hub.constants
+
+    saved = datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = huggingface_hub.constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE = saved
 
 
 def _open_local(path: Path) -> Any:
@@ -93,11 +137,12 @@ def _open_local(path: Path) -> Any:
         return datasets.load_from_disk(str(path))
     if (path / "state.json").is_file():
         raise ValueError(f"{path} holds a single saved split; save a DatasetDict with 'train' and 'test' splits")
-    return datasets.load_dataset(str(path))
+    with _datasets_offline():  # a local folder never needs the Hub
+        return datasets.load_dataset(str(path))
 
 
 def _open(name: str, spec: HubSpec, data_dir: str | None) -> tuple[Any, str]:
-    """Return ``(DatasetDict, source)`` from ``data_dir`` or the Hub."""
+    """Return ``(DatasetDict, source)`` from ``data_dir`` or the Hub (or the local datasets cache)."""
     import datasets
 
     if data_dir is not None:
@@ -108,14 +153,23 @@ def _open(name: str, spec: HubSpec, data_dir: str | None) -> tuple[Any, str]:
         try:
             return _open_local(path), str(path.resolve())
         except Exception as exc:  # unreadable local copy: say what was expected, without a raw trace
+            if SCRIPTS_UNSUPPORTED in str(exc):
+                raise _scripts_unsupported(name, f"the folder {str(path)!r}", exc) from None
             raise DatasetUnavailableError(
                 f"cannot read {str(path)!r} as dataset {name!r} ({type(exc).__name__}: {_first_line(exc)}); "
-                "expected a `DatasetDict.save_to_disk` folder or a local snapshot of the Hub repository"
+                "expected a `DatasetDict.save_to_disk` folder or a local snapshot of the Hub repository "
+                f"(`hf download {spec.repo_id} --repo-type dataset --local-dir DIR`)"
             ) from None
+    reachable = _hub.hub_reachable()
     try:
-        return datasets.load_dataset(spec.repo_id, spec.config), f"hf:{spec.repo_id}"
+        if reachable:
+            return datasets.load_dataset(spec.repo_id, spec.config), f"hf:{spec.repo_id}"
+        with _datasets_offline():
+            return datasets.load_dataset(spec.repo_id, spec.config), f"hf:{spec.repo_id}"
     except Exception as exc:  # connection / offline / not-found errors from datasets & huggingface_hub
-        raise _unavailable(name, spec.repo_id, exc) from None
+        if SCRIPTS_UNSUPPORTED in str(exc):
+            raise _scripts_unsupported(name, f"the Hub repository {spec.repo_id!r}", exc) from None
+        raise _unavailable(name, spec.repo_id, exc, reachable) from None
 
 
 def _pick_split(dd: Any, role: str) -> str | None:

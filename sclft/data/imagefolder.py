@@ -24,11 +24,14 @@ VAL_DIRS = ("val", "validation", "valid")
 
 
 class ImageFolderDataset(ImageDataset):
-    """Image files with labels; ``content_id`` hashes (path, size, mtime) of the kept files."""
+    """Image files with labels; ``content_id`` hashes (path, size, mtime) of the kept files.
 
-    def __init__(self, paths: list[Path], targets: list[int], skipped: list[str]):
+    ``folder`` is the split's folder (``PATH/train``), whose sub-folders are the classes.
+    """
+
+    def __init__(self, paths: list[Path], targets: list[int], skipped: list[str], folder: Path | None = None):
         super().__init__(targets, skipped, content_id=file_stamp(paths))
-        self.paths = paths
+        self.paths, self.folder = paths, folder
 
     def _load(self, index: int) -> Image.Image:
         image = Image.open(self.paths[index])
@@ -68,7 +71,7 @@ def _index(split_dir: Path, class_names: list[str], skipped: list[str]) -> Image
                     targets.append(label)
                 else:
                     skipped.append(str(path))
-    return ImageFolderDataset(paths, targets, skipped)
+    return ImageFolderDataset(paths, targets, skipped, split_dir)
 
 
 @register_dataset("imagefolder", prefix=True, usage="imagefolder:PATH")

@@ -23,17 +23,27 @@ def per_class_permutations(targets: Sequence[int], seed: int, stream: int) -> di
     return {int(c): rng.permutation(np.flatnonzero(y == c)) for c in np.unique(y)}
 
 
-def few_shot_indices(targets: Sequence[int], per_class: int, seed: int) -> np.ndarray:
+def few_shot_indices(
+    targets: Sequence[int],
+    per_class: int,
+    seed: int,
+    class_names: Sequence[str] | None = None,
+    option: str = "train_per_class",
+    split: str = "train",
+) -> np.ndarray:
     """``min(per_class, available)`` samples of each class, seeded; sorted indices.
 
-    A class with fewer than ``per_class`` samples keeps all of them, with a warning.
+    A class with fewer than ``per_class`` samples keeps all of them, with a warning naming the
+    class (by ``class_names[c]`` when given), the ``split`` and the ``option`` that asked for more.
     """
     if per_class < 1:
-        raise ValueError(f"train_per_class must be >= 1, got {per_class}")
+        raise ValueError(f"{option} must be >= 1, got {per_class}")
     chosen = []
     for c, order in per_class_permutations(targets, seed, stream=1).items():
         if len(order) < per_class:
-            log.warning("class %d has only %d training samples (< train_per_class=%d); using all", c, len(order), per_class)
+            name = repr(class_names[c]) if class_names is not None and 0 <= c < len(class_names) else str(c)
+            log.warning("class %s has only %d images in the %s split (< %s=%d); using all",
+                        name, len(order), split, option, per_class)
         chosen.append(order[:per_class])
     return np.sort(np.concatenate(chosen))
 
