@@ -73,6 +73,11 @@ def write_fgvc_snapshot(root: Path) -> dict[str, Path]:
         Dataset.from_dict(_fgvc_rows(split), features=_fgvc_features()).to_parquet(str(path))
         files[split] = path
     (root / "README.md").write_text(README)
+    (root / ".gitattributes").write_text("*.parquet filter=lfs diff=lfs merge=lfs -text\n")
+    meta = root / ".cache" / "huggingface" / "download" / "data"  # what `hf download --local-dir` keeps beside
+    meta.mkdir(parents=True)
+    for path in files.values():
+        (meta / f"{path.name}.metadata").write_text("3ae0e4e94e37c610c26df758ec3255fa90d80e67\netag\n0.0\n")
     return files
 
 
