@@ -27,3 +27,19 @@ def random_backbone(name: str):
 @pytest.fixture
 def backbone_factory():
     return random_backbone
+
+
+@pytest.fixture
+def simulated_device_move(monkeypatch):
+    """``Module.to`` materialises new tensors, as a real ``.to("cuda")`` does (on CPU it is a no-op).
+
+    A move made under ``torch.inference_mode`` then turns parameters into inference tensors, exactly
+    as on a GPU, so CPU tests see device-move bugs.
+    """
+    real_to = torch.nn.Module.to
+
+    def to(self, *args, **kwargs):
+        moved = real_to(self, *args, **kwargs)
+        return moved._apply(lambda t: t.clone())
+
+    monkeypatch.setattr(torch.nn.Module, "to", to)
