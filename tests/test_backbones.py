@@ -117,3 +117,45 @@ def test_lite0_key_pairing_checks_shapes():
     bad[first] = torch.zeros(1)
     with pytest.raises(sclft.WeightsUnavailableError, match="shape mismatch"):
         load_lite0_state_dict(model, bad)
+
+
+# stem / patch embedding of each family: zeroing it must change that model's output
+STEM_PARAM = {"resnet18": "conv1.weight", "vit_b32": "patch_embed.proj.weight", "clip_vit_b32": "conv1.weight"}
+
+
+@pytest.mark.parametrize("name", sorted(STEM_PARAM))
+def test_deepcopy_and_pickle_are_independent(name):
+    import copy
+    import io
+
+    b = create_backbone(name, pretrained=False).eval()
+    size = 64 if b.layout == "conv" else b.data_config["input_size"][-1]
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        before = b(x)
+        clone = copy.deepcopy(b)
+        clone.model.get_parameter(STEM_PARAM[name]).zero_()
+        assert not torch.allclose(clone(x), before)  # the copy runs its own modules
+        torch.testing.assert_close(b(x), before)  # the original is untouched
+        buf = io.BytesIO()
+        torch.save(b, buf)
+        buf.seek(0)
+        restored = torch.load(buf, weights_only=False)
+        torch.testing.assert_close(restored(x), before, rtol=0, atol=0)
+
+
+def test_averaged_model_of_a_transfer_model_is_independent(backbone_factory):
+    from torch.optim.swa_utils import AveragedModel
+
+    model = sclft.TransferModel(create_backbone("resnet18", pretrained=False), "scl_ft", num_classes=3,
+                                layer="layer3.0").eval()
+    x = torch.randn(2, 3, 32, 32)
+    swa = AveragedModel(model).eval()
+    with torch.no_grad():
+        start = model(x)
+        torch.testing.assert_close(swa(x), start)
+        model.backbone.model.conv1.weight.mul_(-1.0)  # the live model changes; the average must not
+        assert not torch.allclose(model(x), start)
+        torch.testing.assert_close(swa(x), start)
+        swa.update_parameters(model)  # the first sample is copied into the average
+        torch.testing.assert_close(swa.module.head.weight, model.head.weight)
