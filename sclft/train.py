@@ -329,7 +329,7 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
     set_seed(cfg.seed)
     splits = load_dataset(cfg.data, cfg.data_dir, train_per_class=cfg.train_per_class,
                           val_fraction=cfg.val_fraction, seed=cfg.seed)
-    backbone = build_backbone(cfg.backbone, cfg.pretrained, cfg.checkpoint, cfg.seed)
+    backbone = build_backbone(cfg.backbone, cfg.pretrained, cfg.checkpoint, cfg.seed, cfg.image_size)
     selection = None
     layer = cfg.layer
     resume_from = latest_checkpoint(out) if cfg.resume else None
@@ -480,12 +480,12 @@ def _resume(path: Path, model, optimizer, scheduler, sampler_gen) -> tuple[int, 
 
 
 # ------------------------------------------------------------------------------------------ save / load
-def build_backbone(name: str, pretrained: bool, checkpoint: str | None, seed: int):
-    """Backbone whose random initialisation (``pretrained=False``) is a function of ``seed``, so that
-    :func:`load` rebuilds the same frozen weights a run trained with."""
+def build_backbone(name: str, pretrained: bool, checkpoint: str | None, seed: int, image_size: int | None = None):
+    """Backbone built for ``image_size`` whose random initialisation (``pretrained=False``) is a function
+    of ``seed``, so that :func:`load` rebuilds the same frozen weights a run trained with."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return create_backbone(name, pretrained=pretrained, checkpoint=checkpoint)
+        return create_backbone(name, pretrained=pretrained, checkpoint=checkpoint, image_size=image_size)
 
 
 def save_model(model: TransferModel, out: str | Path) -> Path:
@@ -511,7 +511,7 @@ def load(path: str | Path, pretrained: bool | None = None, checkpoint: str | Non
     run = json.loads((path / "train_config.json").read_text()) if (path / "train_config.json").is_file() else {}
     pretrained = run.get("pretrained", True) if pretrained is None else pretrained
     checkpoint = checkpoint or run.get("checkpoint")
-    backbone = build_backbone(cfg["backbone"], pretrained, checkpoint, run.get("seed", 0))
+    backbone = build_backbone(cfg["backbone"], pretrained, checkpoint, run.get("seed", 0), cfg.get("image_size"))
     model = TransferModel(backbone,
                           cfg["strategy"], cfg["num_classes"], cfg["layer"], cfg.get("class_names"),
                           **{k: v for k, v in (cfg.get("strategy_options") or {}).items() if v is not None})

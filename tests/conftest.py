@@ -43,3 +43,19 @@ def simulated_device_move(monkeypatch):
         return moved._apply(lambda t: t.clone())
 
     monkeypatch.setattr(torch.nn.Module, "to", to)
+
+
+@pytest.fixture
+def tiny_imagefolder(tmp_path):
+    """``imagefolder:`` data set of 2 classes × 3 train / 2 test random 32-px images (fast transformer runs)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "tiny_images"
+    for split, n in (("train", 3), ("test", 2)):
+        for cls in ("golden_retriever", "tabby_cat"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / split / cls / f"{i}.png")
+    return f"imagefolder:{root}"

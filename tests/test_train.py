@@ -128,3 +128,26 @@ def test_runs_with_different_precision_in_one_process(tmp_path):
     fp32 = train(tiny(tmp_path, "fp32", strategy="linear_probe", precision="no", epochs=1))
     assert bf16["history"][0].keys() == {"epoch", "train_loss", "lr"}  # eval_every=0: only the final eval
     assert "test_accuracy" in fp32["history"][0]
+
+
+@pytest.mark.parametrize("backbone,layer", [("vit_b32", "blocks.5"), ("clip_vit_b32", "transformer.resblocks.5")])
+def test_transformers_train_at_any_image_size_and_load_back(tmp_path, tiny_imagefolder, monkeypatch, backbone, layer):
+    """`--image-size 64` on a ViT died with "Input height (64) doesn't match model (224)"."""
+    x = torch.randn(2, 3, 32, 32)
+    trained = {}
+    real_save = train_mod.save_model
+
+    def save_and_remember(model, out):
+        with torch.no_grad():
+            trained["logits"] = model.eval()(x)  # the in-memory trained model, before anything is reloaded
+        return real_save(model, out)
+
+    monkeypatch.setattr(train_mod, "save_model", save_and_remember)
+    metrics = train(tiny(tmp_path, backbone=backbone, layer=layer, data=tiny_imagefolder, image_size=32, epochs=1,
+                         train_per_class=None, eval_every=0))
+    assert metrics["image_size"] == 32
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["image_size"] == 32
+    model = load(tmp_path / "run")
+    assert model.backbone.data_config["input_size"] == (3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), trained["logits"], rtol=0, atol=0)
