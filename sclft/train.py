@@ -515,5 +515,18 @@ def load(path: str | Path, pretrained: bool | None = None, checkpoint: str | Non
     model = TransferModel(backbone,
                           cfg["strategy"], cfg["num_classes"], cfg["layer"], cfg.get("class_names"),
                           **{k: v for k, v in (cfg.get("strategy_options") or {}).items() if v is not None})
+    _check_complete(model, path)
     load_model_state(model, path)
     return model.eval()
+
+
+def _check_complete(model: TransferModel, path: Path) -> None:
+    """Every tensor the run trained must be in ``model.safetensors`` (else it would stay random)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path / "model.safetensors"), framework="pt") as f:
+        stored = set(f.keys())
+    missing = sorted(set(trainable_state(model)) - stored)
+    if missing:
+        raise ValueError(f"{path / 'model.safetensors'} is incomplete: missing trained tensors "
+                         f"{', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''} ({len(missing)} in all)")

@@ -151,3 +151,15 @@ def test_transformers_train_at_any_image_size_and_load_back(tmp_path, tiny_image
     assert model.backbone.data_config["input_size"] == (3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model(x), trained["logits"], rtol=0, atol=0)
+
+
+def test_load_refuses_a_file_missing_trained_tensors(tmp_path):
+    from safetensors.torch import save_file
+
+    train(tiny(tmp_path, epochs=1, eval_every=0))
+    state = _weights(tmp_path / "run")
+    del state["head.weight"], state["backbone.model.layer3.0.bn1.running_mean"]
+    save_file(state, str(tmp_path / "run" / "model.safetensors"))
+    with pytest.raises(ValueError, match="head.weight") as err:
+        load(tmp_path / "run")
+    assert str(tmp_path / "run") in str(err.value) and "layer3.0.bn1.running_mean" in str(err.value)
