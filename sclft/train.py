@@ -344,6 +344,8 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
         layer = selection["layer"]
         say(f"layer auto ({selection['rule']}): {layer}")
     options = {"fuse": cfg.fuse, "match": cfg.match} if cfg.strategy == "scl_ft" else {}
+    if cfg.strategy == "zero_shot":
+        options = {"dataset": cfg.data}  # the dataset's prompt templates and readable class names
     set_seed(cfg.seed)
     model = TransferModel(backbone, cfg.strategy, splits.num_classes, layer if layer != "auto" else None,
                           class_names=splits.class_names, **options)
@@ -363,6 +365,7 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
     eval_loaders = {k: _loader(v, max(cfg.batch_size, 64), shuffle_gen=None, num_workers=cfg.num_workers, pin=pin)
                     for k, v in data.evals.items()}
     optimizer = build_optimizer(model, cfg)
+    epochs = cfg.epochs if optimizer else 0  # nothing trains (zero_shot): the run is one evaluation
     steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum)
     total_steps = steps_per_epoch * cfg.epochs
     scheduler = (torch.optim.lr_scheduler.LambdaLR(
@@ -382,7 +385,7 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
         accelerator.init_trackers("sclft", config={k: v for k, v in dataclasses.asdict(cfg).items()
                                                    if isinstance(v, (int, float, str, bool))})
 
-    for epoch in range(start_epoch, cfg.epochs):
+    for epoch in range(start_epoch, epochs):
         model.train()
         seen, loss_sum, tic = 0, 0.0, time.time()
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and
@@ -429,6 +432,8 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
         if split not in final:
             final[split] = evaluate(model, eval_loaders[split], data.cached, accelerator, splits.num_classes,
                                     with_nc1=True)
+    if not history:  # no training epochs: one record of the evaluation
+        history.append({"epoch": 0, **{f"{k}_accuracy": final[k]["accuracy"] for k in ("val", "test") if k in final}})
     final_test, final_train = final["test"], final["train"]
     unwrapped = accelerator.unwrap_model(model)
     metrics = {
@@ -444,7 +449,7 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
         "trainable_params": summary["trainable"],
         "total_params": summary["total"],
         "trainable_percent": summary["percent"],
-        "epochs": cfg.epochs,
+        "epochs": epochs,
         "seconds": time.time() - start_time,
         "seed": cfg.seed,
         "train_per_class": cfg.train_per_class,

@@ -163,3 +163,25 @@ def test_load_refuses_a_file_missing_trained_tensors(tmp_path):
     with pytest.raises(ValueError, match="head.weight") as err:
         load(tmp_path / "run")
     assert str(tmp_path / "run") in str(err.value) and "layer3.0.bn1.running_mean" in str(err.value)
+
+
+def test_zero_shot_run_is_one_evaluation(tmp_path, tiny_imagefolder, monkeypatch):
+    """`--strategy zero_shot` ran `epochs` evaluation passes of nothing."""
+    calls = []
+    real_evaluate = train_mod.evaluate
+
+    def counting(model, loader, *a, **k):
+        calls.append(loader)
+        return real_evaluate(model, loader, *a, **k)
+
+    monkeypatch.setattr(train_mod, "evaluate", counting)
+    metrics = train(tiny(tmp_path, backbone="clip_vit_b32", strategy="zero_shot", layer="auto", data=tiny_imagefolder,
+                         image_size=32, epochs=3, train_per_class=None))
+    assert len(calls) == 2  # test and train, once each
+    assert metrics["epochs"] == 0 and metrics["trainable_params"] == 0
+    assert metrics["history"] == [{"epoch": 0, "test_accuracy": metrics["test_accuracy"]}]
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    from sclft.data.prompts import GENERIC_TEMPLATES
+
+    assert config["strategy_options"]["templates"] == list(GENERIC_TEMPLATES)  # recorded for load()
+    assert load(tmp_path / "run").head.weight.shape == (2, 512)
