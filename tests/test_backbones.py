@@ -128,9 +128,8 @@ def test_deepcopy_and_pickle_are_independent(name):
     import copy
     import io
 
-    b = create_backbone(name, pretrained=False).eval()
-    size = 64 if b.layout == "conv" else b.data_config["input_size"][-1]
-    x = torch.randn(2, 3, size, size)
+    b = create_backbone(name, pretrained=False, image_size=64).eval()
+    x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         before = b(x)
         clone = copy.deepcopy(b)
@@ -183,12 +182,12 @@ def test_clip_is_built_with_quick_gelu_and_matches_open_clip_encode_image():
 def test_clip_checkpoint_file_is_built_with_quick_gelu(tmp_path):
     import open_clip
 
-    src = open_clip.create_model("ViT-B-32", force_quick_gelu=True)
+    src = open_clip.create_model("ViT-B-32", force_quick_gelu=True, force_image_size=64)
     path = tmp_path / "clip.pt"
     torch.save(src.state_dict(), path)
-    b = create_backbone("clip_vit_b32", checkpoint=str(path)).eval()
+    b = create_backbone("clip_vit_b32", checkpoint=str(path), image_size=64).eval()
     assert isinstance(b.model.transformer.resblocks[0].mlp.gelu, open_clip.transformer.QuickGELU)
-    x = torch.randn(1, 3, 224, 224)
+    x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(b.forward_features(x), src.eval().encode_image(x))
 
