@@ -71,6 +71,7 @@ class TransferModel(nn.Module):
         """What is needed to rebuild this model (stored beside checkpoints)."""
         return {
             "backbone": self.backbone.name,
+            "image_size": self.backbone.image_size,  # the input size the backbone was built for (None: its default)
             "strategy": self.strategy.name,
             "layer": self.layer,
             "num_classes": self.num_classes,
@@ -120,15 +121,17 @@ def wrap(
     pretrained: bool = True,
     checkpoint: str | None = None,
     class_names: list[str] | None = None,
+    image_size: int | None = None,
     **strategy_options: Any,
 ) -> TransferModel:
     """Wrap a backbone (registry name, ``timm:``/``open_clip:`` name, or your own timm/torchvision/open_clip
-    module) with a transfer strategy and a new ``num_classes`` head.
+    module) with a transfer strategy and a new ``num_classes`` head. ``image_size`` builds a ViT / CLIP
+    for that input side (see :func:`sclft.create_backbone`).
 
     >>> model = wrap("resnet50", strategy="scl_ft", num_classes=10, layer="layer3.0", pretrained=False)
     """
     return TransferModel(
-        create_backbone(backbone, pretrained=pretrained, checkpoint=checkpoint),
+        create_backbone(backbone, pretrained=pretrained, checkpoint=checkpoint, image_size=image_size),
         strategy=strategy,
         num_classes=num_classes,
         layer=layer,

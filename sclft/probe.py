@@ -1,6 +1,8 @@
 """Layer-wise NC probe: one inference pass gathers every block's pooled features; NC1 per layer.
 
-How the work is planned (all frozen work under ``torch.inference_mode``):
+How the work is planned (all frozen work under ``torch.no_grad``; the model is moved to the device
+outside any grad mode: a move or lazily created buffer under ``inference_mode`` would leave inference
+tensors in the model, which a later ``requires_grad_(True)`` refuses):
 
 * **one pass, in memory** (the default whenever the pooled features of all layers fit the memory
   budget): one forward pass per batch through :meth:`Backbone.forward_all` keeps every requested
@@ -247,8 +249,8 @@ def probe(
     loader = _as_loader(data, backbone, batch_size, num_workers)
     extract = _Extractor(model, pooling, one_pass)
     budget = memory_budget if memory_budget is not None else available_memory() // 4
-    with torch.inference_mode():
-        model.eval().to(device)
+    model.eval().to(device)
+    with torch.no_grad():
         dims = {n: int(h[0].numel()) for n, h in extract(_first_image(loader).to(device), names).items()}
         plan = _plan(dims, _num_samples(loader), num_classes or DEFAULT_K_ESTIMATE, batch_size, budget, one_pass)
         stats: dict[str, nc.NCAccumulator] = {}

@@ -329,7 +329,7 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
     set_seed(cfg.seed)
     splits = load_dataset(cfg.data, cfg.data_dir, train_per_class=cfg.train_per_class,
                           val_fraction=cfg.val_fraction, seed=cfg.seed)
-    backbone = build_backbone(cfg.backbone, cfg.pretrained, cfg.checkpoint, cfg.seed)
+    backbone = build_backbone(cfg.backbone, cfg.pretrained, cfg.checkpoint, cfg.seed, cfg.image_size)
     selection = None
     layer = cfg.layer
     resume_from = latest_checkpoint(out) if cfg.resume else None
@@ -344,6 +344,8 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
         layer = selection["layer"]
         say(f"layer auto ({selection['rule']}): {layer}")
     options = {"fuse": cfg.fuse, "match": cfg.match} if cfg.strategy == "scl_ft" else {}
+    if cfg.strategy == "zero_shot":
+        options = {"dataset": cfg.data}  # the dataset's prompt templates and readable class names
     set_seed(cfg.seed)
     model = TransferModel(backbone, cfg.strategy, splits.num_classes, layer if layer != "auto" else None,
                           class_names=splits.class_names, **options)
@@ -363,6 +365,7 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
     eval_loaders = {k: _loader(v, max(cfg.batch_size, 64), shuffle_gen=None, num_workers=cfg.num_workers, pin=pin)
                     for k, v in data.evals.items()}
     optimizer = build_optimizer(model, cfg)
+    epochs = cfg.epochs if optimizer else 0  # nothing trains (zero_shot): the run is one evaluation
     steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum)
     total_steps = steps_per_epoch * cfg.epochs
     scheduler = (torch.optim.lr_scheduler.LambdaLR(
@@ -382,7 +385,7 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
         accelerator.init_trackers("sclft", config={k: v for k, v in dataclasses.asdict(cfg).items()
                                                    if isinstance(v, (int, float, str, bool))})
 
-    for epoch in range(start_epoch, cfg.epochs):
+    for epoch in range(start_epoch, epochs):
         model.train()
         seen, loss_sum, tic = 0, 0.0, time.time()
         bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and
@@ -429,6 +432,8 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
         if split not in final:
             final[split] = evaluate(model, eval_loaders[split], data.cached, accelerator, splits.num_classes,
                                     with_nc1=True)
+    if not history:  # no training epochs: one record of the evaluation
+        history.append({"epoch": 0, **{f"{k}_accuracy": final[k]["accuracy"] for k in ("val", "test") if k in final}})
     final_test, final_train = final["test"], final["train"]
     unwrapped = accelerator.unwrap_model(model)
     metrics = {
@@ -444,7 +449,7 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
         "trainable_params": summary["trainable"],
         "total_params": summary["total"],
         "trainable_percent": summary["percent"],
-        "epochs": cfg.epochs,
+        "epochs": epochs,
         "seconds": time.time() - start_time,
         "seed": cfg.seed,
         "train_per_class": cfg.train_per_class,
@@ -480,12 +485,12 @@ def _resume(path: Path, model, optimizer, scheduler, sampler_gen) -> tuple[int, 
 
 
 # ------------------------------------------------------------------------------------------ save / load
-def build_backbone(name: str, pretrained: bool, checkpoint: str | None, seed: int):
-    """Backbone whose random initialisation (``pretrained=False``) is a function of ``seed``, so that
-    :func:`load` rebuilds the same frozen weights a run trained with."""
+def build_backbone(name: str, pretrained: bool, checkpoint: str | None, seed: int, image_size: int | None = None):
+    """Backbone built for ``image_size`` whose random initialisation (``pretrained=False``) is a function
+    of ``seed``, so that :func:`load` rebuilds the same frozen weights a run trained with."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return create_backbone(name, pretrained=pretrained, checkpoint=checkpoint)
+        return create_backbone(name, pretrained=pretrained, checkpoint=checkpoint, image_size=image_size)
 
 
 def save_model(model: TransferModel, out: str | Path) -> Path:
@@ -511,9 +516,22 @@ def load(path: str | Path, pretrained: bool | None = None, checkpoint: str | Non
     run = json.loads((path / "train_config.json").read_text()) if (path / "train_config.json").is_file() else {}
     pretrained = run.get("pretrained", True) if pretrained is None else pretrained
     checkpoint = checkpoint or run.get("checkpoint")
-    backbone = build_backbone(cfg["backbone"], pretrained, checkpoint, run.get("seed", 0))
+    backbone = build_backbone(cfg["backbone"], pretrained, checkpoint, run.get("seed", 0), cfg.get("image_size"))
     model = TransferModel(backbone,
                           cfg["strategy"], cfg["num_classes"], cfg["layer"], cfg.get("class_names"),
                           **{k: v for k, v in (cfg.get("strategy_options") or {}).items() if v is not None})
+    _check_complete(model, path)
     load_model_state(model, path)
     return model.eval()
+
+
+def _check_complete(model: TransferModel, path: Path) -> None:
+    """Every tensor the run trained must be in ``model.safetensors`` (else it would stay random)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path / "model.safetensors"), framework="pt") as f:
+        stored = set(f.keys())
+    missing = sorted(set(trainable_state(model)) - stored)
+    if missing:
+        raise ValueError(f"{path / 'model.safetensors'} is incomplete: missing trained tensors "
+                         f"{', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''} ({len(missing)} in all)")

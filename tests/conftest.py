@@ -27,3 +27,35 @@ def random_backbone(name: str):
 @pytest.fixture
 def backbone_factory():
     return random_backbone
+
+
+@pytest.fixture
+def simulated_device_move(monkeypatch):
+    """``Module.to`` materialises new tensors, as a real ``.to("cuda")`` does (on CPU it is a no-op).
+
+    A move made under ``torch.inference_mode`` then turns parameters into inference tensors, exactly
+    as on a GPU, so CPU tests see device-move bugs.
+    """
+    real_to = torch.nn.Module.to
+
+    def to(self, *args, **kwargs):
+        moved = real_to(self, *args, **kwargs)
+        return moved._apply(lambda t: t.clone())
+
+    monkeypatch.setattr(torch.nn.Module, "to", to)
+
+
+@pytest.fixture
+def tiny_imagefolder(tmp_path):
+    """``imagefolder:`` data set of 2 classes × 3 train / 2 test random 32-px images (fast transformer runs)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "tiny_images"
+    for split, n in (("train", 3), ("test", 2)):
+        for cls in ("golden_retriever", "tabby_cat"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / split / cls / f"{i}.png")
+    return f"imagefolder:{root}"

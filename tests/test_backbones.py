@@ -117,3 +117,110 @@ def test_lite0_key_pairing_checks_shapes():
     bad[first] = torch.zeros(1)
     with pytest.raises(sclft.WeightsUnavailableError, match="shape mismatch"):
         load_lite0_state_dict(model, bad)
+
+
+# stem / patch embedding of each family: zeroing it must change that model's output
+STEM_PARAM = {"resnet18": "conv1.weight", "vit_b32": "patch_embed.proj.weight", "clip_vit_b32": "conv1.weight"}
+
+
+@pytest.mark.parametrize("name", sorted(STEM_PARAM))
+def test_deepcopy_and_pickle_are_independent(name):
+    import copy
+    import io
+
+    b = create_backbone(name, pretrained=False, image_size=64).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        before = b(x)
+        clone = copy.deepcopy(b)
+        clone.model.get_parameter(STEM_PARAM[name]).zero_()
+        assert not torch.allclose(clone(x), before)  # the copy runs its own modules
+        torch.testing.assert_close(b(x), before)  # the original is untouched
+        buf = io.BytesIO()
+        torch.save(b, buf)
+        buf.seek(0)
+        restored = torch.load(buf, weights_only=False)
+        torch.testing.assert_close(restored(x), before, rtol=0, atol=0)
+
+
+def test_averaged_model_of_a_transfer_model_is_independent(backbone_factory):
+    from torch.optim.swa_utils import AveragedModel
+
+    model = sclft.TransferModel(create_backbone("resnet18", pretrained=False), "scl_ft", num_classes=3,
+                                layer="layer3.0").eval()
+    x = torch.randn(2, 3, 32, 32)
+    swa = AveragedModel(model).eval()
+    with torch.no_grad():
+        start = model(x)
+        torch.testing.assert_close(swa(x), start)
+        model.backbone.model.conv1.weight.mul_(-1.0)  # the live model changes; the average must not
+        assert not torch.allclose(model(x), start)
+        torch.testing.assert_close(swa(x), start)
+        swa.update_parameters(model)  # the first sample is copied into the average
+        torch.testing.assert_close(swa.module.head.weight, model.head.weight)
+
+
+def test_clip_is_built_with_quick_gelu_and_matches_open_clip_encode_image():
+    """The OpenAI weights need QuickGELU (open_clip's pretrained cfg says so; 3.x only warns)."""
+    import open_clip
+
+    assert open_clip.get_pretrained_cfg("ViT-B-32", "openai")["quick_gelu"] is True
+    b = create_backbone("clip_vit_b32", pretrained=False, image_size=64).eval()
+    acts = {type(m) for m in b.model.modules() if "GELU" in type(m).__name__}
+    assert acts == {open_clip.transformer.QuickGELU}
+    clip = b.extras["encode_text"].clip.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(b.forward_features(x), clip.encode_image(x))
+    # the pass-through name and a local checkpoint file are built the same way
+    assert isinstance(create_backbone("open_clip:ViT-B-32/openai", pretrained=False).model.transformer.resblocks[0]
+                      .mlp.gelu, open_clip.transformer.QuickGELU)
+    assert not isinstance(create_backbone("open_clip:ViT-B-32/laion2b_s34b_b79k", pretrained=False).model
+                          .transformer.resblocks[0].mlp.gelu, open_clip.transformer.QuickGELU)
+
+
+def test_clip_checkpoint_file_is_built_with_quick_gelu(tmp_path):
+    import open_clip
+
+    src = open_clip.create_model("ViT-B-32", force_quick_gelu=True, force_image_size=64)
+    path = tmp_path / "clip.pt"
+    torch.save(src.state_dict(), path)
+    b = create_backbone("clip_vit_b32", checkpoint=str(path), image_size=64).eval()
+    assert isinstance(b.model.transformer.resblocks[0].mlp.gelu, open_clip.transformer.QuickGELU)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(b.forward_features(x), src.eval().encode_image(x))
+
+
+def _fake_hf_cache(root, repo: str, filename: str, tensors: dict) -> None:
+    """The layout huggingface_hub writes: models--org--name/{refs/main, snapshots/<commit>/<file>}."""
+    from safetensors.torch import save_file
+
+    commit = "0" * 40
+    base = root / ("models--" + repo.replace("/", "--"))
+    (base / "refs").mkdir(parents=True)
+    (base / "refs" / "main").write_text(commit)
+    (base / "snapshots" / commit).mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(base / "snapshots" / commit / filename))
+
+
+def test_cached_clip_weights_load_offline(tmp_path, monkeypatch):
+    import huggingface_hub
+    import open_clip
+
+    from sclft import _hub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _hub.hub_reachable.cache_clear()
+    cache = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    with pytest.raises(sclft.WeightsUnavailableError, match="not cached"):
+        create_backbone("clip_vit_b32", pretrained=True)
+    torch.manual_seed(3)
+    src = open_clip.create_model("ViT-B-32", force_quick_gelu=True)
+    repo = open_clip.get_pretrained_cfg("ViT-B-32", "openai")["hf_hub"].rstrip("/")
+    _fake_hf_cache(cache, repo, "open_clip_model.safetensors", src.state_dict())
+    b = create_backbone("clip_vit_b32", pretrained=True)
+    torch.testing.assert_close(b.model.conv1.weight, src.visual.conv1.weight)
+    torch.testing.assert_close(b.model.proj, src.visual.proj)

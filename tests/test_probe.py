@@ -45,3 +45,22 @@ def test_probe_subset_pooling_and_tuned_model(backbone_factory):
     model = sclft.TransferModel(b, "scl_ft", num_classes=10, layer="layer3.0", fuse="concat")
     tuned = sclft.probe(model, (x, y), layers=["layer3.0"], progress=False)
     assert tuned["penultimate"]["dim"] == 512 + 256  # the head-input feature including the skip
+
+
+def test_layer_auto_survives_a_real_device_move(tmp_path, simulated_device_move):
+    """probe() moved the model under inference_mode: the parameters became inference tensors and
+    TransferModel's requires_grad_(True) failed (every GPU run with the default --layer auto)."""
+    from sclft.train import TrainConfig, train
+
+    metrics = train(TrainConfig(backbone="resnet18", pretrained=False, data="digits", strategy="scl_ft", layer="auto",
+                                image_size=16, train_per_class=5, epochs=1, batch_size=16, progress=False,
+                                cache_dir=str(tmp_path / "cache"), out=str(tmp_path / "run")))
+    assert metrics["layer"] in metrics["layer_selection"]["nc1"]
+    assert metrics["layer_selection"]["rule"] == "profile"
+
+
+def test_probe_leaves_no_inference_tensors(backbone_factory, simulated_device_move):
+    b = sclft.create_backbone("resnet18", pretrained=False)
+    x, y = _digits(40, 16)
+    sclft.probe(b, (x, y), layers=["layer2.0"], progress=False, device="cpu")
+    assert not any(t.is_inference() for t in [*b.parameters(), *b.buffers()])

@@ -116,12 +116,44 @@ def test_match_width():
     assert match_width(w, 4).tolist() == [[0.5, 2.5, 4.5, 6.5]]
 
 
-def test_zero_shot_head_from_text(backbone_factory):
+def _open_clip_head(clip, names, templates):
+    """open_clip's own zero-shot classifier (the independent reference), normalised rows per class."""
+    import open_clip
+
+    return open_clip.build_zero_shot_classifier(clip, tokenizer=open_clip.get_tokenizer("ViT-B-32"), classnames=names,
+                                                templates=templates, device="cpu", use_tqdm=False).T
+
+
+def test_zero_shot_head_equals_open_clip_classifier(backbone_factory):
+    from open_clip.zero_shot_metadata import SIMPLE_IMAGENET_TEMPLATES
+
     b = backbone_factory("clip_vit_b32")
-    names = ["cat", "dog", "car"]
-    model = sclft.TransferModel(b, "zero_shot", num_classes=3, class_names=names)
-    assert model.parameter_summary()["trainable"] == 0
-    text = b.extras["encode_text"](names)
-    torch.testing.assert_close(model.head.weight, torch.nn.functional.normalize(text.T, dim=-1))
+    clip = b.extras["encode_text"].clip
+    raw = ["american_bulldog", "Abyssinian", "great_pyrenees"]
+    pets = sclft.TransferModel(b, "zero_shot", num_classes=3, class_names=raw, dataset="oxford_pets").eval()
+    assert pets.parameter_summary()["trainable"] == 0
+    ref = _open_clip_head(clip, ["american bulldog", "Abyssinian", "great pyrenees"],
+                          [lambda c: f"a photo of a {c}, a type of pet."])  # CLIP_benchmark's pets template
+    torch.testing.assert_close(pets.head.weight, ref)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        image = torch.nn.functional.normalize(clip.eval().encode_image(x), dim=-1)
+        torch.testing.assert_close(pets(x), 100.0 * image @ ref.T)
+    # no dataset entry: open_clip's SIMPLE_IMAGENET_TEMPLATES and readable names
+    generic = sclft.TransferModel(b, "zero_shot", num_classes=2, class_names=["tabby_cat", "golden_retriever"])
+    torch.testing.assert_close(generic.head.weight,
+                               _open_clip_head(clip, ["tabby cat", "golden retriever"], SIMPLE_IMAGENET_TEMPLATES))
     with pytest.raises(ValueError, match="class_names"):
         sclft.TransferModel(b, "zero_shot", num_classes=3)
+    with pytest.raises(ValueError, match="contain"):
+        sclft.TransferModel(b, "zero_shot", num_classes=2, class_names=["a", "b"], templates=["a photo"])
+
+
+def test_prompt_registry():
+    from sclft.data import prompts
+
+    assert len(prompts.templates_for("cifar100")) == 18 and prompts.templates_for("dtd")[0] == "a photo of a {} texture."
+    assert prompts.templates_for("fgvc_aircraft") == ("a photo of a {}, a type of aircraft.",
+                                                      "a photo of the {}, a type of aircraft.")
+    assert prompts.templates_for("imagefolder:x") == prompts.GENERIC_TEMPLATES and len(prompts.IMAGENET_TEMPLATES) == 80
+    assert prompts.readable_class_names("cifar100", ["aquarium_fish", "maple_tree"]) == ["aquarium fish", "maple tree"]

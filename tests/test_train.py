@@ -128,3 +128,60 @@ def test_runs_with_different_precision_in_one_process(tmp_path):
     fp32 = train(tiny(tmp_path, "fp32", strategy="linear_probe", precision="no", epochs=1))
     assert bf16["history"][0].keys() == {"epoch", "train_loss", "lr"}  # eval_every=0: only the final eval
     assert "test_accuracy" in fp32["history"][0]
+
+
+@pytest.mark.parametrize("backbone,layer", [("vit_b32", "blocks.5"), ("clip_vit_b32", "transformer.resblocks.5")])
+def test_transformers_train_at_any_image_size_and_load_back(tmp_path, tiny_imagefolder, monkeypatch, backbone, layer):
+    """`--image-size 64` on a ViT died with "Input height (64) doesn't match model (224)"."""
+    x = torch.randn(2, 3, 32, 32)
+    trained = {}
+    real_save = train_mod.save_model
+
+    def save_and_remember(model, out):
+        with torch.no_grad():
+            trained["logits"] = model.eval()(x)  # the in-memory trained model, before anything is reloaded
+        return real_save(model, out)
+
+    monkeypatch.setattr(train_mod, "save_model", save_and_remember)
+    metrics = train(tiny(tmp_path, backbone=backbone, layer=layer, data=tiny_imagefolder, image_size=32, epochs=1,
+                         train_per_class=None, eval_every=0))
+    assert metrics["image_size"] == 32
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["image_size"] == 32
+    model = load(tmp_path / "run")
+    assert model.backbone.data_config["input_size"] == (3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), trained["logits"], rtol=0, atol=0)
+
+
+def test_load_refuses_a_file_missing_trained_tensors(tmp_path):
+    from safetensors.torch import save_file
+
+    train(tiny(tmp_path, epochs=1, eval_every=0))
+    state = _weights(tmp_path / "run")
+    del state["head.weight"], state["backbone.model.layer3.0.bn1.running_mean"]
+    save_file(state, str(tmp_path / "run" / "model.safetensors"))
+    with pytest.raises(ValueError, match="head.weight") as err:
+        load(tmp_path / "run")
+    assert str(tmp_path / "run") in str(err.value) and "layer3.0.bn1.running_mean" in str(err.value)
+
+
+def test_zero_shot_run_is_one_evaluation(tmp_path, tiny_imagefolder, monkeypatch):
+    """`--strategy zero_shot` ran `epochs` evaluation passes of nothing."""
+    calls = []
+    real_evaluate = train_mod.evaluate
+
+    def counting(model, loader, *a, **k):
+        calls.append(loader)
+        return real_evaluate(model, loader, *a, **k)
+
+    monkeypatch.setattr(train_mod, "evaluate", counting)
+    metrics = train(tiny(tmp_path, backbone="clip_vit_b32", strategy="zero_shot", layer="auto", data=tiny_imagefolder,
+                         image_size=32, epochs=3, train_per_class=None))
+    assert len(calls) == 2  # test and train, once each
+    assert metrics["epochs"] == 0 and metrics["trainable_params"] == 0
+    assert metrics["history"] == [{"epoch": 0, "test_accuracy": metrics["test_accuracy"]}]
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    from sclft.data.prompts import GENERIC_TEMPLATES
+
+    assert config["strategy_options"]["templates"] == list(GENERIC_TEMPLATES)  # recorded for load()
+    assert load(tmp_path / "run").head.weight.shape == (2, 512)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable
 
 from torch import nn
 
 from .base import Backbone, BackboneSpec
 
-# (pretrained, checkpoint) -> spec
-SpecFactory = Callable[[bool, Optional[str]], BackboneSpec]
+# (pretrained, checkpoint[, image_size]) -> spec; a factory that takes ``image_size`` builds the model
+# for that input size (ViT position embeddings, CLIP); one that does not (older plug-ins) is called without it
+SpecFactory = Callable[..., BackboneSpec]
 
 
 @dataclass(frozen=True)
@@ -22,8 +24,8 @@ class BackboneEntry:
 
 
 _BACKBONES: dict[str, BackboneEntry] = {}
-# prefix -> fn(rest_of_name, pretrained, checkpoint) -> spec   ("timm:resnet34", "open_clip:ViT-B-16/openai")
-_PREFIXES: dict[str, Callable[[str, bool, Optional[str]], BackboneSpec]] = {}
+# prefix -> fn(rest_of_name, pretrained, checkpoint[, image_size]) -> spec  ("timm:resnet34", "open_clip:ViT-B-16/openai")
+_PREFIXES: dict[str, Callable[..., BackboneSpec]] = {}
 # adapters for an nn.Module the user built: (matches(module), to_spec(module)) tried in order
 _MODULE_ADAPTERS: list[tuple[Callable[[nn.Module], bool], Callable[[nn.Module], BackboneSpec]]] = []
 
@@ -76,22 +78,41 @@ def backbone_entries() -> list[BackboneEntry]:
     return [_BACKBONES[n] for n in list_backbones()]
 
 
+def _call(factory: Callable[..., BackboneSpec], *args, image_size: int | None) -> BackboneSpec:
+    if image_size is not None and "image_size" in inspect.signature(factory).parameters:
+        return factory(*args, image_size=image_size)
+    return factory(*args)
+
+
 def create_backbone(
     name_or_module: str | nn.Module | Backbone,
     pretrained: bool = True,
     checkpoint: str | None = None,
+    image_size: int | None = None,
 ) -> Backbone:
-    """Build a :class:`Backbone` from a short name, ``prefix:name``, or a timm/torchvision/open_clip module."""
+    """Build a :class:`Backbone` from a short name, ``prefix:name``, or a timm/torchvision/open_clip module.
+
+    ``image_size``: the input side the model is built for (Vision Transformers and CLIP are created for
+    it, pretrained position embeddings resampled; CNNs take any size). ``data_config["input_size"]``
+    follows it. Modules you built are taken as they are.
+    """
     if isinstance(name_or_module, Backbone):
         return name_or_module
     if isinstance(name_or_module, nn.Module):
         return Backbone(type(name_or_module).__name__, spec_from_module(name_or_module))
     name = str(name_or_module)
+    spec = None
     if name in _BACKBONES:
-        return Backbone(name, _BACKBONES[name].factory(pretrained, checkpoint))
+        spec = _call(_BACKBONES[name].factory, pretrained, checkpoint, image_size=image_size)
     prefix, sep, rest = name.partition(":")
-    if sep and prefix in _PREFIXES:
-        return Backbone(name, _PREFIXES[prefix](rest, pretrained, checkpoint))
+    if spec is None and sep and prefix in _PREFIXES:
+        spec = _call(_PREFIXES[prefix], rest, pretrained, checkpoint, image_size=image_size)
+    if spec is not None:
+        if image_size is not None:
+            spec.data_config["input_size"] = (3, image_size, image_size)
+        backbone = Backbone(name, spec)
+        backbone.image_size = image_size
+        return backbone
     raise ValueError(
         f"unknown backbone {name!r}; valid names: {', '.join(list_backbones())} "
         f"(or a pass-through name: {', '.join(p + ':<name>' for p in sorted(_PREFIXES))})"

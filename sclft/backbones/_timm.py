@@ -8,6 +8,7 @@ import timm
 from torch import nn
 
 from .._hub import hub_reachable, weights_error
+from ._hub_cache import cached_hub_file
 from ._registry import register_prefix, spec_from_module
 from .base import BackboneSpec
 
@@ -53,12 +54,8 @@ def _in_local_cache(model_name: str) -> bool:
     cfg = timm.models.get_pretrained_cfg(model_name)
     if cfg is None or not cfg.hf_hub_id:
         return False
-    from huggingface_hub import try_to_load_from_cache
-
-    repo = cfg.hf_hub_id.split("@")[0]
-    return any(
-        isinstance(try_to_load_from_cache(repo, f), str) for f in ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors")
-    )
+    files = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors")
+    return cached_hub_file(cfg.hf_hub_id, files) is not None
 
 
 def timm_data_config(model: nn.Module) -> dict:
@@ -67,6 +64,14 @@ def timm_data_config(model: nn.Module) -> dict:
 
 
 @register_prefix("timm")
-def _timm_passthrough(model_name: str, pretrained: bool, checkpoint: str | None) -> BackboneSpec:
-    """``timm:<any timm model name>`` for the families sclft knows how to split into blocks."""
-    return spec_from_module(create_timm_model(model_name, pretrained, checkpoint))
+def _timm_passthrough(model_name: str, pretrained: bool, checkpoint: str | None,
+                      image_size: int | None = None) -> BackboneSpec:
+    """``timm:<any timm model name>`` for the families sclft knows how to split into blocks
+    (Vision Transformers are built for ``image_size``; CNNs take any size as they are)."""
+    sized = image_size and timm.is_model(model_name) and timm.models.is_model_in_modules(
+        model_name, VIT_MODULES)
+    kwargs = {"img_size": image_size} if sized else {}
+    return spec_from_module(create_timm_model(model_name, pretrained, checkpoint, **kwargs))
+
+
+VIT_MODULES = ("vision_transformer", "deit")  # timm modules whose models take ``img_size=``

@@ -5,11 +5,16 @@ Each stage is a named unit (``stem``, ``layer3.0``, ``blocks.5`` …) that owns 
 wrapped model; the candidate blocks for Layer FT / SCL-FT and the probe points are stages. Strategies
 only ever call :meth:`forward_prefix`, :meth:`forward_block`, :meth:`forward_suffix`, :meth:`pool` —
 so a new family is one file that builds its stage list, and no strategy changes.
+
+Stage functions receive the wrapped model: ``fn(model, x)`` (module-level functions, or
+``functools.partial`` of them, e.g. :func:`submodule`). They hold no reference to a model instance,
+so a :class:`Backbone` deep-copies (EMA / SWA copies) and pickles into an independent model.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Literal, Sequence
 
 import torch
@@ -31,13 +36,25 @@ POOLERS: dict[str, dict[str, Callable[[torch.Tensor, int], torch.Tensor]]] = {
 }
 
 
+StageFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]  # (wrapped model, input) -> output
+
+
+def _call_submodule(path: str, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model.get_submodule(path)(x)
+
+
+def submodule(path: str) -> StageFn:
+    """Stage function that runs the sub-module at ``path`` of the model it is given."""
+    return partial(_call_submodule, path)
+
+
 @dataclass
 class Stage:
-    """A named step of the chain: ``fn`` maps the previous output to this stage's output."""
+    """A named step of the chain: ``fn(model, h)`` maps the previous output to this stage's output."""
 
     name: str
     modules: list[str]  # sub-module paths (relative to Backbone.model) this stage owns
-    fn: Callable[[torch.Tensor], torch.Tensor]
+    fn: StageFn
     candidate: bool = True  # a tunable block / probe point
     out_channels: int = 0  # channel / token width of the stage output
 
@@ -49,7 +66,7 @@ class BackboneSpec:
     family: str
     model: nn.Module
     stages: list[Stage]
-    pre_logits: Callable[[torch.Tensor], torch.Tensor]
+    pre_logits: StageFn  # (model, last stage output) -> penultimate feature
     pre_logits_modules: list[str]
     num_features: int
     data_config: dict
@@ -77,6 +94,7 @@ class Backbone(nn.Module):
         self.num_prefix_tokens = spec.num_prefix_tokens
         self.default_pooling = spec.default_pooling or ("avg" if spec.layout == "conv" else "cls")
         self.extras = spec.extras
+        self.image_size: int | None = None  # the input side it was built for, when one was asked for
 
     # ----------------------------------------------------------------- structure
     @property
@@ -112,7 +130,7 @@ class Backbone(nn.Module):
     # ----------------------------------------------------------------- running
     def _run(self, x: torch.Tensor, names: Sequence[str]) -> torch.Tensor:
         for n in names:
-            x = self._stages[n].fn(x)
+            x = self._stages[n].fn(self.model, x)
         return x
 
     def forward_prefix(self, x: torch.Tensor, block: str) -> torch.Tensor:
@@ -121,16 +139,16 @@ class Backbone(nn.Module):
         return self._run(x, self._order[:i])
 
     def forward_block(self, h: torch.Tensor, block: str) -> torch.Tensor:
-        return self._stages[self.check_block(block)].fn(h)
+        return self._stages[self.check_block(block)].fn(self.model, h)
 
     def forward_suffix(self, h: torch.Tensor, block: str) -> torch.Tensor:
         """Output of ``block`` → penultimate feature (N, num_features)."""
         i = self._order.index(self.check_block(block))
-        return self._pre_logits(self._run(h, self._order[i + 1 :]))
+        return self._pre_logits(self.model, self._run(h, self._order[i + 1 :]))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Input image → penultimate feature (N, num_features)."""
-        return self._pre_logits(self._run(x, self._order))
+        return self._pre_logits(self.model, self._run(x, self._order))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)
@@ -148,11 +166,11 @@ class Backbone(nn.Module):
         order = self._order if penultimate else self._order[: 1 + max((self._order.index(n) for n in wanted), default=-1)]
         out: dict[str, torch.Tensor] = {}
         for n in order:
-            x = self._stages[n].fn(x)
+            x = self._stages[n].fn(self.model, x)
             if n in wanted:
                 out[n] = self.pool(x, pooling)
         if penultimate:
-            out["penultimate"] = self._pre_logits(x)
+            out["penultimate"] = self._pre_logits(self.model, x)
         return out
 
     # ----------------------------------------------------------------- pooling

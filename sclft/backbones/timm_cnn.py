@@ -8,7 +8,9 @@ from torch import nn
 
 from ._registry import register_backbone, register_module_adapter
 from ._timm import create_timm_model, timm_data_config
-from .base import BackboneSpec, Stage
+from functools import partial
+
+from .base import BackboneSpec, Stage, submodule
 
 IMAGENET_DATA_CONFIG = {
     "input_size": (3, 224, 224),
@@ -25,11 +27,15 @@ def _out_channels(block: nn.Module) -> int:
     return norms[-1].num_features
 
 
-def _global_avg(x):
+def _global_avg(model, x):
     return x.mean(dim=(2, 3))
 
 
 # ---------------------------------------------------------------------------------------------- ResNet
+def _resnet_stem(act_name: str, model: nn.Module, x):
+    return model.maxpool(getattr(model, act_name)(model.bn1(model.conv1(x))))
+
+
 def _is_resnet(m: nn.Module) -> bool:
     return isinstance(m, (timm.models.ResNet, torchvision.models.ResNet))
 
@@ -44,16 +50,13 @@ def resnet_spec(model: nn.Module) -> BackboneSpec:
     else:
         model.fc = nn.Identity()
         act_name = "relu"
-    act = getattr(model, act_name)
-
-    def stem(x):
-        return model.maxpool(act(model.bn1(model.conv1(x))))
-
-    stages = [Stage("stem", ["conv1", "bn1", act_name, "maxpool"], stem, out_channels=model.bn1.num_features)]
+    stages = [Stage("stem", ["conv1", "bn1", act_name, "maxpool"], partial(_resnet_stem, act_name),
+                    out_channels=model.bn1.num_features)]
     for li in range(1, 5):
         layer = getattr(model, f"layer{li}")
         for j, block in enumerate(layer):
-            stages.append(Stage(f"layer{li}.{j}", [f"layer{li}.{j}"], block, out_channels=_out_channels(block)))
+            stages.append(Stage(f"layer{li}.{j}", [f"layer{li}.{j}"], submodule(f"layer{li}.{j}"),
+                                out_channels=_out_channels(block)))
     return BackboneSpec(
         family="resnet",
         model=model,
@@ -67,16 +70,24 @@ def resnet_spec(model: nn.Module) -> BackboneSpec:
 
 
 @register_backbone("resnet18", weights="timm resnet18.tv_in1k (torchvision ImageNet-1k)", description="ResNet-18")
-def resnet18(pretrained: bool, checkpoint: str | None) -> BackboneSpec:
+def resnet18(pretrained: bool, checkpoint: str | None, image_size: int | None = None) -> BackboneSpec:
     return resnet_spec(create_timm_model("resnet18.tv_in1k", pretrained, checkpoint))
 
 
 @register_backbone("resnet50", weights="timm resnet50.tv_in1k (torchvision ImageNet-1k)", description="ResNet-50")
-def resnet50(pretrained: bool, checkpoint: str | None) -> BackboneSpec:
+def resnet50(pretrained: bool, checkpoint: str | None, image_size: int | None = None) -> BackboneSpec:
     return resnet_spec(create_timm_model("resnet50.tv_in1k", pretrained, checkpoint))
 
 
 # ---------------------------------------------------------------------------------------- EfficientNet
+def _efficientnet_stem(model: nn.Module, x):
+    return model.bn1(model.conv_stem(x))
+
+
+def _efficientnet_head(model: nn.Module, x):
+    return model.bn2(model.conv_head(x))
+
+
 def _is_efficientnet(m: nn.Module) -> bool:
     return isinstance(m, timm.models.EfficientNet)
 
@@ -85,18 +96,12 @@ def _is_efficientnet(m: nn.Module) -> bool:
 def efficientnet_spec(model: nn.Module) -> BackboneSpec:
     """Stages ``stem``, ``blocks.i.j`` (every inverted-residual block), ``conv_head``."""
     model.reset_classifier(0)
-
-    def stem(x):
-        return model.bn1(model.conv_stem(x))
-
-    def head(x):
-        return model.bn2(model.conv_head(x))
-
-    stages = [Stage("stem", ["conv_stem", "bn1"], stem, out_channels=model.bn1.num_features)]
+    stages = [Stage("stem", ["conv_stem", "bn1"], _efficientnet_stem, out_channels=model.bn1.num_features)]
     for i, stage in enumerate(model.blocks):
         for j, block in enumerate(stage):
-            stages.append(Stage(f"blocks.{i}.{j}", [f"blocks.{i}.{j}"], block, out_channels=_out_channels(block)))
-    stages.append(Stage("conv_head", ["conv_head", "bn2"], head, out_channels=model.num_features))
+            stages.append(Stage(f"blocks.{i}.{j}", [f"blocks.{i}.{j}"], submodule(f"blocks.{i}.{j}"),
+                                out_channels=_out_channels(block)))
+    stages.append(Stage("conv_head", ["conv_head", "bn2"], _efficientnet_head, out_channels=model.num_features))
     return BackboneSpec(
         family="efficientnet",
         model=model,

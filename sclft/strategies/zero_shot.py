@@ -1,4 +1,8 @@
-"""CLIP zero-shot: the head is built from text prompts of the class names; nothing trains."""
+"""CLIP zero-shot: the head is built from text prompts of the class names; nothing trains.
+
+Prompts come from :mod:`sclft.data.prompts`: the dataset's template set (CLIP_benchmark's) or the
+generic ImageNet templates, and readable class names (``american_bulldog`` → ``american bulldog``).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data import prompts
 from ._registry import register_strategy
 from .base import Strategy
 
@@ -29,23 +34,27 @@ class ZeroShot(Strategy):
     name = "zero_shot"
     description = "CLIP only: head from text prompts of the class names (no training)"
 
-    def __init__(self, backbone, layer=None, templates: tuple[str, ...] | None = None):
+    def __init__(self, backbone, layer=None, templates: tuple[str, ...] | None = None, dataset: str | None = None):
         super().__init__(backbone, layer)
         if "encode_text" not in backbone.extras:
             raise ValueError(
                 f"zero_shot needs a CLIP backbone with its text tower (e.g. clip_vit_b32); {backbone.name!r} has none"
             )
-        self.templates = tuple(templates) if templates else None
+        bad = [t for t in templates or () if "{}" not in t]
+        if bad:
+            raise ValueError(f"zero_shot templates must each contain '{{}}' for the class name; got {bad}")
+        self.dataset = dataset
+        self.templates = tuple(templates) if templates else prompts.templates_for(dataset)
 
     def options(self):
-        return {"templates": list(self.templates) if self.templates else None}
+        return {"templates": list(self.templates), "dataset": self.dataset}
 
     def build_head(self, backbone, num_classes, class_names):
         if not class_names or len(class_names) != num_classes:
-            raise ValueError("zero_shot needs class_names: one readable name per class")
-        kwargs = {"templates": self.templates} if self.templates else {}
+            raise ValueError("zero_shot needs class_names: one name per class")
+        names = prompts.readable_class_names(self.dataset, class_names)
         with torch.no_grad():
-            text = backbone.extras["encode_text"](class_names, **kwargs)  # (D, K)
+            text = backbone.extras["encode_text"](names, self.templates)  # (D, K)
         return TextHead(text.T.cpu())
 
     def frozen_forward(self, backbone, x):
