@@ -1,0 +1,276 @@
+"""Nothing lost, nothing silently wrong: resume, run folders and run files under faults and bad input (issue 13)."""
+
+import importlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from sclft.cli import main as cli_main
+from sclft.io import atomic_write_json
+
+train_mod = importlib.import_module("sclft.train")  # the module (sclft.train is also the function)
+from sclft.train import NonFiniteLossError, RunFolderError, TrainConfig, latest_checkpoint, load, train  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(backbone="resnet18", pretrained=False, data="digits", strategy="layer_ft", layer="layer3.0", image_size=16,
+            train_per_class=5, epochs=2, batch_size=16, lr=3e-3, progress=False, eval_every=0)
+
+
+def tiny(tmp_path, name="run", **kw) -> TrainConfig:
+    return TrainConfig(**{**TINY, "cache_dir": str(tmp_path / "cache"), "out": str(tmp_path / name), **kw})
+
+
+def flags(cfg: TrainConfig) -> list[str]:
+    """The `sclft train` flags of ``cfg`` (only fields that differ from the defaults)."""
+    out, default = [], TrainConfig()
+    for k, v in cfg.__dict__.items():
+        if k == "extra" or v == getattr(default, k):
+            continue
+        flag = "--" + k.replace("_", "-")
+        out += [flag if v else "--no-" + flag[2:]] if isinstance(v, bool) else [flag, str(v)]
+    return out
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def interrupt_after(monkeypatch, epoch: int):
+    """The process dies right after the checkpoint of ``epoch`` is complete."""
+    original = train_mod.save_checkpoint
+
+    def save_then_die(accelerator, out, model, e, *args):
+        path = original(accelerator, out, model, e, *args)
+        if e == epoch:
+            raise KeyboardInterrupt
+        return path
+
+    monkeypatch.setattr(train_mod, "save_checkpoint", save_then_die)
+    return original
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory):
+    """A 2-epoch run (layer chosen by NC1) killed after its epoch-1 checkpoint; tests copy it."""
+    tmp = tmp_path_factory.mktemp("interrupted")
+    cfg = tiny(tmp, layer="auto", layer_rule="profile")
+    with pytest.MonkeyPatch.context() as mp:
+        interrupt_after(mp, 1)
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg)
+    return cfg
+
+
+def copy_run(cfg: TrainConfig, tmp_path, name="run") -> TrainConfig:
+    shutil.copytree(cfg.out, tmp_path / name)
+    return TrainConfig(**{**cfg.__dict__, "out": str(tmp_path / name), "cache_dir": cfg.cache_dir})
+
+
+def run_cli(args, capsys) -> tuple[int, str]:
+    code = cli_main(["train", *args])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return code, err
+
+
+# ------------------------------------------------------------------------------------------ resume
+@pytest.mark.parametrize("change", [{"lr": 0.01}, {"strategy": "scl_ft"}, {"layer": "layer2.0"},
+                                    {"train_per_class": 6}, {"epochs": 3}, {"cache": "off"}])
+def test_resume_refuses_a_changed_run_naming_each_field(interrupted, tmp_path, capsys, change):
+    cfg = copy_run(interrupted, tmp_path)
+    before = snapshot(Path(cfg.out))
+    changed = TrainConfig(**{**cfg.__dict__, **change, "resume": True})
+    code, err = run_cli(flags(changed), capsys)
+    assert code == 2
+    for key, new in change.items():
+        old = getattr(cfg, key)
+        old = "on" if key == "cache" else old
+        assert f"{key}: {old!r} in the checkpoint, {new!r} now" in err, err
+    assert snapshot(Path(cfg.out)) == before
+
+
+def test_resume_continues_with_harmless_changes_and_keeps_seconds_and_layer_selection(interrupted, tmp_path):
+    cfg = copy_run(interrupted, tmp_path)
+    state_file = latest_checkpoint(cfg.out) / "training_state.json"
+    state = json.loads(state_file.read_text())
+    assert state["layer_selection"]["layer"] == state["layer"]
+    atomic_write_json(state_file, {**state, "seconds": 1000.0})  # as if the first part took 1000 s
+    metrics = train(cfg, resume=True, progress=True, num_workers=0, eval_every=1,
+                    cache_dir=str(tmp_path / "other_cache"))
+    assert metrics["seconds"] >= 1000.0
+    assert metrics["layer_selection"] == state["layer_selection"] and metrics["layer"] == state["layer"]
+    assert json.loads((Path(cfg.out) / "metrics.json").read_text())["layer_selection"] == state["layer_selection"]
+
+
+def test_resume_without_a_checkpoint_is_an_error(tmp_path, capsys):
+    cfg = tiny(tmp_path, resume=True)
+    code, err = run_cli(flags(cfg), capsys)
+    assert code == 2 and "no checkpoint to resume" in err and str(tmp_path / "run") in err
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+# ------------------------------------------------------------------------------------------ run folder
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("finished")
+    cfg = tiny(tmp, strategy="linear_probe", epochs=1)
+    train(cfg)
+    return cfg
+
+
+def test_a_finished_run_is_not_overwritten(finished, tmp_path, capsys):
+    cfg = copy_run(finished, tmp_path)
+    before = snapshot(Path(cfg.out))
+    code, err = run_cli(flags(TrainConfig(**{**cfg.__dict__, "lr": 0.01})), capsys)
+    assert code == 2 and "--overwrite" in err and "metrics.json" in err
+    assert snapshot(Path(cfg.out)) == before
+
+
+def test_overwrite_removes_the_old_run_before_the_new_one_can_die(finished, tmp_path, monkeypatch):
+    cfg = copy_run(finished, tmp_path)
+    interrupt_after(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, epochs=2, overwrite=True)
+    out = Path(cfg.out)
+    assert not (out / "metrics.json").exists() and not (out / "model.safetensors").exists()
+    assert json.loads((latest_checkpoint(out) / "training_state.json").read_text())["config"]["epochs"] == 2
+
+
+def test_one_writer_per_out_and_a_stale_lock_is_taken_over(tmp_path, capsys, caplog):
+    cfg = tiny(tmp_path, strategy="linear_probe", epochs=1)
+    out = Path(cfg.out)
+    with train_mod.run_lock(out):  # another run holds the folder
+        code, err = run_cli(flags(cfg), capsys)
+    assert code == 2 and f"pid {os.getpid()}" in err and socket.gethostname() in err
+    assert not (out / "metrics.json").exists()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out / train_mod.LOCK_FILE).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(),
+                                                       "started": "2020-01-01T00:00:00+00:00"}))
+    with caplog.at_level("WARNING", logger="sclft.train"):
+        train(cfg)
+    assert f"pid {dead.pid}" in caplog.text and "taking over" in caplog.text
+    assert (out / "metrics.json").is_file() and not (out / train_mod.LOCK_FILE).exists()
+
+
+def _poison_optimizer(monkeypatch, at_step: int):
+    """After optimizer step ``at_step`` one head weight becomes inf (the loss of that step was finite)."""
+    real = train_mod.build_optimizer
+
+    def build(model, cfg):
+        opt = real(model, cfg)
+        step, calls = opt.step, [0]
+
+        def poisoned(self, *a, **k):  # a bound method, as torch's LR scheduler expects
+            result = step(*a, **k)
+            calls[0] += 1
+            if calls[0] == at_step:
+                with torch.no_grad():
+                    model.head.weight[0, 0] = float("inf")
+            return result
+
+        opt.step = types.MethodType(poisoned, opt)
+        return opt
+
+    monkeypatch.setattr(train_mod, "build_optimizer", build)
+
+
+def test_after_non_finite_weights_the_last_good_checkpoint_is_finite(tmp_path, monkeypatch):
+    _poison_optimizer(monkeypatch, at_step=8)  # the last step of epoch 2 (50 images / 16 per batch = 4 steps)
+    with pytest.raises(NonFiniteLossError, match="epoch-0001"):
+        train(tiny(tmp_path, epochs=3))
+    good = latest_checkpoint(tmp_path / "run")
+    assert good.name == "epoch-0001"
+    assert all(torch.isfinite(t).all() for t in load_file(str(good / "model.safetensors")).values())
+
+
+def test_the_last_good_checkpoint_named_is_from_this_run(finished, tmp_path, monkeypatch):
+    cfg = copy_run(finished, tmp_path)
+    _poison_optimizer(monkeypatch, at_step=2)
+    with pytest.raises(NonFiniteLossError, match="none yet"):
+        train(cfg, epochs=2, overwrite=True)
+
+
+# ------------------------------------------------------------------------------------------ run files
+@pytest.mark.parametrize("pointer", [{"path": "../../elsewhere/checkpoint/epoch-0001"}, {"path": "/tmp"},
+                                     {"path": "epoch-0009"}, {"epoch": 1}, "not json"])
+def test_a_bad_latest_pointer_is_an_error_that_deletes_nothing(interrupted, tmp_path, capsys, pointer):
+    cfg = copy_run(interrupted, tmp_path)
+    latest = Path(cfg.out) / "checkpoint" / "latest.json"
+    latest.write_text(pointer if isinstance(pointer, str) else json.dumps(pointer))
+    before = snapshot(Path(cfg.out))
+    code, err = run_cli(flags(TrainConfig(**{**cfg.__dict__, "resume": True})), capsys)
+    assert code == 2 and str(latest) in err and ("nothing was deleted" in err or "not readable JSON" in err)
+    assert snapshot(Path(cfg.out)) == before
+
+
+@pytest.mark.parametrize("damage", ["truncated_model", "empty_state"])
+def test_damaged_run_files_are_named(interrupted, tmp_path, capsys, damage):
+    cfg = copy_run(interrupted, tmp_path)
+    ckpt = latest_checkpoint(cfg.out)
+    if damage == "truncated_model":
+        bad = ckpt / "model.safetensors"
+        bad.write_bytes(bad.read_bytes()[:200])
+    else:
+        bad = ckpt / "training_state.json"
+        bad.write_text("{}")
+    code, err = run_cli(flags(TrainConfig(**{**cfg.__dict__, "resume": True})), capsys)
+    assert code == 2 and str(bad) in err
+
+
+def test_load_names_a_truncated_model_file(finished, tmp_path):
+    cfg = copy_run(finished, tmp_path)
+    bad = Path(cfg.out) / "model.safetensors"
+    bad.write_bytes(bad.read_bytes()[:100])
+    with pytest.raises(RunFolderError, match=str(bad)):
+        load(cfg.out)
+
+
+# ------------------------------------------------------------------------------------------ rebuild
+def test_an_exported_model_is_rebuilt_with_its_seed_and_random_init(tmp_path):
+    train(tiny(tmp_path, strategy="linear_probe", epochs=1, seed=3))
+    export = tmp_path / "export"
+    export.mkdir()
+    for name in ("model.safetensors", "config.json"):  # what a user copies; no train_config.json
+        shutil.copy(tmp_path / "run" / name, export / name)
+    model = load(export)
+    torch.manual_seed(3)
+    import timm
+
+    reference = timm.create_model("resnet18.tv_in1k", pretrained=False, num_classes=0)
+    torch.testing.assert_close(model.backbone.model.conv1.weight, reference.conv1.weight, rtol=0, atol=0)
+
+
+def test_load_refuses_a_changed_backbone_weights_file(tmp_path):
+    import timm
+
+    weights = tmp_path / "resnet18.safetensors"
+    save_file(timm.create_model("resnet18", pretrained=False).state_dict(), str(weights))
+    train(tiny(tmp_path, strategy="linear_probe", epochs=1, pretrained=True, checkpoint=str(weights)))
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["checkpoint"] == str(weights) and len(config["checkpoint_sha256"]) == 64
+    load(tmp_path / "run")  # unchanged: loads
+    torch.manual_seed(1)
+    save_file(timm.create_model("resnet18", pretrained=False).state_dict(), str(weights))
+    with pytest.raises(ValueError, match="changed since training"):
+        load(tmp_path / "run")
+
+
+# ------------------------------------------------------------------------------------------ files
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_output_files_follow_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        atomic_write_json(tmp_path / "x.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o666 & ~umask
