@@ -274,3 +274,125 @@ def test_output_files_follow_the_umask(tmp_path, umask):
     finally:
         os.umask(old)
     assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+# ------------------------------------------------------------------------------------------ processes
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def launch(args, n: int = 2, script: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`accelerate launch` with ``n`` CPU processes (one gloo group; `--cpu` would start only one process)."""
+    accelerate = Path(sys.executable).with_name("accelerate")
+    cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", str(n), "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(29500 + os.getpid() % 500)]
+    cmd += [script] if script else ["-m", "sclft.cli"]
+    return subprocess.run([*cmd, "train", *args], env={**_env(), **(env or {})}, capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+
+
+TWO = dict(TINY, strategy="layer_ft", epochs=3)
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("two")
+    cfg = TrainConfig(**{**TWO, "cache_dir": str(tmp / "cache"), "out": str(tmp / "straight")})
+    done = launch(flags(cfg))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return cfg
+
+
+@pytest.mark.slow
+def test_two_processes_follow_the_one_process_schedule(two_process_run):
+    metrics = json.loads((Path(two_process_run.out) / "metrics.json").read_text())
+    assert metrics["num_processes"] == 2
+    # 50 images in batches of 16: 4 steps per epoch in one process (2 per process with two); warm-up 1 epoch,
+    # cosine to 0 at the end of epoch 3: the learning rate after each epoch is lr * (1, 0.5, 0)
+    assert [h["lr"] for h in metrics["history"]] == pytest.approx([3e-3, 1.5e-3, 0.0], abs=1e-12)
+
+
+@pytest.mark.slow
+def test_two_process_resume_equals_the_uninterrupted_run(two_process_run, tmp_path):
+    cfg = TrainConfig(**{**two_process_run.__dict__, "out": str(tmp_path / "resumed")})
+    died = launch(flags(cfg), script="tests/_die_after_epoch.py", env={"SCLFT_TEST_DIE_AFTER_EPOCH": "1"})
+    assert died.returncode != 0 and latest_checkpoint(cfg.out).name == "epoch-0001"
+    assert {p.name for p in (latest_checkpoint(cfg.out) / "accelerate").glob("random_states_*")} == \
+        {"random_states_0.pkl", "random_states_1.pkl"}  # every process's RNG
+    resumed = launch([*flags(cfg), "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = load_file(str(Path(two_process_run.out) / "model.safetensors"))
+    b = load_file(str(Path(cfg.out) / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-5, msg=k)
+
+
+@pytest.fixture
+def cpu_fp16(monkeypatch):
+    """Accelerate runs ``fp16`` on CPU as float32 (no autocast, no GradScaler); torch has both on CPU, so this
+    gives the Accelerator a CPU GradScaler that grows 16x per good step (and halves on overflow): steps are
+    skipped and the scale moves, so a resume that forgets the scaler's state trains differently."""
+    import accelerate
+
+    real_init = accelerate.Accelerator.__init__
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        if self.state.mixed_precision == "fp16" and self.scaler is None:
+            self.native_amp = True
+            self.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16, growth_factor=16.0, growth_interval=1)
+
+    monkeypatch.setattr(accelerate.Accelerator, "__init__", init)
+
+
+def test_fp16_resume_restores_the_grad_scaler(tmp_path, monkeypatch, cpu_fp16):
+    train(tiny(tmp_path, "straight", precision="fp16"))
+    original = interrupt_after(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(tmp_path, "resumed", precision="fp16"))
+    scaler = torch.load(latest_checkpoint(tmp_path / "resumed") / "accelerate" / "scaler.pt")
+    assert scaler["scale"] < 2.0**16 * 16**4  # some of the 4 steps of epoch 1 overflowed and were skipped
+    monkeypatch.setattr(train_mod, "save_checkpoint", original)
+    train(tiny(tmp_path, "resumed", precision="fp16", resume=True))
+    a, b = load_file(str(tmp_path / "straight" / "model.safetensors")), load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+@pytest.mark.slow
+def test_kill_at_random_instants_then_resume_equals_the_uninterrupted_run(tmp_path):
+    """SIGKILL `sclft train` at seeded instants (during an epoch or a checkpoint write), --resume each time
+    (or start again when no checkpoint was complete): the result equals the run that was never killed."""
+    import random
+    import signal
+    import time
+
+    cfg = tiny(tmp_path, "killed", epochs=4)
+    reference = tiny(tmp_path, "straight", epochs=4)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the subprocesses (OMP_NUM_THREADS=1): the same float rounding
+    try:
+        train(reference)
+    finally:
+        torch.set_num_threads(threads)
+    rng = random.Random(13)
+    env = {**_env(), "PYTHONUNBUFFERED": "1"}
+    for attempt in range(3):
+        resume = (Path(cfg.out) / "checkpoint" / "latest.json").is_file()
+        cmd = [sys.executable, "-m", "sclft.cli", "train", *flags(cfg), *(["--resume"] if resume else [])]
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if attempt < 2:  # killed: somewhere in the first ~1.5 s after an epoch ends (its checkpoint is written then)
+            for line in proc.stdout:
+                if line.startswith("epoch "):
+                    break
+            time.sleep(rng.uniform(0.0, 1.5))
+            proc.send_signal(signal.SIGKILL)
+        output = proc.communicate(timeout=300)[0]
+        assert attempt < 2 or proc.returncode == 0, output[-3000:]
+    a = load_file(str(Path(reference.out) / "model.safetensors"))
+    b = load_file(str(Path(cfg.out) / "model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
+    history = json.loads((Path(cfg.out) / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
