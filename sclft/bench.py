@@ -313,7 +313,10 @@ def run_suite(suite: dict[str, Any], out: str | Path, say: Callable[[str], None]
         else:
             say(f"[{i}/{len(runs)}] {run.id}")
             cache_dir = run.config.get("cache_dir") or str(out / "cache")
-            metrics = train(TrainConfig.from_dict({**run.config, "out": str(run_dir), "cache_dir": cache_dir}))
+            # this run's own folder without metrics.json: an interrupted run continues, other leftovers go
+            resume = (run_dir / "checkpoint" / "latest.json").is_file()
+            metrics = train(TrainConfig.from_dict({**run.config, "out": str(run_dir), "cache_dir": cache_dir,
+                                                   "resume": resume, "overwrite": not resume}))
             trained += 1
             say(f"  test accuracy {metrics['test_accuracy']:.4f}, NC1 {metrics['nc1_train']:.4g}, "
                 f"{metrics['seconds']:.0f} s")

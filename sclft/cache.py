@@ -8,9 +8,11 @@ tensors), strategy part and layer, the exact samples of the split, the transform
 cache format — so a stale cache is never used.
 
 A disk cache is the directory ``cache_dir/<key>/`` holding ``features.npy``, ``labels.npy`` and, written
-last, ``meta.json``. It is built in a private ``.<key>.<pid>.partial`` directory and renamed into place
-when complete, so an interrupted or concurrent build never leaves a directory that looks complete; a
-directory whose ``meta.json`` is missing, names another key or does not match the arrays is rebuilt.
+last, ``meta.json`` (with a digest of the features and labels). It is built in a private
+``.<key>.<pid>.partial`` directory and renamed into place when complete, so an interrupted or concurrent
+build never leaves a directory that looks complete; a directory whose ``meta.json`` is missing, names
+another key, does not match the arrays or whose content does not match its digest is rebuilt (with a
+warning). Cached features that are not finite are an error that names the cache, not a training failure.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from .io import atomic_write_json
 
 log = logging.getLogger("sclft.cache")
 STORAGES = ("auto", "memory", "disk")
-FORMAT_VERSION = 2  # bump when the stored layout or the meaning of a key part changes
+FORMAT_VERSION = 3  # bump when the stored layout or the meaning of a key part changes
 DEFAULT_CACHE_DIR = Path(os.environ.get("SCLFT_CACHE_DIR", Path.home() / ".cache" / "sclft" / "features"))
 
 _FINGERPRINTS: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, str]]" = weakref.WeakKeyDictionary()
@@ -106,6 +108,49 @@ class CachedFeatures(Dataset):
         return int(self.features.nbytes)
 
 
+class NonFiniteFeaturesError(ValueError):
+    """The frozen features (cached or just computed) hold NaN/inf: the backbone or its input is broken."""
+
+
+_CHUNK_BYTES = 64 << 20
+
+
+def content_digest(features, labels) -> str:
+    """sha256 of the features' and labels' bytes (row chunks, so a memmap is never read whole into memory)."""
+    h = hashlib.sha256()
+    labels = labels.numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    h.update(f"{tuple(features.shape)}:{features.dtype}:{labels.dtype}".encode())
+    for chunk in _row_chunks(features):
+        h.update(np.ascontiguousarray(chunk).tobytes())
+    h.update(np.ascontiguousarray(labels).tobytes())
+    return h.hexdigest()
+
+
+def _row_chunks(features):
+    n = len(features)
+    row = max(1, int(np.prod(features.shape[1:])) * features.dtype.itemsize) if n else 1
+    step = max(1, _CHUNK_BYTES // row)
+    for start in range(0, n, step):
+        chunk = features[start : start + step]
+        yield chunk.numpy() if isinstance(chunk, torch.Tensor) else chunk
+
+
+def check_finite(features, where: str) -> None:
+    """Raise :class:`NonFiniteFeaturesError` naming ``where`` when ``features`` hold NaN/inf."""
+    bad, first, start = 0, None, 0
+    for chunk in _row_chunks(features):
+        rows = ~np.isfinite(chunk.reshape(len(chunk), -1)).all(axis=1)
+        if rows.any():
+            bad += int(rows.sum())
+            first = start + int(np.argmax(rows)) if first is None else first
+        start += len(chunk)
+    if bad:
+        raise NonFiniteFeaturesError(
+            f"the frozen features in {where} hold non-finite values ({bad} of {len(features)} rows, first at row "
+            f"{first}): the cached activations of the frozen backbone are broken, not the training "
+            "(check the backbone weights and the input images; delete a disk cache to rebuild it)")
+
+
 def available_memory() -> int:
     """Free physical memory in bytes (8 GiB where the OS does not say)."""
     try:
@@ -139,6 +184,11 @@ def load_disk_cache(path: Path, key: str, num_samples: int | None = None) -> Cac
     if not fits:
         log.warning("ignoring feature cache %s: its arrays do not match meta.json / the dataset", path)
         return None
+    if content_digest(features, labels) != meta.get("sha256"):
+        log.warning("ignoring feature cache %s: its content does not match the digest in meta.json (changed or "
+                    "damaged); rebuilding it", path)
+        return None
+    check_finite(features, f"the disk feature cache {path}")
     return CachedFeatures(features, labels, "disk", path)
 
 
@@ -158,9 +208,16 @@ class _DiskWriter:
 
     def commit(self, key: str, labels: torch.Tensor) -> CachedFeatures:
         self.array.flush()
+        try:
+            check_finite(self.array, f"the feature cache being built at {self.path}")
+        except NonFiniteFeaturesError:
+            del self.array
+            self.abort()
+            raise
         np.save(self.tmp / "labels.npy", labels.numpy())
         atomic_write_json(self.tmp / "meta.json", {"key": key, "format": FORMAT_VERSION,
-                                                   "shape": list(self.array.shape), "dtype": str(self.array.dtype)})
+                                                   "shape": list(self.array.shape), "dtype": str(self.array.dtype),
+                                                   "sha256": content_digest(self.array, labels)})
         del self.array
         found = load_disk_cache(self.path, key, len(labels))
         if found is not None:  # another process finished the same cache first
@@ -238,6 +295,7 @@ def build_cache(
     if features is None:
         raise ValueError("cannot cache an empty dataset")
     if isinstance(features, torch.Tensor):
+        check_finite(features, f"the in-memory feature cache ({key})")
         return CachedFeatures(features, labels, "memory")
     log.info("wrote disk feature cache %s", path)
     return features.commit(key, labels)

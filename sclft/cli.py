@@ -58,7 +58,8 @@ TRAIN_HELP = {
     "compile": "torch.compile the model",
     "tensorboard": "log metrics to TensorBoard under --out",
     "out": "output directory (metrics.json, model.safetensors, checkpoint/)",
-    "resume": "continue an interrupted run from --out/checkpoint",
+    "resume": "continue an interrupted run from --out/checkpoint (refused if a result-changing option differs)",
+    "overwrite": "replace a finished run or another run's checkpoints in --out",
     "progress": "progress bars",
 }
 _NOT_FLAGS = {"extra"}

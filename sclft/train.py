@@ -3,25 +3,43 @@
 >>> from sclft.train import TrainConfig, train
 >>> metrics = train(TrainConfig(backbone="efficientnet_lite0", data="digits", epochs=3, out="runs/demo"))
 
-``accelerate launch -m sclft.cli train ...`` runs the same code on several GPUs.
+``accelerate launch -m sclft.cli train ...`` runs the same code on several GPUs (and, on a machine
+without GPUs, ``accelerate launch --multi_gpu --num_processes N`` or ``torchrun --nproc_per_node N`` runs
+N CPU processes over gloo; ``accelerate launch --cpu`` always starts one process). The learning-rate
+schedule is laid out in epochs, so N processes follow the 1-process schedule.
+
+Run folder (``--out``): ``metrics.json``, ``model.safetensors`` (trained tensors only), ``config.json``
+(what :func:`load` needs to rebuild the frozen weights, with their digests), ``train_config.json`` and
+``checkpoint/``: ``epoch-E/`` holds Accelerate's training state (``accelerate/``: optimizer, scheduler,
+GradScaler, every process's RNG), the trained tensors, the sampler state and ``training_state.json``
+(epoch, history, elapsed seconds, layer selection, the config it was trained with); ``latest.json`` names
+the newest complete one. ``.sclft.lock`` names the one process that writes the folder. A folder that
+holds a finished run or another run's checkpoints is only replaced with ``overwrite=True``, and
+``resume=True`` refuses a config that differs in anything that changes the result.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
+import hashlib
 import json
 import logging
 import math
-import random
+import os
+import re
 import shutil
+import socket
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 from tqdm.auto import tqdm
@@ -37,13 +55,25 @@ log = logging.getLogger("sclft.train")
 
 CHECKPOINT_DIR = "checkpoint"
 METRICS_FILE = "metrics.json"
+LOCK_FILE = ".sclft.lock"
+TRAINING_STATE = "training_state.json"
+STATE_FORMAT = 2  # bump when the checkpoint layout changes (older checkpoints are refused, not misread)
+_CHECKPOINT_NAME = re.compile(r"epoch-\d{4,}")
+# TrainConfig fields that may differ between a run and its --resume: they do not change the trained weights.
+# (``cache`` may switch between memory / disk / auto, not to or from "off": that changes float rounding.)
+RESUME_MAY_DIFFER = ("out", "resume", "overwrite", "progress", "num_workers", "tensorboard", "eval_every",
+                     "cache_dir", "data_dir")
 OPTIMIZERS = ("adamw", "sgd")
 PRECISIONS = ("no", "bf16", "fp16")
 CACHE_MODES = ("auto", "memory", "disk", "off")
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN/inf; the last good checkpoint is kept."""
+    """The loss (or a trained parameter) became NaN/inf; the last good checkpoint of this run is kept."""
+
+
+class RunFolderError(ValueError):
+    """The ``--out`` folder cannot be used as asked: in use, holds another run, or its run files are damaged."""
 
 
 @dataclass
@@ -84,6 +114,7 @@ class TrainConfig:
     tensorboard: bool = False
     out: str = "runs/sclft"
     resume: bool = False
+    overwrite: bool = False  # replace a finished run (or another run's checkpoints) in ``out``
     progress: bool = True
     extra: dict = field(default_factory=dict)
 
@@ -118,13 +149,11 @@ class TrainConfig:
 
 # ------------------------------------------------------------------------------------------ pieces
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Weight decay on weights only: norms, biases and other 1-d parameters are not decayed."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    groups = [g for g in groups if g["params"]]
+    """Weight decay on weights only: norms, biases and other 1-d parameters are not decayed (timm's
+    ``param_groups_weight_decay``; frozen parameters are left out)."""
+    from timm.optim import param_groups_weight_decay
+
+    groups = [g for g in param_groups_weight_decay(model, cfg.weight_decay) if g["params"]]
     if not groups:
         return None
     if cfg.optimizer == "sgd":
@@ -144,31 +173,6 @@ def warmup_cosine(total_steps: int, warmup_steps: int):
     return factor
 
 
-def _rng_state(sampler_gen: torch.Generator) -> tuple[dict[str, torch.Tensor], dict]:
-    tensors = {"rng.torch": torch.get_rng_state(), "rng.sampler": sampler_gen.get_state()}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = s
-    np_state = np.random.get_state()
-    meta = {
-        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-    }
-    return tensors, meta
-
-
-def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict, sampler_gen: torch.Generator) -> None:
-    torch.set_rng_state(tensors["rng.torch"])
-    sampler_gen.set_state(tensors["rng.sampler"])
-    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda)
-    n = meta["numpy"]
-    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), *n[2:]))
-    p = meta["python"]
-    random.setstate((p[0], tuple(p[1]), p[2]))
-
-
 def trainable_state(model: TransferModel) -> dict[str, torch.Tensor]:
     """Trainable parameters, the head, and the buffers of trained modules (e.g. the tuned block's BN stats)."""
     trained_modules = model.strategy.trainable_backbone_modules(model.backbone)
@@ -180,71 +184,233 @@ def trainable_state(model: TransferModel) -> dict[str, torch.Tensor]:
     return state
 
 
-def _flatten_optimizer(opt_state: dict) -> tuple[dict[str, torch.Tensor], dict]:
-    tensors, scalars = {}, {}
-    for pid, entry in opt_state["state"].items():
-        for k, v in entry.items():
-            if isinstance(v, torch.Tensor):
-                tensors[f"optimizer.{pid}.{k}"] = v.detach().cpu().contiguous()
-            else:
-                scalars[f"{pid}.{k}"] = v
-    return tensors, {"param_groups": opt_state["param_groups"], "scalars": scalars}
+def _non_finite(state: dict[str, torch.Tensor]) -> list[str]:
+    return [k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
 
 
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
-    state: dict[int, dict] = {}
-    for key, v in tensors.items():
-        if key.startswith("optimizer."):
-            _, pid, name = key.split(".", 2)
-            state.setdefault(int(pid), {})[name] = v
-    for key, v in meta["scalars"].items():
-        pid, name = key.split(".", 1)
-        state.setdefault(int(pid), {})[name] = v
-    return {"state": state, "param_groups": meta["param_groups"]}
+def frozen_digest(model: TransferModel) -> str:
+    """sha256 of every tensor of ``model`` that is *not* stored in ``model.safetensors`` (the frozen weights)."""
+    trained = set(trainable_state(model))
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        if name in trained:
+            continue
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        if t.numel():
+            h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
-def save_checkpoint(out: Path, model: TransferModel, optimizer, scheduler, epoch: int, sampler_gen, history) -> Path:
-    """Write ``checkpoint/epoch-E`` fully, then atomically point ``checkpoint/latest.json`` at it."""
+def file_digest(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _accelerate_state_hooks(accelerator) -> None:
+    """Accelerate's ``save_state``/``load_state`` handle optimizer, scheduler, GradScaler and per-process RNG;
+    the model's tensors are ours (only the trained ones, see :func:`trainable_state`), so it skips the model."""
+    accelerator.register_save_state_pre_hook(lambda models, weights, output_dir: weights.clear())
+    accelerator.register_load_state_pre_hook(lambda models, input_dir: models.clear())
+
+
+def save_checkpoint(accelerator, out: Path, model: TransferModel, epoch: int, sampler_gen: torch.Generator,
+                    state: dict) -> Path:
+    """Write ``checkpoint/epoch-E`` fully (every process writes its part), then atomically point
+    ``checkpoint/latest.json`` at it and remove older checkpoints. Called by every process."""
     root = out / CHECKPOINT_DIR
     target = root / f"epoch-{epoch:04d}"
     tmp = root / f".epoch-{epoch:04d}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(trainable_state(model), str(tmp / "model.safetensors"))
-    rng_tensors, rng_meta = _rng_state(sampler_gen)
-    opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict()) if optimizer else ({}, None)
-    save_file({**opt_tensors, **rng_tensors}, str(tmp / "training_state.safetensors"))
-    atomic_write_json(tmp / "training_state.json", {
-        "epoch": epoch,
-        "optimizer": opt_meta,
-        "scheduler": scheduler.state_dict() if scheduler else None,
-        "rng": rng_meta,
-        "history": history,
-    })
-    atomic_write_json(tmp / "config.json", model.config())
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
-    atomic_write_json(root / "latest.json", {"epoch": epoch, "path": target.name})
-    for old in root.glob("epoch-*"):
-        if old != target:
-            shutil.rmtree(old, ignore_errors=True)
+    main = accelerator.is_main_process
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp / "accelerate"))
+    accelerator.wait_for_everyone()
+    if main:
+        save_file(trainable_state(model), str(tmp / "model.safetensors"))
+        save_file({"sampler": sampler_gen.get_state()}, str(tmp / "sampler.safetensors"))
+        atomic_write_json(tmp / TRAINING_STATE, {"format": STATE_FORMAT, "epoch": epoch, **state})
+        atomic_write_json(tmp / "config.json", model.config())
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+        atomic_write_json(root / "latest.json", {"epoch": epoch, "path": target.name})
+        for old in root.glob("epoch-*"):
+            if old != target:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
     return target
 
 
 def latest_checkpoint(out: str | Path) -> Path | None:
-    pointer = Path(out) / CHECKPOINT_DIR / "latest.json"
+    """The checkpoint ``checkpoint/latest.json`` names; None when there is no pointer. A pointer that is not
+    JSON, has no ``path``, points outside ``checkpoint/`` or names a missing or incomplete checkpoint is a
+    :class:`RunFolderError` (nothing is deleted)."""
+    root = Path(out) / CHECKPOINT_DIR
+    pointer = root / "latest.json"
     if not pointer.is_file():
         return None
-    path = pointer.parent / json.loads(pointer.read_text())["path"]
-    return path if (path / "model.safetensors").is_file() else None
+    try:
+        info = json.loads(pointer.read_text())
+    except (OSError, ValueError) as e:
+        raise RunFolderError(f"{pointer} is not readable JSON ({e}); the run folder is damaged") from None
+    name = info.get("path") if isinstance(info, dict) else None
+    if not isinstance(name, str) or not _CHECKPOINT_NAME.fullmatch(name):
+        raise RunFolderError(f"{pointer}: \"path\" must name a checkpoint folder inside {root} such as "
+                             f"\"epoch-0003\", got {name!r}; nothing was deleted")
+    path = root / name
+    missing = [f for f in ("model.safetensors", TRAINING_STATE, "sampler.safetensors", "accelerate")
+               if not (path / f).exists()]
+    if missing:
+        raise RunFolderError(f"{pointer} names {path}, which is missing or incomplete (no {', '.join(missing)}); "
+                             "nothing was deleted: restore it, or start over with --overwrite")
+    return path
+
+
+def read_training_state(path: Path) -> dict:
+    """``path/training_state.json``, checked: a clear error naming the file instead of a KeyError later."""
+    file = path / TRAINING_STATE
+    try:
+        state = json.loads(file.read_text())
+    except (OSError, ValueError) as e:
+        raise RunFolderError(f"{file} is not readable JSON ({e})") from None
+    need = {"format": int, "epoch": int, "history": list, "config": dict, "seconds": (int, float)}
+    bad = [k for k, kind in need.items() if not isinstance(state, dict) or not isinstance(state.get(k), kind)]
+    if bad:
+        raise RunFolderError(f"{file} is not a training state of this sclft version (missing or invalid: "
+                             f"{', '.join(bad)}); it cannot be resumed: train into a new --out or pass --overwrite")
+    if state["format"] != STATE_FORMAT:
+        raise RunFolderError(f"{file} has checkpoint format {state['format']}, this sclft writes {STATE_FORMAT}; "
+                             "it cannot be resumed exactly")
+    return state
 
 
 def load_model_state(model: TransferModel, path: Path) -> None:
-    state = load_file(str(path / "model.safetensors"))
-    missing = [k for k in state if k not in model.state_dict()]
-    if missing:
-        raise ValueError(f"checkpoint {path} does not fit this model (unexpected keys: {missing[:3]} ...)")
+    file = path / "model.safetensors"
+    try:
+        state = load_file(str(file))
+    except (SafetensorError, OSError) as e:
+        raise RunFolderError(f"{file} is not a readable safetensors file ({e}); the run folder is damaged") from None
+    unexpected = [k for k in state if k not in model.state_dict()]
+    if unexpected:
+        raise ValueError(f"checkpoint {path} does not fit this model (unexpected keys: {unexpected[:3]} ...)")
     model.load_state_dict(state, strict=False)
+
+
+def _resume_view(config: dict) -> dict:
+    """The config fields that decide the trained weights (see RESUME_MAY_DIFFER)."""
+    view = {k: v for k, v in config.items() if k not in RESUME_MAY_DIFFER}
+    if "cache" in view:
+        view["cache"] = "off" if view["cache"] == "off" else "on"
+    return view
+
+
+def check_resume(path: Path, cfg: TrainConfig, num_processes: int) -> dict:
+    """The training state at ``path`` if ``cfg`` (and the process count) continue the same run, else a
+    ValueError naming every field that differs, with the checkpoint's value and the new one."""
+    state = read_training_state(path)
+    old = {**state["config"], "num_processes": state.get("num_processes")}
+    new = {**_resume_view(dataclasses.asdict(cfg)), "num_processes": num_processes}
+    diffs = [f"{k}: {old.get(k)!r} in the checkpoint, {new.get(k)!r} now" for k in sorted(set(old) | set(new))
+             if json.dumps(old.get(k), sort_keys=True) != json.dumps(new.get(k), sort_keys=True)]
+    if diffs:
+        raise ValueError(f"--resume: {path} was trained with a different configuration, so continuing would "
+                         "not give the run it started; differing: " + "; ".join(diffs)
+                         + f". Use the original values, or train into a new --out. (May differ: "
+                         f"{', '.join(RESUME_MAY_DIFFER)}.)")
+    return state
+
+
+# ------------------------------------------------------------------------------------------ run folder
+def _lock_holder(file: Path) -> dict | None:
+    try:
+        holder = json.loads(file.read_text() or "null")
+    except (OSError, ValueError):
+        return None
+    return holder if isinstance(holder, dict) else None
+
+
+@contextmanager
+def run_lock(out: Path):
+    """One writer per ``out``: an exclusive ``flock`` on ``out/.sclft.lock``, whose content names the holder
+    (pid, host, start time). The OS drops the lock when its process dies, so a lock file left by a dead
+    process is taken over (with a warning); a live holder is a :class:`RunFolderError` that names it."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunFolderError(f"cannot create the output folder --out {out}: {e.strerror or e}") from None
+    file = out / LOCK_FILE
+    me = {"pid": os.getpid(), "host": socket.gethostname(),
+          "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    while True:
+        fd = os.open(file, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            holder = _lock_holder(file) or {}
+            raise RunFolderError(
+                f"{out} is in use by another sclft run (pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "
+                f"started {holder.get('started', '?')}; lock file {file}): one --out has one writer at a time. "
+                "Wait for it, or choose another --out") from None
+        try:
+            same = os.stat(file).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the file was replaced by a finishing holder between open and flock: try again
+    stale = _lock_holder(file)
+    if stale:
+        log.warning("%s: taking over the lock of pid %s on %s (started %s), which is no longer running",
+                    out, stale.get("pid"), stale.get("host"), stale.get("started"))
+    os.ftruncate(fd, 0)
+    os.write(fd, (json.dumps(me) + "\n").encode())
+    try:
+        yield me
+    finally:
+        try:
+            file.unlink()
+        finally:
+            os.close(fd)
+
+
+def run_files(out: Path) -> list[str]:
+    """What in ``out`` belongs to a finished run or to another run's checkpoints."""
+    names = [METRICS_FILE, "model.safetensors", "config.json", "train_config.json", f"{CHECKPOINT_DIR}/latest.json"]
+    return [n for n in names if (out / n).exists()]
+
+
+def _prepare_out(out: Path, cfg: TrainConfig, accelerator) -> tuple[Path, dict] | None:
+    """Check ``out`` against ``resume``/``overwrite``; returns the checkpoint to resume and its state."""
+    if cfg.resume and cfg.overwrite:
+        raise ValueError("--resume and --overwrite contradict each other: choose one")
+    if cfg.resume:
+        path = latest_checkpoint(out)
+        if path is None:
+            raise RunFolderError(f"--resume: there is no checkpoint to resume in {out / CHECKPOINT_DIR} (no "
+                                 "latest.json); run without --resume to start the run")
+        return path, check_resume(path, cfg, accelerator.num_processes)
+    found = run_files(out)
+    if found and not cfg.overwrite:
+        raise RunFolderError(f"{out} already holds a run ({', '.join(found)}); pass --overwrite to replace it, "
+                             "--resume to continue it, or choose another --out")
+    if found and accelerator.is_main_process:
+        for name in [METRICS_FILE, "model.safetensors", "config.json", "train_config.json"]:
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+        log.warning("--overwrite: removed the previous run in %s (%s)", out, ", ".join(found))
+    return None
+
+
+def _cpu_processes() -> bool:
+    """Several processes (torchrun / accelerate launch --multi_gpu) on a machine without GPUs: Accelerate
+    makes them one gloo group only when told ``cpu=True``; otherwise each would run the whole job alone."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -311,13 +477,12 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
     """Train one model; returns (and writes ``out/metrics.json``) the run's metrics."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
-    from accelerate.utils import set_seed
 
     cfg = dataclasses.replace(cfg or TrainConfig(), **overrides).validate()
     out = Path(cfg.out)
-    start_time = time.time()
     AcceleratorState._reset_state()  # several runs in one process may use different precisions
     accelerator = Accelerator(
+        cpu=_cpu_processes(),
         mixed_precision=cfg.precision,
         gradient_accumulation_steps=cfg.grad_accum,
         log_with="tensorboard" if cfg.tensorboard else None,
@@ -325,16 +490,28 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
         step_scheduler_with_optimizer=False,
         dynamo_backend="inductor" if cfg.compile else "no",
     )
+    if cfg.precision == "fp16" and accelerator.scaler is None:
+        log.warning("--precision fp16 on %s: Accelerate has no fp16 autocast/GradScaler there, so this runs in "
+                    "float32 (use bf16 for mixed precision on CPU)", accelerator.device)
+    _accelerate_state_hooks(accelerator)
+    with run_lock(out) if accelerator.is_main_process else nullcontext():
+        resume = _prepare_out(out, cfg, accelerator)
+        accelerator.wait_for_everyone()
+        return _train(cfg, out, accelerator, resume)
+
+
+def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] | None) -> dict[str, Any]:
+    from accelerate.utils import set_seed
+
     say = accelerator.print
+    resume_from, resumed = resume or (None, {})
+    start_time = time.time() - float(resumed.get("seconds", 0.0))  # seconds count the whole run
     set_seed(cfg.seed)
     splits = load_dataset(cfg.data, cfg.data_dir, train_per_class=cfg.train_per_class,
                           val_fraction=cfg.val_fraction, seed=cfg.seed)
     backbone = build_backbone(cfg.backbone, cfg.pretrained, cfg.checkpoint, cfg.seed, cfg.image_size)
-    selection = None
-    layer = cfg.layer
-    resume_from = latest_checkpoint(out) if cfg.resume else None
-    if resume_from is not None:
-        layer = json.loads((resume_from / "config.json").read_text())["layer"] or layer
+    selection = resumed.get("layer_selection")
+    layer = resumed.get("layer") or cfg.layer
     from .strategies import get_strategy
 
     if get_strategy(cfg.strategy).uses_layer and layer == "auto":
@@ -349,6 +526,9 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
     set_seed(cfg.seed)
     model = TransferModel(backbone, cfg.strategy, splits.num_classes, layer if layer != "auto" else None,
                           class_names=splits.class_names, **options)
+    build = {"pretrained": cfg.pretrained, "seed": cfg.seed, "checkpoint": cfg.checkpoint,
+             "checkpoint_sha256": file_digest(cfg.checkpoint) if cfg.checkpoint else None,
+             "frozen_sha256": frozen_digest(model)}
     model.to(accelerator.device)
     if cfg.channels_last and backbone.layout == "conv":
         model.to(memory_format=torch.channels_last)
@@ -365,21 +545,26 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
     eval_loaders = {k: _loader(v, max(cfg.batch_size, 64), shuffle_gen=None, num_workers=cfg.num_workers, pin=pin)
                     for k, v in data.evals.items()}
     optimizer = build_optimizer(model, cfg)
+    model, train_loader = accelerator.prepare(model, train_loader)
+    # after prepare: the batches of *this* process, so N processes follow the 1-process schedule in epochs
     epochs = cfg.epochs if optimizer else 0  # nothing trains (zero_shot): the run is one evaluation
     steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum)
     total_steps = steps_per_epoch * cfg.epochs
     scheduler = (torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(total_steps, int(round(cfg.warmup_epochs * steps_per_epoch))))
         if optimizer else None)
-    model, train_loader = accelerator.prepare(model, train_loader)
     if optimizer:
         optimizer, scheduler = accelerator.prepare(optimizer, scheduler)
     eval_loaders = {k: accelerator.prepare(v) for k, v in eval_loaders.items()}
 
     start_epoch, history = 0, []
     final: dict[str, dict[str, float]] = {}  # split -> final evaluation
+    last_good = None  # the newest checkpoint of this run (resumed or written here)
     if resume_from is not None:
-        start_epoch, history = _resume(resume_from, accelerator.unwrap_model(model), optimizer, scheduler, sampler_gen)
+        load_model_state(accelerator.unwrap_model(model), resume_from)
+        accelerator.load_state(str(resume_from / "accelerate"))
+        sampler_gen.set_state(_load_tensors(resume_from / "sampler.safetensors")["sampler"])
+        start_epoch, history, last_good = int(resumed["epoch"]), list(resumed["history"]), resume_from
         say(f"resumed from {resume_from} (epoch {start_epoch} of {cfg.epochs} done)")
     if cfg.tensorboard:
         accelerator.init_trackers("sclft", config={k: v for k, v in dataclasses.asdict(cfg).items()
@@ -398,10 +583,9 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
                     logits = model(x, from_frozen=data.cached)
                     loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
                 if not torch.isfinite(loss):
-                    kept = latest_checkpoint(out)
                     raise NonFiniteLossError(
                         f"loss became {loss.item()} at epoch {epoch + 1}; stopping. Try a lower --lr or "
-                        f"--precision no. Last good checkpoint: {kept or 'none yet'}"
+                        f"--precision no. Last good checkpoint: {last_good or 'none yet'}"
                     )
                 accelerator.backward(loss)
                 optimizer.step()
@@ -424,9 +608,15 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
         history.append(record)
         accelerator.log({k: v for k, v in record.items() if k != "epoch"}, step=epoch + 1)
         say(f"epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "epoch"))
-        if accelerator.is_main_process:
-            save_checkpoint(out, accelerator.unwrap_model(model), optimizer, scheduler, epoch + 1, sampler_gen, history)
-        accelerator.wait_for_everyone()
+        broken = _non_finite(trainable_state(accelerator.unwrap_model(model)))
+        if broken:  # a finite loss can precede non-finite weights: never checkpoint them
+            raise NonFiniteLossError(
+                f"trained parameters became non-finite in epoch {epoch + 1} ({', '.join(broken[:3])}); stopping. "
+                f"Try a lower --lr or --precision no. Last good checkpoint: {last_good or 'none yet'}")
+        last_good = save_checkpoint(accelerator, out, accelerator.unwrap_model(model), epoch + 1, sampler_gen, {
+            "history": history, "seconds": time.time() - start_time, "layer": layer,
+            "layer_selection": selection, "num_processes": accelerator.num_processes,
+            "config": _resume_view(dataclasses.asdict(cfg))})
 
     for split in eval_loaders:
         if split not in final:
@@ -456,6 +646,7 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
         "image_size": cfg.image_size or backbone.data_config["input_size"][-1],
         "cached": data.cached,
         "skipped_images": len(splits.skipped),
+        "num_processes": accelerator.num_processes,
         "history": history,
     }
     if "val" in eval_loaders:
@@ -463,7 +654,7 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
     if selection is not None:
         metrics["layer_selection"] = selection
     if accelerator.is_main_process:
-        save_model(unwrapped, out)
+        save_model(unwrapped, out, build)
         atomic_write_json(out / "train_config.json", dataclasses.asdict(cfg))
         atomic_write_json(out / METRICS_FILE, metrics)
     accelerator.end_training()
@@ -472,16 +663,11 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
     return metrics
 
 
-def _resume(path: Path, model, optimizer, scheduler, sampler_gen) -> tuple[int, list]:
-    load_model_state(model, path)
-    meta = json.loads((path / "training_state.json").read_text())
-    tensors = load_file(str(path / "training_state.safetensors"))
-    if optimizer is not None and meta["optimizer"] is not None:
-        optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
-    if scheduler is not None and meta["scheduler"] is not None:
-        scheduler.load_state_dict(meta["scheduler"])
-    _set_rng_state(tensors, meta["rng"], sampler_gen)
-    return int(meta["epoch"]), list(meta["history"])
+def _load_tensors(file: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError) as e:
+        raise RunFolderError(f"{file} is not a readable safetensors file ({e}); the run folder is damaged") from None
 
 
 # ------------------------------------------------------------------------------------------ save / load
@@ -493,12 +679,14 @@ def build_backbone(name: str, pretrained: bool, checkpoint: str | None, seed: in
         return create_backbone(name, pretrained=pretrained, checkpoint=checkpoint, image_size=image_size)
 
 
-def save_model(model: TransferModel, out: str | Path) -> Path:
-    """``model.safetensors`` (trained parameters + head + trained buffers) and ``config.json``."""
+def save_model(model: TransferModel, out: str | Path, build: dict | None = None) -> Path:
+    """``model.safetensors`` (trained parameters + head + trained buffers) and ``config.json``: the model's
+    config plus ``build`` (pretrained, seed, checkpoint and its sha256, the frozen weights' sha256), what
+    :func:`load` needs to rebuild the same frozen weights."""
     out = Path(out)
     with atomic_path(out / "model.safetensors") as tmp:
         save_file(trainable_state(model), str(tmp))
-    atomic_write_json(out / "config.json", model.config())
+    atomic_write_json(out / "config.json", {**model.config(), **(build or {})})
     return out
 
 
@@ -514,12 +702,23 @@ def load(path: str | Path, pretrained: bool | None = None, checkpoint: str | Non
                                 "directory)")
     cfg = json.loads((path / "config.json").read_text())
     run = json.loads((path / "train_config.json").read_text()) if (path / "train_config.json").is_file() else {}
-    pretrained = run.get("pretrained", True) if pretrained is None else pretrained
-    checkpoint = checkpoint or run.get("checkpoint")
-    backbone = build_backbone(cfg["backbone"], pretrained, checkpoint, run.get("seed", 0), cfg.get("image_size"))
+    build = {k: cfg.get(k, run.get(k, default)) for k, default in
+             {"pretrained": True, "seed": 0, "checkpoint": None}.items()}  # config.json first (older runs: train_config)
+    pretrained = build["pretrained"] if pretrained is None else pretrained
+    checkpoint = checkpoint or build["checkpoint"]
+    if checkpoint and cfg.get("checkpoint_sha256") and Path(checkpoint).is_file() \
+            and file_digest(checkpoint) != cfg["checkpoint_sha256"]:
+        raise ValueError(f"cannot rebuild {path} as trained: the backbone weights file {checkpoint} changed since "
+                         f"training (sha256 {cfg['checkpoint_sha256'][:12]}... expected); pass checkpoint= the "
+                         "original file")
+    backbone = build_backbone(cfg["backbone"], pretrained, checkpoint, build["seed"], cfg.get("image_size"))
     model = TransferModel(backbone,
                           cfg["strategy"], cfg["num_classes"], cfg["layer"], cfg.get("class_names"),
                           **{k: v for k, v in (cfg.get("strategy_options") or {}).items() if v is not None})
+    if cfg.get("frozen_sha256") and frozen_digest(model) != cfg["frozen_sha256"]:
+        raise ValueError(f"cannot rebuild {path} as trained: the frozen {cfg['backbone']} weights built from "
+                         f"pretrained={pretrained}, checkpoint={checkpoint}, seed={build['seed']} differ from the "
+                         "ones it was trained on (config.json frozen_sha256)")
     _check_complete(model, path)
     load_model_state(model, path)
     return model.eval()

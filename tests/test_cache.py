@@ -156,3 +156,52 @@ def test_trainer_uses_a_disk_cache_on_the_second_run(tmp_path, small_test_split)
     train_mod.train(out=str(tmp_path / "b"), **kwargs)
     assert {p: (tmp_path / "c" / p / "features.npy").stat().st_mtime_ns for p in dirs} == stamps
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == dirs
+
+
+def test_tampered_disk_cache_content_is_rebuilt_with_a_warning(tmp_path, caplog):
+    """Labels shifted by one (meta.json untouched) must not be trained on: the content digest catches it."""
+    import numpy as np
+
+    data = _data()
+    cache.build_cache(_Counting(), data, "key", storage="disk", cache_dir=tmp_path, progress=False)
+    labels = np.load(tmp_path / "key" / "labels.npy")
+    np.save(tmp_path / "key" / "labels.npy", (labels + 1) % 4)
+    rebuilt = _Counting()
+    with caplog.at_level("WARNING", logger="sclft.cache"):
+        got = cache.build_cache(rebuilt, data, "key", storage="disk", cache_dir=tmp_path, progress=False)
+    assert rebuilt.seen == 20 and "digest" in caplog.text and str(tmp_path / "key") in caplog.text
+    assert [got[i][1] for i in range(20)] == [int(y) for y in torch.arange(20) % 4]
+    feats = np.load(tmp_path / "key" / "features.npy")
+    feats[3, 0] += 1.0  # one changed value is caught too
+    np.save(tmp_path / "key" / "features.npy", feats)
+    again = _Counting()
+    cache.build_cache(again, data, "key", storage="disk", cache_dir=tmp_path, progress=False)
+    assert again.seen == 20
+
+
+@pytest.mark.parametrize("storage", ["memory", "disk"])
+def test_non_finite_features_are_reported_as_the_cache(tmp_path, storage):
+    data = _data()
+    x = data.tensors[0].clone()
+    x[7, 2] = float("nan")
+    broken = torch.utils.data.TensorDataset(x, data.tensors[1])
+    with pytest.raises(cache.NonFiniteFeaturesError, match=r"feature cache.*1 of 20 rows, first at row 7"):
+        cache.build_cache(_Counting(), broken, "nan", storage=storage, cache_dir=tmp_path, progress=False)
+    assert not (tmp_path / "nan").exists() and not list(tmp_path.glob(".*partial"))
+
+
+def test_non_finite_values_in_a_valid_disk_cache_name_its_folder(tmp_path):
+    """A cache whose digest matches but holds inf (written by a broken backbone) is named, with its path."""
+    import numpy as np
+
+    data = _data()
+    cache.build_cache(_Counting(), data, "key", storage="disk", cache_dir=tmp_path, progress=False)
+    d = tmp_path / "key"
+    feats = np.load(d / "features.npy")
+    feats[5, 1] = np.inf
+    np.save(d / "features.npy", feats)
+    meta = json.loads((d / "meta.json").read_text())
+    meta["sha256"] = cache.content_digest(feats, np.load(d / "labels.npy"))
+    (d / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=f"disk feature cache {d}.*row 5"):
+        cache.build_cache(_Counting(), data, "key", storage="disk", cache_dir=tmp_path, progress=False)

@@ -48,8 +48,8 @@ def test_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
     train(tiny(tmp_path, "straight", epochs=2, strategy="layer_ft", eval_every=0))
     original = train_mod.save_checkpoint
 
-    def killed_after_epoch_1(out, model, opt, sched, epoch, gen, history):
-        path = original(out, model, opt, sched, epoch, gen, history)
+    def killed_after_epoch_1(accelerator, out, model, epoch, *args):
+        path = original(accelerator, out, model, epoch, *args)
         if epoch == 1:
             raise KeyboardInterrupt  # the process dies right after the epoch-1 checkpoint
         return path
@@ -69,8 +69,17 @@ def test_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
 
 
 def test_kill_mid_checkpoint_keeps_previous_readable(tmp_path, monkeypatch):
-    cfg = tiny(tmp_path, epochs=1)
-    train(cfg)
+    cfg = tiny(tmp_path, epochs=2)
+    original = train_mod.save_checkpoint
+
+    def stops_after_epoch_1(*args):
+        original(*args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "save_checkpoint", stops_after_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    monkeypatch.setattr(train_mod, "save_checkpoint", original)
     good = latest_checkpoint(cfg.out)
     assert good is not None and good.name == "epoch-0001"
     real_save = train_mod.save_file
