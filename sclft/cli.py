@@ -104,33 +104,116 @@ def add_train_flags(parser: argparse.ArgumentParser, only: Sequence[str] | None 
         parser.add_argument("--no-cache", dest="cache", action="store_const", const="off", help="same as --cache off")
 
 
-def _load_yaml(path: str) -> dict[str, Any]:
+def _load_yaml(path: str) -> tuple[dict[str, Any], Path]:
+    """The mapping in a YAML config file (a path, or NAME for configs/NAME.yaml) and the file it came from."""
     import yaml
 
     p = Path(path)
-    if not p.is_file() and (Path("configs") / f"{path}.yaml").is_file():
+    if not p.exists() and (Path("configs") / f"{path}.yaml").is_file():
         p = Path("configs") / f"{path}.yaml"
+    if not p.exists():
+        raise ValueError(f"--config {path}: no such file (give a YAML file or the NAME of configs/NAME.yaml)")
     if not p.is_file():
-        raise ValueError(f"config file not found: {path}")
-    values = yaml.safe_load(p.read_text()) or {}
+        raise ValueError(f"--config {path}: is a folder, not a YAML file")
+    try:
+        values = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ValueError(f"--config {p}: cannot read it ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"--config {p}: not a text (UTF-8) file") from None
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise ValueError(f"--config {p}: invalid YAML{at}: {getattr(e, 'problem', None) or e}") from None
+    if values is None:
+        return {}, p
     if not isinstance(values, dict):
-        raise ValueError(f"{p}: expected a mapping of TrainConfig fields")
-    return values
+        raise ValueError(f"{p}: expected a mapping of TrainConfig fields (key: value lines), got a "
+                         f"{type(values).__name__}")
+    return values, p
+
+
+def _per_strategy(section: Any, source: str) -> dict[str, dict[str, Any]]:
+    """The ``per_strategy`` section: strategy name → TrainConfig fields (each coerced and checked)."""
+    from .strategies import list_strategies
+
+    TrainConfig = _train_config_cls()
+    if section is None:
+        return {}
+    example = "per_strategy: {linear_probe: {lr: 0.01}}"
+    if not isinstance(section, dict):
+        raise ValueError(f"{source}: per_strategy must be a mapping of strategy name to fields, e.g. {example}; "
+                         f"got a {type(section).__name__}")
+    out = {}
+    for name, values in section.items():
+        where = f"{source}: per_strategy.{name}"
+        if name not in list_strategies():
+            raise ValueError(f"{where}: unknown strategy {name!r}; valid strategies: {', '.join(list_strategies())}")
+        if values is None:
+            values = {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{where} must be a mapping of TrainConfig fields, e.g. {example}; got {values!r}")
+        if "strategy" in values:
+            raise ValueError(f"{where}: 'strategy' cannot be set inside per_strategy")
+        out[name] = TrainConfig.coerce(values, where)
+    return out
+
+
+def _check_foreign(strategy: str, given: dict[str, Any], name_of: Callable[[str], str]) -> None:
+    """An explicitly given option that only other strategies use is an error (the default value is not)."""
+    import dataclasses as dc
+
+    TrainConfig = _train_config_cls()
+    defaults = {f.name: f.default for f in dc.fields(TrainConfig)}
+    for option, owners in TrainConfig.foreign_options(strategy).items():
+        if option in given and given[option] != defaults[option]:
+            raise ValueError(f"{name_of(option)} {given[option]} is an option of {' and '.join(owners)}; "
+                             f"strategy {strategy!r} does not use it")
 
 
 def config_from_args(args: argparse.Namespace):
-    """Defaults < YAML (--config; its `per_strategy` section for the chosen strategy) < explicit flags."""
+    """Defaults < YAML (--config; its `per_strategy` section for the chosen strategy) < explicit flags.
+
+    YAML values go through the field types as the flags do. The top level of a YAML file is shared by
+    all strategies, so its options of other strategies (e.g. ``layer`` for linear_probe) are dropped;
+    given as a flag or in the strategy's own ``per_strategy`` section they are an error.
+    """
+    from .strategies import get_strategy
+    from .train import ConfigError
+
     TrainConfig = _train_config_cls()
     values: dict[str, Any] = {}
+    sections: dict[str, dict[str, Any]] = {}
+    source = "config"
     if getattr(args, "config", None):
-        values = _load_yaml(args.config)
-    per_strategy = values.pop("per_strategy", {}) or {}
+        raw, path = _load_yaml(args.config)
+        source = str(path)
+        sections = _per_strategy(raw.pop("per_strategy", None), source)
+        values = TrainConfig.coerce(raw, source)
     flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
              if getattr(args, f.name, None) is not None}
     strategy = flags.get("strategy", values.get("strategy", TrainConfig.strategy))
-    values.update(per_strategy.get(strategy, {}))
+    get_strategy(strategy)
+    section = sections.get(strategy, {})
+    flag_name = lambda o: "--" + o.replace("_", "-")  # noqa: E731
+    _check_foreign(strategy, flags, flag_name)
+    _check_foreign(strategy, section, lambda o: f"{source}: per_strategy.{strategy}.{o}")
+    foreign = TrainConfig.foreign_options(strategy)
+    values = {k: v for k, v in values.items() if k not in foreign}
+    origin = {**{k: f"{source}: {k}" for k in values}, **{k: f"{source}: per_strategy.{strategy}.{k}" for k in section},
+              **{k: flag_name(k) for k in flags}}
+    values.update(section)
     values.update(flags)
-    return TrainConfig.from_dict(values).validate()
+    try:
+        return TrainConfig.from_dict(values).validate()
+    except ConfigError as e:  # say where the bad value came from
+        raise ValueError(f"{origin[e.key]}: {e}" if e.key in origin else str(e)) from None
+
+
+def _given(args: argparse.Namespace, names: Sequence[str]):
+    """A validated TrainConfig of the train flags a sub-command (probe, eval) was given."""
+    return _train_config_cls().from_dict({n: getattr(args, n) for n in names if getattr(args, n, None) is not None},
+                                         "flags").validate()
 
 
 # -------------------------------------------------------------------------------------------- list
@@ -157,11 +240,14 @@ def run_list(args) -> int:
 
 
 # -------------------------------------------------------------------------------------------- probe
+PROBE_FLAGS = ["backbone", "data", "data_dir", "image_size", "batch_size", "train_per_class", "seed", "pretrained",
+               "checkpoint", "num_workers", "progress"]
+
+
 @command("probe")
 def _probe_parser(sub) -> None:
     p = sub.add_parser("probe", help="layer-wise NC1 of a pretrained backbone on the downstream training data")
-    add_train_flags(p, only=["backbone", "data", "data_dir", "image_size", "batch_size", "train_per_class", "seed",
-                             "pretrained", "checkpoint", "num_workers", "progress"])
+    add_train_flags(p, only=PROBE_FLAGS)
     p.add_argument("--layers", default="all", help="'all' or comma-separated block names")
     p.add_argument("--pooling", default=None, help="avg | avg2x2 | flatten (conv); cls | mean_tokens | flatten (ViT)")
     p.add_argument("--split", default="train", choices=["train", "test", "val"])
@@ -172,22 +258,28 @@ def _probe_parser(sub) -> None:
 
 def run_probe(args) -> int:
     from .backbones import create_backbone
+    from .backbones.base import POOLERS
     from .data import TransformedDataset, build_transforms, load_dataset
     from .probe import probe
-    from .train import TrainConfig
+    from .train import check_out_dir
 
-    d = TrainConfig()
-    pick = lambda name: getattr(args, name) if getattr(args, name) is not None else getattr(d, name)  # noqa: E731
-    splits = load_dataset(pick("data"), pick("data_dir"), train_per_class=pick("train_per_class"), seed=pick("seed"))
-    backbone = create_backbone(pick("backbone"), pretrained=pick("pretrained"), checkpoint=pick("checkpoint"))
-    _, eval_tf = build_transforms(backbone.data_config, pick("image_size"))
+    cfg = _given(args, PROBE_FLAGS)
+    check_out_dir(args.out)
+    layers = "all" if args.layers == "all" else [s.strip() for s in args.layers.split(",")]
+    splits = load_dataset(cfg.data, cfg.data_dir, train_per_class=cfg.train_per_class, seed=cfg.seed)
+    backbone = create_backbone(cfg.backbone, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint)
+    for name in [] if layers == "all" else layers:
+        backbone.check_block(name)
+    if args.pooling is not None and args.pooling not in POOLERS[backbone.layout]:
+        raise ValueError(f"--pooling {args.pooling!r} is not valid for {backbone.name} ({backbone.layout} layout); "
+                         f"valid: {', '.join(POOLERS[backbone.layout])}")
+    _, eval_tf = build_transforms(backbone.data_config, cfg.image_size)
     split = getattr(splits, args.split)
     if split is None:
         raise ValueError(f"{splits.name} has no {args.split!r} split")
-    layers = "all" if args.layers == "all" else [s.strip() for s in args.layers.split(",")]
     res = probe(backbone, TransformedDataset(split, eval_tf), layers, pooling=args.pooling,
-                num_classes=splits.num_classes, normalize=args.normalize, batch_size=pick("batch_size"),
-                num_workers=pick("num_workers"), progress=pick("progress"))
+                num_classes=splits.num_classes, normalize=args.normalize, batch_size=cfg.batch_size,
+                num_workers=cfg.num_workers, progress=cfg.progress)
     out = Path(args.out)
     res.to_csv(out / "probe.csv")
     res.plot(out / "probe.png", title=f"Layer-wise NC1 — {backbone.name} on {splits.name} ({args.split})")
@@ -206,9 +298,10 @@ def _train_parser(sub) -> None:
 
 
 def run_train(args) -> int:
-    from .train import train
+    from .train import check_out_dir, train
 
     cfg = config_from_args(args)
+    check_out_dir(cfg.out)
     metrics = train(cfg)
     layer = metrics["layer"] or "-"
     print(
@@ -222,11 +315,14 @@ def run_train(args) -> int:
 
 
 # -------------------------------------------------------------------------------------------- eval
+EVAL_FLAGS = ["data", "data_dir", "image_size", "batch_size", "num_workers", "progress"]
+
+
 @command("eval")
 def _eval_parser(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a trained model directory on a dataset split")
     p.add_argument("--checkpoint", required=True, help="a `sclft train --out` directory")
-    add_train_flags(p, only=["data", "data_dir", "image_size", "batch_size", "num_workers", "progress"])
+    add_train_flags(p, only=EVAL_FLAGS)
     p.add_argument("--split", default="test", choices=["train", "test", "val"])
     p.set_defaults(func=run_eval)
 
@@ -234,9 +330,10 @@ def _eval_parser(sub) -> None:
 def run_eval(args) -> int:
     from .eval import evaluate_run
 
+    given = _given(args, EVAL_FLAGS)
     result = evaluate_run(args.checkpoint, data=args.data, split=args.split, data_dir=args.data_dir,
                           image_size=args.image_size, batch_size=args.batch_size or 64,
-                          num_workers=args.num_workers or 0, progress=args.progress is not False)
+                          num_workers=given.num_workers, progress=given.progress)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -257,8 +354,9 @@ def _failure_codes() -> dict[type, int]:
     from .data import DatasetUnavailableError
     from .train import NonFiniteLossError
 
+    # first match wins: a missing file is bad input; other OS errors (disk full, permissions) fail the run
     return {DatasetUnavailableError: 1, WeightsUnavailableError: 1, NonFiniteLossError: 1, FileNotFoundError: 2,
-            ValueError: 2}
+            ValueError: 2, OSError: 1}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,7 +29,13 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Accuracy and head-input NC1 of the model in ``run_dir`` (data / image size default to the run's)."""
     run_dir = Path(run_dir)
-    run = json.loads((run_dir / "train_config.json").read_text()) if (run_dir / "train_config.json").is_file() else {}
+    if not run_dir.is_dir():
+        what = "is a file, not a run folder" if run_dir.exists() else "no such run folder"
+        raise ValueError(f"--checkpoint {run_dir}: {what} (expected a `sclft train --out` folder)")
+    if not (run_dir / "config.json").is_file():
+        raise ValueError(f"--checkpoint {run_dir}: not a trained sclft model (no config.json; expected a "
+                         "`sclft train --out` folder of a finished run)")
+    run = _read_json(run_dir / "train_config.json") if (run_dir / "train_config.json").is_file() else {}
     data = data or run.get("data")
     if not data:
         raise ValueError("pass --data: the run directory does not record its dataset")
@@ -59,3 +65,13 @@ def evaluate_run(
         "accuracy": correct / len(y),
         "nc1": nc.nc1(torch.cat(feats), y, model.num_classes),
     }
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (ValueError, OSError) as e:
+        raise ValueError(f"{path}: unreadable ({e}); the run folder is damaged") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(value).__name__}; the run folder is damaged")
+    return value

@@ -43,6 +43,25 @@ def _as_tensor(x: ArrayLike) -> torch.Tensor:
     return x.detach()
 
 
+def _as_labels(labels: ArrayLike, device) -> torch.Tensor:
+    """Labels as int64; float labels must hold whole numbers (0.7 is an error, not class 0)."""
+    y = _as_tensor(labels).reshape(-1)
+    if y.is_floating_point() or y.is_complex():
+        bad = ~(torch.isfinite(y) & (y == y.round())) if not y.is_complex() else torch.ones_like(y, dtype=torch.bool)
+        if bool(bad.any()):
+            raise ValueError(f"labels must be whole class ids 0..K-1, got {y[bad][0].item()!r}")
+    elif y.dtype == torch.bool:
+        raise ValueError("labels must be class ids 0..K-1, got booleans")
+    return y.to(device=device, dtype=torch.long)
+
+
+def _check_finite(h: torch.Tensor) -> None:
+    if h.is_floating_point() and not bool(torch.isfinite(h).all()):
+        rows = int((~torch.isfinite(h)).reshape(h.shape[0], -1).any(1).sum())
+        raise ValueError(f"features contain non-finite values (NaN or inf) in {rows} of {h.shape[0]} rows; "
+                         "NC metrics need finite features")
+
+
 def _check_counts(counts: torch.Tensor, k: int) -> None:
     missing = torch.nonzero(counts == 0).flatten().tolist()
     if missing:
@@ -57,7 +76,7 @@ def _check_counts(counts: torch.Tensor, k: int) -> None:
 
 def _check_inputs(features: ArrayLike, labels: ArrayLike, num_classes: int | None):
     h = _as_tensor(features)
-    y = _as_tensor(labels).reshape(-1).to(device=h.device, dtype=torch.long)
+    y = _as_labels(labels, h.device)
     if h.ndim != 2:
         h = h.reshape(h.shape[0], -1)
     if h.shape[0] != y.shape[0]:
@@ -129,11 +148,12 @@ class NCAccumulator:
     def update(self, features: ArrayLike, labels: ArrayLike) -> None:
         h = _as_tensor(features)
         h = h.reshape(h.shape[0], -1)
-        y = _as_tensor(labels).reshape(-1).to(device=h.device, dtype=torch.long)
+        y = _as_labels(labels, h.device)
         if h.shape[0] != y.shape[0]:
             raise ValueError(f"features have {h.shape[0]} rows but labels have {y.shape[0]} entries")
         if not len(y):
             return
+        _check_finite(h)
         if self.phase == 0:
             self._add_sums(h, y)
         elif self.phase == 1:

@@ -23,15 +23,18 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import hashlib
+import inspect
 import json
 import logging
 import math
 import os
+import random
 import re
 import shutil
 import socket
 import time
 from contextlib import contextmanager, nullcontext
+import typing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -74,6 +77,14 @@ class NonFiniteLossError(RuntimeError):
 
 class RunFolderError(ValueError):
     """The ``--out`` folder cannot be used as asked: in use, holds another run, or its run files are damaged."""
+
+
+class ConfigError(ValueError):
+    """A TrainConfig field has a bad value; ``key`` names the field (the CLI says where it came from)."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
 
 
 @dataclass
@@ -119,32 +130,209 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> "TrainConfig":
+        """Check every field's type and value (no file or network access); returns ``self``.
+
+        Options of another strategy (``fuse`` with ``layer_ft``, a block name with ``linear_probe``) are
+        logged here; the CLI, which knows what was given explicitly, makes them an error.
+        """
+        kinds = _field_kinds(type(self))
+        for name, (kind, optional) in kinds.items():
+            value = getattr(self, name)
+            if not (value is None and optional) and not _is_kind(value, kind):
+                raise ConfigError(name, f"{name} must be {_KIND_WORDS[kind]}, got {value!r}")
+        from .selection import list_rules
+        from .strategies import get_strategy
+        from .strategies.scl_ft import FUSE_MODES, MATCH_MODES
+
+        try:
+            get_strategy(self.strategy)
+        except ValueError as e:
+            raise ConfigError("strategy", str(e)) from None
+        rules = ("auto", *list_rules())
+        infinite = [n for n, (k, _) in kinds.items() if k is float and not math.isfinite(getattr(self, n))]
         checks = [
-            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}"),
-            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
-            (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
-            (self.cache in CACHE_MODES, f"cache must be one of {', '.join(CACHE_MODES)}, got {self.cache!r}"),
-            (0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}"),
-            (self.train_per_class is None or self.train_per_class >= 1, "train_per_class must be >= 1"),
-            (self.image_size is None or self.image_size >= 8, f"image_size must be >= 8, got {self.image_size}"),
-            (0.0 <= self.label_smoothing < 1.0, "label_smoothing must be in [0, 1)"),
-            (self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}"),
+            (infinite[0] if infinite else "", not infinite,
+             ", ".join(f"{n}={getattr(self, n)}" for n in infinite) + ": must be a finite number"),
+            ("epochs", self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            ("lr", self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            ("batch_size", self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            ("grad_accum", self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}"),
+            ("weight_decay", self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            ("momentum", 0.0 <= self.momentum < 1.0, f"momentum must be in [0, 1), got {self.momentum}"),
+            ("momentum", self.optimizer != "sgd" or self.momentum > 0, "momentum must be > 0 for sgd (Nesterov)"),
+            ("warmup_epochs", self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}"),
+            ("num_workers", self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}"),
+            ("optimizer", self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
+            ("precision", self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
+            ("cache", self.cache in CACHE_MODES, f"cache must be one of {', '.join(CACHE_MODES)}, got {self.cache!r}"),
+            ("layer_rule", self.layer_rule in rules, f"layer_rule must be one of {', '.join(rules)}, got {self.layer_rule!r}"),
+            ("fuse", self.fuse in FUSE_MODES, f"fuse must be one of {', '.join(FUSE_MODES)}, got {self.fuse!r}"),
+            ("match", self.match in MATCH_MODES, f"match must be one of {', '.join(MATCH_MODES)}, got {self.match!r}"),
+            ("val_fraction", 0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}"),
+            ("train_per_class", self.train_per_class is None or self.train_per_class >= 1,
+             f"train_per_class must be >= 1, got {self.train_per_class}"),
+            ("image_size", self.image_size is None or self.image_size >= 8, f"image_size must be >= 8, got {self.image_size}"),
+            ("label_smoothing", 0.0 <= self.label_smoothing < 1.0, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
+            ("eval_every", self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}"),
         ]
-        for ok, message in checks:
+        for key, ok, message in checks:
             if not ok:
-                raise ValueError(message)
+                raise ConfigError(key, message)
+        try:
+            _check_extra(self.extra)
+        except ValueError as e:
+            raise ConfigError("extra", str(e)) from None
+        foreign = [f"{n}={getattr(self, n)!r}" for n in self.foreign_options(self.strategy)
+                   if n != "layer_rule" and getattr(self, n) != _default(n)]
+        if foreign:
+            log.warning("strategy %r does not use %s (ignored)", self.strategy, ", ".join(foreign))
         return self
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+    def foreign_options(cls, strategy: str) -> dict[str, list[str]]:
+        """Fields that only other strategies use → the strategies that do (``layer`` for block strategies,
+        ``fuse``/``match`` for the strategies whose constructor takes them)."""
+        from .strategies import get_strategy, list_strategies
+
+        def takes(name: str, option: str) -> bool:
+            s = get_strategy(name)
+            if option in ("layer", "layer_rule"):
+                return s.uses_layer
+            return option in inspect.signature(s.__init__).parameters
+
+        options = ["layer", "layer_rule", *_STRATEGY_OPTION_FIELDS]
+        return {o: [s for s in list_strategies() if takes(s, o)] for o in options if not takes(strategy, o)}
+
+    def strategy_options(self) -> dict[str, Any]:
+        """The fields that the chosen strategy's constructor takes (e.g. ``fuse``, ``match`` for scl_ft)."""
+        from .strategies import get_strategy
+
+        params = inspect.signature(get_strategy(self.strategy).__init__).parameters
+        return {name: getattr(self, name) for name in _STRATEGY_OPTION_FIELDS if name in params}
+
+    def check_backbone(self, backbone) -> None:
+        """What needs the built backbone, checked before any heavy step: the block name, the selection
+        candidates and the strategy's own checks (options, e.g. zero_shot needs a CLIP text tower)."""
+        from .selection import selection_options
+        from .strategies import get_strategy
+
+        strategy = get_strategy(self.strategy)
+        if not strategy.uses_layer:
+            strategy(backbone, None, **self.strategy_options())
+            return
+        if self.layer == "auto":
+            for name in selection_options(self).get("candidates") or []:
+                backbone.check_block(name)
+        strategy(backbone, backbone.check_block(self.layer) if self.layer != "auto" else backbone.blocks[0],
+                 **self.strategy_options())
+
+    @classmethod
+    def coerce(cls, values: dict[str, Any], source: str = "config") -> dict[str, Any]:
+        """Values (e.g. from YAML) converted through the field types as the CLI flags are: ``"1e-3"`` → 0.001
+        for a float, ``2.7`` or ``"two"`` for an int is an error naming ``source`` and the key."""
+        kinds = _field_kinds(cls)
+        unknown = sorted(set(values) - set(kinds))
         if unknown:
-            raise ValueError(f"unknown config keys: {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
-        return cls(**values)
+            raise ValueError(f"{source}: unknown config keys: {', '.join(map(str, unknown))}; "
+                             f"valid keys: {', '.join(sorted(kinds))}")
+        return {k: _coerce(v, *kinds[k], f"{source}: {k}") for k, v in values.items()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
+        return cls(**cls.coerce(values, source))
+
+
+# fields that are constructor options of some strategy (``TrainConfig.foreign_options`` asks which)
+_STRATEGY_OPTION_FIELDS = ("fuse", "match")
+# keys of TrainConfig.extra; "selection" holds sclft.selection.DEFAULT_OPTIONS overrides
+EXTRA_KEYS = ("selection",)
+_KIND_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping"}
+
+
+def _default(name: str) -> Any:
+    f = TrainConfig.__dataclass_fields__[name]
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+
+
+def _field_kinds(cls) -> dict[str, tuple[type, bool]]:
+    """Field name → (type, optional) from the annotations (``int | None`` → (int, True))."""
+    kinds = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        kinds[name] = (args[0] if args else hint, type(None) in typing.get_args(hint))
+    return kinds
+
+
+def _is_kind(value: Any, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _coerce(value: Any, kind: type, optional: bool, where: str) -> Any:
+    """One value through the type its CLI flag has (argparse ``type=int`` / ``float``)."""
+    if value is None:
+        if optional:
+            return None
+        raise ValueError(f"{where} must be {_KIND_WORDS.get(kind, kind.__name__)}, got null")
+    if kind is str and isinstance(value, bool):
+        raise ValueError(f"{where} must be a string, got {value!r}: YAML reads an unquoted yes/no/on/off/true/false "
+                         f"as a boolean; quote it, e.g. '{'no' if value is False else 'yes'}'")
+    if kind in (int, float, str) and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        if kind is int and isinstance(value, float):
+            if value.is_integer():
+                return int(value)
+            raise ValueError(f"{where} must be an integer, got {value!r}")
+        try:
+            return kind(value)
+        except ValueError:
+            raise ValueError(f"{where} must be {_KIND_WORDS[kind]}, got {value!r}") from None
+    if not _is_kind(value, kind):
+        raise ValueError(f"{where} must be {_KIND_WORDS.get(kind, kind.__name__)}, got {value!r}")
+    return value
+
+
+def _check_extra(extra: dict) -> None:
+    """``extra`` holds only :data:`EXTRA_KEYS`; its ``selection`` options are known and well-typed."""
+    from .selection import DEFAULT_OPTIONS, PROFILE_PICKS
+
+    unknown = sorted(set(extra) - set(EXTRA_KEYS))
+    if unknown:
+        raise ValueError(f"unknown extra keys: {', '.join(map(str, unknown))}; valid: {', '.join(EXTRA_KEYS)}")
+    sel = extra.get("selection") or {}
+    if not isinstance(sel, dict):
+        raise ValueError(f"extra.selection must be a mapping of selection options, got {sel!r}")
+    unknown = sorted(set(sel) - set(DEFAULT_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown selection options: {', '.join(map(str, unknown))}; valid: {', '.join(DEFAULT_OPTIONS)}")
+    count = lambda v: _is_kind(v, int) and v >= 1  # noqa: E731
+    rules = {
+        "candidates": (lambda v: v is None or (isinstance(v, list) and all(isinstance(n, str) for n in v)),
+                       "a list of block names"),
+        "profile_per_class": (count, "an integer >= 1"),
+        "trial_per_class": (lambda v: _is_kind(v, int) and v >= 2, "an integer >= 2"),
+        "trial_epochs": (count, "an integer >= 1"),
+        "trial_holdout": (lambda v: _is_kind(v, float) and 0 < v < 1, "a number in (0, 1)"),
+        "profile_pick": (lambda v: v is None or v in PROFILE_PICKS, f"one of {', '.join(PROFILE_PICKS)}"),
+    }
+    for key, value in sel.items():
+        ok, what = rules.get(key, (lambda v: True, ""))
+        if not ok(value):
+            raise ValueError(f"extra.selection.{key} must be {what}, got {value!r}")
+
+
+def check_out_dir(path: str | Path, flag: str = "--out") -> None:
+    """Fail before any work when ``path`` cannot become a writable folder (e.g. it lies under a file)."""
+    p = Path(path)
+    probe = p
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"{flag} {path}: {probe} exists and is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path}: {probe} is not writable")
 
 
 # ------------------------------------------------------------------------------------------ pieces
@@ -480,6 +668,7 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
 
     cfg = dataclasses.replace(cfg or TrainConfig(), **overrides).validate()
     out = Path(cfg.out)
+    check_out_dir(out)
     AcceleratorState._reset_state()  # several runs in one process may use different precisions
     accelerator = Accelerator(
         cpu=_cpu_processes(),
@@ -510,6 +699,7 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
     splits = load_dataset(cfg.data, cfg.data_dir, train_per_class=cfg.train_per_class,
                           val_fraction=cfg.val_fraction, seed=cfg.seed)
     backbone = build_backbone(cfg.backbone, cfg.pretrained, cfg.checkpoint, cfg.seed, cfg.image_size)
+    cfg.check_backbone(backbone)  # block names, selection candidates, strategy options: before any heavy step
     selection = resumed.get("layer_selection")
     layer = resumed.get("layer") or cfg.layer
     from .strategies import get_strategy

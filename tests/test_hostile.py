@@ -1,0 +1,187 @@
+"""Hostile input, table-driven: every case exits 2 (bad input) with a message naming the bad thing, prints
+no traceback, and leaves every file that was there before untouched.
+
+Each case runs in its own ``tmp_path`` (the placeholder ``{tmp}``) holding:
+
+* ``{old}`` — an earlier finished run (``runs/old``: metrics, model, checkpoint), hashed before and after;
+* ``{new}`` — a fresh ``--out`` (``runs/new``, not created);
+* ``{file}`` — a regular file, for paths that lead through a file;
+* the case's own ``files`` (relative path → text or bytes), e.g. YAML configs.
+
+To add a case, append a :class:`Case` to ``CASES``; ``setup`` may change the tmp folder further (e.g. damage
+a file of ``{old}``). ``subprocess=True`` runs the real ``python -m sclft.cli`` instead of ``main()``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from sclft.cli import main
+
+# random-weight resnet18 on digits at 16 px: nothing here downloads or trains for long
+TINY = ["--backbone", "resnet18", "--no-pretrained", "--data", "digits", "--image-size", "16",
+        "--train-per-class", "5", "--epochs", "1", "--batch-size", "16", "--no-progress"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Case:
+    id: str
+    argv: list[str]  # placeholders: {tmp}, {old}, {new}, {file}
+    says: tuple[str, ...]  # substrings of stderr (the bad key / flag / path, and what is valid)
+    files: dict[str, str | bytes] = field(default_factory=dict)
+    code: int = 2
+    setup: Callable[[Path], None] | None = None
+    subprocess: bool = False
+    not_in_stdout: tuple[str, ...] = ()  # e.g. proof that no heavy step ran before the error
+
+
+def train(*flags: str, out: str = "{new}") -> list[str]:
+    return ["train", *TINY, "--cache-dir", "{tmp}/cache", *flags, "--out", out]
+
+
+def yaml_case(id: str, text: str, says: tuple[str, ...], *flags: str, **kw) -> Case:
+    return Case(id, train("--config", "{tmp}/cfg.yaml", *flags, out=kw.pop("out", "{old}")), ("cfg.yaml", *says),
+                files={"cfg.yaml": text}, **kw)
+
+
+NO_SELECTION = ("layer auto (",)  # train() prints this once layer selection ran
+
+CASES = [
+    # ---- YAML configs (the earlier run is the --out: it must survive)
+    yaml_case("yaml-syntax", "lr: [1\nepochs: 2\n", ("invalid YAML", "line 2")),
+    yaml_case("yaml-not-a-mapping", "- lr\n- epochs\n", ("mapping",)),
+    yaml_case("yaml-epochs-float", "epochs: 2.7\n", ("epochs", "integer", "2.7")),
+    yaml_case("yaml-epochs-word", "epochs: two\n", ("epochs", "integer", "two")),
+    yaml_case("yaml-lr-list", "lr: [0.1]\n", ("lr", "number")),
+    yaml_case("yaml-epochs-null", "epochs:\n", ("epochs", "null")),
+    yaml_case("yaml-precision-unquoted-no", "precision: no\n", ("precision", "quote")),
+    yaml_case("yaml-unknown-key", "lrr: 0.1\n", ("lrr", "valid keys")),
+    yaml_case("yaml-per-strategy-list", "per_strategy:\n  - lr: 0.1\n", ("per_strategy", "mapping")),
+    yaml_case("yaml-per-strategy-entry-scalar", "per_strategy:\n  scl_ft: 3\n", ("per_strategy.scl_ft", "mapping")),
+    yaml_case("yaml-per-strategy-unknown-strategy", "per_strategy:\n  scl: {lr: 0.1}\n", ("scl", "scl_ft")),
+    yaml_case("yaml-per-strategy-unknown-key", "per_strategy:\n  layer_ft: {lrr: 0.1}\n",
+              ("per_strategy.layer_ft", "lrr")),
+    yaml_case("yaml-per-strategy-bad-type", "per_strategy:\n  full_ft: {epochs: 1.5}\n",
+              ("per_strategy.full_ft", "epochs")),
+    yaml_case("yaml-per-strategy-foreign-option", "per_strategy:\n  layer_ft: {fuse: concat}\n",
+              ("per_strategy.layer_ft.fuse", "scl_ft"), "--strategy", "layer_ft", "--layer", "layer1.0"),
+    yaml_case("yaml-extra-not-mapping", "extra: 3\n", ("extra", "mapping")),
+    yaml_case("yaml-selection-unknown-option", "extra: {selection: {bogus: 1}}\n", ("bogus", "profile_per_class")),
+    yaml_case("yaml-selection-bad-pick", "extra: {selection: {profile_pick: best}}\n", ("profile_pick", "min")),
+    Case("yaml-selection-unknown-candidate", train("--config", "{tmp}/cfg.yaml", out="{old}"), ("layer9", "valid layers"),
+         files={"cfg.yaml": "extra: {selection: {candidates: [layer9]}}\n"}, not_in_stdout=NO_SELECTION),
+    Case("config-missing", train("--config", "{tmp}/nope.yaml"), ("nope.yaml", "no such file")),
+    Case("config-is-a-folder", train("--config", "{tmp}/runs"), ("runs", "folder")),
+    Case("config-binary", train("--config", "{tmp}/cfg.yaml"), ("cfg.yaml", "UTF-8"),
+         files={"cfg.yaml": b"\xff\xfe\x00\x01"}),
+    # ---- options: checked before any heavy step (layer selection, caching, training)
+    Case("fuse-unknown", train("--fuse", "nope"), ("fuse", "add, concat"), not_in_stdout=NO_SELECTION),
+    Case("match-unknown", train("--match", "nope"), ("match", "repeat")),
+    Case("layer-unknown", train("--layer", "layer9"), ("layer9", "valid layers")),
+    Case("layer-rule-unknown", train("--layer-rule", "nope"), ("layer_rule", "profile")),
+    Case("fuse-with-layer-ft", train("--strategy", "layer_ft", "--layer", "layer1.0", "--fuse", "concat"),
+         ("--fuse", "layer_ft", "scl_ft")),
+    Case("layer-with-linear-probe", train("--strategy", "linear_probe", "--layer", "layer1.0"),
+         ("--layer", "linear_probe")),
+    Case("layer-with-full-ft", train("--strategy", "full_ft", "--layer", "layer1.0"), ("--layer", "full_ft")),
+    Case("layer-rule-with-zero-shot", train("--strategy", "zero_shot", "--layer-rule", "trial"),
+         ("--layer-rule", "zero_shot")),
+    Case("zero-shot-without-clip", train("--strategy", "zero_shot"), ("zero_shot", "CLIP")),
+    Case("strategy-unknown", train("--strategy", "lora"), ("lora", "valid strategies")),
+    Case("weight-decay-negative", train("--weight-decay", "-1"), ("weight_decay", "-1")),
+    Case("warmup-negative", train("--warmup-epochs", "-2"), ("warmup_epochs",)),
+    Case("num-workers-negative", train("--num-workers", "-1"), ("num_workers",), not_in_stdout=NO_SELECTION),
+    Case("momentum-negative", train("--momentum", "-0.5"), ("momentum",)),
+    Case("lr-infinite", train("--lr", "inf"), ("lr=inf", "finite")),
+    Case("lr-nan", train("--lr", "nan"), ("lr=nan", "finite")),
+    Case("epochs-not-an-int", train("--epochs", "2.7"), ("--epochs", "2.7")),
+    Case("out-under-a-file", train(out="{file}/run"), ("--out", "file")),
+    # ---- eval / probe / the other sub-commands
+    Case("eval-missing-run", ["eval", "--checkpoint", "{tmp}/MISSING"], ("MISSING", "no such run folder")),
+    Case("eval-missing-run-subprocess", ["eval", "--checkpoint", "{tmp}/MISSING"], ("no such run folder",),
+         subprocess=True),
+    Case("eval-run-is-a-file", ["eval", "--checkpoint", "{file}"], ("file", "not a run folder")),
+    Case("eval-not-a-run", ["eval", "--checkpoint", "{tmp}/runs"], ("runs", "config.json")),
+    Case("eval-batch-size-0", ["eval", "--checkpoint", "{old}", "--batch-size", "0"], ("batch_size",)),
+    Case("probe-unknown-layer", ["probe", *TINY[:9], "--layers", "nope", "--out", "{new}"], ("nope", "valid layers")),
+    Case("probe-unknown-pooling", ["probe", *TINY[:9], "--pooling", "nope", "--out", "{new}"], ("nope", "avg2x2")),
+    Case("probe-image-size-0", ["probe", *TINY[:5], "--image-size", "0", "--out", "{new}"], ("image_size",)),
+    Case("probe-out-under-a-file", ["probe", *TINY[:9], "--out", "{file}/p"], ("--out", "file")),
+    Case("list-unknown", ["list", "nope"], ("nope", "strategies")),
+    Case("bench-unknown-suite", ["bench", "--suite", "nope", "--out", "{new}"], ("nope", "smoke")),
+    Case("dln-unknown-flag", ["dln", "parsimony", "--out", "{new}", "--bad"], ("--bad",)),
+]
+
+
+def fake_run(root: Path) -> None:
+    """The files of a finished run (content is what matters here: it must not change)."""
+    (root / "checkpoint" / "epoch-0001").mkdir(parents=True)
+    save_file({"head.weight": torch.arange(20.0).reshape(2, 10), "head.bias": torch.zeros(2)},
+              str(root / "model.safetensors"))
+    for name in ("model.safetensors",):
+        (root / "checkpoint" / "epoch-0001" / name).write_bytes((root / name).read_bytes())
+    (root / "config.json").write_text(json.dumps({"backbone": "resnet18", "strategy": "linear_probe", "layer": None,
+                                                  "num_classes": 10, "class_names": None, "strategy_options": {}}))
+    (root / "train_config.json").write_text(json.dumps({"backbone": "resnet18", "data": "digits", "pretrained": False}))
+    (root / "metrics.json").write_text(json.dumps({"test_accuracy": 0.5, "epochs": 1}))
+    (root / "checkpoint" / "latest.json").write_text(json.dumps({"epoch": 1, "path": "epoch-0001"}))
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file under ``root`` → sha256 of its bytes (folders that hold no file do not count)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def run_cli(argv: list[str], capsys, in_subprocess: bool) -> tuple[int, str, str]:
+    if in_subprocess:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+        env.pop("SCLFT_DEBUG", None)
+        done = subprocess.run([sys.executable, "-m", "sclft.cli", *argv], capture_output=True, text=True, env=env,
+                              timeout=120)
+        return done.returncode, done.stdout, done.stderr
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_hostile_input(case: Case, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("SCLFT_DEBUG", raising=False)
+    fake_run(tmp_path / "runs" / "old")
+    (tmp_path / "file").write_text("a regular file\n")
+    for name, content in case.files.items():
+        target = tmp_path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (target.write_bytes if isinstance(content, bytes) else target.write_text)(content)
+    if case.setup:
+        case.setup(tmp_path)
+    places = {"tmp": tmp_path, "old": tmp_path / "runs" / "old", "new": tmp_path / "runs" / "new",
+              "file": tmp_path / "file"}
+    argv = [a.format(**{k: str(v) for k, v in places.items()}) for a in case.argv]
+    before = snapshot(tmp_path)
+
+    code, out, err = run_cli(argv, capsys, case.subprocess)
+
+    assert "Traceback" not in err + out
+    assert code == case.code, f"exit {code}\nstdout: {out}\nstderr: {err}"
+    for text in case.says:
+        assert text in err, f"{text!r} not in stderr: {err}"
+    for text in case.not_in_stdout:
+        assert text not in out, f"{text!r} printed before the error: {out}"
+    assert snapshot(tmp_path) == before  # nothing written, nothing earlier changed
