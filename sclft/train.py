@@ -55,6 +55,7 @@ class TrainConfig:
     strategy: str = "scl_ft"
     layer: str = "auto"  # a block name, or "auto" (chosen by NC1, see sclft.selection)
     layer_rule: str = "auto"
+    max_params: float = 8.0  # --layer auto: only blocks training at most this % of the parameters (selection)
     epochs: int = 10
     lr: float = 1e-3
     batch_size: int = 64
@@ -100,6 +101,7 @@ class TrainConfig:
             (self.train_per_class is None or self.train_per_class >= 1, "train_per_class must be >= 1"),
             (self.image_size is None or self.image_size >= 8, f"image_size must be >= 8, got {self.image_size}"),
             (0.0 <= self.label_smoothing < 1.0, "label_smoothing must be in [0, 1)"),
+            (self.max_params > 0, f"max_params must be > 0 (a percent of the parameters), got {self.max_params}"),
             (self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}"),
         ]
         for ok, message in checks:
