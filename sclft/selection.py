@@ -23,6 +23,7 @@ Options come from ``cfg.extra["selection"]`` (see :data:`DEFAULT_OPTIONS`).
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 from typing import Any, Callable, Sequence
@@ -36,6 +37,7 @@ from .backbones import Backbone
 from .data import DatasetSplits, LabelSubset, TransformedDataset, build_transforms, targets_of
 from .data.subsets import few_shot_indices, stratified_split_indices
 
+log = logging.getLogger("sclft.selection")
 Curve = Sequence[tuple[str, float]]  # (block, NC1) in network order
 # rule name -> fn(backbone, splits, cfg, device) -> {"layer": name, "rule": name, ...evidence}
 _RULES: dict[str, Callable[..., dict[str, Any]]] = {}
@@ -85,17 +87,18 @@ def candidate_blocks(backbone: Backbone, options: dict[str, Any], max_params: fl
                      num_classes: int = 10) -> list[str]:
     """The given candidates, else every block but the last (its pooled output *is* the penultimate
     feature, so SCL-FT's skip would only double it); then only those whose :func:`block_share` is at
-    most ``max_params`` percent (``None``: no budget)."""
+    most ``max_params`` percent (``None``: no budget); when none is, the smallest ones (with a warning)."""
     names = options.get("candidates")
     blocks = list(backbone.blocks)[:-1] if not names else [backbone.check_block(n) for n in names]
     if max_params is None:
         return blocks
-    kept = [b for b in blocks if block_share(backbone, b, num_classes) <= max_params]
-    if not kept:
-        smallest = min(blocks, key=lambda b: block_share(backbone, b, num_classes))
-        raise ValueError(f"no candidate block trains at most max_params={max_params}% of the parameters (the "
-                         f"smallest, {smallest}, trains {block_share(backbone, smallest, num_classes):.2f}%); "
-                         "raise --max-params")
+    shares = {b: block_share(backbone, b, num_classes) for b in blocks}
+    kept = [b for b in blocks if shares[b] <= max_params]
+    if not kept:  # e.g. a ViT-B block is 8.1 %: the smallest blocks, rather than no choice at all
+        kept = [b for b in blocks if shares[b] == min(shares.values())]
+        log.warning("no candidate block trains at most max_params=%s%% of the parameters; choosing among the "
+                    "smallest (%s: %.2f%%); raise --max-params to widen the choice", max_params, kept[0],
+                    shares[kept[0]])
     return kept
 
 
