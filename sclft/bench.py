@@ -138,24 +138,56 @@ def _run_id(backbone: str, dataset: str, config: dict[str, Any], variant: str) -
 
 
 @functools.lru_cache(maxsize=None)
-def _blocks_of(name: str) -> tuple[str, ...]:
-    """Candidate blocks of a backbone, built without weights (on the meta device when the family allows)."""
+def _meta_backbone(name: str):
+    """A backbone built without weights (on the meta device when the family allows): block names and sizes."""
     import torch
 
     from .backbones import create_backbone
 
     try:
         with torch.device("meta"):
-            return tuple(create_backbone(name, pretrained=False).blocks)
+            return create_backbone(name, pretrained=False)
     except (NotImplementedError, RuntimeError):
-        return tuple(create_backbone(name, pretrained=False).blocks)
+        return create_backbone(name, pretrained=False)
 
 
-def _group_layers(group: dict[str, Any], backbone_name: str) -> list[str]:
+def _blocks_of(name: str) -> tuple[str, ...]:
+    return tuple(_meta_backbone(name).blocks)
+
+
+@functools.lru_cache(maxsize=None)
+def _num_classes(entry: str) -> int:
+    """A dataset entry's (JSON) ``num_classes``, else read from the data (needed for the parameter budget)."""
+    d = json.loads(entry)
+    if d.get("num_classes"):
+        return int(d["num_classes"])
+    from .data import load_dataset
+
+    return load_dataset(dataset_ref(d), d.get("data_dir")).num_classes
+
+
+def selection_budget(suite: dict[str, Any], group: dict[str, Any]) -> float | None:
+    """The group's ``max_params`` (percent), else the suite defaults', else TrainConfig's; ``null`` = none."""
+    from .train import TrainConfig
+
+    for source in (group, suite.get("defaults", {})):
+        if "max_params" in source:
+            return source["max_params"]
+    return TrainConfig.max_params
+
+
+def _group_layers(group: dict[str, Any], backbone_name: str, dataset: dict[str, Any] | None = None,
+                  budget: float | None = None) -> list[str]:
+    """``layers: all`` = the selection candidates (given ``candidates`` or every block but the last) within
+    the parameter budget, in network order."""
+    from .selection import candidate_blocks
+
     layers = group.get("layers", ["auto"])
-    if layers == "all":
-        return list(group.get("candidates") or _blocks_of(backbone_name))
-    return list(layers)
+    if layers != "all":
+        return list(layers)
+    num_classes = _num_classes(json.dumps(dataset or {}, sort_keys=True)) if budget is not None else 10
+    return candidate_blocks(_meta_backbone(backbone_name), {"candidates": group.get("candidates")}, budget,
+                            num_classes)
 
 
 def expand_suite(suite: dict[str, Any]) -> list[Run]:
@@ -176,7 +208,7 @@ def expand_suite(suite: dict[str, Any]) -> list[Run]:
             strategies = [*group.get("strategies", []), *extra]
             grid = itertools.product(strategies, group.get("seeds", [0]), group.get("train_per_class", [None]),
                                      group.get("variants", [{}]),
-                                     _group_layers(group, b["name"]))
+                                     _group_layers(group, b["name"], d, selection_budget(suite, group)))
             for strategy, seed, tpc, variant, layer in grid:
                 uses_layer = get_strategy(strategy).uses_layer
                 if not uses_layer and (layer != "auto" or variant):
@@ -197,16 +229,25 @@ def expand_suite(suite: dict[str, Any]) -> list[Run]:
 
 # ------------------------------------------------------------------------------------------ cost
 def estimate_seconds(run: Run, suite: dict[str, Any]) -> float:
-    """Rough cost from the suite's dataset sizes and the backbone's images/s (``--dry-run``)."""
+    """Rough cost from the suite's dataset sizes and the backbone's images/s (``--dry-run``).
+
+    A swept block's trained tail is taken as the share of blocks from it to the end; evaluation on the
+    test split counts once per ``eval_every`` epochs (once for ``eval_every: 0``).
+    """
     b = next(e for e in _entries(suite["backbones"]) if _label(e) == run.backbone)
     d = next(e for e in _entries(suite["datasets"]) if _label(e) == run.dataset)
     k = d.get("num_classes", 10)
     n_train = min(d.get("train_size", 10_000), k * (run.train_per_class or 10**9))
     n_test = k * d["test_per_class"] if d.get("test_per_class") else d.get("test_size", 10_000)
-    epochs = run.config.get("epochs", 10)
+    epochs, every = run.config.get("epochs", 10), run.config.get("eval_every", 1)
     tail, cached = COST_MODEL.get(run.strategy, (1.0, False))
-    per_epoch = 3 * tail * n_train + tail * n_test
-    images = epochs * per_epoch + (n_train + n_test) * (1 if cached else 1 + epochs)
+    layer = run.config.get("layer")
+    if 0.0 < tail < 1.0 and layer not in (None, "auto"):
+        blocks = _blocks_of(b["name"])
+        tail = (len(blocks) - blocks.index(layer)) / len(blocks) if layer in blocks else tail
+    evals = max(1, epochs // every) if every else 1
+    images = epochs * 3 * tail * n_train + (evals * n_test + n_train) * (tail if cached else 1.0)
+    images += (n_train + n_test) if cached else 0
     return images / float(b.get("images_per_second", suite.get("images_per_second", 500)))
 
 
@@ -243,44 +284,76 @@ def _probe_runs(runs: list[Run]) -> set[str]:
 
 
 def _selection_cells(suite: dict[str, Any], runs: list[Run]) -> dict[str, list[Run]]:
-    """Sweep runs grouped by (backbone, dataset, seed, train size, variant): one selection problem each."""
+    """Sweep runs grouped by (backbone, dataset, strategy, train size, variant): one selection problem
+    each, over all seeds (accuracies are averaged over seeds; rules are applied per seed)."""
     cells: dict[str, list[Run]] = {}
     for r in runs:
         if "selection" in r.groups and r.config["layer"] != "auto":
-            key = f"{r.backbone}|{r.dataset}|{r.strategy}|n{r.train_per_class or 'all'}|s{r.seed}|{r.variant}"
+            key = f"{r.backbone}|{r.dataset}|{r.strategy}|n{r.train_per_class or 'all'}|{r.variant}"
             cells.setdefault(key, []).append(r)
     return cells
 
 
-def _selection_file(out: Path, key: str, rule: str) -> Path:
-    safe = hashlib.sha1(key.encode()).hexdigest()[:10]
-    return out / "selection" / f"{key.split('|')[0]}-{key.split('|')[1]}-{rule}-{safe}.json"
+def _rule_tasks(suite: dict[str, Any], runs: list[Run]) -> list[tuple[str, int, str]]:
+    """(cell, seed, rule) for every rule of the selection group, in a fixed order (sharded like runs)."""
+    rules = suite.get("groups", {}).get("selection", {}).get("rules", [])
+    return [(key, seed, rule) for key, cell in _selection_cells(suite, runs).items()
+            for seed in sorted({r.seed for r in cell}) for rule in rules]
 
 
-def run_rules(suite: dict[str, Any], runs: list[Run], out: Path, say: Callable[[str], None] = print) -> None:
-    """Apply every rule of the selection group to each sweep cell (cached in ``out/selection``)."""
+def _selection_file(key: str, seed: int, rule: str) -> str:
+    """Path of one rule's evidence, relative to the bench folder."""
+    safe = hashlib.sha1(f"{key}|s{seed}".encode()).hexdigest()[:10]
+    return f"selection/{key.split('|')[0]}-{key.split('|')[1]}-s{seed}-{rule}-{safe}.json"
+
+
+def _roots(out: Path | list[Path]) -> list[Path]:
+    return [Path(p) for p in out] if isinstance(out, (list, tuple)) else [Path(out)]
+
+
+def _find(out: Path | list[Path], relative: str) -> Path | None:
+    """``relative`` under the first bench folder that has it (``--report`` merges several folders)."""
+    return next((root / relative for root in _roots(out) if (root / relative).exists()), None)
+
+
+def shard(items: list, spec: str | None) -> list:
+    """Items ``I-1, I-1+N, …`` of ``items`` for ``spec = "I/N"`` (1 <= I <= N); all of them for ``None``."""
+    if not spec:
+        return list(items)
+    index, sep, count = spec.partition("/")
+    if not (sep and index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
+        raise ValueError(f"--shard must be I/N with 1 <= I <= N (e.g. 2/8), got {spec!r}")
+    return list(items)[int(index) - 1::int(count)]
+
+
+def run_rules(suite: dict[str, Any], runs: list[Run], out: Path, say: Callable[[str], None] = print,
+              only: str | None = None) -> None:
+    """Apply every rule of the selection group to each sweep cell and seed (cached in ``out/selection``)."""
     from .backbones import create_backbone
     from .data import load_dataset
     from .selection import select_layer
     from .train import TrainConfig
 
     group = suite.get("groups", {}).get("selection", {})
-    for key, cell in _selection_cells(suite, runs).items():
-        for rule in group.get("rules", []):
-            path = _selection_file(out, key, rule)
-            if path.is_file():
-                continue
-            config = {**cell[0].config, "layer": "auto", "layer_rule": rule}
-            extra = dict(config.get("extra") or {})
-            extra["selection"] = {**extra.get("selection", {}), **group.get("options", {}),
-                                  "candidates": [r.config["layer"] for r in cell]}
-            cfg = TrainConfig.from_dict({**config, "extra": extra})
-            splits = load_dataset(cfg.data, cfg.data_dir, train_per_class=cfg.train_per_class,
-                                  val_fraction=cfg.val_fraction, seed=cfg.seed)
-            backbone = create_backbone(cfg.backbone, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint)
-            result = select_layer(backbone, splits, cfg, device=_device())
-            atomic_write_json(path, {"cell": key, **result})
-            say(f"selection {key} {rule}: {result['layer']} ({result['seconds']:.1f} s)")
+    cells = _selection_cells(suite, runs)
+    budget = selection_budget(suite, group)
+    for key, seed, rule in shard(_rule_tasks(suite, runs), only):
+        path = out / _selection_file(key, seed, rule)
+        if path.is_file():
+            continue
+        cell = [r for r in cells[key] if r.seed == seed]
+        config = {**cell[0].config, "layer": "auto", "layer_rule": rule,
+                  "max_params": budget if budget is not None else 100.0}
+        extra = dict(config.get("extra") or {})
+        extra["selection"] = {**extra.get("selection", {}), **group.get("options", {}),
+                              "candidates": [r.config["layer"] for r in cell]}
+        cfg = TrainConfig.from_dict({**config, "extra": extra})
+        splits = load_dataset(cfg.data, cfg.data_dir, train_per_class=cfg.train_per_class,
+                              val_fraction=cfg.val_fraction, seed=cfg.seed)
+        backbone = create_backbone(cfg.backbone, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint)
+        result = select_layer(backbone, splits, cfg, device=_device())
+        atomic_write_json(path, {"cell": key, "seed": seed, **result})
+        say(f"selection {key} s{seed} {rule}: {result['layer']} ({result['seconds']:.1f} s)")
 
 
 def preflight(runs: list[Run]) -> None:
@@ -296,12 +369,15 @@ def preflight(runs: list[Run]) -> None:
         create_backbone(name, pretrained=pretrained, checkpoint=checkpoint)
 
 
-def run_suite(suite: dict[str, Any], out: str | Path, say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train every missing run, apply the selection rules, then build the reports; returns a summary."""
+def run_suite(suite: dict[str, Any], out: str | Path, say: Callable[[str], None] = print,
+              shard_spec: str | None = None) -> dict[str, Any]:
+    """Train every missing run (of shard ``I/N`` when given), apply the selection rules, then build the
+    reports (of what this folder holds); returns a summary."""
     from .train import METRICS_FILE, TrainConfig, train
 
     out = Path(out)
-    runs = expand_suite(suite)
+    suite_runs = expand_suite(suite)
+    runs = shard(suite_runs, shard_spec)
     preflight([r for r in runs if not (out / RUNS_SUBDIR / r.id / METRICS_FILE).is_file()])
     probed = _probe_runs(runs)
     done = trained = 0
@@ -323,9 +399,9 @@ def run_suite(suite: dict[str, Any], out: str | Path, say: Callable[[str], None]
         shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)  # resume state; the final model stays
         if run.id in probed and not (run_dir / "nc1_layers.csv").is_file():
             probe_run(run_dir)
-    run_rules(suite, runs, out, say)
+    run_rules(suite, suite_runs, out, say, only=shard_spec)
     summary = {"suite": suite["name"], "runs": len(runs), "skipped": done, "trained": trained,
-               "seconds": time.time() - tic}
+               "seconds": time.time() - tic, **({"shard": shard_spec} if shard_spec else {})}
     history = json.loads((out / "bench.json").read_text()).get("sessions", []) if (out / "bench.json").is_file() else []
     atomic_write_json(out / "bench.json", {**environment(), "suite": suite["name"], "command": " ".join(sys.argv),
                                            "sessions": [*history, summary]})
@@ -343,13 +419,13 @@ def environment() -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ reports
-def _metrics(out: Path, runs: Iterable[Run]) -> list[tuple[Run, dict[str, Any]]]:
+def _metrics(out: Path | list[Path], runs: Iterable[Run]) -> list[tuple[Run, dict[str, Any]]]:
     from .train import METRICS_FILE
 
     found = []
     for r in runs:
-        path = out / RUNS_SUBDIR / r.id / METRICS_FILE
-        if path.is_file():
+        path = _find(out, f"{RUNS_SUBDIR}/{r.id}/{METRICS_FILE}")
+        if path is not None:
             found.append((r, json.loads(path.read_text())))
     return found
 
@@ -445,7 +521,8 @@ def _save(plt, fig, path: Path) -> None:
 
 def plot_nc1_layers(out: Path, runs: list[Run]) -> Path | None:
     """Layer-wise NC1 (log) after each strategy: one panel per backbone × dataset, one line per strategy."""
-    probed = [r for r in runs if r.id in _probe_runs(runs) and (out / RUNS_SUBDIR / r.id / "nc1_layers.csv").is_file()]
+    csvs = {r.id: _find(out, f"{RUNS_SUBDIR}/{r.id}/nc1_layers.csv") for r in runs if r.id in _probe_runs(runs)}
+    probed = [r for r in runs if csvs.get(r.id) is not None]
     cells = list(dict.fromkeys((r.backbone, r.dataset) for r in probed))
     if not cells:
         return None
@@ -454,7 +531,7 @@ def plot_nc1_layers(out: Path, runs: list[Run]) -> Path | None:
         names: list[str] = []
         for r in sorted((r for r in probed if (r.backbone, r.dataset) == (backbone, dataset)),
                         key=lambda r: _method_order(METHOD_NAMES).index(r.strategy)):
-            with open(out / RUNS_SUBDIR / r.id / "nc1_layers.csv") as fh:
+            with open(csvs[r.id]) as fh:
                 rows = list(csv.DictReader(fh))
             names = [row["layer"] for row in rows]
             ax.plot(range(len(rows)), [float(row["nc1"]) for row in rows], marker="o", ms=3,
@@ -465,8 +542,9 @@ def plot_nc1_layers(out: Path, runs: list[Run]) -> Path | None:
         ax.set_title(f"{backbone} / {dataset}")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    _save(plt, fig, out / "nc1_layers.png")
-    return out / "nc1_layers.png"
+    path = _roots(out)[0] / "nc1_layers.png"
+    _save(plt, fig, path)
+    return path
 
 
 def data_size_rows(out: Path, runs: list[Run]) -> list[dict[str, Any]]:
@@ -526,67 +604,153 @@ def _spearman(a: list[float], b: list[float]) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def selection_report(suite: dict[str, Any], out: Path, runs: list[Run]) -> tuple[str, list[dict[str, Any]]]:
-    """Markdown of every sweep cell (per-block accuracy, NC1, picks) and the per-rule regret rows."""
-    parts = ["Exhaustive sweep: one run per candidate block; regret = best block's test accuracy − the picked "
-             "block's (points). `profile:<pick>` are the pick functions of the profile rule (one probe); "
-             "`trial` picks the lowest held-out penultimate NC1, `trial:heldout_acc` (reference only) the "
-             "highest held-out accuracy of the same short fine-tunes."]
-    regrets: list[dict[str, Any]] = []
+def _cell_picks(blocks: list[str], best: str, evidence: dict[str, dict], shares: dict[str, float]) -> dict[str, str]:
+    """Every rule's pick in one cell and seed: the oracle, the data-free baselines, each profile pick
+    function (recomputed from the stored NC1 curve, so new pick functions score old evidence) and trial."""
+    from .selection import FIXED_PICKS, PROFILE_PICKS, profile_pick
+
+    picks = {"oracle": best, **{f"fixed:{k}": fn(blocks) for k, fn in FIXED_PICKS.items()}}
+    if "profile" in evidence and all(b in evidence["profile"]["nc1"] for b in blocks):
+        curve = [(b, evidence["profile"]["nc1"][b]) for b in blocks]
+        picks.update({f"profile:{k}": profile_pick(k, curve, shares) for k in PROFILE_PICKS})
+    if "trial" in evidence:
+        picks["trial"] = evidence["trial"]["layer"]
+        acc = evidence["trial"]["heldout_accuracy"]
+        picks["trial:heldout_acc"] = max(acc, key=acc.get)
+    return picks
+
+
+def _rule_seconds(name: str, evidence: dict[str, dict], run_seconds: dict[str, float]) -> float:
+    rule = name.split(":")[0]
+    if rule == "oracle":
+        return float(sum(run_seconds.values()))
+    return 0.0 if rule == "fixed" else float(evidence.get(rule, {}).get("seconds", float("nan")))
+
+
+def selection_cells_data(suite: dict[str, Any], out: Path | list[Path], runs: list[Run]) -> list[dict[str, Any]]:
+    """Per sweep cell: per-block accuracy over seeds, NC1 evidence, and each rule's picks / regret / cost."""
+    rules = suite.get("groups", {}).get("selection", {}).get("rules", [])
+    cells = []
     for key, cell in _selection_cells(suite, runs).items():
-        found = dict((r.config["layer"], m) for r, m in _metrics(out, cell))
+        found = _metrics(out, cell)
         if not found:
             continue
-        evidence = {}
-        for rule in suite["groups"]["selection"].get("rules", []):
-            path = _selection_file(out, key, rule)
-            if path.is_file():
-                evidence[rule] = json.loads(path.read_text())
-        picks: dict[str, str] = {}
-        if "profile" in evidence:
-            picks.update({f"profile:{k}": v for k, v in evidence["profile"]["picks"].items()})
-        if "trial" in evidence:
-            picks["trial"] = evidence["trial"]["layer"]
-            acc = evidence["trial"]["heldout_accuracy"]
-            picks["trial:heldout_acc"] = max(acc, key=acc.get)
-        best = max(found, key=lambda b: found[b]["test_accuracy"])
-        blocks = [r.config["layer"] for r in cell if r.config["layer"] in found]
-        body = []
-        for b in blocks:
-            m = found[b]
-            body.append([b, f"{m['trainable_percent']:.2f}",
-                         *(f"{evidence[r]['nc1'].get(b, float('nan')):.3g}" for r in ("profile", "trial")
-                           if r in evidence),
-                         f"{100 * m['test_accuracy']:.2f}", f"{m['nc1_train']:.3g}",
-                         ", ".join(p for p, v in picks.items() if v == b) + (" **best**" if b == best else "")])
-        header = ["block", "% params", *(f"{r} NC1" for r in ("profile", "trial") if r in evidence),
-                  "test acc (%)", "NC1 after FT (train)", "picked by"]
-        parts += [f"\n## {key.replace('|', ' · ')}\n", _markdown(header, body)]
-        rule_body = []
-        for name, block in picks.items():
-            regret = 100 * (found[best]["test_accuracy"] - found[block]["test_accuracy"]) if block in found else None
-            rule = name.split(":")[0]
-            seconds = evidence[rule].get("seconds", float("nan"))
-            regrets.append({"cell": key, "rule": name, "layer": block, "regret": regret, "seconds": seconds})
-            rule_body.append([name, block, "n/a (not swept)" if regret is None else f"{regret:.2f}", f"{seconds:.1f}"])
-        parts += ["\n", _markdown(["rule", "pick", "regret (points)", "rule cost (s)"], rule_body)]
-        accs = [found[b]["test_accuracy"] for b in blocks]
-        corr = [f"trained NC1 {_spearman([found[b]['nc1_train'] for b in blocks], accs):+.2f}"]
-        corr += [f"{r} NC1 {_spearman([evidence[r]['nc1'][b] for b in blocks], accs):+.2f}"
-                 for r in ("profile", "trial")
-                 if r in evidence and all(b in evidence[r]["nc1"] for b in blocks)]
-        parts += [f"\nSpearman correlation with test accuracy across blocks (negative = lower NC1, higher accuracy): "
-                  + ", ".join(corr) + "."]
-    if regrets:
-        names = list(dict.fromkeys(r["rule"] for r in regrets))
-        body = []
-        for n in names:
-            values = [r["regret"] for r in regrets if r["rule"] == n and r["regret"] is not None]
-            body.append([n, f"{np.mean(values):.2f}" if values else "–", f"{max(values):.2f}" if values else "–",
-                         str(sum(r["rule"] == n and r["regret"] is None for r in regrets))])
-        header = ["rule", "mean regret", "max regret", "picks not swept"]
-        parts += ["\n## Summary over cells\n", _markdown(header, body)]
-    return "\n".join(parts) + "\n", regrets
+        blocks = list(dict.fromkeys(r.config["layer"] for r, _ in found))
+        seeds = sorted({r.seed for r, _ in found})
+        acc = {b: [m["test_accuracy"] for r, m in found if r.config["layer"] == b] for b in blocks}
+        mean = {b: float(np.mean(v)) for b, v in acc.items()}
+        best = max(blocks, key=mean.get)
+        share = {b: next(m["trainable_percent"] for r, m in found if r.config["layer"] == b) for b in blocks}
+        run_seconds = {b: float(np.mean([m["seconds"] for r, m in found if r.config["layer"] == b])) for b in blocks}
+        nc1_after = {b: float(np.mean([m["nc1_train"] for r, m in found if r.config["layer"] == b])) for b in blocks}
+        per_seed: dict[int, dict[str, Any]] = {}
+        for seed in seeds:
+            evidence = {}
+            for rule in rules:
+                path = _find(out, _selection_file(key, seed, rule))
+                if path is not None:
+                    evidence[rule] = json.loads(path.read_text())
+            per_seed[seed] = {"evidence": evidence, "picks": _cell_picks(blocks, best, evidence, share)}
+        names = list(dict.fromkeys(n for v in per_seed.values() for n in v["picks"]))
+        one_run = float(np.mean(list(run_seconds.values())))
+        scores = {}
+        for name in names:
+            chosen = [v["picks"][name] for v in per_seed.values() if name in v["picks"]]
+            seconds = [_rule_seconds(name, v["evidence"], run_seconds) for v in per_seed.values() if name in v["picks"]]
+            swept = [b for b in chosen if b in mean]
+            scores[name] = {
+                "picks": chosen,
+                "regret": 100 * (mean[best] - float(np.mean([mean[b] for b in swept]))) if swept else None,
+                "params_percent": float(np.mean([share[b] for b in swept])) if swept else None,
+                "seconds": float(np.mean(seconds)),
+                "cost_percent": 100 * float(np.mean(seconds)) / one_run if one_run else float("nan")}
+        nc1_profile = {}
+        for v in per_seed.values():
+            for b, x in v["evidence"].get("profile", {}).get("nc1", {}).items():
+                nc1_profile.setdefault(b, []).append(x)
+        cells.append({"cell": key, "seeds": seeds, "blocks": blocks, "accuracy": acc, "best": best,
+                      "params_percent": share, "run_seconds": run_seconds, "one_run_seconds": one_run,
+                      "nc1_after": nc1_after, "nc1_profile": {b: float(np.mean(x)) for b, x in nc1_profile.items()},
+                      "rules": scores})
+    return cells
+
+
+def summarize_rules(cells: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per rule over the cells: mean / max regret (points), mean % parameters, mean seconds and % of one run."""
+    names = list(dict.fromkeys(n for c in cells for n in c["rules"]))
+    summary = {}
+    for n in names:
+        rows = [c["rules"][n] for c in cells if n in c["rules"] and c["rules"][n]["regret"] is not None]
+        if rows:
+            summary[n] = {"mean_regret": float(np.mean([r["regret"] for r in rows])),
+                          "max_regret": float(max(r["regret"] for r in rows)),
+                          "mean_percent": float(np.mean([r["params_percent"] for r in rows])),
+                          "seconds": float(np.mean([r["seconds"] for r in rows])),
+                          "cost_percent": float(np.mean([r["cost_percent"] for r in rows])), "cells": len(rows)}
+    return summary
+
+
+def selection_report(cells: list[dict[str, Any]]) -> str:
+    """Markdown: per cell the accuracy of every block (mean ± std over seeds) and each rule's pick,
+    regret, parameter share and cost; then the summary over cells."""
+    parts = ["Exhaustive sweep of the candidate blocks (SCL-FT unless the cell says otherwise); accuracy = test "
+             "accuracy, mean ± std over seeds. regret = best block's mean − the picked block's mean (points; a "
+             "rule applied per seed scores the mean over its per-seed picks). `oracle` = the sweep itself, "
+             "`fixed:*` = data-free baselines over the candidates, `profile:*` = pick functions of one probe of "
+             "the pretrained NC1 curve, `trial` = short fine-tune of every candidate (lowest held-out NC1; "
+             "`trial:heldout_acc` its held-out accuracy). cost = rule seconds, and % of one sweep run of the cell."]
+    for c in cells:
+        picked = {b: [n for n, r in c["rules"].items() if b in r["picks"] and n != "oracle"] for b in c["blocks"]}
+        body = [[b, f"{c['params_percent'][b]:.2f}", f"{c['nc1_profile'].get(b, float('nan')):.3g}",
+                 _pm(c["accuracy"][b], 100.0), f"{c['nc1_after'][b]:.3g}", f"{c['run_seconds'][b]:.0f}",
+                 ", ".join(picked[b]) + (" **best**" if b == c["best"] else "")] for b in c["blocks"]]
+        header = ["block", "% params", "pretrained NC1", "test acc (%)", "NC1 after FT (train)", "run (s)",
+                  "picked by"]
+        parts += [f"\n## {c['cell'].replace('|', ' · ').rstrip(' · ')} (seeds {', '.join(map(str, c['seeds']))})\n",
+                  _markdown(header, body), ""]
+        rows = [[n, " ".join(dict.fromkeys(r["picks"])), "–" if r["regret"] is None else f"{r['regret']:.2f}",
+                 "–" if r["params_percent"] is None else f"{r['params_percent']:.2f}", f"{r['seconds']:.1f}",
+                 f"{r['cost_percent']:.1f}"] for n, r in c["rules"].items()]
+        parts += [_markdown(["rule", "pick", "regret (points)", "% params", "cost (s)", "cost (% of a run)"], rows)]
+        accs = [float(np.mean(c["accuracy"][b])) for b in c["blocks"]]
+        corr = [f"NC1 after FT {_spearman([c['nc1_after'][b] for b in c['blocks']], accs):+.2f}"]
+        if all(b in c["nc1_profile"] for b in c["blocks"]):
+            corr.append(f"pretrained NC1 {_spearman([c['nc1_profile'][b] for b in c['blocks']], accs):+.2f}")
+        parts += [f"\nSpearman correlation with mean test accuracy across blocks (negative = lower NC1, higher "
+                  f"accuracy): " + ", ".join(corr) + "."]
+    summary = summarize_rules(cells)
+    if summary:
+        body = [[n, f"{v['mean_regret']:.2f}", f"{v['max_regret']:.2f}", f"{v['mean_percent']:.2f}",
+                 f"{v['seconds']:.1f}", f"{v['cost_percent']:.1f}", str(v["cells"])] for n, v in summary.items()]
+        parts += ["\n## Summary over cells\n", _markdown(["rule", "mean regret", "max regret", "mean % params",
+                                                           "cost (s)", "cost (% of a run)", "cells"], body)]
+    return "\n".join(parts) + "\n"
+
+
+def plot_selection(cells: list[dict[str, Any]], path: Path) -> Path | None:
+    """Per cell: test accuracy (mean ± std over seeds) and NC1 (pretrained; after fine-tuning) vs block depth."""
+    if not cells:
+        return None
+    plt, fig, axes = _figure(len(cells))
+    for ax, c in zip(axes, cells):
+        x = range(len(c["blocks"]))
+        stats = [_mean_std(c["accuracy"][b]) for b in c["blocks"]]
+        ax.errorbar(x, [100 * m for m, _ in stats], yerr=[100 * s for _, s in stats], marker="o", capsize=3,
+                    color="C0", label="test accuracy")
+        ax.set_ylabel("test accuracy (%)", color="C0")
+        ax.set_xticks(list(x), c["blocks"], rotation=70, ha="right", fontsize=7)
+        ax.set_title(" · ".join(p for p in c["cell"].split("|") if p), fontsize=9)
+        ax.grid(True, alpha=0.3)
+        twin = ax.twinx()
+        if all(b in c["nc1_profile"] for b in c["blocks"]):
+            twin.plot(x, [c["nc1_profile"][b] for b in c["blocks"]], "s--", color="C1", ms=3, label="NC1 pretrained")
+        twin.plot(x, [c["nc1_after"][b] for b in c["blocks"]], "^:", color="C2", ms=3, label="NC1 after FT")
+        twin.set_yscale("log")
+        twin.set_ylabel("NC1 (train data)")
+        handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+        ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="lower left")
+    _save(plt, fig, path)
+    return path
 
 
 def ablation_report(out: Path, runs: list[Run]) -> str:
@@ -605,35 +769,40 @@ def ablation_report(out: Path, runs: list[Run]) -> str:
     return "\n".join(parts) + "\n"
 
 
-def build_reports(suite: dict[str, Any], out: str | Path) -> list[Path]:
-    """(Re)build every report from the finished runs under ``out``; returns the written paths."""
+def build_reports(suite: dict[str, Any], out: str | Path, sources: Iterable[str | Path] = ()) -> list[Path]:
+    """(Re)build every report in ``out`` from the finished runs under ``out`` and ``sources`` (other bench
+    folders, e.g. the shards of a job array; the first folder holding a run wins); returns the written paths."""
     out = Path(out)
+    roots = [out, *(Path(p) for p in sources)]
     runs = expand_suite(suite)
     written: list[Path] = []
-    rows = table_rows(suite, out, runs)
+    rows = table_rows(suite, roots, runs)
     if rows:
         md, text = render_table(rows)
         written += [atomic_write_text(out / "table.md", f"# {suite['name']} suite\n\n" + md),
                     atomic_write_text(out / "table.csv", text)]
-    written += [p for p in [plot_nc1_layers(out, runs)] if p]
-    sizes = data_size_rows(out, runs)
+    written += [p for p in [plot_nc1_layers(roots, runs)] if p]
+    sizes = data_size_rows(roots, runs)
     if sizes:
         written += [p for p in [plot_data_size(sizes, out / "data_size.png"),
                                 atomic_write_text(out / "data_size.md", render_data_size(sizes))] if p]
-    if _selection_cells(suite, runs):
-        md, regrets = selection_report(suite, out, runs)
-        written += [atomic_write_text(out / "selection.md", "# Layer selection\n\n" + md)]
-        atomic_write_json(out / "selection.json", regrets)
+    cells = selection_cells_data(suite, roots, runs)
+    if cells:
+        written += [atomic_write_text(out / "selection.md", "# Layer selection\n\n" + selection_report(cells)),
+                    atomic_write_json(out / "selection.json", cells),
+                    atomic_write_json(out / "summary.json", {"suite": suite["name"], "rules": summarize_rules(cells)})]
+        written += [p for p in [plot_selection(cells, out / "selection.png")] if p]
     if any("ablation" in r.groups for r in runs):
-        written.append(atomic_write_text(out / "ablation.md", "# Ablation\n\n" + ablation_report(out, runs)))
+        written.append(atomic_write_text(out / "ablation.md", "# Ablation\n\n" + ablation_report(roots, runs)))
     return written
 
 
 # ------------------------------------------------------------------------------------------ CLI
-def dry_run(suite: dict[str, Any], out: Path, say: Callable[[str], None] = print) -> float:
+def dry_run(suite: dict[str, Any], out: Path, say: Callable[[str], None] = print, shard_spec: str | None = None) -> float:
     from .train import METRICS_FILE
 
-    runs = expand_suite(suite)
+    all_runs = expand_suite(suite)
+    runs = shard(all_runs, shard_spec)
     total = 0.0
     say(f"{'run':<80} {'groups':<22} {'est. min':>9}")
     for r in runs:
@@ -641,26 +810,37 @@ def dry_run(suite: dict[str, Any], out: Path, say: Callable[[str], None] = print
         done = (out / RUNS_SUBDIR / r.id / METRICS_FILE).is_file()
         total += 0.0 if done else seconds
         say(f"{r.id:<80} {','.join(sorted(r.groups)):<22} {'done' if done else f'{seconds / 60:9.1f}':>9}")
+    for key, cell in _selection_cells(suite, runs).items():
+        cost = [estimate_seconds(r, suite) for r in cell]
+        say(f"selection cell {key.rstrip('|')}: {len(cell)} runs ({len({r.config['layer'] for r in cell})} blocks × "
+            f"{len({r.seed for r in cell})} seeds), est. {sum(cost) / 60:.1f} min, one run {np.mean(cost):.0f} s")
     unit = suite.get("cost_unit", "device")
-    say(f"{len(runs)} runs; estimated {total / 3600:.2f} {unit}-hours still to run "
-        f"(from images/s in {find_suite(suite['name']).name}; selection rules add one probe and "
-        f"one short fine-tune per candidate block and cell)")
+    say(f"{len(runs)} runs{f' (shard {shard_spec} of {len(all_runs)})' if shard_spec else ''}; estimated "
+        f"{total / 3600:.2f} {unit}-hours still to run (from images/s in {find_suite(suite['name']).name}; "
+        f"selection rules add one probe (profile) or one short fine-tune per candidate block (trial) per cell "
+        f"and seed)")
     return total
+
+
+def add_datasets(suite: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
+    """The suite with extra datasets (e.g. ``imagefolder:PATH``) in every group that names none."""
+    extra = [{"name": n} for n in names if n not in {_label(e) for e in _entries(suite["datasets"])}]
+    return {**suite, "datasets": [*suite["datasets"], *extra]} if extra else suite
 
 
 def _main(args: argparse.Namespace) -> int:
     from ._hub import WeightsUnavailableError
 
-    suite = load_suite(args.suite)
+    suite = add_datasets(load_suite(args.suite), args.dataset or [])
     out = Path(args.out)
     try:
         if args.dry_run:
-            dry_run(suite, out)
-        elif args.report_only:
-            for path in build_reports(suite, out):
+            dry_run(suite, out, shard_spec=args.shard)
+        elif args.report is not None or args.report_only:
+            for path in build_reports(suite, out, args.report or []):
                 print(path)
         else:
-            summary = run_suite(suite, out)
+            summary = run_suite(suite, out, shard_spec=args.shard)
             print(f"{summary['runs']} runs ({summary['skipped']} already done, {summary['trained']} trained) "
                   f"in {summary['seconds']:.0f} s; reports in {out}")
     except (DatasetUnavailableError, WeightsUnavailableError) as exc:
@@ -676,5 +856,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--out", required=True, help="output directory (experiments/, table.md, plots …)")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and their estimated cost; run nothing")
     parser.add_argument("--report-only", action="store_true", help="rebuild the reports from finished runs")
+    parser.add_argument("--report", nargs="*", metavar="DIR", default=None,
+                        help="rebuild the reports in --out from the finished runs in --out and in each DIR "
+                             "(e.g. the --out folders of the shards); trains nothing")
+    parser.add_argument("--shard", metavar="I/N", default=None,
+                        help="run only every N-th run starting at the I-th (1-based; deterministic), and the same "
+                             "share of the selection rules: one job of an N-job array")
+    parser.add_argument("--dataset", action="append", metavar="NAME",
+                        help="add a dataset (e.g. imagefolder:PATH) to the suite; repeatable")
     parser.set_defaults(func=_main)
     return parser

@@ -30,7 +30,8 @@ TRAIN_HELP = {
     "data": "dataset name (sclft list datasets), imagefolder:PATH or hf:<repo_id>",
     "strategy": "linear_probe | layer_ft | scl_ft | full_ft | zero_shot (CLIP)",
     "layer": "block to tune, or 'auto' to choose it by NC1 on the training data",
-    "layer_rule": "rule for --layer auto: auto | profile | trial",
+    "layer_rule": "rule for --layer auto: auto | profile | fixed | trial",
+    "max_params": "--layer auto: choose only among blocks training at most this percent of the parameters",
     "epochs": "training epochs",
     "lr": "peak learning rate (after warm-up; cosine decay to 0)",
     "batch_size": "images per step",
@@ -241,7 +242,7 @@ def run_list(args) -> int:
 
 # -------------------------------------------------------------------------------------------- probe
 PROBE_FLAGS = ["backbone", "data", "data_dir", "image_size", "batch_size", "train_per_class", "seed", "pretrained",
-               "checkpoint", "num_workers", "progress"]
+               "checkpoint", "num_workers", "progress", "layer_rule", "max_params"]
 
 
 @command("probe")
@@ -252,8 +253,40 @@ def _probe_parser(sub) -> None:
     p.add_argument("--pooling", default=None, help="avg | avg2x2 | flatten (conv); cls | mean_tokens | flatten (ViT)")
     p.add_argument("--split", default="train", choices=["train", "test", "val"])
     p.add_argument("--normalize", action="store_true", help="divide NC1 by K (Papyan et al.)")
-    p.add_argument("--out", required=True, help="writes OUT/probe.csv and OUT/probe.png")
+    p.add_argument("--rank", action="store_true",
+                   help="rank the candidate blocks of --layer auto (--layer-rule, --max-params) with their evidence "
+                        "instead of probing every layer")
+    p.add_argument("--out", default=None, help="writes OUT/probe.csv and OUT/probe.png (OUT/rank.json with --rank)")
     p.set_defaults(func=run_probe)
+
+
+def run_rank(args, pick) -> int:
+    """``sclft probe --rank``: the layer rule's ranking of the candidate blocks, best first."""
+    from .backbones import create_backbone
+    from .data import load_dataset
+    from .io import atomic_write_json
+    from .selection import select_layer
+    from .train import TrainConfig
+
+    fields = ["backbone", "data", "data_dir", "image_size", "batch_size", "train_per_class", "seed", "pretrained",
+              "checkpoint", "progress", "layer_rule", "max_params"]
+    cfg = TrainConfig(**{f: pick(f) for f in fields}).validate()
+    splits = load_dataset(cfg.data, cfg.data_dir, train_per_class=cfg.train_per_class, seed=cfg.seed)
+    backbone = create_backbone(cfg.backbone, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint, image_size=cfg.image_size)
+    result = select_layer(backbone, splits, cfg)
+    ranking = result["ranking"]
+    columns = [k for k in ranking[0] if k not in ("block", "score")] + ["score"]
+    print(f"layer rule {result['rule']}" + (f" ({result['pick']})" if result.get("pick") else "")
+          + f", candidates within {result['max_params']:g}% parameters; picks {result['layer']}"
+          + f" ({result['seconds']:.1f} s)")
+    print(f"{'rank':>4}  {'block':<16}" + "".join(f"{c:>18}" for c in columns))
+    for i, row in enumerate(ranking, 1):
+        print(f"{i:>4}  {row['block']:<16}" + "".join(f"{row[c]:>18.4g}" for c in columns))
+    if result.get("picks"):
+        print("other picks: " + ", ".join(f"{k} {v}" for k, v in result["picks"].items()))
+    if args.out:
+        print(f"wrote {atomic_write_json(Path(args.out) / 'rank.json', result)}")
+    return 0
 
 
 def run_probe(args) -> int:
@@ -264,10 +297,14 @@ def run_probe(args) -> int:
     from .train import check_out_dir
 
     cfg = _given(args, PROBE_FLAGS)
+    if args.rank:
+        return run_rank(args, lambda name: getattr(cfg, name))
+    if not args.out:
+        raise ValueError("sclft probe needs --out DIR (or --rank)")
     check_out_dir(args.out)
     layers = "all" if args.layers == "all" else [s.strip() for s in args.layers.split(",")]
     splits = load_dataset(cfg.data, cfg.data_dir, train_per_class=cfg.train_per_class, seed=cfg.seed)
-    backbone = create_backbone(cfg.backbone, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint)
+    backbone = create_backbone(cfg.backbone, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint, image_size=cfg.image_size)
     for name in [] if layers == "all" else layers:
         backbone.check_block(name)
     if args.pooling is not None and args.pooling not in POOLERS[backbone.layout]:

@@ -1,11 +1,16 @@
 """Choosing the block to tune from neural collapse on the downstream training data (DESIGN §2).
 
-Two rules, both registered with :func:`register_rule` and selected by ``TrainConfig.layer_rule``:
+Rules are registered with :func:`register_rule` and selected by ``TrainConfig.layer_rule``. Every rule
+chooses among the *candidate* blocks: the given ones, else every block but the last, minus those whose
+trainable share (block + linear head, :func:`block_share`) exceeds ``TrainConfig.max_params`` percent.
+Each returns its ``ranking`` (candidates best first, with their evidence; ``sclft probe --rank``).
 
 * ``profile`` — no training. Probe the *pretrained* backbone once on (a class-balanced subset of) the
   downstream training split and read the layer-wise NC1 curve. The pick is made by one of the
   :data:`PROFILE_PICKS` functions of that curve (default :data:`DEFAULT_PROFILE_PICK`); the evidence
   holds every pick function's choice so a benchmark can score them all from one probe.
+* ``fixed`` — no data: the middle candidate, the one at 2/3 depth or the last (:data:`FIXED_PICKS`);
+  the baselines a data-driven rule has to beat.
 * ``trial`` — a short fine-tune of each candidate block (the run's block strategy, on cached
   frozen-prefix activations of a training subset), then the block whose penultimate (head-input)
   NC1 on *held-out* training samples is lowest.
@@ -18,6 +23,7 @@ Options come from ``cfg.extra["selection"]`` (see :data:`DEFAULT_OPTIONS`).
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 from typing import Any, Callable, Sequence
@@ -31,14 +37,17 @@ from .backbones import Backbone
 from .data import DatasetSplits, LabelSubset, TransformedDataset, build_transforms, targets_of
 from .data.subsets import few_shot_indices, stratified_split_indices
 
+log = logging.getLogger("sclft.selection")
 Curve = Sequence[tuple[str, float]]  # (block, NC1) in network order
 # rule name -> fn(backbone, splits, cfg, device) -> {"layer": name, "rule": name, ...evidence}
 _RULES: dict[str, Callable[..., dict[str, Any]]] = {}
 DEFAULT_RULE = "profile"
+DEFAULT_MAX_PARAMS = 8.0  # percent of the model's parameters a block strategy may tune (TrainConfig.max_params)
 DEFAULT_OPTIONS: dict[str, Any] = {
     "candidates": None,  # list of block names; None = every candidate block but the last (see candidate_blocks)
     "profile_per_class": 100,  # samples per class probed by `profile`
     "profile_pick": None,  # a PROFILE_PICKS name; None = DEFAULT_PROFILE_PICK
+    "fixed_pick": "middle",  # a FIXED_PICKS name (rule `fixed`)
     "trial_per_class": 50,  # training samples per class used by `trial` (fit + held-out)
     "trial_holdout": 0.3,  # fraction of them held out for the NC1 read-out
     "trial_epochs": 3,
@@ -66,12 +75,45 @@ def selection_options(cfg) -> dict[str, Any]:
     return {**DEFAULT_OPTIONS, **given}
 
 
-def candidate_blocks(backbone: Backbone, options: dict[str, Any]) -> list[str]:
-    """The given candidates, else every block but the last: the last block's pooled output *is* the
-    penultimate feature, so SCL-FT's skip would only double it (and it is often the most collapsed
-    block on the pretrained curve, which made ``profile:min`` pick it)."""
+def block_share(backbone: Backbone, block: str, num_classes: int) -> float:
+    """Percent of the model's parameters that Layer-FT / SCL-FT (``fuse=add``) train at ``block``: the
+    block plus a linear head on the penultimate feature (works on meta-device backbones)."""
+    head = backbone.num_features * num_classes + num_classes
+    total = sum(p.numel() for p in backbone.parameters()) + head
+    return 100.0 * (sum(p.numel() for p in backbone.block_parameters(block)) + head) / total
+
+
+def candidate_blocks(backbone: Backbone, options: dict[str, Any], max_params: float | None = None,
+                     num_classes: int = 10) -> list[str]:
+    """The given candidates, else every block but the last (its pooled output *is* the penultimate
+    feature, so SCL-FT's skip would only double it); then only those whose :func:`block_share` is at
+    most ``max_params`` percent (``None``: no budget); when none is, the smallest ones (with a warning)."""
     names = options.get("candidates")
-    return list(backbone.blocks)[:-1] if not names else [backbone.check_block(n) for n in names]
+    blocks = list(backbone.blocks)[:-1] if not names else [backbone.check_block(n) for n in names]
+    if max_params is None:
+        return blocks
+    shares = {b: block_share(backbone, b, num_classes) for b in blocks}
+    kept = [b for b in blocks if shares[b] <= max_params]
+    if not kept:  # e.g. a ViT-B block is 8.1 %: the smallest blocks, rather than no choice at all
+        kept = [b for b in blocks if shares[b] == min(shares.values())]
+        log.warning("no candidate block trains at most max_params=%s%% of the parameters; choosing among the "
+                    "smallest (%s: %.2f%%); raise --max-params to widen the choice", max_params, kept[0],
+                    shares[kept[0]])
+    return kept
+
+
+def _candidates(backbone: Backbone, opts: dict[str, Any], cfg, num_classes: int) -> list[str]:
+    return candidate_blocks(backbone, opts, getattr(cfg, "max_params", DEFAULT_MAX_PARAMS), num_classes)
+
+
+def _shares(backbone: Backbone, blocks: Sequence[str], num_classes: int) -> dict[str, float]:
+    return {b: block_share(backbone, b, num_classes) for b in blocks}
+
+
+def _ranking(scores: dict[str, float], **evidence: dict[str, Any]) -> list[dict[str, Any]]:
+    """Candidates by decreasing score, each with its evidence (``evidence[name][block]``)."""
+    order = sorted(scores, key=lambda b: -scores[b])
+    return [{"block": b, "score": scores[b], **{k: v.get(b) for k, v in evidence.items()}} for b in order]
 
 
 def select_layer(backbone: Backbone, splits: DatasetSplits, cfg, device="cpu") -> dict[str, Any]:
@@ -82,6 +124,7 @@ def select_layer(backbone: Backbone, splits: DatasetSplits, cfg, device="cpu") -
     tic = time.time()
     result = _RULES[rule](backbone, splits, cfg, device)
     result["seconds"] = time.time() - tic
+    result.setdefault("max_params", getattr(cfg, "max_params", DEFAULT_MAX_PARAMS))
     return result
 
 
@@ -92,33 +135,81 @@ def _balanced(splits: DatasetSplits, per_class: int, seed: int) -> LabelSubset:
     return LabelSubset(splits.train, few_shot_indices(targets, min(per_class, smallest), seed))
 
 
+# ------------------------------------------------------------------------------------------ fixed
+def _fixed_index(fraction: float) -> Callable[[Sequence[str]], str]:
+    return lambda names: names[int(round(fraction * (len(names) - 1)))]
+
+
+# pick name -> fn(candidate blocks in network order) -> block; no data, no training
+FIXED_PICKS: dict[str, Callable[[Sequence[str]], str]] = {
+    "middle": lambda names: names[(len(names) - 1) // 2], "two_thirds": _fixed_index(2 / 3), "last": _fixed_index(1.0)}
+
+
+@register_rule("fixed")
+def fixed_rule(backbone: Backbone, splits: DatasetSplits, cfg, device="cpu") -> dict[str, Any]:
+    """A data-free baseline over the candidates (``fixed_pick``: middle | two_thirds | last)."""
+    opts = selection_options(cfg)
+    if opts["fixed_pick"] not in FIXED_PICKS:
+        raise ValueError(f"unknown fixed_pick {opts['fixed_pick']!r}; valid: {', '.join(FIXED_PICKS)}")
+    blocks = _candidates(backbone, opts, cfg, splits.num_classes)
+    picks = {name: fn(blocks) for name, fn in FIXED_PICKS.items()}
+    layer = picks[opts["fixed_pick"]]
+    shares = _shares(backbone, blocks, splits.num_classes)
+    return {"layer": layer, "rule": "fixed", "pick": opts["fixed_pick"], "picks": picks, "params_percent": shares,
+            "ranking": _ranking({b: float(b == layer) for b in blocks}, params_percent=shares)}
+
+
 # ------------------------------------------------------------------------------------------ profile
 def _log_drops(curve: Curve) -> dict[str, float]:
     return {name: math.log(prev) - math.log(cur) for (_, prev), (name, cur) in zip(curve, curve[1:])}
 
 
-def _pick_min(curve: Curve) -> str:
+def _score_min(curve: Curve, shares: dict[str, float]) -> dict[str, float]:
     """The most collapsed block: its output is the best-separated downstream representation the
-    pretrained network offers; tuning it sharpens that, and SCL's skip hands it straight to the head,
-    past the later blocks whose (pretraining-specific) features separate the new classes worse."""
-    return min(curve, key=lambda item: item[1])[0]
+    pretrained network offers (within the candidates); tuning it sharpens that, and SCL's skip hands
+    it straight to the head."""
+    return {name: -math.log(v) for name, v in curve}
 
 
-def _pick_drop(curve: Curve) -> str:
+def _score_drop(curve: Curve, shares: dict[str, float]) -> dict[str, float]:
     """The block that reduces log NC1 the most (does the most separation work on the new data)."""
-    drops = _log_drops(curve)
-    return max(drops, key=drops.get)
+    return {curve[0][0]: -math.inf, **_log_drops(curve)}
 
 
-def _pick_rise(curve: Curve) -> str:
+def _score_rise(curve: Curve, shares: dict[str, float]) -> dict[str, float]:
     """The first block after the NC1 minimum: where the pretrained features start to *un*-collapse."""
     names = [n for n, _ in curve]
-    return names[min(names.index(_pick_min(curve)) + 1, len(names) - 1)]
+    target = min(names.index(min(curve, key=lambda item: item[1])[0]) + 1, len(names) - 1)
+    return {n: -abs(i - target) for i, n in enumerate(names)}
 
 
-# pick name -> fn(curve over candidate blocks) -> block
-PROFILE_PICKS: dict[str, Callable[[Curve], str]] = {"min": _pick_min, "drop": _pick_drop, "rise": _pick_rise}
+def _score_half(curve: Curve, shares: dict[str, float]) -> dict[str, float]:
+    """The first block whose output has covered half of the curve's fall in log NC1 (first candidate →
+    minimum): the knee of the collapse, before the flat tail where blocks add parameters but little
+    separation."""
+    logs = [math.log(v) for _, v in curve]
+    half = logs[0] - 0.5 * (logs[0] - min(logs))
+    target = next(i for i, v in enumerate(logs) if v <= half)
+    return {n: -abs(i - target) for i, (n, _) in enumerate(curve)}
+
+
+def _score_gain_per_param(curve: Curve, shares: dict[str, float]) -> dict[str, float]:
+    """Fall in log NC1 from the first candidate to the block's output, per percent of parameters tuned."""
+    first = math.log(curve[0][1])
+    return {n: (first - math.log(v)) / shares[n] for n, v in curve}
+
+
+# pick name -> fn(NC1 curve over the candidates, {block: % params}) -> {block: score}; highest score wins
+PROFILE_PICKS: dict[str, Callable[[Curve, dict[str, float]], dict[str, float]]] = {
+    "min": _score_min, "drop": _score_drop, "rise": _score_rise, "half": _score_half,
+    "gain_per_param": _score_gain_per_param}
 DEFAULT_PROFILE_PICK = "min"
+
+
+def profile_pick(pick: str, curve: Curve, shares: dict[str, float] | None = None) -> str:
+    """The block :data:`PROFILE_PICKS` ``pick`` chooses on ``curve`` (ties: the earlier block)."""
+    scores = PROFILE_PICKS[pick](curve, shares or {n: 1.0 for n, _ in curve})
+    return max((n for n, _ in curve), key=lambda n: scores[n])
 
 
 @register_rule("profile")
@@ -130,15 +221,17 @@ def profile_rule(backbone: Backbone, splits: DatasetSplits, cfg, device="cpu") -
     pick = opts["profile_pick"] or DEFAULT_PROFILE_PICK
     if pick not in PROFILE_PICKS:
         raise ValueError(f"unknown profile_pick {pick!r}; valid: {', '.join(PROFILE_PICKS)}")
-    blocks = candidate_blocks(backbone, opts)
+    blocks = _candidates(backbone, opts, cfg, splits.num_classes)
     _, eval_tf = build_transforms(backbone.data_config, cfg.image_size, augment=False)
     data = TransformedDataset(_balanced(splits, opts["profile_per_class"], cfg.seed), eval_tf)
     res = probe(backbone, data, blocks, batch_size=max(cfg.batch_size, 64), device=str(device),
                 progress=cfg.progress, num_classes=splits.num_classes)
     curve = [(name, res[name]["nc1"]) for name in blocks]
-    picks = {name: fn(curve) for name, fn in PROFILE_PICKS.items()}
+    shares = _shares(backbone, blocks, splits.num_classes)
+    picks = {name: profile_pick(name, curve, shares) for name in PROFILE_PICKS}
     return {"layer": picks[pick], "rule": "profile", "pick": pick, "picks": picks, "nc1": dict(curve),
-            "penultimate_nc1": res["penultimate"]["nc1"], "samples": res.num_samples}
+            "params_percent": shares, "penultimate_nc1": res["penultimate"]["nc1"], "samples": res.num_samples,
+            "ranking": _ranking(PROFILE_PICKS[pick](curve, shares), nc1=dict(curve), params_percent=shares)}
 
 
 # ------------------------------------------------------------------------------------------ trial
@@ -196,7 +289,8 @@ def trial_rule(backbone: Backbone, splits: DatasetSplits, cfg, device="cpu") -> 
     flags = [p.requires_grad for p in backbone.parameters()]
     was_training = backbone.training
     scores: dict[str, dict[str, float]] = {}
-    for block in candidate_blocks(backbone, opts):
+    blocks = _candidates(backbone, opts, cfg, splits.num_classes)
+    for block in blocks:
         saved = [copy.deepcopy(m.state_dict()) for m in backbone.block_modules(block)]
         torch.manual_seed(cfg.seed)
         model = TransferModel(backbone, strategy, splits.num_classes, block, **options).to(device)
@@ -210,6 +304,10 @@ def trial_rule(backbone: Backbone, splits: DatasetSplits, cfg, device="cpu") -> 
         p.requires_grad_(flag)
     backbone.train(was_training)
     layer = min(scores, key=lambda b: scores[b]["nc1"])
-    return {"layer": layer, "rule": "trial", "strategy": strategy, "nc1": {b: s["nc1"] for b, s in scores.items()},
-            "heldout_accuracy": {b: s["accuracy"] for b, s in scores.items()},
+    nc1, acc = {b: s["nc1"] for b, s in scores.items()}, {b: s["accuracy"] for b, s in scores.items()}
+    shares = _shares(backbone, blocks, splits.num_classes)
+    return {"layer": layer, "rule": "trial", "strategy": strategy, "nc1": nc1, "heldout_accuracy": acc,
+            "params_percent": shares,
+            "ranking": _ranking({b: -math.log(v) for b, v in nc1.items()}, nc1=nc1, heldout_accuracy=acc,
+                                params_percent=shares),
             "fit_samples": len(parts["fit"]), "heldout_samples": len(parts["held"]), "epochs": opts["trial_epochs"]}

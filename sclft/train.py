@@ -96,6 +96,7 @@ class TrainConfig:
     strategy: str = "scl_ft"
     layer: str = "auto"  # a block name, or "auto" (chosen by NC1, see sclft.selection)
     layer_rule: str = "auto"
+    max_params: float | None = 8.0  # --layer auto: only blocks training at most this % of the parameters (selection)
     epochs: int = 10
     lr: float = 1e-3
     batch_size: int = 64
@@ -173,6 +174,8 @@ class TrainConfig:
              f"train_per_class must be >= 1, got {self.train_per_class}"),
             ("image_size", self.image_size is None or self.image_size >= 8, f"image_size must be >= 8, got {self.image_size}"),
             ("label_smoothing", 0.0 <= self.label_smoothing < 1.0, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
+            ("max_params", self.max_params is None or self.max_params > 0,
+             f"max_params must be > 0 (a percent of the parameters), got {self.max_params}"),
             ("eval_every", self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}"),
         ]
         for key, ok, message in checks:

@@ -22,7 +22,7 @@ def test_smoke_suite_builds_every_report(smoke):
     runs = bench.expand_suite(suite)
     assert summary["trained"] == len(runs) == summary["runs"]
     for name in ("table.md", "table.csv", "nc1_layers.png", "data_size.png", "data_size.md", "selection.md",
-                 "ablation.md", "bench.json"):
+                 "selection.png", "summary.json", "ablation.md", "bench.json"):
         assert (out / name).is_file(), name
     for png in ("nc1_layers.png", "data_size.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
@@ -49,15 +49,97 @@ def test_table_has_the_paper_layout(smoke):
     assert " ± " in blocks[0]
 
 
-def test_selection_report_scores_every_rule(smoke):
+def _sweep_accuracy(out, candidates):
+    """Test accuracy of each swept block, read straight from the run folders (seed 0, 3 per class)."""
+    acc = {}
+    for block in candidates:
+        (path,) = out.glob(f"experiments/*-scl_ft-{block}-n3-s0-*/metrics.json")
+        acc[block] = json.loads(path.read_text())["test_accuracy"]
+    return acc
+
+
+def test_selection_report_scores_every_rule_against_the_sweep(smoke):
     suite, out, _ = smoke
-    regrets = json.loads((out / "selection.json").read_text())
     candidates = suite["groups"]["selection"]["candidates"]
-    names = {r["rule"] for r in regrets}
-    assert {"profile:min", "profile:drop", "profile:rise", "trial", "trial:heldout_acc"} == names
-    assert all(r["layer"] in candidates and r["regret"] >= 0 for r in regrets)
+    acc = _sweep_accuracy(out, candidates)
+    best = max(acc.values())
+    (profile,) = [json.loads(p.read_text()) for p in out.glob("selection/*-profile-*.json")]
+    (trial,) = [json.loads(p.read_text()) for p in out.glob("selection/*-trial-*.json")]
+    expected_pick = {"oracle": max(acc, key=acc.get), "fixed:middle": candidates[0], "fixed:two_thirds": candidates[1],
+                     "fixed:last": candidates[1], "profile:min": min(profile["nc1"], key=profile["nc1"].get),
+                     "trial": trial["layer"]}
+    rules = json.loads((out / "summary.json").read_text())["rules"]
+    assert {"profile:drop", "profile:rise", "profile:half", "profile:gain_per_param", "trial:heldout_acc"} <= set(rules)
+    for name, block in expected_pick.items():
+        regret = 100 * (best - acc[block])
+        assert rules[name]["mean_regret"] == pytest.approx(regret, abs=1e-9) == rules[name]["max_regret"], name
+    assert rules["oracle"]["mean_regret"] == 0.0 and rules["fixed:middle"]["seconds"] == 0.0
+    assert rules["profile:min"]["seconds"] == pytest.approx(profile["seconds"])
+    (cell,) = json.loads((out / "selection.json").read_text())
+    assert cell["blocks"] == candidates and cell["seeds"] == [0]
+    assert rules["fixed:last"]["mean_percent"] == pytest.approx(cell["params_percent"][candidates[1]])
     md = (out / "selection.md").read_text()
     assert all(c in md for c in candidates) and "**best**" in md and "Summary over cells" in md
+    assert (out / "selection.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_shards_partition_the_runs_and_report_merges_their_folders(smoke, tmp_path):
+    import shutil
+
+    suite, out, _ = smoke
+    runs = bench.expand_suite(suite)
+    parts = [bench.shard(runs, f"{i}/3") for i in (1, 2, 3)]
+    assert sorted(r.id for p in parts for r in p) == sorted(r.id for r in runs)
+    assert [r.id for r in parts[1]] == [r.id for r in runs[1::3]]
+    for bad in ("0/3", "4/3", "x", "1/0"):
+        with pytest.raises(ValueError, match="I/N"):
+            bench.shard(runs, bad)
+    folders = [tmp_path / "a", tmp_path / "b"]
+    for i, run in enumerate(runs):  # the runs of a 2-job array, each job with its own folder
+        shutil.copytree(out / "experiments" / run.id, folders[i % 2] / "experiments" / run.id)
+    shutil.copytree(out / "selection", folders[1] / "selection")
+    merged = tmp_path / "merged"
+    bench.build_reports(suite, merged, folders)
+    for name in ("summary.json", "table.csv"):
+        assert (merged / name).read_text() == (out / name).read_text()
+
+
+def test_bad_shard_is_a_usage_error(tmp_path, capsys):
+    from sclft import cli
+
+    assert cli.main(["bench", "--suite", "smoke", "--out", str(tmp_path), "--dry-run", "--shard", "3/2"]) == 2
+    assert "--shard must be I/N" in capsys.readouterr().err
+
+
+def test_selection_suite_sweeps_every_candidate_within_the_budget(tmp_path, backbone_factory):
+    from sclft.model import TransferModel
+
+    suite = bench.load_suite("selection")
+    runs = bench.expand_suite(suite)
+    b = backbone_factory("efficientnet_lite0")
+    share = {blk: TransferModel(b, "scl_ft", 10, blk).parameter_summary()["percent"] for blk in b.blocks[:-1]}
+    within = [blk for blk in b.blocks[:-1] if share[blk] <= 8.0]
+    cells = bench._selection_cells(suite, runs)
+    assert len(cells) == 4 and len(runs) == 4 * 3 * len(within)
+    for cell in cells.values():
+        for seed in (0, 1, 2):
+            assert [r.config["layer"] for r in cell if r.seed == seed] == within
+        assert all(r.config["eval_every"] == 0 and r.config["image_size"] >= 64 for r in cell)
+    assert {(r.dataset, r.train_per_class) for r in runs} == {(d, n) for d in ("fashion_mnist", "digits")
+                                                             for n in (20, 100)}
+    lines = []
+    bench.dry_run(suite, tmp_path, say=lines.append)
+    assert sum(line.startswith("selection cell ") for line in lines) == 4
+    assert f"{len(within)} blocks × 3 seeds" in lines[-2]
+    extra = bench.add_datasets(suite, ["imagefolder:/data/x"])
+    assert [d["name"] if isinstance(d, dict) else d for d in extra["datasets"]][-1] == "imagefolder:/data/x"
+
+
+def test_test_split_cache_key_is_shared_across_seeds():
+    a = load_dataset("digits", train_per_class=5, seed=0)
+    b = load_dataset("digits", train_per_class=20, seed=1)
+    assert a.fingerprint("test") == b.fingerprint("test")
+    assert a.fingerprint("train") != b.fingerprint("train")
 
 
 def test_resume_skips_finished_runs(smoke):

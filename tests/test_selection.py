@@ -24,33 +24,73 @@ def digits():
 CURVE = [("a", 50.0), ("b", 10.0), ("c", 4.0), ("d", 3.0), ("e", 6.0), ("f", 9.0)]
 
 
-@pytest.mark.parametrize("pick, expected", [("min", "d"), ("drop", "b"), ("rise", "e")])
+SHARES = {"a": 0.5, "b": 1.0, "c": 2.0, "d": 4.0, "e": 6.0, "f": 8.0}
+
+
+# half: log NC1 falls from log 50 to log 3; half-way is 50 * sqrt(3/50) = 12.2, first reached at b (10);
+# gain_per_param: (log 50 - log v) / share = a 0, b 1.61, c 1.26, d 0.70, ...
+@pytest.mark.parametrize("pick, expected", [("min", "d"), ("drop", "b"), ("rise", "e"), ("half", "b"),
+                                            ("gain_per_param", "b")])
 def test_profile_pick_functions(pick, expected):
-    assert selection.PROFILE_PICKS[pick](CURVE) == expected
+    assert selection.profile_pick(pick, CURVE, SHARES) == expected
 
 
 def test_rise_on_a_monotone_curve_stays_in_range():
-    assert selection.PROFILE_PICKS["rise"]([("a", 3.0), ("b", 2.0), ("c", 1.0)]) == "c"
+    assert selection.profile_pick("rise", [("a", 3.0), ("b", 2.0), ("c", 1.0)]) == "c"
+
+
+def test_fixed_picks_are_positions_in_the_candidate_list():
+    names = [f"b{i}" for i in range(13)]
+    assert {k: fn(names) for k, fn in selection.FIXED_PICKS.items()} == {"middle": "b6", "two_thirds": "b8",
+                                                                         "last": "b12"}
+    assert selection.FIXED_PICKS["middle"](["x", "y"]) == "x" and selection.FIXED_PICKS["last"](["x"]) == "x"
+
+
+def test_block_share_matches_the_trained_model_and_bounds_the_candidates(backbone_factory):
+    from sclft.model import TransferModel
+
+    b = backbone_factory("efficientnet_lite0")
+    for block in ("blocks.2.0", "blocks.5.0", "blocks.5.1"):
+        reference = TransferModel(b, "layer_ft", 10, block).parameter_summary()["percent"]
+        assert selection.block_share(b, block, 10) == pytest.approx(reference, rel=1e-9)
+    kept = selection.candidate_blocks(b, {}, max_params=8.0, num_classes=10)
+    assert kept[0] == b.blocks[0] and kept[-1] == "blocks.5.0"  # blocks.5.1 trains 14 %
+    assert all(selection.block_share(b, x, 10) <= 8.0 for x in kept)
+    assert selection.candidate_blocks(b, {}, None) == b.blocks[:-1]
+    smallest = min(b.blocks[:-1], key=lambda x: sum(p.numel() for p in b.block_parameters(x)))
+    assert selection.candidate_blocks(b, {}, max_params=0.1, num_classes=10) == [smallest]  # budget unmeetable
 
 
 def test_profile_rule_returns_a_candidate_and_its_evidence(backbone_factory, digits):
     b = backbone_factory("efficientnet_lite0")
-    out = selection.select_layer(b, digits, _cfg(layer_rule="profile"))
+    out = selection.select_layer(b, digits, _cfg(layer_rule="profile", max_params=100.0))
     assert out["rule"] == "profile" and out["layer"] in CANDIDATES
     assert list(out["nc1"]) == CANDIDATES and all(v > 0 and math.isfinite(v) for v in out["nc1"].values())
     assert set(out["picks"]) == set(selection.PROFILE_PICKS) and set(out["picks"].values()) <= set(CANDIDATES)
     assert out["layer"] == out["picks"][selection.DEFAULT_PROFILE_PICK] == min(out["nc1"], key=out["nc1"].get)
     assert out["samples"] == 40 and out["seconds"] >= 0
+    ranked = [r["block"] for r in out["ranking"]]
+    assert ranked == sorted(CANDIDATES, key=out["nc1"].get) and out["ranking"][0]["nc1"] == min(out["nc1"].values())
+
+
+def test_the_budget_removes_candidates_from_every_rule(backbone_factory, digits):
+    b = backbone_factory("efficientnet_lite0")
+    for rule in ("profile", "fixed"):
+        out = selection.select_layer(b, digits, _cfg(layer_rule=rule, max_params=8.0))
+        assert out["layer"] in ("blocks.4.0", "blocks.5.0") and out["max_params"] == 8.0  # blocks.6.0: 18 %
+        assert {r["block"] for r in out["ranking"]} == {"blocks.4.0", "blocks.5.0"}
+    with pytest.raises(ValueError, match="max_params must be > 0"):
+        TrainConfig(max_params=0).validate()
 
 
 def test_trial_rule_picks_lowest_heldout_nc1_and_restores_the_backbone(backbone_factory, digits):
     b = backbone_factory("efficientnet_lite0")
     before = {k: v.clone() for k, v in b.state_dict().items()}
     flags = [p.requires_grad for p in b.parameters()]
-    out = selection.select_layer(b, digits, _cfg(layer_rule="trial", strategy="layer_ft"))
+    out = selection.select_layer(b, digits, _cfg(layer_rule="trial", strategy="layer_ft", max_params=100.0))
     assert out["rule"] == "trial" and out["strategy"] == "layer_ft"
     assert set(out["nc1"]) == set(CANDIDATES) and out["layer"] == min(out["nc1"], key=out["nc1"].get)
-    assert set(out["heldout_accuracy"]) == set(CANDIDATES)
+    assert set(out["heldout_accuracy"]) == set(CANDIDATES) and out["ranking"][0]["block"] == out["layer"]
     assert out["fit_samples"] == 20 and out["heldout_samples"] == 20
     assert all(torch.equal(before[k], v) for k, v in b.state_dict().items())
     assert [p.requires_grad for p in b.parameters()] == flags
@@ -62,7 +102,7 @@ def test_auto_uses_the_default_rule_and_errors_are_clear(backbone_factory, digit
     monkeypatch.setitem(selection._RULES, selection.DEFAULT_RULE,
                         lambda *a: seen.append(1) or {"layer": "blocks.5.0", "rule": "x"})
     assert selection.select_layer(b, digits, _cfg(layer_rule="auto"))["layer"] == "blocks.5.0" and seen
-    with pytest.raises(ValueError, match="valid rules: auto, .*profile.*trial"):
+    with pytest.raises(ValueError, match="valid rules: auto, .*fixed.*profile.*trial"):
         selection.select_layer(b, digits, _cfg(layer_rule="nope"))
     with pytest.raises(ValueError, match="unknown selection options"):
         selection.selection_options(TrainConfig(extra={"selection": {"bogus": 1}}))
@@ -75,3 +115,18 @@ def test_register_rule_adds_a_rule(backbone_factory, digits, monkeypatch):
     assert "last" in selection.list_rules()
     b = backbone_factory("efficientnet_lite0")
     assert selection.select_layer(b, digits, _cfg(layer_rule="last"))["layer"] == b.blocks[-1]
+
+
+def test_probe_rank_prints_the_ranked_candidates(tmp_path, capsys):
+    from sclft import cli
+
+    rc = cli.main(["probe", "--rank", "--data", "digits", "--train-per-class", "3", "--image-size", "16",
+                   "--max-params", "3", "--no-progress", "--out", str(tmp_path)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    rows = [line.split() for line in text.splitlines() if line.strip()[:1].isdigit()]
+    saved = __import__("json").loads((tmp_path / "rank.json").read_text())
+    assert [r[1] for r in rows] == [r["block"] for r in saved["ranking"]]
+    assert rows[0][1] == saved["layer"] and "within 3% parameters" in text
+    nc1 = [float(r[2]) for r in rows]
+    assert nc1 == sorted(nc1) and "blocks.4.0" not in text.split("other picks")[0]  # 3.5 % > 3 %

@@ -230,6 +230,8 @@ class DatasetSplits:
             raise ValueError(f"{self.name} has no {split!r} split")
         base, indices = _root_and_indices(dataset)
         digest = hashlib.sha1(indices.astype("<i8").tobytes()).hexdigest()[:16]
-        opts = ",".join(f"{k}={v}" for k, v in sorted(self.options.items()))
+        # how train/val were drawn does not change the test samples: keep their caches shared across seeds
+        opts = ",".join(f"{k}={v}" for k, v in sorted(self.options.items())
+                        if split != "test" or k not in ("train_per_class", "val_fraction", "seed"))
         content = getattr(base, "content_id", "")
         return f"{self.name}|{self.source}|{content}|{split}|{opts}|n={len(indices)}|idx={digest}"
