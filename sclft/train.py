@@ -912,8 +912,8 @@ def load(path: str | Path, pretrained: bool | None = None, checkpoint: str | Non
         raise ValueError(f"cannot rebuild {path} as trained: the frozen {cfg['backbone']} weights built from "
                          f"pretrained={pretrained}, checkpoint={checkpoint}, seed={build['seed']} differ from the "
                          "ones it was trained on (config.json frozen_sha256)")
+    load_model_state(model, path)  # names a damaged file
     _check_complete(model, path)
-    load_model_state(model, path)
     return model.eval()
 
 

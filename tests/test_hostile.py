@@ -80,7 +80,7 @@ CASES = [
     yaml_case("yaml-extra-not-mapping", "extra: 3\n", ("extra", "mapping")),
     yaml_case("yaml-selection-unknown-option", "extra: {selection: {bogus: 1}}\n", ("bogus", "profile_per_class")),
     yaml_case("yaml-selection-bad-pick", "extra: {selection: {profile_pick: best}}\n", ("profile_pick", "min")),
-    Case("yaml-selection-unknown-candidate", train("--config", "{tmp}/cfg.yaml", out="{old}"), ("layer9", "valid layers"),
+    Case("yaml-selection-unknown-candidate", train("--config", "{tmp}/cfg.yaml"), ("layer9", "valid layers"),
          files={"cfg.yaml": "extra: {selection: {candidates: [layer9]}}\n"}, not_in_stdout=NO_SELECTION),
     Case("config-missing", train("--config", "{tmp}/nope.yaml"), ("nope.yaml", "no such file")),
     Case("config-is-a-folder", train("--config", "{tmp}/runs"), ("runs", "folder")),

@@ -122,7 +122,7 @@ def test_resume_without_a_checkpoint_is_an_error(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("finished")
-    cfg = tiny(tmp, strategy="linear_probe", epochs=1)
+    cfg = tiny(tmp, strategy="linear_probe", layer="auto", epochs=1)
     train(cfg)
     return cfg
 
@@ -146,7 +146,7 @@ def test_overwrite_removes_the_old_run_before_the_new_one_can_die(finished, tmp_
 
 
 def test_one_writer_per_out_and_a_stale_lock_is_taken_over(tmp_path, capsys, caplog):
-    cfg = tiny(tmp_path, strategy="linear_probe", epochs=1)
+    cfg = tiny(tmp_path, strategy="linear_probe", layer="auto", epochs=1)
     out = Path(cfg.out)
     with train_mod.run_lock(out):  # another run holds the folder
         code, err = run_cli(flags(cfg), capsys)
@@ -237,7 +237,7 @@ def test_load_names_a_truncated_model_file(finished, tmp_path):
 
 # ------------------------------------------------------------------------------------------ rebuild
 def test_an_exported_model_is_rebuilt_with_its_seed_and_random_init(tmp_path):
-    train(tiny(tmp_path, strategy="linear_probe", epochs=1, seed=3))
+    train(tiny(tmp_path, strategy="linear_probe", layer="auto", epochs=1, seed=3))
     export = tmp_path / "export"
     export.mkdir()
     for name in ("model.safetensors", "config.json"):  # what a user copies; no train_config.json
@@ -255,7 +255,7 @@ def test_load_refuses_a_changed_backbone_weights_file(tmp_path):
 
     weights = tmp_path / "resnet18.safetensors"
     save_file(timm.create_model("resnet18", pretrained=False).state_dict(), str(weights))
-    train(tiny(tmp_path, strategy="linear_probe", epochs=1, pretrained=True, checkpoint=str(weights)))
+    train(tiny(tmp_path, strategy="linear_probe", layer="auto", epochs=1, pretrained=True, checkpoint=str(weights)))
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["checkpoint"] == str(weights) and len(config["checkpoint_sha256"]) == 64
     load(tmp_path / "run")  # unchanged: loads
