@@ -29,7 +29,7 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 demo: install
-	HF_HUB_OFFLINE=1 $(VENV)/bin/sclft train --backbone efficientnet_lite0 --data digits --strategy scl_ft --layer auto --image-size 64 --epochs 10 --out demo_out
+	HF_HUB_OFFLINE=1 $(VENV)/bin/sclft train --backbone efficientnet_lite0 --data digits --strategy scl_ft --layer auto --image-size 64 --epochs 10 --overwrite --out demo_out
 
 test: install-test
 	HF_HUB_OFFLINE=1 $(PY) -m pytest

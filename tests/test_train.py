@@ -146,10 +146,10 @@ def test_transformers_train_at_any_image_size_and_load_back(tmp_path, tiny_image
     trained = {}
     real_save = train_mod.save_model
 
-    def save_and_remember(model, out):
+    def save_and_remember(model, out, *args, **kwargs):
         with torch.no_grad():
             trained["logits"] = model.eval()(x)  # the in-memory trained model, before anything is reloaded
-        return real_save(model, out)
+        return real_save(model, out, *args, **kwargs)
 
     monkeypatch.setattr(train_mod, "save_model", save_and_remember)
     metrics = train(tiny(tmp_path, backbone=backbone, layer=layer, data=tiny_imagefolder, image_size=32, epochs=1,
