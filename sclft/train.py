@@ -713,9 +713,9 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
         selection = select_layer(backbone, splits, cfg, device=accelerator.device)
         layer = selection["layer"]
         say(f"layer auto ({selection['rule']}): {layer}")
-    options = {"fuse": cfg.fuse, "match": cfg.match} if cfg.strategy == "scl_ft" else {}
-    if cfg.strategy == "zero_shot":
-        options = {"dataset": cfg.data}  # the dataset's prompt templates and readable class names
+    options = cfg.strategy_options()  # the config fields the strategy takes (fuse/match for scl_ft)
+    if "dataset" in inspect.signature(get_strategy(cfg.strategy).__init__).parameters:
+        options["dataset"] = cfg.data  # zero_shot: the dataset's prompt templates and readable class names
     set_seed(cfg.seed)
     model = TransferModel(backbone, cfg.strategy, splits.num_classes, layer if layer != "auto" else None,
                           class_names=splits.class_names, **options)
