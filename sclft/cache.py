@@ -47,6 +47,15 @@ def _state_signature(state: dict[str, torch.Tensor]) -> tuple:
     return tuple((name, t.data_ptr(), t._version, tuple(t.shape), t.dtype) for name, t in state.items())
 
 
+def hash_tensors(items, h) -> str:
+    """Feed ``(name, tensor)`` pairs (name, shape, dtype, bytes) into the hashlib object ``h``; its hex digest."""
+    for name, t in items:
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        if t.numel():
+            h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def weights_fingerprint(module: torch.nn.Module) -> str:
     """Hash of every parameter and buffer (names, shapes, dtypes, values).
 
@@ -58,12 +67,7 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
     known = _FINGERPRINTS.get(module)
     if known is not None and known[0] == signature:
         return known[1]
-    h = hashlib.blake2b(digest_size=12)
-    for name, t in state.items():
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-        if t.numel():
-            h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    digest = h.hexdigest()
+    digest = hash_tensors(state.items(), hashlib.blake2b(digest_size=12))
     _FINGERPRINTS[module] = (signature, digest)
     return digest
 

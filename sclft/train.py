@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 
 from . import nc
 from .backbones import create_backbone
-from .cache import build_cache, frozen_cache_key
+from .cache import build_cache, hash_tensors, frozen_cache_key
 from .data import DatasetSplits, TransformedDataset, build_transforms, load_dataset
 from .io import atomic_path, atomic_write_json
 from .model import TransferModel
@@ -382,15 +382,7 @@ def _non_finite(state: dict[str, torch.Tensor]) -> list[str]:
 def frozen_digest(model: TransferModel) -> str:
     """sha256 of every tensor of ``model`` that is *not* stored in ``model.safetensors`` (the frozen weights)."""
     trained = set(trainable_state(model))
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        if name in trained:
-            continue
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-        if t.numel():
-            h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    return hash_tensors(((n, t) for n, t in model.state_dict().items() if n not in trained), hashlib.sha256())
 
 
 def file_digest(path: str | Path) -> str:
