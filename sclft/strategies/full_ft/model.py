@@ -1,7 +1,7 @@
 """Full fine-tuning: every backbone parameter and the head train."""
 
-from ._registry import register_strategy
-from .base import Strategy
+from .._registry import register_strategy
+from ..base import Strategy
 
 
 @register_strategy

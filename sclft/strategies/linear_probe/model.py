@@ -1,7 +1,7 @@
 """Linear probe: frozen backbone → penultimate feature → new linear head."""
 
-from ._registry import register_strategy
-from .base import Strategy
+from .._registry import register_strategy
+from ..base import Strategy
 
 
 @register_strategy

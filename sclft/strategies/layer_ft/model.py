@@ -1,7 +1,7 @@
 """Layer FT: fine-tune one block (and the head); prefix and suffix stay frozen."""
 
-from ._registry import register_strategy
-from .base import BlockStrategy
+from .._registry import register_strategy
+from ..base import BlockStrategy
 
 
 @register_strategy

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._registry import register_strategy
-from .base import Strategy
+from .._registry import register_strategy
+from ..base import Strategy
 
 CLIP_LOGIT_SCALE = 100.0
 

@@ -16,9 +16,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..backbones.base import POOLERS
-from ._registry import register_strategy
-from .base import BlockStrategy
+from ...backbones.base import POOLERS
+from .._registry import register_strategy
+from ..base import BlockStrategy
 
 FUSE_MODES = ("add", "concat")
 MATCH_MODES = ("repeat", "zero_pad")

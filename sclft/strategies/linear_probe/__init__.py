@@ -1,0 +1,3 @@
+"""Linear probe: frozen backbone → penultimate feature → new linear head."""
+
+from .model import LinearProbe  # noqa: F401
