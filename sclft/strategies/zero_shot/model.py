@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._registry import register_strategy
 from ..base import Strategy
+from .config import ZeroShotConfig
 
 CLIP_LOGIT_SCALE = 100.0
 
@@ -24,21 +24,16 @@ class TextHead(nn.Module):
         return self.logit_scale * F.normalize(f, dim=-1) @ self.weight.to(f.dtype).T
 
 
-@register_strategy
 class ZeroShot(Strategy):
-    name = "zero_shot"
-    description = "CLIP only: head from text prompts of the class names (no training)"
+    config_class = ZeroShotConfig
 
-    def __init__(self, backbone, layer=None, templates: tuple[str, ...] | None = None):
-        super().__init__(backbone, layer)
+    def __init__(self, backbone, layer=None, config: ZeroShotConfig | None = None, **options):
+        super().__init__(backbone, layer, config, **options)
         if "encode_text" not in backbone.extras:
             raise ValueError(
                 f"zero_shot needs a CLIP backbone with its text tower (e.g. clip_vit_b32); {backbone.name!r} has none"
             )
-        self.templates = tuple(templates) if templates else None
-
-    def options(self):
-        return {"templates": list(self.templates) if self.templates else None}
+        self.templates = self.config.templates
 
     def build_head(self, backbone, num_classes, class_names):
         if not class_names or len(class_names) != num_classes:
