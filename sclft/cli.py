@@ -28,7 +28,7 @@ _BUILTIN: dict[str, Callable[[Any], None]] = {}
 TRAIN_HELP = {
     "backbone": "backbone name (sclft list backbones), timm:<name> or open_clip:<arch>/<tag>",
     "data": "dataset name (sclft list datasets), imagefolder:PATH or hf:<repo_id>",
-    "strategy": "linear_probe | layer_ft | scl_ft | full_ft | zero_shot (CLIP)",
+    "strategy": "transfer strategy (sclft list strategies); its options are the flags under 'strategy options'",
     "layer": "block to tune, or 'auto' to choose it by NC1 on the training data",
     "layer_rule": "rule for --layer auto: auto | profile | trial",
     "epochs": "training epochs",
@@ -48,8 +48,6 @@ TRAIN_HELP = {
     "data_dir": "local copy of the dataset (no download)",
     "pretrained": "load pretrained weights (--no-pretrained: random init)",
     "checkpoint": "local weights file for the backbone (instead of downloading)",
-    "fuse": "SCL-FT skip fusion: add | concat",
-    "match": "SCL-FT width matching when the block is narrower: repeat | zero_pad",
     "cache": "frozen-prefix activation cache: auto | memory | disk | off",
     "cache_dir": "directory for disk caches (default ~/.cache/sclft/features)",
     "num_workers": "data-loading worker processes",
@@ -61,7 +59,8 @@ TRAIN_HELP = {
     "resume": "continue an interrupted run from --out/checkpoint",
     "progress": "progress bars",
 }
-_NOT_FLAGS = {"extra"}
+_NOT_FLAGS = {"extra", "strategy_options"}
+_OPTION_DEST = "strategy_option:"  # argparse dest prefix of the strategy-option flags
 
 
 def command(name: str):
@@ -101,6 +100,32 @@ def add_train_flags(parser: argparse.ArgumentParser, only: Sequence[str] | None 
             parser.add_argument(flag, dest=f.name, type=kind, default=None, help=help_text)
     if only is None or "cache" in only:
         parser.add_argument("--no-cache", dest="cache", action="store_const", const="off", help="same as --cache off")
+    if only is None or "strategy_options" in only:
+        add_strategy_option_flags(parser)
+
+
+def add_strategy_option_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per option of every registered strategy config; each is valid only with its strategy."""
+    from .strategies import option_owners
+
+    group = parser.add_argument_group("strategy options", "valid only with the strategy named in [brackets]")
+    for name, owners in option_owners().items():
+        f = next(f for f in dataclasses.fields(owners[0]) if f.name == name)
+        hint = typing.get_type_hints(owners[0])[name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        kind = args[0] if args else hint
+        default = f.default if f.default is not dataclasses.MISSING else None
+        help_text = f"[{', '.join(o.name for o in owners)}] {f.metadata.get('help', '')}"
+        help_text += f" (default: {default})" if default is not None else ""
+        kwargs: dict[str, Any] = {"dest": _OPTION_DEST + name, "default": None, "help": help_text,
+                                  "metavar": name.upper()}
+        if kind is bool:
+            kwargs.update(action=argparse.BooleanOptionalAction, metavar=None)
+        elif typing.get_origin(kind) in (tuple, list):
+            kwargs.update(nargs="+", type=typing.get_args(kind)[0])
+        else:
+            kwargs.update(type=kind, choices=f.metadata.get("choices"))
+        group.add_argument("--" + name.replace("_", "-"), **kwargs)
 
 
 def _load_yaml(path: str) -> dict[str, Any]:
@@ -126,9 +151,15 @@ def config_from_args(args: argparse.Namespace):
     per_strategy = values.pop("per_strategy", {}) or {}
     flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
              if getattr(args, f.name, None) is not None}
+    options = {k[len(_OPTION_DEST):]: v for k, v in vars(args).items() if k.startswith(_OPTION_DEST) and v is not None}
     strategy = flags.get("strategy", values.get("strategy", TrainConfig.strategy))
     values.update(per_strategy.get(strategy, {}))
     values.update(flags)
+    if options:  # flags win over YAML: lift YAML's top-level option keys first, then override
+        from .strategies import collect_strategy_options
+
+        values = collect_strategy_options(values)
+        values["strategy_options"] = {**values.get("strategy_options", {}), **options}
     return TrainConfig.from_dict(values).validate()
 
 
@@ -143,13 +174,13 @@ def _list_parser(sub) -> None:
 def run_list(args) -> int:
     from .backbones import backbone_entries
     from .data import list_datasets, list_prefixes
-    from .strategies import get_strategy, list_strategies
+    from .strategies import get_strategy_config, list_strategies
 
     listers = {
         "backbones": lambda: [f"{e.name:<20} {e.weights}" for e in backbone_entries()]
         + ["timm:<name>          any timm ResNet / EfficientNet / ViT", "open_clip:<arch>/<tag> any open_clip ViT"],
         "datasets": lambda: list_datasets() + list_prefixes(),
-        "strategies": lambda: [f"{n:<14} {get_strategy(n).description}" for n in list_strategies()],
+        "strategies": lambda: [f"{n:<14} {get_strategy_config(n).description}" for n in list_strategies()],
     }
     print("\n".join(listers[args.what]()))
     return 0

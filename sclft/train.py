@@ -32,6 +32,7 @@ from .cache import build_cache, frozen_cache_key
 from .data import DatasetSplits, TransformedDataset, build_transforms, load_dataset
 from .io import atomic_path, atomic_write_json
 from .model import TransferModel
+from .strategies import collect_strategy_options, get_strategy_config, strategy_config
 
 log = logging.getLogger("sclft.train")
 
@@ -73,8 +74,7 @@ class TrainConfig:
     data_dir: str | None = None
     pretrained: bool = True
     checkpoint: str | None = None
-    fuse: str = "add"
-    match: str = "repeat"
+    strategy_options: dict = field(default_factory=dict)  # the chosen strategy's options, e.g. {"fuse": "concat"}
     cache: str = "auto"
     cache_dir: str | None = None
     num_workers: int = 0
@@ -105,10 +105,12 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        strategy_config(self.strategy, **self.strategy_options)  # names an option of another strategy as such
         return self
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        values = collect_strategy_options(values)  # top-level `fuse: concat` → strategy_options
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -335,18 +337,15 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
     resume_from = latest_checkpoint(out) if cfg.resume else None
     if resume_from is not None:
         layer = json.loads((resume_from / "config.json").read_text())["layer"] or layer
-    from .strategies import get_strategy
-
-    if get_strategy(cfg.strategy).uses_layer and layer == "auto":
+    if get_strategy_config(cfg.strategy).uses_layer and layer == "auto":
         from .selection import select_layer
 
         selection = select_layer(backbone, splits, cfg, device=accelerator.device)
         layer = selection["layer"]
         say(f"layer auto ({selection['rule']}): {layer}")
-    options = {"fuse": cfg.fuse, "match": cfg.match} if cfg.strategy == "scl_ft" else {}
     set_seed(cfg.seed)
-    model = TransferModel(backbone, cfg.strategy, splits.num_classes, layer if layer != "auto" else None,
-                          class_names=splits.class_names, **options)
+    model = TransferModel(backbone, strategy_config(cfg.strategy, **cfg.strategy_options), splits.num_classes,
+                          layer if layer != "auto" else None, class_names=splits.class_names)
     model.to(accelerator.device)
     if cfg.channels_last and backbone.layout == "conv":
         model.to(memory_format=torch.channels_last)
