@@ -38,7 +38,7 @@ import yaml
 from .data import DatasetSplits, DatasetUnavailableError, LabelSubset, register_dataset, resolve, targets_of
 from .data.subsets import few_shot_indices
 from .io import atomic_write, atomic_write_json, atomic_write_text
-from .strategies import get_strategy_config, strategy_rank
+from .strategies import get_strategy_config, option_owners, strategy_rank
 
 __all__ = ["load_suite", "expand_suite", "run_suite", "build_reports", "add_parser", "find_suite"]
 
@@ -194,9 +194,12 @@ def expand_suite(suite: dict[str, Any]) -> list[Run]:
                                      group.get("variants", [{}]),
                                      _group_layers(group, b["name"]))
             for strategy, seed, tpc, variant, layer in grid:
-                uses_layer = get_strategy_config(strategy).uses_layer
+                strategy_cls = get_strategy_config(strategy)
+                uses_layer = strategy_cls.uses_layer
                 if not uses_layer and (layer != "auto" or variant):
                     continue  # sweeps and variants only concern block strategies
+                if (set(variant) & set(option_owners())) - set(strategy_cls.option_names()):
+                    continue  # a variant of another strategy's options
                 config = {**defaults, **per_strategy.get(strategy, {}), **b.get("overrides", {}),
                           **d.get("overrides", {}), **group.get("overrides", {}), **variant,
                           "backbone": b["name"], "data": dataset_ref(d), "strategy": strategy,

@@ -127,3 +127,25 @@ def test_list_strategies_cli(capsys):
     out = capsys.readouterr().out
     for name in list_strategies():
         assert f"{name} " in out and get_strategy_config(name).description in out
+
+
+def test_bench_asks_the_strategy_configs():
+    """Variants of one strategy's options skip the others; labels and costs come from the configs."""
+    from sclft import bench
+
+    suite = bench.load_suite("smoke")
+    suite["groups"] = {"ablation": {"strategies": ["layer_ft", "scl_ft"], "seeds": [0], "train_per_class": [3],
+                                    "variants": [{"fuse": "concat"}, {"lr": 0.01}]}}
+    runs = bench.expand_suite(suite)
+    assert sorted((r.strategy, r.variant) for r in runs) == [("layer_ft", "lr=0.01"), ("scl_ft", "fuse=concat"),
+                                                             ("scl_ft", "lr=0.01")]
+    from sclft.train import TrainConfig
+
+    concat = next(r for r in runs if r.variant == "fuse=concat")
+    assert TrainConfig.from_dict(concat.config).validate().strategy_options == {"fuse": "concat"}
+    assert bench._method_name("scl_ft") == "SCL FT"
+    assert bench._method_order(["full_ft", "scl_ft", "linear_probe", "layer_ft", "zero_shot"]) == \
+        ["linear_probe", "zero_shot", "layer_ft", "scl_ft", "full_ft"]
+    layer_ft = next(r for r in runs if r.strategy == "layer_ft")
+    full = bench.Run(layer_ft.id, layer_ft.backbone, layer_ft.dataset, {**layer_ft.config, "strategy": "full_ft"})
+    assert bench.estimate_seconds(full, suite) > bench.estimate_seconds(layer_ft, suite)  # cost 1.0 vs 0.35
