@@ -315,7 +315,8 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
     from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
 
-    cfg = dataclasses.replace(cfg or TrainConfig(), **overrides).validate()
+    cfg = cfg or TrainConfig()
+    cfg = dataclasses.replace(cfg, **collect_strategy_options(overrides, cfg.strategy_options)).validate()
     out = Path(cfg.out)
     start_time = time.time()
     AcceleratorState._reset_state()  # several runs in one process may use different precisions

@@ -97,6 +97,9 @@ def test_train_config_carries_the_strategy_options():
         {"match": "zero_pad"}
     with pytest.raises(ValueError, match="option 'fuse' belongs to strategy scl_ft, not to 'linear_probe'"):
         TrainConfig.from_dict({"strategy": "linear_probe", "fuse": "add"}).validate()
+    assert collect_strategy_options({"fuse": "concat", "lr": 1.0}, base={"fuse": "add", "match": "zero_pad"}) == \
+        {"lr": 1.0, "strategy_options": {"fuse": "concat", "match": "zero_pad"}}  # train(cfg, fuse="concat")
+    assert collect_strategy_options({"lr": 1.0}, base={"fuse": "add"}) == {"lr": 1.0}
     with pytest.raises(ValueError, match="given twice"):
         collect_strategy_options({"fuse": "add", "strategy_options": {"fuse": "concat"}})
     with pytest.raises(ValueError, match="unknown fuse"):

@@ -90,8 +90,9 @@ def option_owners() -> dict[str, list[type[StrategyConfig]]]:
     return owners
 
 
-def collect_strategy_options(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Move top-level option keys (``fuse: concat`` in YAML or a bench variant) into ``strategy_options``.
+def collect_strategy_options(values: Mapping[str, Any], base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Move top-level option keys (``fuse: concat`` in YAML or a bench variant) into ``strategy_options``,
+    over the options in ``base`` (those of a config being overridden).
 
     Which strategy they belong to is checked later, against the chosen strategy's config.
     """
@@ -103,6 +104,6 @@ def collect_strategy_options(values: Mapping[str, Any]) -> dict[str, Any]:
                              f"strategy_options.{key}: {options[key]!r}")
         options[key] = values.pop(key)
     if options or "strategy_options" in values:
-        values["strategy_options"] = options
+        values["strategy_options"] = {**(base or {}), **options}
     return values
 
