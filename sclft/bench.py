@@ -37,6 +37,7 @@ import yaml
 
 from .data import DatasetUnavailableError  # importing sclft.data also registers test_subset:N:NAME
 from .io import atomic_write, atomic_write_json, atomic_write_text
+from .strategies import get_strategy_config, option_owners, strategy_rank
 
 __all__ = ["load_suite", "expand_suite", "run_suite", "build_reports", "add_parser", "find_suite"]
 
@@ -45,11 +46,6 @@ SUITE_DIRS = ("configs/bench", "benchmarks")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GROUPS = ("table", "data_size", "selection", "ablation")
 GRID_KEYS = ("backbones", "datasets", "strategies", "seeds", "train_per_class", "variants", "layers")
-METHOD_NAMES = {"linear_probe": "Linear Probe", "zero_shot": "Zero Shot", "layer_ft": "Layer FT",
-                "scl_ft": "SCL FT", "full_ft": "Full FT"}
-# strategy -> (share of a full forward the trained tail costs, whether the prefix is cached); for --dry-run
-COST_MODEL = {"linear_probe": (0.0, True), "zero_shot": (0.0, True), "layer_ft": (0.35, True),
-              "scl_ft": (0.35, True), "full_ft": (1.0, False)}
 
 
 # ------------------------------------------------------------------------------------------ suites
@@ -120,7 +116,10 @@ def _non_default(config: dict[str, Any]) -> dict[str, Any]:
     from .train import TrainConfig
 
     full, default = dataclasses.asdict(TrainConfig.from_dict(config)), dataclasses.asdict(TrainConfig())
-    return {k: v for k, v in full.items() if v != default[k] and k not in ("out", "cache_dir", "progress")}
+    options = full.pop("strategy_options")  # flattened: the strategy's options that differ from its defaults
+    option_defaults = get_strategy_config(full["strategy"])().options()
+    return {**{k: v for k, v in full.items() if v != default[k] and k not in ("out", "cache_dir", "progress")},
+            **{k: v for k, v in options.items() if k not in option_defaults or v != option_defaults[k]}}
 
 
 def _variant_label(variant: dict[str, Any]) -> str:
@@ -192,7 +191,6 @@ def _group_layers(group: dict[str, Any], backbone_name: str, dataset: dict[str, 
 
 def expand_suite(suite: dict[str, Any]) -> list[Run]:
     """All runs of the suite, deduplicated by id (a run shared by several groups trains once)."""
-    from .strategies import get_strategy
     from .train import TrainConfig
 
     backbones, datasets = _entries(suite["backbones"]), _entries(suite["datasets"])
@@ -210,9 +208,12 @@ def expand_suite(suite: dict[str, Any]) -> list[Run]:
                                      group.get("variants", [{}]),
                                      _group_layers(group, b["name"], d, selection_budget(suite, group)))
             for strategy, seed, tpc, variant, layer in grid:
-                uses_layer = get_strategy(strategy).uses_layer
+                strategy_cls = get_strategy_config(strategy)
+                uses_layer = strategy_cls.uses_layer
                 if not uses_layer and (layer != "auto" or variant):
                     continue  # sweeps and variants only concern block strategies
+                if (set(variant) & set(option_owners())) - set(strategy_cls.option_names()):
+                    continue  # a variant of another strategy's options
                 config = {**defaults, **per_strategy.get(strategy, {}), **b.get("overrides", {}),
                           **d.get("overrides", {}), **group.get("overrides", {}), **variant,
                           "backbone": b["name"], "data": dataset_ref(d), "strategy": strategy,
@@ -240,7 +241,8 @@ def estimate_seconds(run: Run, suite: dict[str, Any]) -> float:
     n_train = min(d.get("train_size", 10_000), k * (run.train_per_class or 10**9))
     n_test = k * d["test_per_class"] if d.get("test_per_class") else d.get("test_size", 10_000)
     epochs, every = run.config.get("epochs", 10), run.config.get("eval_every", 1)
-    tail, cached = COST_MODEL.get(run.strategy, (1.0, False))
+    strategy = get_strategy_config(run.strategy)
+    tail, cached = strategy.cost, strategy.cache_scope != "none"
     layer = run.config.get("layer")
     if 0.0 < tail < 1.0 and layer not in (None, "auto"):
         blocks = _blocks_of(b["name"])
@@ -441,8 +443,11 @@ def _pm(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
 
 
 def _method_order(strategies: Iterable[str]) -> list[str]:
-    order = list(METHOD_NAMES)
-    return sorted(set(strategies), key=lambda s: order.index(s) if s in order else len(order))
+    return sorted(set(strategies), key=lambda s: (strategy_rank(s), s))
+
+
+def _method_name(strategy: str) -> str:
+    return get_strategy_config(strategy).display_name
 
 
 def _cells(rows: list[tuple[Run, dict]]) -> list[tuple[str, str]]:
@@ -459,7 +464,7 @@ def table_rows(suite: dict[str, Any], out: Path, runs: list[Run]) -> list[dict[s
             ms = [m for r, m in here if r.strategy == strategy]
             acc, nc1 = [m["test_accuracy"] for m in ms], [m["nc1_train"] for m in ms]
             result.append({
-                "backbone": backbone, "dataset": dataset, "method": METHOD_NAMES.get(strategy, strategy),
+                "backbone": backbone, "dataset": dataset, "method": _method_name(strategy),
                 "strategy": strategy, "seeds": len(ms), "train_per_class": ms[0].get("train_per_class"),
                 "accuracy_mean": _mean_std(acc)[0], "accuracy_std": _mean_std(acc)[1],
                 "nc1_mean": _mean_std(nc1)[0], "nc1_std": _mean_std(nc1)[1],
@@ -479,8 +484,7 @@ def _markdown(header: list[str], body: list[list[str]]) -> str:
 def render_table(rows: list[dict[str, Any]]) -> tuple[str, str]:
     """(Markdown, CSV) of the paper table: columns backbone/dataset; blocks accuracy, NC1, % params."""
     cols = list(dict.fromkeys((r["backbone"], r["dataset"]) for r in rows))
-    methods = list(dict.fromkeys(r["method"] for r in sorted(rows, key=lambda r: list(METHOD_NAMES).index(r["strategy"])
-                                                          if r["strategy"] in METHOD_NAMES else 99)))
+    methods = list(dict.fromkeys(r["method"] for r in sorted(rows, key=lambda r: strategy_rank(r["strategy"]))))
     index = {(r["backbone"], r["dataset"], r["method"]): r for r in rows}
     blocks = [("Transfer accuracy (%, test)", lambda r: _pm(r["acc"], 100.0)),
               ("NC1 of the penultimate feature (train data)", lambda r: _pm(r["nc1"], 1.0, 3)),
@@ -490,8 +494,8 @@ def render_table(rows: list[dict[str, Any]]) -> tuple[str, str]:
     for title, fmt in blocks:
         body = [[m, *[fmt(index[(b, d, m)]) if (b, d, m) in index else "–" for b, d in cols]] for m in methods]
         parts += [f"\n### {title}\n", _markdown(header, body)]
-    picked = [f"{r['backbone']} / {r['dataset']} {r['method']}: {r['layers']}" for r in rows if r["strategy"]
-              in ("layer_ft", "scl_ft")]
+    picked = [f"{r['backbone']} / {r['dataset']} {r['method']}: {r['layers']}" for r in rows
+              if get_strategy_config(r["strategy"]).uses_layer]
     if picked:
         parts += ["\nTuned blocks: " + "; ".join(picked) + "."]
     buf = io.StringIO()
@@ -530,12 +534,12 @@ def plot_nc1_layers(out: Path, runs: list[Run]) -> Path | None:
     for ax, (backbone, dataset) in zip(axes, cells):
         names: list[str] = []
         for r in sorted((r for r in probed if (r.backbone, r.dataset) == (backbone, dataset)),
-                        key=lambda r: _method_order(METHOD_NAMES).index(r.strategy)):
+                        key=lambda r: strategy_rank(r.strategy)):
             with open(csvs[r.id]) as fh:
                 rows = list(csv.DictReader(fh))
             names = [row["layer"] for row in rows]
             ax.plot(range(len(rows)), [float(row["nc1"]) for row in rows], marker="o", ms=3,
-                    label=METHOD_NAMES.get(r.strategy, r.strategy))
+                    label=_method_name(r.strategy))
         ax.set_yscale("log")
         ax.set_xticks(range(len(names)), names, rotation=70, ha="right", fontsize=7)
         ax.set_ylabel("NC1 (train data)")
@@ -572,7 +576,7 @@ def plot_data_size(rows: list[dict[str, Any]], path: Path) -> Path | None:
             pts = [r for r in here if r["strategy"] == strategy]
             stats = [_mean_std(r["test"]) for r in pts]
             ax.errorbar([r["train_per_class"] for r in pts], [100 * m for m, _ in stats],
-                        yerr=[100 * s for _, s in stats], marker="o", capsize=3, label=METHOD_NAMES.get(strategy))
+                        yerr=[100 * s for _, s in stats], marker="o", capsize=3, label=_method_name(strategy))
         ax.set_xscale("log")
         ax.set_xlabel("training examples per class")
         ax.set_ylabel("test accuracy (%)")
@@ -591,7 +595,7 @@ def render_data_size(rows: list[dict[str, Any]]) -> str:
         here = {(r["strategy"], r["train_per_class"]): r for r in rows if (r["backbone"], r["dataset"]) == cell}
         strategies = _method_order(s for s, _ in here)
         for title, key in (("test accuracy", "test"), ("train − test gap", "gap")):
-            body = [[METHOD_NAMES.get(s, s), *[_pm(here[(s, n)][key], 100.0, 1) if (s, n) in here else "–"
+            body = [[_method_name(s), *[_pm(here[(s, n)][key], 100.0, 1) if (s, n) in here else "–"
                                                 for n in sizes]] for s in strategies]
             parts += [f"\n### {' / '.join(cell)}: {title}\n", _markdown(["Method", *[f"n={n}" for n in sizes]], body)]
     return "\n".join(parts) + "\n"

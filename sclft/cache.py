@@ -80,11 +80,10 @@ def cache_key(**parts: Any) -> str:
 
 def frozen_cache_key(model, split_fingerprint: str, transform: Any, dtype: torch.dtype = torch.float32) -> str:
     """Key for ``model.frozen_forward`` over one split (weights, strategy part, layer, samples, transform, dtype)."""
-    strategy = model.strategy
     return cache_key(
         backbone=model.backbone.name,
         weights=weights_fingerprint(model.backbone),
-        strategy_part="features" if not strategy.uses_layer else f"prefix:{strategy.layer}",
+        strategy_part=model.strategy.cache_part(),
         samples=split_fingerprint,
         transform=repr(transform),
         dtype=str(dtype),

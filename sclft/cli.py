@@ -28,7 +28,7 @@ _BUILTIN: dict[str, Callable[[Any], None]] = {}
 TRAIN_HELP = {
     "backbone": "backbone name (sclft list backbones), timm:<name> or open_clip:<arch>/<tag>",
     "data": "dataset name (sclft list datasets), imagefolder:PATH or hf:<repo_id>",
-    "strategy": "linear_probe | layer_ft | scl_ft | full_ft | zero_shot (CLIP)",
+    "strategy": "transfer strategy (sclft list strategies); its options are the flags under 'strategy options'",
     "layer": "block to tune, or 'auto' to choose it by NC1 on the training data",
     "layer_rule": "rule for --layer auto: auto | profile | fixed | trial",
     "max_params": "--layer auto: choose only among blocks training at most this percent of the parameters",
@@ -49,8 +49,6 @@ TRAIN_HELP = {
     "data_dir": "local copy of the dataset (no download)",
     "pretrained": "load pretrained weights (--no-pretrained: random init)",
     "checkpoint": "local weights file for the backbone (instead of downloading)",
-    "fuse": "SCL-FT skip fusion: add | concat",
-    "match": "SCL-FT width matching when the block is narrower: repeat | zero_pad",
     "cache": "frozen-prefix activation cache: auto | memory | disk | off",
     "cache_dir": "directory for disk caches (default ~/.cache/sclft/features)",
     "num_workers": "data-loading worker processes",
@@ -63,7 +61,8 @@ TRAIN_HELP = {
     "overwrite": "replace a finished run or another run's checkpoints in --out",
     "progress": "progress bars",
 }
-_NOT_FLAGS = {"extra"}
+_NOT_FLAGS = {"extra", "strategy_options"}
+_OPTION_DEST = "strategy_option:"  # argparse dest prefix of the strategy-option flags
 
 
 def command(name: str):
@@ -103,6 +102,32 @@ def add_train_flags(parser: argparse.ArgumentParser, only: Sequence[str] | None 
             parser.add_argument(flag, dest=f.name, type=kind, default=None, help=help_text)
     if only is None or "cache" in only:
         parser.add_argument("--no-cache", dest="cache", action="store_const", const="off", help="same as --cache off")
+    if only is None or "strategy_options" in only:
+        add_strategy_option_flags(parser)
+
+
+def add_strategy_option_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per option of every registered strategy config; each is valid only with its strategy."""
+    from .strategies import option_owners
+
+    group = parser.add_argument_group("strategy options", "valid only with the strategy named in [brackets]")
+    for name, owners in option_owners().items():
+        f = next(f for f in dataclasses.fields(owners[0]) if f.name == name)
+        hint = typing.get_type_hints(owners[0])[name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        kind = args[0] if args else hint
+        default = f.default if f.default is not dataclasses.MISSING else None
+        help_text = f"[{', '.join(o.name for o in owners)}] {f.metadata.get('help', '')}"
+        help_text += f" (default: {default})" if default is not None else ""
+        kwargs: dict[str, Any] = {"dest": _OPTION_DEST + name, "default": None, "help": help_text,
+                                  "metavar": name.upper()}
+        if kind is bool:
+            kwargs.update(action=argparse.BooleanOptionalAction, metavar=None)
+        elif typing.get_origin(kind) in (tuple, list):
+            kwargs.update(nargs="+", type=typing.get_args(kind)[0])
+        else:
+            kwargs.update(type=kind, choices=f.metadata.get("choices"))
+        group.add_argument("--" + name.replace("_", "-"), **kwargs)
 
 
 def _load_yaml(path: str) -> tuple[dict[str, Any], Path]:
@@ -136,7 +161,7 @@ def _load_yaml(path: str) -> tuple[dict[str, Any], Path]:
 
 def _per_strategy(section: Any, source: str) -> dict[str, dict[str, Any]]:
     """The ``per_strategy`` section: strategy name → TrainConfig fields (each coerced and checked)."""
-    from .strategies import list_strategies
+    from .strategies import collect_strategy_options, list_strategies
 
     TrainConfig = _train_config_cls()
     if section is None:
@@ -156,7 +181,7 @@ def _per_strategy(section: Any, source: str) -> dict[str, dict[str, Any]]:
             raise ValueError(f"{where} must be a mapping of TrainConfig fields, e.g. {example}; got {values!r}")
         if "strategy" in values:
             raise ValueError(f"{where}: 'strategy' cannot be set inside per_strategy")
-        out[name] = TrainConfig.coerce(values, where)
+        out[name] = TrainConfig.coerce(collect_strategy_options(values), where)
     return out
 
 
@@ -176,10 +201,10 @@ def config_from_args(args: argparse.Namespace):
     """Defaults < YAML (--config; its `per_strategy` section for the chosen strategy) < explicit flags.
 
     YAML values go through the field types as the flags do. The top level of a YAML file is shared by
-    all strategies, so its options of other strategies (e.g. ``layer`` for linear_probe) are dropped;
-    given as a flag or in the strategy's own ``per_strategy`` section they are an error.
+    all strategies, so its options of other strategies (``layer`` for linear_probe, ``fuse`` for layer_ft)
+    are dropped; given as a flag or in the strategy's own ``per_strategy`` section they are an error.
     """
-    from .strategies import get_strategy
+    from .strategies import collect_strategy_options, get_strategy_config
     from .train import ConfigError
 
     TrainConfig = _train_config_cls()
@@ -190,21 +215,26 @@ def config_from_args(args: argparse.Namespace):
         raw, path = _load_yaml(args.config)
         source = str(path)
         sections = _per_strategy(raw.pop("per_strategy", None), source)
-        values = TrainConfig.coerce(raw, source)
+        values = TrainConfig.coerce(collect_strategy_options(raw), source)
     flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
              if getattr(args, f.name, None) is not None}
+    options = {k[len(_OPTION_DEST):]: v for k, v in vars(args).items() if k.startswith(_OPTION_DEST) and v is not None}
     strategy = flags.get("strategy", values.get("strategy", TrainConfig.strategy))
-    get_strategy(strategy)
+    own = get_strategy_config(strategy).option_names()
     section = sections.get(strategy, {})
     flag_name = lambda o: "--" + o.replace("_", "-")  # noqa: E731
     _check_foreign(strategy, flags, flag_name)
     _check_foreign(strategy, section, lambda o: f"{source}: per_strategy.{strategy}.{o}")
     foreign = TrainConfig.foreign_options(strategy)
     values = {k: v for k, v in values.items() if k not in foreign}
+    shared = {k: v for k, v in values.pop("strategy_options", {}).items() if k in own}  # top level: own options only
     origin = {**{k: f"{source}: {k}" for k in values}, **{k: f"{source}: per_strategy.{strategy}.{k}" for k in section},
               **{k: flag_name(k) for k in flags}}
-    values.update(section)
+    values.update({k: v for k, v in section.items() if k != "strategy_options"})
     values.update(flags)
+    values["strategy_options"] = {**shared, **section.get("strategy_options", {}), **options}
+    if options:
+        origin["strategy_options"] = ", ".join(flag_name(k) for k in options)
     try:
         return TrainConfig.from_dict(values).validate()
     except ConfigError as e:  # say where the bad value came from
@@ -228,13 +258,13 @@ def _list_parser(sub) -> None:
 def run_list(args) -> int:
     from .backbones import backbone_entries
     from .data import list_datasets, list_prefixes
-    from .strategies import get_strategy, list_strategies
+    from .strategies import get_strategy_config, list_strategies
 
     listers = {
         "backbones": lambda: [f"{e.name:<20} {e.weights}" for e in backbone_entries()]
         + ["timm:<name>          any timm ResNet / EfficientNet / ViT", "open_clip:<arch>/<tag> any open_clip ViT"],
         "datasets": lambda: list_datasets() + list_prefixes(),
-        "strategies": lambda: [f"{n:<14} {get_strategy(n).description}" for n in list_strategies()],
+        "strategies": lambda: [f"{n:<14} {get_strategy_config(n).description}" for n in list_strategies()],
     }
     print("\n".join(listers[args.what]()))
     return 0

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .backbones import Backbone, create_backbone
-from .strategies import get_strategy
+from .strategies import StrategyConfig, get_strategy, strategy_config
 
 
 class TransferModel(nn.Module):
@@ -16,12 +16,15 @@ class TransferModel(nn.Module):
 
     ``forward(x) == forward_from_frozen(frozen_forward(x))``; the frozen half runs under ``no_grad``
     and can be cached when the input transform has no randomness.
+
+    ``strategy`` is a registered name with the strategy's options as keywords (``fuse="concat"``) or a
+    :class:`~sclft.strategies.StrategyConfig` instance (``SCLFTConfig(fuse="concat")``).
     """
 
     def __init__(
         self,
         backbone: Backbone,
-        strategy: str = "scl_ft",
+        strategy: str | StrategyConfig = "scl_ft",
         num_classes: int = 10,
         layer: str | None = None,
         class_names: list[str] | None = None,
@@ -30,13 +33,13 @@ class TransferModel(nn.Module):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
-        strategy_cls = get_strategy(strategy)
-        if strategy_cls.uses_layer and layer is None:
+        config = strategy_config(strategy, **strategy_options)
+        if config.uses_layer and layer is None:
             raise ValueError(
-                f"strategy {strategy!r} tunes one block: pass layer=NAME; valid layers: {', '.join(backbone.blocks)}"
+                f"strategy {config.name!r} tunes one block: pass layer=NAME; valid layers: {', '.join(backbone.blocks)}"
             )
         self.backbone = backbone
-        self.strategy = strategy_cls(backbone, layer, **strategy_options)
+        self.strategy = get_strategy(config.name)(backbone, layer, config)
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names else None
         self.head = self.strategy.build_head(backbone, num_classes, self.class_names)
@@ -115,7 +118,7 @@ class TransferModel(nn.Module):
 
 def wrap(
     backbone: str | nn.Module,
-    strategy: str = "scl_ft",
+    strategy: str | StrategyConfig = "scl_ft",
     num_classes: int = 10,
     layer: str | None = None,
     pretrained: bool = True,
@@ -125,8 +128,8 @@ def wrap(
     **strategy_options: Any,
 ) -> TransferModel:
     """Wrap a backbone (registry name, ``timm:``/``open_clip:`` name, or your own timm/torchvision/open_clip
-    module) with a transfer strategy and a new ``num_classes`` head. ``image_size`` builds a ViT / CLIP
-    for that input side (see :func:`sclft.create_backbone`).
+    module) with a transfer strategy (a name plus its options as keywords, or a ``StrategyConfig``) and a new
+    ``num_classes`` head. ``image_size`` builds a ViT / CLIP for that input side (see :func:`sclft.create_backbone`).
 
     >>> model = wrap("resnet50", strategy="scl_ft", num_classes=10, layer="layer3.0", pretrained=False)
     """

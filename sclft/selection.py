@@ -271,16 +271,18 @@ def _heldout_metrics(model, data, num_classes: int, device) -> dict[str, float]:
 def trial_rule(backbone: Backbone, splits: DatasetSplits, cfg, device="cpu") -> dict[str, Any]:
     """Short fine-tune of each candidate block; the lowest held-out penultimate NC1 wins.
 
-    Uses the run's strategy when it tunes a block (``scl_ft`` otherwise, with the run's fuse/match).
+    Uses the run's strategy and options when it tunes a block (the default block strategy with its default
+    options otherwise, see :func:`sclft.strategies.default_block_strategy`).
     The backbone's weights, modes and ``requires_grad`` flags are restored afterwards.
     """
     from .cache import build_cache
     from .model import TransferModel
-    from .strategies import get_strategy
+    from .strategies import default_block_strategy, strategy_config
 
     opts = selection_options(cfg)
-    strategy = cfg.strategy if get_strategy(cfg.strategy).uses_layer else "scl_ft"
-    options = {"fuse": cfg.fuse, "match": cfg.match} if strategy == "scl_ft" else {}
+    config = strategy_config(cfg.strategy, **cfg.strategy_options)
+    if not config.uses_layer:
+        config = default_block_strategy()()
     subset = _balanced(splits, opts["trial_per_class"], cfg.seed)
     fit_idx, held_idx = stratified_split_indices(subset.targets, opts["trial_holdout"], cfg.seed)
     _, eval_tf = build_transforms(backbone.data_config, cfg.image_size, augment=False)
@@ -293,7 +295,7 @@ def trial_rule(backbone: Backbone, splits: DatasetSplits, cfg, device="cpu") -> 
     for block in blocks:
         saved = [copy.deepcopy(m.state_dict()) for m in backbone.block_modules(block)]
         torch.manual_seed(cfg.seed)
-        model = TransferModel(backbone, strategy, splits.num_classes, block, **options).to(device)
+        model = TransferModel(backbone, config, splits.num_classes, block).to(device)
         cached = {k: build_cache(model, v, f"trial:{block}:{k}", device=device, batch_size=max(cfg.batch_size, 64),
                                  storage="memory", progress=False) for k, v in parts.items()}
         _fit_tail(model, cached["fit"], cfg, opts["trial_epochs"], device)
@@ -306,7 +308,7 @@ def trial_rule(backbone: Backbone, splits: DatasetSplits, cfg, device="cpu") -> 
     layer = min(scores, key=lambda b: scores[b]["nc1"])
     nc1, acc = {b: s["nc1"] for b, s in scores.items()}, {b: s["accuracy"] for b, s in scores.items()}
     shares = _shares(backbone, blocks, splits.num_classes)
-    return {"layer": layer, "rule": "trial", "strategy": strategy, "nc1": nc1, "heldout_accuracy": acc,
+    return {"layer": layer, "rule": "trial", "strategy": config.name, "nc1": nc1, "heldout_accuracy": acc,
             "params_percent": shares,
             "ranking": _ranking({b: -math.log(v) for b, v in nc1.items()}, nc1=nc1, heldout_accuracy=acc,
                                 params_percent=shares),

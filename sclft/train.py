@@ -53,6 +53,7 @@ from .cache import build_cache, hash_tensors, frozen_cache_key
 from .data import DatasetSplits, TransformedDataset, build_transforms, load_dataset
 from .io import atomic_path, atomic_write_json
 from .model import TransferModel
+from .strategies import collect_strategy_options, get_strategy_config, list_strategies, strategy_config
 
 log = logging.getLogger("sclft.train")
 
@@ -115,8 +116,7 @@ class TrainConfig:
     data_dir: str | None = None
     pretrained: bool = True
     checkpoint: str | None = None
-    fuse: str = "add"
-    match: str = "repeat"
+    strategy_options: dict = field(default_factory=dict)  # the chosen strategy's options, e.g. {"fuse": "concat"}
     cache: str = "auto"
     cache_dir: str | None = None
     num_workers: int = 0
@@ -142,11 +142,9 @@ class TrainConfig:
             if not (value is None and optional) and not _is_kind(value, kind):
                 raise ConfigError(name, f"{name} must be {_KIND_WORDS[kind]}, got {value!r}")
         from .selection import list_rules
-        from .strategies import get_strategy
-        from .strategies.scl_ft import FUSE_MODES, MATCH_MODES
 
         try:
-            get_strategy(self.strategy)
+            get_strategy_config(self.strategy)
         except ValueError as e:
             raise ConfigError("strategy", str(e)) from None
         rules = ("auto", *list_rules())
@@ -167,8 +165,6 @@ class TrainConfig:
             ("precision", self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
             ("cache", self.cache in CACHE_MODES, f"cache must be one of {', '.join(CACHE_MODES)}, got {self.cache!r}"),
             ("layer_rule", self.layer_rule in rules, f"layer_rule must be one of {', '.join(rules)}, got {self.layer_rule!r}"),
-            ("fuse", self.fuse in FUSE_MODES, f"fuse must be one of {', '.join(FUSE_MODES)}, got {self.fuse!r}"),
-            ("match", self.match in MATCH_MODES, f"match must be one of {', '.join(MATCH_MODES)}, got {self.match!r}"),
             ("val_fraction", 0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}"),
             ("train_per_class", self.train_per_class is None or self.train_per_class >= 1,
              f"train_per_class must be >= 1, got {self.train_per_class}"),
@@ -185,6 +181,10 @@ class TrainConfig:
             _check_extra(self.extra)
         except ValueError as e:
             raise ConfigError("extra", str(e)) from None
+        try:
+            strategy_config(self.strategy, **self.strategy_options)
+        except ValueError as e:
+            raise ConfigError("strategy_options", str(e)) from None
         foreign = [f"{n}={getattr(self, n)!r}" for n in self.foreign_options(self.strategy)
                    if n != "layer_rule" and getattr(self, n) != _default(n)]
         if foreign:
@@ -193,25 +193,12 @@ class TrainConfig:
 
     @classmethod
     def foreign_options(cls, strategy: str) -> dict[str, list[str]]:
-        """Fields that only other strategies use → the strategies that do (``layer`` for block strategies,
-        ``fuse``/``match`` for the strategies whose constructor takes them)."""
-        from .strategies import get_strategy, list_strategies
-
-        def takes(name: str, option: str) -> bool:
-            s = get_strategy(name)
-            if option in ("layer", "layer_rule"):
-                return s.uses_layer
-            return option in inspect.signature(s.__init__).parameters
-
-        options = ["layer", "layer_rule", *_STRATEGY_OPTION_FIELDS]
-        return {o: [s for s in list_strategies() if takes(s, o)] for o in options if not takes(strategy, o)}
-
-    def strategy_options(self) -> dict[str, Any]:
-        """The fields that the chosen strategy's constructor takes (e.g. ``fuse``, ``match`` for scl_ft)."""
-        from .strategies import get_strategy
-
-        params = inspect.signature(get_strategy(self.strategy).__init__).parameters
-        return {name: getattr(self, name) for name in _STRATEGY_OPTION_FIELDS if name in params}
+        """Fields that only other strategies use → the strategies that do (``layer`` and ``layer_rule`` for a
+        strategy that tunes no block). Options of the strategies themselves live in ``strategy_options``."""
+        if get_strategy_config(strategy).uses_layer:
+            return {}
+        owners = [s for s in list_strategies() if get_strategy_config(s).uses_layer]
+        return {"layer": owners, "layer_rule": owners}
 
     def check_backbone(self, backbone) -> None:
         """What needs the built backbone, checked before any heavy step: the block name, the selection
@@ -219,15 +206,15 @@ class TrainConfig:
         from .selection import selection_options
         from .strategies import get_strategy
 
-        strategy = get_strategy(self.strategy)
-        if not strategy.uses_layer:
-            strategy(backbone, None, **self.strategy_options())
+        config = strategy_config(self.strategy, **self.strategy_options).for_data(self.data)
+        if not config.uses_layer:
+            get_strategy(config.name)(backbone, None, config)
             return
         if self.layer == "auto":
             for name in selection_options(self).get("candidates") or []:
                 backbone.check_block(name)
-        strategy(backbone, backbone.check_block(self.layer) if self.layer != "auto" else backbone.blocks[0],
-                 **self.strategy_options())
+        get_strategy(config.name)(backbone, backbone.check_block(self.layer) if self.layer != "auto"
+                                  else backbone.blocks[0], config)
 
     @classmethod
     def coerce(cls, values: dict[str, Any], source: str = "config") -> dict[str, Any]:
@@ -242,11 +229,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
-        return cls(**cls.coerce(values, source))
+        """From a mapping of field names; top-level strategy options (``fuse: concat``) go to ``strategy_options``."""
+        return cls(**cls.coerce(collect_strategy_options(values), source))
 
 
-# fields that are constructor options of some strategy (``TrainConfig.foreign_options`` asks which)
-_STRATEGY_OPTION_FIELDS = ("fuse", "match")
 # keys of TrainConfig.extra; "selection" holds sclft.selection.DEFAULT_OPTIONS overrides
 EXTRA_KEYS = ("selection",)
 _KIND_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping"}
@@ -661,7 +647,8 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
-    cfg = dataclasses.replace(cfg or TrainConfig(), **overrides).validate()
+    cfg = cfg or TrainConfig()
+    cfg = dataclasses.replace(cfg, **collect_strategy_options(overrides, cfg.strategy_options)).validate()
     out = Path(cfg.out)
     check_out_dir(out)
     AcceleratorState._reset_state()  # several runs in one process may use different precisions
@@ -697,20 +684,16 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
     cfg.check_backbone(backbone)  # block names, selection candidates, strategy options: before any heavy step
     selection = resumed.get("layer_selection")
     layer = resumed.get("layer") or cfg.layer
-    from .strategies import get_strategy
-
-    if get_strategy(cfg.strategy).uses_layer and layer == "auto":
+    config = strategy_config(cfg.strategy, **cfg.strategy_options).for_data(cfg.data)
+    if config.uses_layer and layer == "auto":
         from .selection import select_layer
 
         selection = select_layer(backbone, splits, cfg, device=accelerator.device)
         layer = selection["layer"]
         say(f"layer auto ({selection['rule']}): {layer}")
-    options = cfg.strategy_options()  # the config fields the strategy takes (fuse/match for scl_ft)
-    if "dataset" in inspect.signature(get_strategy(cfg.strategy).__init__).parameters:
-        options["dataset"] = cfg.data  # zero_shot: the dataset's prompt templates and readable class names
     set_seed(cfg.seed)
-    model = TransferModel(backbone, cfg.strategy, splits.num_classes, layer if layer != "auto" else None,
-                          class_names=splits.class_names, **options)
+    model = TransferModel(backbone, config, splits.num_classes, layer if layer != "auto" else None,
+                          class_names=splits.class_names)
     build = {"pretrained": cfg.pretrained, "seed": cfg.seed, "checkpoint": cfg.checkpoint,
              "checkpoint_sha256": file_digest(cfg.checkpoint) if cfg.checkpoint else None,
              "frozen_sha256": frozen_digest(model)}

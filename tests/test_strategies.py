@@ -44,7 +44,81 @@ def test_every_backbone_and_strategy_gives_logits(backbone_factory, name):
         with torch.no_grad():
             logits = model(x)
             assert logits.shape == (2, 7), s
-            torch.testing.assert_close(model.forward_from_frozen(model.frozen_forward(x)), logits)
+            assert torch.isfinite(logits).all(), s
+
+
+def _timm_reference(tm, x, name, block):
+    """(penultimate, pooled output of ``block``) computed with the timm model's own modules, in order."""
+    with torch.no_grad():
+        penultimate = tm.forward_head(tm.forward_features(x), pre_logits=True)
+        if name == "resnet50":  # block "layer3.0"
+            h = tm.maxpool(tm.act1(tm.bn1(tm.conv1(x))))
+            pooled = tm.layer3[0](tm.layer2(tm.layer1(h))).mean(dim=(2, 3))
+        else:  # vit_b32, block "blocks.5": class token of the sixth transformer block
+            h = tm.norm_pre(tm.patch_drop(tm._pos_embed(tm.patch_embed(x))))
+            pooled = tm.blocks[:6](h)[:, 0]
+    return penultimate, pooled
+
+
+@pytest.mark.parametrize("name,block,size", [("resnet50", "layer3.0", 64), ("vit_b32", "blocks.5", 224)])
+def test_forward_and_frozen_path_match_the_timm_model(backbone_factory, name, block, size):
+    """Both the direct and the cached (frozen → tail) path equal a reference computed from timm's modules."""
+    b = backbone_factory(name)
+    x = torch.randn(2, 3, size, size)
+    penultimate, pooled = _timm_reference(b.model.eval(), x, name, block)
+    repeats = penultimate.shape[1] // pooled.shape[1]
+    expected_features = {
+        "linear_probe": penultimate, "layer_ft": penultimate, "full_ft": penultimate,
+        "scl_ft": penultimate + pooled.repeat(1, repeats),  # fuse=add, match=repeat (widths divide here)
+    }
+    for strategy, feature in expected_features.items():
+        model = sclft.TransferModel(b, strategy, num_classes=5, layer=block).eval()
+        with torch.no_grad():
+            expected = model.head(feature)
+            torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-4, msg=strategy)
+            frozen = model.frozen_forward(x)
+            torch.testing.assert_close(model.forward_from_frozen(frozen), expected, rtol=1e-4, atol=1e-4, msg=strategy)
+        if strategy == "linear_probe":  # the cached activation is the penultimate feature itself
+            torch.testing.assert_close(frozen, penultimate, rtol=1e-4, atol=1e-4)
+
+
+def test_strategy_from_config_instance_and_saved_options(backbone_factory):
+    from sclft.strategies.scl_ft import SCLFTConfig
+
+    b = backbone_factory("resnet50")
+    by_name = sclft.TransferModel(b, "scl_ft", num_classes=10, layer="layer3.0", fuse="concat")
+    by_config = sclft.TransferModel(b, SCLFTConfig(fuse="concat"), num_classes=10, layer="layer3.0")
+    assert by_config.parameter_summary() == by_name.parameter_summary()
+    saved = by_config.config()
+    assert saved["strategy"] == "scl_ft"
+    assert saved["strategy_options"] == {"fuse": "concat", "match": "repeat", "skip_pooling": None}
+    rebuilt = sclft.TransferModel(b, saved["strategy"], saved["num_classes"], saved["layer"], **saved["strategy_options"])
+    assert rebuilt.strategy.config == SCLFTConfig(fuse="concat")
+    old_style = {"fuse": "add", "match": "zero_pad"}  # config.json written before skip_pooling existed
+    assert sclft.TransferModel(b, "scl_ft", 10, "layer3.0", **old_style).strategy.config.match == "zero_pad"
+    with pytest.raises(ValueError, match="option 'fuse' belongs to strategy scl_ft"):
+        sclft.TransferModel(b, "layer_ft", num_classes=3, layer="layer3.0", fuse="concat")
+    with pytest.raises(ValueError, match="valid options: fuse, match, skip_pooling"):
+        sclft.TransferModel(b, "scl_ft", num_classes=3, layer="layer3.0", fusion="add")
+
+
+def test_skip_pooling_option(backbone_factory):
+    b = backbone_factory("resnet50")
+    x = torch.randn(2, 3, 64, 64)
+    scl = sclft.TransferModel(b, "scl_ft", num_classes=3, layer="layer3.0", skip_pooling="avg2x2",
+                              match="zero_pad").eval()
+    lft = sclft.TransferModel(b, "layer_ft", num_classes=3, layer="layer3.0").eval()
+    with torch.no_grad():
+        b.model.eval()
+        out = b.model.layer3[0](b.model.layer2(b.model.layer1(b.model.maxpool(b.model.act1(b.model.bn1(
+            b.model.conv1(x)))))))
+        skip = torch.nn.functional.adaptive_avg_pool2d(out, 2).flatten(1)  # (2, 4096): wider than 2048
+        expected = torch.nn.functional.adaptive_avg_pool1d(skip.unsqueeze(1), 2048).squeeze(1)
+        torch.testing.assert_close(scl.forward_features(x) - lft.forward_features(x), expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="valid: cls, mean_tokens, flatten"):
+        sclft.TransferModel(backbone_factory("vit_b32"), "scl_ft", num_classes=3, layer="blocks.5", skip_pooling="avg")
+    with pytest.raises(ValueError, match="fuse=concat"):
+        sclft.TransferModel(b, "scl_ft", num_classes=3, layer="layer3.0", skip_pooling="avg2x2", fuse="concat")
 
 
 def test_requires_grad_only_on_named_parts(backbone_factory):
@@ -130,7 +204,7 @@ def test_zero_shot_head_equals_open_clip_classifier(backbone_factory):
     b = backbone_factory("clip_vit_b32")
     clip = b.extras["encode_text"].clip
     raw = ["american_bulldog", "Abyssinian", "great_pyrenees"]
-    pets = sclft.TransferModel(b, "zero_shot", num_classes=3, class_names=raw, dataset="oxford_pets").eval()
+    pets = sclft.TransferModel(b, "zero_shot", num_classes=3, class_names=raw, prompts="oxford_pets").eval()
     assert pets.parameter_summary()["trainable"] == 0
     ref = _open_clip_head(clip, ["american bulldog", "Abyssinian", "great pyrenees"],
                           [lambda c: f"a photo of a {c}, a type of pet."])  # CLIP_benchmark's pets template
@@ -145,7 +219,7 @@ def test_zero_shot_head_equals_open_clip_classifier(backbone_factory):
                                _open_clip_head(clip, ["tabby cat", "golden retriever"], SIMPLE_IMAGENET_TEMPLATES))
     with pytest.raises(ValueError, match="class_names"):
         sclft.TransferModel(b, "zero_shot", num_classes=3)
-    with pytest.raises(ValueError, match="contain"):
+    with pytest.raises(ValueError, match="with {} for the class name"):
         sclft.TransferModel(b, "zero_shot", num_classes=2, class_names=["a", "b"], templates=["a photo"])
 
 

@@ -1,7 +1,33 @@
-"""Transfer strategies, one module each, registered by name."""
+"""Transfer strategies, one package each: ``<name>/config.py`` (options and description, no torch) and
+``<name>/model.py`` (the model side, imported on first :func:`get_strategy`).
 
-from . import full_ft, layer_ft, linear_probe, scl_ft, zero_shot  # noqa: F401  (register)
-from ._registry import get_strategy, list_strategies, register_strategy
-from .base import BlockStrategy, Strategy
+Importing this package imports no torch. The import order below is the order of methods in bench tables.
+"""
 
-__all__ = ["Strategy", "BlockStrategy", "get_strategy", "list_strategies", "register_strategy"]
+from . import linear_probe, zero_shot, layer_ft, scl_ft, full_ft  # noqa: F401  (register the configs)
+from ._registry import (
+    collect_strategy_options,
+    default_block_strategy,
+    get_strategy,
+    get_strategy_config,
+    list_strategies,
+    option_owners,
+    register_strategy,
+    strategy_config,
+    strategy_rank,
+)
+from .config import CACHE_SCOPES, StrategyConfig
+
+__all__ = [
+    "Strategy", "BlockStrategy", "StrategyConfig", "CACHE_SCOPES", "get_strategy", "get_strategy_config",
+    "list_strategies", "register_strategy", "strategy_config", "strategy_rank", "default_block_strategy",
+    "option_owners", "collect_strategy_options",
+]
+
+
+def __getattr__(name: str):
+    if name in ("Strategy", "BlockStrategy"):  # the model-side base classes import torch
+        from . import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

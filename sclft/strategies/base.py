@@ -13,11 +13,17 @@ import torch
 from torch import nn
 
 from ..backbones import Backbone
+from .config import StrategyConfig
 
 
 class Strategy:
-    """Base class; subclasses register with :func:`sclft.strategies.register_strategy`."""
+    """Model side of a strategy, built from its config: ``Strategy(backbone, layer, config)``.
 
+    Subclasses set ``config_class`` (their registered :class:`StrategyConfig`); ``name``, ``description``,
+    ``uses_layer`` and ``has_frozen_prefix`` are copied from it, so class-level questions keep working.
+    """
+
+    config_class: ClassVar[type[StrategyConfig]] = StrategyConfig
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     uses_layer: ClassVar[bool] = False  # needs a block name
@@ -25,9 +31,23 @@ class Strategy:
     freezes_backbone: ClassVar[bool] = True  # backbone in eval mode except the tuned block
     reshapes_head_input: ClassVar[bool] = False  # head input != the backbone's penultimate feature
 
-    def __init__(self, backbone: Backbone, layer: str | None = None, **options):
-        if options:
-            raise ValueError(f"strategy {self.name!r} takes no options; got {', '.join(sorted(options))}")
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "config_class" not in cls.__dict__:
+            return  # an abstract intermediate class such as BlockStrategy
+        c = cls.config_class
+        cls.name, cls.description, cls.uses_layer = c.name, c.description, c.uses_layer
+        cls.has_frozen_prefix = c.cache_scope != "none"
+
+    def __init__(self, backbone: Backbone, layer: str | None = None, config: StrategyConfig | None = None,
+                 **options):
+        if config is None:
+            config = self.config_class.from_options(options)
+        elif options:
+            raise ValueError(f"pass the options of {self.name!r} in its config or as keywords, not both")
+        elif not isinstance(config, self.config_class):
+            raise TypeError(f"strategy {self.name!r} takes a {self.config_class.__name__}, got {type(config).__name__}")
+        self.config = config.validate()
         self.layer = backbone.check_block(layer) if self.uses_layer else None
 
     # --------------------------------------------------------------- parameters
@@ -53,7 +73,12 @@ class Strategy:
 
     def options(self) -> dict:
         """Options needed to rebuild this strategy (saved with checkpoints)."""
-        return {}
+        return self.config.options()
+
+    def cache_part(self) -> str:
+        """What the cacheable ``frozen_forward`` activation is, for cache keys (see ``cache_scope``)."""
+        scope = self.config.cache_scope
+        return f"prefix:{self.layer}" if scope == "prefix" else scope
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options().items())

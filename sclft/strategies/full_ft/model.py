@@ -1,14 +1,11 @@
 """Full fine-tuning: every backbone parameter and the head train."""
 
-from ._registry import register_strategy
-from .base import Strategy
+from ..base import Strategy
+from .config import FullFTConfig
 
 
-@register_strategy
 class FullFT(Strategy):
-    name = "full_ft"
-    description = "ordinary fine-tuning of the whole backbone and a new head"
-    has_frozen_prefix = False
+    config_class = FullFTConfig
     freezes_backbone = False
 
     def trainable_backbone_parameters(self, backbone):

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import prompts
-from ._registry import register_strategy
-from .base import Strategy
+from ...data import prompts
+from ..base import Strategy
+from .config import ZeroShotConfig
 
 CLIP_LOGIT_SCALE = 100.0
 
@@ -29,25 +29,17 @@ class TextHead(nn.Module):
         return self.logit_scale * F.normalize(f, dim=-1) @ self.weight.to(f.dtype).T
 
 
-@register_strategy
 class ZeroShot(Strategy):
-    name = "zero_shot"
-    description = "CLIP only: head from text prompts of the class names (no training)"
+    config_class = ZeroShotConfig
 
-    def __init__(self, backbone, layer=None, templates: tuple[str, ...] | None = None, dataset: str | None = None):
-        super().__init__(backbone, layer)
+    def __init__(self, backbone, layer=None, config: ZeroShotConfig | None = None, **options):
+        super().__init__(backbone, layer, config, **options)
         if "encode_text" not in backbone.extras:
             raise ValueError(
                 f"zero_shot needs a CLIP backbone with its text tower (e.g. clip_vit_b32); {backbone.name!r} has none"
             )
-        bad = [t for t in templates or () if "{}" not in t]
-        if bad:
-            raise ValueError(f"zero_shot templates must each contain '{{}}' for the class name; got {bad}")
-        self.dataset = dataset
-        self.templates = tuple(templates) if templates else prompts.templates_for(dataset)
-
-    def options(self):
-        return {"templates": list(self.templates), "dataset": self.dataset}
+        self.dataset = self.config.prompts
+        self.templates = self.config.templates or prompts.templates_for(self.dataset)
 
     def build_head(self, backbone, num_classes, class_names):
         if not class_names or len(class_names) != num_classes:

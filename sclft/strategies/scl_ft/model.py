@@ -16,12 +16,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..backbones.base import POOLERS
-from ._registry import register_strategy
-from .base import BlockStrategy
+from ...backbones.base import POOLERS
+from ..base import BlockStrategy
+from .config import FUSE_MODES, MATCH_MODES, SCLFTConfig  # noqa: F401  (FUSE_MODES re-exported)
 
-FUSE_MODES = ("add", "concat")
-MATCH_MODES = ("repeat", "zero_pad")
+WIDTH_PRESERVING_POOLERS = ("avg", "cls", "mean_tokens")  # pooled width == the block's width
 
 
 def match_width(v: torch.Tensor, width: int, mode: str = "repeat") -> torch.Tensor:
@@ -38,24 +37,20 @@ def match_width(v: torch.Tensor, width: int, mode: str = "repeat") -> torch.Tens
     raise ValueError(f"unknown match mode {mode!r}; valid: {', '.join(MATCH_MODES)}")
 
 
-@register_strategy
 class SCLFT(BlockStrategy):
-    name = "scl_ft"
-    description = "Layer FT + parameter-free skip from the tuned block to the penultimate feature"
+    config_class = SCLFTConfig
     reshapes_head_input = True
 
-    def __init__(self, backbone, layer=None, fuse: str = "add", match: str = "repeat", skip_pooling: str | None = None):
-        super().__init__(backbone, layer)
-        if fuse not in FUSE_MODES:
-            raise ValueError(f"unknown fuse mode {fuse!r}; valid: {', '.join(FUSE_MODES)}")
-        if match not in MATCH_MODES:
-            raise ValueError(f"unknown match mode {match!r}; valid: {', '.join(MATCH_MODES)}")
-        if skip_pooling is not None and skip_pooling not in POOLERS[backbone.layout]:
-            raise ValueError(f"unknown skip_pooling {skip_pooling!r}; valid: {', '.join(POOLERS[backbone.layout])}")
-        self.fuse, self.match, self.skip_pooling = fuse, match, skip_pooling
-
-    def options(self):
-        return {"fuse": self.fuse, "match": self.match, "skip_pooling": self.skip_pooling}
+    def __init__(self, backbone, layer=None, config: SCLFTConfig | None = None, **options):
+        super().__init__(backbone, layer, config, **options)
+        pooling = self.config.skip_pooling
+        if pooling is not None and pooling not in POOLERS[backbone.layout]:
+            raise ValueError(f"unknown skip_pooling {pooling!r} for a {backbone.layout} backbone; "
+                             f"valid: {', '.join(POOLERS[backbone.layout])}")
+        if self.config.fuse == "concat" and pooling not in (None, *WIDTH_PRESERVING_POOLERS):
+            raise ValueError(f"skip_pooling {pooling!r} changes the skip's width, which fuse=concat cannot size the "
+                             f"head for; with fuse=concat use {' | '.join(WIDTH_PRESERVING_POOLERS)}, or fuse=add")
+        self.fuse, self.match, self.skip_pooling = self.config.fuse, self.config.match, pooling
 
     def head_in_features(self, backbone):
         if self.fuse == "concat":

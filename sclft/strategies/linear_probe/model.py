@@ -1,13 +1,11 @@
 """Linear probe: frozen backbone → penultimate feature → new linear head."""
 
-from ._registry import register_strategy
-from .base import Strategy
+from ..base import Strategy
+from .config import LinearProbeConfig
 
 
-@register_strategy
 class LinearProbe(Strategy):
-    name = "linear_probe"
-    description = "train a new linear head on the frozen penultimate feature"
+    config_class = LinearProbeConfig
 
     def frozen_forward(self, backbone, x):
         return backbone.forward_features(x)

@@ -1,0 +1,68 @@
+"""The config side of a strategy: a torch-free dataclass of its options plus what it is.
+
+Each strategy ``<name>`` is a package ``sclft/strategies/<name>/`` with ``config.py`` (a
+:class:`StrategyConfig` subclass, registered with :func:`~sclft.strategies.register_strategy`) and
+``model.py`` (a :class:`~sclft.strategies.base.Strategy` subclass, imported on first use). The fields
+of the config are the strategy's options (``sclft.wrap(..., fuse="concat")``, ``--fuse concat``,
+``strategy_options: {fuse: concat}`` in YAML); its ``ClassVar``s describe the strategy to the trainer,
+the cache, the CLI and the bench without importing torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping
+
+CACHE_SCOPES = ("features", "prefix", "none")
+
+
+@dataclass
+class StrategyConfig:
+    """Base class of strategy configs. Options are dataclass fields with a default and
+    ``metadata={"help": ..., "choices": (...)}`` (``choices`` optional, checked by :meth:`validate`)."""
+
+    name: ClassVar[str] = ""  # registry name: sclft.wrap(strategy=name), --strategy name
+    display_name: ClassVar[str] = ""  # method name in bench tables, e.g. "SCL FT"
+    description: ClassVar[str] = ""  # one line for `sclft list strategies`
+    model_class: ClassVar[str] = ""  # "module:Class" of the model side; ".model:X" is relative to this package
+    uses_layer: ClassVar[bool] = False  # needs a block name (layer=..., --layer, or "auto" selection)
+    trains: ClassVar[str] = "the head"  # what trains, in words
+    # what the cacheable frozen part of the forward pass covers: "features" (the whole backbone up to its
+    # penultimate feature), "prefix" (the backbone up to the chosen block) or "none" (nothing is frozen)
+    cache_scope: ClassVar[str] = "features"
+    cost: ClassVar[float] = 0.0  # share of a full forward + backward the trained part costs (bench --dry-run)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> "StrategyConfig":
+        """Check option values; raises ``ValueError`` naming the option and its valid values."""
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices is not None and value not in choices and not (value is None and f.default is None):
+                raise ValueError(f"{self.name}: unknown {f.name} {value!r}; valid: {', '.join(map(str, choices))}")
+        return self
+
+    def options(self) -> dict[str, Any]:
+        """The options as a JSON-friendly dict (saved as ``strategy_options`` in ``config.json``)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def for_data(self, data: str) -> "StrategyConfig":
+        """This config for a run on dataset ``data`` (the trainer calls it; e.g. zero_shot's prompt set)."""
+        return self
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any] | None = None) -> "StrategyConfig":
+        """Build from a mapping of option names to values; unknown names raise ``ValueError``."""
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(cls.option_names()))
+        if unknown:
+            valid = ", ".join(cls.option_names()) or "none (it takes no options)"
+            raise ValueError(f"strategy {cls.name!r} has no option {', '.join(unknown)}; valid options: {valid}")
+        return cls(**options)
