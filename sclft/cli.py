@@ -119,6 +119,9 @@ def add_strategy_option_flags(parser: argparse.ArgumentParser) -> None:
         default = f.default if f.default is not dataclasses.MISSING else None
         help_text = f"[{', '.join(o.name for o in owners)}] {f.metadata.get('help', '')}"
         help_text += f" (default: {default})" if default is not None else ""
+        if f.metadata.get("choices"):
+            kwargs_choices = "|".join(map(str, f.metadata["choices"]))
+            help_text = help_text if kwargs_choices in help_text else f"{help_text} [{kwargs_choices}]"
         kwargs: dict[str, Any] = {"dest": _OPTION_DEST + name, "default": None, "help": help_text,
                                   "metavar": name.upper()}
         if kind is bool:
@@ -126,7 +129,7 @@ def add_strategy_option_flags(parser: argparse.ArgumentParser) -> None:
         elif typing.get_origin(kind) in (tuple, list):
             kwargs.update(nargs="+", type=typing.get_args(kind)[0])
         else:
-            kwargs.update(type=kind, choices=f.metadata.get("choices"))
+            kwargs.update(type=kind)  # choices are checked by the config, which names the valid values
         group.add_argument("--" + name.replace("_", "-"), **kwargs)
 
 
@@ -204,7 +207,7 @@ def config_from_args(args: argparse.Namespace):
     all strategies, so its options of other strategies (``layer`` for linear_probe, ``fuse`` for layer_ft)
     are dropped; given as a flag or in the strategy's own ``per_strategy`` section they are an error.
     """
-    from .strategies import collect_strategy_options, get_strategy_config
+    from .strategies import collect_strategy_options, get_strategy_config, strategy_config
     from .train import ConfigError
 
     TrainConfig = _train_config_cls()
@@ -232,9 +235,15 @@ def config_from_args(args: argparse.Namespace):
               **{k: flag_name(k) for k in flags}}
     values.update({k: v for k, v in section.items() if k != "strategy_options"})
     values.update(flags)
+    given = [(section.get("strategy_options", {}), lambda o: f"{source}: per_strategy.{strategy}.{o}"),
+             (options, flag_name)]
+    for opts, name_of in given:
+        for k, v in opts.items():
+            try:
+                strategy_config(strategy, **{k: v})
+            except ValueError as e:
+                raise ValueError(f"{name_of(k)}: {e}") from None
     values["strategy_options"] = {**shared, **section.get("strategy_options", {}), **options}
-    if options:
-        origin["strategy_options"] = ", ".join(flag_name(k) for k in options)
     try:
         return TrainConfig.from_dict(values).validate()
     except ConfigError as e:  # say where the bad value came from
