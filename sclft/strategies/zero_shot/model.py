@@ -41,6 +41,9 @@ class ZeroShot(Strategy):
         self.dataset = self.config.prompts
         self.templates = self.config.templates or prompts.templates_for(self.dataset)
 
+    def options(self):
+        return {**self.config.options(), "templates": list(self.templates)}  # the ones used, for load()
+
     def build_head(self, backbone, num_classes, class_names):
         if not class_names or len(class_names) != num_classes:
             raise ValueError("zero_shot needs class_names: one name per class")
