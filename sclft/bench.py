@@ -113,7 +113,7 @@ def dataset_ref(entry: dict[str, Any]) -> str:
 
 def _non_default(config: dict[str, Any]) -> dict[str, Any]:
     """The fields of ``config`` that differ from TrainConfig's defaults (what identifies a run)."""
-    from .train import TrainConfig
+    from .config import TrainConfig
 
     full, default = dataclasses.asdict(TrainConfig.from_dict(config)), dataclasses.asdict(TrainConfig())
     options = full.pop("strategy_options")  # flattened: the strategy's options that differ from its defaults
@@ -167,7 +167,7 @@ def _num_classes(entry: str) -> int:
 
 def selection_budget(suite: dict[str, Any], group: dict[str, Any]) -> float | None:
     """The group's ``max_params`` (percent), else the suite defaults', else TrainConfig's; ``null`` = none."""
-    from .train import TrainConfig
+    from .config import TrainConfig
 
     for source in (group, suite.get("defaults", {})):
         if "max_params" in source:
@@ -191,7 +191,7 @@ def _group_layers(group: dict[str, Any], backbone_name: str, dataset: dict[str, 
 
 def expand_suite(suite: dict[str, Any]) -> list[Run]:
     """All runs of the suite, deduplicated by id (a run shared by several groups trains once)."""
-    from .train import TrainConfig
+    from .config import TrainConfig
 
     backbones, datasets = _entries(suite["backbones"]), _entries(suite["datasets"])
     defaults, per_strategy = dict(suite.get("defaults", {})), suite.get("per_strategy", {})
@@ -264,7 +264,7 @@ def probe_run(run_dir: Path) -> Path:
     """Layer-wise NC1 of a trained run on its training data → ``run_dir/nc1_layers.csv``."""
     from .data import TransformedDataset, build_transforms, load_dataset
     from .probe import probe
-    from .train import load
+    from .save import load
 
     cfg = json.loads((run_dir / "train_config.json").read_text())
     model = load(run_dir)
@@ -334,7 +334,7 @@ def run_rules(suite: dict[str, Any], runs: list[Run], out: Path, say: Callable[[
     from .backbones import create_backbone
     from .data import load_dataset
     from .selection import select_layer
-    from .train import TrainConfig
+    from .config import TrainConfig
 
     group = suite.get("groups", {}).get("selection", {})
     cells = _selection_cells(suite, runs)

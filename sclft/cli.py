@@ -82,7 +82,7 @@ def _field_type(f: dataclasses.Field) -> type:
 
 
 def _train_config_cls():
-    from .train import TrainConfig
+    from .config import TrainConfig
 
     return TrainConfig
 
@@ -208,7 +208,7 @@ def config_from_args(args: argparse.Namespace):
     are dropped; given as a flag or in the strategy's own ``per_strategy`` section they are an error.
     """
     from .strategies import collect_strategy_options, get_strategy_config, strategy_config
-    from .train import ConfigError
+    from .config import ConfigError
 
     TrainConfig = _train_config_cls()
     values: dict[str, Any] = {}
@@ -305,7 +305,7 @@ def run_rank(args, pick) -> int:
     from .data import load_dataset
     from .io import atomic_write_json
     from .selection import select_layer
-    from .train import TrainConfig
+    from .config import TrainConfig
 
     fields = ["backbone", "data", "data_dir", "image_size", "batch_size", "train_per_class", "seed", "pretrained",
               "checkpoint", "progress", "layer_rule", "max_params"]
@@ -333,7 +333,7 @@ def run_probe(args) -> int:
     from .backbones.base import POOLERS
     from .data import TransformedDataset, build_transforms, load_dataset
     from .probe import probe
-    from .train import check_out_dir
+    from .config import check_out_dir
 
     cfg = _given(args, PROBE_FLAGS)
     if args.rank:
@@ -374,7 +374,8 @@ def _train_parser(sub) -> None:
 
 
 def run_train(args) -> int:
-    from .train import check_out_dir, train
+    from .config import check_out_dir
+    from .train import train
 
     cfg = config_from_args(args)
     check_out_dir(cfg.out)

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from . import nc
 from .data import TransformedDataset, build_transforms, load_dataset
-from .train import load
+from .save import load
 
 
 @torch.inference_mode()

@@ -237,7 +237,7 @@ def profile_rule(backbone: Backbone, splits: DatasetSplits, cfg, device="cpu") -
 # ------------------------------------------------------------------------------------------ trial
 def _fit_tail(model, data, cfg, epochs: int, device) -> None:
     """A few epochs of the strategy's tail on cached frozen activations (AdamW, warm-up + cosine)."""
-    from .train import build_optimizer, warmup_cosine
+    from .optim import build_optimizer, warmup_cosine
 
     loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(cfg.seed))

@@ -5,7 +5,7 @@ import importlib
 import os
 import sys
 
-train_mod = importlib.import_module("sclft.train")
+train_mod = importlib.import_module("sclft.train.loop")
 _save = train_mod.save_checkpoint
 
 

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 import sclft
 import importlib
 
-train_mod = importlib.import_module("sclft.train")  # the module (sclft.train is also the function)
+train_mod = importlib.import_module("sclft.train.loop")  # the module (sclft.train is also the function)
 from sclft import cache
 from sclft.data import TransformedDataset, build_transforms, load_dataset
 from sclft.data.base import LabelSubset, targets_of

@@ -424,7 +424,7 @@ def test_cli_train_exits_2_on_a_missing_test_class_before_building_a_model(tmp_p
 
     from sclft.cli import main
 
-    train_mod = importlib.import_module("sclft.train")
+    train_mod = importlib.import_module("sclft.train.loop")
 
     def no_model(*args, **kwargs):
         raise AssertionError("a model was built although the splits are unusable")

@@ -17,8 +17,8 @@ from safetensors.torch import load_file, save_file
 from sclft.cli import main as cli_main
 from sclft.io import atomic_write_json
 
-train_mod = importlib.import_module("sclft.train")  # the module (sclft.train is also the function)
-from sclft.train import NonFiniteLossError, RunFolderError, TrainConfig, latest_checkpoint, load, train  # noqa: E402
+train_mod = importlib.import_module("sclft.train.loop")  # the module (sclft.train is also the function)
+from sclft.train import LOCK_FILE, NonFiniteLossError, RunFolderError, TrainConfig, latest_checkpoint, load, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(backbone="resnet18", pretrained=False, data="digits", strategy="layer_ft", layer="layer3.0", image_size=16,
@@ -154,12 +154,12 @@ def test_one_writer_per_out_and_a_stale_lock_is_taken_over(tmp_path, capsys, cap
     assert not (out / "metrics.json").exists()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (out / train_mod.LOCK_FILE).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(),
+    (out / LOCK_FILE).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(),
                                                        "started": "2020-01-01T00:00:00+00:00"}))
     with caplog.at_level("WARNING", logger="sclft.train"):
         train(cfg)
     assert f"pid {dead.pid}" in caplog.text and "taking over" in caplog.text
-    assert (out / "metrics.json").is_file() and not (out / train_mod.LOCK_FILE).exists()
+    assert (out / "metrics.json").is_file() and not (out / LOCK_FILE).exists()
 
 
 def _poison_optimizer(monkeypatch, at_step: int):

@@ -6,7 +6,7 @@ from safetensors.torch import load_file
 
 import importlib
 
-train_mod = importlib.import_module("sclft.train")  # the module (sclft.train is also the function)
+train_mod = importlib.import_module("sclft.train.loop")  # the module (sclft.train is also the function)
 from sclft.train import NonFiniteLossError, TrainConfig, latest_checkpoint, load, train
 
 METRIC_KEYS = {
@@ -82,17 +82,18 @@ def test_kill_mid_checkpoint_keeps_previous_readable(tmp_path, monkeypatch):
     monkeypatch.setattr(train_mod, "save_checkpoint", original)
     good = latest_checkpoint(cfg.out)
     assert good is not None and good.name == "epoch-0001"
-    real_save = train_mod.save_file
+    ckpt_mod = importlib.import_module("sclft.train.checkpoint")
+    real_save = ckpt_mod.save_file
 
     def dies_mid_write(tensors, path, *a, **k):
         with open(path, "wb") as f:
             f.write(b"partial")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_mod, "save_file", dies_mid_write)
+    monkeypatch.setattr(ckpt_mod, "save_file", dies_mid_write)
     with pytest.raises(KeyboardInterrupt):
         train(tiny(tmp_path, epochs=2, resume=True))
-    monkeypatch.setattr(train_mod, "save_file", real_save)
+    monkeypatch.setattr(ckpt_mod, "save_file", real_save)
     assert latest_checkpoint(cfg.out) == good
     state = load_file(str(good / "model.safetensors"))
     assert "head.weight" in state
@@ -128,7 +129,7 @@ def test_config_validation():
 
 
 def test_warmup_cosine_schedule():
-    f = train_mod.warmup_cosine(total_steps=10, warmup_steps=2)
+    f = importlib.import_module("sclft.optim").warmup_cosine(total_steps=10, warmup_steps=2)
     assert [round(f(s), 3) for s in (0, 1, 2, 6, 10)] == [0.5, 1.0, 1.0, 0.5, 0.0]
 
 

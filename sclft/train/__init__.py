@@ -1,0 +1,28 @@
+"""Accelerate training loop: AMP, gradient accumulation, per-epoch eval, atomic checkpoints, resume.
+
+>>> from sclft.train import TrainConfig, train
+>>> metrics = train(TrainConfig(backbone="efficientnet_lite0", data="digits", epochs=3, out="runs/demo"))
+
+``accelerate launch -m sclft.cli train ...`` runs the same code on several GPUs (and, on a machine
+without GPUs, ``accelerate launch --multi_gpu --num_processes N`` or ``torchrun --nproc_per_node N`` runs
+N CPU processes over gloo; ``accelerate launch --cpu`` always starts one process). The learning-rate
+schedule is laid out in epochs, so N processes follow the 1-process schedule.
+
+Run folder (``--out``): ``metrics.json``, ``model.safetensors`` (trained tensors only), ``config.json``
+(what :func:`load` needs to rebuild the frozen weights, with their digests), ``train_config.json`` and
+``checkpoint/``: ``epoch-E/`` holds Accelerate's training state (``accelerate/``: optimizer, scheduler,
+GradScaler, every process's RNG), the trained tensors, the sampler state and ``training_state.json``
+(epoch, history, elapsed seconds, layer selection, the config it was trained with); ``latest.json`` names
+the newest complete one. ``.sclft.lock`` names the one process that writes the folder. A folder that
+holds a finished run or another run's checkpoints is only replaced with ``overwrite=True``, and
+``resume=True`` refuses a config that differs in anything that changes the result.
+"""
+
+from ..config import ConfigError, TrainConfig
+from ..save import RunFolderError, load, save_model
+from .checkpoint import CHECKPOINT_DIR, latest_checkpoint
+from .loop import NonFiniteLossError, train
+from .run_folder import LOCK_FILE, METRICS_FILE
+
+__all__ = ["train", "TrainConfig", "ConfigError", "NonFiniteLossError", "RunFolderError", "load", "save_model",
+           "latest_checkpoint", "CHECKPOINT_DIR", "METRICS_FILE", "LOCK_FILE"]

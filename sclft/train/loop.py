@@ -1,0 +1,234 @@
+"""The training loop (Accelerate: AMP, gradient accumulation, several processes, exact resume)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..config import TrainConfig, check_out_dir
+from ..data import load_dataset
+from ..io import atomic_write_json
+from ..model import TransferModel
+from ..optim import build_optimizer, warmup_cosine
+from ..save import (_load_tensors, build_backbone, file_digest, frozen_digest, load_model_state,
+                    save_model, trainable_state)
+from ..strategies import collect_strategy_options, strategy_config
+from .checkpoint import _accelerate_state_hooks, _resume_view, save_checkpoint
+from .data import _loader, prepare_datasets
+from .evaluate import evaluate
+from .run_folder import METRICS_FILE, _prepare_out, run_lock
+
+log = logging.getLogger("sclft.train")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss (or a trained parameter) became NaN/inf; the last good checkpoint of this run is kept."""
+
+
+def _non_finite(state: dict[str, torch.Tensor]) -> list[str]:
+    return [k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+def _cpu_processes() -> bool:
+    """Several processes (torchrun / accelerate launch --multi_gpu) on a machine without GPUs: Accelerate
+    makes them one gloo group only when told ``cpu=True``; otherwise each would run the whole job alone."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
+def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
+    """Train one model; returns (and writes ``out/metrics.json``) the run's metrics."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    cfg = cfg or TrainConfig()
+    cfg = dataclasses.replace(cfg, **collect_strategy_options(overrides, cfg.strategy_options)).validate()
+    out = Path(cfg.out)
+    check_out_dir(out)
+    AcceleratorState._reset_state()  # several runs in one process may use different precisions
+    accelerator = Accelerator(
+        cpu=_cpu_processes(),
+        mixed_precision=cfg.precision,
+        gradient_accumulation_steps=cfg.grad_accum,
+        log_with="tensorboard" if cfg.tensorboard else None,
+        project_dir=str(out),
+        step_scheduler_with_optimizer=False,
+        dynamo_backend="inductor" if cfg.compile else "no",
+    )
+    if cfg.precision == "fp16" and accelerator.scaler is None:
+        log.warning("--precision fp16 on %s: Accelerate has no fp16 autocast/GradScaler there, so this runs in "
+                    "float32 (use bf16 for mixed precision on CPU)", accelerator.device)
+    _accelerate_state_hooks(accelerator)
+    with run_lock(out) if accelerator.is_main_process else nullcontext():
+        resume = _prepare_out(out, cfg, accelerator)
+        accelerator.wait_for_everyone()
+        return _train(cfg, out, accelerator, resume)
+
+
+def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] | None) -> dict[str, Any]:
+    from accelerate.utils import set_seed
+
+    say = accelerator.print
+    resume_from, resumed = resume or (None, {})
+    start_time = time.time() - float(resumed.get("seconds", 0.0))  # seconds count the whole run
+    set_seed(cfg.seed)
+    splits = load_dataset(cfg.data, cfg.data_dir, train_per_class=cfg.train_per_class,
+                          val_fraction=cfg.val_fraction, seed=cfg.seed)
+    backbone = build_backbone(cfg.backbone, cfg.pretrained, cfg.checkpoint, cfg.seed, cfg.image_size)
+    cfg.check_backbone(backbone)  # block names, selection candidates, strategy options: before any heavy step
+    selection = resumed.get("layer_selection")
+    layer = resumed.get("layer") or cfg.layer
+    config = strategy_config(cfg.strategy, **cfg.strategy_options).for_data(cfg.data)
+    if config.uses_layer and layer == "auto":
+        from ..selection import select_layer
+
+        selection = select_layer(backbone, splits, cfg, device=accelerator.device)
+        layer = selection["layer"]
+        say(f"layer auto ({selection['rule']}): {layer}")
+    set_seed(cfg.seed)
+    model = TransferModel(backbone, config, splits.num_classes, layer if layer != "auto" else None,
+                          class_names=splits.class_names)
+    build = {"pretrained": cfg.pretrained, "seed": cfg.seed, "checkpoint": cfg.checkpoint,
+             "checkpoint_sha256": file_digest(cfg.checkpoint) if cfg.checkpoint else None,
+             "frozen_sha256": frozen_digest(model)}
+    model.to(accelerator.device)
+    if cfg.channels_last and backbone.layout == "conv":
+        model.to(memory_format=torch.channels_last)
+    data = prepare_datasets(model, splits, cfg, accelerator.device)
+    if data.cached:
+        say(f"frozen-prefix cache: {data.train.storage}, {data.train.nbytes / 2**20:.1f} MiB for the train split")
+    summary = model.parameter_summary()
+    say(f"{cfg.backbone} / {cfg.strategy}" + (f" @ {layer}" if model.layer else "")
+        + f": {summary['trainable']:,} of {summary['total']:,} parameters train ({summary['percent']:.2f}%)")
+
+    sampler_gen = torch.Generator().manual_seed(cfg.seed)
+    pin = accelerator.device.type == "cuda"
+    train_loader = _loader(data.train, cfg.batch_size, shuffle_gen=sampler_gen, num_workers=cfg.num_workers, pin=pin)
+    eval_loaders = {k: _loader(v, max(cfg.batch_size, 64), shuffle_gen=None, num_workers=cfg.num_workers, pin=pin)
+                    for k, v in data.evals.items()}
+    optimizer = build_optimizer(model, cfg)
+    model, train_loader = accelerator.prepare(model, train_loader)
+    # after prepare: the batches of *this* process, so N processes follow the 1-process schedule in epochs
+    epochs = cfg.epochs if optimizer else 0  # nothing trains (zero_shot): the run is one evaluation
+    steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum)
+    total_steps = steps_per_epoch * cfg.epochs
+    scheduler = (torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(total_steps, int(round(cfg.warmup_epochs * steps_per_epoch))))
+        if optimizer else None)
+    if optimizer:
+        optimizer, scheduler = accelerator.prepare(optimizer, scheduler)
+    eval_loaders = {k: accelerator.prepare(v) for k, v in eval_loaders.items()}
+
+    start_epoch, history = 0, []
+    final: dict[str, dict[str, float]] = {}  # split -> final evaluation
+    last_good = None  # the newest checkpoint of this run (resumed or written here)
+    if resume_from is not None:
+        load_model_state(accelerator.unwrap_model(model), resume_from)
+        accelerator.load_state(str(resume_from / "accelerate"))
+        sampler_gen.set_state(_load_tensors(resume_from / "sampler.safetensors")["sampler"])
+        start_epoch, history, last_good = int(resumed["epoch"]), list(resumed["history"]), resume_from
+        say(f"resumed from {resume_from} (epoch {start_epoch} of {cfg.epochs} done)")
+    if cfg.tensorboard:
+        accelerator.init_trackers("sclft", config={k: v for k, v in dataclasses.asdict(cfg).items()
+                                                   if isinstance(v, (int, float, str, bool))})
+
+    for epoch in range(start_epoch, epochs):
+        model.train()
+        seen, loss_sum, tic = 0, 0.0, time.time()
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and
+                   accelerator.is_local_main_process), leave=False)
+        for x, y in bar:
+            if optimizer is None:
+                break
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    logits = model(x, from_frozen=data.cached)
+                    loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                if not torch.isfinite(loss):
+                    raise NonFiniteLossError(
+                        f"loss became {loss.item()} at epoch {epoch + 1}; stopping. Try a lower --lr or "
+                        f"--precision no. Last good checkpoint: {last_good or 'none yet'}"
+                    )
+                accelerator.backward(loss)
+                optimizer.step()
+                if accelerator.sync_gradients:
+                    scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            seen += len(y)
+            loss_sum += loss.item() * len(y)
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", img_s=f"{seen / max(time.time() - tic, 1e-9):.0f}")
+        record = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
+                  "lr": scheduler.get_last_lr()[0] if scheduler else 0.0}
+        last = epoch + 1 == cfg.epochs
+        due = cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or last)
+        for split in [s for s in ("val", "test") if s in eval_loaders and due]:
+            result = evaluate(model, eval_loaders[split], data.cached, accelerator, splits.num_classes,
+                              with_nc1=last)
+            record[f"{split}_accuracy"] = result["accuracy"]
+            if last:
+                final[split] = result  # reused for metrics.json: the final model is not evaluated twice
+        history.append(record)
+        accelerator.log({k: v for k, v in record.items() if k != "epoch"}, step=epoch + 1)
+        say(f"epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "epoch"))
+        broken = _non_finite(trainable_state(accelerator.unwrap_model(model)))
+        if broken:  # a finite loss can precede non-finite weights: never checkpoint them
+            raise NonFiniteLossError(
+                f"trained parameters became non-finite in epoch {epoch + 1} ({', '.join(broken[:3])}); stopping. "
+                f"Try a lower --lr or --precision no. Last good checkpoint: {last_good or 'none yet'}")
+        last_good = save_checkpoint(accelerator, out, accelerator.unwrap_model(model), epoch + 1, sampler_gen, {
+            "history": history, "seconds": time.time() - start_time, "layer": layer,
+            "layer_selection": selection, "num_processes": accelerator.num_processes,
+            "config": _resume_view(dataclasses.asdict(cfg))})
+
+    for split in eval_loaders:
+        if split not in final:
+            final[split] = evaluate(model, eval_loaders[split], data.cached, accelerator, splits.num_classes,
+                                    with_nc1=True)
+    if not history:  # no training epochs: one record of the evaluation
+        history.append({"epoch": 0, **{f"{k}_accuracy": final[k]["accuracy"] for k in ("val", "test") if k in final}})
+    final_test, final_train = final["test"], final["train"]
+    unwrapped = accelerator.unwrap_model(model)
+    metrics = {
+        "backbone": cfg.backbone,
+        "dataset": cfg.data,
+        "strategy": cfg.strategy,
+        "layer": unwrapped.layer,
+        "num_classes": splits.num_classes,
+        "test_accuracy": final_test["accuracy"],
+        "train_accuracy": final_train["accuracy"],
+        "nc1_train": final_train["nc1"],
+        "nc1_test": final_test["nc1"],
+        "trainable_params": summary["trainable"],
+        "total_params": summary["total"],
+        "trainable_percent": summary["percent"],
+        "epochs": epochs,
+        "seconds": time.time() - start_time,
+        "seed": cfg.seed,
+        "train_per_class": cfg.train_per_class,
+        "image_size": cfg.image_size or backbone.data_config["input_size"][-1],
+        "cached": data.cached,
+        "skipped_images": len(splits.skipped),
+        "num_processes": accelerator.num_processes,
+        "history": history,
+    }
+    if "val" in eval_loaders:
+        metrics["val_accuracy"] = final["val"]["accuracy"]
+    if selection is not None:
+        metrics["layer_selection"] = selection
+    if accelerator.is_main_process:
+        save_model(unwrapped, out, build)
+        atomic_write_json(out / "train_config.json", dataclasses.asdict(cfg))
+        atomic_write_json(out / METRICS_FILE, metrics)
+    accelerator.end_training()
+    if splits.skipped:
+        say(f"note: {len(splits.skipped)} unreadable image(s) were skipped (see the log for their paths)")
+    return metrics
