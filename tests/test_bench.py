@@ -119,7 +119,7 @@ def test_selection_suite_sweeps_every_candidate_within_the_budget(tmp_path, back
     b = backbone_factory("efficientnet_lite0")
     share = {blk: TransferModel(b, "scl_ft", 10, blk).parameter_summary()["percent"] for blk in b.blocks[:-1]}
     within = [blk for blk in b.blocks[:-1] if share[blk] <= 8.0]
-    cells = bench._selection_cells(suite, runs)
+    cells = bench.suite._selection_cells(suite, runs)
     assert len(cells) == 4 and len(runs) == 4 * 3 * len(within)
     for cell in cells.values():
         for seed in (0, 1, 2):

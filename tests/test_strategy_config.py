@@ -146,8 +146,8 @@ def test_bench_asks_the_strategy_configs():
 
     concat = next(r for r in runs if r.variant == "fuse=concat")
     assert TrainConfig.from_dict(concat.config).validate().strategy_options == {"fuse": "concat"}
-    assert bench._method_name("scl_ft") == "SCL FT"
-    assert bench._method_order(["full_ft", "scl_ft", "linear_probe", "layer_ft", "zero_shot"]) == \
+    assert bench.reports._method_name("scl_ft") == "SCL FT"
+    assert bench.reports._method_order(["full_ft", "scl_ft", "linear_probe", "layer_ft", "zero_shot"]) == \
         ["linear_probe", "zero_shot", "layer_ft", "scl_ft", "full_ft"]
     layer_ft = next(r for r in runs if r.strategy == "layer_ft")
     full = bench.Run(layer_ft.id, layer_ft.backbone, layer_ft.dataset, {**layer_ft.config, "strategy": "full_ft"})

@@ -20,8 +20,15 @@ from ..data import load_dataset
 from ..io import atomic_write_json
 from ..model import TransferModel
 from ..optim import build_optimizer, warmup_cosine
-from ..save import (_load_tensors, build_backbone, file_digest, frozen_digest, load_model_state,
-                    save_model, trainable_state)
+from ..save import (
+    _load_tensors,
+    build_backbone,
+    file_digest,
+    frozen_digest,
+    load_model_state,
+    save_model,
+    trainable_state,
+)
 from ..strategies import collect_strategy_options, strategy_config
 from .checkpoint import _accelerate_state_hooks, _resume_view, save_checkpoint
 from .data import _loader, prepare_datasets

@@ -1,0 +1,53 @@
+"""``sclft bench``: the sub-command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..data import DatasetUnavailableError
+from .cost import dry_run
+from .reports import build_reports
+from .runner import run_suite
+from .suite import add_datasets, load_suite
+
+
+def _main(args: argparse.Namespace) -> int:
+    from .._hub import WeightsUnavailableError
+
+    suite = add_datasets(load_suite(args.suite), args.dataset or [])
+    out = Path(args.out)
+    try:
+        if args.dry_run:
+            dry_run(suite, out, shard_spec=args.shard)
+        elif args.report is not None or args.report_only:
+            for path in build_reports(suite, out, args.report or []):
+                print(path)
+        else:
+            summary = run_suite(suite, out, shard_spec=args.shard)
+            print(f"{summary['runs']} runs ({summary['skipped']} already done, {summary['trained']} trained) "
+                  f"in {summary['seconds']:.0f} s; reports in {out}")
+    except (DatasetUnavailableError, WeightsUnavailableError) as exc:
+        print(f"sclft bench: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("bench", help="run a benchmark suite and build its tables and plots",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", required=True, help="suite name (configs/bench/NAME.yaml) or a YAML path")
+    parser.add_argument("--out", required=True, help="output directory (experiments/, table.md, plots …)")
+    parser.add_argument("--dry-run", action="store_true", help="list the runs and their estimated cost; run nothing")
+    parser.add_argument("--report-only", action="store_true", help="rebuild the reports from finished runs")
+    parser.add_argument("--report", nargs="*", metavar="DIR", default=None,
+                        help="rebuild the reports in --out from the finished runs in --out and in each DIR "
+                             "(e.g. the --out folders of the shards); trains nothing")
+    parser.add_argument("--shard", metavar="I/N", default=None,
+                        help="run only every N-th run starting at the I-th (1-based; deterministic), and the same "
+                             "share of the selection rules: one job of an N-job array")
+    parser.add_argument("--dataset", action="append", metavar="NAME",
+                        help="add a dataset (e.g. imagefolder:PATH) to the suite; repeatable")
+    parser.set_defaults(func=_main)
+    return parser

@@ -1,0 +1,59 @@
+"""What a suite costs before it runs (``sclft bench --dry-run``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..strategies import get_strategy_config
+from .suite import RUNS_SUBDIR, Run, _blocks_of, _entries, _label, _selection_cells, expand_suite, find_suite, shard
+
+
+def estimate_seconds(run: Run, suite: dict[str, Any]) -> float:
+    """Rough cost from the suite's dataset sizes and the backbone's images/s (``--dry-run``).
+
+    A swept block's trained tail is taken as the share of blocks from it to the end; evaluation on the
+    test split counts once per ``eval_every`` epochs (once for ``eval_every: 0``).
+    """
+    b = next(e for e in _entries(suite["backbones"]) if _label(e) == run.backbone)
+    d = next(e for e in _entries(suite["datasets"]) if _label(e) == run.dataset)
+    k = d.get("num_classes", 10)
+    n_train = min(d.get("train_size", 10_000), k * (run.train_per_class or 10**9))
+    n_test = k * d["test_per_class"] if d.get("test_per_class") else d.get("test_size", 10_000)
+    epochs, every = run.config.get("epochs", 10), run.config.get("eval_every", 1)
+    strategy = get_strategy_config(run.strategy)
+    tail, cached = strategy.cost, strategy.cache_scope != "none"
+    layer = run.config.get("layer")
+    if 0.0 < tail < 1.0 and layer not in (None, "auto"):
+        blocks = _blocks_of(b["name"])
+        tail = (len(blocks) - blocks.index(layer)) / len(blocks) if layer in blocks else tail
+    evals = max(1, epochs // every) if every else 1
+    images = epochs * 3 * tail * n_train + (evals * n_test + n_train) * (tail if cached else 1.0)
+    images += (n_train + n_test) if cached else 0
+    return images / float(b.get("images_per_second", suite.get("images_per_second", 500)))
+
+
+def dry_run(suite: dict[str, Any], out: Path, say: Callable[[str], None] = print, shard_spec: str | None = None) -> float:
+    from ..train import METRICS_FILE
+
+    all_runs = expand_suite(suite)
+    runs = shard(all_runs, shard_spec)
+    total = 0.0
+    say(f"{'run':<80} {'groups':<22} {'est. min':>9}")
+    for r in runs:
+        seconds = estimate_seconds(r, suite)
+        done = (out / RUNS_SUBDIR / r.id / METRICS_FILE).is_file()
+        total += 0.0 if done else seconds
+        say(f"{r.id:<80} {','.join(sorted(r.groups)):<22} {'done' if done else f'{seconds / 60:9.1f}':>9}")
+    for key, cell in _selection_cells(suite, runs).items():
+        cost = [estimate_seconds(r, suite) for r in cell]
+        say(f"selection cell {key.rstrip('|')}: {len(cell)} runs ({len({r.config['layer'] for r in cell})} blocks × "
+            f"{len({r.seed for r in cell})} seeds), est. {sum(cost) / 60:.1f} min, one run {np.mean(cost):.0f} s")
+    unit = suite.get("cost_unit", "device")
+    say(f"{len(runs)} runs{f' (shard {shard_spec} of {len(all_runs)})' if shard_spec else ''}; estimated "
+        f"{total / 3600:.2f} {unit}-hours still to run (from images/s in {find_suite(suite['name']).name}; "
+        f"selection rules add one probe (profile) or one short fine-tune per candidate block (trial) per cell "
+        f"and seed)")
+    return total
