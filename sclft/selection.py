@@ -237,13 +237,13 @@ def profile_rule(backbone: Backbone, splits: DatasetSplits, cfg, device="cpu") -
 # ------------------------------------------------------------------------------------------ trial
 def _fit_tail(model, data, cfg, epochs: int, device) -> None:
     """A few epochs of the strategy's tail on cached frozen activations (AdamW, warm-up + cosine)."""
-    from .optim import build_optimizer, warmup_cosine
+    from .optim import WarmupCosine, build_optimizer
 
     loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(cfg.seed))
     optimizer = build_optimizer(model, cfg)
     total = epochs * len(loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, max(1, total // 10)))
+    scheduler = WarmupCosine(optimizer, total, max(1, total // 10))
     model.train()
     for _ in range(epochs):
         for z, y in loader:

@@ -1,6 +1,7 @@
 """Nothing lost, nothing silently wrong: resume, run folders and run files under faults and bad input (issue 13)."""
 
 import importlib
+import math
 import json
 import os
 import shutil
@@ -307,9 +308,11 @@ def two_process_run(tmp_path_factory):
 def test_two_processes_follow_the_one_process_schedule(two_process_run):
     metrics = json.loads((Path(two_process_run.out) / "metrics.json").read_text())
     assert metrics["num_processes"] == 2
-    # 50 images in batches of 16: 4 steps per epoch in one process (2 per process with two); warm-up 1 epoch,
-    # cosine to 0 at the end of epoch 3: the learning rate after each epoch is lr * (1, 0.5, 0)
-    assert [h["lr"] for h in metrics["history"]] == pytest.approx([3e-3, 1.5e-3, 0.0], abs=1e-12)
+    # 50 images in batches of 16: 4 steps per epoch in one process (2 per process with two); warm-up 1 epoch
+    # (2 updates), then cosine over 6 - 2 + 1 = 5 updates: the lr of the next update after epoch e is
+    # lr * (1 + cos(pi k / 5)) / 2 with k = 1, 3, 5
+    expected = [3e-3 * 0.5 * (1 + math.cos(math.pi * k / 5)) for k in (1, 3, 5)]
+    assert [h["lr"] for h in metrics["history"]] == pytest.approx(expected, abs=1e-12)
 
 
 @pytest.mark.slow

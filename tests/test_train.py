@@ -5,6 +5,7 @@ import torch
 from safetensors.torch import load_file
 
 import importlib
+import math
 
 train_mod = importlib.import_module("sclft.train.loop")  # the module (sclft.train is also the function)
 from sclft.train import NonFiniteLossError, TrainConfig, latest_checkpoint, load, train
@@ -128,9 +129,25 @@ def test_config_validation():
         TrainConfig.from_dict({"lr_max": 1})
 
 
-def test_warmup_cosine_schedule():
-    f = importlib.import_module("sclft.optim").warmup_cosine(total_steps=10, warmup_steps=2)
-    assert [round(f(s), 3) for s in (0, 1, 2, 6, 10)] == [0.5, 1.0, 1.0, 0.5, 0.0]
+def test_warmup_cosine_schedule_per_update_with_lr_scales_and_resume():
+    from sclft.optim import WarmupCosine
+
+    w, b = torch.nn.Parameter(torch.zeros(2, 2)), torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.SGD([{"params": [w], "lr": 0.1}, {"params": [b], "lr": 0.1, "lr_scale": 0.5}], lr=0.1)
+    sched = WarmupCosine(opt, total_steps=10, warmup_steps=2)
+    used = []
+    for _ in range(10):
+        used.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    # update j (0-based): warm-up (j+1)/2 of the peak, then cosine over 9 updates starting at the peak
+    expected = [0.1 * ((j + 1) / 2 if j < 2 else 0.5 * (1 + math.cos(math.pi * (j - 1) / 9))) for j in range(10)]
+    assert [u[0] for u in used] == pytest.approx(expected, abs=1e-12)
+    assert [u[1] for u in used] == pytest.approx([0.5 * e for e in expected], abs=1e-12)  # lr_scale
+    assert expected[-1] > 0  # the last update still learns
+    resumed = WarmupCosine(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1), 10, 2)
+    resumed.load_state_dict({**sched.state_dict(), "updates": 5})
+    assert resumed.get_last_lr()[0] == pytest.approx(expected[5], abs=1e-12)
 
 
 def test_runs_with_different_precision_in_one_process(tmp_path):

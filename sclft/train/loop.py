@@ -19,7 +19,7 @@ from ..config import TrainConfig, check_out_dir
 from ..data import load_dataset
 from ..io import atomic_write_json
 from ..model import TransferModel
-from ..optim import build_optimizer, warmup_cosine
+from ..optim import WarmupCosine, build_optimizer
 from ..save import (
     _load_tensors,
     build_backbone,
@@ -128,11 +128,11 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
     epochs = cfg.epochs if optimizer else 0  # nothing trains (zero_shot): the run is one evaluation
     steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum)
     total_steps = steps_per_epoch * cfg.epochs
-    scheduler = (torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(total_steps, int(round(cfg.warmup_epochs * steps_per_epoch))))
-        if optimizer else None)
+    scheduler = (WarmupCosine(optimizer, total_steps, int(round(cfg.warmup_epochs * steps_per_epoch)))
+                 if optimizer else None)
     if optimizer:
-        optimizer, scheduler = accelerator.prepare(optimizer, scheduler)
+        optimizer = accelerator.prepare(optimizer)
+        accelerator.register_for_checkpointing(scheduler)  # not a torch LRScheduler: saved as a custom object
     eval_loaders = {k: accelerator.prepare(v) for k, v in eval_loaders.items()}
 
     start_epoch, history = 0, []
