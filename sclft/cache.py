@@ -79,8 +79,12 @@ def cache_key(**parts: Any) -> str:
 
 
 def frozen_cache_key(model, split_fingerprint: str, transform: Any, dtype: torch.dtype = torch.float32) -> str:
-    """Key for ``model.frozen_forward`` over one split (weights, strategy part, layer, samples, transform, dtype)."""
+    """Key for ``model.frozen_forward`` over one split (weights, strategy part, layer, samples, transform, dtype,
+    and the versions of the libraries that compute it, :func:`sclft.versions.library_versions`)."""
+    from .versions import library_versions
+
     return cache_key(
+        versions=library_versions(),
         backbone=model.backbone.name,
         weights=weights_fingerprint(model.backbone),
         strategy_part=model.strategy.cache_part(),

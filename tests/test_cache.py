@@ -78,6 +78,19 @@ def test_cache_key_changes_with_layer_weights_transform_samples_and_dtype(backbo
     assert cache.frozen_cache_key(_model(other), fp, tf32) != base
 
 
+def test_cache_key_changes_with_library_versions(backbone_factory, monkeypatch):
+    import sclft.versions
+
+    b = backbone_factory("resnet18")
+    fp = load_dataset("digits", train_per_class=3).fingerprint("train")
+    _, tf = build_transforms(b.data_config, 32)
+    base = cache.frozen_cache_key(_model(b), fp, tf)
+    real = sclft.versions.library_versions()
+    assert real["torch"] and real["timm"]
+    monkeypatch.setattr(sclft.versions, "library_versions", lambda: {**real, "torch": "9.9.9"})
+    assert cache.frozen_cache_key(_model(b), fp, tf) != base
+
+
 class _Counting(torch.nn.Module):
     """A stand-in with ``frozen_forward`` that counts the images it sees."""
 

@@ -10,7 +10,7 @@ variants × layers) whose runs feed one report:
 * ``ablation``  → ``ablation.md`` (e.g. SCL-FT ``fuse`` / ``match`` variants).
 
 Every run trains with :func:`sclft.train.train` into ``DIR/experiments/<run-id>``; the id is readable and ends
-in a hash of the run's full config, so a run whose ``metrics.json`` exists is skipped (resume) and a
+in a hash of the run's full config and library versions (:func:`sclft.bench.suite.run_fingerprint`), so a run whose ``metrics.json`` exists is skipped (resume) and a
 changed config is a new run. See docs/bench.md.
 """
 

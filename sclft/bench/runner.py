@@ -158,7 +158,9 @@ def run_suite(suite: dict[str, Any], out: str | Path, say: Callable[[str], None]
 def environment() -> dict[str, Any]:
     import torch
 
+    from ..versions import library_versions
+
     return {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "python": platform.python_version(),
-            "torch": torch.__version__, "platform": platform.platform(), "processor": platform.processor(),
+            "torch": torch.__version__, "libraries": library_versions(), "platform": platform.platform(), "processor": platform.processor(),
             "cpu_count": __import__("os").cpu_count(), "torch_threads": torch.get_num_threads(),
             "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}

@@ -99,8 +99,24 @@ def _variant_label(variant: dict[str, Any]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(_non_default(variant).items()))
 
 
+def run_fingerprint(config: dict[str, Any]) -> dict[str, Any]:
+    """What a run's id hashes: every TrainConfig field and strategy option as it will train (defaults
+    filled in, so a changed default is a new run) and the versions of the libraries that compute it.
+    Fields that do not change the result (``out``, ``cache_dir``, ``progress``, ...) are left out."""
+    from ..config import TrainConfig
+    from ..strategies import strategy_config
+    from ..versions import library_versions
+
+    full = dataclasses.asdict(TrainConfig.from_dict(config))
+    full["strategy_options"] = strategy_config(full["strategy"], **full["strategy_options"]).options()
+    for key in ("out", "cache_dir", "progress", "num_workers", "tensorboard", "resume", "overwrite"):
+        full.pop(key)
+    return {"config": full, "versions": library_versions()}
+
+
 def _run_id(backbone: str, dataset: str, config: dict[str, Any], variant: str) -> str:
-    digest = hashlib.sha1(json.dumps(_non_default(config), sort_keys=True, default=str).encode()).hexdigest()[:8]
+    blob = json.dumps(run_fingerprint(config), sort_keys=True, default=str)
+    digest = hashlib.sha1(blob.encode()).hexdigest()[:8]
     parts = [backbone, dataset, config["strategy"]]
     if config.get("layer") not in (None, "auto"):
         parts.append(config["layer"])
