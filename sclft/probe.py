@@ -76,12 +76,9 @@ class ProbeResult:
         return self.table()
 
     def plot(self, path: str | Path, title: str | None = None) -> Path:
-        import matplotlib
+        from .plotting import subplots
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(self.rows)), 4))
+        fig, ax = subplots(figsize=(max(6, 0.35 * len(self.rows)), 4))
         ax.plot(range(len(self.rows)), [r["nc1"] for r in self.rows], marker="o")
         ax.set_yscale("log")
         ax.set_xticks(range(len(self.rows)), self.layers, rotation=60, ha="right", fontsize=7)
@@ -90,7 +87,6 @@ class ProbeResult:
         ax.grid(True, which="both", alpha=0.3)
         fig.tight_layout()
         atomic_write(path, lambda p: fig.savefig(p, format=Path(path).suffix.lstrip(".") or "png", dpi=120))
-        plt.close(fig)
         return Path(path)
 
 

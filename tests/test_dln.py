@@ -188,3 +188,23 @@ def test_plotting_leaves_the_users_matplotlib_backend_alone():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["svg", "0"]
+
+
+def test_probe_and_bench_plots_leave_the_users_matplotlib_backend_alone(tmp_path):
+    """The probe plot and the bench figures render on Figure objects: no matplotlib.use, no pyplot figures."""
+    import subprocess
+    import sys
+
+    code = (
+        "import matplotlib; matplotlib.use('svg'); import matplotlib.pyplot as plt; from pathlib import Path; "
+        "from sclft.probe import ProbeResult; from sclft.bench import reports; "
+        "rows = [{'layer': f'b{i}', 'nc1': 1.0 / (i + 1), 'separation': 1.0, 'dim': 4} for i in range(3)]; "
+        "r = ProbeResult.__new__(ProbeResult); r.rows, r.backbone, r.num_samples, r.num_classes = rows, 'x', 9, 3; "
+        f"r.plot(Path({str(tmp_path)!r}) / 'p.png'); "
+        "fig, axes = reports._figure(2); reports._save(fig, Path(" + repr(str(tmp_path)) + ") / 'b.png'); "
+        "print(matplotlib.get_backend(), len(plt.get_fignums()))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["svg", "0"]
+    assert (tmp_path / "p.png").stat().st_size > 0 and (tmp_path / "b.png").stat().st_size > 0

@@ -103,19 +103,15 @@ def render_table(rows: list[dict[str, Any]]) -> tuple[str, str]:
 
 
 def _figure(n: int):
-    import matplotlib
+    from ..plotting import subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, n, figsize=(6 * n, 4.2), squeeze=False)
-    return plt, fig, axes[0]
+    fig, axes = subplots(1, n, figsize=(6 * n, 4.2), squeeze=False)
+    return fig, axes[0]
 
 
-def _save(plt, fig, path: Path) -> None:
+def _save(fig, path: Path) -> None:
     fig.tight_layout()
     atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=90))
-    plt.close(fig)
 
 
 def plot_nc1_layers(out: Path, runs: list[Run]) -> Path | None:
@@ -125,7 +121,7 @@ def plot_nc1_layers(out: Path, runs: list[Run]) -> Path | None:
     cells = list(dict.fromkeys((r.backbone, r.dataset) for r in probed))
     if not cells:
         return None
-    plt, fig, axes = _figure(len(cells))
+    fig, axes = _figure(len(cells))
     for ax, (backbone, dataset) in zip(axes, cells):
         names: list[str] = []
         for r in sorted((r for r in probed if (r.backbone, r.dataset) == (backbone, dataset)),
@@ -142,7 +138,7 @@ def plot_nc1_layers(out: Path, runs: list[Run]) -> Path | None:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     path = _roots(out)[0] / "nc1_layers.png"
-    _save(plt, fig, path)
+    _save(fig, path)
     return path
 
 
@@ -164,7 +160,7 @@ def plot_data_size(rows: list[dict[str, Any]], path: Path) -> Path | None:
     cells = list(dict.fromkeys((r["backbone"], r["dataset"]) for r in rows))
     if not cells:
         return None
-    plt, fig, axes = _figure(len(cells))
+    fig, axes = _figure(len(cells))
     for ax, cell in zip(axes, cells):
         here = [r for r in rows if (r["backbone"], r["dataset"]) == cell]
         for strategy in _method_order(r["strategy"] for r in here):
@@ -178,7 +174,7 @@ def plot_data_size(rows: list[dict[str, Any]], path: Path) -> Path | None:
         ax.set_title(" / ".join(cell))
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    _save(plt, fig, path)
+    _save(fig, path)
     return path
 
 
@@ -330,7 +326,7 @@ def plot_selection(cells: list[dict[str, Any]], path: Path) -> Path | None:
     """Per cell: test accuracy (mean ± std over seeds) and NC1 (pretrained; after fine-tuning) vs block depth."""
     if not cells:
         return None
-    plt, fig, axes = _figure(len(cells))
+    fig, axes = _figure(len(cells))
     for ax, c in zip(axes, cells):
         x = range(len(c["blocks"]))
         stats = [_mean_std(c["accuracy"][b]) for b in c["blocks"]]
@@ -348,7 +344,7 @@ def plot_selection(cells: list[dict[str, Any]], path: Path) -> Path | None:
         twin.set_ylabel("NC1 (train data)")
         handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
         ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="lower left")
-    _save(plt, fig, path)
+    _save(fig, path)
     return path
 
 
