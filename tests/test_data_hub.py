@@ -82,15 +82,6 @@ def write_fgvc_snapshot(root: Path) -> dict[str, Path]:
 
 
 @pytest.fixture
-def hf_cache(monkeypatch, tmp_path: Path) -> Path:
-    """An empty temporary datasets cache (nothing cached, nothing left behind)."""
-    import datasets.config
-
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
-    return tmp_path / "hf-cache"
-
-
-@pytest.fixture
 def no_network(monkeypatch) -> list:
     """Online configuration (no HF_HUB_OFFLINE) on a machine without network; records every connect / DNS try."""
     import datasets.config

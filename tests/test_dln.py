@@ -14,13 +14,7 @@ from sclft.dln.network import DTYPE, FactorNetwork, GDConfig, init_weight, gener
 from sclft.dln.parsimony import ParsimonyConfig, max_principal_angle, run_parsimony
 from sclft.dln.separation import SeparationConfig, decay_bound, run_separation
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """The matrices here are tiny: one thread is faster and immune to oversubscription."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: the matrices here are tiny
 
 
 # --- network -----------------------------------------------------------------------------------
