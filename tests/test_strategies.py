@@ -31,7 +31,8 @@ def test_other_shares(backbone_factory):
     assert concat.parameter_summary()["trainable"] == 1_512_448 + (2048 + 1024) * 10 + 10
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet50", "vit_b32", "vit_b16", "clip_vit_b32", "efficientnet_lite0"])
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "vit_b32", pytest.param("vit_b16", marks=pytest.mark.slow),
+                                  pytest.param("clip_vit_b32", marks=pytest.mark.slow), "efficientnet_lite0"])
 def test_every_backbone_and_strategy_gives_logits(backbone_factory, name):
     b = backbone_factory(name)
     size = 64 if b.layout == "conv" else 224

@@ -133,6 +133,7 @@ def test_non_finite_loss_stops_and_names_last_checkpoint(tmp_path, monkeypatch):
     assert latest_checkpoint(tmp_path / "run").name == "epoch-0001"
 
 
+@pytest.mark.slow
 def test_uncached_linear_probe_and_full_ft(tmp_path):
     lp = train(tiny(tmp_path, "lp", strategy="linear_probe", cache="off", epochs=1))
     assert lp["cached"] is False and lp["layer"] is None
@@ -159,6 +160,7 @@ def test_runs_with_different_precision_in_one_process(tmp_path):
     assert "test_accuracy" in fp32["history"][0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone,layer", [("vit_b32", "blocks.5"), ("clip_vit_b32", "transformer.resblocks.5")])
 def test_transformers_train_at_any_image_size_and_load_back(tmp_path, tiny_imagefolder, monkeypatch, backbone, layer):
     """`--image-size 64` on a ViT died with "Input height (64) doesn't match model (224)"."""
@@ -182,6 +184,7 @@ def test_transformers_train_at_any_image_size_and_load_back(tmp_path, tiny_image
         torch.testing.assert_close(model(x), trained["logits"], rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_load_refuses_a_file_missing_trained_tensors(tmp_path):
     from safetensors.torch import save_file
 
