@@ -6,7 +6,7 @@ PIP    := $(VENV)/bin/pip
 # torch/torchvision pair that is satisfiable offline on the project's machines (see README).
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install install-test demo test clean
+.PHONY: install install-test demo test test-quick clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ demo: install
 
 test: install-test
 	HF_HUB_OFFLINE=1 $(PY) -m pytest
+
+test-quick: install-test  # skips the tests marked slow (end-to-end suites, large transformers)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not slow"
 
 clean:
 	rm -rf $(VENV) demo_out *.egg-info

@@ -1,4 +1,4 @@
-"""Frozen-prefix activation cache (DESIGN §4).
+"""Frozen-prefix activation cache (docs/design.md §4).
 
 Without random augmentation the frozen half of a strategy (``TransferModel.frozen_forward``) gives the
 same output every epoch, so it is computed once and training runs only the tail. Activations live in

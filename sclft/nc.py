@@ -1,6 +1,6 @@
 """Neural-collapse metrics: NC1 = tr(Σ_W Σ_B⁺) and the separation ratio tr(Σ_W)/tr(Σ_B).
 
-Definitions (DESIGN §1), for features ``h_i`` (N×D), labels ``y_i`` in ``0..K-1``:
+Definitions (docs/design.md §1), for features ``h_i`` (N×D), labels ``y_i`` in ``0..K-1``:
 
 * ``Σ_W = (1/N) Σ_i (h_i − μ_{y_i})(h_i − μ_{y_i})ᵀ``
 * ``Σ_B = (1/K) Σ_k (μ_k − μ_G)(μ_k − μ_G)ᵀ`` with ``μ_G`` the mean of all samples.

@@ -6,7 +6,7 @@ tensors in the model, which a later ``requires_grad_(True)`` refuses):
 
 * **one pass, in memory** (the default whenever the pooled features of all layers fit the memory
   budget): one forward pass per batch through :meth:`Backbone.forward_all` keeps every requested
-  block's pooled output; NC1 then runs on those arrays (DESIGN §1 low-rank formula).
+  block's pooled output; NC1 then runs on those arrays (docs/design.md §1, low-rank formula).
 * **streaming** (pooled features too large to hold, e.g. ``pooling="flatten"`` on early conv maps,
   where D reaches 10⁵–10⁶): the features are never stored. Each group of layers whose O(K·D)
   accumulators fit the budget costs two passes over the data (class sums, then projections onto

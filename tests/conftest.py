@@ -29,6 +29,28 @@ def backbone_factory():
     return random_backbone
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread (torch and BLAS) for a module of tiny models or matrices, which only lose time to
+    thread hand-offs on a shared CPU. Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    from threadpoolctl import threadpool_limits
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def hf_cache(monkeypatch, tmp_path):
+    """Point the datasets cache at an empty temporary folder (nothing cached, nothing left behind)."""
+    import datasets.config
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
+    return tmp_path / "hf-cache"
+
+
 @pytest.fixture
 def simulated_device_move(monkeypatch):
     """``Module.to`` materialises new tensors, as a real ``.to("cuda")`` does (on CPU it is a no-op).

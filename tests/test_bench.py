@@ -17,6 +17,7 @@ def smoke(tmp_path_factory):
     return suite, out, summary
 
 
+@pytest.mark.slow  # the smoke suite trains 20+ runs once per module (~1-2 min)
 def test_smoke_suite_builds_every_report(smoke):
     suite, out, summary = smoke
     runs = bench.expand_suite(suite)
@@ -29,6 +30,7 @@ def test_smoke_suite_builds_every_report(smoke):
     assert not any(out.glob("experiments/*/checkpoint"))  # resume state is dropped once a run finished
 
 
+@pytest.mark.slow  # the smoke suite trains 20+ runs once per module (~1-2 min)
 def test_table_has_the_paper_layout(smoke):
     _, out, _ = smoke
     rows = list(csv.DictReader(open(out / "table.csv")))
@@ -58,6 +60,7 @@ def _sweep_accuracy(out, candidates):
     return acc
 
 
+@pytest.mark.slow  # the smoke suite trains 20+ runs once per module (~1-2 min)
 def test_selection_report_scores_every_rule_against_the_sweep(smoke):
     suite, out, _ = smoke
     candidates = suite["groups"]["selection"]["candidates"]
@@ -83,6 +86,7 @@ def test_selection_report_scores_every_rule_against_the_sweep(smoke):
     assert (out / "selection.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow  # the smoke suite trains 20+ runs once per module (~1-2 min)
 def test_shards_partition_the_runs_and_report_merges_their_folders(smoke, tmp_path):
     import shutil
 
@@ -142,6 +146,7 @@ def test_test_split_cache_key_is_shared_across_seeds():
     assert a.fingerprint("train") != b.fingerprint("train")
 
 
+@pytest.mark.slow  # the smoke suite trains 20+ runs once per module (~1-2 min)
 def test_resume_skips_finished_runs(smoke):
     suite, out, _ = smoke
     runs = bench.expand_suite(suite)

@@ -14,7 +14,8 @@ from sclft import cache
 from sclft.data import TransformedDataset, build_transforms, load_dataset
 from sclft.data.base import LabelSubset, targets_of
 from sclft.data.subsets import few_shot_indices
-from test_speed_paths import one_thread  # noqa: F401  (autouse fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest
 
 
 @pytest.fixture

@@ -226,15 +226,6 @@ def test_hf_prefix_autodetects_columns_and_skips_corrupt_rows(tmp_path: Path):
     assert label == targets_of(splits.train)[1] and len(splits.skipped) == 1 and "[train][0]" in splits.skipped[0]
 
 
-@pytest.fixture
-def hf_cache(monkeypatch, tmp_path: Path) -> Path:
-    """Point the datasets cache at an empty temporary folder (nothing cached, nothing left behind)."""
-    import datasets.config
-
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
-    return tmp_path / "hf-cache"
-
-
 def test_hub_dataset_offline_error_names_id_and_data_dir(monkeypatch, hf_cache: Path):
     import datasets.config
     import huggingface_hub.constants

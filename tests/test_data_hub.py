@@ -82,15 +82,6 @@ def write_fgvc_snapshot(root: Path) -> dict[str, Path]:
 
 
 @pytest.fixture
-def hf_cache(monkeypatch, tmp_path: Path) -> Path:
-    """An empty temporary datasets cache (nothing cached, nothing left behind)."""
-    import datasets.config
-
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
-    return tmp_path / "hf-cache"
-
-
-@pytest.fixture
 def no_network(monkeypatch) -> list:
     """Online configuration (no HF_HUB_OFFLINE) on a machine without network; records every connect / DNS try."""
     import datasets.config
@@ -187,12 +178,21 @@ def test_script_only_repository_is_named_as_such(tmp_path: Path, hf_cache: Path,
     assert "'HuggingFaceM4/FGVC-Aircraft' is a loading-script dataset" in message and "reachable" not in message
 
 
+APT_LINE = "sudo apt-get update && sudo apt-get install dataset-fashion-mnist"  # what a fresh machine needs
+
+
 def test_missing_fashion_mnist_says_apt_get(monkeypatch, tmp_path: Path, hf_cache: Path, no_network: list):
     from sclft.data import fashion_mnist
 
     monkeypatch.setattr(fashion_mnist, "SYSTEM_DIR", tmp_path / "no-such-dir")
-    with pytest.raises(DatasetUnavailableError) as err:
-        load_dataset("fashion_mnist")
-    message = str(err.value)
-    assert "apt-get install dataset-fashion-mnist" in message and "--data-dir" in message
-    assert "hf download zalando-datasets/fashion_mnist" in message and no_network == []
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for data_dir in (None, str(empty)):  # nothing installed; a --data-dir without the IDX files
+        with pytest.raises(DatasetUnavailableError) as err:
+            load_dataset("fashion_mnist", data_dir=data_dir)
+        message = str(err.value)
+        assert f"`{APT_LINE}`" in message and "--data-dir DIR" in message, message
+        assert "t10k-labels-idx1-ubyte" in message and "hf download zalando-datasets/fashion_mnist" in message
+        assert str(data_dir or tmp_path / "no-such-dir") in message and no_network == []
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert APT_LINE in readme  # the README and the error give the same command

@@ -14,13 +14,7 @@ from sclft.dln.network import DTYPE, FactorNetwork, GDConfig, init_weight, gener
 from sclft.dln.parsimony import ParsimonyConfig, max_principal_angle, run_parsimony
 from sclft.dln.separation import SeparationConfig, decay_bound, run_separation
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """The matrices here are tiny: one thread is faster and immune to oversubscription."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: the matrices here are tiny
 
 
 # --- network -----------------------------------------------------------------------------------
@@ -208,3 +202,68 @@ def test_probe_and_bench_plots_leave_the_users_matplotlib_backend_alone(tmp_path
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["svg", "0"]
     assert (tmp_path / "p.png").stat().st_size > 0 and (tmp_path / "b.png").stat().st_size > 0
+
+
+# --- bad flags: exit 2 with the flag and its valid range, before any training ---------------------
+
+# (id, sub-command and flags, substrings of stderr); `--dim -1` was a traceback, `--observed 2` NaN results
+BAD_FLAGS = [
+    ("parsimony-dim-negative", ["parsimony", "--dim", "-1"], ("--dim", "integer >= 1", "-1")),
+    ("parsimony-depth-0", ["parsimony", "--depth", "0"], ("--depth", ">= 1")),
+    ("parsimony-rank-0", ["parsimony", "--rank", "0"], ("--rank", ">= 1")),
+    ("parsimony-rank-too-big", ["parsimony", "--dim", "10", "--rank", "3", "--samples", "20"], ("--rank", "--dim / 4")),
+    ("parsimony-samples-below-dim", ["parsimony", "--samples", "10"], ("--samples", "--dim")),
+    ("parsimony-scale-0", ["parsimony", "--scale", "0"], ("--scale", "> 0")),
+    ("parsimony-lr-nan", ["parsimony", "--lr", "nan"], ("--lr", "finite")),
+    ("parsimony-steps-0", ["parsimony", "--steps", "0"], ("--steps", ">= 1")),
+    ("parsimony-weight-decay-negative", ["parsimony", "--weight-decay", "-0.1"], ("--weight-decay", ">= 0")),
+    ("parsimony-momentum-1", ["parsimony", "--momentum", "1"], ("--momentum", "[0, 1)")),
+    ("parsimony-seed-negative", ["parsimony", "--seed", "-1"], ("--seed", "from 0 to")),
+    ("parsimony-seed-too-big", ["parsimony", "--seed", str(2**64)], ("--seed", "from 0 to")),
+    ("parsimony-init-unknown", ["parsimony", "--init", "zeros"], ("--init", "orthogonal")),
+    ("separation-classes-1", ["separation", "--classes", "1"], ("--classes", ">= 2")),
+    ("separation-per-class-1", ["separation", "--per-class", "1"], ("--per-class", ">= 2")),
+    ("separation-width-too-small", ["separation", "--classes", "5", "--width", "10"], ("--width", "2·--classes")),
+    ("separation-depths-1", ["separation", "--depths", "6", "1"], ("--depths", ">= 2", "each value", "6 1")),
+    ("separation-scales-negative", ["separation", "--scales", "0.5", "-0.25"], ("--scales", "> 0")),
+    ("separation-scale-inf", ["separation", "--scale", "inf"], ("--scale", "finite")),
+    ("separation-scale-depth-1", ["separation", "--scale-depth", "1"], ("--scale-depth", ">= 2")),
+    ("separation-scale-lr-0", ["separation", "--scale-lr", "0"], ("--scale-lr", "> 0")),
+    ("separation-lr-negative", ["separation", "--lr", "-1"], ("--lr", "> 0")),
+    ("separation-steps-negative", ["separation", "--steps", "-5"], ("--steps", ">= 1")),
+    ("completion-observed-2", ["completion", "--observed", "2"], ("--observed", "(0, 1]", "2.0")),
+    ("completion-observed-0", ["completion", "--observed", "0"], ("--observed", "(0, 1]")),
+    ("completion-observed-no-entry", ["completion", "--dim", "4", "--rank", "1", "--rank-estimate", "1",
+                                      "--observed", "0.01"], ("--observed", "no entry")),
+    ("completion-dim-1", ["completion", "--dim", "1"], ("--dim", ">= 2")),
+    ("completion-rank-0", ["completion", "--rank", "0"], ("--rank", ">= 1")),
+    ("completion-rank-estimate-below-rank", ["completion", "--rank", "5", "--rank-estimate", "4"],
+     ("--rank-estimate", ">= --rank")),
+    ("completion-rank-estimate-too-big", ["completion", "--dim", "20", "--rank-estimate", "11"],
+     ("--rank-estimate", "--dim / 2")),
+    ("completion-depth-0", ["completion", "--depth", "0"], ("--depth", ">= 1")),
+    ("completion-scale-negative", ["completion", "--scale", "-0.01"], ("--scale", "> 0")),
+    ("completion-lr-0", ["completion", "--lr", "0"], ("--lr", "> 0")),
+    ("completion-gamma-negative", ["completion", "--gamma", "-1"], ("--gamma", ">= 0")),
+    ("completion-steps-0", ["completion", "--steps", "0"], ("--steps", ">= 1")),
+    ("completion-target-error-0", ["completion", "--target-error", "0"], ("--target-error", "> 0")),
+    ("completion-out-under-a-file", ["completion", "--out", "{file}/sub"], ("--out", "not a folder")),
+]
+
+
+@pytest.mark.parametrize("argv,says", [case[1:] for case in BAD_FLAGS], ids=[case[0] for case in BAD_FLAGS])
+def test_bad_dln_flags_exit_2_naming_the_flag(argv, says, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("SCLFT_DEBUG", raising=False)
+    (tmp_path / "file").write_text("a regular file\n")
+    out = ["--out", str(tmp_path / "out")] if "--out" not in argv else []
+    argv = [a.format(file=tmp_path / "file") for a in argv]
+    try:
+        code = main(["dln", *argv, *out])
+    except SystemExit as e:  # argparse (choices, type)
+        code = e.code
+    captured = capsys.readouterr()
+    assert code == 2, f"exit {code}\nstdout: {captured.out}\nstderr: {captured.err}"
+    assert "Traceback" not in captured.out + captured.err and captured.out == ""  # nothing ran
+    for text in says:
+        assert text in captured.err, f"{text!r} not in stderr: {captured.err}"
+    assert not (tmp_path / "out").exists()

@@ -31,7 +31,8 @@ def test_other_shares(backbone_factory):
     assert concat.parameter_summary()["trainable"] == 1_512_448 + (2048 + 1024) * 10 + 10
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet50", "vit_b32", "vit_b16", "clip_vit_b32", "efficientnet_lite0"])
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "vit_b32", pytest.param("vit_b16", marks=pytest.mark.slow),
+                                  pytest.param("clip_vit_b32", marks=pytest.mark.slow), "efficientnet_lite0"])
 def test_every_backbone_and_strategy_gives_logits(backbone_factory, name):
     b = backbone_factory(name)
     size = 64 if b.layout == "conv" else 224
@@ -47,13 +48,18 @@ def test_every_backbone_and_strategy_gives_logits(backbone_factory, name):
             assert torch.isfinite(logits).all(), s
 
 
+def _resnet_layer3_0(tm, x):
+    """Output map of timm ResNet ``layer3[0]``, computed with the timm model's own modules (eval mode)."""
+    with torch.no_grad():
+        return tm.eval().layer3[0](tm.layer2(tm.layer1(tm.maxpool(tm.act1(tm.bn1(tm.conv1(x)))))))
+
+
 def _timm_reference(tm, x, name, block):
     """(penultimate, pooled output of ``block``) computed with the timm model's own modules, in order."""
     with torch.no_grad():
         penultimate = tm.forward_head(tm.forward_features(x), pre_logits=True)
         if name == "resnet50":  # block "layer3.0"
-            h = tm.maxpool(tm.act1(tm.bn1(tm.conv1(x))))
-            pooled = tm.layer3[0](tm.layer2(tm.layer1(h))).mean(dim=(2, 3))
+            pooled = _resnet_layer3_0(tm, x).mean(dim=(2, 3))
         else:  # vit_b32, block "blocks.5": class token of the sixth transformer block
             h = tm.norm_pre(tm.patch_drop(tm._pos_embed(tm.patch_embed(x))))
             pooled = tm.blocks[:6](h)[:, 0]
@@ -109,9 +115,7 @@ def test_skip_pooling_option(backbone_factory):
                               match="zero_pad").eval()
     lft = sclft.TransferModel(b, "layer_ft", num_classes=3, layer="layer3.0").eval()
     with torch.no_grad():
-        b.model.eval()
-        out = b.model.layer3[0](b.model.layer2(b.model.layer1(b.model.maxpool(b.model.act1(b.model.bn1(
-            b.model.conv1(x)))))))
+        out = _resnet_layer3_0(b.model, x)
         skip = torch.nn.functional.adaptive_avg_pool2d(out, 2).flatten(1)  # (2, 4096): wider than 2048
         expected = torch.nn.functional.adaptive_avg_pool1d(skip.unsqueeze(1), 2048).squeeze(1)
         torch.testing.assert_close(scl.forward_features(x) - lft.forward_features(x), expected, rtol=1e-4, atol=1e-4)
@@ -175,10 +179,10 @@ def test_scl_skip_is_the_pooled_block_output(backbone_factory):
     scl = sclft.TransferModel(b, "scl_ft", num_classes=3, layer="layer3.0", match="zero_pad").eval()
     lft = sclft.TransferModel(b, "layer_ft", num_classes=3, layer="layer3.0").eval()
     x = torch.randn(2, 3, 64, 64)
+    out = _resnet_layer3_0(b.model, x).mean(dim=(2, 3))  # the skip, from timm's modules (not our stage chain)
     with torch.no_grad():
-        out = b.forward_block(b.forward_prefix(x, "layer3.0"), "layer3.0").mean(dim=(2, 3))
         diff = scl.forward_features(x) - lft.forward_features(x)
-    torch.testing.assert_close(diff[:, :1024], out)
+    torch.testing.assert_close(diff[:, :1024], out, rtol=1e-4, atol=1e-4)
     assert torch.count_nonzero(diff[:, 1024:]) == 0
 
 

@@ -175,7 +175,7 @@ class Backbone(nn.Module):
 
     # ----------------------------------------------------------------- pooling
     def pool(self, h: torch.Tensor, mode: str | None = None) -> torch.Tensor:
-        """Pool a stage output to one vector per sample (DESIGN §1)."""
+        """Pool a stage output to one vector per sample (docs/design.md §1)."""
         mode = mode or self.default_pooling
         poolers = POOLERS[self.layout]
         if mode not in poolers:

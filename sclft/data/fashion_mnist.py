@@ -19,9 +19,10 @@ from ._registry import register_dataset
 from .base import ArrayImageDataset, DatasetSplits, DatasetUnavailableError, file_stamp
 from .hub import HubSpec, load_hub, local_copy_hint
 
-__all__ = ["read_idx", "find_idx_dir", "SYSTEM_DIR", "HUB_SPEC", "CLASS_NAMES"]
+__all__ = ["read_idx", "find_idx_dir", "SYSTEM_DIR", "HUB_SPEC", "CLASS_NAMES", "APT_INSTALL"]
 
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+APT_INSTALL = "sudo apt-get update && sudo apt-get install dataset-fashion-mnist"  # the same line as the README
 HUB_SPEC = HubSpec("zalando-datasets/fashion_mnist", "image", "label")
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 FILES = {
@@ -66,21 +67,32 @@ def _load_idx(folder: Path) -> DatasetSplits:
     return DatasetSplits("fashion_mnist", split("train"), split("test"), None, list(CLASS_NAMES), str(folder.resolve()))
 
 
+def _unavailable(where: str, exc: DatasetUnavailableError) -> DatasetUnavailableError:
+    """The error for no Fashion-MNIST anywhere: how to get it (the README says the same)."""
+    return DatasetUnavailableError(
+        f"Fashion-MNIST not found: {where} and no Hub copy ({exc}).\n"
+        f"  On Debian / Ubuntu: `{APT_INSTALL}` (installs the IDX files in {SYSTEM_DIR}, where they are found "
+        "without --data-dir);\n"
+        "  or pass `--data-dir DIR` with the four IDX files (train-images-idx3-ubyte[.gz], "
+        "train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]);\n"
+        f"  or {local_copy_hint('fashion_mnist', HUB_SPEC.repo_id)}."
+    )
+
+
 @register_dataset("fashion_mnist")
 def load_fashion_mnist(data_dir: str | None = None) -> DatasetSplits:
     """Load Fashion-MNIST from IDX files (``data_dir`` or the Debian package) or the Hub."""
     if data_dir is not None:
         folder = find_idx_dir(data_dir) or find_idx_dir(Path(data_dir) / "fashion_mnist")
-        return _load_idx(folder) if folder else load_hub("fashion_mnist", HUB_SPEC, data_dir)
+        if folder:
+            return _load_idx(folder)
+        try:
+            return load_hub("fashion_mnist", HUB_SPEC, data_dir)
+        except DatasetUnavailableError as exc:
+            raise _unavailable(f"no IDX files in --data-dir {data_dir}", exc) from None
     if find_idx_dir(SYSTEM_DIR):
         return _load_idx(SYSTEM_DIR)
     try:
         return load_hub("fashion_mnist", HUB_SPEC, None)
     except DatasetUnavailableError as exc:
-        raise DatasetUnavailableError(
-            f"Fashion-MNIST not found: no IDX files in {SYSTEM_DIR} and no Hub copy ({exc}).\n"
-            f"  On Debian / Ubuntu: `apt-get install dataset-fashion-mnist` (installs them in {SYSTEM_DIR});\n"
-            "  or pass `--data-dir DIR` with the four IDX files (train-images-idx3-ubyte[.gz], "
-            "train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]);\n"
-            f"  or {local_copy_hint('fashion_mnist', HUB_SPEC.repo_id)}."
-        ) from None
+        raise _unavailable(f"no IDX files in {SYSTEM_DIR}", exc) from None

@@ -4,16 +4,108 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 from pathlib import Path
+from typing import Any, Callable
 
 from .experiments import CompletionConfig, completion_experiment, parsimony_experiment, separation_experiment
 from .parsimony import ParsimonyConfig
 from .separation import SeparationConfig
 
-__all__ = ["add_parser"]
+__all__ = ["add_parser", "check_flags"]
+
+SEED_MAX = 2**63 - 2  # the init draws with seed + 1, which torch.Generator must still accept
+# (flag, test of one value, what is valid); a flag with nargs="+" is tested value by value
+Rule = tuple[str, Callable[[Any], bool], str]
+
+
+def _int(low: int, high: int | None = None) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: isinstance(v, int) and low <= v and (high is None or v <= high),
+            f"an integer >= {low}" if high is None else f"an integer from {low} to {high}")
+
+
+def _positive() -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+
+
+def _non_negative() -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
+
+
+COMMON: list[Rule] = [("--seed", *_int(0, SEED_MAX))]
+RULES: dict[str, list[Rule]] = {
+    "parsimony": [
+        ("--depth", *_int(1)), ("--dim", *_int(1)), ("--rank", *_int(1)), ("--samples", *_int(1)),
+        ("--scale", *_positive()), ("--lr", *_positive()), ("--steps", *_int(1)),
+        ("--weight-decay", *_non_negative()),
+        ("--momentum", lambda v: math.isfinite(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ],
+    "separation": [
+        ("--classes", *_int(2)), ("--per-class", *_int(2)), ("--width", *_int(1)), ("--depths", *_int(2)),
+        ("--scale", *_positive()), ("--lr", *_positive()), ("--steps", *_int(1)), ("--scales", *_positive()),
+        ("--scale-depth", *_int(2)), ("--scale-lr", *_positive()),
+    ],
+    "completion": [
+        ("--dim", *_int(2)), ("--rank", *_int(1)), ("--rank-estimate", *_int(1)), ("--depth", *_int(1)),
+        ("--observed", lambda v: math.isfinite(v) and 0 < v <= 1, "a fraction in (0, 1]"),
+        ("--scale", *_positive()), ("--lr", *_positive()), ("--gamma", *_non_negative()), ("--steps", *_int(1)),
+        ("--target-error", *_positive()),
+    ],
+}
+
+
+def _joint_rules(command: str, a: argparse.Namespace) -> list[tuple[bool, str]]:
+    """Limits that tie flags together: (holds, message)."""
+    if command == "parsimony":
+        return [
+            (4 * a.rank < a.dim, f"--rank must be below --dim / 4 (the 2·rank singular values that move must be fewer "
+                                 f"than half of the --dim ones), got --rank {a.rank} with --dim {a.dim}"),
+            (a.samples >= a.dim, f"--samples must be >= --dim (the inputs need full row rank), got --samples "
+                                 f"{a.samples} with --dim {a.dim}"),
+        ]
+    if command == "separation":
+        return [(a.width > 2 * a.classes, f"--width must be > 2·--classes (the theorem's unchanged spectrum is the "
+                                          f"width − 2K trailing singular values), got --width {a.width} with "
+                                          f"--classes {a.classes}")]
+    return [
+        (a.rank <= a.rank_estimate, f"--rank-estimate must be >= --rank (r̂ ≥ r), got --rank-estimate "
+                                    f"{a.rank_estimate} with --rank {a.rank}"),
+        (2 * a.rank_estimate <= a.dim, f"--rank-estimate must be at most --dim / 2 (the compressed width is "
+                                       f"2·r̂), got --rank-estimate {a.rank_estimate} with --dim {a.dim}"),
+        (round(a.observed * a.dim * a.dim) >= 1, f"--observed {a.observed} observes no entry of a --dim {a.dim} "
+                                                 "matrix; observe at least one"),
+    ]
+
+
+def _check_out(out: str) -> None:
+    """``--out`` must be able to become a writable folder (checked before minutes of training)."""
+    probe = Path(out).expanduser()
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"--out {out}: {probe} exists and is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: {probe} is not writable")
+
+
+def check_flags(command: str, args: argparse.Namespace) -> None:
+    """Every flag of ``sclft dln COMMAND`` in its valid range; a ``ValueError`` names the flag, the valid
+    range and the value given (the CLI turns it into exit code 2)."""
+    for flag, ok, valid in COMMON + RULES[command]:
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if not all(ok(v) for v in (value if isinstance(value, list) else [value])):
+            shown = " ".join(map(str, value)) if isinstance(value, list) else value
+            raise ValueError(f"{flag} must be {valid}{' (each value)' if isinstance(value, list) else ''}, "
+                             f"got {shown}")
+    for holds, message in _joint_rules(command, args):
+        if not holds:
+            raise ValueError(message)
+    _check_out(args.out)
 
 
 def _parsimony(args: argparse.Namespace) -> int:
+    check_flags("parsimony", args)
     config = ParsimonyConfig(
         depth=args.depth, dim=args.dim, rank=args.rank, samples=args.samples, scale=args.scale, lr=args.lr,
         steps=args.steps, weight_decay=args.weight_decay, momentum=args.momentum, whitened=not args.no_whiten,
@@ -29,6 +121,7 @@ def _parsimony(args: argparse.Namespace) -> int:
 
 
 def _separation(args: argparse.Namespace) -> int:
+    check_flags("separation", args)
     base = SeparationConfig(
         num_classes=args.classes, per_class=args.per_class, width=args.width, depth=args.depths[0],
         scale=args.scale, lr=args.lr, steps=args.steps, seed=args.seed,
@@ -47,6 +140,7 @@ def _separation(args: argparse.Namespace) -> int:
 
 
 def _completion(args: argparse.Namespace) -> int:
+    check_flags("completion", args)
     config = CompletionConfig(
         dim=args.dim, rank=args.rank, observed=args.observed, depth=args.depth, scale=args.scale, lr=args.lr,
         gamma=args.gamma, rank_estimate=args.rank_estimate, steps=args.steps,
