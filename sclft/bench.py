@@ -1,6 +1,6 @@
 """Benchmark suites (``sclft bench --suite NAME --out DIR``): YAML grids of training runs → paper tables and plots.
 
-A suite (``configs/bench/NAME.yaml``) names ``backbones``, ``datasets``, run ``defaults`` (TrainConfig
+A suite (``sclft/configs/bench/NAME.yaml``) names ``backbones``, ``datasets``, run ``defaults`` (TrainConfig
 fields) and ``groups``; each group is a grid (backbones × datasets × strategies × seeds × train sizes ×
 variants × layers) whose runs feed one report:
 
@@ -42,8 +42,6 @@ from .strategies import get_strategy_config, option_owners, strategy_rank
 __all__ = ["load_suite", "expand_suite", "run_suite", "build_reports", "add_parser", "find_suite"]
 
 RUNS_SUBDIR = "experiments"  # DIR/experiments/<run-id>/: one training run each
-SUITE_DIRS = ("configs/bench", "benchmarks")
-REPO_ROOT = Path(__file__).resolve().parents[1]
 GROUPS = ("table", "data_size", "selection", "ablation")
 GRID_KEYS = ("backbones", "datasets", "strategies", "seeds", "train_per_class", "variants", "layers")
 
@@ -74,16 +72,10 @@ class Run:
 
 
 def find_suite(name: str) -> Path:
-    """A YAML path, or a suite name looked up in ``configs/bench/`` and ``benchmarks/`` (cwd, then repo)."""
-    if Path(name).suffix in (".yaml", ".yml") and Path(name).is_file():
-        return Path(name)
-    for root in (Path.cwd(), REPO_ROOT):
-        for folder in SUITE_DIRS:
-            for ext in (".yaml", ".yml"):
-                if (root / folder / f"{name}{ext}").is_file():
-                    return root / folder / f"{name}{ext}"
-    available = sorted({p.stem for r in (Path.cwd(), REPO_ROOT) for f in SUITE_DIRS for p in (r / f).glob("*.y*ml")})
-    raise ValueError(f"unknown bench suite {name!r}; available: {', '.join(available) or 'none'}")
+    """A YAML path, or the name of a suite shipped in the package (``sclft/configs/bench/NAME.yaml``)."""
+    from .resources import find_yaml
+
+    return find_yaml("suites", name)
 
 
 def load_suite(name: str) -> dict[str, Any]:
@@ -856,7 +848,7 @@ def _main(args: argparse.Namespace) -> int:
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("bench", help="run a benchmark suite and build its tables and plots",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--suite", required=True, help="suite name (configs/bench/NAME.yaml) or a YAML path")
+    parser.add_argument("--suite", required=True, help="suite name (sclft list suites) or a YAML path")
     parser.add_argument("--out", required=True, help="output directory (experiments/, table.md, plots …)")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and their estimated cost; run nothing")
     parser.add_argument("--report-only", action="store_true", help="rebuild the reports from finished runs")
