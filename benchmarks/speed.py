@@ -7,6 +7,8 @@
 4. ``nc1``: explicit D×D covariances + pinv ÷ ours for D=2048, K=100, N=5000 (time and peak memory),
    and ours on flattened conv features with D ≥ 100,000 (where D×D does not fit).
 5. ``memory``: peak memory of one training step per strategy, naive vs ours.
+6. ``cli_startup``: wall time of ``sclft --help``, ``sclft train --help`` and ``sclft list strategies``
+   (fresh processes) ÷ ``python -c "import torch"`` (goal ≤ 0.2: the CLI answers without importing torch).
 
 Each ratio is measured in one process, the two sides alternating (median of ``--repeats``), so load on
 the machine affects both alike; peak memory is measured in fresh child processes (peak RSS above the
@@ -15,6 +17,7 @@ stable ratios. Writes ``speed.json`` and ``README.md`` to ``--out``.
 
     python benchmarks/speed.py --out benchmarks/results/speed          # ~10 min on 2 CPU cores
     python benchmarks/speed.py --quick --out /tmp/speed                # ~1 min smoke run
+    python benchmarks/speed.py --only cli_startup                      # reruns one row, keeps the others
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import multiprocessing
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -405,8 +409,35 @@ SIZES = {  # full run / --quick
     "probe_size": (96, 64), "probe_n": (256, 64), "ft_size": (96, 64), "ft_per_class": (6, 3),
     "lp_size": (32, 32), "lp_per_class": (40, 3), "lp_repeats": (2, 1), "nc_shape": ((5000, 2048, 100), (1000, 512, 20)),
     "flat_size": (112, 112), "flat_n": (200, 160), "probe_repeats": (5, 1), "mem_size": (128, 64), "repeats": (3, 1),
+    "cli_repeats": (7, 3),
     "ft_models": ((("resnet50", "layer3.0"), ("efficientnet_lite0", "blocks.3.0")), (("resnet50", "layer3.0"),)),
 }
+
+
+# ------------------------------------------------------------------------------------- CLI start-up
+CLI_COMMANDS = (["--help"], ["train", "--help"], ["list", "strategies"])
+
+
+def _run_seconds(cmd: list[str], env: dict[str, str]) -> Callable[[], None]:
+    def run():
+        subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+
+    return run
+
+
+@measure("cli_startup")
+def measure_cli_startup(args) -> list[dict]:
+    """Each CLI command in a fresh process vs a fresh ``python -c "import torch"``, alternating."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}  # this checkout's sclft
+    torch_import = _run_seconds([sys.executable, "-c", "import torch"], env)
+    rows = []
+    for argv in CLI_COMMANDS:
+        naive, ours = side_by_side(torch_import, _run_seconds([sys.executable, "-m", "sclft.cli", *argv], env),
+                                   args.cli_repeats)
+        rows.append({**row("cli_startup", f"`sclft {' '.join(argv)}` (fresh process) vs `python -c \"import torch\"`, "
+                           f"median of {args.cli_repeats}", naive, ours, "s", goal="≤ 0.2"),
+                     "ratio": ours / naive, "ratio_is": "sclft ÷ import torch", "met": ours / naive <= 0.2})
+    return rows
 
 
 def hardware() -> dict:
@@ -435,6 +466,9 @@ def markdown(report: dict) -> str:
         f"load average at start {', '.join(f'{x:.1f}' for x in report['hardware']['load_average_at_start'])} "
         "(the machine was shared; each ratio is measured side by side, median of repeats)  ",
         f"Wall time: {report['seconds']:.0f} s", "",
+        *([f"Rows of {', '.join(report['earlier']['measures'])}: from the earlier run `{report['earlier']['command']}` "
+           f"({report['earlier']['date']}, load and hardware as recorded then); the rest from the command above.", ""]
+          if report.get("earlier") else []),
         "| # | measurement | naive | ours | unit | ratio | goal | met |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -471,6 +505,13 @@ def main(argv: list[str] | None = None) -> dict:
               "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "hardware": hardware(),
               "quick": args.quick, "seconds": time.time() - start, "rows": rows}
     out = Path(args.out)
+    if args.only and (out / "speed.json").is_file():  # keep the rows of the measurements not rerun
+        earlier = json.loads((out / "speed.json").read_text())
+        kept = [r for r in earlier["rows"] if r["measure"] not in args.only]
+        if kept:
+            report["rows"] = kept + rows
+            report["earlier"] = {k: earlier.get(k) for k in ("command", "date", "seconds")}
+            report["earlier"]["measures"] = sorted({r["measure"] for r in kept})
     atomic_write_json(out / "speed.json", report)
     atomic_write_text(out / "README.md", markdown(report))
     print(markdown(report))

@@ -17,10 +17,11 @@ import typing
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-# sub-command name -> module exposing ``add_parser(subparsers)``; the parser sets ``func(args) -> int``.
+# sub-command name -> (module exposing ``add_parser(subparsers)``, its one-line help); the parser sets
+# ``func(args) -> int``. A module is imported only when its command is the one run (the CLI answers at once).
 COMMAND_MODULES = {
-    "dln": "sclft.dln.cli",
-    "bench": "sclft.bench",
+    "dln": ("sclft.dln.cli", "deep-linear-network theory lab (seed §2–4)"),
+    "bench": ("sclft.bench", "run a benchmark suite and build its tables and plots"),
 }
 _BUILTIN: dict[str, Callable[[Any], None]] = {}
 
@@ -134,16 +135,13 @@ def add_strategy_option_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _load_yaml(path: str) -> tuple[dict[str, Any], Path]:
-    """The mapping in a YAML config file (a path, or NAME for configs/NAME.yaml) and the file it came from."""
+    """The mapping in a YAML config file (a path, or NAME of a packaged config: ``sclft list configs``) and
+    the file it came from."""
     import yaml
 
-    p = Path(path)
-    if not p.exists() and (Path("configs") / f"{path}.yaml").is_file():
-        p = Path("configs") / f"{path}.yaml"
-    if not p.exists():
-        raise ValueError(f"--config {path}: no such file (give a YAML file or the NAME of configs/NAME.yaml)")
-    if not p.is_file():
-        raise ValueError(f"--config {path}: is a folder, not a YAML file")
+    from .resources import find_yaml
+
+    p = find_yaml("configs", path)
     try:
         values = yaml.safe_load(p.read_text(encoding="utf-8"))
     except OSError as e:
@@ -259,23 +257,51 @@ def _given(args: argparse.Namespace, names: Sequence[str]):
 # -------------------------------------------------------------------------------------------- list
 @command("list")
 def _list_parser(sub) -> None:
-    p = sub.add_parser("list", help="list backbones, datasets or strategies")
-    p.add_argument("what", choices=["backbones", "datasets", "strategies"])
+    p = sub.add_parser("list", help="list backbones, datasets, strategies, configs or bench suites")
+    p.add_argument("what", choices=list(LISTERS))
     p.set_defaults(func=run_list)
 
 
-def run_list(args) -> int:
+def _list_backbones() -> list[str]:
     from .backbones import backbone_entries
-    from .data import list_datasets, list_prefixes
-    from .strategies import get_strategy_config, list_strategies
 
-    listers = {
-        "backbones": lambda: [f"{e.name:<20} {e.weights}" for e in backbone_entries()]
-        + ["timm:<name>          any timm ResNet / EfficientNet / ViT", "open_clip:<arch>/<tag> any open_clip ViT"],
-        "datasets": lambda: list_datasets() + list_prefixes(),
-        "strategies": lambda: [f"{n:<14} {get_strategy_config(n).description}" for n in list_strategies()],
-    }
-    print("\n".join(listers[args.what]()))
+    return [f"{e.name:<20} {e.weights}" for e in backbone_entries()] + [
+        "timm:<name>          any timm ResNet / EfficientNet / ViT", "open_clip:<arch>/<tag> any open_clip ViT"]
+
+
+def _list_datasets() -> list[str]:
+    from .data import list_datasets, list_prefixes
+
+    return list_datasets() + list_prefixes()
+
+
+def _list_strategies() -> list[str]:
+    from .strategies import get_strategy_config, list_strategies  # the configs: torch-free
+
+    return [f"{n:<14} {get_strategy_config(n).description}" for n in list_strategies()]
+
+
+def _list_packaged(kind: str) -> Callable[[], list[str]]:
+    def lister() -> list[str]:
+        from .resources import list_yaml
+
+        return list_yaml(kind)
+
+    return lister
+
+
+# what `sclft list WHAT` prints; each imports only what it needs
+LISTERS: dict[str, Callable[[], list[str]]] = {
+    "backbones": _list_backbones,
+    "datasets": _list_datasets,
+    "strategies": _list_strategies,
+    "configs": _list_packaged("configs"),  # sclft train --config NAME
+    "suites": _list_packaged("suites"),  # sclft bench --suite NAME
+}
+
+
+def run_list(args) -> int:
+    print("\n".join(LISTERS[args.what]()))
     return 0
 
 
@@ -368,7 +394,8 @@ def run_probe(args) -> int:
 @command("train")
 def _train_parser(sub) -> None:
     p = sub.add_parser("train", help="train one model; writes OUT/metrics.json, OUT/model.safetensors, checkpoints")
-    p.add_argument("--config", help="YAML file of TrainConfig fields (configs/*.yaml); explicit flags win")
+    p.add_argument("--config", help="YAML file of TrainConfig fields, or the NAME of a packaged one (sclft list configs); "
+                                       "explicit flags win")
     add_train_flags(p)
     p.set_defaults(func=run_train)
 
@@ -416,45 +443,57 @@ def run_eval(args) -> int:
 
 
 # -------------------------------------------------------------------------------------------- main
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The `sclft` parser. Given ``argv``, only the module of the command it runs is imported; the other
+    module commands get a placeholder parser (name and help), so ``sclft --help`` imports none of them."""
     parser = argparse.ArgumentParser(prog="sclft", description="Neural-collapse-guided transfer learning.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in _BUILTIN.values():
         add(sub)
-    for module in COMMAND_MODULES.values():
-        importlib.import_module(module).add_parser(sub)
+    chosen = None if argv is None else next((a for a in argv if not a.startswith("-")), "")
+    for name, (module, help_text) in COMMAND_MODULES.items():
+        if chosen is None or chosen == name:
+            importlib.import_module(module).add_parser(sub)
+        else:
+            sub.add_parser(name, help=help_text)
     return parser
 
 
-def _failure_codes() -> dict[type, int]:
-    from ._hub import WeightsUnavailableError
-    from .data import DatasetUnavailableError
-    from .train import NonFiniteLossError
+# exception (module, class) -> exit code; first match wins: a missing file is bad input, other OS errors (disk
+# full, permissions) fail the run. Classes of modules not imported yet cannot have been raised: not imported here.
+FAILURE_CODES = [("sclft.data", "DatasetUnavailableError", 1), ("sclft._hub", "WeightsUnavailableError", 1),
+                 ("sclft.train", "NonFiniteLossError", 1), ("builtins", "FileNotFoundError", 2),
+                 ("builtins", "ValueError", 2), ("builtins", "OSError", 1)]
 
-    # first match wins: a missing file is bad input; other OS errors (disk full, permissions) fail the run
-    return {DatasetUnavailableError: 1, WeightsUnavailableError: 1, NonFiniteLossError: 1, FileNotFoundError: 2,
-            ValueError: 2, OSError: 1}
+
+def _exit_code(e: BaseException) -> int | None:
+    """The exit code of a known failure, or None (an unexpected error: show the traceback)."""
+    for module, name, code in FAILURE_CODES:
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is not None and isinstance(e, cls):
+            return code
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    codes = _failure_codes()
     try:
         return int(args.func(args) or 0)
-    except tuple(codes) as e:
-        if os.environ.get("SCLFT_DEBUG"):
-            raise
-        code = next(c for t, c in codes.items() if isinstance(e, t))
-        print(f"sclft {args.command}: error: {e}", file=sys.stderr)
-        return code
     except KeyboardInterrupt:
         print("interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
         return 130
+    except Exception as e:
+        code = _exit_code(e)
+        if code is None or os.environ.get("SCLFT_DEBUG"):
+            raise
+        print(f"sclft {args.command}: error: {e}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class TrainConfig:
-    """Everything a run needs; the CLI flags and ``configs/*.yaml`` map onto these fields."""
+    """Everything a run needs; the CLI flags and ``sclft/configs/*.yaml`` map onto these fields."""
 
     backbone: str = "efficientnet_lite0"
     data: str = "digits"

@@ -9,7 +9,7 @@ Steps (each a real `sclft` subprocess, as a user runs it):
   ``--resume``; compared tensor by tensor with ``resume_reference``, the same run uninterrupted;
 * ``clip_zero_shot``   — ``--strategy zero_shot`` on ``clip_vit_b32`` (one evaluation, no training);
 * ``lite0_fashion``    — real-weight EfficientNet-Lite0 on Fashion-MNIST with
-  ``configs/efficientnet_lite0_fashion_mnist.yaml`` and its default ``--layer auto`` (needs the IDX
+  ``--config efficientnet_lite0_fashion_mnist`` (``sclft/configs/``) and its default ``--layer auto`` (needs the IDX
   files: ``--fashion-dir DIR``, else the Debian package's copy; skipped when neither exists).
 
 Random-weight ViT/CLIP accuracies mean nothing; those steps check that the path runs on the device.
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         fashion = str(write_tiny_idx(out / "tiny_fashion_mnist"))  # same loader path, 20 images a split
     if fashion:
         check.run("lite0_fashion", check.train_args(
-            "lite0_fashion", "--config", str(REPO / "configs" / "efficientnet_lite0_fashion_mnist.yaml"),
+            "lite0_fashion", "--config", "efficientnet_lite0_fashion_mnist",
             "--data-dir", fashion, *precision("bf16")))
     else:
         check.write("[lite0_fashion] skipped: no Fashion-MNIST IDX files (--fashion-dir)")

@@ -1,6 +1,6 @@
 """Benchmark suites (``sclft bench --suite NAME --out DIR``): YAML grids of training runs → paper tables and plots.
 
-A suite (``configs/bench/NAME.yaml``) names ``backbones``, ``datasets``, run ``defaults`` (TrainConfig
+A suite (``sclft/configs/bench/NAME.yaml``) names ``backbones``, ``datasets``, run ``defaults`` (TrainConfig
 fields) and ``groups``; each group is a grid (backbones × datasets × strategies × seeds × train sizes ×
 variants × layers) whose runs feed one report:
 

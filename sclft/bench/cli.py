@@ -37,7 +37,7 @@ def _main(args: argparse.Namespace) -> int:
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("bench", help="run a benchmark suite and build its tables and plots",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--suite", required=True, help="suite name (configs/bench/NAME.yaml) or a YAML path")
+    parser.add_argument("--suite", required=True, help="suite name (sclft list suites) or a YAML path")
     parser.add_argument("--out", required=True, help="output directory (experiments/, table.md, plots …)")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and their estimated cost; run nothing")
     parser.add_argument("--report-only", action="store_true", help="rebuild the reports from finished runs")

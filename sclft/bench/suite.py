@@ -16,8 +16,6 @@ import yaml
 from ..strategies import get_strategy_config, option_owners
 
 RUNS_SUBDIR = "experiments"  # DIR/experiments/<run-id>/: one training run each
-SUITE_DIRS = ("configs/bench", "benchmarks")
-REPO_ROOT = Path(__file__).resolve().parents[2]
 GROUPS = ("table", "data_size", "selection", "ablation")
 GRID_KEYS = ("backbones", "datasets", "strategies", "seeds", "train_per_class", "variants", "layers")
 
@@ -47,16 +45,10 @@ class Run:
 
 
 def find_suite(name: str) -> Path:
-    """A YAML path, or a suite name looked up in ``configs/bench/`` and ``benchmarks/`` (cwd, then repo)."""
-    if Path(name).suffix in (".yaml", ".yml") and Path(name).is_file():
-        return Path(name)
-    for root in (Path.cwd(), REPO_ROOT):
-        for folder in SUITE_DIRS:
-            for ext in (".yaml", ".yml"):
-                if (root / folder / f"{name}{ext}").is_file():
-                    return root / folder / f"{name}{ext}"
-    available = sorted({p.stem for r in (Path.cwd(), REPO_ROOT) for f in SUITE_DIRS for p in (r / f).glob("*.y*ml")})
-    raise ValueError(f"unknown bench suite {name!r}; available: {', '.join(available) or 'none'}")
+    """A YAML path, or the name of a suite shipped in the package (``sclft/configs/bench/NAME.yaml``)."""
+    from ..resources import find_yaml
+
+    return find_yaml("suites", name)
 
 
 def load_suite(name: str) -> dict[str, Any]:

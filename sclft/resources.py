@@ -1,0 +1,54 @@
+"""YAML files shipped inside the package: run configs (``sclft/configs/NAME.yaml``) and bench suites
+(``sclft/configs/bench/NAME.yaml``), found by name after any install (torch-free).
+
+``find_yaml(kind, name)``: a file that exists wins; else the packaged ``NAME.yaml`` (``.yml``); else a
+ValueError listing the available names.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+__all__ = ["KINDS", "find_yaml", "list_yaml"]
+
+# kind -> (folder inside the package, what a user calls it, the CLI flag that takes it)
+KINDS = {
+    "configs": ("configs", "run config", "--config"),
+    "suites": ("configs/bench", "bench suite", "--suite"),
+}
+_EXTENSIONS = (".yaml", ".yml")
+
+
+def _folder(kind: str):
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind of packaged YAML {kind!r}; valid: {', '.join(KINDS)}")
+    folder = resources.files("sclft")
+    for part in KINDS[kind][0].split("/"):
+        folder = folder.joinpath(part)
+    return folder
+
+
+def list_yaml(kind: str) -> list[str]:
+    """The names of the packaged YAML files of ``kind`` (``configs`` or ``suites``), sorted."""
+    folder = _folder(kind)
+    if not folder.is_dir():
+        return []
+    return sorted(Path(e.name).stem for e in folder.iterdir() if e.is_file() and Path(e.name).suffix in _EXTENSIONS)
+
+
+def find_yaml(kind: str, name: str | Path) -> Path:
+    """The file a ``--config`` / ``--suite`` value names: an existing file, else the packaged NAME.yaml."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    folder = _folder(kind)
+    for ext in _EXTENSIONS:
+        entry = folder.joinpath(f"{name}{ext}")
+        if path.suffix not in _EXTENSIONS and len(path.parts) == 1 and entry.is_file():
+            return Path(str(entry))  # installed as plain files (wheel, editable, checkout)
+    _, what, flag = KINDS[kind]
+    if path.exists():
+        raise ValueError(f"{flag} {name}: is a folder, not a YAML file")
+    raise ValueError(f"{flag} {name}: no such file and no packaged {what} of that name "
+                     f"(give a YAML path or one of: {', '.join(list_yaml(kind)) or 'none'})")
