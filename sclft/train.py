@@ -331,6 +331,11 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
     from timm.optim import param_groups_weight_decay
 
     groups = [g for g in param_groups_weight_decay(model, cfg.weight_decay) if g["params"]]
+    scales = model.strategy.lr_scales() if hasattr(model, "strategy") else {}
+    if scales:  # parameters the strategy trains at another step (Deep LoRA's outer factors at γ·lr): own groups
+        split = [{**g, "params": [p for p in g["params"] if scales.get(id(p), 1.0) == s], "lr": cfg.lr * s}
+                 for g in groups for s in sorted({scales.get(id(p), 1.0) for p in g["params"]})]
+        groups = [g for g in split if g["params"]]
     if not groups:
         return None
     if cfg.optimizer == "sgd":
@@ -854,6 +859,7 @@ def save_model(model: TransferModel, out: str | Path, build: dict | None = None)
     out = Path(out)
     with atomic_path(out / "model.safetensors") as tmp:
         save_file(trainable_state(model), str(tmp))
+    model.strategy.export(model.backbone, out)  # e.g. lora: a peft adapter beside model.safetensors
     atomic_write_json(out / "config.json", {**model.config(), **(build or {})})
     return out
 
