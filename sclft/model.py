@@ -40,6 +40,7 @@ class TransferModel(nn.Module):
             )
         self.backbone = backbone
         self.strategy = get_strategy(config.name)(backbone, layer, config)
+        self.strategy.attach(backbone)  # e.g. lora: peft adapters into the backbone's modules
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names else None
         self.head = self.strategy.build_head(backbone, num_classes, self.class_names)

@@ -83,6 +83,7 @@ def save_model(model: TransferModel, out: str | Path, build: dict | None = None)
     out = Path(out)
     with atomic_path(out / "model.safetensors") as tmp:
         save_file(trainable_state(model), str(tmp))
+    model.strategy.export(model.backbone, out)  # e.g. lora: a peft adapter beside model.safetensors
     atomic_write_json(out / "config.json", {**model.config(), **(build or {})})
     return out
 

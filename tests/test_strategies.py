@@ -166,8 +166,9 @@ def test_layer_required_and_validated(backbone_factory):
         sclft.TransferModel(b, "scl_ft", num_classes=3)
     with pytest.raises(ValueError, match="valid layers"):
         sclft.TransferModel(b, "layer_ft", num_classes=3, layer="layer7")
-    with pytest.raises(ValueError, match="valid strategies: full_ft, layer_ft, linear_probe, scl_ft, zero_shot"):
-        sclft.TransferModel(b, "lora", num_classes=3)
+    with pytest.raises(ValueError, match="valid strategies: bitfit, deep_lora, full_ft, layer_ft, linear_probe, lora, "
+                                         "scl_ft, zero_shot"):
+        sclft.TransferModel(b, "prefix_tuning", num_classes=3)
     with pytest.raises(ValueError, match="fuse"):
         sclft.TransferModel(b, "scl_ft", num_classes=3, layer="layer2.0", fuse="mul")
     with pytest.raises(ValueError, match="zero_shot needs a CLIP"):

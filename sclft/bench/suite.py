@@ -191,8 +191,8 @@ def expand_suite(suite: dict[str, Any]) -> list[Run]:
             for strategy, seed, tpc, variant, layer in grid:
                 strategy_cls = get_strategy_config(strategy)
                 uses_layer = strategy_cls.uses_layer
-                if not uses_layer and (layer != "auto" or variant):
-                    continue  # sweeps and variants only concern block strategies
+                if not uses_layer and (layer != "auto" or set(variant) - set(strategy_cls.option_names())):
+                    continue  # block sweeps and block variants concern block strategies; option variants their owners
                 if (set(variant) & set(option_owners())) - set(strategy_cls.option_names()):
                     continue  # a variant of another strategy's options
                 config = {**defaults, **per_strategy.get(strategy, {}), **b.get("overrides", {}),

@@ -4,7 +4,7 @@
 Importing this package imports no torch. The import order below is the order of methods in bench tables.
 """
 
-from . import linear_probe, zero_shot, layer_ft, scl_ft, full_ft  # noqa: F401  (register the configs)
+from . import linear_probe, zero_shot, layer_ft, scl_ft, bitfit, lora, deep_lora, full_ft  # noqa: F401  (register the configs)
 from ._registry import (
     collect_strategy_options,
     default_block_strategy,

@@ -7,6 +7,7 @@ cached) and ``tail_forward`` (from that activation to the head's input feature).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar, Iterable
 
 import torch
@@ -49,6 +50,11 @@ class Strategy:
             raise TypeError(f"strategy {self.name!r} takes a {self.config_class.__name__}, got {type(config).__name__}")
         self.config = config.validate()
         self.layer = backbone.check_block(layer) if self.uses_layer else None
+        self.has_frozen_prefix = config.frozen_scope() != "none"  # options may change the class's cache_scope
+
+    def attach(self, backbone: Backbone) -> None:
+        """Change the backbone's modules (e.g. insert adapters); :class:`~sclft.model.TransferModel` calls it
+        once, before building the head. Constructing a strategy alone (a config check) must not change it."""
 
     # --------------------------------------------------------------- parameters
     def trainable_backbone_parameters(self, backbone: Backbone) -> Iterable[nn.Parameter]:
@@ -77,8 +83,18 @@ class Strategy:
 
     def cache_part(self) -> str:
         """What the cacheable ``frozen_forward`` activation is, for cache keys (see ``cache_scope``)."""
-        scope = self.config.cache_scope
+        scope = self.config.frozen_scope()
         return f"prefix:{self.layer}" if scope == "prefix" else scope
+
+    # --------------------------------------------------------------- trainer hooks
+    def lr_scales(self) -> dict[int, float]:
+        """Learning-rate multipliers by ``id(parameter)`` for parameters that train at another step than the
+        run's ``lr`` (Deep LoRA's outer factors at γ); the rest train at 1×."""
+        return {}
+
+    def export(self, backbone: Backbone, directory: Path) -> list[str]:
+        """Write extra files beside ``model.safetensors`` (``lora``: a peft adapter); returns their names."""
+        return []
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options().items())

@@ -49,6 +49,10 @@ class StrategyConfig:
         """The options as a JSON-friendly dict (saved as ``strategy_options`` in ``config.json``)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
+    def frozen_scope(self) -> str:
+        """``cache_scope`` of this config; options may change it (``lora`` with a start block: ``"prefix"``)."""
+        return self.cache_scope
+
     def for_data(self, data: str) -> "StrategyConfig":
         """This config for a run on dataset ``data`` (the trainer calls it; e.g. zero_shot's prompt set)."""
         return self

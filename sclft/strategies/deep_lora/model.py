@@ -1,0 +1,43 @@
+"""Deep LoRA: every target layer's update is a compressed three-factor deep linear network (``DeepLoRALayer``),
+so the rank it uses is found by gradient descent from the small init, up to the cap r̂; the outer factors train
+at γ times the learning rate (``lr_scales``)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .._adapters import AdapterStrategy
+from .config import DEFAULT_TARGETS, DeepLoRAConfig
+from .layer import SUPPORTED, DeepLoRALayer
+
+
+class DeepLoRA(AdapterStrategy):
+    config_class = DeepLoRAConfig
+    default_targets = DEFAULT_TARGETS
+    target_kinds = SUPPORTED
+
+    def __init__(self, backbone, layer=None, config=None, **options):
+        super().__init__(backbone, layer, config, **options)
+        self.targets = {p: m for p, m in self.targets.items() if getattr(m, "groups", 1) == 1}  # depthwise: frozen
+        for path in self.targets:
+            parent_path = path.rpartition(".")[0]
+            if parent_path and isinstance(backbone.model.get_submodule(parent_path), nn.MultiheadAttention):
+                raise ValueError(f"deep_lora: {path} is inside nn.MultiheadAttention, which does not call its "
+                                 "forward; target the MLP layers instead")
+        if not self.targets:
+            raise ValueError("deep_lora: no ungrouped Linear/Conv2d layer among the targets")
+        self.layers: list[DeepLoRALayer] = []
+
+    def attach(self, backbone):
+        for path, module in sorted(self.targets.items()):
+            parent_path, _, child = path.rpartition(".")
+            parent = backbone.model.get_submodule(parent_path) if parent_path else backbone.model
+            wrapped = DeepLoRALayer(module, self.config.r, self.config.eps, compressed=True)
+            setattr(parent, child, wrapped)
+            self.layers.append(wrapped)
+
+    def trainable_backbone_parameters(self, backbone):
+        return [p for layer in self.layers for p in layer.factors]
+
+    def lr_scales(self):
+        return {id(p): self.config.gamma for layer in self.layers for p in layer.outer}

@@ -1,0 +1,94 @@
+"""LoRA through Hugging Face ``peft``: ``LoraConfig`` + ``inject_adapter_in_model`` on the backbone's model.
+
+The adapters are peft's own layers (``peft.tuners.lora``: Linear, Conv2d, and MultiheadAttention for
+open_clip). The explicit list of adapted layers is given to peft as ``target_modules``, so the saved
+``adapter_config.json`` + ``adapter_model.safetensors`` load with ``PeftModel.from_pretrained`` on the same
+timm / open_clip model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from .._adapters import AdapterStrategy
+from .config import DEFAULT_TARGETS, LoRAConfig
+
+ADAPTER_NAME = "default"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+PEFT_PREFIX = "base_model.model."  # how PeftModel.save_pretrained names the keys
+
+
+class LoRA(AdapterStrategy):
+    config_class = LoRAConfig
+    default_targets = DEFAULT_TARGETS
+    target_kinds = (nn.Linear, nn.Conv2d, nn.MultiheadAttention)
+
+    def peft_config(self):
+        from peft import LoraConfig
+
+        c = self.config
+        return LoraConfig(r=c.r, lora_alpha=c.alpha, lora_dropout=c.dropout, target_modules=sorted(self.targets),
+                          bias="none")
+
+    def attach(self, backbone):
+        from peft import inject_adapter_in_model
+
+        inject_adapter_in_model(self.peft_config(), backbone.model, adapter_name=ADAPTER_NAME)
+
+    def _lora_layers(self, backbone):
+        from peft.tuners.lora import LoraLayer
+
+        return [m for m in backbone.model.modules() if isinstance(m, LoraLayer)]
+
+    def trainable_backbone_parameters(self, backbone):
+        return [p for n, p in backbone.model.named_parameters() if "lora_" in n]
+
+    def trainable_backbone_modules(self, backbone):
+        return [m.lora_dropout for m in self._lora_layers(backbone)]  # dropout active while training
+
+    def export(self, backbone, directory):
+        save_adapter(backbone, directory)
+        return [ADAPTER_WEIGHTS, ADAPTER_CONFIG]
+
+
+def adapter_state_dict(backbone) -> dict:
+    """The adapter's tensors under the keys ``PeftModel.save_pretrained`` writes."""
+    from peft import get_peft_model_state_dict
+
+    state = get_peft_model_state_dict(backbone.model, adapter_name=ADAPTER_NAME)
+    return {PEFT_PREFIX + k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+
+def save_adapter(model, directory: str | Path) -> Path:
+    """Write ``adapter_model.safetensors`` + ``adapter_config.json`` (peft ``save_pretrained`` layout) for a
+    ``TransferModel`` (or its backbone) with the ``lora`` strategy."""
+    from safetensors.torch import save_file
+
+    from ...io import atomic_path
+
+    backbone = getattr(model, "backbone", model)
+    config = getattr(backbone.model, "peft_config", {}).get(ADAPTER_NAME)
+    if config is None:
+        raise ValueError("save_adapter needs a model built with strategy='lora' (no peft adapter found)")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_path(directory / ADAPTER_WEIGHTS) as tmp:
+        save_file(adapter_state_dict(backbone), str(tmp), metadata={"format": "pt"})
+    config.save_pretrained(str(directory))  # peft's own adapter_config.json
+    return directory
+
+
+def load_adapter(model, directory: str | Path) -> None:
+    """Load ``adapter_model.safetensors`` written by :func:`save_adapter` (or peft) into a ``lora`` model."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    backbone = getattr(model, "backbone", model)
+    state = {k.removeprefix(PEFT_PREFIX): v for k, v in load_file(str(Path(directory) / ADAPTER_WEIGHTS)).items()}
+    result = set_peft_model_state_dict(backbone.model, state, adapter_name=ADAPTER_NAME)
+    unexpected = getattr(result, "unexpected_keys", [])
+    if unexpected:
+        raise ValueError(f"adapter in {directory} does not fit this model (unexpected keys: {unexpected[:3]} ...)")
