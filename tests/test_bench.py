@@ -220,3 +220,13 @@ def test_run_ids_cover_every_config_field_defaults_and_library_versions(monkeypa
     real = sclft.versions.library_versions()
     monkeypatch.setattr(sclft.versions, "library_versions", lambda: {**real, "timm": "0.0.1"})
     assert bench.suite._run_id("b", "d", run.config, "") != same
+
+
+def test_dry_run_of_a_suite_given_as_a_path_outside_the_package(tmp_path):
+    from sclft.resources import find_yaml
+
+    mine = tmp_path / "my_suite.yaml"
+    mine.write_text(find_yaml("suites", "smoke").read_text())
+    lines = []
+    assert bench.dry_run(bench.load_suite(str(mine)), tmp_path / "out", say=lines.append) > 0
+    assert "my_suite.yaml" in lines[-1]

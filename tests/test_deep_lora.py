@@ -11,7 +11,8 @@ from sclft.dln.network import train as dln_train
 from sclft.backbones import create_backbone
 from sclft.model import TransferModel
 from sclft.strategies.deep_lora import DeepLoRALayer
-from sclft.train import TrainConfig, build_optimizer
+from sclft.config import TrainConfig
+from sclft.optim import build_optimizer
 
 from conftest import random_backbone
 

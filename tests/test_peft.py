@@ -11,12 +11,13 @@ from sclft.cli import build_parser, config_from_args, main
 from sclft.model import TransferModel
 from sclft.strategies import list_strategies, strategy_config
 from sclft.strategies.lora import load_adapter, save_adapter
-from sclft.train import TrainConfig, build_backbone, load, train
+from sclft.save import build_backbone
+from sclft.train import TrainConfig, load, train
 
 from conftest import random_backbone
 
 peft = pytest.importorskip("peft")
-train_mod = importlib.import_module("sclft.train")
+train_mod = importlib.import_module("sclft.train.loop")
 
 # peft's own matching of the same layers, written independently of our per-family defaults
 PEFT_REFERENCE = {

@@ -8,7 +8,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..strategies import get_strategy_config
-from .suite import RUNS_SUBDIR, Run, _blocks_of, _entries, _label, _selection_cells, expand_suite, find_suite, shard
+from .suite import RUNS_SUBDIR, Run, _blocks_of, _entries, _label, _selection_cells, expand_suite, shard
 
 
 def estimate_seconds(run: Run, suite: dict[str, Any]) -> float:
@@ -53,7 +53,7 @@ def dry_run(suite: dict[str, Any], out: Path, say: Callable[[str], None] = print
             f"{len({r.seed for r in cell})} seeds), est. {sum(cost) / 60:.1f} min, one run {np.mean(cost):.0f} s")
     unit = suite.get("cost_unit", "device")
     say(f"{len(runs)} runs{f' (shard {shard_spec} of {len(all_runs)})' if shard_spec else ''}; estimated "
-        f"{total / 3600:.2f} {unit}-hours still to run (from images/s in {find_suite(suite['name']).name}; "
+        f"{total / 3600:.2f} {unit}-hours still to run (from images/s in {Path(suite.get('_file', suite['name'])).name}; "
         f"selection rules add one probe (profile) or one short fine-tune per candidate block (trial) per cell "
         f"and seed)")
     return total

@@ -55,6 +55,7 @@ def load_suite(name: str) -> dict[str, Any]:
     path = find_suite(name)
     suite = yaml.safe_load(path.read_text())
     suite.setdefault("name", path.stem)
+    suite["_file"] = str(path)  # where it came from (the dry run names it)
     unknown = sorted(set(suite.get("groups", {})) - set(GROUPS))
     if unknown:
         raise ValueError(f"{path}: unknown groups {unknown}; valid: {', '.join(GROUPS)}")
