@@ -1,4 +1,4 @@
-"""Tables of the peft suite from a bench --out folder: python make_tables.py RUNS_DIR [MEMORY_CSV] > peft.md
+"""Tables of the peft suite from a bench --out folder: python make_tables.py RUNS_DIR [MEMORY_CSV] > peft_table.md
 
 One row per (cell, method, rank variant): test accuracy mean ± std over the finished seeds, trainable %,
 tuned block (SCL-FT), seconds per epoch ((run seconds − block selection seconds) / epochs: includes the
