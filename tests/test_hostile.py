@@ -99,7 +99,7 @@ CASES = [
     Case("layer-rule-with-zero-shot", train("--strategy", "zero_shot", "--layer-rule", "trial"),
          ("--layer-rule", "zero_shot")),
     Case("zero-shot-without-clip", train("--strategy", "zero_shot"), ("zero_shot", "CLIP")),
-    Case("strategy-unknown", train("--strategy", "lora"), ("lora", "valid strategies")),
+    Case("strategy-unknown", train("--strategy", "prefix_tuning"), ("prefix_tuning", "valid strategies")),
     Case("weight-decay-negative", train("--weight-decay", "-1"), ("weight_decay", "-1")),
     Case("warmup-negative", train("--warmup-epochs", "-2"), ("warmup_epochs",)),
     Case("num-workers-negative", train("--num-workers", "-1"), ("num_workers",), not_in_stdout=NO_SELECTION),
