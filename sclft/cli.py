@@ -359,7 +359,7 @@ def run_probe(args) -> int:
     from .backbones.base import POOLERS
     from .data import TransformedDataset, build_transforms, load_dataset
     from .probe import probe
-    from .config import check_out_dir
+    from .io import check_out_dir
 
     cfg = _given(args, PROBE_FLAGS)
     if args.rank:
@@ -401,7 +401,7 @@ def _train_parser(sub) -> None:
 
 
 def run_train(args) -> int:
-    from .config import check_out_dir
+    from .io import check_out_dir
     from .train import train
 
     cfg = config_from_args(args)

@@ -9,10 +9,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .strategies import collect_strategy_options, get_strategy_config, list_strategies, strategy_config
@@ -254,15 +252,3 @@ def _check_extra(extra: dict) -> None:
         ok, what = rules.get(key, (lambda v: True, ""))
         if not ok(value):
             raise ValueError(f"extra.selection.{key} must be {what}, got {value!r}")
-
-
-def check_out_dir(path: str | Path, flag: str = "--out") -> None:
-    """Fail before any work when ``path`` cannot become a writable folder (e.g. it lies under a file)."""
-    p = Path(path)
-    probe = p
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise ValueError(f"{flag} {path}: {probe} exists and is not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ValueError(f"{flag} {path}: {probe} is not writable")

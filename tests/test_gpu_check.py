@@ -12,6 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
+@pytest.mark.device_script
 def test_gpu_check_dry_run_runs_every_step(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable, "HF_HUB_OFFLINE": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}

@@ -312,7 +312,7 @@ def selection_report(cells: list[dict[str, Any]]) -> str:
         if all(b in c["nc1_profile"] for b in c["blocks"]):
             corr.append(f"pretrained NC1 {_spearman([c['nc1_profile'][b] for b in c['blocks']], accs):+.2f}")
         parts += [f"\nSpearman correlation with mean test accuracy across blocks (negative = lower NC1, higher "
-                  f"accuracy): " + ", ".join(corr) + "."]
+                  "accuracy): " + ", ".join(corr) + "."]
     summary = summarize_rules(cells)
     if summary:
         body = [[n, f"{v['mean_regret']:.2f}", f"{v['max_regret']:.2f}", f"{v['mean_percent']:.2f}",

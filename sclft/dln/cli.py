@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Callable
 
+from ..io import check_out_dir
 from .experiments import CompletionConfig, completion_experiment, parsimony_experiment, separation_experiment
 from .parsimony import ParsimonyConfig
 from .separation import SeparationConfig
@@ -78,17 +78,6 @@ def _joint_rules(command: str, a: argparse.Namespace) -> list[tuple[bool, str]]:
     ]
 
 
-def _check_out(out: str) -> None:
-    """``--out`` must be able to become a writable folder (checked before minutes of training)."""
-    probe = Path(out).expanduser()
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise ValueError(f"--out {out}: {probe} exists and is not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {out}: {probe} is not writable")
-
-
 def check_flags(command: str, args: argparse.Namespace) -> None:
     """Every flag of ``sclft dln COMMAND`` in its valid range; a ``ValueError`` names the flag, the valid
     range and the value given (the CLI turns it into exit code 2)."""
@@ -101,7 +90,7 @@ def check_flags(command: str, args: argparse.Namespace) -> None:
     for holds, message in _joint_rules(command, args):
         if not holds:
             raise ValueError(message)
-    _check_out(args.out)
+    check_out_dir(args.out)
 
 
 def _parsimony(args: argparse.Namespace) -> int:

@@ -107,3 +107,16 @@ def collect_strategy_options(values: Mapping[str, Any], base: Mapping[str, Any] 
         values["strategy_options"] = {**(base or {}), **options}
     return values
 
+
+def lazy_model_side(package: str, *modules: str):
+    """A module ``__getattr__`` for a strategy package: its model side (``model.py`` and ``modules``, which
+    import torch) loads on first access of a name, so importing the package (its config) stays torch-free."""
+
+    def __getattr__(name: str):
+        for module in (".model", *modules):
+            found = importlib.import_module(module, package)
+            if hasattr(found, name):
+                return getattr(found, name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..config import TrainConfig, check_out_dir
+from ..config import TrainConfig
 from ..data import load_dataset
-from ..io import atomic_write_json
+from ..io import atomic_write_json, check_out_dir
 from ..model import TransferModel
 from ..optim import WarmupCosine, build_optimizer
 from ..save import (

@@ -1,14 +1,7 @@
 """SCL-FT: Layer FT plus a parameter-free skip from the tuned block to the penultimate feature."""
 
-import importlib
-
+from .._registry import lazy_model_side
 from .config import SCLFTConfig  # noqa: F401  (torch-free)
 
 
-def __getattr__(name: str):
-    """The model side (``model.py``, imports torch) loads on first access."""
-    model = importlib.import_module(".model", __name__)
-    try:
-        return getattr(model, name)
-    except AttributeError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+__getattr__ = lazy_model_side(__name__)
