@@ -49,7 +49,7 @@ def main(runs: Path, memory: Path | None) -> None:
             "accuracy_std": round(statistics.stdev(acc), 2) if len(acc) > 1 else "",
             "trainable_percent": round(ms[0]["trainable_percent"], 2),
             "layers": " ".join(sorted({m["layer"] for m in ms if m.get("layer")})),
-            "seconds_per_epoch": round(statistics.mean(spe), 1),
+            "seconds_per_epoch": round(statistics.mean(spe), 2),
             "selection_seconds": round(statistics.mean(sel), 1),
             "peak_rss_mib": r.get("peak_rss_mib", ""),
         })
