@@ -121,8 +121,8 @@ def add_strategy_option_flags(parser: argparse.ArgumentParser) -> None:
         help_text = f"[{', '.join(o.name for o in owners)}] {f.metadata.get('help', '')}"
         help_text += f" (default: {default})" if default is not None else ""
         if f.metadata.get("choices"):
-            kwargs_choices = "|".join(map(str, f.metadata["choices"]))
-            help_text = help_text if kwargs_choices in help_text else f"{help_text} [{kwargs_choices}]"
+            choices = "|".join(map(str, f.metadata["choices"]))
+            help_text = help_text if choices in help_text else f"{help_text} [{choices}]"
         kwargs: dict[str, Any] = {"dest": _OPTION_DEST + name, "default": None, "help": help_text,
                                   "metavar": name.upper()}
         if kind is bool:
