@@ -68,6 +68,9 @@ def _load_tensors(file: Path) -> dict[str, torch.Tensor]:
         raise RunFolderError(f"{file} is not a readable safetensors file ({e}); the run folder is damaged") from None
 
 
+EXPORTS_KEY = "exported_files"  # config.json: files beside model.safetensors written by Strategy.export
+
+
 def build_backbone(name: str, pretrained: bool, checkpoint: str | None, seed: int, image_size: int | None = None):
     """Backbone built for ``image_size`` whose random initialisation (``pretrained=False``) is a function
     of ``seed``, so that :func:`load` rebuilds the same frozen weights a run trained with."""
@@ -79,12 +82,13 @@ def build_backbone(name: str, pretrained: bool, checkpoint: str | None, seed: in
 def save_model(model: TransferModel, out: str | Path, build: dict | None = None) -> Path:
     """``model.safetensors`` (trained parameters + head + trained buffers) and ``config.json``: the model's
     config plus ``build`` (pretrained, seed, checkpoint and its sha256, the frozen weights' sha256), what
-    :func:`load` needs to rebuild the same frozen weights."""
+    :func:`load` needs to rebuild the same frozen weights, and the names of the files the strategy's
+    ``export`` wrote (:data:`EXPORTS_KEY`), so that ``--overwrite`` can remove them with the run."""
     out = Path(out)
     with atomic_path(out / "model.safetensors") as tmp:
         save_file(trainable_state(model), str(tmp))
-    model.strategy.export(model.backbone, out)  # e.g. lora: a peft adapter beside model.safetensors
-    atomic_write_json(out / "config.json", {**model.config(), **(build or {})})
+    exported = model.strategy.export(model.backbone, out)  # e.g. lora: a peft adapter beside model.safetensors
+    atomic_write_json(out / "config.json", {**model.config(), **(build or {}), EXPORTS_KEY: list(exported)})
     return out
 
 

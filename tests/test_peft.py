@@ -2,6 +2,7 @@
 
 import copy
 import importlib
+import json
 
 import pytest
 import torch
@@ -237,3 +238,19 @@ def _check_peft_adapter(run, ours, options):
     torch.testing.assert_close(other.backbone.model(x), ours.backbone.model(x))
     save_adapter(other, run / "again")
     assert (run / "again" / "adapter_model.safetensors").is_file()
+
+
+def test_overwrite_by_another_strategy_removes_the_adapter(tmp_path):
+    """The peft adapter belongs to the run: ``--overwrite`` with a strategy that exports nothing removes
+    it (a stale adapter_model.safetensors would load as if it were the new run's); files the user put
+    there stay."""
+    common = dict(backbone=TINY_BACKBONE, pretrained=False, data=TINY_DATA, image_size=16, train_per_class=2,
+                  epochs=1, batch_size=16, progress=False, cache_dir=str(tmp_path / "cache"), out=str(tmp_path / "run"))
+    train(TrainConfig(strategy="lora", **common))
+    run = tmp_path / "run"
+    assert json.loads((run / "config.json").read_text())["exported_files"] == ["adapter_model.safetensors",
+                                                                               "adapter_config.json"]
+    (run / "notes.txt").write_text("mine")
+    train(TrainConfig(strategy="linear_probe", overwrite=True, **common))
+    assert not (run / "adapter_model.safetensors").exists() and not (run / "adapter_config.json").exists()
+    assert (run / "notes.txt").read_text() == "mine" and (run / "model.safetensors").is_file()

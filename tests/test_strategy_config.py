@@ -152,3 +152,18 @@ def test_bench_asks_the_strategy_configs():
     layer_ft = next(r for r in runs if r.strategy == "layer_ft")
     full = bench.Run(layer_ft.id, layer_ft.backbone, layer_ft.dataset, {**layer_ft.config, "strategy": "full_ft"})
     assert bench.estimate_seconds(full, suite) > bench.estimate_seconds(layer_ft, suite)  # cost 1.0 vs 0.35
+
+
+def test_dry_run_cost_reads_the_run_options():
+    """An adapter restricted to blocks from K costs a cached tail from K, as layer_ft at K does; "all" is
+    the whole network with gradients and no cache."""
+    from sclft import bench
+
+    suite = bench.load_suite("smoke")
+    suite["groups"] = {"a": {"strategies": ["lora"], "seeds": [0], "variants": [{}, {"blocks": "blocks.5.0"}]},
+                       "b": {"strategies": ["layer_ft"], "seeds": [0], "layers": ["blocks.5.0"]}}
+    runs = {(r.strategy, r.variant): r for r in bench.expand_suite(suite)}
+    lora_all = bench.estimate_seconds(runs[("lora", "")], suite)
+    lora_tail = bench.estimate_seconds(runs[("lora", "blocks=blocks.5.0")], suite)
+    layer_ft = bench.estimate_seconds(runs[("layer_ft", "")], suite)
+    assert lora_tail == pytest.approx(layer_ft) and lora_tail < lora_all

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..strategies import get_strategy_config
+from ..strategies import collect_strategy_options, strategy_config
 from .suite import RUNS_SUBDIR, Run, _blocks_of, _entries, _label, _selection_cells, expand_suite, shard
 
 
@@ -23,12 +23,13 @@ def estimate_seconds(run: Run, suite: dict[str, Any]) -> float:
     n_train = min(d.get("train_size", 10_000), k * (run.train_per_class or 10**9))
     n_test = k * d["test_per_class"] if d.get("test_per_class") else d.get("test_size", 10_000)
     epochs, every = run.config.get("epochs", 10), run.config.get("eval_every", 1)
-    strategy = get_strategy_config(run.strategy)
-    tail, cached = strategy.cost, strategy.cache_scope != "none"
-    layer = run.config.get("layer")
-    if 0.0 < tail < 1.0 and layer not in (None, "auto"):
-        blocks = _blocks_of(b["name"])
-        tail = (len(blocks) - blocks.index(layer)) / len(blocks) if layer in blocks else tail
+    options = collect_strategy_options(run.config).get("strategy_options") or {}
+    strategy = strategy_config(run.strategy, **options)
+    tail, cached = strategy.cost, strategy.frozen_scope() != "none"
+    start = strategy.start_block(run.config.get("layer"))
+    blocks = _blocks_of(b["name"])
+    if start in blocks:  # the trained tail: the start block and the ones after it ("auto": the class's cost)
+        tail = (len(blocks) - blocks.index(start)) / len(blocks)
     evals = max(1, epochs // every) if every else 1
     images = epochs * 3 * tail * n_train + (evals * n_test + n_train) * (tail if cached else 1.0)
     images += (n_train + n_test) if cached else 0

@@ -66,3 +66,6 @@ class AdapterConfig(StrategyConfig):
 
     def frozen_scope(self) -> str:
         return "none" if self.blocks == ALL_BLOCKS else "prefix"
+
+    def start_block(self, layer: str | None) -> str | None:
+        return None if self.blocks == ALL_BLOCKS else self.blocks

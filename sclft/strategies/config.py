@@ -53,6 +53,11 @@ class StrategyConfig:
         """``cache_scope`` of this config; options may change it (``lora`` with a start block: ``"prefix"``)."""
         return self.cache_scope
 
+    def start_block(self, layer: str | None) -> str | None:
+        """The first block that trains with gradients, given the run's ``layer`` (``None``: the strategy
+        does not start at a block, e.g. the head only or the whole network). Feeds ``bench --dry-run``."""
+        return layer if self.uses_layer else None
+
     def for_data(self, data: str) -> "StrategyConfig":
         """This config for a run on dataset ``data`` (the trainer calls it; e.g. zero_shot's prompt set)."""
         return self

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..config import TrainConfig
-from ..save import RunFolderError
+from ..save import EXPORTS_KEY, RunFolderError
 from .checkpoint import CHECKPOINT_DIR, check_resume, latest_checkpoint
 
 log = logging.getLogger("sclft.train")
@@ -75,9 +75,23 @@ def run_lock(out: Path):
             os.close(fd)
 
 
+RUN_FILES = (METRICS_FILE, "model.safetensors", "config.json", "train_config.json")
+
+
+def _exported_files(out: Path) -> list[str]:
+    """The files a finished run's strategy exported beside its model (``config.json`` lists them; plain
+    names only, so a damaged list cannot reach outside ``out``)."""
+    try:
+        names = json.loads((out / "config.json").read_text()).get(EXPORTS_KEY) or []
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [n for n in names if isinstance(n, str) and n and Path(n).name == n and n not in RUN_FILES]
+
+
 def run_files(out: Path) -> list[str]:
-    """What in ``out`` belongs to a finished run or to another run's checkpoints."""
-    names = [METRICS_FILE, "model.safetensors", "config.json", "train_config.json", f"{CHECKPOINT_DIR}/latest.json"]
+    """What in ``out`` belongs to a finished run (with the files its strategy exported, e.g. lora's peft
+    adapter) or to another run's checkpoints."""
+    names = [*RUN_FILES, *_exported_files(out), f"{CHECKPOINT_DIR}/latest.json"]
     return [n for n in names if (out / n).exists()]
 
 
@@ -96,7 +110,7 @@ def _prepare_out(out: Path, cfg: TrainConfig, accelerator) -> tuple[Path, dict] 
         raise RunFolderError(f"{out} already holds a run ({', '.join(found)}); pass --overwrite to replace it, "
                              "--resume to continue it, or choose another --out")
     if found and accelerator.is_main_process:
-        for name in [METRICS_FILE, "model.safetensors", "config.json", "train_config.json"]:
+        for name in [n for n in found if "/" not in n]:  # the checkpoints go with their folder below
             (out / name).unlink(missing_ok=True)
         shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
         log.warning("--overwrite: removed the previous run in %s (%s)", out, ", ".join(found))
