@@ -15,8 +15,9 @@ Each returns its ``ranking`` (candidates best first, with their evidence; ``sclf
   frozen-prefix activations of a training subset), then the block whose penultimate (head-input)
   NC1 on *held-out* training samples is lowest.
 
-``auto`` is :data:`DEFAULT_RULE` = ``profile``: on the offline suite (docs/bench.md) ``profile`` and
-``trial`` had the same mean selection regret (3.8 points) and ``profile`` costs no training.
+``auto`` is :data:`DEFAULT_RULE` = ``profile`` (pick ``min``; no training). On the selection benchmark
+(benchmarks/results/selection/) its mean regret is 2.1 points, above the data-free ``fixed`` two-thirds
+baseline (0.9): choosing the block is an open problem (issue 10).
 Options come from ``cfg.extra["selection"]`` (see :data:`DEFAULT_OPTIONS`).
 """
 
