@@ -16,8 +16,8 @@ Each returns its ``ranking`` (candidates best first, with their evidence; ``sclf
   NC1 on *held-out* training samples is lowest.
 
 ``auto`` is :data:`DEFAULT_RULE` = ``profile`` (pick ``min``; no training). On the selection benchmark
-(benchmarks/results/selection/) its mean regret is 2.1 points, above the data-free ``fixed`` two-thirds
-baseline (0.9): choosing the block is an open problem (issue 10).
+(benchmarks/results/selection/) its mean regret is 2.1 points, no better than the data-free ``fixed`` baselines
+(two-thirds: 0.9 over blocks.2.0-5.0, 1.6 over all candidates): choosing the block is open (issue 10).
 Options come from ``cfg.extra["selection"]`` (see :data:`DEFAULT_OPTIONS`).
 """
 
