@@ -160,6 +160,37 @@ def test_resume_skips_finished_runs(smoke):
     assert len(json.loads((out / "bench.json").read_text())["sessions"]) == 3
 
 
+def test_a_failed_run_does_not_stop_the_others_and_fails_the_command(smoke, monkeypatch, capsys):
+    import importlib
+
+    from sclft import cli
+
+    train_module = importlib.import_module("sclft.train")  # the package; ``sclft.train`` is the API function
+
+    suite, out, _ = smoke
+    runs = bench.expand_suite(suite)
+    broken, other = runs[1].id, runs[2].id
+    for rid in (broken, other):
+        (out / "experiments" / rid / "metrics.json").unlink()
+    real_train = train_module.train
+
+    def train(cfg):
+        if cfg.out.endswith(broken):
+            raise RuntimeError("CUDA error: out of memory")
+        return real_train(cfg)
+
+    monkeypatch.setattr(train_module, "train", train)
+    assert cli.main(["bench", "--suite", "smoke", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "1 run(s) failed" in err and broken in err and other not in err
+    assert (out / "experiments" / other / "metrics.json").is_file()  # the run after the broken one still trained
+    assert "out of memory" in (out / "experiments" / broken / "error.log").read_text()
+    monkeypatch.setattr(train_module, "train", real_train)
+    assert cli.main(["bench", "--suite", "smoke", "--out", str(out)]) == 0  # the retry trains it
+    assert (out / "experiments" / broken / "metrics.json").is_file()
+    assert not (out / "experiments" / broken / "error.log").exists()
+
+
 def test_run_ids_are_stable_and_shared_across_groups():
     suite = bench.load_suite("smoke")
     runs = bench.expand_suite(suite)

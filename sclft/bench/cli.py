@@ -28,6 +28,10 @@ def _main(args: argparse.Namespace) -> int:
             summary = run_suite(suite, out, shard_spec=args.shard)
             print(f"{summary['runs']} runs ({summary['skipped']} already done, {summary['trained']} trained) "
                   f"in {summary['seconds']:.0f} s; reports in {out}")
+            if summary["failed"]:
+                print(f"sclft bench: {len(summary['failed'])} run(s) failed (see error.log in each; rerun the same "
+                      f"command to retry them): {', '.join(summary['failed'])}", file=sys.stderr)
+                return 1
     except (DatasetUnavailableError, WeightsUnavailableError) as exc:
         print(f"sclft bench: error: {exc}", file=sys.stderr)
         return 1

@@ -8,11 +8,15 @@ import platform
 import shutil
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Callable
 
 from ..io import atomic_write_json
 from .suite import RUNS_SUBDIR, Run, _selection_cells, expand_suite, selection_budget, shard
+
+
+FAILURE_FILE = "error.log"  # a failed run's traceback, in its run folder (the run is retried next time)
 
 
 def _device() -> str:
@@ -125,6 +129,7 @@ def run_suite(suite: dict[str, Any], out: str | Path, say: Callable[[str], None]
     preflight([r for r in runs if not (out / RUNS_SUBDIR / r.id / METRICS_FILE).is_file()])
     probed = _probe_runs(runs)
     done = trained = 0
+    failed: list[str] = []
     tic = time.time()
     for i, run in enumerate(runs, 1):
         run_dir = out / RUNS_SUBDIR / run.id
@@ -135,16 +140,24 @@ def run_suite(suite: dict[str, Any], out: str | Path, say: Callable[[str], None]
             cache_dir = run.config.get("cache_dir") or str(out / "cache")
             # this run's own folder without metrics.json: an interrupted run continues, other leftovers go
             resume = (run_dir / "checkpoint" / "latest.json").is_file()
-            metrics = train(TrainConfig.from_dict({**run.config, "out": str(run_dir), "cache_dir": cache_dir,
-                                                   "resume": resume, "overwrite": not resume}))
+            try:
+                metrics = train(TrainConfig.from_dict({**run.config, "out": str(run_dir), "cache_dir": cache_dir,
+                                                       "resume": resume, "overwrite": not resume}))
+            except Exception as exc:  # one broken run must not cost the rest of the suite (or of a shard)
+                failed.append(run.id)
+                say(f"  FAILED ({type(exc).__name__}: {exc}); traceback in {run_dir / FAILURE_FILE}")
+                run_dir.mkdir(parents=True, exist_ok=True)
+                (run_dir / FAILURE_FILE).write_text(traceback.format_exc())
+                continue
             trained += 1
+            (run_dir / FAILURE_FILE).unlink(missing_ok=True)  # an earlier attempt's
             say(f"  test accuracy {metrics['test_accuracy']:.4f}, NC1 {metrics['nc1_train']:.4g}, "
                 f"{metrics['seconds']:.0f} s")
         shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)  # resume state; the final model stays
         if run.id in probed and not (run_dir / "nc1_layers.csv").is_file():
             probe_run(run_dir)
     run_rules(suite, suite_runs, out, say, only=shard_spec)
-    summary = {"suite": suite["name"], "runs": len(runs), "skipped": done, "trained": trained,
+    summary = {"suite": suite["name"], "runs": len(runs), "skipped": done, "trained": trained, "failed": failed,
                "seconds": time.time() - tic, **({"shard": shard_spec} if shard_spec else {})}
     history = json.loads((out / "bench.json").read_text()).get("sessions", []) if (out / "bench.json").is_file() else []
     atomic_write_json(out / "bench.json", {**environment(), "suite": suite["name"], "command": " ".join(sys.argv),

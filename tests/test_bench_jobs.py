@@ -1,0 +1,40 @@
+"""scripts/bench_jobs.sh: a suite split into N local jobs (one per shard), then merged by ``--report``."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_jobs.sh"
+SCLFT = shutil.which("sclft", path=str(Path(sys.executable).parent)) or "sclft"
+
+
+def _run(*args, **env):
+    return subprocess.run(["bash", str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "SCLFT": SCLFT, **env})
+
+
+def test_jobs_split_the_suite_and_the_report_merges_them(tmp_path):
+    from sclft import bench
+
+    suite = bench.load_suite("smoke")
+    suite["groups"] = {"table": {"strategies": ["linear_probe"], "seeds": [0, 1, 2], "train_per_class": [3]}}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    result = _run("--jobs", 2, "--out", tmp_path / "out", path)
+    assert result.returncode == 0, result.stderr
+    runs = {s: sorted(p.name for p in (tmp_path / "out" / "tiny" / s / "experiments").iterdir())
+            for s in ("shard_1", "shard_2")}
+    ids = [r.id for r in bench.expand_suite(suite)]
+    assert runs == {"shard_1": sorted(ids[0::2]), "shard_2": sorted(ids[1::2])}
+    table = (tmp_path / "out" / "tiny" / "merged" / "table.csv").read_text()
+    assert "Linear Probe" in table and "3 finished runs" in result.stdout
+
+
+def test_bad_usage_exits_2_and_says_what_is_valid(tmp_path):
+    for args in (["--jobs", "0", "--out", tmp_path, "x.yaml"], ["--out", tmp_path], ["--bogus"]):
+        result = _run(*args)
+        assert result.returncode == 2 and ("usage" in result.stderr or "valid" in result.stderr)
