@@ -13,7 +13,7 @@ SCLFT = shutil.which("sclft", path=str(Path(sys.executable).parent)) or "sclft"
 
 
 def _run(*args, **env):
-    return subprocess.run(["bash", str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=300,
+    return subprocess.run(["bash", str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=300, check=False,
                           env={**os.environ, "SCLFT": SCLFT, **env})
 
 

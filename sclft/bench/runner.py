@@ -143,7 +143,7 @@ def run_suite(suite: dict[str, Any], out: str | Path, say: Callable[[str], None]
             try:
                 metrics = train(TrainConfig.from_dict({**run.config, "out": str(run_dir), "cache_dir": cache_dir,
                                                        "resume": resume, "overwrite": not resume}))
-            except Exception as exc:  # one broken run must not cost the rest of the suite (or of a shard)
+            except Exception as exc:  # noqa: BLE001 — one broken run must not cost the rest of the suite (or of a shard)
                 failed.append(run.id)
                 say(f"  FAILED ({type(exc).__name__}: {exc}); traceback in {run_dir / FAILURE_FILE}")
                 run_dir.mkdir(parents=True, exist_ok=True)
