@@ -51,6 +51,19 @@ def test_table_has_the_paper_layout(smoke):
     assert " ± " in blocks[0]
 
 
+def test_table_keeps_training_set_sizes_apart(smoke, tmp_path):
+    suite, out, _ = smoke
+    sized = {**suite, "groups": {"table": {"strategies": ["scl_ft"], "seeds": [0], "train_per_class": [2, 3]}}}
+    bench.build_reports(sized, tmp_path, [out])  # the data_size group's runs: same configs, same ids
+    rows = list(csv.DictReader(open(tmp_path / "table.csv")))
+    for row in rows:  # each column holds its own size's run, read straight from its folder
+        (path,) = out.glob(f"experiments/*-scl_ft-n{row['train_per_class']}-s0-*/metrics.json")
+        assert float(row["accuracy_mean"]) == pytest.approx(json.loads(path.read_text())["test_accuracy"])
+    assert sorted(r["train_per_class"] for r in rows) == ["2", "3"]
+    header = (tmp_path / "table.md").read_text().split("### ")[1].splitlines()[2]
+    assert header == "| Method | efficientnet_lite0 / digits · 2/class | efficientnet_lite0 / digits · 3/class |"
+
+
 def _sweep_accuracy(out, candidates):
     """Test accuracy of each swept block, read straight from the run folders (seed 0, 3 per class)."""
     acc = {}

@@ -50,17 +50,18 @@ def _cells(rows: list[tuple[Run, dict]]) -> list[tuple[str, str]]:
 
 
 def table_rows(suite: dict[str, Any], out: Path, runs: list[Run]) -> list[dict[str, Any]]:
-    """Tidy rows of the paper table: one per (backbone, dataset, strategy), aggregated over seeds."""
+    """Tidy rows of the paper table: one per (backbone, dataset, training-set size, strategy), aggregated
+    over seeds (never over sizes)."""
     rows = _metrics(out, [r for r in runs if "table" in r.groups and not r.variant])
     result = []
-    for backbone, dataset in _cells(rows):
-        here = [(r, m) for r, m in rows if (r.backbone, r.dataset) == (backbone, dataset)]
+    for backbone, dataset, size in dict.fromkeys((r.backbone, r.dataset, r.train_per_class) for r, _ in rows):
+        here = [(r, m) for r, m in rows if (r.backbone, r.dataset, r.train_per_class) == (backbone, dataset, size)]
         for strategy in _method_order(r.strategy for r, _ in here):
             ms = [m for r, m in here if r.strategy == strategy]
             acc, nc1 = [m["test_accuracy"] for m in ms], [m["nc1_train"] for m in ms]
             result.append({
                 "backbone": backbone, "dataset": dataset, "method": _method_name(strategy),
-                "strategy": strategy, "seeds": len(ms), "train_per_class": ms[0].get("train_per_class"),
+                "strategy": strategy, "seeds": len(ms), "train_per_class": size,
                 "accuracy_mean": _mean_std(acc)[0], "accuracy_std": _mean_std(acc)[1],
                 "nc1_mean": _mean_std(nc1)[0], "nc1_std": _mean_std(nc1)[1],
                 "train_accuracy_mean": _mean_std([m["train_accuracy"] for m in ms])[0],
@@ -77,20 +78,22 @@ def _markdown(header: list[str], body: list[list[str]]) -> str:
 
 
 def render_table(rows: list[dict[str, Any]]) -> tuple[str, str]:
-    """(Markdown, CSV) of the paper table: columns backbone/dataset; blocks accuracy, NC1, % params."""
-    cols = list(dict.fromkeys((r["backbone"], r["dataset"]) for r in rows))
+    """(Markdown, CSV) of the paper table: a column per backbone/dataset (and training-set size, where a
+    suite has several); blocks accuracy, NC1, % params."""
+    cols = list(dict.fromkeys((r["backbone"], r["dataset"], r["train_per_class"]) for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in sorted(rows, key=lambda r: strategy_rank(r["strategy"]))))
-    index = {(r["backbone"], r["dataset"], r["method"]): r for r in rows}
+    index = {(r["backbone"], r["dataset"], r["train_per_class"], r["method"]): r for r in rows}
+    sized = len({n for _, _, n in cols}) > 1
     blocks = [("Transfer accuracy (%, test)", lambda r: _pm(r["acc"], 100.0)),
               ("NC1 of the penultimate feature (train data)", lambda r: _pm(r["nc1"], 1.0, 3)),
               ("Parameters fine-tuned (%)", lambda r: f"{r['params_percent']:.2f}")]
-    header = ["Method", *[f"{b} / {d}" for b, d in cols]]
+    header = ["Method", *[f"{b} / {d}" + (f" · {n or 'all'}/class" if sized else "") for b, d, n in cols]]
     parts = ["Mean ± std over seeds; NC1 = tr(Σ_W Σ_B⁺) of the head-input feature on the training data."]
     for title, fmt in blocks:
-        body = [[m, *[fmt(index[(b, d, m)]) if (b, d, m) in index else "–" for b, d in cols]] for m in methods]
+        body = [[m, *[fmt(index[(*c, m)]) if (*c, m) in index else "–" for c in cols]] for m in methods]
         parts += [f"\n### {title}\n", _markdown(header, body)]
-    picked = [f"{r['backbone']} / {r['dataset']} {r['method']}: {r['layers']}" for r in rows
-              if get_strategy_config(r["strategy"]).uses_layer]
+    picked = [f"{r['backbone']} / {r['dataset']}" + (f" · {r['train_per_class'] or 'all'}/class" if sized else "")
+              + f" {r['method']}: {r['layers']}" for r in rows if get_strategy_config(r["strategy"]).uses_layer]
     if picked:
         parts += ["\nTuned blocks: " + "; ".join(picked) + "."]
     buf = io.StringIO()
