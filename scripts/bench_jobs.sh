@@ -7,7 +7,8 @@
 # Job I runs shard I/N of every SUITE in turn, into DIR/<suite>/shard_I; the merged tables, plots and
 # summary.json are written to DIR/<suite>/merged. --deadline stops unfinished jobs after SECONDS (their
 # finished runs still count; rerunning the same command resumes: finished runs are skipped by run id).
-# Each job gets cores/N CPU threads. SCLFT overrides the command (default: sclft).
+# The jobs share one frozen-prefix cache, DIR/cache. Each job gets cores/N CPU threads. SCLFT overrides the
+# command (default: sclft).
 set -uo pipefail
 jobs=4 deadline=0 out="" suites=()
 while [ $# -gt 0 ]; do
@@ -28,12 +29,13 @@ name() { basename "${1%.yaml}"; }
 threads=$(( $(nproc) / jobs )); [ "$threads" -ge 1 ] || threads=1
 mkdir -p "$out"
 pids=()
+set -m  # each job in its own process group, so the deadline stops it with everything it started
 for i in $(seq 1 "$jobs"); do
   (
     export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
     for s in "${suites[@]}"; do
       d="$out/$(name "$s")"; mkdir -p "$d"
-      "$sclft" bench --suite "$s" --out "$d/shard_$i" --shard "$i/$jobs" >"$d/shard_$i.log" 2>&1 \
+      "$sclft" bench --suite "$s" --out "$d/shard_$i" --shard "$i/$jobs" --cache-dir "$out/cache" >"$d/shard_$i.log" 2>&1 \
         || echo "job $i: $(name "$s") exited $?" >&2
     done
   ) &
@@ -41,14 +43,16 @@ for i in $(seq 1 "$jobs"); do
 done
 if [ "$deadline" -gt 0 ]; then
   ( sleep "$deadline"; echo "bench_jobs.sh: deadline ${deadline}s reached, stopping unfinished jobs" >&2
-    for p in "${pids[@]}"; do kids=$(pgrep -P "$p"); kill "$p" $kids 2>/dev/null; done ) &
+    for p in "${pids[@]}"; do kill -TERM -- "-$p" 2>/dev/null; done ) &
   watcher=$!
 fi
 wait "${pids[@]}"
-[ -n "${watcher:-}" ] && kill "$watcher" 2>/dev/null
+set +m
+[ -n "${watcher:-}" ] && kill -- "-$watcher" 2>/dev/null
 status=0
 for s in "${suites[@]}"; do
   d="$out/$(name "$s")"
+  if ! ls -d "$d"/shard_* >/dev/null 2>&1; then echo "== $(name "$s"): not reached"; status=1; continue; fi
   "$sclft" bench --suite "$s" --out "$d/merged" --report "$d"/shard_* >"$d/merged.log" 2>&1 || status=1
   echo "== $(name "$s"): $(ls "$d"/shard_*/experiments/*/metrics.json 2>/dev/null | wc -l) finished runs; report: $d/merged"
 done

@@ -22,6 +22,7 @@ def test_jobs_split_the_suite_and_the_report_merges_them(tmp_path):
 
     suite = bench.load_suite("smoke")
     suite["groups"] = {"table": {"strategies": ["linear_probe"], "seeds": [0, 1, 2], "train_per_class": [3]}}
+    suite["defaults"] = {**suite["defaults"], "cache": "disk"}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(suite))
     result = _run("--jobs", 2, "--out", tmp_path / "out", path)
@@ -30,6 +31,8 @@ def test_jobs_split_the_suite_and_the_report_merges_them(tmp_path):
             for s in ("shard_1", "shard_2")}
     ids = [r.id for r in bench.expand_suite(suite)]
     assert runs == {"shard_1": sorted(ids[0::2]), "shard_2": sorted(ids[1::2])}
+    assert any((tmp_path / "out" / "cache").iterdir())  # one cache shared by the jobs, none of their own
+    assert not any((tmp_path / "out" / "tiny" / s / "cache").exists() for s in ("shard_1", "shard_2"))
     table = (tmp_path / "out" / "tiny" / "merged" / "table.csv").read_text()
     assert "Linear Probe" in table and "3 finished runs" in result.stdout
 
@@ -38,3 +41,18 @@ def test_bad_usage_exits_2_and_says_what_is_valid(tmp_path):
     for args in (["--jobs", "0", "--out", tmp_path, "x.yaml"], ["--out", tmp_path], ["--bogus"]):
         result = _run(*args)
         assert result.returncode == 2 and ("usage" in result.stderr or "valid" in result.stderr)
+
+
+def test_deadline_stops_every_job_and_still_merges(tmp_path):
+    from sclft import bench
+
+    suite = bench.load_suite("smoke")
+    suite["groups"] = {"table": {"strategies": ["full_ft"], "seeds": list(range(40)), "train_per_class": [3]}}
+    path = tmp_path / "long.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    out = tmp_path / "out"
+    result = _run("--jobs", 2, "--deadline", 4, "--out", out, path)
+    assert "deadline 4s reached" in result.stderr
+    left = subprocess.run(["pgrep", "-f", f"--out {out}/"], capture_output=True, text=True, check=False).stdout
+    assert left == ""  # no job outlives the deadline
+    assert (out / "long" / "merged.log").is_file()

@@ -17,6 +17,8 @@ def _main(args: argparse.Namespace) -> int:
     from .._hub import WeightsUnavailableError
 
     suite = add_datasets(load_suite(args.suite), args.dataset or [])
+    if args.cache_dir:
+        suite = {**suite, "defaults": {**suite.get("defaults", {}), "cache_dir": args.cache_dir}}
     out = Path(args.out)
     try:
         if args.dry_run:
@@ -53,5 +55,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "share of the selection rules: one job of an N-job array")
     parser.add_argument("--dataset", action="append", metavar="NAME",
                         help="add a dataset (e.g. imagefolder:PATH) to the suite; repeatable")
+    parser.add_argument("--cache-dir", metavar="DIR", default=None,
+                        help="frozen-prefix activation cache for every run (default: OUT/cache); shard jobs on one "
+                             "machine can share one (concurrent writers are safe); does not change run ids")
     parser.set_defaults(func=_main)
     return parser
