@@ -64,6 +64,25 @@ def test_table_keeps_training_set_sizes_apart(smoke, tmp_path):
     assert header == "| Method | efficientnet_lite0 / digits · 2/class | efficientnet_lite0 / digits · 3/class |"
 
 
+def test_ablation_keeps_sizes_and_strategies_apart(smoke, tmp_path):
+    from sclft.bench.reports import ablation_report
+
+    suite, out, _ = smoke
+    sized = {**suite, "groups": {"ablation": {"strategies": ["scl_ft", "linear_probe"], "seeds": [0],
+                                               "train_per_class": [2, 3]}}}
+    runs = bench.expand_suite(sized)  # smoke trained scl_ft at 2 and 3 per class, the probe at 3 only
+    text = ablation_report(out, runs)
+    sections = text.split("### ")[1:]
+    assert [s.splitlines()[0] for s in sections] == ["efficientnet_lite0 / digits · 2/class",
+                                                     "efficientnet_lite0 / digits · 3/class"]
+    (path,) = out.glob("experiments/*-scl_ft-n3-s0-*/metrics.json")
+    rows = [ln for ln in sections[1].splitlines() if ln.startswith("| SCL FT")]
+    assert len(rows) == 1 and f"{100 * json.loads(path.read_text())['test_accuracy']:.2f}" in rows[0]
+    assert [ln.split(" | ")[0] for ln in sections[0].splitlines() if ln.startswith("| ") and "---" not in ln][1:] == [
+        "| SCL FT (defaults)"]
+    assert any(ln.startswith("| Linear Probe") for ln in sections[1].splitlines())
+
+
 def _sweep_accuracy(out, candidates):
     """Test accuracy of each swept block, read straight from the run folders (seed 0, 3 per class)."""
     acc = {}

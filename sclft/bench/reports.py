@@ -352,17 +352,21 @@ def plot_selection(cells: list[dict[str, Any]], path: Path) -> Path | None:
 
 
 def ablation_report(out: Path, runs: list[Run]) -> str:
+    """The ablation group's variants: one table per backbone / dataset / training-set size, a row per
+    (strategy, variant), aggregated over seeds."""
     rows = _metrics(out, [r for r in runs if "ablation" in r.groups])
-    parts = ["SCL-FT variants (mean ± std over seeds)."]
-    for backbone, dataset in _cells(rows):
-        here = [(r, m) for r, m in rows if (r.backbone, r.dataset) == (backbone, dataset)]
+    parts = ["Strategy-option variants (mean ± std over seeds)."]
+    for backbone, dataset, size in dict.fromkeys((r.backbone, r.dataset, r.train_per_class) for r, _ in rows):
+        here = [(r, m) for r, m in rows if (r.backbone, r.dataset, r.train_per_class) == (backbone, dataset, size)]
         body = []
-        for variant in dict.fromkeys(r.variant for r, _ in here):
-            ms = [m for r, m in here if r.variant == variant]
-            body.append([f"{ms[0]['strategy']} {variant or '(defaults)'}", str(len(ms)),
-                         _pm([m["test_accuracy"] for m in ms], 100.0), _pm([m["nc1_train"] for m in ms], 1.0, 3),
-                         f"{ms[0]['trainable_percent']:.2f}", " ".join(sorted({str(m['layer']) for m in ms}))])
-        parts += [f"\n### {backbone} / {dataset}\n",
+        for strategy in _method_order(r.strategy for r, _ in here):
+            for variant in dict.fromkeys(r.variant for r, _ in here if r.strategy == strategy):
+                ms = [m for r, m in here if (r.strategy, r.variant) == (strategy, variant)]
+                body.append([f"{_method_name(strategy)} {variant or '(defaults)'}", str(len(ms)),
+                             _pm([m["test_accuracy"] for m in ms], 100.0), _pm([m["nc1_train"] for m in ms], 1.0, 3),
+                             f"{ms[0]['trainable_percent']:.2f}",
+                             " ".join(sorted({str(m["layer"]) for m in ms if m.get("layer")})) or "–"])
+        parts += [f"\n### {backbone} / {dataset} · {size or 'all'}/class\n",
                   _markdown(["variant", "seeds", "test acc (%)", "NC1 (train)", "% params", "blocks"], body)]
     return "\n".join(parts) + "\n"
 
