@@ -1,9 +1,12 @@
-"""Tables of the peft suite from a bench --out folder: python make_tables.py RUNS_DIR [MEMORY_CSV] > peft_table.md
+"""Tables of the peft suite from bench folders:
+    python make_tables.py [--memory MEMORY_CSV] LABEL=DIR [LABEL=DIR ...] > peft_table.md
 
-One row per (cell, method, rank variant): test accuracy mean ± std over the finished seeds, trainable %,
-tuned block (SCL-FT), seconds per epoch ((run seconds − block selection seconds) / epochs: includes the
-one-off cache pass and the final evaluation) and, if MEMORY_CSV is given, peak RSS of a 1-epoch run.
-Writes peft.csv beside this script.
+DIR is a bench --out folder, or a folder of shard folders (scripts/bench_jobs.sh: DIR/shard_*); LABEL names the
+machine it ran on. A run (cell, method, rank variant, seed) found under several labels counts once, from the first.
+One row per (cell, method, rank variant): test accuracy mean ± std over the finished seeds, where each seed ran,
+trainable %, tuned block (SCL-FT), seconds per epoch of the first label's runs ((run seconds − block selection
+seconds) / epochs: includes the one-off cache pass and the final evaluation) and, with --memory, peak RSS of a
+1-epoch run. Writes peft.csv beside this script.
 """
 
 import csv
@@ -26,46 +29,69 @@ def _variant(run_id: str, strategy: str) -> str:
     return ""
 
 
-def main(runs: Path, memory: Path | None) -> None:
+def _runs(folder: Path) -> list[Path]:
+    return sorted([*folder.glob("experiments/*/metrics.json"), *folder.glob("shard_*/experiments/*/metrics.json")])
+
+
+def main(sources: list[tuple[str, Path]], memory: Path | None) -> None:
     mem = {}
     if memory and memory.is_file():
         mem = {(r["strategy"], r["variant"]): r for r in csv.DictReader(memory.open())}
     groups: dict[tuple, list[dict]] = {}
-    for f in sorted(runs.glob("experiments/*/metrics.json")):
-        m = json.loads(f.read_text())
-        variant = _variant(f.parent.name, m["strategy"])
-        groups.setdefault((m["dataset"], m["train_per_class"], m["strategy"], variant), []).append(m)
+    seen = set()
+    for label, folder in sources:
+        for f in _runs(folder):
+            m = json.loads(f.read_text())
+            if m["strategy"] not in ORDER:  # a shared folder may hold other suites' runs
+                continue
+            variant = _variant(f.parent.name, m["strategy"])
+            key = (m["dataset"], m["train_per_class"], m["strategy"], variant)
+            if (key, m["seed"]) not in seen:
+                seen.add((key, m["seed"]))
+                groups.setdefault(key, []).append({**m, "ran_on": label})
     rows = []
     for (data, n, strategy, variant), ms in sorted(groups.items(), key=lambda kv: (
             kv[0][0], -kv[0][1], ORDER.index(kv[0][2]), int(kv[0][3].split(",")[0][2:] or 8))):
+        ms = sorted(ms, key=lambda m: m["seed"])
         acc = [100 * m["test_accuracy"] for m in ms]
-        sel = [m.get("layer_selection", {}).get("seconds", 0.0) if m.get("layer_selection") else 0.0 for m in ms]
-        spe = [(m["seconds"] - s) / m["epochs"] for m, s in zip(ms, sel)]
+        first = [m for m in ms if m["ran_on"] == sources[0][0]] or ms
+        sel = [m.get("layer_selection", {}).get("seconds", 0.0) if m.get("layer_selection") else 0.0 for m in first]
+        spe = [(m["seconds"] - s) / m["epochs"] for m, s in zip(first, sel)]
+        labels = list(dict.fromkeys(m["ran_on"] for m in ms))
+        ran_on = labels[0] if len(labels) == 1 else "; ".join(
+            f"{lab}: " + ",".join(str(m["seed"]) for m in ms if m["ran_on"] == lab) for lab in labels)
         r = mem.get((strategy, variant), {})
         rows.append({
             "dataset": data, "train_per_class": n, "strategy": strategy, "variant": variant or "default",
-            "seeds": ",".join(str(m["seed"]) for m in sorted(ms, key=lambda m: m["seed"])),
+            "seeds": ",".join(str(m["seed"]) for m in ms), "ran_on": ran_on,
             "accuracy_mean": round(statistics.mean(acc), 2),
             "accuracy_std": round(statistics.stdev(acc), 2) if len(acc) > 1 else "",
             "trainable_percent": round(ms[0]["trainable_percent"], 2),
             "layers": " ".join(sorted({m["layer"] for m in ms if m.get("layer")})),
             "seconds_per_epoch": round(statistics.mean(spe), 2),
-            "selection_seconds": round(statistics.mean(sel), 1),
+            "selection_seconds": round(statistics.mean(sel), 1),  # of the first label's runs
             "peak_rss_mib": r.get("peak_rss_mib", ""),
         })
     with (HERE / "peft.csv").open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
-    print("| data | n/class | method | options | seeds | test acc (%) | trainable % | block | s/epoch | "
+    print("| data | n/class | method | options | seeds | ran on | test acc (%) | trainable % | block | s/epoch | "
           "selection s | peak RSS (MiB) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         acc = f"{r['accuracy_mean']:.2f}" + (f" ± {r['accuracy_std']:.2f}" if r["accuracy_std"] != "" else "")
-        print(f"| {r['dataset']} | {r['train_per_class']} | {r['strategy']} | {r['variant']} | {r['seeds']} | {acc} | "
+        print(f"| {r['dataset']} | {r['train_per_class']} | {r['strategy']} | {r['variant']} | {r['seeds']} | "
+              f"{r['ran_on']} | {acc} | "
               f"{r['trainable_percent']:.2f} | {r['layers'] or '–'} | {r['seconds_per_epoch']} | "
               f"{r['selection_seconds'] or '–'} | {r['peak_rss_mib'] or '–'} |")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]) if len(sys.argv) > 2 else None)
+    args = sys.argv[1:]
+    mem_path = None
+    if args[:1] == ["--memory"]:
+        mem_path, args = Path(args[1]), args[2:]
+    if not args or any("=" not in a for a in args):
+        sys.exit("usage: make_tables.py [--memory MEMORY_CSV] LABEL=DIR [LABEL=DIR ...]")
+    main([(a.split("=", 1)[0], Path(a.split("=", 1)[1])) for a in args], mem_path)
