@@ -49,13 +49,20 @@ def _cells(rows: list[tuple[Run, dict]]) -> list[tuple[str, str]]:
     return list(dict.fromkeys((r.backbone, r.dataset) for r, _ in rows))
 
 
+def _sized_cells(rows: list[tuple[Run, dict]]) -> list[tuple[tuple[str, str, int | None], list[tuple[Run, dict]]]]:
+    """``rows`` grouped by (backbone, dataset, training-set size), in first-seen order."""
+    groups: dict[tuple[str, str, int | None], list[tuple[Run, dict]]] = {}
+    for r, m in rows:
+        groups.setdefault((r.backbone, r.dataset, r.train_per_class), []).append((r, m))
+    return list(groups.items())
+
+
 def table_rows(suite: dict[str, Any], out: Path, runs: list[Run]) -> list[dict[str, Any]]:
     """Tidy rows of the paper table: one per (backbone, dataset, training-set size, strategy), aggregated
     over seeds (never over sizes)."""
     rows = _metrics(out, [r for r in runs if "table" in r.groups and not r.variant])
     result = []
-    for backbone, dataset, size in dict.fromkeys((r.backbone, r.dataset, r.train_per_class) for r, _ in rows):
-        here = [(r, m) for r, m in rows if (r.backbone, r.dataset, r.train_per_class) == (backbone, dataset, size)]
+    for (backbone, dataset, size), here in _sized_cells(rows):
         for strategy in _method_order(r.strategy for r, _ in here):
             ms = [m for r, m in here if r.strategy == strategy]
             acc, nc1 = [m["test_accuracy"] for m in ms], [m["nc1_train"] for m in ms]
@@ -356,8 +363,7 @@ def ablation_report(out: Path, runs: list[Run]) -> str:
     (strategy, variant), aggregated over seeds."""
     rows = _metrics(out, [r for r in runs if "ablation" in r.groups])
     parts = ["Strategy-option variants (mean ± std over seeds)."]
-    for backbone, dataset, size in dict.fromkeys((r.backbone, r.dataset, r.train_per_class) for r, _ in rows):
-        here = [(r, m) for r, m in rows if (r.backbone, r.dataset, r.train_per_class) == (backbone, dataset, size)]
+    for (backbone, dataset, size), here in _sized_cells(rows):
         body = []
         for strategy in _method_order(r.strategy for r, _ in here):
             for variant in dict.fromkeys(r.variant for r, _ in here if r.strategy == strategy):
