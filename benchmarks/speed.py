@@ -52,14 +52,14 @@ from sclft.strategies import get_strategy
 from sclft.train import train as sclft_train
 from sclft import nc
 from sclft.backbones import create_backbone
-from sclft.backbones.efficientnet_lite0 import create_lite0_imagenet
+from sclft.backbones.efficientnet_lite import create_lite_imagenet
 from sclft.cache import build_cache, frozen_cache_key
 from sclft.data import TransformedDataset, build_transforms, load_dataset
 from sclft.io import atomic_write_json, atomic_write_text
 
 MEASURES: dict[str, Callable[[argparse.Namespace], list[dict]]] = {}
 NAIVE_MODELS: dict[str, Callable[[int], torch.nn.Module]] = {
-    "efficientnet_lite0": lambda k: _with_classifier(create_lite0_imagenet(pretrained=True), k),
+    "efficientnet_lite0": lambda k: _with_classifier(create_lite_imagenet("efficientnet_lite0", pretrained=True), k),
     "resnet50": lambda k: timm.create_model("resnet50", pretrained=False, num_classes=k),
 }
 PRETRAINED = {"efficientnet_lite0": True, "resnet50": False}  # real weights offline / random weights
@@ -158,7 +158,7 @@ def measure_probe(args) -> list[dict]:
     name = "efficientnet_lite0"
     backbone = create_backbone(name, pretrained=True)
     x, y = tensors(digits(backbone, args.probe_size, None).train, args.probe_n)
-    plain = create_lite0_imagenet(pretrained=True).eval()
+    plain = create_lite_imagenet("efficientnet_lite0", pretrained=True).eval()
 
     def inference(images=x):
         with torch.no_grad():

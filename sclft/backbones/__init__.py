@@ -1,6 +1,6 @@
 """Backbone registry and adapters (one module per family)."""
 
-from . import efficientnet_lite0, open_clip, timm_cnn, timm_vit  # noqa: F401  (register families)
+from . import efficientnet_lite, open_clip, timm_cnn, timm_vit  # noqa: F401  (register families)
 from ._registry import backbone_entries, create_backbone, list_backbones, register_backbone, spec_from_module
 from .base import Backbone, BackboneSpec, Stage
 
