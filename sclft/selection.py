@@ -200,10 +200,21 @@ def _score_gain_per_param(curve: Curve, shares: dict[str, float]) -> dict[str, f
     return {n: (first - math.log(v)) / shares[n] for n, v in curve}
 
 
+def _score_repeated_min(curve: Curve, shares: dict[str, float]) -> dict[str, float]:
+    """The most collapsed block among those that *repeat* inside their stage: a candidate with an equal-size
+    neighbour (timm EfficientNet / ResNet stages open with a block that changes width or resolution, then
+    repeat an identity-shortcut block; every ViT block repeats). Tuning a repeated block adjusts a residual
+    on top of features the frozen suffix already reads. No repeated candidate: plain ``min``."""
+    names = [n for n, _ in curve]
+    repeated = {n for i, n in enumerate(names)
+                if any(0 <= j < len(names) and math.isclose(shares[names[j]], shares[n]) for j in (i - 1, i + 1))}
+    return {n: -math.log(v) if n in repeated or not repeated else -math.inf for n, v in curve}
+
+
 # pick name -> fn(NC1 curve over the candidates, {block: % params}) -> {block: score}; highest score wins
 PROFILE_PICKS: dict[str, Callable[[Curve, dict[str, float]], dict[str, float]]] = {
     "min": _score_min, "drop": _score_drop, "rise": _score_rise, "half": _score_half,
-    "gain_per_param": _score_gain_per_param}
+    "gain_per_param": _score_gain_per_param, "repeated_min": _score_repeated_min}
 DEFAULT_PROFILE_PICK = "min"
 
 

@@ -35,6 +35,27 @@ def test_profile_pick_functions(pick, expected):
     assert selection.profile_pick(pick, CURVE, SHARES) == expected
 
 
+def test_repeated_min_skips_stage_opening_blocks():
+    # sizes as in a CNN: stage openers (unique size) and repeated blocks; the most collapsed block ("g") opens
+    # a stage, so repeated_min takes the most collapsed repeated one ("f"), where min takes "g"
+    curve = [("a", 40.0), ("b", 30.0), ("c", 20.0), ("d", 12.0), ("e", 9.0), ("f", 8.0), ("g", 7.0)]
+    shares = {"a": 1.0, "b": 1.5, "c": 1.5, "d": 2.0, "e": 3.0, "f": 3.0, "g": 4.0}
+    assert selection.profile_pick("repeated_min", curve, shares) == "f"
+    assert selection.profile_pick("min", curve, shares) == "g"
+    # all blocks of one size (ViT): every block repeats, the pick is min's; no repeated block at all: min too
+    assert selection.profile_pick("repeated_min", CURVE, {n: 2.0 for n, _ in CURVE}) == "d"
+    assert selection.profile_pick("repeated_min", CURVE, SHARES) == "d"
+
+
+def test_repeated_min_on_lite0_sizes_is_the_last_repeated_block_of_stage_4(backbone_factory):
+    b = backbone_factory("efficientnet_lite0")
+    blocks = selection.candidate_blocks(b, {}, max_params=8.0, num_classes=10)
+    shares = {x: selection.block_share(b, x, 10) for x in blocks}
+    curve = [(x, 100.0 / (i + 1)) for i, x in enumerate(blocks)]  # falls with depth, like the measured curves
+    assert selection.profile_pick("repeated_min", curve, shares) == "blocks.4.2"
+    assert selection.profile_pick("min", curve, shares) == "blocks.5.0"
+
+
 def test_rise_on_a_monotone_curve_stays_in_range():
     assert selection.profile_pick("rise", [("a", 3.0), ("b", 2.0), ("c", 1.0)]) == "c"
 
