@@ -23,7 +23,8 @@ def repeated_min(blocks: list[str], nc1: dict[str, float], share: dict[str, floa
 
 
 def main(paths: list[str]) -> None:
-    cells = [c for p in paths for c in json.load(open(p))]
+    cells = [c for p in paths for c in json.load(open(p))
+             if all(b in c["accuracy"] and b in c.get("nc1_profile", {}) for b in c["blocks"])]  # complete cells
     regrets: dict[str, list[float]] = {}
     for c in cells:
         mean = {b: 100 * statistics.mean(v) for b, v in c["accuracy"].items()}
