@@ -54,6 +54,18 @@ def test_repeated_min_on_lite0_sizes_is_the_last_repeated_block_of_stage_4(backb
     curve = [(x, 100.0 / (i + 1)) for i, x in enumerate(blocks)]  # falls with depth, like the measured curves
     assert selection.profile_pick("repeated_min", curve, shares) == "blocks.4.2"
     assert selection.profile_pick("min", curve, shares) == "blocks.5.0"
+    assert selection.FIXED_PICKS["first_repeated"](blocks, shares) == "blocks.4.1"
+
+
+def test_profile_rule_repeated_min_on_a_backbone(backbone_factory, digits):
+    b = backbone_factory("efficientnet_lite0")
+    cands = ["blocks.4.0", "blocks.4.1", "blocks.4.2", "blocks.5.0"]  # 4.1 and 4.2 are the same size
+    cfg = _cfg(layer_rule="profile", max_params=100.0)
+    cfg.extra["selection"].update(candidates=cands, profile_pick="repeated_min")
+    out = selection.select_layer(b, digits, cfg)
+    assert out["pick"] == "repeated_min" and list(out["nc1"]) == cands
+    assert out["layer"] == min(["blocks.4.1", "blocks.4.2"], key=out["nc1"].get)
+    assert {r["block"] for r in out["ranking"][:2]} == {"blocks.4.1", "blocks.4.2"}  # stage openers rank last
 
 
 def test_rise_on_a_monotone_curve_stays_in_range():
@@ -62,9 +74,13 @@ def test_rise_on_a_monotone_curve_stays_in_range():
 
 def test_fixed_picks_are_positions_in_the_candidate_list():
     names = [f"b{i}" for i in range(13)]
-    assert {k: fn(names) for k, fn in selection.FIXED_PICKS.items()} == {"middle": "b6", "two_thirds": "b8",
-                                                                         "last": "b12"}
-    assert selection.FIXED_PICKS["middle"](["x", "y"]) == "x" and selection.FIXED_PICKS["last"](["x"]) == "x"
+    sizes = [1, 1, 2, 3, 3, 3, 4, 5, 5, 6, 6, 6, 7]  # runs b0-b1, b3-b5, b7-b8, b9-b11
+    shares = {n: float(v) for n, v in zip(names, sizes)}
+    assert {k: fn(names, shares) for k, fn in selection.FIXED_PICKS.items()} == {
+        "middle": "b6", "two_thirds": "b8", "last": "b12", "first_repeated": "b9"}
+    assert selection.FIXED_PICKS["middle"](["x", "y"], {}) == "x" and selection.FIXED_PICKS["last"](["x"], {}) == "x"
+    assert selection.FIXED_PICKS["first_repeated"](["x", "y"], {"x": 1.0, "y": 2.0}) == "y"  # no run: the last
+    assert selection.FIXED_PICKS["first_repeated"](["x", "y", "z"], dict.fromkeys("xyz", 1.0)) == "x"  # ViT-like
 
 
 def test_block_share_matches_the_trained_model_and_bounds_the_candidates(backbone_factory):
@@ -149,5 +165,13 @@ def test_probe_rank_prints_the_ranked_candidates(tmp_path, capsys):
     saved = __import__("json").loads((tmp_path / "rank.json").read_text())
     assert [r[1] for r in rows] == [r["block"] for r in saved["ranking"]]
     assert rows[0][1] == saved["layer"] and "within 3% parameters" in text
-    nc1 = [float(r[2]) for r in rows]
-    assert nc1 == sorted(nc1) and "blocks.4.0" not in text.split("other picks")[0]  # 3.5 % > 3 %
+    assert "blocks.4.0" not in text.split("other picks")[0]  # 3.5 % > 3 %
+    # default pick repeated_min: blocks with an equal-size neighbour first, by NC1; stage openers last (-inf)
+    share, order = saved["params_percent"], list(saved["params_percent"])
+    neighbours = [[order[j] for j in (i - 1, i + 1) if 0 <= j < len(order)] for i in range(len(order))]
+    repeated = {b for b, near in zip(order, neighbours) if any(share[n] == share[b] for n in near)}
+    k = sum(r[-1] != "-inf" for r in rows)
+    assert 0 < k < len(rows) and all(r[-1] == "-inf" for r in rows[k:])
+    assert {r[1] for r in rows[:k]} == repeated
+    nc1 = [float(r[2]) for r in rows[:k]]
+    assert nc1 == sorted(nc1)

@@ -214,7 +214,7 @@ def _cell_picks(blocks: list[str], best: str, evidence: dict[str, dict], shares:
     function (recomputed from the stored NC1 curve, so new pick functions score old evidence) and trial."""
     from ..selection import FIXED_PICKS, PROFILE_PICKS, profile_pick
 
-    picks = {"oracle": best, **{f"fixed:{k}": fn(blocks) for k, fn in FIXED_PICKS.items()}}
+    picks = {"oracle": best, **{f"fixed:{k}": fn(blocks, shares) for k, fn in FIXED_PICKS.items()}}
     if "profile" in evidence and all(b in evidence["profile"]["nc1"] for b in blocks):
         curve = [(b, evidence["profile"]["nc1"][b]) for b in blocks]
         picks.update({f"profile:{k}": profile_pick(k, curve, shares) for k in PROFILE_PICKS})
