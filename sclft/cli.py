@@ -346,7 +346,8 @@ def run_rank(args, pick) -> int:
           + f" ({result['seconds']:.1f} s)")
     print(f"{'rank':>4}  {'block':<16}" + "".join(f"{c:>18}" for c in columns))
     for i, row in enumerate(ranking, 1):
-        print(f"{i:>4}  {row['block']:<16}" + "".join(f"{row[c]:>18.4g}" for c in columns))
+        print(f"{i:>4}  {row['block']:<16}" + "".join(f"{row[c]:>18.4g}" if row[c] is not None else f"{'–':>18}"
+                                                     for c in columns))
     if result.get("picks"):
         print("other picks: " + ", ".join(f"{k} {v}" for k, v in result["picks"].items()))
     if args.out:

@@ -114,9 +114,11 @@ def _shares(backbone: Backbone, blocks: Sequence[str], num_classes: int) -> dict
 
 
 def _ranking(scores: dict[str, float], **evidence: dict[str, Any]) -> list[dict[str, Any]]:
-    """Candidates by decreasing score, each with its evidence (``evidence[name][block]``)."""
+    """Candidates by decreasing score, each with its evidence (``evidence[name][block]``); a block the pick
+    excludes (score -inf) ranks last with ``score`` None, so the ranking stays valid JSON."""
     order = sorted(scores, key=lambda b: -scores[b])
-    return [{"block": b, "score": scores[b], **{k: v.get(b) for k, v in evidence.items()}} for b in order]
+    return [{"block": b, "score": scores[b] if math.isfinite(scores[b]) else None,
+             **{k: v.get(b) for k, v in evidence.items()}} for b in order]
 
 
 def select_layer(backbone: Backbone, splits: DatasetSplits, cfg, device="cpu") -> dict[str, Any]:
@@ -226,7 +228,8 @@ def _score_repeated_min(curve: Curve, shares: dict[str, float]) -> dict[str, flo
     """The most collapsed block among those that *repeat* inside their stage: a candidate with an equal-size
     neighbour (timm EfficientNet / ResNet stages open with a block that changes width or resolution, then
     repeat an identity-shortcut block; every ViT block repeats). Tuning a repeated block adjusts a residual
-    on top of features the frozen suffix already reads. No repeated candidate: plain ``min``."""
+    on top of features the frozen suffix already reads. Sizes alone cannot tell the one repeat of a two-block
+    stage (Lite0 blocks.1.1, 2.1) from an opener; it is left out too. No repeated candidate: plain ``min``."""
     repeated = {n for run in _equal_size_runs([n for n, _ in curve], shares) if len(run) > 1 for n in run}
     return {n: -math.log(v) if n in repeated or not repeated else -math.inf for n, v in curve}
 

@@ -166,12 +166,14 @@ def test_probe_rank_prints_the_ranked_candidates(tmp_path, capsys):
     assert [r[1] for r in rows] == [r["block"] for r in saved["ranking"]]
     assert rows[0][1] == saved["layer"] and "within 3% parameters" in text
     assert "blocks.4.0" not in text.split("other picks")[0]  # 3.5 % > 3 %
-    # default pick repeated_min: blocks with an equal-size neighbour first, by NC1; stage openers last (-inf)
+    # default pick repeated_min: blocks with an equal-size neighbour first, by NC1; stage openers last (no score)
     share, order = saved["params_percent"], list(saved["params_percent"])
     neighbours = [[order[j] for j in (i - 1, i + 1) if 0 <= j < len(order)] for i in range(len(order))]
     repeated = {b for b, near in zip(order, neighbours) if any(share[n] == share[b] for n in near)}
-    k = sum(r[-1] != "-inf" for r in rows)
-    assert 0 < k < len(rows) and all(r[-1] == "-inf" for r in rows[k:])
+    k = sum(r[-1] != "–" for r in rows)
+    assert 0 < k < len(rows) and all(r[-1] == "–" for r in rows[k:])
+    assert [r["score"] is None for r in saved["ranking"]] == [False] * k + [True] * (len(rows) - k)
+    assert "Infinity" not in (tmp_path / "rank.json").read_text()
     assert {r[1] for r in rows[:k]} == repeated
     nc1 = [float(r[2]) for r in rows[:k]]
     assert nc1 == sorted(nc1)
