@@ -1,14 +1,20 @@
 """Score every layer rule over the cells of several selection reports (Lite0's and the held-out backbones').
 
-    python benchmarks/results/selection/heldout/score_rules.py --lite0-profiles \
-        benchmarks/results/selection/heldout/lite0_profiles.json \
-        benchmarks/results/selection/selection.json benchmarks/results/selection/heldout/selection.json
+    python benchmarks/results/selection/heldout/score_rules.py --fitted efficientnet_lite0 \
+        --lite0-profiles benchmarks/results/selection/heldout/lite0_profiles.json \
+        --summary benchmarks/results/selection/heldout/summary_all.json \
+        benchmarks/results/selection/selection.json benchmarks/results/selection/heldout/selection.json \
+        benchmarks/results/selection/heldout/digits100/selection.json \
+        benchmarks/results/selection/heldout/fashion100/selection.json
 
 A report's own rule picks are used, except for cells with per-seed profile evidence in ``--lite0-profiles``
 (``lite0_profiles.py``): there every ``fixed`` and ``profile`` pick of the installed sclft is recomputed per
 seed, as ``sclft bench`` would (the committed Lite0 report predates ``repeated_min`` and ``first_repeated``).
 Regret of a rule in a cell = best block's mean accuracy − mean over the seeds of the picked block's mean
-accuracy, in points. Prints per-cell regrets and each rule's mean / max over all cells (markdown).
+accuracy, in points. Spread: the per-seed differences best block − pick (same seed, so same training subset)
+give the regret's std; a regret is *decided* when it exceeds that std, *within spread* otherwise.
+Prints per-cell regrets and each rule's mean / max over all cells, over the cells of the ``--fitted`` backbones
+and over the others (markdown); ``--summary`` writes them as JSON in the layout of ``sclft bench``'s ``summary.json``.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from sclft.selection import FIXED_PICKS, PROFILE_PICKS, profile_pick
 
 
 def recomputed_picks(blocks: list[str], best: str, evidence: list[dict]) -> dict[str, list[str]]:
-    picks: dict[str, list[str]] = {"oracle": [best]}
+    picks: dict[str, list[str]] = {"oracle": [best] * len(evidence)}
     for e in evidence:
         shares = {b: e["params_percent"][b] for b in blocks}
         curve = [(b, e["nc1"][b]) for b in blocks]
@@ -32,37 +38,90 @@ def recomputed_picks(blocks: list[str], best: str, evidence: list[dict]) -> dict
     return picks
 
 
+def cell_label(cell: str) -> str:
+    backbone, data, _, n = cell.split("|")[:4]
+    return f"{backbone.removeprefix('efficientnet_')} {data.split('_')[0]}-{n.removeprefix('n')}"
+
+
+def score_cell(c: dict, evidence: list[dict] | None) -> dict[str, dict]:
+    """Per rule: regret, its paired std over seeds, parameter share and cost of the rule in this cell."""
+    acc = {b: [100 * a for a in v] for b, v in c["accuracy"].items()}
+    mean = {b: statistics.mean(v) for b, v in acc.items()}
+    best = max(mean, key=mean.get)
+    if evidence:
+        picks = recomputed_picks(c["blocks"], best, evidence)
+        probe_seconds = c["rules"]["profile:min"]["seconds"]
+    else:
+        picks = {name: r["picks"] for name, r in c["rules"].items()}
+    out = {}
+    for name, chosen in picks.items():
+        diffs = [acc[best][s] - acc[b][s] for s, b in enumerate(chosen)]
+        regret = statistics.mean(mean[best] - mean[b] for b in chosen)
+        if name in c["rules"]:
+            seconds = c["rules"][name]["seconds"]
+        else:  # a pick the report predates: a profile pick shares the cell's one probe, a fixed pick costs nothing
+            seconds = probe_seconds if name.startswith("profile:") else 0.0
+        out[name] = {"picks": chosen, "regret": regret, "std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0,
+                     "percent": statistics.mean(c["params_percent"][b] for b in chosen), "seconds": seconds,
+                     "cost_percent": 100 * seconds / c["one_run_seconds"]}
+    out["oracle"]["best"] = f"{best}: {mean[best]:.2f} ± {statistics.stdev(acc[best]):.2f}"
+    return out
+
+
+def summarize(scores: dict[str, dict[str, dict]], labels: list[str]) -> dict[str, dict]:
+    rules: dict[str, dict] = {}
+    for name in scores[labels[0]]:
+        rows = [scores[label][name] for label in labels if name in scores[label]]
+        if len(rows) < len(labels):
+            continue
+        rules[name] = {"mean_regret": statistics.mean(r["regret"] for r in rows),
+                       "max_regret": max(r["regret"] for r in rows),
+                       "mean_percent": statistics.mean(r["percent"] for r in rows),
+                       "seconds": statistics.mean(r["seconds"] for r in rows),
+                       "cost_percent": statistics.mean(r["cost_percent"] for r in rows),
+                       "cells_within_spread": sum(r["regret"] <= r["std"] for r in rows), "cells": len(rows)}
+    return rules
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("reports", nargs="+", help="selection.json files")
     parser.add_argument("--lite0-profiles", help="per-seed profile evidence (lite0_profiles.json)")
+    parser.add_argument("--fitted", action="append", default=[],
+                        help="a backbone the rules were designed on (its cells are left out of the held-out summary)")
+    parser.add_argument("--summary", help="write the summaries (all cells, held-out cells) and per-cell scores here")
     args = parser.parse_args()
     evidence: dict[str, list[dict]] = {}
     for e in json.load(open(args.lite0_profiles)) if args.lite0_profiles else []:
         evidence.setdefault(e["cell"], []).append(e)
     cells = [c for p in args.reports for c in json.load(open(p)) if all(b in c["accuracy"] for b in c["blocks"])]
-    regrets: dict[str, list[float]] = {}
-    labels = []
-    for c in cells:
-        mean = {b: 100 * statistics.mean(v) for b, v in c["accuracy"].items()}
-        sd = {b: 100 * statistics.stdev(v) for b, v in c["accuracy"].items()}
-        best = max(mean, key=mean.get)
-        if c["cell"] in evidence:
-            picks = recomputed_picks(c["blocks"], best, evidence[c["cell"]])
-        else:
-            picks = {name: r["picks"] for name, r in c["rules"].items()}
-        backbone, data, _, n = c["cell"].split("|")[:4]
-        labels.append(f"{backbone.removeprefix('efficientnet_')} {data.split('_')[0]}-{n.removeprefix('n')}")
-        print(f"\n{labels[-1]}: best {best} {mean[best]:.2f} ± {sd[best]:.2f}")
-        for name, chosen in picks.items():
-            regret = statistics.mean(mean[best] - mean[b] for b in chosen)
-            regrets.setdefault(name, []).append(regret)
-            print(f"  {name:24s} {' '.join(dict.fromkeys(chosen)):28s} regret {regret:5.2f}")
-    print("\n| rule | mean | max | " + " | ".join(labels) + " |")
-    print("|---" * (len(labels) + 3) + "|")
-    for name, r in regrets.items():
-        cells_text = " | ".join(f"{x:.2f}" for x in r) if len(r) == len(labels) else "–"
-        print(f"| `{name}` | {statistics.mean(r):.2f} | {max(r):.2f} | {cells_text} |")
+    scores = {cell_label(c["cell"]): score_cell(c, evidence.get(c["cell"])) for c in cells}
+    labels = list(scores)
+    held_out = [cell_label(c["cell"]) for c in cells if c["cell"].split("|")[0] not in args.fitted]
+    fitted = [label for label in labels if label not in held_out]
+    for label, rules in scores.items():
+        print(f"\n{label}: best {rules['oracle']['best']}")
+        for name, r in rules.items():
+            print(f"  {name:24s} {' '.join(dict.fromkeys(r['picks'])):28s} regret {r['regret']:5.2f} ± {r['std']:.2f}")
+    summaries = {"all": summarize(scores, labels), "fitted": summarize(scores, fitted) if fitted else {},
+                 "held_out": summarize(scores, held_out) if held_out else {}}
+    print("\nregret in points (± std of the per-seed differences; * = within that spread)")
+    print("\n| rule | mean | max | fitted mean | fitted max | held-out mean | held-out max | " + " | ".join(labels) + " |")
+    print("|---" * (len(labels) + 7) + "|")
+    for name, s in summaries["all"].items():
+        fit, h = summaries["fitted"].get(name, {}), summaries["held_out"].get(name, {})
+        cell_text = " | ".join(f"{scores[label][name]['regret']:.2f}{'*' if scores[label][name]['regret'] <= scores[label][name]['std'] else ''}"
+                               for label in labels)
+        side = " | ".join(f"{x.get(k, float('nan')):.2f}" for x in (s, fit, h) for k in ("mean_regret", "max_regret"))
+        print(f"| `{name}` | {side} | {cell_text} |")
+    if args.summary:
+        cells_out = {label: {name: {k: v for k, v in r.items() if k != "picks"} | {"picks": r["picks"]}
+                             for name, r in rules.items()} for label, rules in scores.items()}
+        with open(args.summary, "w") as f:
+            json.dump({"cells": labels, "fitted_cells": fitted, "held_out_cells": held_out, "rules": summaries["all"],
+                       "fitted_rules": summaries["fitted"], "held_out_rules": summaries["held_out"],
+                       "per_cell": cells_out}, f, indent=1)
+            f.write("\n")
 
 
 if __name__ == "__main__":
