@@ -233,7 +233,8 @@ def _rule_seconds(name: str, evidence: dict[str, dict], run_seconds: dict[str, f
 
 
 def selection_cells_data(suite: dict[str, Any], out: Path | list[Path], runs: list[Run]) -> list[dict[str, Any]]:
-    """Per sweep cell: per-block accuracy over seeds, NC1 evidence, and each rule's picks / regret / cost."""
+    """Per sweep cell: per-block accuracy over seeds, NC1 evidence (``nc1_profile_seeds``: each seed's pretrained
+    curve, so a new pick can be scored per seed later), and each rule's picks / regret / cost."""
     rules = suite.get("groups", {}).get("selection", {}).get("rules", [])
     cells = []
     for key, cell in _selection_cells(suite, runs).items():
@@ -269,14 +270,15 @@ def selection_cells_data(suite: dict[str, Any], out: Path | list[Path], runs: li
                 "params_percent": float(np.mean([share[b] for b in swept])) if swept else None,
                 "seconds": float(np.mean(seconds)),
                 "cost_percent": 100 * float(np.mean(seconds)) / one_run if one_run else float("nan")}
+        profile_seeds = {s: v["evidence"]["profile"]["nc1"] for s, v in per_seed.items() if "profile" in v["evidence"]}
         nc1_profile = {}
-        for v in per_seed.values():
-            for b, x in v["evidence"].get("profile", {}).get("nc1", {}).items():
+        for curve in profile_seeds.values():
+            for b, x in curve.items():
                 nc1_profile.setdefault(b, []).append(x)
         cells.append({"cell": key, "seeds": seeds, "blocks": blocks, "accuracy": acc, "best": best,
                       "params_percent": share, "run_seconds": run_seconds, "one_run_seconds": one_run,
                       "nc1_after": nc1_after, "nc1_profile": {b: float(np.mean(x)) for b, x in nc1_profile.items()},
-                      "rules": scores})
+                      "nc1_profile_seeds": {str(s): c for s, c in profile_seeds.items()}, "rules": scores})
     return cells
 
 

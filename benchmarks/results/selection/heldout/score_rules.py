@@ -7,9 +7,10 @@
         benchmarks/results/selection/heldout/digits100/selection.json \
         benchmarks/results/selection/heldout/fashion100/selection.json
 
-A report's own rule picks are used, except for cells with per-seed profile evidence in ``--lite0-profiles``
-(``lite0_profiles.py``): there every ``fixed`` and ``profile`` pick of the installed sclft is recomputed per
-seed, as ``sclft bench`` would (the committed Lite0 report predates ``repeated_min`` and ``first_repeated``).
+A report's own rule picks are used, except for cells with per-seed profile evidence, in ``--lite0-profiles``
+(``lite0_profiles.py``) or in the report itself (``nc1_profile_seeds``): there every ``fixed`` and ``profile`` pick
+of the installed sclft is recomputed per seed, as ``sclft bench`` would (the committed Lite0 report predates
+``repeated_min`` and ``first_repeated``).
 Regret of a rule in a cell = best block's mean accuracy − mean over the seeds of the picked block's mean
 accuracy, in points. Spread: the per-seed differences best block − pick (same seed, so same training subset)
 give the regret's std; a regret is *decided* when it exceeds that std, *within spread* otherwise.
@@ -23,11 +24,14 @@ import argparse
 import json
 import statistics
 
-from sclft.selection import FIXED_PICKS, PROFILE_PICKS, profile_pick
+from sclft.selection import FIXED_PICKS, PROFILE_PICKS, _equal_size_runs, profile_pick
 
 
-def recomputed_picks(blocks: list[str], best: str, evidence: list[dict]) -> dict[str, list[str]]:
+def recomputed_picks(blocks: list[str], best: str, evidence: list[dict], one_se: float | None = None
+                     ) -> dict[str, list[str]]:
     picks: dict[str, list[str]] = {"oracle": [best] * len(evidence)}
+    if one_se is not None and len(evidence) > 1:
+        picks["lead:one_se"] = [one_se_pick(blocks, evidence, one_se)] * len(evidence)
     for e in evidence:
         shares = {b: e["params_percent"][b] for b in blocks}
         curve = [(b, e["nc1"][b]) for b in blocks]
@@ -38,18 +42,38 @@ def recomputed_picks(blocks: list[str], best: str, evidence: list[dict]) -> dict
     return picks
 
 
+def report_evidence(c: dict) -> list[dict] | None:
+    """The report's own per-seed profile curves (``nc1_profile_seeds``, reports written since 2026-11-29)."""
+    seeds = c.get("nc1_profile_seeds") or {}
+    if len(seeds) != len(c["seeds"]):
+        return None
+    return [{"nc1": seeds[str(s)], "params_percent": c["params_percent"]} for s in c["seeds"]]
+
+
+def one_se_pick(blocks: list[str], evidence: list[dict], k: float) -> str:
+    """``lead:one_se`` (addendum 4, not a library rule: it needs one probe per seed): among the repeated blocks
+    (as ``repeated_min``), the earliest whose mean NC1 over the seeds' probes is at most the lowest mean NC1 plus
+    ``k`` times the across-seed std of NC1 at that lowest block."""
+    shares = evidence[0]["params_percent"]
+    repeated = [n for run in _equal_size_runs(blocks, shares) if len(run) > 1 for n in run] or blocks
+    mean = {b: statistics.mean(e["nc1"][b] for e in evidence) for b in repeated}
+    low = min(repeated, key=mean.get)
+    limit = mean[low] + k * statistics.stdev(e["nc1"][low] for e in evidence)
+    return next(b for b in repeated if mean[b] <= limit)
+
+
 def cell_label(cell: str) -> str:
     backbone, data, _, n = cell.split("|")[:4]
     return f"{backbone.removeprefix('efficientnet_')} {data.split('_')[0]}-{n.removeprefix('n')}"
 
 
-def score_cell(c: dict, evidence: list[dict] | None) -> dict[str, dict]:
+def score_cell(c: dict, evidence: list[dict] | None, one_se: float | None = None) -> dict[str, dict]:
     """Per rule: regret, its paired std over seeds, parameter share and cost of the rule in this cell."""
     acc = {b: [100 * a for a in v] for b, v in c["accuracy"].items()}
     mean = {b: statistics.mean(v) for b, v in acc.items()}
     best = max(mean, key=mean.get)
     if evidence:
-        picks = recomputed_picks(c["blocks"], best, evidence)
+        picks = recomputed_picks(c["blocks"], best, evidence, one_se)
         probe_seconds = c["rules"]["profile:min"]["seconds"]
     else:
         picks = {name: r["picks"] for name, r in c["rules"].items()}
@@ -60,7 +84,7 @@ def score_cell(c: dict, evidence: list[dict] | None) -> dict[str, dict]:
         if name in c["rules"]:
             seconds = c["rules"][name]["seconds"]
         else:  # a pick the report predates: a profile pick shares the cell's one probe, a fixed pick costs nothing
-            seconds = probe_seconds if name.startswith("profile:") else 0.0
+            seconds = {"profile": probe_seconds, "lead": len(chosen) * probe_seconds}.get(name.split(":")[0], 0.0)
         out[name] = {"picks": chosen, "regret": regret, "std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0,
                      "percent": statistics.mean(c["params_percent"][b] for b in chosen), "seconds": seconds,
                      "cost_percent": 100 * seconds / c["one_run_seconds"]}
@@ -70,9 +94,9 @@ def score_cell(c: dict, evidence: list[dict] | None) -> dict[str, dict]:
 
 def summarize(scores: dict[str, dict[str, dict]], labels: list[str]) -> dict[str, dict]:
     rules: dict[str, dict] = {}
-    for name in scores[labels[0]]:
+    for name in dict.fromkeys(n for label in labels for n in scores[label]):  # a lead: over the cells it has
         rows = [scores[label][name] for label in labels if name in scores[label]]
-        if len(rows) < len(labels):
+        if not rows:
             continue
         rules[name] = {"mean_regret": statistics.mean(r["regret"] for r in rows),
                        "max_regret": max(r["regret"] for r in rows),
@@ -83,19 +107,25 @@ def summarize(scores: dict[str, dict[str, dict]], labels: list[str]) -> dict[str
     return rules
 
 
+def _regret_text(r: dict | None) -> str:
+    return "–" if r is None else f"{r['regret']:.2f}{'*' if r['regret'] <= r['std'] else ''}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("reports", nargs="+", help="selection.json files")
     parser.add_argument("--lite0-profiles", help="per-seed profile evidence (lite0_profiles.json)")
     parser.add_argument("--fitted", action="append", default=[],
                         help="a backbone the rules were designed on (its cells are left out of the held-out summary)")
+    parser.add_argument("--one-se", type=float, metavar="K",
+                        help="also score lead:one_se with this K, on the cells with per-seed profile evidence")
     parser.add_argument("--summary", help="write the summaries (all cells, held-out cells) and per-cell scores here")
     args = parser.parse_args()
     evidence: dict[str, list[dict]] = {}
     for e in json.load(open(args.lite0_profiles)) if args.lite0_profiles else []:
         evidence.setdefault(e["cell"], []).append(e)
     cells = [c for p in args.reports for c in json.load(open(p)) if all(b in c["accuracy"] for b in c["blocks"])]
-    scores = {cell_label(c["cell"]): score_cell(c, evidence.get(c["cell"])) for c in cells}
+    scores = {cell_label(c["cell"]): score_cell(c, evidence.get(c["cell"]) or report_evidence(c), args.one_se) for c in cells}
     labels = list(scores)
     held_out = [cell_label(c["cell"]) for c in cells if c["cell"].split("|")[0] not in args.fitted]
     fitted = [label for label in labels if label not in held_out]
@@ -106,14 +136,14 @@ def main() -> None:
     summaries = {"all": summarize(scores, labels), "fitted": summarize(scores, fitted) if fitted else {},
                  "held_out": summarize(scores, held_out) if held_out else {}}
     print("\nregret in points (± std of the per-seed differences; * = within that spread)")
-    print("\n| rule | mean | max | fitted mean | fitted max | held-out mean | held-out max | " + " | ".join(labels) + " |")
-    print("|---" * (len(labels) + 7) + "|")
+    print("\n| rule | cells | mean | max | fitted mean | fitted max | held-out mean | held-out max | "
+          + " | ".join(labels) + " |")
+    print("|---" * (len(labels) + 8) + "|")
     for name, s in summaries["all"].items():
         fit, h = summaries["fitted"].get(name, {}), summaries["held_out"].get(name, {})
-        cell_text = " | ".join(f"{scores[label][name]['regret']:.2f}{'*' if scores[label][name]['regret'] <= scores[label][name]['std'] else ''}"
-                               for label in labels)
+        cell_text = " | ".join(_regret_text(scores[label].get(name)) for label in labels)
         side = " | ".join(f"{x.get(k, float('nan')):.2f}" for x in (s, fit, h) for k in ("mean_regret", "max_regret"))
-        print(f"| `{name}` | {side} | {cell_text} |")
+        print(f"| `{name}` | {s['cells']} | {side} | {cell_text} |")
     if args.summary:
         cells_out = {label: {name: {k: v for k, v in r.items() if k != "picks"} | {"picks": r["picks"]}
                              for name, r in rules.items()} for label, rules in scores.items()}
