@@ -1,14 +1,15 @@
 """Score every layer rule over the cells of several selection reports (Lite0's and the held-out backbones').
 
     python benchmarks/results/selection/heldout/score_rules.py --fitted efficientnet_lite0 \
-        --lite0-profiles benchmarks/results/selection/heldout/lite0_profiles.json \
+        --profiles benchmarks/results/selection/heldout/lite0_profiles.json \
+        --profiles benchmarks/results/selection/heldout/heldout_profiles.json --one-se 1 \
         --summary benchmarks/results/selection/heldout/summary_all.json \
         benchmarks/results/selection/selection.json benchmarks/results/selection/heldout/selection.json \
         benchmarks/results/selection/heldout/digits100/selection.json \
         benchmarks/results/selection/heldout/fashion100/selection.json
 
-A report's own rule picks are used, except for cells with per-seed profile evidence, in ``--lite0-profiles``
-(``lite0_profiles.py``) or in the report itself (``nc1_profile_seeds``): there every ``fixed`` and ``profile`` pick
+A report's own rule picks are used, except for cells with per-seed profile evidence, in ``--profiles``
+(``profiles.py``) or in the report itself (``nc1_profile_seeds``): there every ``fixed`` and ``profile`` pick
 of the installed sclft is recomputed per seed, as ``sclft bench`` would (the committed Lite0 report predates
 ``repeated_min`` and ``first_repeated``).
 Regret of a rule in a cell = best block's mean accuracy − mean over the seeds of the picked block's mean
@@ -114,7 +115,8 @@ def _regret_text(r: dict | None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("reports", nargs="+", help="selection.json files")
-    parser.add_argument("--lite0-profiles", help="per-seed profile evidence (lite0_profiles.json)")
+    parser.add_argument("--profiles", "--lite0-profiles", action="append", default=[],
+                        help="per-seed profile evidence written by profiles.py (repeatable)")
     parser.add_argument("--fitted", action="append", default=[],
                         help="a backbone the rules were designed on (its cells are left out of the held-out summary)")
     parser.add_argument("--one-se", type=float, metavar="K",
@@ -122,8 +124,10 @@ def main() -> None:
     parser.add_argument("--summary", help="write the summaries (all cells, held-out cells) and per-cell scores here")
     args = parser.parse_args()
     evidence: dict[str, list[dict]] = {}
-    for e in json.load(open(args.lite0_profiles)) if args.lite0_profiles else []:
-        evidence.setdefault(e["cell"], []).append(e)
+    for path in args.profiles:
+        for e in json.load(open(path)):
+            evidence.setdefault(e["cell"], []).append(e)
+    evidence = {cell: sorted(es, key=lambda e: e["seed"]) for cell, es in evidence.items()}
     cells = [c for p in args.reports for c in json.load(open(p)) if all(b in c["accuracy"] for b in c["blocks"])]
     scores = {cell_label(c["cell"]): score_cell(c, evidence.get(c["cell"]) or report_evidence(c), args.one_se) for c in cells}
     labels = list(scores)
