@@ -157,6 +157,11 @@ def _equal_size_runs(names: Sequence[str], shares: dict[str, float]) -> list[lis
     return runs
 
 
+def repeated_blocks(names: Sequence[str], shares: dict[str, float]) -> list[str]:
+    """The candidates with an equal-size neighbour (runs of two or more), in network order."""
+    return [n for run in _equal_size_runs(names, shares) if len(run) > 1 for n in run]
+
+
 def _first_repeated(names: Sequence[str], shares: dict[str, float]) -> str:
     """First block of the deepest run of two or more equal-size candidates (a CNN stage's first
     identity-shortcut block after its opener); no such run: the last candidate. Sizes only, no data: on a
@@ -231,7 +236,7 @@ def _score_repeated_min(curve: Curve, shares: dict[str, float]) -> dict[str, flo
     repeat an identity-shortcut block; every ViT block repeats). Tuning a repeated block adjusts a residual
     on top of features the frozen suffix already reads. Sizes alone cannot tell the one repeat of a two-block
     stage (Lite0 blocks.1.1, 2.1) from an opener; it is left out too. No repeated candidate: plain ``min``."""
-    repeated = {n for run in _equal_size_runs([n for n, _ in curve], shares) if len(run) > 1 for n in run}
+    repeated = set(repeated_blocks([n for n, _ in curve], shares))
     return {n: -math.log(v) if n in repeated or not repeated else -math.inf for n, v in curve}
 
 

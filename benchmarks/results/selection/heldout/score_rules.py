@@ -25,7 +25,7 @@ import argparse
 import json
 import statistics
 
-from sclft.selection import FIXED_PICKS, PROFILE_PICKS, _equal_size_runs, profile_pick
+from sclft.selection import FIXED_PICKS, PROFILE_PICKS, profile_pick, repeated_blocks
 
 
 def recomputed_picks(blocks: list[str], best: str, evidence: list[dict], one_se: float | None = None
@@ -56,7 +56,7 @@ def one_se_pick(blocks: list[str], evidence: list[dict], k: float) -> str:
     (as ``repeated_min``), the earliest whose mean NC1 over the seeds' probes is at most the lowest mean NC1 plus
     ``k`` times the across-seed std of NC1 at that lowest block."""
     shares = evidence[0]["params_percent"]
-    repeated = [n for run in _equal_size_runs(blocks, shares) if len(run) > 1 for n in run] or blocks
+    repeated = repeated_blocks(blocks, shares) or blocks
     mean = {b: statistics.mean(e["nc1"][b] for e in evidence) for b in repeated}
     low = min(repeated, key=mean.get)
     limit = mean[low] + k * statistics.stdev(e["nc1"][low] for e in evidence)
