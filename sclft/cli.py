@@ -318,6 +318,8 @@ def _probe_parser(sub) -> None:
     p.add_argument("--pooling", default=None, help="avg | avg2x2 | flatten (conv); cls | mean_tokens | flatten (ViT)")
     p.add_argument("--split", default="train", choices=["train", "test", "val"])
     p.add_argument("--normalize", action="store_true", help="divide NC1 by K (Papyan et al.)")
+    p.add_argument("--jackknife", type=int, default=None, metavar="G",
+                   help="also each layer's standard error of NC1 (nc1_se): a delete-one-group jackknife, G >= 2 groups")
     p.add_argument("--rank", action="store_true",
                    help="rank the candidate blocks of --layer auto (--layer-rule, --max-params) with their evidence "
                         "instead of probing every layer")
@@ -367,6 +369,8 @@ def run_probe(args) -> int:
         return run_rank(args, lambda name: getattr(cfg, name))
     if not args.out:
         raise ValueError("sclft probe needs --out DIR (or --rank)")
+    if args.jackknife is not None and args.jackknife < 2:
+        raise ValueError(f"--jackknife must be a number of groups >= 2, got {args.jackknife}")
     check_out_dir(args.out)
     layers = "all" if args.layers == "all" else [s.strip() for s in args.layers.split(",")]
     splits = load_dataset(cfg.data, cfg.data_dir, train_per_class=cfg.train_per_class, seed=cfg.seed)
@@ -382,7 +386,7 @@ def run_probe(args) -> int:
         raise ValueError(f"{splits.name} has no {args.split!r} split")
     res = probe(backbone, TransformedDataset(split, eval_tf), layers, pooling=args.pooling,
                 num_classes=splits.num_classes, normalize=args.normalize, batch_size=cfg.batch_size,
-                num_workers=cfg.num_workers, progress=cfg.progress)
+                num_workers=cfg.num_workers, progress=cfg.progress, jackknife=args.jackknife or 0)
     out = Path(args.out)
     res.to_csv(out / "probe.csv")
     res.plot(out / "probe.png", title=f"Layer-wise NC1 — {backbone.name} on {splits.name} ({args.split})")

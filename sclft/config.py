@@ -243,6 +243,7 @@ def _check_extra(extra: dict) -> None:
         "candidates": (lambda v: v is None or (isinstance(v, list) and all(isinstance(n, str) for n in v)),
                        "a list of block names"),
         "profile_per_class": (count, "an integer >= 1"),
+        "profile_jackknife": (lambda v: _is_kind(v, int) and v >= 2, "an integer >= 2 (jackknife groups)"),
         "trial_per_class": (lambda v: _is_kind(v, int) and v >= 2, "an integer >= 2"),
         "trial_epochs": (count, "an integer >= 1"),
         "trial_holdout": (lambda v: _is_kind(v, float) and 0 < v < 1, "a number in (0, 1)"),

@@ -15,6 +15,12 @@ functions feed it row chunks of an array; :func:`sclft.probe` feeds it batches s
 network, so flattened conv maps (D in the hundreds of thousands) never exist as an N×D array.
 Accumulation is in float64, in row chunks of at most ``_CHUNK_ROWS`` rows and ``_CHUNK_ELEMENTS``
 values, so float32 inputs with large D are never copied whole.
+
+``jackknife=G`` adds a standard error of NC1 from the same two passes: the samples of each class are dealt
+in turn to G groups (in the order they are fed), NC1 is recomputed with each group left out (its own class
+means, SVD and scatter), and ``nc1_se`` is the delete-one-group jackknife
+``sqrt((G−1)/G · Σ_g (NC1_(−g) − mean_g NC1_(−g))²)`` over the G non-empty groups (fewer than G when every
+class has fewer than G samples). Memory O(G·K·D); pass 2 costs G times the projections.
 """
 
 from __future__ import annotations
@@ -127,12 +133,18 @@ class NCAccumulator:
 
     ``num_classes=None`` grows K with the largest label seen. Features of any shape (B, ...) are
     flattened per sample; batches may live on any device (the statistics follow the first batch's).
-    ``projections=False`` skips the SVD and projections (separation only).
+    ``projections=False`` skips the SVD and projections (separation only). ``jackknife=G`` (≥ 2) also
+    estimates the standard error of NC1 (:meth:`nc1_se`, see the module doc); then pass 2 must feed the
+    samples in the same order as pass 1 (checked).
     """
 
-    def __init__(self, num_classes: int | None = None, projections: bool = True):
+    def __init__(self, num_classes: int | None = None, projections: bool = True, jackknife: int = 0):
         self.k = int(num_classes) if num_classes is not None else 0
         self.projections = projections
+        if jackknife and (int(jackknife) < 2 or not projections):
+            raise ValueError(f"jackknife must be 0 (off) or a number of groups >= 2 with projections, got {jackknife}")
+        self.groups = int(jackknife)
+        self.jk: _Jackknife | None = None
         self.phase = 0  # 0: summing, 1: projecting, 2: done
         self.sums: torch.Tensor | None = None
         self.counts: torch.Tensor | None = None
@@ -179,6 +191,9 @@ class NCAccumulator:
             self.sums.index_add_(0, y[s], h[s].to(self.sums.device, torch.float64))
         self.counts += torch.bincount(y, minlength=self.sums.shape[0])
         self.n += len(y)
+        if self.groups:
+            self.jk = self.jk or _Jackknife(self.groups, h.shape[1], self.sums.device)
+            self.jk.add_sums(h, y, k)
 
     def _add_spread(self, h: torch.Tensor, y: torch.Tensor) -> None:
         means = self.stats.means
@@ -188,6 +203,8 @@ class NCAccumulator:
             self.within += float((centred**2).sum())
             if self.u is not None:
                 self.proj_sq += ((centred @ self.u) ** 2).sum(0)
+        if self.jk is not None:
+            self.jk.add_spread(h, y)
         self.n_second += len(y)
 
     def end_pass(self) -> None:
@@ -204,21 +221,19 @@ class NCAccumulator:
             self.sums = None
             if self.projections:
                 self._decompose()
+            if self.jk is not None:
+                self.jk.end_sums(self.k)
         elif self.phase == 1:
             if self.n_second != self.n:
                 raise ValueError(f"pass 2 saw {self.n_second} samples but pass 1 saw {self.n}; feed the same data")
             self.stats.trace_within = self.within / self.n
+            if self.jk is not None:
+                self.jk.end_spread()
         self.phase += 1
 
     def _decompose(self) -> None:
-        m = self.stats.centred_means.T  # D×K
-        u, s, _ = torch.linalg.svd(m, full_matrices=False)
-        tol = s.max() * max(m.shape) * torch.finfo(torch.float64).eps
-        keep = s > tol
-        if not bool(keep.any()):
-            raise ValueError("all class means coincide: Σ_B is zero and NC1 is undefined")
-        self.u, self.s = u[:, keep].contiguous(), s[keep]
-        self.proj_sq = torch.zeros(self.u.shape[1], dtype=torch.float64, device=m.device)
+        self.u, self.s = _mean_directions(self.stats.centred_means)
+        self.proj_sq = torch.zeros(self.u.shape[1], dtype=torch.float64, device=self.u.device)
 
     def feed(self, batches: Iterable[tuple[ArrayLike, ArrayLike]] | None = None) -> "NCAccumulator":
         """Run the current pass over ``batches`` and close it."""
@@ -241,6 +256,13 @@ class NCAccumulator:
         value = self.k * float((self.proj_sq / self.n / self.s**2).sum())
         return value / self.k if normalize else value
 
+    def nc1_se(self, normalize: bool = False) -> float:
+        """Jackknife standard error of :meth:`nc1` (needs ``jackknife=G``; see the module doc)."""
+        self._done()
+        if self.jk is None:
+            raise RuntimeError("this accumulator was built without jackknife groups (jackknife=G)")
+        return self.jk.se() / (self.k if normalize else 1)
+
     def separation(self) -> float:
         """``tr(Σ_W) / tr(Σ_B)``."""
         stats = self._done()
@@ -250,12 +272,100 @@ class NCAccumulator:
         return stats.trace_within / trace_between
 
 
+def _mean_directions(centred_means: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``U`` (D×r) and ``S`` (r) of the thin SVD of the centred class means (K×D), rank-truncated."""
+    m = centred_means.T  # D×K
+    u, s, _ = torch.linalg.svd(m, full_matrices=False)
+    keep = s > s.max() * max(m.shape) * torch.finfo(torch.float64).eps
+    if not bool(keep.any()):
+        raise ValueError("all class means coincide: Σ_B is zero and NC1 is undefined")
+    return u[:, keep].contiguous(), s[keep]
+
+
+class _Jackknife:
+    """Delete-one-group NC1 replicates for :class:`NCAccumulator` (``jackknife=G``)."""
+
+    def __init__(self, groups: int, dim: int, device):
+        self.g, self.dim, self.device = groups, dim, device
+        self.sums = torch.zeros(groups, 0, dim, dtype=torch.float64, device=device)  # G×K×D class sums per group
+        self.counts = torch.zeros(groups, 0, dtype=torch.long, device=device)
+        self.seen = torch.zeros(0, dtype=torch.long, device=device)  # samples of each class dealt so far
+        self.order_check = torch.zeros(groups, dim, dtype=torch.float64, device=device)
+        self.error: str | None = None
+
+    def _deal(self, y: torch.Tensor, k: int) -> torch.Tensor:
+        """Group of each sample: the i-th sample of class c (in feeding order) goes to group i mod G."""
+        k = max(k, len(self.seen))
+        if k > len(self.seen):
+            self.seen = torch.cat([self.seen, self.seen.new_zeros(k - len(self.seen))])
+        onehot = torch.nn.functional.one_hot(y, k)
+        rank = (onehot.cumsum(0) - 1).gather(1, y[:, None])[:, 0] + self.seen[y]
+        self.seen += onehot.sum(0)
+        return rank % self.g
+
+    def add_sums(self, h: torch.Tensor, y: torch.Tensor, k: int) -> None:
+        k = max(k, self.sums.shape[1])
+        if k > self.sums.shape[1]:
+            grow = k - self.sums.shape[1]
+            self.sums = torch.cat([self.sums, self.sums.new_zeros(self.g, grow, self.dim)], 1)
+            self.counts = torch.cat([self.counts, self.counts.new_zeros(self.g, grow)], 1)
+        group = self._deal(y, k)
+        flat = group * k + y
+        for s in _row_slices(len(y), self.dim):
+            self.sums.view(-1, self.dim).index_add_(0, flat[s], h[s].to(self.device, torch.float64))
+        self.counts.view(-1).index_add_(0, flat, torch.ones_like(flat))
+
+    def end_sums(self, k: int) -> None:
+        """Each replicate's class means and mean directions (all classes must survive every deletion). Groups
+        left empty (every class has fewer than G samples) are no replicates: the jackknife uses the others."""
+        total, counts = self.sums.sum(0), self.counts.sum(0)
+        self.means, self.u, self.s, self.n = [], [], [], []
+        self.order_check.zero_()
+        self.seen.zero_()
+        self.active = [g for g in range(self.g) if int(self.counts[g].sum()) > 0]
+        for g in self.active:
+            c = counts - self.counts[g]
+            if bool((c == 0).any()):
+                self.error = "the jackknife needs at least two samples of every class"
+                return
+            means = (total - self.sums[g]) / c.to(torch.float64).unsqueeze(1)
+            u, s = _mean_directions(means - (total - self.sums[g]).sum(0) / c.sum())
+            self.means.append(means), self.u.append(u), self.s.append(s), self.n.append(int(c.sum()))
+        self.proj = torch.zeros(len(self.active), dtype=torch.float64, device=self.device)
+
+    def add_spread(self, h: torch.Tensor, y: torch.Tensor) -> None:
+        if self.error:
+            return
+        group = self._deal(y, self.sums.shape[1])
+        for s in _row_slices(len(y), self.dim):
+            x = h[s].to(self.device, torch.float64)
+            self.order_check.index_add_(0, group[s], x)
+            for i, g in enumerate(self.active):
+                keep = group[s] != g
+                centred = x[keep] - self.means[i][y[s][keep]]
+                self.proj[i] += (((centred @ self.u[i]) / self.s[i]) ** 2).sum()
+
+    def end_spread(self) -> None:
+        scale = float(self.sums.abs().amax()) if self.sums.numel() else 1.0
+        if not self.error and not torch.allclose(self.order_check, self.sums.sum(1), rtol=1e-9, atol=1e-9 * scale):
+            raise ValueError("with jackknife groups, pass 2 must feed the samples in the same order as pass 1")
+
+    def se(self) -> float:
+        if self.error:
+            raise ValueError(self.error)
+        k = self.sums.shape[1]
+        reps = k * self.proj / torch.tensor(self.n, dtype=torch.float64, device=self.device)
+        g = len(reps)
+        return float(((g - 1) / g * ((reps - reps.mean()) ** 2).sum()).sqrt())
+
+
 def accumulate(
-    features: ArrayLike, labels: ArrayLike, num_classes: int | None = None, projections: bool = True
+    features: ArrayLike, labels: ArrayLike, num_classes: int | None = None, projections: bool = True,
+    jackknife: int = 0,
 ) -> NCAccumulator:
     """Both passes of an :class:`NCAccumulator` over in-memory features (row chunks)."""
     h, y, k = _check_inputs(features, labels, num_classes)
-    acc = NCAccumulator(k, projections=projections)
+    acc = NCAccumulator(k, projections=projections, jackknife=jackknife)
     for _ in range(2):
         acc.feed((h[s], y[s]) for s in _row_slices(len(y), h.shape[1]))
     return acc

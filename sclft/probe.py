@@ -60,16 +60,23 @@ class ProbeResult:
     def nc1(self) -> dict[str, float]:
         return {r["layer"]: r["nc1"] for r in self.rows}
 
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """:data:`CSV_FIELDS`, plus ``nc1_se`` when the probe estimated it (``jackknife=G``)."""
+        return CSV_FIELDS + (("nc1_se",) if self.rows and "nc1_se" in self.rows[0] else ())
+
     def to_csv(self, path: str | Path) -> Path:
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+        writer = csv.DictWriter(buf, fieldnames=self.fields, lineterminator="\n")
         writer.writeheader()
-        writer.writerows({k: r[k] for k in CSV_FIELDS} for r in self.rows)
+        writer.writerows({k: r[k] for k in self.fields} for r in self.rows)
         return atomic_write_text(path, buf.getvalue())
 
     def table(self) -> str:
-        lines = [f"{'layer':<28}{'NC1':>14}{'separation':>14}{'dim':>8}"]
-        lines += [f"{r['layer']:<28}{r['nc1']:>14.4g}{r['separation']:>14.4g}{r['dim']:>8d}" for r in self.rows]
+        se = "nc1_se" in self.fields
+        lines = [f"{'layer':<28}{'NC1':>14}" + (f"{'± SE':>12}" if se else "") + f"{'separation':>14}{'dim':>8}"]
+        lines += [f"{r['layer']:<28}{r['nc1']:>14.4g}" + (f"{r['nc1_se']:>12.3g}" if se else "")
+                  + f"{r['separation']:>14.4g}{r['dim']:>8d}" for r in self.rows]
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -168,9 +175,10 @@ def _batches(loader: Iterable, extract: _Extractor, names: Sequence[str], device
         yield {n: out[n].float().cpu() for n in names}, torch.as_tensor(y).cpu()
 
 
-def _plan(dims: dict[str, int], n: int, k: int, batch_size: int, budget: int, one_pass: bool
+def _plan(dims: dict[str, int], n: int, k: int, batch_size: int, budget: int, one_pass: bool, jackknife: int = 0
           ) -> list[tuple[list[str], bool]]:
-    """Groups of layers, each with ``in_memory``: a group costs one pass in memory, two streamed."""
+    """Groups of layers, each with ``in_memory``: a group costs one pass in memory, two streamed
+    (``jackknife=G`` streamed: G more sets of means and directions per layer)."""
     names = list(dims)
     if not one_pass:
         return [([name], 4 * n * dims[name] <= budget) for name in names]
@@ -179,7 +187,7 @@ def _plan(dims: dict[str, int], n: int, k: int, batch_size: int, budget: int, on
     groups: list[tuple[list[str], bool]] = []
     used = budget + 1
     for name in names:
-        cost = (16 * k + 4 * batch_size) * dims[name]  # float64 means and U (K×D each), one float32 batch
+        cost = (16 * k * (1 + jackknife) + 4 * batch_size) * dims[name]  # float64 means and U (K×D each), a batch
         if used + cost > budget:
             groups.append(([], False))
             used = 0
@@ -188,8 +196,8 @@ def _plan(dims: dict[str, int], n: int, k: int, batch_size: int, budget: int, on
     return groups
 
 
-def _layer_stats(batches: Callable[[], Iterable], names: Sequence[str], k: int | None, in_memory: bool
-                 ) -> tuple[dict[str, nc.NCAccumulator], torch.Tensor, int]:
+def _layer_stats(batches: Callable[[], Iterable], names: Sequence[str], k: int | None, in_memory: bool,
+                 jackknife: int = 0) -> tuple[dict[str, nc.NCAccumulator], torch.Tensor, int]:
     """NC accumulators for ``names``: one data pass in memory, else two streamed passes."""
     if in_memory:
         feats: dict[str, list[torch.Tensor]] = {name: [] for name in names}
@@ -199,8 +207,8 @@ def _layer_stats(batches: Callable[[], Iterable], names: Sequence[str], k: int |
                 feats[name].append(out[name])
             labels.append(y)
         y = torch.cat(labels)
-        return {name: nc.accumulate(torch.cat(feats[name]), y, k) for name in names}, y, 1
-    accs = {name: nc.NCAccumulator(k) for name in names}
+        return {name: nc.accumulate(torch.cat(feats[name]), y, k, jackknife=jackknife) for name in names}, y, 1
+    accs = {name: nc.NCAccumulator(k, jackknife=jackknife) for name in names}
     labels = []
     for _ in range(2):
         for out, y in batches():
@@ -210,6 +218,14 @@ def _layer_stats(batches: Callable[[], Iterable], names: Sequence[str], k: int |
         for acc in accs.values():
             acc.end_pass()
     return accs, torch.cat(labels[: len(labels) // 2]), 2
+
+
+def _standard_error(acc: nc.NCAccumulator, normalize: bool) -> float:
+    """The jackknife SE of NC1; NaN when a class has a single sample (no group can be left out)."""
+    try:
+        return acc.nc1_se(normalize)
+    except ValueError:
+        return float("nan")
 
 
 def probe(
@@ -227,6 +243,7 @@ def probe(
     progress: bool = True,
     one_pass: bool = True,
     memory_budget: int | None = None,
+    jackknife: int = 0,
 ) -> ProbeResult:
     """NC1 and separation of every block's pooled features (and the penultimate feature) on ``data``.
 
@@ -235,6 +252,8 @@ def probe(
     ``one_pass=False`` recomputes the prefix for each layer (for comparison; same results).
     ``memory_budget`` (bytes; default a quarter of the free memory) decides between holding the
     pooled features (one pass) and streaming them (two passes per group of layers); see the module doc.
+    ``jackknife=G`` (≥ 2) adds each layer's ``nc1_se``: the delete-one-group jackknife standard error of NC1
+    from the same samples (:class:`sclft.nc.NCAccumulator`; a DataLoader must give the same order twice).
     """
     model = model_or_backbone
     if not isinstance(model, (TransferModel, Backbone)):
@@ -248,17 +267,18 @@ def probe(
     model.eval().to(device)
     with torch.no_grad():
         dims = {n: int(h[0].numel()) for n, h in extract(_first_image(loader).to(device), names).items()}
-        plan = _plan(dims, _num_samples(loader), num_classes or DEFAULT_K_ESTIMATE, batch_size, budget, one_pass)
+        plan = _plan(dims, _num_samples(loader), num_classes or DEFAULT_K_ESTIMATE, batch_size, budget, one_pass,
+                     jackknife)
         stats: dict[str, nc.NCAccumulator] = {}
         passes = 0
         for group, in_memory in plan:
             def batches(group=group):
                 return _batches(loader, extract, group, device, progress, f"probe {group[0]}..{group[-1]}")
 
-            accs, y, used = _layer_stats(batches, group, num_classes, in_memory)
+            accs, y, used = _layer_stats(batches, group, num_classes, in_memory, jackknife)
             stats.update(accs)
             passes += used
     k = next(iter(stats.values())).k
-    rows = [{"layer": n, "nc1": stats[n].nc1(normalize), "separation": stats[n].separation(), "dim": dims[n]}
-            for n in names]
+    rows = [{"layer": n, "nc1": stats[n].nc1(normalize), "separation": stats[n].separation(), "dim": dims[n],
+             **({"nc1_se": _standard_error(stats[n], normalize)} if jackknife else {})} for n in names]
     return ProbeResult(rows=rows, backbone=backbone.name, num_samples=int(len(y)), num_classes=k, passes=passes)

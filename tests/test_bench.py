@@ -112,7 +112,8 @@ def test_selection_report_scores_every_rule_against_the_sweep(smoke):
     assert rules["profile:min"]["seconds"] == pytest.approx(profile["seconds"])
     (cell,) = json.loads((out / "selection.json").read_text())
     assert cell["blocks"] == candidates and cell["seeds"] == [0]
-    assert cell["nc1_profile_seeds"] == {"0": profile["nc1"]}
+    assert cell["nc1_profile_seeds"] == {"0": profile["nc1"]} and cell["nc1_se_profile_seeds"] == {"0": profile["nc1_se"]}
+    assert cell["rules"]["profile:one_se"]["picks"] == [profile["picks"]["one_se"]]  # rescored from the stored SEs
     assert rules["fixed:last"]["mean_percent"] == pytest.approx(cell["params_percent"][candidates[1]])
     md = (out / "selection.md").read_text()
     assert all(c in md for c in candidates) and "**best**" in md and "Summary over cells" in md

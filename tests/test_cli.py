@@ -32,9 +32,12 @@ def test_train_probe_eval_end_to_end(tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(out), "--no-progress"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["accuracy"] == pytest.approx(metrics["test_accuracy"])
-    assert main(["probe", *TINY[:7], "--no-progress", "--out", str(tmp_path / "p")]) == 0
+    assert main(["probe", *TINY[:7], "--no-progress", "--jackknife", "3", "--out", str(tmp_path / "p")]) == 0
     rows = list(csv.DictReader(open(tmp_path / "p" / "probe.csv")))
     assert rows[0]["layer"] == "stem" and rows[-1]["layer"] == "penultimate"
+    assert all(float(r["nc1_se"]) >= 0 for r in rows) and "± SE" in capsys.readouterr().out
+    assert main(["probe", *TINY[:7], "--jackknife", "1", "--out", str(tmp_path / "q")]) == 2
+    assert "--jackknife must be a number of groups >= 2, got 1" in capsys.readouterr().err
     assert (tmp_path / "p" / "probe.png").stat().st_size > 1000
 
 

@@ -83,3 +83,51 @@ def test_nc2_simplex_etf_is_zero():
     y = np.repeat(np.arange(k), 3)
     assert nc.nc2_equinorm(etf[y], y) == pytest.approx(0.0, abs=1e-12)
     assert nc.nc2_equiangular(etf[y], y) == pytest.approx(0.0, abs=1e-12)
+
+
+def reference_jackknife_se(h, y, k, groups):
+    """Delete-one-group jackknife by brute force: the i-th sample of each class sits in group i mod G; NC1 of
+    the rest by the explicit pinv definition for each left-out group."""
+    group = np.zeros(len(y), dtype=int)
+    seen = np.zeros(k, dtype=int)
+    for i, c in enumerate(y):
+        group[i], seen[c] = seen[c] % groups, seen[c] + 1
+    used = sorted(set(group))  # a group no sample was dealt to is no replicate
+    reps = np.array([reference_nc1(h[group != g], y[group != g], k) for g in used])
+    return float(np.sqrt((len(used) - 1) / len(used) * ((reps - reps.mean()) ** 2).sum()))
+
+
+@pytest.mark.parametrize("n,d,k,groups", [(83, 7, 4, 5), (120, 40, 6, 10), (41, 300, 3, 4), (24, 6, 6, 10)])
+def test_jackknife_se_matches_brute_force(n, d, k, groups, monkeypatch):
+    rng = np.random.default_rng(n + d)
+    y = np.concatenate([np.arange(k), np.arange(k), rng.integers(0, k, n - 2 * k)])  # unbalanced, >= 2 a class
+    h = rng.normal(size=(n, d)) + 2.0 * rng.normal(size=(k, d))[y]
+    ref = reference_jackknife_se(h, y, k, groups)
+    acc = nc.accumulate(h, y, k, jackknife=groups)
+    assert acc.nc1_se() == pytest.approx(ref, rel=1e-7) and ref > 0
+    assert acc.nc1_se(normalize=True) == pytest.approx(ref / k, rel=1e-7)
+    assert acc.nc1() == pytest.approx(reference_nc1(h, y, k), rel=1e-9)  # the estimate itself is unchanged
+    monkeypatch.setattr(nc, "_CHUNK_ROWS", 7)  # streamed in small batches, classes interleaved across them
+    streamed = nc.NCAccumulator(k, jackknife=groups)
+    for _ in range(2):
+        streamed.feed((h[i:i + 9], y[i:i + 9]) for i in range(0, n, 9))
+    assert streamed.nc1_se() == pytest.approx(ref, rel=1e-7)
+
+
+def test_jackknife_checks_order_samples_and_arguments():
+    rng = np.random.default_rng(1)
+    y = np.arange(60) % 3
+    h = rng.normal(size=(60, 5)) + y[:, None]
+    acc = nc.NCAccumulator(3, jackknife=4).feed([(h, y)])
+    with pytest.raises(ValueError, match="same order"):
+        acc.feed([(h[::-1].copy(), y[::-1].copy())])
+    single = np.concatenate([y, [2]]), np.concatenate([h, h[:1]])
+    lonely = np.concatenate([y[y != 2], [2]]), np.concatenate([h[y != 2], h[:1]])  # class 2 has one sample
+    assert nc.accumulate(single[1], single[0], jackknife=4).nc1_se() > 0
+    with pytest.raises(ValueError, match="two samples of every class"):
+        nc.accumulate(lonely[1], lonely[0], jackknife=4).nc1_se()
+    with pytest.raises(RuntimeError, match="without jackknife"):
+        nc.accumulate(h, y).nc1_se()
+    for bad in (1, -2):
+        with pytest.raises(ValueError, match="jackknife"):
+            nc.NCAccumulator(3, jackknife=bad)

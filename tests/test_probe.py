@@ -1,4 +1,5 @@
 import csv
+import math
 
 import numpy as np
 import pytest
@@ -64,3 +65,26 @@ def test_probe_leaves_no_inference_tensors(backbone_factory, simulated_device_mo
     x, y = _digits(40, 16)
     sclft.probe(b, (x, y), layers=["layer2.0"], progress=False, device="cpu")
     assert not any(t.is_inference() for t in [*b.parameters(), *b.buffers()])
+
+
+def test_probe_jackknife_standard_errors_in_memory_and_streamed(tmp_path, backbone_factory):
+    b = backbone_factory("resnet18")
+    x, y = _digits(80, 16)
+    layers = ["layer2.1", "layer3.0"]
+    res = sclft.probe(b, (x, y), layers=layers, batch_size=32, progress=False, jackknife=5)
+    tight = sclft.probe(b, (x, y), layers=layers, batch_size=32, progress=False, jackknife=5, memory_budget=1)
+    assert tight.passes == 2 * len(layers) + 2 and res.passes == 1  # streamed: two passes per layer group
+    b.eval()
+    with torch.no_grad():
+        for layer in layers:
+            h = b.forward_block(b.forward_prefix(x, layer), layer).mean(dim=(2, 3))
+            se = nc.accumulate(h, y, jackknife=5).nc1_se()
+            assert res[layer]["nc1_se"] == pytest.approx(se, rel=1e-5) and se > 0
+            assert tight[layer]["nc1_se"] == pytest.approx(se, rel=1e-5)
+    res.to_csv(tmp_path / "probe.csv")
+    rows = list(csv.DictReader(open(tmp_path / "probe.csv")))
+    assert float(rows[0]["nc1_se"]) == pytest.approx(res.rows[0]["nc1_se"])
+    assert "± SE" in res.table() and "nc1_se" not in sclft.probe(b, (x, y), layers=layers, progress=False).rows[0]
+    one = torch.cat([torch.nonzero(y != 9).flatten(), torch.nonzero(y == 9).flatten()[:1]])  # class 9: one sample
+    assert math.isnan(sclft.probe(b, (x[one], y[one]), layers=layers[:1], progress=False, jackknife=5)
+                      ["layer2.1"]["nc1_se"])

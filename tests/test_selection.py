@@ -68,6 +68,20 @@ def test_profile_rule_repeated_min_on_a_backbone(backbone_factory, digits):
     assert {r["block"] for r in out["ranking"][:2]} == {"blocks.4.1", "blocks.4.2"}  # stage openers rank last
 
 
+def test_one_se_takes_the_earliest_repeated_block_within_one_standard_error():
+    curve = [("a", 40.0), ("b", 30.0), ("c", 10.5), ("d", 10.4), ("e", 10.0), ("f", 9.0), ("g", 7.0)]
+    shares = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 3.0, "e": 3.0, "f": 3.0, "g": 4.0}  # repeated: c-f; min among them f
+    se = dict.fromkeys("abcdefg", 0.1)
+    pick = lambda err: selection.profile_pick("one_se", curve, shares, err)  # noqa: E731
+    assert pick({**se, "f": 1.45}) == "d"  # 9 + 1.45 = 10.45 admits d (10.4) and e, not c (10.5)
+    assert pick({**se, "f": 1.5}) == "c" and pick({**se, "f": 1.2}) == "e" and pick(se) == "f"
+    assert pick({**se, "f": math.nan}) == selection.profile_pick("repeated_min", curve, shares) == "f"
+    assert pick({**se, "g": 100.0, "a": 100.0}) == "f"  # only the lowest repeated block's SE counts; g opens a stage
+    assert pick(None) is None  # evidence without standard errors (reports from before they existed)
+    ranked = selection._ranking(selection.PROFILE_PICKS["one_se"](curve, shares, {**se, "f": 1.2}))
+    assert [r["block"] for r in ranked] == ["e", "f", "c", "d", "a", "b", "g"]  # admitted, then the rest, openers last
+
+
 def test_rise_on_a_monotone_curve_stays_in_range():
     assert selection.profile_pick("rise", [("a", 3.0), ("b", 2.0), ("c", 1.0)]) == "c"
 
@@ -106,6 +120,7 @@ def test_profile_rule_returns_a_candidate_and_its_evidence(backbone_factory, dig
     assert set(out["picks"]) == set(selection.PROFILE_PICKS) and set(out["picks"].values()) <= set(CANDIDATES)
     assert out["layer"] == out["picks"][selection.DEFAULT_PROFILE_PICK] == min(out["nc1"], key=out["nc1"].get)
     assert out["samples"] == 40 and out["seconds"] >= 0
+    assert list(out["nc1_se"]) == CANDIDATES and all(v > 0 for v in out["nc1_se"].values())  # 4 per class: 4 groups
     ranked = [r["block"] for r in out["ranking"]]
     assert ranked == sorted(CANDIDATES, key=out["nc1"].get) and out["ranking"][0]["nc1"] == min(out["nc1"].values())
 

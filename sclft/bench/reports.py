@@ -217,7 +217,9 @@ def _cell_picks(blocks: list[str], best: str, evidence: dict[str, dict], shares:
     picks = {"oracle": best, **{f"fixed:{k}": fn(blocks, shares) for k, fn in FIXED_PICKS.items()}}
     if "profile" in evidence and all(b in evidence["profile"]["nc1"] for b in blocks):
         curve = [(b, evidence["profile"]["nc1"][b]) for b in blocks]
-        picks.update({f"profile:{k}": profile_pick(k, curve, shares) for k in PROFILE_PICKS})
+        se = evidence["profile"].get("nc1_se")  # None in evidence from before the jackknife: no `one_se` pick
+        chosen = {f"profile:{k}": profile_pick(k, curve, shares, se) for k in PROFILE_PICKS}
+        picks.update({k: v for k, v in chosen.items() if v is not None})
     if "trial" in evidence:
         picks["trial"] = evidence["trial"]["layer"]
         acc = evidence["trial"]["heldout_accuracy"]
@@ -234,7 +236,8 @@ def _rule_seconds(name: str, evidence: dict[str, dict], run_seconds: dict[str, f
 
 def selection_cells_data(suite: dict[str, Any], out: Path | list[Path], runs: list[Run]) -> list[dict[str, Any]]:
     """Per sweep cell: per-block accuracy over seeds, NC1 evidence (``nc1_profile_seeds``: each seed's pretrained
-    curve, so a new pick can be scored per seed later), and each rule's picks / regret / cost."""
+    curve, ``nc1_se_profile_seeds`` its jackknife standard errors, so a new pick can be scored per seed later), and
+    each rule's picks / regret / cost."""
     rules = suite.get("groups", {}).get("selection", {}).get("rules", [])
     cells = []
     for key, cell in _selection_cells(suite, runs).items():
@@ -271,6 +274,8 @@ def selection_cells_data(suite: dict[str, Any], out: Path | list[Path], runs: li
                 "seconds": float(np.mean(seconds)),
                 "cost_percent": 100 * float(np.mean(seconds)) / one_run if one_run else float("nan")}
         profile_seeds = {s: v["evidence"]["profile"]["nc1"] for s, v in per_seed.items() if "profile" in v["evidence"]}
+        se_seeds = {s: v["evidence"]["profile"]["nc1_se"] for s, v in per_seed.items()
+                    if "nc1_se" in v["evidence"].get("profile", {})}
         nc1_profile = {}
         for curve in profile_seeds.values():
             for b, x in curve.items():
@@ -278,7 +283,8 @@ def selection_cells_data(suite: dict[str, Any], out: Path | list[Path], runs: li
         cells.append({"cell": key, "seeds": seeds, "blocks": blocks, "accuracy": acc, "best": best,
                       "params_percent": share, "run_seconds": run_seconds, "one_run_seconds": one_run,
                       "nc1_after": nc1_after, "nc1_profile": {b: float(np.mean(x)) for b, x in nc1_profile.items()},
-                      "nc1_profile_seeds": {str(s): c for s, c in profile_seeds.items()}, "rules": scores})
+                      "nc1_profile_seeds": {str(s): c for s, c in profile_seeds.items()},
+                      "nc1_se_profile_seeds": {str(s): c for s, c in se_seeds.items()}, "rules": scores})
     return cells
 
 

@@ -39,16 +39,17 @@ def recomputed_picks(blocks: list[str], best: str, evidence: list[dict], one_se:
         for name, fn in FIXED_PICKS.items():
             picks.setdefault(f"fixed:{name}", []).append(fn(blocks, shares))
         for name in PROFILE_PICKS:
-            picks.setdefault(f"profile:{name}", []).append(profile_pick(name, curve, shares))
-    return picks
+            picks.setdefault(f"profile:{name}", []).append(profile_pick(name, curve, shares, e.get("nc1_se")))
+    return {name: chosen for name, chosen in picks.items() if None not in chosen}  # one_se needs every seed's SEs
 
 
 def report_evidence(c: dict) -> list[dict] | None:
     """The report's own per-seed profile curves (``nc1_profile_seeds``, reports written since 2026-11-29)."""
-    seeds = c.get("nc1_profile_seeds") or {}
+    seeds, errors = c.get("nc1_profile_seeds") or {}, c.get("nc1_se_profile_seeds") or {}
     if len(seeds) != len(c["seeds"]):
         return None
-    return [{"nc1": seeds[str(s)], "params_percent": c["params_percent"]} for s in c["seeds"]]
+    return [{"nc1": seeds[str(s)], "nc1_se": errors.get(str(s)), "params_percent": c["params_percent"]}
+            for s in c["seeds"]]
 
 
 def one_se_pick(blocks: list[str], evidence: list[dict], k: float) -> str:
