@@ -1,6 +1,7 @@
 """Speed of sclft's fast paths, as ratios against the naive timm + plain-PyTorch way, measured side by side.
 
-1. ``probe``: all-layer NC1 probe ÷ one plain inference pass over the same images (goal ≤ 1.15).
+1. ``probe``: all-layer NC1 probe ÷ one plain inference pass over the same images (goal ≤ 1.15); the probe
+   with the jackknife standard errors of the ``profile`` rule ÷ without.
 2. ``layer_ft``: naive (full forward every step, frozen parameters ``requires_grad=False``) ÷ ours
    (cached frozen prefix, tail only), seconds per epoch after the first (goal ≥ 3×).
 3. ``linear_probe``: 10 epochs end to end, naive ÷ ``sclft.train.train`` (goal ≥ 8×).
@@ -165,12 +166,13 @@ def measure_probe(args) -> list[dict]:
             for i in range(0, len(images), 64):
                 plain(images[i : i + 64])
 
-    def probe(images=x, labels=y, one_pass=True):
+    def probe(images=x, labels=y, one_pass=True, jackknife=0):
         return sclft.probe(backbone, (images, labels), batch_size=64, num_classes=10, progress=False,
-                           one_pass=one_pass)
+                           one_pass=one_pass, jackknife=jackknife)
 
     passes = probe().passes
     naive_t, ours_t = side_by_side(inference, probe, args.probe_repeats)
+    plain_probe_t, jackknife_t = side_by_side(probe, lambda: probe(jackknife=10), args.probe_repeats)
     few = len(x) // 4  # the per-layer way costs a pass per block: compared on a quarter of the images
     plain_few, per_layer_t = side_by_side(lambda: inference(x[:few]), lambda: probe(x[:few], y[:few], False),
                                           1, warmup=False)
@@ -183,6 +185,9 @@ def measure_probe(args) -> list[dict]:
         {**row("probe", f"per-layer probe (prefix recomputed per layer, one_pass=False) ÷ plain pass — {what}, "
                f"N={few}", plain_few, per_layer_t, "s"), "ratio": per_layer_t / plain_few,
          "ratio_is": "per-layer ÷ plain"},
+        {**row("probe", f"all-layer probe with jackknife standard errors (jackknife=10, as the `profile` rule) ÷ "
+               f"without — {what}, N={len(x)}", plain_probe_t, jackknife_t, "s"),
+         "ratio": jackknife_t / plain_probe_t, "ratio_is": "jackknife ÷ without"},
     ]
 
 
@@ -466,9 +471,9 @@ def markdown(report: dict) -> str:
         f"load average at start {', '.join(f'{x:.1f}' for x in report['hardware']['load_average_at_start'])} "
         "(the machine was shared; each ratio is measured side by side, median of repeats)  ",
         f"Wall time: {report['seconds']:.0f} s", "",
-        *([f"Rows of {', '.join(report['earlier']['measures'])}: from the earlier run `{report['earlier']['command']}` "
-           f"({report['earlier']['date']}, load and hardware as recorded then); the rest from the command above.", ""]
-          if report.get("earlier") else []),
+        *[f"Rows of {', '.join(run['measures'])}: from the earlier run `{run['command']}` ({run['date']}, load and "
+          "hardware as recorded then)." for run in report.get("earlier_runs", [])],
+        *(["The rest from the command above.", ""] if report.get("earlier_runs") else []),
         "| # | measurement | naive | ours | unit | ratio | goal | met |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -504,14 +509,23 @@ def main(argv: list[str] | None = None) -> dict:
     report = {"command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
               "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "hardware": hardware(),
               "quick": args.quick, "seconds": time.time() - start, "rows": rows}
+    for r in rows:
+        r["run"] = {"command": report["command"], "date": report["date"]}
     out = Path(args.out)
     if args.only and (out / "speed.json").is_file():  # keep the rows of the measurements not rerun
         earlier = json.loads((out / "speed.json").read_text())
         kept = [r for r in earlier["rows"] if r["measure"] not in args.only]
+        for r in kept:  # rows written before rows carried their run: from the report's run or its one earlier run
+            older = earlier.get("earlier") or {}
+            r.setdefault("run", {k: (older if r["measure"] in older.get("measures", ()) else earlier)[k]
+                                 for k in ("command", "date")})
         if kept:
             report["rows"] = kept + rows
-            report["earlier"] = {k: earlier.get(k) for k in ("command", "date", "seconds")}
-            report["earlier"]["measures"] = sorted({r["measure"] for r in kept})
+            runs: dict[tuple[str, str], list[str]] = {}
+            for r in kept:
+                measures = runs.setdefault((r["run"]["command"], r["run"]["date"]), [])
+                measures += [r["measure"]] if r["measure"] not in measures else []
+            report["earlier_runs"] = [{"command": c, "date": d, "measures": sorted(m)} for (c, d), m in runs.items()]
     atomic_write_json(out / "speed.json", report)
     atomic_write_text(out / "README.md", markdown(report))
     print(markdown(report))
