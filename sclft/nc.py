@@ -222,7 +222,7 @@ class NCAccumulator:
             if self.projections:
                 self._decompose()
             if self.jk is not None:
-                self.jk.end_sums(self.k)
+                self.jk.end_sums()
         elif self.phase == 1:
             if self.n_second != self.n:
                 raise ValueError(f"pass 2 saw {self.n_second} samples but pass 1 saw {self.n}; feed the same data")
@@ -315,7 +315,7 @@ class _Jackknife:
             self.sums.view(-1, self.dim).index_add_(0, flat[s], h[s].to(self.device, torch.float64))
         self.counts.view(-1).index_add_(0, flat, torch.ones_like(flat))
 
-    def end_sums(self, k: int) -> None:
+    def end_sums(self) -> None:
         """Each replicate's class means and mean directions (all classes must survive every deletion). Groups
         left empty (every class has fewer than G samples) are no replicates: the jackknife uses the others."""
         total, counts = self.sums.sum(0), self.counts.sum(0)
@@ -330,7 +330,10 @@ class _Jackknife:
                 return
             means = (total - self.sums[g]) / c.to(torch.float64).unsqueeze(1)
             u, s = _mean_directions(means - (total - self.sums[g]).sum(0) / c.sum())
-            self.means.append(means), self.u.append(u), self.s.append(s), self.n.append(int(c.sum()))
+            self.means.append(means)
+            self.u.append(u)
+            self.s.append(s)
+            self.n.append(int(c.sum()))
         self.proj = torch.zeros(len(self.active), dtype=torch.float64, device=self.device)
 
     def add_spread(self, h: torch.Tensor, y: torch.Tensor) -> None:

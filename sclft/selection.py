@@ -251,14 +251,15 @@ def _score_one_se(curve: Curve, shares: dict[str, float], se: Errors = None) -> 
     """Among the repeated blocks (as ``repeated_min``), the earliest whose NC1 is at most the lowest NC1 plus
     :data:`ONE_SE_K` standard errors of NC1 at that lowest block: the one-standard-error rule of model selection,
     the earliest block not measurably less collapsed than the most collapsed one. ``se``: the probe's jackknife
-    SE per block (a NaN SE counts as 0, giving ``repeated_min``'s pick); without it, no pick (``{}``)."""
+    SE per block (an unknown SE, None or NaN, counts as 0, giving ``repeated_min``'s pick); without ``se``, no pick
+    (``{}``)."""
     if se is None:
         return {}
     names, nc1 = [n for n, _ in curve], dict(curve)
     repeated = set(repeated_blocks(names, shares)) or set(names)
     low = min((n for n in names if n in repeated), key=nc1.get)
-    slack = se.get(low, math.nan)
-    limit = nc1[low] + ONE_SE_K * (slack if math.isfinite(slack) else 0.0)
+    slack = se.get(low)
+    limit = nc1[low] + ONE_SE_K * (slack if slack is not None and math.isfinite(slack) else 0.0)
     return {n: (-i if nc1[n] <= limit else -len(names) - i) if n in repeated else -math.inf
             for i, n in enumerate(names)}
 
@@ -293,7 +294,7 @@ def profile_rule(backbone: Backbone, splits: DatasetSplits, cfg, device="cpu") -
     res = probe(backbone, data, blocks, batch_size=max(cfg.batch_size, 64), device=str(device),
                 progress=cfg.progress, num_classes=splits.num_classes, jackknife=opts["profile_jackknife"])
     curve = [(name, res[name]["nc1"]) for name in blocks]
-    se = {name: res[name]["nc1_se"] for name in blocks}
+    se = {name: res[name]["nc1_se"] if math.isfinite(res[name]["nc1_se"]) else None for name in blocks}  # JSON-safe
     shares = _shares(backbone, blocks, splits.num_classes)
     picks = {name: profile_pick(name, curve, shares, se) for name in PROFILE_PICKS}
     return {"layer": picks[pick], "rule": "profile", "pick": pick, "picks": picks, "nc1": dict(curve), "nc1_se": se,

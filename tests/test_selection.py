@@ -75,7 +75,8 @@ def test_one_se_takes_the_earliest_repeated_block_within_one_standard_error():
     pick = lambda err: selection.profile_pick("one_se", curve, shares, err)  # noqa: E731
     assert pick({**se, "f": 1.45}) == "d"  # 9 + 1.45 = 10.45 admits d (10.4) and e, not c (10.5)
     assert pick({**se, "f": 1.5}) == "c" and pick({**se, "f": 1.2}) == "e" and pick(se) == "f"
-    assert pick({**se, "f": math.nan}) == selection.profile_pick("repeated_min", curve, shares) == "f"
+    assert pick({**se, "f": math.nan}) == pick({**se, "f": None}) == selection.profile_pick("repeated_min", curve,
+                                                                                           shares) == "f"
     assert pick({**se, "g": 100.0, "a": 100.0}) == "f"  # only the lowest repeated block's SE counts; g opens a stage
     assert pick(None) is None  # evidence without standard errors (reports from before they existed)
     ranked = selection._ranking(selection.PROFILE_PICKS["one_se"](curve, shares, {**se, "f": 1.2}))
