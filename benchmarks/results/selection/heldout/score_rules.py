@@ -66,7 +66,8 @@ def one_se_pick(blocks: list[str], evidence: list[dict], k: float) -> str:
 
 def cell_label(cell: str) -> str:
     backbone, data, _, n = cell.split("|")[:4]
-    return f"{backbone.removeprefix('efficientnet_')} {data.split('_')[0]}-{n.removeprefix('n')}"
+    data = data.rstrip("/").rsplit("/", 1)[-1].split("_")[0]  # imagefolder:/path/mnist5k -> mnist5k
+    return f"{backbone.removeprefix('efficientnet_')} {data}-{n.removeprefix('n')}"
 
 
 def score_cell(c: dict, evidence: list[dict] | None, one_se: float | None = None) -> dict[str, dict]:
@@ -119,7 +120,8 @@ def main() -> None:
     parser.add_argument("--profiles", "--lite0-profiles", action="append", default=[],
                         help="per-seed profile evidence written by profiles.py (repeatable)")
     parser.add_argument("--fitted", action="append", default=[],
-                        help="a backbone the rules were designed on (its cells are left out of the held-out summary)")
+                        help="a backbone (or BACKBONE|DATASET) the rules were designed on: its cells are left out "
+                             "of the held-out summary")
     parser.add_argument("--one-se", type=float, metavar="K",
                         help="also score lead:one_se with this K, on the cells with per-seed profile evidence")
     parser.add_argument("--summary", help="write the summaries (all cells, held-out cells) and per-cell scores here")
@@ -132,7 +134,8 @@ def main() -> None:
     cells = [c for p in args.reports for c in json.load(open(p)) if all(b in c["accuracy"] for b in c["blocks"])]
     scores = {cell_label(c["cell"]): score_cell(c, evidence.get(c["cell"]) or report_evidence(c), args.one_se) for c in cells}
     labels = list(scores)
-    held_out = [cell_label(c["cell"]) for c in cells if c["cell"].split("|")[0] not in args.fitted]
+    fitted_cell = lambda key: any(key.split("|")[0] == f or key.startswith(f + "|") for f in args.fitted)  # noqa: E731
+    held_out = [cell_label(c["cell"]) for c in cells if not fitted_cell(c["cell"])]
     fitted = [label for label in labels if label not in held_out]
     for label, rules in scores.items():
         print(f"\n{label}: best {rules['oracle']['best']}")
