@@ -187,24 +187,28 @@ class NCAccumulator:
             self.sums = torch.cat([self.sums, self.sums.new_zeros(grow, self.sums.shape[1])])
             self.counts = torch.cat([self.counts, self.counts.new_zeros(grow)])
         y = y.to(self.sums.device)
-        for s in _row_slices(len(y), h.shape[1]):
-            self.sums.index_add_(0, y[s], h[s].to(self.sums.device, torch.float64))
-        self.counts += torch.bincount(y, minlength=self.sums.shape[0])
-        self.n += len(y)
         if self.groups:
             self.jk = self.jk or _Jackknife(self.groups, h.shape[1], self.sums.device)
-            self.jk.add_sums(h, y, k)
+            self.jk.grow(k)
+        for s in _row_slices(len(y), h.shape[1]):
+            x = h[s].to(self.sums.device, torch.float64)
+            self.sums.index_add_(0, y[s], x)
+            if self.jk is not None:
+                self.jk.add_sums(x, y[s])
+        self.counts += torch.bincount(y, minlength=self.sums.shape[0])
+        self.n += len(y)
 
     def _add_spread(self, h: torch.Tensor, y: torch.Tensor) -> None:
         means = self.stats.means
         y = y.to(means.device)
         for s in _row_slices(len(y), h.shape[1]):
-            centred = h[s].to(means.device, torch.float64) - means[y[s]]
+            x = h[s].to(means.device, torch.float64)
+            centred = x - means[y[s]]
             self.within += float((centred**2).sum())
             if self.u is not None:
                 self.proj_sq += ((centred @ self.u) ** 2).sum(0)
-        if self.jk is not None:
-            self.jk.add_spread(h, y)
+            if self.jk is not None:
+                self.jk.add_spread(x, y[s])
         self.n_second += len(y)
 
     def end_pass(self) -> None:
@@ -283,7 +287,8 @@ def _mean_directions(centred_means: torch.Tensor) -> tuple[torch.Tensor, torch.T
 
 
 class _Jackknife:
-    """Delete-one-group NC1 replicates for :class:`NCAccumulator` (``jackknife=G``)."""
+    """Delete-one-group NC1 replicates for :class:`NCAccumulator` (``jackknife=G``); it feeds the float64 row
+    chunks it has already made, in order."""
 
     def __init__(self, groups: int, dim: int, device):
         self.g, self.dim, self.device = groups, dim, device
@@ -293,26 +298,24 @@ class _Jackknife:
         self.order_check = torch.zeros(groups, dim, dtype=torch.float64, device=device)
         self.error: str | None = None
 
-    def _deal(self, y: torch.Tensor, k: int) -> torch.Tensor:
+    def grow(self, k: int) -> None:
+        """Room for classes ``0..k-1`` (K grows with the largest label seen)."""
+        more = k - self.sums.shape[1]
+        if more > 0:
+            self.sums = torch.cat([self.sums, self.sums.new_zeros(self.g, more, self.dim)], 1)
+            self.counts = torch.cat([self.counts, self.counts.new_zeros(self.g, more)], 1)
+            self.seen = torch.cat([self.seen, self.seen.new_zeros(more)])
+
+    def _deal(self, y: torch.Tensor) -> torch.Tensor:
         """Group of each sample: the i-th sample of class c (in feeding order) goes to group i mod G."""
-        k = max(k, len(self.seen))
-        if k > len(self.seen):
-            self.seen = torch.cat([self.seen, self.seen.new_zeros(k - len(self.seen))])
-        onehot = torch.nn.functional.one_hot(y, k)
+        onehot = torch.nn.functional.one_hot(y, len(self.seen))
         rank = (onehot.cumsum(0) - 1).gather(1, y[:, None])[:, 0] + self.seen[y]
         self.seen += onehot.sum(0)
         return rank % self.g
 
-    def add_sums(self, h: torch.Tensor, y: torch.Tensor, k: int) -> None:
-        k = max(k, self.sums.shape[1])
-        if k > self.sums.shape[1]:
-            grow = k - self.sums.shape[1]
-            self.sums = torch.cat([self.sums, self.sums.new_zeros(self.g, grow, self.dim)], 1)
-            self.counts = torch.cat([self.counts, self.counts.new_zeros(self.g, grow)], 1)
-        group = self._deal(y, k)
-        flat = group * k + y
-        for s in _row_slices(len(y), self.dim):
-            self.sums.view(-1, self.dim).index_add_(0, flat[s], h[s].to(self.device, torch.float64))
+    def add_sums(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        flat = self._deal(y) * self.sums.shape[1] + y
+        self.sums.view(-1, self.dim).index_add_(0, flat, x)
         self.counts.view(-1).index_add_(0, flat, torch.ones_like(flat))
 
     def end_sums(self) -> None:
@@ -336,17 +339,14 @@ class _Jackknife:
             self.n.append(int(c.sum()))
         self.proj = torch.zeros(len(self.active), dtype=torch.float64, device=self.device)
 
-    def add_spread(self, h: torch.Tensor, y: torch.Tensor) -> None:
+    def add_spread(self, x: torch.Tensor, y: torch.Tensor) -> None:
         if self.error:
             return
-        group = self._deal(y, self.sums.shape[1])
-        for s in _row_slices(len(y), self.dim):
-            x = h[s].to(self.device, torch.float64)
-            self.order_check.index_add_(0, group[s], x)
-            for i, g in enumerate(self.active):
-                keep = group[s] != g
-                centred = x[keep] - self.means[i][y[s][keep]]
-                self.proj[i] += (((centred @ self.u[i]) / self.s[i]) ** 2).sum()
+        group = self._deal(y)
+        self.order_check.index_add_(0, group, x)
+        for i, g in enumerate(self.active):  # every sample's term in every replicate but its own group's
+            terms = (((x - self.means[i][y]) @ self.u[i]) / self.s[i]) ** 2
+            self.proj[i] += terms.sum(1)[group != g].sum()
 
     def end_spread(self) -> None:
         scale = float(self.sums.abs().amax()) if self.sums.numel() else 1.0
