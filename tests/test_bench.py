@@ -295,3 +295,69 @@ def test_dry_run_of_a_suite_given_as_a_path_outside_the_package(tmp_path):
     lines = []
     assert bench.dry_run(bench.load_suite(str(mine)), tmp_path / "out", say=lines.append) > 0
     assert "my_suite.yaml" in lines[-1]
+
+
+def _stored_cell(with_curves: bool = True) -> dict:
+    """A selection.json cell as an older sclft wrote it: no repeated_min / first_repeated / one_se rows, a pick
+    this version no longer has, a trial row. Blocks a (1 %), b, c (2 % each: a repeated stage), d (3 %)."""
+    cell = {"cell": "net|data|scl_ft|n20|" + ("" if with_curves else "x"), "seeds": [0, 1],
+            "blocks": ["a", "b", "c", "d"], "best": "c",
+            "accuracy": {"a": [0.70, 0.72], "b": [0.80, 0.78], "c": [0.85, 0.83], "d": [0.81, 0.79]},
+            "params_percent": {"a": 1.0, "b": 2.0, "c": 2.0, "d": 3.0},
+            "run_seconds": {"a": 10.0, "b": 10.0, "c": 10.0, "d": 10.0}, "one_run_seconds": 10.0,
+            "nc1_after": {"a": 4.0, "b": 3.0, "c": 2.0, "d": 2.5}, "nc1_profile": {"a": 9.0, "b": 5.5, "c": 5.0, "d": 4.0},
+            "rules": {"oracle": {"picks": ["c", "c"], "regret": 0.0, "params_percent": 2.0, "seconds": 40.0,
+                                 "cost_percent": 400.0},
+                      "profile:min": {"picks": ["d", "d"], "regret": 4.0, "params_percent": 3.0, "seconds": 0.5,
+                                      "cost_percent": 5.0},
+                      "profile:retired": {"picks": ["a", "a"], "regret": 13.0, "params_percent": 1.0, "seconds": 0.5,
+                                          "cost_percent": 5.0},
+                      "trial": {"picks": ["b", "b"], "regret": 5.0, "params_percent": 2.0, "seconds": 30.0,
+                                "cost_percent": 300.0}}}
+    if with_curves:  # seed 0: b within one SE of c (5.4 <= 5.0 + 0.5); seed 1: not (5.6 > 5.0 + 0.5)
+        cell["nc1_profile_seeds"] = {"0": {"a": 9.0, "b": 5.4, "c": 5.0, "d": 4.0},
+                                     "1": {"a": 9.0, "b": 5.6, "c": 5.0, "d": 4.0}}
+        cell["nc1_se_profile_seeds"] = {"0": {"a": 1.0, "b": 0.5, "c": 0.5, "d": 0.5},
+                                        "1": {"a": 1.0, "b": 0.5, "c": 0.5, "d": 0.5}}
+    return cell
+
+
+def test_report_rescores_an_earlier_selection_json_with_the_current_rules(tmp_path):
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps([_stored_cell(), _stored_cell(with_curves=False)]))
+    out = tmp_path / "report"
+    written = bench.build_reports(bench.load_suite("smoke"), out, [old])
+    assert out / "summary.json" in written and (out / "selection.png").exists()
+    new, unchanged = json.loads((out / "selection.json").read_text())
+    assert unchanged == _stored_cell(with_curves=False)  # no per-seed curves: nothing can be recomputed
+    rules = new["rules"]
+    # mean accuracy (points): a 71, b 79, c 84, d 80; regret = 84 - the mean over the seeds' picks
+    expected = {"oracle": (["c", "c"], 0.0), "profile:min": (["d", "d"], 4.0),
+                "profile:repeated_min": (["c", "c"], 0.0),          # lowest NC1 among b, c
+                "profile:one_se": (["b", "c"], (5.0 + 0.0) / 2),   # seed 0 within one SE, seed 1 not
+                "fixed:first_repeated": (["b", "b"], 5.0), "fixed:last": (["d", "d"], 4.0),
+                "trial": (["b", "b"], 5.0)}                          # carried over: its evidence is not stored
+    for name, (picks, regret) in expected.items():
+        assert rules[name]["picks"] == picks, name
+        assert rules[name]["regret"] == pytest.approx(regret, abs=1e-9), name
+    assert "profile:retired" not in rules  # a pick this version does not have is not kept as if it were current
+    assert rules["profile:one_se"]["params_percent"] == 2.0 and rules["profile:repeated_min"]["seconds"] == 0.5
+    assert rules["profile:one_se"]["cost_percent"] == pytest.approx(5.0)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["suite"] == "smoke" and summary["rules"]["profile:one_se"]["cells"] == 1
+    assert summary["rules"]["profile:min"]["cells"] == 2
+    assert "| profile:repeated_min (`--layer auto`) | 0.00 |" in (out / "selection.md").read_text()
+
+
+def test_report_sources_must_exist_and_a_json_must_be_a_selection_report(tmp_path, capsys):
+    from sclft import cli
+
+    args = ["bench", "--suite", "smoke", "--out", str(tmp_path / "out"), "--report"]
+    assert cli.main([*args, str(tmp_path / "nope")]) == 2
+    assert "no such bench folder or selection.json" in capsys.readouterr().err
+    bad = tmp_path / "summary.json"
+    bad.write_text(json.dumps({"suite": "x", "rules": {}}))
+    assert cli.main([*args, str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "not a selection.json" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

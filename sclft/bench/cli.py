@@ -47,9 +47,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--out", required=True, help="output directory (experiments/, table.md, plots …)")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and their estimated cost; run nothing")
     parser.add_argument("--report-only", action="store_true", help="rebuild the reports from finished runs")
-    parser.add_argument("--report", nargs="*", metavar="DIR", default=None,
+    parser.add_argument("--report", nargs="*", metavar="DIR|JSON", default=None,
                         help="rebuild the reports in --out from the finished runs in --out and in each DIR "
-                             "(e.g. the --out folders of the shards); trains nothing")
+                             "(e.g. the --out folders of the shards), plus the cells of each earlier "
+                             "selection.json given, rescored with this version's layer rules; trains nothing")
     parser.add_argument("--shard", metavar="I/N", default=None,
                         help="run only every N-th run starting at the I-th (1-based; deterministic), and the same "
                              "share of the selection rules: one job of an N-job array")

@@ -234,6 +234,25 @@ def _rule_seconds(name: str, evidence: dict[str, dict], run_seconds: dict[str, f
     return 0.0 if rule == "fixed" else float(evidence.get(rule, {}).get("seconds", float("nan")))
 
 
+def _score_rules(per_seed: list[dict[str, Any]], best: str, mean: dict[str, float], share: dict[str, float],
+                 run_seconds: dict[str, float]) -> dict[str, dict[str, Any]]:
+    """Per rule over the seeds of one cell (``per_seed``: each seed's ``evidence`` and ``picks``): its picks,
+    regret (points), mean parameter share of the picks, seconds and cost as % of one sweep run."""
+    one_run = float(np.mean(list(run_seconds.values())))
+    scores = {}
+    for name in dict.fromkeys(n for v in per_seed for n in v["picks"]):
+        chosen = [v["picks"][name] for v in per_seed if name in v["picks"]]
+        seconds = [_rule_seconds(name, v["evidence"], run_seconds) for v in per_seed if name in v["picks"]]
+        swept = [b for b in chosen if b in mean]
+        scores[name] = {
+            "picks": chosen,
+            "regret": 100 * (mean[best] - float(np.mean([mean[b] for b in swept]))) if swept else None,
+            "params_percent": float(np.mean([share[b] for b in swept])) if swept else None,
+            "seconds": float(np.mean(seconds)),
+            "cost_percent": 100 * float(np.mean(seconds)) / one_run if one_run else float("nan")}
+    return scores
+
+
 def selection_cells_data(suite: dict[str, Any], out: Path | list[Path], runs: list[Run]) -> list[dict[str, Any]]:
     """Per sweep cell: per-block accuracy over seeds, NC1 evidence (``nc1_profile_seeds``: each seed's pretrained
     curve, ``nc1_se_profile_seeds`` its jackknife standard errors, so a new pick can be scored per seed later), and
@@ -260,19 +279,8 @@ def selection_cells_data(suite: dict[str, Any], out: Path | list[Path], runs: li
                 if path is not None:
                     evidence[rule] = json.loads(path.read_text())
             per_seed[seed] = {"evidence": evidence, "picks": _cell_picks(blocks, best, evidence, share)}
-        names = list(dict.fromkeys(n for v in per_seed.values() for n in v["picks"]))
+        scores = _score_rules(list(per_seed.values()), best, mean, share, run_seconds)
         one_run = float(np.mean(list(run_seconds.values())))
-        scores = {}
-        for name in names:
-            chosen = [v["picks"][name] for v in per_seed.values() if name in v["picks"]]
-            seconds = [_rule_seconds(name, v["evidence"], run_seconds) for v in per_seed.values() if name in v["picks"]]
-            swept = [b for b in chosen if b in mean]
-            scores[name] = {
-                "picks": chosen,
-                "regret": 100 * (mean[best] - float(np.mean([mean[b] for b in swept]))) if swept else None,
-                "params_percent": float(np.mean([share[b] for b in swept])) if swept else None,
-                "seconds": float(np.mean(seconds)),
-                "cost_percent": 100 * float(np.mean(seconds)) / one_run if one_run else float("nan")}
         profile_seeds = {s: v["evidence"]["profile"]["nc1"] for s, v in per_seed.items() if "profile" in v["evidence"]}
         se_seeds = {s: v["evidence"]["profile"]["nc1_se"] for s, v in per_seed.items()
                     if "nc1_se" in v["evidence"].get("profile", {})}
@@ -286,6 +294,30 @@ def selection_cells_data(suite: dict[str, Any], out: Path | list[Path], runs: li
                       "nc1_profile_seeds": {str(s): c for s, c in profile_seeds.items()},
                       "nc1_se_profile_seeds": {str(s): c for s, c in se_seeds.items()}, "rules": scores})
     return cells
+
+
+def rescore_selection(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Cells of an earlier ``selection.json`` scored with this version's rules: in a cell that kept every seed's
+    pretrained curve (``nc1_profile_seeds``), each ``fixed:*`` and ``profile:*`` pick is recomputed per seed,
+    so picks added since the sweep score it without a rerun; ``trial`` entries (whose evidence the report does
+    not keep) are carried over. Cells without per-seed curves are returned unchanged."""
+    out = []
+    for c in cells:
+        curves, errors = c.get("nc1_profile_seeds") or {}, c.get("nc1_se_profile_seeds") or {}
+        if sorted(curves) != sorted(map(str, c["seeds"])):
+            out.append(c)
+            continue
+        mean = {b: float(np.mean(v)) for b, v in c["accuracy"].items()}
+        probe = next((r["seconds"] for n, r in c["rules"].items() if n.startswith("profile:")), float("nan"))
+        per_seed = []
+        for s in map(str, c["seeds"]):
+            evidence = {"profile": {"nc1": curves[s], "nc1_se": errors.get(s), "seconds": probe}}
+            per_seed.append({"evidence": evidence, "picks": _cell_picks(c["blocks"], c["best"], evidence,
+                                                                        c["params_percent"])})
+        scores = _score_rules(per_seed, c["best"], mean, c["params_percent"], c["run_seconds"])
+        kept = {n: r for n, r in c["rules"].items() if n not in scores and n.split(":")[0] not in ("fixed", "profile")}
+        out.append({**c, "rules": {**scores, **kept}})
+    return out
 
 
 def summarize_rules(cells: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -333,7 +365,10 @@ def selection_report(cells: list[dict[str, Any]]) -> str:
                   "accuracy): " + ", ".join(corr) + "."]
     summary = summarize_rules(cells)
     if summary:
-        body = [[n, f"{v['mean_regret']:.2f}", f"{v['max_regret']:.2f}", f"{v['mean_percent']:.2f}",
+        from ..selection import DEFAULT_PROFILE_PICK, DEFAULT_RULE
+
+        auto = f"{DEFAULT_RULE}:{DEFAULT_PROFILE_PICK}"
+        body = [[n + (" (`--layer auto`)" if n == auto else ""), f"{v['mean_regret']:.2f}", f"{v['max_regret']:.2f}", f"{v['mean_percent']:.2f}",
                  f"{v['seconds']:.1f}", f"{v['cost_percent']:.1f}", str(v["cells"])] for n, v in summary.items()]
         parts += ["\n## Summary over cells\n", _markdown(["rule", "mean regret", "max regret", "mean % params",
                                                            "cost (s)", "cost (% of a run)", "cells"], body)]
@@ -385,11 +420,30 @@ def ablation_report(out: Path, runs: list[Run]) -> str:
     return "\n".join(parts) + "\n"
 
 
+def _stored_cells(path: Path) -> list[dict[str, Any]]:
+    keys = {"cell", "seeds", "blocks", "accuracy", "best", "params_percent", "run_seconds", "rules"}
+    try:
+        cells = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"--report {path}: not a selection.json ({e})") from None
+    if not isinstance(cells, list) or not all(isinstance(c, dict) and keys <= set(c) for c in cells):
+        raise ValueError(f"--report {path}: not a selection.json (the list of selection cells `sclft bench` "
+                         f"writes, each with {', '.join(sorted(keys))}); a bench folder is passed as a folder")
+    return cells
+
+
 def build_reports(suite: dict[str, Any], out: str | Path, sources: Iterable[str | Path] = ()) -> list[Path]:
     """(Re)build every report in ``out`` from the finished runs under ``out`` and ``sources`` (other bench
-    folders, e.g. the shards of a job array; the first folder holding a run wins); returns the written paths."""
+    folders, e.g. the shards of a job array; the first folder holding a run wins); returns the written paths.
+    A ``selection.json`` among ``sources`` adds its cells (those not found among the runs), rescored with
+    this version's rules (:func:`rescore_selection`)."""
     out = Path(out)
-    roots = [out, *(Path(p) for p in sources)]
+    sources = [Path(p) for p in sources]
+    missing = [str(p) for p in sources if not p.exists()]
+    if missing:
+        raise ValueError(f"--report: no such bench folder or selection.json: {', '.join(missing)}")
+    stored = [c for p in sources if p.is_file() for c in _stored_cells(p)]  # earlier selection.json files
+    roots = [out, *(p for p in sources if not p.is_file())]
     runs = expand_suite(suite)
     written: list[Path] = []
     rows = table_rows(suite, roots, runs)
@@ -403,6 +457,8 @@ def build_reports(suite: dict[str, Any], out: str | Path, sources: Iterable[str 
         written += [p for p in [plot_data_size(sizes, out / "data_size.png"),
                                 atomic_write_text(out / "data_size.md", render_data_size(sizes))] if p]
     cells = selection_cells_data(suite, roots, runs)
+    done = {c["cell"] for c in cells}
+    cells += [c for c in rescore_selection(stored) if c["cell"] not in done]
     if cells:
         written += [atomic_write_text(out / "selection.md", "# Layer selection\n\n" + selection_report(cells)),
                     atomic_write_json(out / "selection.json", cells),
