@@ -53,7 +53,7 @@ status=0
 for s in "${suites[@]}"; do
   d="$out/$(name "$s")"
   if ! ls -d "$d"/shard_* >/dev/null 2>&1; then echo "== $(name "$s"): not reached"; status=1; continue; fi
-  "$sclft" bench --suite "$s" --out "$d/merged" --report "$d"/shard_* >"$d/merged.log" 2>&1 || status=1
+  "$sclft" bench --suite "$s" --out "$d/merged" --report "$d"/shard_*/ >"$d/merged.log" 2>&1 || status=1
   echo "== $(name "$s"): $(ls "$d"/shard_*/experiments/*/metrics.json 2>/dev/null | wc -l) finished runs; report: $d/merged"
 done
 exit $status
