@@ -6,12 +6,13 @@ counted as a parameter); it is used once to build zero-shot / text-initialised h
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 from functools import partial
 from pathlib import Path
 from typing import Sequence
 
-import open_clip
 import torch
 from torch import nn
 
@@ -24,11 +25,17 @@ DEFAULT_TEMPLATES = ("a photo of a {}.",)
 DEFAULT_TAG = "openai"
 
 
+def _open_clip():
+    """open_clip, imported on first use: it takes about a second and brings transformers along, and a run on
+    any other backbone never needs it."""
+    return importlib.import_module("open_clip")
+
+
 def uses_quick_gelu(arch: str, tag: str | None) -> bool:
     """Whether the weights of ``arch``/``tag`` were trained with QuickGELU (open_clip's pretrained cfg;
     ``-quickgelu`` architectures set it in their model config). open_clip 3.x only *warns* when a
     model is built with plain GELU for such weights, so it is forced here. No tag: the default tag's."""
-    cfg = open_clip.get_pretrained_cfg(arch, tag or DEFAULT_TAG) or {}
+    cfg = _open_clip().get_pretrained_cfg(arch, tag or DEFAULT_TAG) or {}
     return bool(cfg.get("quick_gelu"))
 
 
@@ -51,7 +58,8 @@ def create_clip_model(arch: str, tag: str | None, pretrained: bool, checkpoint: 
                       image_size: int | None = None) -> nn.Module:
     """open_clip CLIP built as the weights need it (QuickGELU where the tag says so) and, with
     ``image_size``, for that input size (``force_image_size``; pretrained position embeddings resampled)."""
-    if arch not in open_clip.list_models():
+    oc = _open_clip()
+    if arch not in oc.list_models():
         raise ValueError(f"unknown open_clip architecture {arch!r}; see open_clip.list_models()")
     kwargs = {"force_quick_gelu": uses_quick_gelu(arch, tag)}
     if image_size:
@@ -59,13 +67,13 @@ def create_clip_model(arch: str, tag: str | None, pretrained: bool, checkpoint: 
     if checkpoint:
         if not Path(checkpoint).expanduser().is_file():
             raise FileNotFoundError(f"checkpoint file not found: {checkpoint}")
-        return open_clip.create_model(arch, pretrained=str(Path(checkpoint).expanduser()), **kwargs)
+        return oc.create_model(arch, pretrained=str(Path(checkpoint).expanduser()), **kwargs)
     if not pretrained:
-        return open_clip.create_model(arch, **kwargs)
+        return oc.create_model(arch, **kwargs)
     tag = tag or DEFAULT_TAG
-    cfg = open_clip.get_pretrained_cfg(arch, tag)
+    cfg = oc.get_pretrained_cfg(arch, tag)
     if not cfg:
-        tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch))
+        tags = ", ".join(oc.list_pretrained_tags_by_model(arch))
         raise ValueError(f"unknown pretrained tag {tag!r} for {arch!r}; valid tags: {tags}")
     source = f"hf-hub:{cfg['hf_hub']}" if cfg.get("hf_hub") else cfg.get("url", f"{arch}/{tag}")
     hint = "checkpoint=PATH (CLI: --checkpoint PATH) with the downloaded open_clip weights file"
@@ -75,17 +83,20 @@ def create_clip_model(arch: str, tag: str | None, pretrained: bool, checkpoint: 
             raise weights_error(f"open_clip {arch}/{tag}", source,
                                 "the model hub is not reachable and the weights are not cached", hint)
         preprocess = {k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in cfg}
-        return open_clip.create_model(arch, pretrained=cached, force_preprocess_cfg=preprocess, **kwargs)
+        return oc.create_model(arch, pretrained=cached, force_preprocess_cfg=preprocess, **kwargs)
     try:
-        return open_clip.create_model(arch, pretrained=tag, **kwargs)
+        return oc.create_model(arch, pretrained=tag, **kwargs)
     except (OSError, RuntimeError) as e:
         raise weights_error(f"open_clip {arch}/{tag}", source, f"{type(e).__name__}: {e}", hint) from e
 
 
 def _is_clip(m: nn.Module) -> bool:
-    if isinstance(m, (open_clip.CLIP, open_clip.CustomTextCLIP)):
-        return isinstance(m.visual, open_clip.transformer.VisionTransformer)
-    return isinstance(m, open_clip.transformer.VisionTransformer)
+    oc = sys.modules.get("open_clip")
+    if oc is None:  # an open_clip model exists only once open_clip is imported: no need to import it to say no
+        return False
+    if isinstance(m, (oc.CLIP, oc.CustomTextCLIP)):
+        return isinstance(m.visual, oc.transformer.VisionTransformer)
+    return isinstance(m, oc.transformer.VisionTransformer)
 
 
 def _embed(visual: nn.Module, x):
@@ -104,7 +115,8 @@ def _pre_logits(visual: nn.Module, x):
 
 @register_module_adapter(_is_clip)
 def clip_spec(model: nn.Module, arch: str | None = None) -> BackboneSpec:
-    visual = model if isinstance(model, open_clip.transformer.VisionTransformer) else model.visual
+    oc = _open_clip()
+    visual = model if isinstance(model, oc.transformer.VisionTransformer) else model.visual
     width = visual.conv1.out_channels
     batch_first = getattr(visual.transformer, "batch_first", True)
 
@@ -118,11 +130,11 @@ def clip_spec(model: nn.Module, arch: str | None = None) -> BackboneSpec:
     if visual is not model:
         extras["encode_text"] = TextEncoder(model, arch)
     size = visual.image_size[0] if isinstance(visual.image_size, (tuple, list)) else visual.image_size
-    pre = open_clip.get_model_preprocess_cfg(model) if visual is not model else {}
+    pre = oc.get_model_preprocess_cfg(model) if visual is not model else {}
     data_config = {
         "input_size": (3, size, size),
-        "mean": tuple(pre.get("mean", open_clip.OPENAI_DATASET_MEAN)),
-        "std": tuple(pre.get("std", open_clip.OPENAI_DATASET_STD)),
+        "mean": tuple(pre.get("mean", oc.OPENAI_DATASET_MEAN)),
+        "std": tuple(pre.get("std", oc.OPENAI_DATASET_STD)),
         "interpolation": pre.get("interpolation", "bicubic"),
         "crop_pct": 1.0,
     }
@@ -156,11 +168,11 @@ class TextEncoder:
         return self._clip[0]
 
     def tokenizer(self):
-        return open_clip.get_tokenizer(self.arch) if self.arch else open_clip.tokenizer.tokenize
+        return _open_clip().get_tokenizer(self.arch) if self.arch else _open_clip().tokenizer.tokenize
 
     def __call__(self, class_names: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES) -> torch.Tensor:
         device = next(self.clip.visual.parameters()).device
-        return open_clip.build_zero_shot_classifier(
+        return _open_clip().build_zero_shot_classifier(
             self.clip, tokenizer=self.tokenizer(), classnames=list(class_names), templates=list(templates),
             device=device, use_tqdm=False,
         )

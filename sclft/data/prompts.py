@@ -12,8 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
-
 __all__ = ["DatasetPrompts", "register_prompts", "templates_for", "readable_class_names", "IMAGENET_TEMPLATES",
            "GENERIC_TEMPLATES"]
 
@@ -23,8 +21,19 @@ def _as_strings(templates) -> tuple[str, ...]:
     return tuple(t("{}") for t in templates)
 
 
-IMAGENET_TEMPLATES = _as_strings(OPENAI_IMAGENET_TEMPLATES)  # the 80 OpenAI ImageNet templates
-GENERIC_TEMPLATES = _as_strings(SIMPLE_IMAGENET_TEMPLATES)  # their 7-template subset: the fallback
+_OPEN_CLIP_TEMPLATES = {"IMAGENET_TEMPLATES": "OPENAI_IMAGENET_TEMPLATES",  # the 80 OpenAI ImageNet templates
+                        "GENERIC_TEMPLATES": "SIMPLE_IMAGENET_TEMPLATES"}   # their 7-template subset: the fallback
+
+
+def __getattr__(name: str) -> tuple[str, ...]:
+    """``IMAGENET_TEMPLATES`` / ``GENERIC_TEMPLATES``, read from open_clip on first use (importing open_clip
+    takes about a second, and only zero-shot heads need the templates)."""
+    if name not in _OPEN_CLIP_TEMPLATES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from open_clip import zero_shot_metadata
+
+    value = globals()[name] = _as_strings(getattr(zero_shot_metadata, _OPEN_CLIP_TEMPLATES[name]))
+    return value
 
 _PHOTO_OF = (
     "a photo of a {}.", "a blurry photo of a {}.", "a black and white photo of a {}.", "a low contrast photo of a {}.",
@@ -64,7 +73,7 @@ register_prompts("digits", ('a photo of the number: "{}".',))  # CLIP_benchmark'
 def templates_for(dataset: str | None) -> tuple[str, ...]:
     """The dataset's templates, or :data:`GENERIC_TEMPLATES`."""
     entry = _PROMPTS.get(dataset or "")
-    return entry.templates if entry else GENERIC_TEMPLATES
+    return entry.templates if entry else globals().get("GENERIC_TEMPLATES") or __getattr__("GENERIC_TEMPLATES")
 
 
 def readable_class_names(dataset: str | None, names: Sequence[str]) -> list[str]:
