@@ -412,6 +412,10 @@ def run_train(args) -> int:
     cfg = config_from_args(args)
     check_out_dir(cfg.out)
     metrics = train(cfg)
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # under `accelerate launch` every process trains; the main one reports
+        return 0
     layer = metrics["layer"] or "-"
     print(
         f"{metrics['backbone']} / {metrics['strategy']} on {metrics['dataset']}: layer {layer}, "

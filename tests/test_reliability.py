@@ -301,6 +301,7 @@ def two_process_run(tmp_path_factory):
     cfg = TrainConfig(**{**TWO, "cache_dir": str(tmp / "cache"), "out": str(tmp / "straight")})
     done = launch(flags(cfg))
     assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("wrote ") == 1 and done.stdout.count("test accuracy") == 1, done.stdout  # main only
     return cfg
 
 
