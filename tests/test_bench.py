@@ -361,3 +361,16 @@ def test_report_sources_must_exist_and_a_json_must_be_a_selection_report(tmp_pat
     err = capsys.readouterr().err
     assert "not a selection.json" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.slow  # the smoke suite trains 20+ runs once per module (~1-2 min)
+def test_report_prefers_finished_runs_over_a_stored_selection_json(smoke, tmp_path):
+    suite, out, _ = smoke
+    (cell,) = json.loads((out / "selection.json").read_text())
+    stale = {**cell, "accuracy": {b: [0.0] * len(v) for b, v in cell["accuracy"].items()}}
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps([stale, _stored_cell()]))
+    bench.build_reports(suite, tmp_path / "merged", [out, old])
+    merged = json.loads((tmp_path / "merged" / "selection.json").read_text())
+    assert [c["cell"] for c in merged] == [cell["cell"], _stored_cell()["cell"]]
+    assert merged[0]["accuracy"] == cell["accuracy"]  # from the runs, not the stale copy
