@@ -368,8 +368,9 @@ def selection_report(cells: list[dict[str, Any]]) -> str:
         from ..selection import DEFAULT_PROFILE_PICK, DEFAULT_RULE
 
         auto = f"{DEFAULT_RULE}:{DEFAULT_PROFILE_PICK}"
-        body = [[n + (" (`--layer auto`)" if n == auto else ""), f"{v['mean_regret']:.2f}", f"{v['max_regret']:.2f}", f"{v['mean_percent']:.2f}",
-                 f"{v['seconds']:.1f}", f"{v['cost_percent']:.1f}", str(v["cells"])] for n, v in summary.items()]
+        body = [[n + (" (`--layer auto`)" if n == auto else ""), f"{v['mean_regret']:.2f}", f"{v['max_regret']:.2f}",
+                 f"{v['mean_percent']:.2f}", f"{v['seconds']:.1f}", f"{v['cost_percent']:.1f}", str(v["cells"])]
+                for n, v in summary.items()]
         parts += ["\n## Summary over cells\n", _markdown(["rule", "mean regret", "max regret", "mean % params",
                                                            "cost (s)", "cost (% of a run)", "cells"], body)]
     return "\n".join(parts) + "\n"

@@ -35,6 +35,7 @@ def __getattr__(name: str) -> tuple[str, ...]:
     value = globals()[name] = _as_strings(getattr(zero_shot_metadata, _OPEN_CLIP_TEMPLATES[name]))
     return value
 
+
 _PHOTO_OF = (
     "a photo of a {}.", "a blurry photo of a {}.", "a black and white photo of a {}.", "a low contrast photo of a {}.",
     "a high contrast photo of a {}.", "a bad photo of a {}.", "a good photo of a {}.", "a photo of a small {}.",
