@@ -168,7 +168,8 @@ class TextEncoder:
         return self._clip[0]
 
     def tokenizer(self):
-        return _open_clip().get_tokenizer(self.arch) if self.arch else _open_clip().tokenizer.tokenize
+        oc = _open_clip()
+        return oc.get_tokenizer(self.arch) if self.arch else oc.tokenizer.tokenize
 
     def __call__(self, class_names: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES) -> torch.Tensor:
         device = next(self.clip.visual.parameters()).device

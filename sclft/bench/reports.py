@@ -235,10 +235,9 @@ def _rule_seconds(name: str, evidence: dict[str, dict], run_seconds: dict[str, f
 
 
 def _score_rules(per_seed: list[dict[str, Any]], best: str, mean: dict[str, float], share: dict[str, float],
-                 run_seconds: dict[str, float]) -> dict[str, dict[str, Any]]:
+                 run_seconds: dict[str, float], one_run: float) -> dict[str, dict[str, Any]]:
     """Per rule over the seeds of one cell (``per_seed``: each seed's ``evidence`` and ``picks``): its picks,
-    regret (points), mean parameter share of the picks, seconds and cost as % of one sweep run."""
-    one_run = float(np.mean(list(run_seconds.values())))
+    regret (points), mean parameter share of the picks, seconds and cost as % of ``one_run`` (s, a sweep run)."""
     scores = {}
     for name in dict.fromkeys(n for v in per_seed for n in v["picks"]):
         chosen = [v["picks"][name] for v in per_seed if name in v["picks"]]
@@ -279,8 +278,8 @@ def selection_cells_data(suite: dict[str, Any], out: Path | list[Path], runs: li
                 if path is not None:
                     evidence[rule] = json.loads(path.read_text())
             per_seed[seed] = {"evidence": evidence, "picks": _cell_picks(blocks, best, evidence, share)}
-        scores = _score_rules(list(per_seed.values()), best, mean, share, run_seconds)
         one_run = float(np.mean(list(run_seconds.values())))
+        scores = _score_rules(list(per_seed.values()), best, mean, share, run_seconds, one_run)
         profile_seeds = {s: v["evidence"]["profile"]["nc1"] for s, v in per_seed.items() if "profile" in v["evidence"]}
         se_seeds = {s: v["evidence"]["profile"]["nc1_se"] for s, v in per_seed.items()
                     if "nc1_se" in v["evidence"].get("profile", {})}
@@ -314,7 +313,7 @@ def rescore_selection(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
             evidence = {"profile": {"nc1": curves[s], "nc1_se": errors.get(s), "seconds": probe}}
             per_seed.append({"evidence": evidence, "picks": _cell_picks(c["blocks"], c["best"], evidence,
                                                                         c["params_percent"])})
-        scores = _score_rules(per_seed, c["best"], mean, c["params_percent"], c["run_seconds"])
+        scores = _score_rules(per_seed, c["best"], mean, c["params_percent"], c["run_seconds"], c["one_run_seconds"])
         kept = {n: r for n, r in c["rules"].items() if n not in scores and n.split(":")[0] not in ("fixed", "profile")}
         out.append({**c, "rules": {**scores, **kept}})
     return out

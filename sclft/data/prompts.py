@@ -9,6 +9,7 @@ made readable by :func:`readable_class_names` (underscores → spaces, per-datas
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -25,15 +26,19 @@ _OPEN_CLIP_TEMPLATES = {"IMAGENET_TEMPLATES": "OPENAI_IMAGENET_TEMPLATES",  # th
                         "GENERIC_TEMPLATES": "SIMPLE_IMAGENET_TEMPLATES"}   # their 7-template subset: the fallback
 
 
+@functools.cache
+def _open_clip_templates(name: str) -> tuple[str, ...]:
+    from open_clip import zero_shot_metadata
+
+    return _as_strings(getattr(zero_shot_metadata, _OPEN_CLIP_TEMPLATES[name]))
+
+
 def __getattr__(name: str) -> tuple[str, ...]:
     """``IMAGENET_TEMPLATES`` / ``GENERIC_TEMPLATES``, read from open_clip on first use (importing open_clip
     takes about a second, and only zero-shot heads need the templates)."""
     if name not in _OPEN_CLIP_TEMPLATES:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from open_clip import zero_shot_metadata
-
-    value = globals()[name] = _as_strings(getattr(zero_shot_metadata, _OPEN_CLIP_TEMPLATES[name]))
-    return value
+    return _open_clip_templates(name)
 
 
 _PHOTO_OF = (
@@ -74,7 +79,7 @@ register_prompts("digits", ('a photo of the number: "{}".',))  # CLIP_benchmark'
 def templates_for(dataset: str | None) -> tuple[str, ...]:
     """The dataset's templates, or :data:`GENERIC_TEMPLATES`."""
     entry = _PROMPTS.get(dataset or "")
-    return entry.templates if entry else globals().get("GENERIC_TEMPLATES") or __getattr__("GENERIC_TEMPLATES")
+    return entry.templates if entry else _open_clip_templates("GENERIC_TEMPLATES")
 
 
 def readable_class_names(dataset: str | None, names: Sequence[str]) -> list[str]:
