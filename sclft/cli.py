@@ -360,6 +360,90 @@ def run_eval(args) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------------------------- predict
+@command("predict")
+def _predict_parser(sub) -> None:
+    p = sub.add_parser("predict", help="classify image files / folders with a trained run (top-k CSV or JSON)")
+    p.add_argument("--checkpoint", required=True, help="a finished `sclft train --out` folder")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
+                   help="image files, folders (searched recursively) or .txt files listing image paths")
+    p.add_argument("--top-k", type=int, default=5, help="classes per image, most probable first (default: 5)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
+    p.add_argument("--out", default=None, help="FILE.csv or FILE.json (default: CSV on stdout)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default: auto)")
+    p.add_argument("--precision", default="no", choices=["no", "bf16", "fp16"], help="autocast dtype (default: no)")
+    p.add_argument("--num-workers", type=int, default=0, help="image-decoding worker processes (default: 0)")
+    p.add_argument("--strict", action="store_true", help="an unreadable file is an error (exit 2) instead of a "
+                                                         "warning; nothing is written")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
+    p.set_defaults(func=run_predict)
+
+
+def run_predict(args) -> int:
+    from .io import atomic_write_text
+    from .predict import OUT_FORMATS, check_run, format_rows, gather_images, predict_files
+
+    fmt = Path(args.out).suffix.lower() if args.out else ".csv"
+    if fmt not in OUT_FORMATS:
+        raise ValueError(f"--out {args.out}: unknown format {fmt or '(no suffix)'}; valid: {', '.join(OUT_FORMATS)}")
+    if args.top_k < 1 or args.batch_size < 1:
+        raise ValueError(f"--top-k and --batch-size must be >= 1, got {args.top_k} and {args.batch_size}")
+    run = check_run(args.checkpoint)
+    inputs = gather_images(args.inputs)  # before the model loads: bad input fails at once
+    for what in inputs.empty:
+        print(f"sclft predict: warning: {what}", file=sys.stderr)
+    from .save import load
+
+    model = load(run)
+    rows, skipped = predict_files(model, inputs, top_k=args.top_k, batch_size=args.batch_size, device=args.device,
+                                  precision=args.precision, num_workers=args.num_workers, progress=args.progress)
+    if skipped:
+        listed = "\n".join(f"  {reason}" for _, reason in skipped)
+        if args.strict:
+            raise ValueError(f"{len(skipped)} of {len(inputs.files)} file(s) are not readable images "
+                             f"(--strict; nothing written):\n{listed}")
+        print(f"sclft predict: warning: skipped {len(skipped)} of {len(inputs.files)} file(s) that are not readable "
+              f"images:\n{listed}", file=sys.stderr)
+    if not rows:
+        raise ValueError(f"none of the {len(inputs.files)} file(s) is a readable image; nothing to predict")
+    text = format_rows(rows, fmt, args.top_k)
+    if args.out:
+        atomic_write_text(args.out, text)
+        print(f"wrote {len(rows)} prediction(s) to {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- export
+@command("export")
+def _export_parser(sub) -> None:
+    p = sub.add_parser("export", help="write a trained run as one network: ONNX, TorchScript or safetensors")
+    p.add_argument("--checkpoint", required=True, help="a finished `sclft train --out` folder")
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript", "safetensors"],
+                   help="onnx (checked with onnx.checker and onnxruntime), torchscript (traced), safetensors "
+                        "(every tensor of the merged model)")
+    p.add_argument("--out", required=True, help="the file to write (replaced atomically)")
+    p.add_argument("--dynamo", action=argparse.BooleanOptionalAction, default=True,
+                   help="onnx: torch's dynamo exporter (default); --no-dynamo: its older TorchScript-based one")
+    p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
+                   help="compare the exported logits with PyTorch's at batch sizes 1 and 3 (default: on)")
+    p.set_defaults(func=run_export)
+
+
+def run_export(args) -> int:
+    from .export import export_model, read_metadata
+    from .predict import check_run
+    from .save import load
+
+    model = load(check_run(args.checkpoint))
+    path = export_model(model, args.format, args.out, verify=args.verify, dynamo=args.dynamo)
+    meta = read_metadata(path, args.format)
+    print(f"wrote {path} ({args.format}; input {meta['input_size']}, {len(meta['class_names'])} classes"
+          + (", logits checked against PyTorch" if args.verify and args.format != "safetensors" else "") + ")")
+    return 0
+
+
 # -------------------------------------------------------------------------------------------- main
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The `sclft` parser. Given ``argv``, only the module of the command it runs is imported; the other
