@@ -2,7 +2,8 @@
 
     sclft bench --suite benchmarks/results/rank/suite.yaml --out runs/rank_digits          # the accuracies
     python benchmarks/rank_backbones.py --out benchmarks/results/rank \\
-        benchmarks/results/rank/suite.yaml=runs/rank_digits [benchmarks/results/rank/suite_fashion.yaml=runs/rank_fashion]
+        benchmarks/results/rank/suite.yaml=runs/rank_digits \\
+        [benchmarks/results/rank/suite_fashion.yaml=runs/rank_fashion]
 
 For every suite (``SUITE=RUNS``: the suite file and the bench folder its runs trained in) and every seed, one
 ``sclft.rank`` call scores the suite's candidates — its pretrained backbones and their random-weight twins (entries

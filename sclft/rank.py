@@ -19,9 +19,9 @@ import dataclasses
 import io
 import math
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from .io import atomic_write, atomic_write_json, atomic_write_text
 

@@ -131,3 +131,31 @@ def test_rank_backbones_statistics_and_verdicts():
     assert verdicts["4_top_nc1_regret_at_most_1_point_linear_probe"]["verdict"] == "holds"
     assert verdicts["5_no_score_ranks_every_control_last"] == {
         "verdict": "fails", "scores_ranking_every_control_last": ["logme", "ncti"]}
+
+
+def test_report_rescores_logme_ncti_and_trial_picks_from_stored_evidence(tmp_path):
+    from sclft.bench.reports import rescore_selection
+
+    terms = {"a": (1.0, 0.5, 3.0), "b": (3.0, 0.9, 2.0), "c": (2.0, 0.7, 2.5)}  # NCTI: b 2, c 1, a 0
+    scores = {b: {"logme": lm, **dict(zip(("ncti_seli", "ncti_ncc", "ncti_vc"), t))}
+              for (b, t), lm in zip(terms.items(), (0.1, 0.2, 0.3))}  # LogME: c
+    cell = {"cell": "net|data|scl_ft|n20|", "seeds": [0], "blocks": ["a", "b", "c"], "best": "b",
+            "accuracy": {"a": [0.70], "b": [0.80], "c": [0.77]}, "params_percent": {"a": 1.0, "b": 2.0, "c": 2.0},
+            "run_seconds": {"a": 10.0, "b": 10.0, "c": 10.0}, "one_run_seconds": 10.0,
+            "nc1_after": {"a": 3.0, "b": 2.0, "c": 2.5}, "nc1_profile": {"a": 9.0, "b": 5.0, "c": 4.0},
+            "nc1_profile_seeds": {"0": {"a": 9.0, "b": 5.0, "c": 4.0}}, "scores_profile_seeds": {"0": scores},
+            "trial_seeds": {"0": {"nc1": {"a": 1.0, "b": 2.0, "c": 3.0}, "nc1_fit": {"a": 3.0, "b": 2.0, "c": 1.0},
+                                  "heldout_accuracy": {"a": 0.5, "b": 0.9, "c": 0.6}, "seconds": 20.0}},
+            "rules": {"profile:min": {"picks": ["c"], "regret": 3.0, "params_percent": 2.0, "seconds": 0.5,
+                                      "cost_percent": 5.0},
+                      "trial": {"picks": ["b"], "regret": 0.0, "params_percent": 2.0, "seconds": 20.0,
+                                "cost_percent": 200.0}}}
+    rules = rescore_selection([cell])[0]["rules"]
+    expected = {"profile:logme": ("c", 3.0), "profile:ncti": ("b", 0.0), "trial": ("a", 10.0),
+                "trial:train_nc1": ("c", 3.0), "trial:heldout_acc": ("b", 0.0)}
+    for name, (pick, regret) in expected.items():
+        assert rules[name]["picks"] == [pick] and rules[name]["regret"] == pytest.approx(regret), name
+    assert rules["trial:train_nc1"]["seconds"] == 20.0
+    del cell["scores_profile_seeds"], cell["trial_seeds"]
+    rules = rescore_selection([cell])[0]["rules"]
+    assert "profile:logme" not in rules and rules["trial"]["picks"] == ["b"]  # old evidence: carried over
