@@ -4,7 +4,8 @@
         benchmarks/results/selection/selection.json selection_cpu selection_heldout selection_heldout_100 \\
         benchmarks/results/selection/suites/fashion100.yaml benchmarks/results/selection/suites/mnist5k.yaml \\
         benchmarks/results/selection/suites/mnist5k_lite12.yaml
-    python benchmarks/selection_scores.py --work runs/selscores --rules tuned --seeds 0 -- ...the same report, suites...
+    python benchmarks/selection_scores.py --work runs/selscores --rules tuned --seeds 0 --train-per-class 20 -- \\
+        benchmarks/results/selection/selection.json selection_cpu selection_heldout
     sclft bench --suite selection_cpu --out benchmarks/results/selection \\
         --report benchmarks/results/selection/selection.json         # rescored: profile:logme, profile:ncti, trial:*
     python benchmarks/selection_scores.py --verdicts benchmarks/results/rank/summary.json \\
@@ -33,8 +34,10 @@ from sclft.bench.runner import run_rules
 from sclft.bench.suite import expand_suite, load_suite
 
 
-def gather(report: Path, suites: list[str], work: Path, rules: list[str], seeds: list[int] | None) -> int:
-    """Run ``rules`` for every cell of ``suites`` that the report holds; store their evidence in the report."""
+def gather(report: Path, suites: list[str], work: Path, rules: list[str], seeds: list[int] | None,
+           sizes: list[int] | None = None) -> int:
+    """Run ``rules`` for every cell of ``suites`` that the report holds (only ``seeds`` and training sizes ``sizes``
+    when given); store their evidence in the report."""
     cells = {c["cell"]: c for c in json.loads(report.read_text())}
     added = 0
     for name in suites:
@@ -42,7 +45,8 @@ def gather(report: Path, suites: list[str], work: Path, rules: list[str], seeds:
         group = suite["groups"]["selection"]
         options = {**group.get("options", {}), **({"profile_pick": "logme"} if "profile" in rules else {})}
         suite = {**suite, "groups": {"selection": {**group, "rules": rules, "options": options}}}
-        runs = [r for r in expand_suite(suite) if seeds is None or r.seed in seeds]
+        runs = [r for r in expand_suite(suite) if (seeds is None or r.seed in seeds)
+                and (sizes is None or r.train_per_class in sizes)]
         out = work / suite["name"]
         run_rules(suite, runs, out)
         for path in sorted((out / "selection").glob("*.json")):
@@ -126,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default=None, help="bench folder for the recomputed evidence")
     parser.add_argument("--rules", nargs="+", default=["profile"], choices=["profile", "tuned"])
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="only these seeds (default: all)")
+    parser.add_argument("--train-per-class", type=int, nargs="+", default=None,
+                        help="only the cells of these training sizes (default: all)")
     parser.add_argument("--verdicts", default=None, metavar="SUMMARY",
                         help="write the verdicts into SUMMARY's layer_rules (a summary.json)")
     args = parser.parse_args(argv)
@@ -139,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.work or not args.suites:
         parser.error("give --work and the suites (or --verdicts)")
-    print(f"added {gather(report, args.suites, Path(args.work), args.rules, args.seeds)} cell-seed evidence files "
-          f"to {report}")
+    added = gather(report, args.suites, Path(args.work), args.rules, args.seeds, args.train_per_class)
+    print(f"added {added} cell-seed evidence files to {report}")
     return 0
 
 
