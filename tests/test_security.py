@@ -103,8 +103,9 @@ PLANTS = [
        "training_state.json")],
     Plant("resume-latest-json", "resume", ("run/checkpoint/latest.json",)),
     # sclft eval / load(): the run's files, and a weights file config.json points at
-    *[Plant(f"eval-{name}", "eval", (f"run/{name}",)) for name in ("model.safetensors", "config.json",
-                                                                   "train_config.json")],
+    *[Plant(f"eval-{name}{'-rehashed' * rehash}", "eval", (f"run/{name}",), rehash=rehash)
+      for name in ("model.safetensors", "config.json", "train_config.json", "manifest.json") for rehash in (0, 1)
+      if not (rehash and name == "manifest.json")],
     Plant("eval-stray-pkl", "eval", ("run/model.pkl", "run/pytorch_model.bin", "run/optimizer.bin"), code=0),
     Plant("eval-checkpoint-in-run", "eval", ("run/weights.pth",), kind="torch"),
     Plant("eval-checkpoint-outside", "eval", ("elsewhere/weights.pth",), kind="torch"),
@@ -123,10 +124,13 @@ PLANTS = [
 
 
 def _rehash(root: Path, rel: str) -> None:
-    latest = root / "run" / "checkpoint" / "latest.json"
-    info = json.loads(latest.read_text())
-    info["files"][Path(rel).name] = hashlib.sha256((root / rel).read_bytes()).hexdigest()
-    latest.write_text(json.dumps(info))
+    """Forge the digest the run records for ``rel`` (latest.json for a checkpoint file, manifest.json for a
+    file of the finished run), as an attacker who edits a run folder can."""
+    record = root / "run" / ("checkpoint/latest.json" if "/checkpoint/" in rel else "manifest.json")
+    info = json.loads(record.read_text())
+    if Path(rel).name in info["files"]:
+        info["files"][Path(rel).name] = hashlib.sha256((root / rel).read_bytes()).hexdigest()
+        record.write_text(json.dumps(info))
 
 
 @pytest.mark.parametrize("plant", PLANTS, ids=[p.id for p in PLANTS])
@@ -146,6 +150,7 @@ def test_no_planted_pickle_ever_runs(run, plant, tmp_path, capsys, monkeypatch):
         config = json.loads((tmp_path / "run" / "config.json").read_text())
         config["checkpoint"] = str(tmp_path / plant.files[0])
         (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+        _rehash(tmp_path, "run/config.json")
 
     common = ["--cache-dir", str(tmp_path / "cache")]
     if plant.command == "cache":  # the one reader of a disk cache: an unreadable cache is rebuilt (None)

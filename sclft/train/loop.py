@@ -21,6 +21,7 @@ from ..io import atomic_write_json, check_out_dir
 from ..model import TransferModel
 from ..optim import WarmupCosine, build_optimizer
 from ..save import (
+    MANIFEST,
     _load_tensors,
     build_backbone,
     file_digest,
@@ -28,12 +29,13 @@ from ..save import (
     load_model_state,
     save_model,
     trainable_state,
+    write_manifest,
 )
 from ..strategies import collect_strategy_options, strategy_config
 from .checkpoint import _resume_view, restore_training_state, save_checkpoint
 from .data import _loader, prepare_datasets
 from .evaluate import evaluate
-from .run_folder import METRICS_FILE, _prepare_out, run_lock
+from .run_folder import METRICS_FILE, _prepare_out, run_files, run_lock
 
 log = logging.getLogger("sclft.train")
 
@@ -137,7 +139,8 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
     final: dict[str, dict[str, float]] = {}  # split -> final evaluation
     last_good = None  # the newest checkpoint of this run (resumed or written here)
     if resume_from is not None:
-        load_model_state(accelerator.unwrap_model(model), resume_from)
+        load_model_state(accelerator.unwrap_model(model), resume_from, f"the model this run builds ({cfg.backbone}, "
+                         f"{cfg.strategy}, layer {layer}, {splits.num_classes} classes)")
         restore_training_state(accelerator, resume_from, resumed, optimizer, scheduler)  # no pickle: safetensors + JSON
         sampler_gen.set_state(_load_tensors(resume_from / "sampler.safetensors")["sampler"])
         start_epoch, history, last_good = int(resumed["epoch"]), list(resumed["history"]), resume_from
@@ -233,6 +236,7 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
         save_model(unwrapped, out, build)
         atomic_write_json(out / "train_config.json", dataclasses.asdict(cfg))
         atomic_write_json(out / METRICS_FILE, metrics)
+        write_manifest(out, [n for n in run_files(out) if "/" not in n and n != MANIFEST])  # last: the run is done
     accelerator.end_training()
     if splits.skipped:
         say(f"note: {len(splits.skipped)} unreadable image(s) were skipped (see the log for their paths)")

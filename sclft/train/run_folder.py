@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..config import TrainConfig
-from ..save import EXPORTS_KEY, RunFolderError
+from ..save import EXPORTS_KEY, MANIFEST, RunFolderError
 from .checkpoint import CHECKPOINT_DIR, check_resume, latest_checkpoint
 
 log = logging.getLogger("sclft.train")
@@ -75,7 +75,7 @@ def run_lock(out: Path):
             os.close(fd)
 
 
-RUN_FILES = (METRICS_FILE, "model.safetensors", "config.json", "train_config.json")
+RUN_FILES = (METRICS_FILE, "model.safetensors", "config.json", "train_config.json", MANIFEST)
 
 
 def _exported_files(out: Path) -> list[str]:
