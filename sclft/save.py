@@ -135,8 +135,9 @@ def save_model(model: TransferModel, out: str | Path, build: dict | None = None)
     (``weights_sha256``: these weights and this config belong together) and the names of the files the
     strategy's ``export`` wrote (:data:`EXPORTS_KEY`), so that ``--overwrite`` can remove them with the run."""
     out = Path(out)
-    with atomic_path(out / "model.safetensors") as tmp:
-        save_file(trainable_state(model), str(tmp))
+    weights = trainable_state(model)
+    with atomic_path(out / "model.safetensors", sum(t.numel() * t.element_size() for t in weights.values())) as tmp:
+        save_file(weights, str(tmp))
     exported = model.strategy.export(model.backbone, out)  # e.g. lora: a peft adapter beside model.safetensors
     atomic_write_json(out / "config.json", {**model.config(), **(build or {}), EXPORTS_KEY: list(exported),
                                             "weights_sha256": file_digest(out / "model.safetensors")})

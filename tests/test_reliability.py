@@ -146,14 +146,20 @@ def test_a_finished_run_is_not_overwritten(finished, tmp_path, capsys):
     assert snapshot(Path(cfg.out)) == before
 
 
-def test_overwrite_removes_the_old_run_before_the_new_one_can_die(finished, tmp_path, monkeypatch):
+def test_overwrite_replaces_a_finished_run_only_when_the_new_one_finished(finished, tmp_path, monkeypatch):
     cfg = copy_run(finished, tmp_path)
-    interrupt_after(monkeypatch, 1)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, epochs=2, overwrite=True)
     out = Path(cfg.out)
-    assert not (out / "metrics.json").exists() and not (out / "model.safetensors").exists()
-    assert json.loads((latest_checkpoint(out) / "training_state.json").read_text())["config"]["epochs"] == 2
+    before = snapshot(out)
+    original = interrupt_after(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):  # the new run dies after its first checkpoint
+        train(cfg, epochs=2, overwrite=True)
+    assert snapshot(out) == before  # the old run is intact, and the failed new one left nothing behind
+    monkeypatch.setattr(train_mod, "save_checkpoint", original)
+    metrics = train(cfg, epochs=2, overwrite=True)
+    assert json.loads((out / "metrics.json").read_text()) == metrics and metrics["epochs"] == 2
+    assert latest_checkpoint(out).name == "epoch-0002" and sorted(p.name for p in out.iterdir() if
+                                                                   p.name.startswith(".")) == []
+    load(out)  # its manifest and digests describe the new files
 
 
 def test_one_writer_per_out_and_a_stale_lock_is_taken_over(tmp_path, capsys, caplog):

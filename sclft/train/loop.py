@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import math
 import os
+import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -35,7 +36,7 @@ from ..strategies import collect_strategy_options, strategy_config
 from .checkpoint import _resume_view, restore_training_state, save_checkpoint
 from .data import _loader, prepare_datasets
 from .evaluate import evaluate
-from .run_folder import METRICS_FILE, _prepare_out, run_files, run_lock
+from .run_folder import METRICS_FILE, _prepare_out, replace_run, run_files, run_lock
 
 log = logging.getLogger("sclft.train")
 
@@ -77,9 +78,17 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
         log.warning("--precision fp16 on %s: Accelerate has no fp16 autocast/GradScaler there, so this runs in "
                     "float32 (use bf16 for mixed precision on CPU)", accelerator.device)
     with run_lock(out) if accelerator.is_main_process else nullcontext():
-        resume = _prepare_out(out, cfg, accelerator)
+        resume, target = _prepare_out(out, cfg, accelerator)
         accelerator.wait_for_everyone()
-        return _train(cfg, out, accelerator, resume)
+        try:
+            metrics = _train(cfg, target, accelerator, resume)
+        except BaseException:
+            if target != out and accelerator.is_main_process:  # a failed --overwrite: the old run stays as it was
+                shutil.rmtree(target, ignore_errors=True)
+            raise
+        if target != out and accelerator.is_main_process:  # --overwrite: only a finished run replaces the old one
+            replace_run(out, target)
+        return metrics
 
 
 def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] | None) -> dict[str, Any]:
