@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from ._hub import WeightsUnavailableError
 from .backbones import create_backbone
 from .cache import hash_tensors
-from .io import atomic_path, atomic_write_json, read_json_object
+from .io import _json_default, atomic_path, atomic_write_json, read_json_object
 from .model import TransferModel
 
 
@@ -132,16 +132,28 @@ def save_model(model: TransferModel, out: str | Path, build: dict | None = None)
     """``model.safetensors`` (trained parameters + head + trained buffers) and ``config.json``: the model's
     config plus ``build`` (pretrained, seed, checkpoint and its sha256, the frozen weights' sha256), what
     :func:`load` needs to rebuild the same frozen weights, the sha256 of ``model.safetensors``
-    (``weights_sha256``: these weights and this config belong together) and the names of the files the
+    with every other field (:data:`MODEL_DIGEST`: these weights and this config belong together) and the names of the files the
     strategy's ``export`` wrote (:data:`EXPORTS_KEY`), so that ``--overwrite`` can remove them with the run."""
     out = Path(out)
     weights = trainable_state(model)
     with atomic_path(out / "model.safetensors", sum(t.numel() * t.element_size() for t in weights.values())) as tmp:
         save_file(weights, str(tmp))
     exported = model.strategy.export(model.backbone, out)  # e.g. lora: a peft adapter beside model.safetensors
-    atomic_write_json(out / "config.json", {**model.config(), **(build or {}), EXPORTS_KEY: list(exported),
-                                            "weights_sha256": file_digest(out / "model.safetensors")})
+    config = {**model.config(), **(build or {}), EXPORTS_KEY: list(exported)}
+    config = json.loads(json.dumps(config, default=_json_default))  # as it reads back
+    atomic_write_json(out / "config.json", {**config, MODEL_DIGEST: model_digest(out / "model.safetensors", config)})
     return out
+
+
+MODEL_DIGEST = "model_sha256"
+
+
+def model_digest(weights: Path, config: dict) -> str:
+    """sha256 of ``model.safetensors`` together with every other field of its ``config.json``: these weights,
+    described this way. Any edit of either (strategy, layer, num_classes, options ...) changes it."""
+    h = hashlib.sha256(file_digest(weights).encode())
+    h.update(json.dumps({k: v for k, v in config.items() if k != MODEL_DIGEST}, sort_keys=True).encode())
+    return h.hexdigest()
 
 
 def write_manifest(out: Path, names: list[str]) -> Path:
@@ -186,13 +198,13 @@ def _config_schema(num_classes) -> dict:
         "checkpoint": ((str, type(None)), None, "a weights file or null"),
         "checkpoint_sha256": ((str, type(None)), sha[1], "null or a sha256 (64 hex digits)"),
         "frozen_sha256": ((str, type(None)), sha[1], "null or a sha256 (64 hex digits)"),
-        "weights_sha256": sha,
+        MODEL_DIGEST: sha,
         EXPORTS_KEY: (list, lambda v: all(isinstance(n, str) and _NAME.fullmatch(n) for n in v),
                       "a list of plain file names"),
     }
 
 
-_OPTIONAL = ("pretrained", "seed", "checkpoint", "checkpoint_sha256", "frozen_sha256", "weights_sha256", EXPORTS_KEY,
+_OPTIONAL = ("pretrained", "seed", "checkpoint", "checkpoint_sha256", "frozen_sha256", MODEL_DIGEST, EXPORTS_KEY,
              "image_size", "class_names")  # not written by older sclft versions
 
 
@@ -211,8 +223,9 @@ def load(path: str | Path, pretrained: bool | None = None, checkpoint: str | Non
     Only what was trained is stored there; the frozen backbone weights come from the same source as
     in training (read from ``train_config.json`` unless ``pretrained`` / ``checkpoint`` are given).
     A run folder is untrusted input: the files ``manifest.json`` lists must be unchanged, every field of
-    ``config.json`` is checked, ``model.safetensors`` must be the file ``config.json`` describes
-    (``weights_sha256``) and hold exactly the tensors that model trains, of their shapes.
+    ``config.json`` is checked, ``model.safetensors`` and ``config.json`` must be the pair the run wrote
+    (:data:`MODEL_DIGEST`), and ``model.safetensors`` must hold exactly the tensors that model trains, of their
+    shapes.
     """
     path = Path(path)
     if not (path / "config.json").is_file():
@@ -222,10 +235,15 @@ def load(path: str | Path, pretrained: bool | None = None, checkpoint: str | Non
     cfg = read_config(path)
     if not (path / "model.safetensors").is_file():
         raise RunFolderError(f"{path} has no model.safetensors: the run did not finish, or the file was removed")
-    if "weights_sha256" in cfg and file_digest(path / "model.safetensors") != cfg["weights_sha256"]:
-        raise RunFolderError(f"{path / 'model.safetensors'} is not the file {path / 'config.json'} describes (its "
-                             "sha256 is not weights_sha256): the weights of another run, or an edited file")
+    if MODEL_DIGEST in cfg and model_digest(path / "model.safetensors", cfg) != cfg[MODEL_DIGEST]:
+        raise RunFolderError(f"{path / 'model.safetensors'} and {path / 'config.json'} do not belong together "
+                             f"({MODEL_DIGEST} differs): the weights of another run, or either file was edited after "
+                             "training")
     run = read_json_object(path / "train_config.json", RunFolderError) if (path / "train_config.json").is_file() else {}
+    for key in ("backbone", "strategy"):
+        if key in run and run[key] != cfg[key]:
+            raise RunFolderError(f"{path / 'config.json'} and {path / 'train_config.json'} disagree on {key!r} "
+                                 f"({cfg[key]!r} / {run[key]!r}): one of them was edited or comes from another run")
     build = {k: cfg.get(k, run.get(k, default)) for k, default in
              {"pretrained": True, "seed": 0, "checkpoint": None}.items()}  # config.json first (older runs: train_config)
     if not (isinstance(build["pretrained"], bool) and isinstance(build["seed"], int)):

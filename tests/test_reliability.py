@@ -1,6 +1,5 @@
 """Nothing lost, nothing silently wrong: resume, run folders and run files under faults and bad input (issue 13)."""
 
-import hashlib
 import importlib
 import math
 import json
@@ -16,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from _run_files import forge_digest
 from sclft.cli import main as cli_main
 from sclft.io import atomic_write_json
 
@@ -72,14 +72,6 @@ def interrupted(tmp_path_factory):
     return cfg
 
 
-def rerecord_digest(file: Path) -> None:
-    """Record the new sha256 of an edited checkpoint file in latest.json (else resume refuses the edit)."""
-    latest = file.parent.parent / "latest.json"
-    info = json.loads(latest.read_text())
-    info["files"][file.name] = hashlib.sha256(file.read_bytes()).hexdigest()
-    latest.write_text(json.dumps(info))
-
-
 def copy_run(cfg: TrainConfig, tmp_path, name="run") -> TrainConfig:
     shutil.copytree(cfg.out, tmp_path / name)
     return TrainConfig(**{**cfg.__dict__, "out": str(tmp_path / name), "cache_dir": cfg.cache_dir})
@@ -114,7 +106,7 @@ def test_resume_continues_with_harmless_changes_and_keeps_seconds_and_layer_sele
     state = json.loads(state_file.read_text())
     assert state["layer_selection"]["layer"] == state["layer"]
     atomic_write_json(state_file, {**state, "seconds": 1000.0})  # as if the first part took 1000 s
-    rerecord_digest(state_file)
+    forge_digest(state_file)
     metrics = train(cfg, resume=True, progress=True, num_workers=0, eval_every=1,
                     cache_dir=str(tmp_path / "other_cache"))
     assert metrics["seconds"] >= 1000.0
