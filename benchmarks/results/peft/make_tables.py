@@ -1,7 +1,7 @@
 """Tables of the peft suite from bench folders:
     python make_tables.py [--memory MEMORY_CSV] LABEL=DIR [LABEL=DIR ...] > peft_table.md
 
-DIR is a bench --out folder, or a folder of shard folders (scripts/bench_jobs.sh: DIR/shard_*); LABEL names the
+DIR is a bench --out folder, or a folder of shard folders (e.g. DIR/shard_*); LABEL names the
 machine it ran on. A run (cell, method, rank variant, seed) found under several labels counts once, from the first.
 One row per (cell, method, rank variant): test accuracy mean ± std over the finished seeds, where each seed ran,
 trainable %, tuned block (SCL-FT), seconds per epoch of the first label's runs ((run seconds − block selection
