@@ -59,6 +59,39 @@ def _overlap(tasks):
     return most
 
 
+def _kill_a_checkpointed_run(out, killed):
+    """SIGKILL the first process seen training a run of ``out`` that has saved a checkpoint (its lock names it)."""
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        for lock in out.glob("experiments/*/.sclft.lock"):
+            try:
+                holder = json.loads(lock.read_text())
+            except (OSError, ValueError):
+                continue
+            if (lock.parent / "checkpoint" / "latest.json").is_file():
+                os.kill(holder["pid"], signal.SIGKILL)
+                killed.append(lock.parent.name)
+                return
+        time.sleep(0.01)
+
+
+@pytest.mark.slow  # a second Ray run of the suite, with one worker restart
+def test_a_worker_killed_mid_run_is_retried_and_nothing_is_lost_or_duplicated(tiny, ray_cluster, tmp_path):
+    from sclft.bench.launchers.ray import run_ray
+
+    path, local = tiny
+    out = tmp_path / "ray"
+    killed = []
+    killer = threading.Thread(target=_kill_a_checkpointed_run, args=(out, killed), daemon=True)
+    killer.start()
+    session = run_ray(bench.load_suite(str(path)), out, gpus_per_run=0.0, cpus_per_run=1.0, retries=2)
+    killer.join()
+    assert killed and not session["failed"] and not list(out.glob("experiments/*/error.log"))
+    assert _ids(out) == _ids(local)
+    assert sorted(t["id"] for t in session["tasks"] if t["kind"] == "train") == _ids(local)  # each once
+    assert (out / "table.csv").read_text() == (local / "table.csv").read_text()
+
+
 def test_ray_gives_the_in_process_runs_and_table_and_packs_two_runs_per_gpu(tiny, ray_cluster, tmp_path, capsys):
     path, local = tiny
     out = tmp_path / "ray"
@@ -75,38 +108,6 @@ def test_ray_gives_the_in_process_runs_and_table_and_packs_two_runs_per_gpu(tiny
     assert _overlap(session["tasks"]) == 2 and len({t["pid"] for t in session["tasks"]}) >= 2
     assert cli.main(args) == 0  # the same command again: everything was finished
     assert "4 runs (4 already done, 0 trained)" in capsys.readouterr().out
-
-
-def test_a_worker_killed_mid_run_is_retried_and_nothing_is_lost_or_duplicated(tiny, ray_cluster, tmp_path):
-    from sclft.bench.launchers.ray import run_ray
-
-    path, local = tiny
-    out = tmp_path / "ray"
-    killed = []
-
-    def kill_first_checkpointed_run():  # SIGKILL the process training a run that has saved a checkpoint
-        deadline = time.time() + 120
-        while not killed and time.time() < deadline:
-            for lock in out.glob("experiments/*/.sclft.lock"):
-                try:
-                    holder = json.loads(lock.read_text())
-                except (OSError, ValueError):
-                    continue
-                if (lock.parent / "checkpoint" / "latest.json").is_file():
-                    os.kill(holder["pid"], signal.SIGKILL)
-                    killed.append(lock.parent.name)
-                    return
-            time.sleep(0.01)
-
-    killer = threading.Thread(target=kill_first_checkpointed_run, daemon=True)
-    killer.start()
-    session = run_ray(bench.load_suite(str(path)), out, gpus_per_run=0.0, cpus_per_run=1.0, retries=2)
-    killer.join()
-    assert killed and not session["failed"]
-    assert _ids(out) == _ids(local) and not list(out.glob("experiments/*/error.log"))
-    trained = sorted(t["id"] for t in session["tasks"] if t["kind"] == "train")
-    assert trained == _ids(local)  # each run reported once; the killed one by its retry
-    assert (out / "table.csv").read_text() == (local / "table.csv").read_text()
 
 
 def test_the_deadline_cancels_unfinished_runs_and_still_builds_the_reports(tiny, ray_cluster, tmp_path, capsys):

@@ -30,7 +30,7 @@ def is_finished(out: Path, run: Run) -> bool:
     return (run_dir(out, run) / METRICS_FILE).is_file()
 
 
-def failure_file(out: Path, task: "Task") -> Path:
+def failure_file(out: Path, task: Task) -> Path:
     """Where a failed task's traceback goes: its run's ``error.log``; a rule's next to its evidence file."""
     if task.run is not None:
         return run_dir(out, task.run) / FAILURE_FILE
@@ -78,7 +78,8 @@ def apply_rule(suite: dict[str, Any], runs: list[Run], out: Path, key: str, seed
     group = suite.get("groups", {}).get("selection", {})
     budget = selection_budget(suite, group)
     cell = [r for r in _selection_cells(suite, runs)[key] if r.seed == seed]
-    config = {**cell[0].config, "layer": "auto", "layer_rule": rule, "max_params": budget if budget is not None else 100.0}
+    config = {**cell[0].config, "layer": "auto", "layer_rule": rule,
+              "max_params": budget if budget is not None else 100.0}
     extra = dict(config.get("extra") or {})
     extra["selection"] = {**extra.get("selection", {}), **group.get("options", {}),
                           "candidates": [r.config["layer"] for r in cell]}

@@ -23,7 +23,7 @@ def add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--address", default=None, help="ray: cluster to join (auto, ray://HOST:PORT); default: start a "
                                                    "local Ray instance (--out must be on a filesystem every node sees)")
     g.add_argument("--gpus-per-run", type=float, metavar="F", default=None,
-                   help="ray: logical GPUs per task (0.1 packs ten runs on a GPU; default 1 where the cluster has GPUs)")
+                   help="ray: logical GPUs per task (0.1 packs ten runs on a GPU; default 1 if the cluster has GPUs)")
     g.add_argument("--cpus-per-run", type=float, metavar="N", default=1.0,
                    help="ray: logical CPUs per task (also its torch threads; default 1)")
     g.add_argument("--retries", type=int, metavar="K", default=2,
