@@ -1,6 +1,6 @@
 """`sclft` command line: list, probe, train, eval here; bench and dln from their own modules.
 
-Exit codes: 0 success, 1 the run failed (data or weights unavailable, non-finite loss), 2 bad input.
+Exit codes: 0 success, 1 the run failed (data or weights unavailable, non-finite or diverged loss), 2 bad input.
 Set SCLFT_DEBUG=1 to see full tracebacks.
 """
 

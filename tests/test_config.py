@@ -131,3 +131,17 @@ def test_every_packaged_config_loads_with_every_strategy(name):
     for strategy in list_strategies():
         cfg = layered_config(name, {"strategy": strategy})
         assert cfg.strategy == strategy and cfg.epochs >= 1
+
+
+def test_probe_rank_honours_layers_and_jackknife(tmp_path, monkeypatch):
+    from sclft import cli, selection
+
+    seen = []
+    real = selection.probe
+    monkeypatch.setattr(selection, "probe", lambda *a, **kw: seen.append((a[2], kw["jackknife"])) or real(*a, **kw))
+    rc = cli.main(["probe", "--rank", "--backbone", "resnet18", "--no-pretrained", "--data", "digits",
+                   "--image-size", "16", "--train-per-class", "4", "--max-params", "100", "--no-progress",
+                   "--layers", "layer1.0,layer2.1", "--jackknife", "3", "--out", str(tmp_path)])
+    assert rc == 0 and seen == [(["layer1.0", "layer2.1"], 3)]
+    saved = __import__("json").loads((tmp_path / "rank.json").read_text())
+    assert {r["block"] for r in saved["ranking"]} == {"layer1.0", "layer2.1"}
