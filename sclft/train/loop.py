@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..card import write_model_card
 from ..config import TrainConfig
 from ..data import load_dataset
 from ..io import atomic_write_json, check_out_dir
@@ -250,6 +251,7 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
         save_model(unwrapped, out, build)
         atomic_write_json(out / "train_config.json", dataclasses.asdict(cfg))
         atomic_write_json(out / METRICS_FILE, metrics)
+        write_model_card(out, unwrapped)  # README.md: the Hugging Face model card, from the files just written
     accelerator.end_training()
     if splits.skipped:
         say(f"note: {len(splits.skipped)} unreadable image(s) were skipped (see the log for their paths)")
