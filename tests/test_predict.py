@@ -166,3 +166,40 @@ def test_export_cli_onnx_runs_in_onnxruntime_like_pytorch(run, capsys, tmp_path)
     assert max_relative_error(run_exported(tmp_path / "m.onnx", "onnx", x), ref) <= RTOL
     code = main(["export", "--checkpoint", str(tmp_path), "--format", "onnx", "--out", str(tmp_path / "x.onnx")])
     assert code == 2 and "not a sclft run" in capsys.readouterr().err
+
+
+def test_the_run_writes_a_model_card_from_its_metrics(run, tmp_path):
+    import shlex
+
+    from huggingface_hub import ModelCard
+
+    from sclft.card import model_card
+    from sclft.cli import build_parser, config_from_args
+    from sclft.save import load
+
+    run_dir, _ = run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    card = ModelCard.load(run_dir / "README.md")
+    assert card.data.library_name == "sclft" and card.data.datasets == ["digits"]
+    assert card.data.base_model is None  # random weights: no base model
+    result = card.data.eval_results[0]
+    assert (result.metric_type, result.dataset_split, result.metric_value) == ("accuracy", "test",
+                                                                               metrics["test_accuracy"])
+    assert f"{100 * metrics['test_accuracy']:.2f} %" in card.text and f"{metrics['nc1_test']:.4g}" in card.text
+    assert f"{metrics['trainable_params']:,}" in card.text and "`layer3.0`, given with `--layer`" in card.text
+    # the command in the card parses into the config the run was trained with
+    command = card.text.split("## Reproduce")[1].split("```bash\n")[1].split("\n```")[0]
+    argv = shlex.split(command)[1:]
+    cfg = config_from_args(build_parser(argv).parse_args(argv))
+    trained = json.loads((run_dir / "train_config.json").read_text())
+    for key in ("backbone", "data", "strategy", "layer", "image_size", "train_per_class", "epochs", "batch_size", "lr",
+                "pretrained", "seed", "strategy_options"):
+        assert getattr(cfg, key) == trained[key], key
+    # pretrained timm weights: the card names the hub id and the licence timm records for them
+    other = tmp_path / "pretrained_run"
+    other.mkdir()
+    for name in ("metrics.json", "config.json"):
+        (other / name).write_text((run_dir / name).read_text())
+    (other / "train_config.json").write_text(json.dumps({**trained, "pretrained": True}))
+    text = model_card(other, load(run_dir))
+    assert "base_model: timm/resnet18.tv_in1k" in text and "license: bsd-3-clause" in text
