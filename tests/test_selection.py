@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from sclft import selection
+from sclft import picks, selection
 from sclft.data import load_dataset
 from sclft.train import TrainConfig
 
@@ -49,7 +49,7 @@ def test_repeated_min_skips_stage_opening_blocks():
 
 def test_repeated_min_on_lite0_sizes_is_the_last_repeated_block_of_stage_4(backbone_factory):
     b = backbone_factory("efficientnet_lite0")
-    blocks = selection.candidate_blocks(b, {}, max_params=8.0, num_classes=10)
+    blocks = selection.candidate_blocks(b, None, max_params=8.0, num_classes=10)
     shares = {x: selection.block_share(b, x, 10) for x in blocks}
     curve = [(x, 100.0 / (i + 1)) for i, x in enumerate(blocks)]  # falls with depth, like the measured curves
     assert selection.profile_pick("repeated_min", curve, shares) == "blocks.4.2"
@@ -105,12 +105,12 @@ def test_block_share_matches_the_trained_model_and_bounds_the_candidates(backbon
     for block in ("blocks.2.0", "blocks.5.0", "blocks.5.1"):
         reference = TransferModel(b, "layer_ft", 10, block).parameter_summary()["percent"]
         assert selection.block_share(b, block, 10) == pytest.approx(reference, rel=1e-9)
-    kept = selection.candidate_blocks(b, {}, max_params=8.0, num_classes=10)
+    kept = selection.candidate_blocks(b, None, max_params=8.0, num_classes=10)
     assert kept[0] == b.blocks[0] and kept[-1] == "blocks.5.0"  # blocks.5.1 trains 14 %
     assert all(selection.block_share(b, x, 10) <= 8.0 for x in kept)
-    assert selection.candidate_blocks(b, {}, None) == b.blocks[:-1]
+    assert selection.candidate_blocks(b, None, None) == b.blocks[:-1]
     smallest = min(b.blocks[:-1], key=lambda x: sum(p.numel() for p in b.block_parameters(x)))
-    assert selection.candidate_blocks(b, {}, max_params=0.1, num_classes=10) == [smallest]  # budget unmeetable
+    assert selection.candidate_blocks(b, None, max_params=0.1, num_classes=10) == [smallest]  # budget unmeetable
 
 
 def test_profile_rule_returns_a_candidate_and_its_evidence(backbone_factory, digits):
@@ -118,7 +118,8 @@ def test_profile_rule_returns_a_candidate_and_its_evidence(backbone_factory, dig
     out = selection.select_layer(b, digits, _cfg(layer_rule="profile", max_params=100.0))
     assert out["rule"] == "profile" and out["layer"] in CANDIDATES
     assert list(out["nc1"]) == CANDIDATES and all(v > 0 and math.isfinite(v) for v in out["nc1"].values())
-    assert set(out["picks"]) == set(selection.PROFILE_PICKS) and set(out["picks"].values()) <= set(CANDIDATES)
+    assert set(out["picks"]) == set(selection.PROFILE_PICKS) - selection.SCORE_PICKS  # no scores unless picked
+    assert set(out["picks"].values()) <= set(CANDIDATES) and "scores" not in out
     assert out["layer"] == out["picks"][selection.DEFAULT_PROFILE_PICK] == min(out["nc1"], key=out["nc1"].get)
     assert out["samples"] == 40 and out["seconds"] >= 0
     assert list(out["nc1_se"]) == CANDIDATES and all(v > 0 for v in out["nc1_se"].values())  # 4 per class: 4 groups
@@ -158,11 +159,11 @@ def test_auto_uses_the_default_rule_and_errors_are_clear(backbone_factory, digit
     with pytest.raises(ValueError, match="valid rules: auto, .*fixed.*profile.*trial"):
         selection.select_layer(b, digits, _cfg(layer_rule="nope"))
     with pytest.raises(ValueError, match="unknown selection options"):
-        selection.selection_options(TrainConfig(extra={"selection": {"bogus": 1}}))
+        TrainConfig(extra={"selection": {"bogus": 1}}).validate()
 
 
 def test_register_rule_adds_a_rule(backbone_factory, digits, monkeypatch):
-    monkeypatch.setattr(selection, "_RULES", dict(selection._RULES))
+    monkeypatch.setattr(picks, "_RULES", dict(picks._RULES))
     selection.register_rule("last")(lambda backbone, splits, cfg, device: {"layer": backbone.blocks[-1],
                                                                           "rule": "last"})
     assert "last" in selection.list_rules()
@@ -193,3 +194,38 @@ def test_probe_rank_prints_the_ranked_candidates(tmp_path, capsys):
     assert {r[1] for r in rows[:k]} == repeated
     nc1 = [float(r[2]) for r in rows[:k]]
     assert nc1 == sorted(nc1)
+
+
+def test_logme_and_ncti_picks_read_the_per_block_scores():
+    curve = [("a", 9.0), ("b", 5.0), ("c", 4.0)]
+    scores = {"a": {"logme": 0.1, "ncti_seli": 1.0, "ncti_ncc": 0.5, "ncti_vc": 3.0},
+              "b": {"logme": 0.3, "ncti_seli": 3.0, "ncti_ncc": 0.9, "ncti_vc": 2.0},  # ncti' = 1 + 1 - 0
+              "c": {"logme": 0.2, "ncti_seli": 2.0, "ncti_ncc": 0.7, "ncti_vc": 2.5}}
+    assert selection.profile_pick("logme", curve, None, None, scores) == "b"
+    assert selection.profile_pick("ncti", curve, None, None, scores) == "b"
+    scores["b"]["logme"] = None  # not finite in the probe: never picked
+    assert selection.profile_pick("logme", curve, None, None, scores) == "c"
+    assert selection.profile_pick("logme", curve) is None and selection.profile_pick("ncti", curve) is None
+
+
+def test_profile_rule_with_a_score_pick_records_the_scores(backbone_factory, digits):
+    from sclft import transfer_scores
+
+    b = backbone_factory("efficientnet_lite0")
+    cfg = _cfg(layer_rule="profile", max_params=100.0)
+    cfg.extra["selection"]["profile_pick"] = "ncti"
+    out = selection.select_layer(b, digits, cfg)
+    assert set(out["scores"]) == set(CANDIDATES) and set(out["picks"]) == set(selection.PROFILE_PICKS)
+    combined = transfer_scores.ncti_from_rows(out["scores"])
+    assert out["layer"] == max(CANDIDATES, key=combined.get) == out["picks"]["ncti"]
+    assert out["picks"]["logme"] == max(CANDIDATES, key=lambda n: out["scores"][n]["logme"])
+
+
+def test_tuned_rule_reads_the_short_fits_on_their_training_samples(backbone_factory, digits):
+    b = backbone_factory("efficientnet_lite0")
+    before = {k: v.clone() for k, v in b.state_dict().items()}
+    out = selection.select_layer(b, digits, _cfg(layer_rule="tuned", strategy="layer_ft", max_params=100.0))
+    assert out["rule"] == "tuned" and set(out["nc1_fit"]) == set(CANDIDATES)
+    assert out["layer"] == min(out["nc1_fit"], key=out["nc1_fit"].get) == out["ranking"][0]["block"]
+    assert out["nc1_fit"] != out["nc1"]  # fit samples, not the held-out ones
+    assert all(torch.equal(before[k], v) for k, v in b.state_dict().items())
