@@ -137,16 +137,23 @@ def _safetensors(net: Classifier, path: Path, meta: dict[str, str]) -> None:
     save_model(net.model, str(path), metadata={**meta, "format": "pt"})
 
 
-def run_exported(path: str | Path, fmt: str, x: torch.Tensor) -> torch.Tensor:
-    """Logits of an exported ONNX (onnxruntime, CPU) or TorchScript file for the batch ``x``."""
+def load_exported(path: str | Path, fmt: str):
+    """A function: batch ``x`` → logits of an exported ONNX (onnxruntime, CPU) or TorchScript file."""
     if fmt == "onnx":
         import onnxruntime as ort  # optional dependency
 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
-    with torch.no_grad(), warnings.catch_warnings():
+        name = session.get_inputs()[0].name
+        return lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export
-        return torch.jit.load(str(path))(x)
+        module = torch.jit.load(str(path))
+
+    def run(x):
+        with torch.no_grad():
+            return module(x)
+
+    return run
 
 
 def read_metadata(path: str | Path, fmt: str) -> dict[str, Any]:
@@ -177,11 +184,12 @@ def check_export(path: str | Path, fmt: str, net: nn.Module, batches: tuple[int,
     :class:`ExportError` beyond :data:`RTOL`; returns the largest relative error."""
     worst = 0.0
     model = getattr(net, "model", net)
+    run = load_exported(path, fmt)
     for n in batches:
         x = example_input(model, n)
         with torch.no_grad():
             ref = net(x)
-        got = run_exported(path, fmt, x)
+        got = run(x)
         if got.shape != ref.shape:
             raise ExportError(f"{fmt} export gives logits of shape {tuple(got.shape)} for a batch of {n}, "
                               f"PyTorch {tuple(ref.shape)}")
