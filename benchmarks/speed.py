@@ -416,7 +416,8 @@ SIZES = {  # full run / --quick
     "probe_size": (96, 64), "probe_n": (256, 64), "ft_size": (96, 64), "ft_per_class": (6, 3),
     "lp_size": (32, 32), "lp_per_class": (40, 3), "lp_repeats": (2, 1), "nc_shape": ((5000, 2048, 100), (1000, 512, 20)),
     "flat_size": (112, 112), "flat_n": (200, 160), "probe_repeats": (5, 1), "mem_size": (128, 64), "repeats": (3, 1),
-    "cli_repeats": (7, 3), "predict_size": (96, 64), "predict_n": (256, 64),
+    "cli_repeats": (7, 3),
+    "predict_size": (96, 64), "predict_n": (256, 64),
     "ft_models": ((("resnet50", "layer3.0"), ("efficientnet_lite0", "blocks.3.0")), (("resnet50", "layer3.0"),)),
 }
 

@@ -107,7 +107,7 @@ def _onnx(net: Classifier, path: Path, meta: dict[str, str], dynamo: bool = True
     import onnx  # optional dependency (the export extra)
 
     x = example_input(net.model)
-    names = dict(input_names=["input"], output_names=["logits"])
+    names = {"input_names": ["input"], "output_names": ["logits"]}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporters' deprecation and progress notes
         if dynamo:
@@ -128,7 +128,8 @@ def _torchscript(net: Classifier, path: Path, meta: dict[str, str]) -> None:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # trace: deprecation and "converting a tensor to a Python value" notes
         traced = torch.jit.trace(net, example_input(net.model), check_trace=False)
-        torch.jit.save(traced, str(path), _extra_files={EXTRA_FILE: json.dumps({k: json.loads(v) for k, v in meta.items()})})
+        extra = {EXTRA_FILE: json.dumps({k: json.loads(v) for k, v in meta.items()})}
+        torch.jit.save(traced, str(path), _extra_files=extra)
 
 
 def _safetensors(net: Classifier, path: Path, meta: dict[str, str]) -> None:
@@ -195,5 +196,6 @@ def check_export(path: str | Path, fmt: str, net: nn.Module, batches: tuple[int,
                               f"PyTorch {tuple(ref.shape)}")
         worst = max(worst, max_relative_error(got, ref))
         if worst > RTOL:
-            raise ExportError(f"{fmt} export differs from PyTorch by {worst:.2e} (relative; limit {RTOL:g}) at batch {n}")
+            raise ExportError(f"{fmt} export differs from PyTorch by {worst:.2e} (relative; limit {RTOL:g}) "
+                              f"at batch {n}")
     return worst

@@ -6,8 +6,7 @@ import copy
 import pytest
 import torch
 
-from sclft.export import (RTOL, Classifier, export_model, max_relative_error, merged, read_metadata,
-                          load_exported)
+from sclft.export import RTOL, Classifier, export_model, load_exported, max_relative_error, merged, read_metadata
 from sclft.model import TransferModel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -33,7 +32,8 @@ def _model(backbone, strategy, num_classes=3):
     from sclft.strategies import get_strategy_config
 
     layer = BACKBONES[backbone] if get_strategy_config(strategy).uses_layer else None
-    model = TransferModel(_backbone(backbone), strategy, num_classes, layer, class_names=["ant", "bee", "cat"][:num_classes])
+    names = ["ant", "bee", "cat"][:num_classes]
+    model = TransferModel(_backbone(backbone), strategy, num_classes, layer, class_names=names)
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for p in model.parameters():

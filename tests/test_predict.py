@@ -149,7 +149,7 @@ def test_bad_inputs_exit_2_with_a_message(run, capsys, tmp_path, case):
 def test_export_cli_onnx_runs_in_onnxruntime_like_pytorch(run, capsys, tmp_path):
     import onnx
 
-    from sclft.export import RTOL, max_relative_error, load_exported
+    from sclft.export import RTOL, load_exported, max_relative_error
     from sclft.save import load
 
     run_dir, _ = run
