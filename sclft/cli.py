@@ -12,6 +12,7 @@ import importlib
 import json
 import logging
 import os
+import signal
 import sys
 import typing
 from collections import Counter
@@ -25,7 +26,7 @@ from .strategies import option_owners
 # sub-command name -> (module exposing ``add_parser(subparsers)``, its one-line help); the parser sets
 # ``func(args) -> int``. A module is imported only when its command is the one run (the CLI answers at once).
 COMMAND_MODULES = {
-    "dln": ("sclft.dln.cli", "deep-linear-network theory lab (seed §2–4)"),
+    "dln": ("sclft.dln.cli", "deep-linear-network theory lab (the lecture §2–4)"),
     "bench": ("sclft.bench", "run a benchmark suite and build its tables and plots"),
     "rank": ("sclft.rank_cli", "rank candidate backbones by NC1, LogME and NCTI on the training data"),
 }
@@ -486,7 +487,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe fails here, inside the handler, not at interpreter exit
+        return code
+    except BrokenPipeError:  # `sclft list ... | head`: the reader has gone; stop quietly, as a CLI killed by SIGPIPE
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit-time flush must not fail again
+        return 128 + signal.SIGPIPE
     except KeyboardInterrupt:
         print("interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
         return 130
