@@ -14,6 +14,7 @@ def smoke(tmp_path_factory):
     suite = bench.load_suite("smoke")
     out = tmp_path_factory.mktemp("smoke")
     summary = bench.run_suite(suite, out, say=lambda _: None)
+    bench.build_reports(suite, out)  # the runner trains; the reports are built once, from the folder
     return suite, out, summary
 
 
@@ -53,7 +54,7 @@ def test_table_has_the_paper_layout(smoke):
 
 def test_table_keeps_training_set_sizes_apart(smoke, tmp_path):
     suite, out, _ = smoke
-    sized = {**suite, "groups": {"table": {"strategies": ["scl_ft"], "seeds": [0], "train_per_class": [2, 3]}}}
+    sized = suite.replace(groups={"table": {"strategies": ["scl_ft"], "seeds": [0], "train_per_class": [2, 3]}})
     bench.build_reports(sized, tmp_path, [out])  # the data_size group's runs: same configs, same ids
     rows = list(csv.DictReader(open(tmp_path / "table.csv")))
     for row in rows:  # each column holds its own size's run, read straight from its folder
@@ -65,13 +66,16 @@ def test_table_keeps_training_set_sizes_apart(smoke, tmp_path):
 
 
 def test_ablation_keeps_sizes_and_strategies_apart(smoke, tmp_path):
-    from sclft.bench.reports import ablation_report
+    from sclft.bench.render import ablation_report
+    from sclft.bench.scoring import ablation_rows
 
     suite, out, _ = smoke
-    sized = {**suite, "groups": {"ablation": {"strategies": ["scl_ft", "linear_probe"], "seeds": [0],
-                                               "train_per_class": [2, 3]}}}
+    sized = suite.replace(groups={"ablation": {"strategies": ["scl_ft", "linear_probe"], "seeds": [0],
+                                               "train_per_class": [2, 3]}})
     runs = bench.expand_suite(sized)  # smoke trained scl_ft at 2 and 3 per class, the probe at 3 only
-    text = ablation_report(out, runs)
+    metrics = {r.id: json.loads(p.read_text()) for r in runs for p in [out / "experiments" / r.id / "metrics.json"]
+               if p.is_file()}
+    text = ablation_report(ablation_rows(runs, metrics))
     sections = text.split("### ")[1:]
     assert [s.splitlines()[0] for s in sections] == ["efficientnet_lite0 / digits · 2/class",
                                                      "efficientnet_lite0 / digits · 3/class"]
@@ -95,7 +99,7 @@ def _sweep_accuracy(out, candidates):
 @pytest.mark.slow  # the smoke suite trains 20+ runs once per module (~1-2 min)
 def test_selection_report_scores_every_rule_against_the_sweep(smoke):
     suite, out, _ = smoke
-    candidates = suite["groups"]["selection"]["candidates"]
+    candidates = list(suite.group("selection").candidates)
     acc = _sweep_accuracy(out, candidates)
     best = max(acc.values())
     (profile,) = [json.loads(p.read_text()) for p in out.glob("selection/*-profile-*.json")]
@@ -157,7 +161,7 @@ def test_selection_suite_sweeps_every_candidate_within_the_budget(tmp_path, back
     b = backbone_factory("efficientnet_lite0")
     share = {blk: TransferModel(b, "scl_ft", 10, blk).parameter_summary()["percent"] for blk in b.blocks[:-1]}
     within = [blk for blk in b.blocks[:-1] if share[blk] <= 8.0]
-    cells = bench.suite._selection_cells(suite, runs)
+    cells = bench.plan.selection_cells(runs)
     assert len(cells) == 4 and len(runs) == 4 * 3 * len(within)
     for cell in cells.values():
         for seed in (0, 1, 2):
@@ -169,8 +173,8 @@ def test_selection_suite_sweeps_every_candidate_within_the_budget(tmp_path, back
     bench.dry_run(suite, tmp_path, say=lines.append)
     assert sum(line.startswith("selection cell ") for line in lines) == 4
     assert f"{len(within)} blocks × 3 seeds" in lines[-2]
-    extra = bench.add_datasets(suite, ["imagefolder:/data/x"])
-    assert [d["name"] if isinstance(d, dict) else d for d in extra["datasets"]][-1] == "imagefolder:/data/x"
+    extra = suite.with_datasets(["imagefolder:/data/x"])
+    assert [d.name for d in extra.datasets][-1] == "imagefolder:/data/x"
 
 
 def test_test_split_cache_key_is_shared_across_seeds():
@@ -274,17 +278,17 @@ def test_run_ids_cover_every_config_field_defaults_and_library_versions(monkeypa
 
     suite = bench.load_suite("smoke")
     run = next(r for r in bench.expand_suite(suite) if r.strategy == "scl_ft")
-    seen = bench.suite.run_fingerprint(run.config)
+    seen = bench.plan.run_fingerprint(run.config)
     left_out = {"out", "cache_dir", "progress", "num_workers", "tensorboard", "resume", "overwrite"}
     assert set(seen["config"]) == {f.name for f in dataclasses.fields(TrainConfig)} - left_out
     assert seen["config"]["strategy_options"] == {"fuse": "add", "match": "repeat", "skip_pooling": None}  # defaults
     assert seen["config"]["weight_decay"] == TrainConfig.weight_decay and "torch" in seen["versions"]
     # an explicit value equal to the default is the same run; another library version is another run
-    same = bench.suite._run_id("b", "d", {**run.config, "weight_decay": TrainConfig.weight_decay}, "")
-    assert same == bench.suite._run_id("b", "d", run.config, "")
+    same = bench.plan.run_id("b", "d", {**run.config, "weight_decay": TrainConfig.weight_decay}, "")
+    assert same == bench.plan.run_id("b", "d", run.config, "")
     real = sclft.versions.library_versions()
     monkeypatch.setattr(sclft.versions, "library_versions", lambda: {**real, "timm": "0.0.1"})
-    assert bench.suite._run_id("b", "d", run.config, "") != same
+    assert bench.plan.run_id("b", "d", run.config, "") != same
 
 
 def test_dry_run_of_a_suite_given_as_a_path_outside_the_package(tmp_path):
