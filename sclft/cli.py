@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 COMMAND_MODULES = {
     "dln": ("sclft.dln.cli", "deep-linear-network theory lab (seed §2–4)"),
     "bench": ("sclft.bench", "run a benchmark suite and build its tables and plots"),
+    "rank": ("sclft.rank_cli", "rank candidate backbones by NC1, LogME and NCTI on the training data"),
 }
 _BUILTIN: dict[str, Callable[[Any], None]] = {}
 

@@ -16,14 +16,11 @@ Each returns its ``ranking`` (candidates best first, with their evidence; ``sclf
   frozen-prefix activations of a training subset), then the block whose penultimate (head-input)
   NC1 on *held-out* training samples is lowest.
 
-``auto`` is :data:`DEFAULT_RULE` = ``profile`` with pick ``repeated_min`` (no training): on the selection
-benchmark (EfficientNet-Lite0/1/2 on Fashion-MNIST, digits and MNIST, 16 cells,
-benchmarks/results/selection/heldout/) its mean regret is 0.51 points (max 1.01), against 1.55 (max 3.85) for
-``min``, the previous default. It meets issue 10's bar (mean <= 0.5, max <= 1.0) on the issue's four Lite0 cells
-(0.49 / 0.69) and sits at it on the twelve held-out ones (0.51 / 1.01); the data-free ``fixed:first_repeated``
-meets it everywhere (0.08 / 0.52) but picks the first block of a network whose blocks all have one size (ViT), so
-it is not the default. ``one_se`` (the same probe plus a jackknife standard error of each block's NC1) has mean
-0.35, max 1.11: a higher max, so not the default either.
+``auto`` is :data:`DEFAULT_RULE` = ``profile`` with pick ``repeated_min`` (no training), chosen on the selection
+benchmark by a decision rule fixed before its held-out cells ran; each rule's regret there is in
+benchmarks/results/selection/ (``summary.json``, README). ``fixed:first_repeated`` scores better on those
+EfficientNets but picks the first block of a network whose blocks all have one size (ViT), and ``one_se`` has a
+higher maximum regret, so neither is the default.
 Options come from ``cfg.extra["selection"]`` (see :data:`DEFAULT_OPTIONS`).
 """
 
