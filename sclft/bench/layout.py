@@ -8,7 +8,8 @@ and finding the finished runs of a suite across several (merged) bench folders.
     OUT/bench.json              command, hardware and sessions;   OUT/.sclft.lock  while a writer holds OUT
 
 :func:`find_runs` matches each run of a suite to a finished folder: the folder of its exact id, else one of
-the same config trained under other library versions (its id differs only in the hash); with
+the same config trained under other library versions (its id differs only in the hash; the data may have been
+read from another ``data_dir``); with
 ``strict_versions`` such a run is refused. Every run not found gets a reason.
 """
 
@@ -27,6 +28,9 @@ FAILURE_FILE = "error.log"  # a failed run's traceback, in its run folder (the r
 FINGERPRINT_FILE = "fingerprint.json"  # what the run id hashes (config and library versions), written on success
 SELECTION_SUBDIR = "selection"
 BENCH_FILE = "bench.json"
+
+# hashed into run ids, but only say where a machine keeps its data: runs matched across machines may differ in them
+LOCATION_FIELDS = ("data_dir",)
 
 Roots = Path | str | Sequence[Path | str]
 
@@ -150,12 +154,16 @@ def find_runs(out: Roots, runs: Iterable[Run], strict_versions: bool = False) ->
     return coverage
 
 
+def _matched(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config_fingerprint(config).items() if k not in LOCATION_FIELDS}
+
+
 def _same_config(run: Run, candidates: list[Path]) -> tuple[Path, dict[str, Any] | None] | None:
     """The first candidate folder whose ``train_config.json`` trains ``run``'s config (other versions)."""
-    want = config_fingerprint(run.config)
+    want = _matched(run.config)
     for path in candidates:
         try:
-            if config_fingerprint(read_json(path / "train_config.json")) != want:
+            if _matched(read_json(path / "train_config.json")) != want:
                 continue
         except (ValueError, TypeError, KeyError):
             continue  # a folder whose config this version cannot read is not this run
