@@ -379,3 +379,136 @@ def test_report_prefers_finished_runs_over_a_stored_selection_json(smoke, tmp_pa
     merged = json.loads((tmp_path / "merged" / "selection.json").read_text())
     assert [c["cell"] for c in merged] == [cell["cell"], _stored_cell()["cell"]]
     assert merged[0]["accuracy"] == cell["accuracy"]  # from the runs, not the stale copy
+
+
+# ---- hostile suites (issue 29 item 4): each exits 2 naming the file, the key and what is valid, no traceback
+SMOKE_HEAD = "backbones: [efficientnet_lite0]\ndatasets: [{name: digits, test_per_class: 4}]\n"
+SUITE_CASES = [
+    ("empty", "", ("empty", "backbones")),
+    ("a-list", "- backbones\n- datasets\n", ("mapping", "list")),
+    ("yaml-syntax", "backbones: [efficientnet_lite0\ndatasets: [digits]\n", ("invalid YAML", "line 2")),
+    ("not-utf8", b"\xff\xfe\x00backbones", ("UTF-8",)),
+    ("no-backbones", "datasets: [digits]\ngroups: {table: {strategies: [scl_ft]}}\n", ("backbones", "required")),
+    ("group-as-list", SMOKE_HEAD + "groups:\n  table: [linear_probe, scl_ft]\n", ("groups.table", "mapping", "list")),
+    ("seed-for-seeds", SMOKE_HEAD + "groups: {table: {strategies: [scl_ft], seed: [0, 1, 2]}}\n",
+     ("groups.table.seed", "did you mean 'seeds'", "train_per_class")),
+    ("unknown-top-level", SMOKE_HEAD + "image_size: 32\ngroups: {table: {strategies: [scl_ft]}}\n",
+     ("image_size", "unknown key", "under `defaults:`")),
+    ("unknown-group", SMOKE_HEAD + "groups: {tables: {strategies: [scl_ft]}}\n", ("groups.tables", "'table'")),
+    ("per-strategy-unknown", SMOKE_HEAD + "per_strategy: {linear_prob: {lr: 0.01}}\n"
+     "groups: {table: {strategies: [linear_probe]}}\n", ("per_strategy.linear_prob", "'linear_probe'")),
+    ("variant-unknown-option", SMOKE_HEAD + "groups: {ablation: {strategies: [scl_ft], variants: [{fusee: concat}]}}\n",
+     ("groups.ablation.variants[0].fusee", "'fuse'")),
+    ("variant-bad-value", SMOKE_HEAD + "groups: {ablation: {strategies: [scl_ft], variants: [{epochs: two}]}}\n",
+     ("groups.ablation.variants[0]", "epochs", "two")),
+    ("strategies-a-string", SMOKE_HEAD + "groups: {table: {strategies: linear_probe}}\n",
+     ("groups.table.strategies", "must be a list", "linear_probe")),
+    ("strategy-unknown", SMOKE_HEAD + "groups: {table: {strategies: [scl]}}\n", ("groups.table.strategies", "'scl_ft'")),
+    ("seeds-not-integers", SMOKE_HEAD + "groups: {table: {strategies: [scl_ft], seeds: [0.5]}}\n",
+     ("groups.table.seeds", "0.5")),
+    ("defaults-grid-field", SMOKE_HEAD + "defaults: {seed: 3}\ngroups: {table: {strategies: [scl_ft]}}\n",
+     ("defaults.seed", "seeds")),
+    ("defaults-unknown-field", SMOKE_HEAD + "defaults: {epoch: 3}\ngroups: {table: {strategies: [scl_ft]}}\n",
+     ("defaults", "epoch", "valid keys")),
+    ("rules-outside-selection", SMOKE_HEAD + "groups: {table: {strategies: [scl_ft], rules: [profile]}}\n",
+     ("groups.table.rules", "selection")),
+    ("rule-unknown", SMOKE_HEAD + "groups: {selection: {strategies: [scl_ft], layers: all, rules: [profil]}}\n",
+     ("groups.selection.rules", "profil", "profile")),
+    ("selection-option-unknown", SMOKE_HEAD + "groups: {selection: {strategies: [scl_ft], layers: all, "
+     "rules: [profile], options: {bogus: 1}}}\n", ("groups.selection.options", "bogus", "profile_per_class")),
+    ("group-dataset-unknown", SMOKE_HEAD + "groups: {table: {strategies: [scl_ft], datasets: [cifar10]}}\n",
+     ("groups.table.datasets", "cifar10", "digits")),
+]
+
+
+@pytest.mark.parametrize("text, says", [c[1:] for c in SUITE_CASES], ids=[c[0] for c in SUITE_CASES])
+def test_a_bad_suite_is_a_usage_error_naming_file_and_key(tmp_path, capsys, text, says):
+    from sclft import cli
+
+    path = tmp_path / "mine.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    assert cli.main(["bench", "--suite", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "mine.yaml" in err, err
+    for fragment in says:
+        assert fragment in err, (fragment, err)
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--dry-run", "--report"], ("--dry-run", "--report", "one of them")),
+    (["--dry-run", "--report-only"], ("--dry-run", "--report-only")),
+    (["--strict-versions"], ("--strict-versions", "--report")),
+    (["--report"], ("no finished run of suite 'smoke'", "nothing to report", "never trained")),
+    (["--report-only"], ("nothing to report",)),
+])
+def test_report_usage_errors(tmp_path, capsys, flags, says):
+    from sclft import cli
+
+    (tmp_path / "out").mkdir()
+    assert cli.main(["bench", "--suite", "smoke", "--out", str(tmp_path / "out"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and all(s in err for s in says), err
+    assert not any((tmp_path / "out").iterdir())
+
+
+def test_a_second_bench_into_one_out_is_refused_naming_the_holder(tmp_path, capsys):
+    import os
+
+    from sclft import cli
+
+    with bench.bench_lock(tmp_path / "out"):
+        assert cli.main(["bench", "--suite", "smoke", "--out", str(tmp_path / "out"), "--report-only"]) == 2
+    err = capsys.readouterr().err
+    assert f"pid {os.getpid()}" in err and "one writer" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / ".sclft.lock").exists()  # released: the next writer gets it
+
+
+def test_report_merges_shards_of_other_library_versions_and_names_the_mix(smoke, tmp_path, monkeypatch):
+    """Issue 24: shard b ran on a node with another torch patch release (other run ids); the merged report
+    counts its runs, says which versions it mixes, and names every missing run with its reason."""
+    import shutil
+
+    import sclft.versions
+
+    suite, out, _ = smoke
+    runs = bench.expand_suite(suite)
+    real = sclft.versions.library_versions()
+    major, minor, patch = real["torch"].split("+")[0].split(".")[:3]
+    other = {**real, "torch": f"{major}.{minor}.{int(patch) + 1}"}
+    monkeypatch.setattr(sclft.versions, "library_versions", lambda: other)
+    other_ids = [r.id for r in bench.expand_suite(suite)]
+    monkeypatch.setattr(sclft.versions, "library_versions", lambda: real)
+    assert not set(other_ids) & {r.id for r in runs}  # a patch release changes every id
+    a, b = tmp_path / "a", tmp_path / "b"
+    for i, (run, rid) in enumerate(zip(runs, other_ids)):
+        dest = (a / "experiments" / run.id) if i % 2 == 0 else (b / "experiments" / rid)
+        shutil.copytree(out / "experiments" / run.id, dest)
+        if i % 2:
+            (dest / "fingerprint.json").write_text(json.dumps({"id": rid, **bench.run_fingerprint(run.config, other)}))
+    shutil.copytree(out / "selection", b / "selection")
+    bench.build_reports(suite, tmp_path / "ref", [out])
+    bench.build_reports(suite, tmp_path / "merged", [a, b])
+    ref, merged = tmp_path / "ref", tmp_path / "merged"
+    assert (merged / "table.csv").read_text() == (ref / "table.csv").read_text()
+    assert (merged / "summary.json").read_text() == (ref / "summary.json").read_text()
+    assert not (ref / "runs.md").exists() and "Runs:" not in (ref / "table.md").read_text()
+    note = f"mixing 2 sets of library versions (torch {real['torch']}; torch {other['torch']})"
+    for name in ("table.md", "selection.md", "ablation.md", "data_size.md"):
+        assert note in (merged / name).read_text(), name
+    listing = (merged / "runs.md").read_text()
+    assert f"{len(runs)} of {len(runs)} runs found" in listing and f"torch {other['torch']} (installed" in listing
+
+    # --strict-versions: shard b's runs are refused, each named with its reason; a failed run says so
+    failed = runs[0].id
+    (a / "experiments" / failed / "metrics.json").unlink()
+    (a / "experiments" / failed / "error.log").write_text("Traceback …\nRuntimeError: CUDA error: out of memory\n")
+    bench.build_reports(suite, tmp_path / "strict", [a, b], strict_versions=True)
+    listing = (tmp_path / "strict" / "runs.md").read_text()
+    rows = {ln.split(" | ")[0][2:]: ln for ln in listing.splitlines() if ln.startswith("| efficientnet")}
+    assert set(rows) == {failed, *(r.id for r in runs[1::2])}
+    assert "failed (traceback in a/experiments/" in rows[failed]
+    assert all("version mismatch refused by --strict-versions" in rows[r.id] and other["torch"] in rows[r.id]
+               for r in runs[1::2])
+    table = list(csv.DictReader(open(tmp_path / "strict" / "table.csv")))
+    assert sum(int(r["seeds"]) for r in table) < sum(int(r["seeds"]) for r in csv.DictReader(open(ref / "table.csv")))

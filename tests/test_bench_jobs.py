@@ -20,16 +20,16 @@ def _run(*args, **env):
 def test_jobs_split_the_suite_and_the_report_merges_them(tmp_path):
     from sclft import bench
 
-    suite = bench.load_suite("smoke")
+    suite = bench.load_suite("smoke").to_dict()
     suite["groups"] = {"table": {"strategies": ["linear_probe"], "seeds": [0, 1, 2], "train_per_class": [3]}}
     suite["defaults"] = {**suite["defaults"], "cache": "disk"}
     path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(suite))
+    path.write_text(yaml.safe_dump({**suite, "name": "tiny"}))
     result = _run("--jobs", 2, "--out", tmp_path / "out", path)
     assert result.returncode == 0, result.stderr
     runs = {s: sorted(p.name for p in (tmp_path / "out" / "tiny" / s / "experiments").iterdir())
             for s in ("shard_1", "shard_2")}
-    ids = [r.id for r in bench.expand_suite(suite)]
+    ids = [r.id for r in bench.expand_suite(bench.load_suite(str(path)))]
     assert runs == {"shard_1": sorted(ids[0::2]), "shard_2": sorted(ids[1::2])}
     assert any((tmp_path / "out" / "cache").iterdir())  # one cache shared by the jobs, none of their own
     assert not any((tmp_path / "out" / "tiny" / s / "cache").exists() for s in ("shard_1", "shard_2"))
@@ -46,10 +46,10 @@ def test_bad_usage_exits_2_and_says_what_is_valid(tmp_path):
 def test_deadline_stops_every_job_and_still_merges(tmp_path):
     from sclft import bench
 
-    suite = bench.load_suite("smoke")
+    suite = bench.load_suite("smoke").to_dict()
     suite["groups"] = {"table": {"strategies": ["full_ft"], "seeds": list(range(40)), "train_per_class": [3]}}
     path = tmp_path / "long.yaml"
-    path.write_text(yaml.safe_dump(suite))
+    path.write_text(yaml.safe_dump({**suite, "name": "long"}))
     out = tmp_path / "out"
     result = _run("--jobs", 2, "--deadline", 4, "--out", out, path)
     assert "deadline 4s reached" in result.stderr

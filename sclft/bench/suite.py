@@ -178,11 +178,15 @@ def _kind(value: Any) -> str:
 
 
 def _check_keys(given: dict, valid: Iterable[str], source: str, where: str) -> None:
+    from ..config import TrainConfig
+
     valid = list(valid)
     for key in given:
         if key not in valid:
             near = difflib.get_close_matches(str(key), valid, n=1)
             hint = f" (did you mean {near[0]!r}?)" if near else ""
+            if not where and not near and key in TrainConfig.__dataclass_fields__:
+                hint = f" ({key} is a run field: put it under `defaults:`)"
             name = f"{where}.{key}" if where else str(key)
             raise _fail(source, name, f"unknown key{hint}; valid keys{' of ' + where if where else ''}: "
                                       f"{', '.join(valid)}")
@@ -221,16 +225,16 @@ def _number(value: Any, source: str, key: str, integer: bool = False) -> float |
     return value
 
 
-def _run_fields(values: Any, source: str, key: str, grid: bool = True) -> dict[str, Any]:
+def _run_fields(values: Any, source: str, key: str) -> dict[str, Any]:
     """A mapping of TrainConfig fields and strategy options, checked by the TrainConfig types (kept as given)."""
     from ..config import TrainConfig
 
     values = _mapping(values, source, key, "{lr: 0.01, epochs: 20}")
     for name in values:
-        if name in GRID_FIELDS and grid:
+        if name in GRID_FIELDS:
             raise _fail(source, f"{key}.{name}", f"is set per run by the suite ({GRID_FIELDS[name]}); it "
                                                   "cannot be set here")
-    if grid and values.get("layer", "auto") != "auto":
+    if values.get("layer", "auto") != "auto":
         raise _fail(source, f"{key}.layer", "is set per run by a group's `layers` (e.g. layers: [blocks.5.0]); "
                                             "only `layer: auto` may be given here")
     try:

@@ -1,7 +1,7 @@
 """Transfer strategies, one package each: ``<name>/config.py`` (options and description, no torch) and
 ``<name>/model.py`` (the model side, imported on first :func:`get_strategy`).
 
-Importing this package imports no torch. The import order below is the order of methods in bench tables.
+Importing this package imports no torch. (The order of methods in bench tables is `sclft.bench.scoring.METHOD_ORDER`.)
 """
 
 from . import linear_probe, zero_shot, layer_ft, scl_ft, bitfit, lora, deep_lora, full_ft  # noqa: F401  (register the configs)
