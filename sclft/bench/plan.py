@@ -162,8 +162,7 @@ def _group_layers(suite: Suite, group: Group, backbone: Backbone, dataset: Datas
         return list(group.layers)
     budget = suite.budget(group)
     num_classes = _num_classes(dataset) if budget is not None else 10
-    candidates = list(group.candidates) if group.candidates is not None else None
-    return candidate_blocks(_meta_backbone(backbone.name), {"candidates": candidates}, budget, num_classes)
+    return candidate_blocks(_meta_backbone(backbone.name), list(group.candidates or ()) or None, budget, num_classes)
 
 
 def expand_suite(suite: Suite) -> list[Run]:

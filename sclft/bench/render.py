@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from ..io import atomic_write
-from ..strategies import get_strategy_config
-from .scoring import mean_std, method_name, method_order, method_rank, spearman, summarize_rules
+from ..strategies import get_strategy_config, strategy_rank
+from .scoring import mean_std, method_name, method_order, spearman, summarize_rules
 
 TABLE_FIELDS = ["backbone", "dataset", "method", "strategy", "seeds", "train_per_class", "accuracy_mean",
                 "accuracy_std", "nc1_mean", "nc1_std", "train_accuracy_mean", "params_percent", "trainable_params",
@@ -33,7 +33,7 @@ def render_table(rows: list[dict[str, Any]]) -> tuple[str, str]:
     """(Markdown, CSV) of the paper table: a column per backbone/dataset (and training-set size, where a
     suite has several); blocks accuracy, NC1, % params."""
     cols = list(dict.fromkeys((r["backbone"], r["dataset"], r["train_per_class"]) for r in rows))
-    methods = list(dict.fromkeys(r["method"] for r in sorted(rows, key=lambda r: method_rank(r["strategy"]))))
+    methods = list(dict.fromkeys(r["method"] for r in sorted(rows, key=lambda r: strategy_rank(r["strategy"]))))
     index = {(r["backbone"], r["dataset"], r["train_per_class"], r["method"]): r for r in rows}
     sized = len({n for _, _, n in cols}) > 1
     blocks = [("Transfer accuracy (%, test)", lambda r: pm(r["acc"], 100.0)),
@@ -144,7 +144,7 @@ def plot_nc1_layers(panels: dict[tuple[str, str], list[tuple[str, list[dict[str,
     fig, axes = _figure(len(panels))
     for ax, ((backbone, dataset), lines) in zip(axes, panels.items()):
         names: list[str] = []
-        for strategy, rows in sorted(lines, key=lambda line: method_rank(line[0])):
+        for strategy, rows in sorted(lines, key=lambda line: strategy_rank(line[0])):
             names = [row["layer"] for row in rows]
             ax.plot(range(len(rows)), [float(row["nc1"]) for row in rows], marker="o", ms=3,
                     label=method_name(strategy))

@@ -11,21 +11,15 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from ..strategies import get_strategy_config
+from ..strategies import get_strategy_config, strategy_rank
 from .plan import Run, RuleTask, selection_cells
-
-# Order of methods in every table and plot (declared, not the strategies' import order); others last, by name.
-METHOD_ORDER = ("linear_probe", "zero_shot", "layer_ft", "scl_ft", "bitfit", "lora", "deep_lora", "full_ft")
 
 Rows = list[tuple[Run, dict[str, Any]]]
 
 
-def method_rank(strategy: str) -> int:
-    return METHOD_ORDER.index(strategy) if strategy in METHOD_ORDER else len(METHOD_ORDER)
-
-
 def method_order(strategies: Iterable[str]) -> list[str]:
-    return sorted(set(strategies), key=lambda s: (method_rank(s), s))
+    """Strategies in the declared table order (``sclft.strategies._registry.TABLE_ORDER``)."""
+    return sorted(set(strategies), key=lambda s: (strategy_rank(s), s))
 
 
 def method_name(strategy: str) -> str:
