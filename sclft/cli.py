@@ -1,6 +1,6 @@
 """`sclft` command line: list, probe, train, eval here; bench and dln from their own modules.
 
-Exit codes: 0 success, 1 the run failed (data or weights unavailable, non-finite loss), 2 bad input.
+Exit codes: 0 success, 1 the run failed (data or weights unavailable, non-finite or diverged loss), 2 bad input.
 Set SCLFT_DEBUG=1 to see full tracebacks.
 """
 
@@ -37,7 +37,7 @@ TRAIN_HELP = {
     "data": "dataset name (sclft list datasets), imagefolder:PATH or hf:<repo_id>",
     "strategy": "transfer strategy (sclft list strategies); its options are the flags under 'strategy options'",
     "layer": "block to tune, or 'auto' to choose it by NC1 on the training data",
-    "layer_rule": "rule for --layer auto: auto | profile | fixed | trial",
+    "layer_rule": "rule for --layer auto: auto | profile | fixed | trial | tuned",
     "max_params": "--layer auto: choose only among blocks training at most this percent of the parameters",
     "epochs": "training epochs",
     "lr": "peak learning rate (after warm-up; cosine decay to 0)",

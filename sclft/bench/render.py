@@ -107,7 +107,7 @@ def selection_report(cells: list[dict[str, Any]]) -> str:
         corr = [f"NC1 after FT {spearman([c['nc1_after'][b] for b in c['blocks']], accs):+.2f}"]
         if all(b in c["nc1_profile"] for b in c["blocks"]):
             corr.append(f"pretrained NC1 {spearman([c['nc1_profile'][b] for b in c['blocks']], accs):+.2f}")
-        parts += [f"\nSpearman correlation with mean test accuracy across blocks (negative = lower NC1, higher "
+        parts += ["\nSpearman correlation with mean test accuracy across blocks (negative = lower NC1, higher "
                   "accuracy): " + ", ".join(corr) + "."]
     summary = summarize_rules(cells)
     if summary:
