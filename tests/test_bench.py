@@ -116,7 +116,8 @@ def test_selection_report_scores_every_rule_against_the_sweep(smoke):
     assert rules["profile:min"]["seconds"] == pytest.approx(profile["seconds"])
     (cell,) = json.loads((out / "selection.json").read_text())
     assert cell["blocks"] == candidates and cell["seeds"] == [0]
-    assert cell["nc1_profile_seeds"] == {"0": profile["nc1"]} and cell["nc1_se_profile_seeds"] == {"0": profile["nc1_se"]}
+    assert cell["nc1_profile_seeds"] == {"0": profile["nc1"]}
+    assert cell["nc1_se_profile_seeds"] == {"0": profile["nc1_se"]}
     assert cell["rules"]["profile:one_se"]["picks"] == [profile["picks"]["one_se"]]  # rescored from the stored SEs
     assert rules["fixed:last"]["mean_percent"] == pytest.approx(cell["params_percent"][candidates[1]])
     md = (out / "selection.md").read_text()
@@ -403,7 +404,8 @@ SUITE_CASES = [
      ("groups.ablation.variants[0]", "epochs", "two")),
     ("strategies-a-string", SMOKE_HEAD + "groups: {table: {strategies: linear_probe}}\n",
      ("groups.table.strategies", "must be a list", "linear_probe")),
-    ("strategy-unknown", SMOKE_HEAD + "groups: {table: {strategies: [scl]}}\n", ("groups.table.strategies", "'scl_ft'")),
+    ("strategy-unknown", SMOKE_HEAD + "groups: {table: {strategies: [scl]}}\n",
+     ("groups.table.strategies", "'scl_ft'")),
     ("seeds-not-integers", SMOKE_HEAD + "groups: {table: {strategies: [scl_ft], seeds: [0.5]}}\n",
      ("groups.table.seeds", "0.5")),
     ("defaults-grid-field", SMOKE_HEAD + "defaults: {seed: 3}\ngroups: {table: {strategies: [scl_ft]}}\n",

@@ -24,7 +24,7 @@ the whole time holding ``bench_lock(out)`` on the driver. See docs/bench.md.
 from .cli import add_parser
 from .cost import dry_run, estimate_seconds
 from .layout import Coverage, bench_lock, find_runs
-from .plan import Run, RuleTask, expand_suite, rule_tasks, run_fingerprint, shard
+from .plan import RuleTask, Run, expand_suite, rule_tasks, run_fingerprint, shard
 from .reports import NothingToReport, build_reports
 from .runner import RunResult, execute_rule, execute_run, run_suite
 from .suite import Suite, SuiteError, find_suite, load_suite

@@ -37,7 +37,11 @@ def _main(args: argparse.Namespace) -> int:
         if args.dry_run:
             dry_run(suite, out, shard_spec=args.shard)
             return 0
-        with bench_lock(out):
+        with bench_lock(out):  # one writer per bench folder (a launcher's workers write only their runs' folders)
+            if args.launcher != "local" and not (args.report is not None or args.report_only):
+                from .launchers.cli import launch  # the engines are optional dependencies
+
+                return launch(args, suite, out)
             if args.report is not None or args.report_only:
                 for path in build_reports(suite, out, args.report or [], args.strict_versions, say=say):
                     print(path)
@@ -82,5 +86,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--cache-dir", metavar="DIR", default=None,
                         help="frozen-prefix activation cache for every run (default: OUT/cache); shard jobs on one "
                              "machine can share one (concurrent writers are safe); does not change run ids")
+    from .launchers.cli import add_launcher_arguments
+
+    add_launcher_arguments(parser)
     parser.set_defaults(func=_main)
     return parser

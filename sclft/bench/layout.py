@@ -16,9 +16,10 @@ read from another ``data_dir``); with
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from ..train.run_folder import METRICS_FILE, run_lock
 from .plan import Run, config_fingerprint, split_id

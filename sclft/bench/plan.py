@@ -123,7 +123,7 @@ def split_id(rid: str) -> tuple[str, str]:
     return name, tail
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _meta_backbone(name: str):
     """A backbone built without weights (on the meta device when the family allows): block names and sizes."""
     import torch
@@ -146,7 +146,7 @@ def _num_classes(dataset: Dataset) -> int:
     return int(dataset.num_classes) if dataset.num_classes else _data_classes(dataset.ref, dataset.data_dir)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _data_classes(ref: str, data_dir: str | None) -> int:
     from ..data import load_dataset
 

@@ -97,7 +97,8 @@ def selection_report(cells: list[dict[str, Any]]) -> str:
                  ", ".join(picked[b]) + (" **best**" if b == c["best"] else "")] for b in c["blocks"]]
         header = ["block", "% params", "pretrained NC1", "test acc (%)", "NC1 after FT (train)", "run (s)",
                   "picked by"]
-        parts += [f"\n## {c['cell'].replace('|', ' · ').rstrip(' · ')} (seeds {', '.join(map(str, c['seeds']))})\n",
+        title = c["cell"].replace("|", " · ").rstrip(" ·")  # noqa: B005 — drops the separators of empty parts
+        parts += [f"\n## {title} (seeds {', '.join(map(str, c['seeds']))})\n",
                   markdown(header, body), ""]
         rows = [[n, " ".join(dict.fromkeys(r["picks"])), "–" if r["regret"] is None else f"{r['regret']:.2f}",
                  "–" if r["params_percent"] is None else f"{r['params_percent']:.2f}", f"{r['seconds']:.1f}",

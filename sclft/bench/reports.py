@@ -11,13 +11,14 @@ missing run with its reason (never trained, failed, unfinished, version mismatch
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from ..io import atomic_write_json, atomic_write_text
 from ..train.run_folder import METRICS_FILE
 from .layout import Coverage, describe_versions, find, find_runs, read_json, selection_file
-from .plan import Run, RuleTask, expand_suite, probe_runs
+from .plan import RuleTask, Run, expand_suite, probe_runs
 from .render import (
     ablation_report,
     markdown,

@@ -7,6 +7,8 @@ The API a launcher builds on (``run_suite`` is the in-process one; Ray / Slurm l
   failure writes ``error.log`` there and returns ``status="failed"`` (it does not raise), a success drops
   the resume state, writes ``fingerprint.json`` and probes the runs the NC1 plot needs. Safe to call from
   several processes on one folder for *different* runs (each run folder has ``sclft train``'s lock).
+* :func:`train_run` ``(run, out)`` — the training step of ``execute_run`` alone; raises on failure (for an
+  engine's retries), leaving the traceback in ``error.log``.
 * :func:`execute_rule` ``(suite, task, out)`` — one :class:`~sclft.bench.plan.RuleTask` into ``out/selection/``
   (needs no finished run; skipped when its file exists).
 * :func:`record_session` — appends a session summary to ``out/bench.json``.
@@ -25,13 +27,14 @@ import shutil
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..io import atomic_write_json
 from .layout import BENCH_FILE, FAILURE_FILE, FINGERPRINT_FILE, is_finished, run_dir, selection_file
-from .plan import Run, RuleTask, expand_suite, probe_runs, rule_tasks, run_fingerprint, selection_cells, shard
+from .plan import RuleTask, Run, expand_suite, probe_runs, rule_tasks, run_fingerprint, selection_cells, shard
 from .suite import Suite
 
 
@@ -75,35 +78,51 @@ def _find_run(suite: Suite, run: Run | str, runs: list[Run] | None) -> tuple[Run
     return match, runs
 
 
+def train_run(run: Run, out: str | Path) -> dict[str, Any]:
+    """Train ``run`` into ``out/experiments/<id>`` (continuing its own interrupted checkpoint) and return its
+    metrics; on failure the traceback goes to its ``error.log`` and the exception propagates (a launcher's
+    engine retries it). A success drops the resume state and records ``fingerprint.json``."""
+    from ..train import TrainConfig, train
+
+    folder = run_dir(out, run.id)
+    cache_dir = run.config.get("cache_dir") or str(Path(out) / "cache")
+    # this run's own folder without metrics.json: an interrupted run continues, other leftovers go
+    resume = (folder / "checkpoint" / "latest.json").is_file()
+    try:
+        metrics = train(TrainConfig.from_dict({**run.config, "out": str(folder), "cache_dir": cache_dir,
+                                               "resume": resume, "overwrite": not resume}))
+    except Exception:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / FAILURE_FILE).write_text(traceback.format_exc())
+        raise
+    (folder / FAILURE_FILE).unlink(missing_ok=True)  # an earlier attempt's
+    atomic_write_json(folder / FINGERPRINT_FILE, {"id": run.id, **run_fingerprint(run.config)})
+    shutil.rmtree(folder / "checkpoint", ignore_errors=True)  # resume state; the final model stays
+    return metrics
+
+
 def execute_run(suite: Suite, run: Run | str, out: str | Path, say: Callable[[str], None] = print,
                 runs: list[Run] | None = None) -> RunResult:
-    """Train one run (a :class:`Run` or its id) into ``out/experiments/<id>`` unless it finished before.
+    """Train one run (a :class:`Run` or its id) into ``out/experiments/<id>`` unless it finished before, then
+    probe it if the NC1 plot needs it; a failure is returned (``status="failed"``), not raised.
     ``runs``: the suite's expanded runs, when the caller has them (saves expanding the suite again)."""
-    from ..train import METRICS_FILE, TrainConfig, train
+    from ..train import METRICS_FILE
 
     out = Path(out)
     run, runs = _find_run(suite, run, runs)
     folder = run_dir(out, run.id)
     if is_finished(out, run.id):
         result = RunResult(run.id, "done", json.loads((folder / METRICS_FILE).read_text()))
+        shutil.rmtree(folder / "checkpoint", ignore_errors=True)
     else:
-        cache_dir = run.config.get("cache_dir") or str(out / "cache")
-        # this run's own folder without metrics.json: an interrupted run continues, other leftovers go
-        resume = (folder / "checkpoint" / "latest.json").is_file()
         try:
-            metrics = train(TrainConfig.from_dict({**run.config, "out": str(folder), "cache_dir": cache_dir,
-                                                   "resume": resume, "overwrite": not resume}))
+            metrics = train_run(run, out)
         except Exception as exc:  # noqa: BLE001 — one broken run must not cost the rest of the suite (or of a shard)
             say(f"  FAILED ({type(exc).__name__}: {exc}); traceback in {folder / FAILURE_FILE}")
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / FAILURE_FILE).write_text(traceback.format_exc())
             return RunResult(run.id, "failed", error=f"{type(exc).__name__}: {exc}")
-        (folder / FAILURE_FILE).unlink(missing_ok=True)  # an earlier attempt's
-        atomic_write_json(folder / FINGERPRINT_FILE, {"id": run.id, **run_fingerprint(run.config)})
         say(f"  test accuracy {metrics['test_accuracy']:.4f}, NC1 {metrics['nc1_train']:.4g}, "
             f"{metrics['seconds']:.0f} s")
         result = RunResult(run.id, "trained", metrics)
-    shutil.rmtree(folder / "checkpoint", ignore_errors=True)  # resume state; the final model stays
     if run.id in probe_runs(runs) and not (folder / "nc1_layers.csv").is_file():
         probe_run(folder)
     return result

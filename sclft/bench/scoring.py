@@ -7,12 +7,13 @@ Pure functions of the runs (:class:`~sclft.bench.plan.Run`) and their ``metrics.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
 from ..strategies import get_strategy_config, strategy_rank
-from .plan import Run, RuleTask, selection_cells
+from .plan import RuleTask, Run, selection_cells
 
 Rows = list[tuple[Run, dict[str, Any]]]
 

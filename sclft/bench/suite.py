@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
@@ -101,7 +102,7 @@ class Suite:
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_dict(cls, raw: Any, source: str = "suite", file: str | None = None) -> "Suite":
+    def from_dict(cls, raw: Any, source: str = "suite", file: str | None = None) -> Suite:
         """A suite from its YAML mapping, checked against the schema (:class:`SuiteError` naming ``source``)."""
         return _parse(raw, source, file)
 
@@ -109,7 +110,7 @@ class Suite:
         """The suite as YAML would hold it (``yaml.safe_dump`` writes a suite file back)."""
         return _plain(self.raw)
 
-    def replace(self, **keys: Any) -> "Suite":
+    def replace(self, **keys: Any) -> Suite:
         """A copy with some top-level keys replaced (``groups={...}``), validated again."""
         return _parse({**self.raw, **keys}, f"{self.file or self.name} (replaced {', '.join(keys)})", self.file)
 
@@ -130,13 +131,13 @@ class Suite:
     def dataset(self, label: str) -> Dataset:
         return next(d for d in self.datasets if d.label == label)
 
-    def with_datasets(self, names: Iterable[str]) -> "Suite":
+    def with_datasets(self, names: Iterable[str]) -> Suite:
         """The suite with extra datasets (e.g. ``imagefolder:PATH``) in every group that names none."""
         known = {d.label for d in self.datasets}
         extra = [n for n in dict.fromkeys(names) if n not in known]
         return self.replace(datasets=[*self.raw["datasets"], *extra]) if extra else self
 
-    def with_defaults(self, **fields: Any) -> "Suite":
+    def with_defaults(self, **fields: Any) -> Suite:
         return self.replace(defaults={**self.raw.get("defaults", {}), **fields})
 
 
@@ -220,7 +221,7 @@ def _list(value: Any, source: str, key: str, example: str, kind: type | tuple = 
 
 def _number(value: Any, source: str, key: str, integer: bool = False) -> float | int:
     kind = int if integer else (int, float)
-    if not isinstance(value, kind) or isinstance(value, bool) or not value > 0 or value != value or value == float("inf"):
+    if not isinstance(value, kind) or isinstance(value, bool) or not 0 < value < float("inf"):
         raise _fail(source, key, f"must be a positive {'integer' if integer else 'number'}; got {value!r}")
     return value
 
