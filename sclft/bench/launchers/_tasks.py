@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import layout
 from ..layout import FAILURE_FILE, selection_file
+from ..layout import is_finished as _is_finished
+from ..layout import run_dir as _run_dir
 from ..plan import RuleTask, Run, expand_suite, probe_runs, rule_tasks, shard
 from ..reports import NothingToReport, build_reports
 from ..runner import execute_rule, preflight, probe_run, record_session, train_run
@@ -21,11 +22,11 @@ from ..suite import Suite
 
 
 def run_dir(out: Path, run: Run) -> Path:
-    return layout.run_dir(out, run.id)
+    return _run_dir(out, run.id)
 
 
 def is_finished(out: Path, run: Run) -> bool:
-    return layout.is_finished(out, run.id)
+    return _is_finished(out, run.id)
 
 
 def failure_file(out: Path, task: Task) -> Path:
