@@ -156,9 +156,11 @@ def profile_rule(backbone: Backbone, splits: DatasetSplits, cfg, device="cpu") -
     _, eval_tf = build_transforms(backbone.data_config, cfg.image_size, augment=False)
     subset = _balanced(splits, opts.profile_per_class, cfg.seed)
     per_class = min(Counter(subset.targets).values())
-    if opts.profile_jackknife > per_class:
-        log.warning("profile_jackknife=%d groups, but the probe has %d samples per class: the standard errors use %d "
-                    "groups", opts.profile_jackknife, per_class, per_class)
+    if opts.profile_jackknife > per_class:  # said aloud when the groups were asked for (not the default)
+        given = "profile_jackknife" in (cfg.extra or {}).get("selection", {})
+        (log.warning if given else log.info)("profile_jackknife=%d groups, but the probe has %d samples per class: "
+                                             "the standard errors use %d groups", opts.profile_jackknife, per_class,
+                                             per_class)
     data = TransformedDataset(subset, eval_tf)
     with_scores = pick in SCORE_PICKS  # LogME / NCTI per block: only when the pick reads them (a few s on a ViT)
     res = probe(backbone, data, blocks, batch_size=max(cfg.batch_size, 64), device=str(device),

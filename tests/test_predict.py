@@ -149,7 +149,7 @@ def test_bad_inputs_exit_2_with_a_message(run, capsys, tmp_path, case):
 def test_export_cli_onnx_runs_in_onnxruntime_like_pytorch(run, capsys, tmp_path):
     import onnx
 
-    from sclft.export import RTOL, max_relative_error, run_exported
+    from sclft.export import RTOL, load_exported, max_relative_error
     from sclft.save import load
 
     run_dir, _ = run
@@ -163,7 +163,7 @@ def test_export_cli_onnx_runs_in_onnxruntime_like_pytorch(run, capsys, tmp_path)
     x = torch.randn(5, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = model(x)
-    assert max_relative_error(run_exported(tmp_path / "m.onnx", "onnx", x), ref) <= RTOL
+    assert max_relative_error(load_exported(tmp_path / "m.onnx", "onnx")(x), ref) <= RTOL
     code = main(["export", "--checkpoint", str(tmp_path), "--format", "onnx", "--out", str(tmp_path / "x.onnx")])
     assert code == 2 and "not a sclft run" in capsys.readouterr().err
 
@@ -203,3 +203,16 @@ def test_the_run_writes_a_model_card_from_its_metrics(run, tmp_path):
     (other / "train_config.json").write_text(json.dumps({**trained, "pretrained": True}))
     text = model_card(other, load(run_dir))
     assert "base_model: timm/resnet18.tv_in1k" in text and "license: bsd-3-clause" in text
+
+
+def test_a_readme_of_the_users_own_is_left_alone(run, tmp_path):
+    from sclft.card import write_model_card
+
+    run_dir, _ = run
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for name in ("metrics.json", "config.json", "train_config.json"):
+        (folder / name).write_text((run_dir / name).read_text())
+    (folder / "README.md").write_text("# my notes\n")
+    assert write_model_card(folder, model=None) is None
+    assert (folder / "README.md").read_text() == "# my notes\n"
