@@ -12,7 +12,7 @@
         benchmarks/results/selection/selection.json                  # PREREGISTRATION.md sections B and C
 
 The committed sweeps' reports keep each seed's pretrained NC1 curve but not the per-block LogME / NCTI terms, nor any
-trial evidence. This reruns the selection rules of the suites that made the cells (``sclft.bench.runner.run_rules``:
+trial evidence. This reruns the selection rules of the suites that made the cells (``sclft.bench.runner.execute_rule``:
 the same subsets, candidates and options; ``profile`` with the pick ``logme``, so the probe also computes the
 scores; ``tuned``, whose evidence is also ``trial``'s and ``trial:heldout_acc``'s) into ``--work``, checks that each
 recomputed NC1 curve equals the report's (the same images were probed), and stores the scores as
@@ -24,14 +24,16 @@ recomputed NC1 curve equals the report's (the same images were probed), and stor
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 from pathlib import Path
 
 import numpy as np
 
-from sclft.bench.runner import run_rules
-from sclft.bench.suite import expand_suite, load_suite
+from sclft.bench.plan import expand_suite, rule_tasks
+from sclft.bench.runner import execute_rule
+from sclft.bench.suite import load_suite
 
 
 def gather(report: Path, suites: list[str], work: Path, rules: list[str], seeds: list[int] | None,
@@ -42,13 +44,15 @@ def gather(report: Path, suites: list[str], work: Path, rules: list[str], seeds:
     added = 0
     for name in suites:
         suite = load_suite(name)
-        group = suite["groups"]["selection"]
-        options = {**group.get("options", {}), **({"profile_pick": "logme"} if "profile" in rules else {})}
-        suite = {**suite, "groups": {"selection": {**group, "rules": rules, "options": options}}}
+        group = suite.group("selection")
+        options = {**group.options, **({"profile_pick": "logme"} if "profile" in rules else {})}
+        suite = dataclasses.replace(suite, groups={"selection": dataclasses.replace(group, rules=tuple(rules),
+                                                                                     options=options)})
         runs = [r for r in expand_suite(suite) if (seeds is None or r.seed in seeds)
                 and (sizes is None or r.train_per_class in sizes)]
-        out = work / suite["name"]
-        run_rules(suite, runs, out)
+        out = work / suite.name
+        for task in rule_tasks(suite, runs):
+            execute_rule(suite, task, out, runs=runs)
         for path in sorted((out / "selection").glob("*.json")):
             ev = json.loads(path.read_text())
             cell = cells.get(ev["cell"])
