@@ -16,17 +16,27 @@ from .suite import add_datasets, load_suite
 def _main(args: argparse.Namespace) -> int:
     from .._hub import WeightsUnavailableError
 
-    suite = add_datasets(load_suite(args.suite), args.dataset or [])
+    if args.suite is None and not args.calibrate:
+        raise ValueError("--suite is required (a name from `sclft list suites`, or a YAML path)")
+    if args.out is None and not (args.dry_run or args.calibrate):
+        raise ValueError("--out is required (the bench folder), except with --dry-run or --calibrate")
+    suite = add_datasets(load_suite(args.suite or "paper"), args.dataset or [])
     if args.cache_dir:
         suite = {**suite, "defaults": {**suite.get("defaults", {}), "cache_dir": args.cache_dir}}
-    out = Path(args.out)
+    out = Path(args.out) if args.out else None
+    if args.calibrate:
+        from .calibration import calibrate
+
+        calibrate(suite, args.cache_dir)
+        if not args.dry_run:
+            return 0
     try:
         if args.launcher != "local" and not (args.dry_run or args.report is not None or args.report_only):
             from .launchers.cli import launch  # the engines are optional dependencies
 
             return launch(args, suite, out)
         if args.dry_run:
-            dry_run(suite, out, shard_spec=args.shard)
+            dry_run(suite, out, shard_spec=args.shard, cache_dir=args.cache_dir)
         elif args.report is not None or args.report_only:
             for path in build_reports(suite, out, args.report or []):
                 print(path)
@@ -47,9 +57,17 @@ def _main(args: argparse.Namespace) -> int:
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("bench", help="run a benchmark suite and build its tables and plots",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--suite", required=True, help="suite name (sclft list suites) or a YAML path")
-    parser.add_argument("--out", required=True, help="output directory (experiments/, table.md, plots …)")
-    parser.add_argument("--dry-run", action="store_true", help="list the runs and their estimated cost; run nothing")
+    parser.add_argument("--suite", default=None, help="suite name (sclft list suites) or a YAML path "
+                                                      "(--calibrate: default paper)")
+    parser.add_argument("--out", default=None, help="output directory (experiments/, table.md, plots …); "
+                                                    "not needed by --dry-run and --calibrate")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="list the runs and their estimated cost, each marked measured (--calibrate) or assumed "
+                             "(the suite's images/s); run nothing")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="time a few training steps per (backbone, strategy cost class, image size, precision) "
+                             "of the suite on this machine's device; stored in calibration.json in the cache folder "
+                             "(--cache-dir, else ~/.cache/sclft/features) for --dry-run")
     parser.add_argument("--report-only", action="store_true", help="rebuild the reports from finished runs")
     parser.add_argument("--report", nargs="*", metavar="DIR|JSON", default=None,
                         help="rebuild the reports in --out from the finished runs in --out and in each DIR "
