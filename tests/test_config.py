@@ -2,6 +2,8 @@
 validation, registries that refuse duplicates, the declared table order."""
 
 import math
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -81,7 +83,8 @@ def test_registries_refuse_duplicates(monkeypatch):
     with pytest.raises(ValueError, match="profile pick name 'min' is empty or already"):
         picks.register_profile_pick("min")(lambda curve, shares, se, scores: {})
     try:
-        picks.register_profile_pick("first")(lambda curve, shares, se, scores: {n: -i for i, (n, _) in enumerate(curve)})
+        first = lambda curve, shares, se, scores: {n: -i for i, (n, _) in enumerate(curve)}  # noqa: E731
+        picks.register_profile_pick("first")(first)
         assert picks.profile_pick("first", [("a", 2.0), ("b", 1.0)]) == "a"
         assert TrainConfig(extra={"selection": {"profile_pick": "first"}}).validate().selection.profile_pick == "first"
     finally:
@@ -145,3 +148,15 @@ def test_probe_rank_honours_layers_and_jackknife(tmp_path, monkeypatch):
     assert rc == 0 and seen == [(["layer1.0", "layer2.1"], 3)]
     saved = __import__("json").loads((tmp_path / "rank.json").read_text())
     assert {r["block"] for r in saved["ranking"]} == {"layer1.0", "layer2.1"}
+
+
+def test_list_into_a_closed_pipe_exits_quietly():
+    read, write = os.pipe()
+    os.close(read)  # the reader (`| head`) is gone before the first line is written
+    try:
+        done = subprocess.run([sys.executable, "-m", "sclft.cli", "list", "strategies"], stdout=write,
+                              stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=60, env={**os.environ,
+                              "PYTHONPATH": str(ROOT)})
+    finally:
+        os.close(write)
+    assert done.returncode == 128 + signal.SIGPIPE and done.stderr == ""
