@@ -20,7 +20,8 @@ from typing import Any
 
 from ..io import atomic_write_json
 from ..strategies import collect_strategy_options, strategy_config
-from .suite import Run, _blocks_of, _entries, _label, _meta_backbone, expand_suite
+from .plan import Run, _meta_backbone, blocks_of, expand_suite
+from .suite import Suite
 
 CALIBRATION_FILE = "calibration.json"
 STEPS, WARMUP = 5, 2
@@ -74,7 +75,7 @@ def _tail_block(backbone: str, klass: str, strategy) -> tuple[str | None, float]
     """The start block measured for a class and the share of blocks it trains (1.0: the whole network)."""
     if klass != "prefix":
         return None, 1.0 if klass == "none" else 0.0
-    blocks = _blocks_of(backbone)
+    blocks = blocks_of(backbone)
     index = min(len(blocks) - 1, round(len(blocks) * (1.0 - strategy.cost)))
     return blocks[index], (len(blocks) - index) / len(blocks)
 
@@ -140,7 +141,7 @@ def measure(run: Run, num_classes: int, device: str | None = None, steps: int = 
             "torch": torch.__version__}
 
 
-def calibrate(suite: dict[str, Any], cache_dir: str | Path | None = None, say: Callable[[str], None] = print,
+def calibrate(suite: Suite, cache_dir: str | Path | None = None, say: Callable[[str], None] = print,
               steps: int = STEPS) -> Path:
     """Measure every (backbone, cost class, image size, precision) the suite's runs use on this machine's
     device; merge the records into ``calibration.json`` (a new measurement replaces the old one)."""
@@ -148,7 +149,7 @@ def calibrate(suite: dict[str, Any], cache_dir: str | Path | None = None, say: C
     todo: dict[str, Run] = {}
     for run in expand_suite(suite):
         todo.setdefault(run_key(run, device), run)
-    classes = {_label(d): d.get("num_classes", 10) for d in _entries(suite["datasets"])}
+    classes = {d.label: d.num_classes or 10 for d in suite.datasets}
     path = calibration_path(cache_dir)
     records = load_calibration(cache_dir)
     for k, run in todo.items():
