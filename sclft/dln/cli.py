@@ -1,4 +1,9 @@
-"""``sclft dln parsimony|separation|completion --out DIR``: run one seed experiment, write PNGs + JSON."""
+"""``sclft dln parsimony|separation|completion --out DIR``: run one seed experiment, write PNGs + JSON.
+
+Every experiment takes ``--device cpu|cuda|auto``, ``--dtype float32|float64`` (float64 for parsimony and
+separation, whose claims are exact to ~1e-15; float32 for completion), a budget per training run
+(``--max-steps``, ``--max-seconds``) that ends it with what was reached (recorded as ``ended_by`` in the JSON
+and printed), and a progress bar on stderr (``--no-progress`` hides it)."""
 
 from __future__ import annotations
 
@@ -9,7 +14,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..io import check_out_dir
-from .experiments import CompletionConfig, completion_experiment, parsimony_experiment, separation_experiment
+from .experiments import NETWORKS, CompletionConfig, completion_experiment, parsimony_experiment, separation_experiment
+from .network import DEVICES, DTYPES, Runtime
 from .parsimony import ParsimonyConfig
 from .separation import SeparationConfig
 
@@ -33,7 +39,13 @@ def _non_negative() -> tuple[Callable[[Any], bool], str]:
     return (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
 
 
-COMMON: list[Rule] = [("--seed", *_int(0, SEED_MAX))]
+def _optional(test: tuple[Callable[[Any], bool], str]) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v is None or test[0](v)), test[1]
+
+
+COMMON: list[Rule] = [
+    ("--seed", *_int(0, SEED_MAX)), ("--max-steps", *_optional(_int(1))), ("--max-seconds", *_optional(_positive())),
+]
 RULES: dict[str, list[Rule]] = {
     "parsimony": [
         ("--depth", *_int(1)), ("--dim", *_int(1)), ("--rank", *_int(1)), ("--samples", *_int(1)),
@@ -91,6 +103,18 @@ def check_flags(command: str, args: argparse.Namespace) -> None:
         if not holds:
             raise ValueError(message)
     check_out_dir(args.out)
+    _runtime(args).torch_device  # noqa: B018 -- --device cuda without a GPU fails here, before any work
+
+
+def _runtime(args: argparse.Namespace) -> Runtime:
+    return Runtime(device=args.device, dtype=args.dtype, max_steps=args.max_steps, max_seconds=args.max_seconds,
+                   progress=not args.no_progress)
+
+
+def _notes(rows: list[dict]) -> None:
+    """One line per training run on how it ended; a budget that ended a run is said so."""
+    for row in rows:
+        print(("BUDGET " if row["budget_ended"] else "") + row["stop_note"])
 
 
 def _parsimony(args: argparse.Namespace) -> int:
@@ -98,9 +122,10 @@ def _parsimony(args: argparse.Namespace) -> int:
     config = ParsimonyConfig(
         depth=args.depth, dim=args.dim, rank=args.rank, samples=args.samples, scale=args.scale, lr=args.lr,
         steps=args.steps, weight_decay=args.weight_decay, momentum=args.momentum, whitened=not args.no_whiten,
-        init=args.init, seed=args.seed,
+        init=args.init, seed=args.seed, runtime=_runtime(args),
     )
     summary = parsimony_experiment(config, Path(args.out))
+    _notes([summary])
     for i, layer in enumerate(summary["layers"], 1):
         print(
             f"layer {i}: rho={layer['rho']:.4g} trailing spread={layer['trailing_relative_spread']:.1e} "
@@ -113,11 +138,12 @@ def _separation(args: argparse.Namespace) -> int:
     check_flags("separation", args)
     base = SeparationConfig(
         num_classes=args.classes, per_class=args.per_class, width=args.width, depth=args.depths[0],
-        scale=args.scale, lr=args.lr, steps=args.steps, seed=args.seed,
+        scale=args.scale, lr=args.lr, steps=args.steps, seed=args.seed, runtime=_runtime(args),
     )
     summary = separation_experiment(
         base, Path(args.out), depths=args.depths, scales=args.scales, scale_depth=args.scale_depth, scale_lr=args.scale_lr
     )
+    _notes([run for group in ("depth_sweep", "scale_sweep", "init_sweep") for run in summary[group]])
     for group in ("depth_sweep", "scale_sweep", "init_sweep"):
         for run in summary[group]:
             cfg = run["config"]
@@ -133,11 +159,17 @@ def _completion(args: argparse.Namespace) -> int:
     config = CompletionConfig(
         dim=args.dim, rank=args.rank, observed=args.observed, depth=args.depth, scale=args.scale, lr=args.lr,
         gamma=args.gamma, rank_estimate=args.rank_estimate, steps=args.steps,
-        target_error=args.target_error, seed=args.seed,
+        target_error=args.target_error, seed=args.seed, networks=tuple(dict.fromkeys(args.networks)),
+        factorization=not args.no_factorization, stop_at_target=not args.keep_going, runtime=_runtime(args),
     )
     summary = completion_experiment(config, Path(args.out))
-    for row in summary["completion"] + summary["factorization"]:
-        print(json.dumps({k: row[k] for k in ("network", "final_recovery_error", "iterations_to_target", "seconds_to_target")}))
+    rows = summary["completion"] + summary["factorization"]
+    _notes(rows)
+    keys = ("network", "final_recovery_error", "iterations_to_target", "seconds_to_target", "seconds_per_iteration")
+    for row in rows:
+        print(json.dumps({k: row[k] for k in keys}))
+    if summary["ratios"]:
+        print(json.dumps(summary["ratios"]))
     return 0
 
 
@@ -146,14 +178,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     dln = subparsers.add_parser("dln", help="deep-linear-network theory lab (seed §2–4)", description=__doc__)
     commands = dln.add_subparsers(dest="dln_command", metavar="EXPERIMENT", required=True)
 
-    def leaf(name: str, help_text: str, func) -> argparse.ArgumentParser:
+    def leaf(name: str, help_text: str, func, dtype: str) -> argparse.ArgumentParser:
         parser = commands.add_parser(name, help=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         parser.add_argument("--out", required=True, help="folder for the PNG figures and the JSON numbers")
         parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda when available, else cpu")
+        parser.add_argument("--dtype", choices=tuple(DTYPES), default=dtype)
+        parser.add_argument("--max-steps", type=int, default=None,
+                            help="budget: end each training run after this many steps (recorded as ended_by)")
+        parser.add_argument("--max-seconds", type=float, default=None,
+                            help="budget: end each training run after this many wall-clock seconds")
+        parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
         parser.set_defaults(func=func)
         return parser
 
-    p = leaf("parsimony", "SVD of each layer during GD: only 2r directions move", _parsimony)
+    p = leaf("parsimony", "SVD of each layer during GD: only 2r directions move", _parsimony, "float64")
     defaults = ParsimonyConfig()
     p.add_argument("--depth", type=int, default=defaults.depth)
     p.add_argument("--dim", type=int, default=defaults.dim)
@@ -167,7 +206,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--init", choices=("orthogonal", "normal", "uniform"), default=defaults.init)
     p.add_argument("--no-whiten", action="store_true", help="Gaussian inputs instead of XXᵀ = I")
 
-    s = leaf("separation", "per-layer separation D_l of a trained DLN", _separation)
+    s = leaf("separation", "per-layer separation D_l of a trained DLN", _separation, "float64")
     sep = SeparationConfig()
     s.add_argument("--classes", type=int, default=sep.num_classes)
     s.add_argument("--per-class", type=int, default=sep.per_class)
@@ -180,7 +219,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     s.add_argument("--scale-depth", type=int, default=4)
     s.add_argument("--scale-lr", type=float, default=10.0)
 
-    c = leaf("completion", "original vs compressed vs narrow DLN for matrix completion", _completion)
+    c = leaf("completion", "original vs compressed vs narrow DLN for matrix completion", _completion, "float32")
     comp = CompletionConfig()
     c.add_argument("--dim", type=int, default=comp.dim)
     c.add_argument("--rank", type=int, default=comp.rank)
@@ -192,4 +231,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     c.add_argument("--gamma", type=float, default=comp.gamma, help="outer-factor step ratio γ")
     c.add_argument("--steps", type=int, default=comp.steps)
     c.add_argument("--target-error", type=float, default=comp.target_error)
+    c.add_argument("--networks", nargs="+", choices=NETWORKS, default=list(NETWORKS),
+                   help="completion networks to train (frozen: compressed with γ = 0; narrow: width 2·r̂)")
+    c.add_argument("--no-factorization", action="store_true",
+                   help="skip the full-observation original-vs-compressed (γ = 0) pair")
+    c.add_argument("--keep-going", action="store_true", help="train all --steps even after reaching --target-error")
     return dln

@@ -55,14 +55,16 @@ def write_json(data: Any, path: str | os.PathLike) -> Path:
     return write_atomic(path, dump)
 
 
-def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 72) -> Path:
-    return write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png"))
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 60) -> Path:
+    """PNG at a small dpi (committed figures stay small), optimised by Pillow."""
+    return write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png",
+                                                      pil_kwargs={"optimize": True}))
 
 
 def plot_parsimony(result: ParsimonyResult, title: str = "") -> Figure:
     """One row per layer: singular values, right- and left-vector angles over the iterations."""
     depth = result.singular_values.shape[1]
-    fig, axes = subplots(depth, 3, figsize=(12, 3 * depth), squeeze=False)
+    fig, axes = subplots(depth, 3, figsize=(11, 2.6 * depth), squeeze=False)
     cmap = colormap("viridis")
     count = result.singular_values.shape[2]
     panels = (
