@@ -92,6 +92,10 @@ class Strategy:
         run's ``lr`` (Deep LoRA's outer factors at γ); the rest train at 1×."""
         return {}
 
+    def merge(self, backbone: Backbone) -> None:
+        """Fold the strategy's trained updates into the backbone's own weights, leaving plain modules (for
+        ``sclft export``); the forward must not change beyond rounding. Default: nothing to fold."""
+
     def export(self, backbone: Backbone, directory: Path) -> list[str]:
         """Write extra files beside ``model.safetensors`` (``lora``: a peft adapter); returns their names."""
         return []
