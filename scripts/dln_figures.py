@@ -32,8 +32,12 @@ PARSIMONY_VARIANTS = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="benchmarks/results/dln/figures")
-    parser.add_argument("--only", nargs="+", choices=("parsimony", "separation", "completion"),
-                        default=["parsimony", "separation", "completion"])
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=("parsimony", "separation", "completion"),
+        default=["parsimony", "separation", "completion"],
+    )
     parser.add_argument("--device", choices=DEVICES, default="cpu", help="the matrices are small: cpu by default")
     parser.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="default: each experiment's own")
     parser.add_argument("--threads", type=int, default=1)

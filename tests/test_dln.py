@@ -10,7 +10,7 @@ import torch
 
 from sclft.cli import main
 from sclft.dln.completion import compressed_network, make_problem, original_network, train_completion
-from sclft.dln.network import DTYPE, FactorNetwork, GDConfig, init_weight, generator, train
+from sclft.dln.network import DTYPE, FactorNetwork, GDConfig, generator, init_weight, train
 from sclft.dln.parsimony import ParsimonyConfig, max_principal_angle, run_parsimony
 from sclft.dln.separation import SeparationConfig, decay_bound, run_separation
 
@@ -140,7 +140,9 @@ def completion_runs():
         "gamma": compressed_network(problem, 3, 0.05, 4, outer_lr_ratio=0.3, seed=0),
         "frozen": compressed_network(problem, 3, 0.05, 4, outer_lr_ratio=0.0, seed=0),
     }
-    return {name: train_completion(net, problem, 0.15, 800, record_every=50, stop_below=1e-3) for name, net in nets.items()}
+    return {
+        name: train_completion(net, problem, 0.15, 800, record_every=50, stop_below=1e-3) for name, net in nets.items()
+    }
 
 
 def test_compressed_with_discrepant_step_recovers_low_rank_matrix(completion_runs):
@@ -156,14 +158,90 @@ def test_compressed_with_frozen_factors_stalls(completion_runs):
 
 
 def test_cli_writes_figures_and_numbers(tmp_path):
-    assert main(["dln", "parsimony", "--out", str(tmp_path), "--dim", "10", "--rank", "2", "--samples", "20", "--steps", "60"]) == 0
-    assert main(["dln", "separation", "--out", str(tmp_path), "--classes", "2", "--per-class", "4", "--width", "8",
-                 "--depths", "3", "4", "--scales", "0.5", "0.25", "--scale-depth", "3", "--steps", "100", "--lr", "2", "--scale-lr", "2"]) == 0
-    assert main(["dln", "completion", "--out", str(tmp_path), "--dim", "24", "--rank", "1", "--rank-estimate", "2",
-                 "--steps", "60", "--scale", "0.1"]) == 0
+    assert (
+        main(
+            [
+                "dln",
+                "parsimony",
+                "--out",
+                str(tmp_path),
+                "--dim",
+                "10",
+                "--rank",
+                "2",
+                "--samples",
+                "20",
+                "--steps",
+                "60",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "dln",
+                "separation",
+                "--out",
+                str(tmp_path),
+                "--classes",
+                "2",
+                "--per-class",
+                "4",
+                "--width",
+                "8",
+                "--depths",
+                "3",
+                "4",
+                "--scales",
+                "0.5",
+                "0.25",
+                "--scale-depth",
+                "3",
+                "--steps",
+                "100",
+                "--lr",
+                "2",
+                "--scale-lr",
+                "2",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "dln",
+                "completion",
+                "--out",
+                str(tmp_path),
+                "--dim",
+                "24",
+                "--rank",
+                "1",
+                "--rank-estimate",
+                "2",
+                "--steps",
+                "60",
+                "--scale",
+                "0.1",
+            ]
+        )
+        == 0
+    )
     names = {p.name for p in tmp_path.iterdir()}
-    assert {"parsimony.png", "parsimony.json", "separation.json", "separation_depth.png", "separation_scale.png",
-            "separation_init.png", "separation_loss.png", "completion.json", "completion.png", "factorization.png"} <= names
+    assert {
+        "parsimony.png",
+        "parsimony.json",
+        "separation.json",
+        "separation_depth.png",
+        "separation_scale.png",
+        "separation_init.png",
+        "separation_loss.png",
+        "completion.json",
+        "completion.png",
+        "factorization.png",
+    } <= names
     assert not [n for n in names if n.startswith(".")]  # no temp files left behind
     numbers = json.loads((tmp_path / "separation.json").read_text())
     assert len(numbers["depth_sweep"]) == 2 and numbers["scale_sweep"][0]["bound"] == pytest.approx(decay_bound(2, 0.5))
@@ -233,14 +311,23 @@ BAD_FLAGS = [
     ("separation-steps-negative", ["separation", "--steps", "-5"], ("--steps", ">= 1")),
     ("completion-observed-2", ["completion", "--observed", "2"], ("--observed", "(0, 1]", "2.0")),
     ("completion-observed-0", ["completion", "--observed", "0"], ("--observed", "(0, 1]")),
-    ("completion-observed-no-entry", ["completion", "--dim", "4", "--rank", "1", "--rank-estimate", "1",
-                                      "--observed", "0.01"], ("--observed", "no entry")),
+    (
+        "completion-observed-no-entry",
+        ["completion", "--dim", "4", "--rank", "1", "--rank-estimate", "1", "--observed", "0.01"],
+        ("--observed", "no entry"),
+    ),
     ("completion-dim-1", ["completion", "--dim", "1"], ("--dim", ">= 2")),
     ("completion-rank-0", ["completion", "--rank", "0"], ("--rank", ">= 1")),
-    ("completion-rank-estimate-below-rank", ["completion", "--rank", "5", "--rank-estimate", "4"],
-     ("--rank-estimate", ">= --rank")),
-    ("completion-rank-estimate-too-big", ["completion", "--dim", "20", "--rank-estimate", "11"],
-     ("--rank-estimate", "--dim / 2")),
+    (
+        "completion-rank-estimate-below-rank",
+        ["completion", "--rank", "5", "--rank-estimate", "4"],
+        ("--rank-estimate", ">= --rank"),
+    ),
+    (
+        "completion-rank-estimate-too-big",
+        ["completion", "--dim", "20", "--rank-estimate", "11"],
+        ("--rank-estimate", "--dim / 2"),
+    ),
     ("completion-depth-0", ["completion", "--depth", "0"], ("--depth", ">= 1")),
     ("completion-scale-negative", ["completion", "--scale", "-0.01"], ("--scale", "> 0")),
     ("completion-lr-0", ["completion", "--lr", "0"], ("--lr", "> 0")),
@@ -329,9 +416,34 @@ def test_progress_bar_shows_the_error_and_the_rate(capsys):
 
 
 def test_cli_budget_is_printed_and_written(tmp_path, capsys):
-    assert main(["dln", "completion", "--out", str(tmp_path), "--dim", "16", "--rank", "1", "--rank-estimate", "2",
-                 "--steps", "40", "--max-steps", "6", "--networks", "compressed", "--no-factorization",
-                 "--device", "cpu", "--dtype", "float64"]) == 0
+    assert (
+        main(
+            [
+                "dln",
+                "completion",
+                "--out",
+                str(tmp_path),
+                "--dim",
+                "16",
+                "--rank",
+                "1",
+                "--rank-estimate",
+                "2",
+                "--steps",
+                "40",
+                "--max-steps",
+                "6",
+                "--networks",
+                "compressed",
+                "--no-factorization",
+                "--device",
+                "cpu",
+                "--dtype",
+                "float64",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "BUDGET compressed γ=0.3: budget reached (--max-steps) at step 6 of 40" in out
     (row,) = json.loads((tmp_path / "completion.json").read_text())["completion"]
@@ -352,7 +464,9 @@ def test_cli_cuda_without_a_gpu_exits_2_before_any_work(tmp_path, capsys):
 def _hand_gradient_basis(problem, weights, scale, rank_estimate):
     """V_{1,1} from the closed-form gradient G = (W₃W₂)ᵀ·Ω⊙(W₃W₂W₁ − Φ)/p (no autograd)."""
     w1, w2, w3 = weights
-    residual = problem.mask.to(DTYPE) * (torch.linalg.multi_dot([w3, w2, w1]) - problem.target) / problem.observed_fraction
+    residual = (
+        problem.mask.to(DTYPE) * (torch.linalg.multi_dot([w3, w2, w1]) - problem.target) / problem.observed_fraction
+    )
     grad = (w3 @ w2).T @ residual
     _, _, vh = torch.linalg.svd(torch.cat([grad, grad.T @ w1 / scale]), full_matrices=False)
     return vh[: 2 * rank_estimate].T
@@ -370,9 +484,10 @@ def test_compressed_product_at_init_is_the_original_projected_on_the_gradient_su
     # U W̃(0) Vᵀ = (W(0)V/ε³)(ε³I)Vᵀ = W(0)VVᵀ; the dropped part W(0)(I − VVᵀ) has every singular value ε³
     assert torch.allclose(comp.product().detach(), product @ v @ v.T, atol=1e-14)
     dropped = torch.linalg.svdvals(product - comp.product().detach())
-    assert torch.allclose(dropped[: 30 - 2 * rank_estimate], torch.full((30 - 2 * rank_estimate,), scale**3, dtype=DTYPE),
-                          rtol=1e-9)
-    assert float(dropped[30 - 2 * rank_estimate:].max()) < 1e-12
+    assert torch.allclose(
+        dropped[: 30 - 2 * rank_estimate], torch.full((30 - 2 * rank_estimate,), scale**3, dtype=DTYPE), rtol=1e-9
+    )
+    assert float(dropped[30 - 2 * rank_estimate :].max()) < 1e-12
 
 
 def test_factorisation_compressed_product_tracks_the_original_up_to_rho_cubed_after_steps():
@@ -415,8 +530,13 @@ def test_dln_gpu_script_dry_run_writes_the_speed_table_without_machine_paths(tmp
 
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(["bash", str(repo / "scripts" / "dln_gpu.sh"), "--dry-run", "--out", str(tmp_path)],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        ["bash", str(repo / "scripts" / "dln_gpu.sh"), "--dry-run", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((tmp_path / "speed" / "summary.json").read_text())
     assert [block["dim"] for block in summary["dims"]] == [32, 48] and summary["device"] == "cpu"

@@ -26,7 +26,16 @@ from dataclasses import dataclass
 import torch
 
 from .network import (
-    DTYPE, FactorNetwork, GDConfig, Runtime, TrainLog, end_to_end, generator, init_network, random_orthogonal, train,
+    DTYPE,
+    FactorNetwork,
+    GDConfig,
+    Runtime,
+    TrainLog,
+    end_to_end,
+    generator,
+    init_network,
+    random_orthogonal,
+    train,
 )
 
 __all__ = [
@@ -63,7 +72,7 @@ class CompletionProblem:
     def fully_observed(self) -> bool:
         return bool(self.mask.all())
 
-    def to(self, runtime: Runtime) -> "CompletionProblem":
+    def to(self, runtime: Runtime) -> CompletionProblem:
         """The same problem on the runtime's device and dtype."""
         return CompletionProblem(runtime.to(self.target), runtime.to(self.mask), self.rank)
 
@@ -90,7 +99,9 @@ def make_problem(
 
 def completion_loss(product: torch.Tensor, problem: CompletionProblem) -> torch.Tensor:
     """``½‖Ω ⊙ (W − Φ)‖²_F / p``."""
-    residual = torch.where(problem.mask, product - problem.target, torch.zeros((), dtype=product.dtype, device=product.device))
+    residual = torch.where(
+        problem.mask, product - problem.target, torch.zeros((), dtype=product.dtype, device=product.device)
+    )
     return 0.5 * residual.pow(2).sum() / problem.observed_fraction
 
 
@@ -99,7 +110,9 @@ class _MaskedHalfSquare(torch.autograd.Function):
     ``w·(W − Φ)`` is formed once in the forward pass and reused (autograd's chain of where/pow/sum needs ~8)."""
 
     @staticmethod
-    def forward(ctx, product: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, fraction: float) -> torch.Tensor:
+    def forward(
+        ctx, product: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, fraction: float
+    ) -> torch.Tensor:
         grad = (product - target).mul_(weight)
         ctx.save_for_backward(grad)
         flat = grad.reshape(-1)
@@ -111,7 +124,9 @@ class _MaskedHalfSquare(torch.autograd.Function):
         return grad * grad_output, None, None, None
 
 
-def fused_completion_loss(product: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, fraction: float) -> torch.Tensor:
+def fused_completion_loss(
+    product: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, fraction: float
+) -> torch.Tensor:
     """``completion_loss`` for training, given ``weight = Ω/p`` in the product's dtype and ``fraction = p``."""
     return _MaskedHalfSquare.apply(product, target, weight, fraction)
 
@@ -128,8 +143,7 @@ def original_network(
 ) -> FactorNetwork:
     """The ``d``-wide, ``depth``-layer DLN from ε-orthogonal init."""
     d = problem.dim
-    return FactorNetwork(init_network([d] * (depth + 1), scale, "orthogonal", seed), name="original",
-                         **_on(runtime))
+    return FactorNetwork(init_network([d] * (depth + 1), scale, "orthogonal", seed), name="original", **_on(runtime))
 
 
 def _on(runtime: Runtime | None) -> dict:
@@ -204,4 +218,3 @@ def train_completion(
         metric=lambda factors: recovery_error(end_to_end(factors), problem),
         stop_below=stop_below,
     )
-

@@ -6,9 +6,9 @@ Shared by the ``sclft dln …`` command and the ``scripts/dln_*.py`` figure scri
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
 
 from .completion import (
     CompletionProblem,
@@ -24,7 +24,12 @@ from .plots import plot_completion, plot_parsimony, plot_separation, plot_separa
 from .separation import SeparationConfig, run_separation
 
 __all__ = [
-    "NETWORKS", "CompletionConfig", "build_networks", "completion_experiment", "completion_ratios", "parsimony_experiment",
+    "NETWORKS",
+    "CompletionConfig",
+    "build_networks",
+    "completion_experiment",
+    "completion_ratios",
+    "parsimony_experiment",
     "run_network",
     "separation_experiment",
 ]
@@ -34,7 +39,9 @@ def parsimony_experiment(config: ParsimonyConfig, out: Path, name: str = "parsim
     """Train once, write ``{name}.png`` (SVD evolution per layer) and ``{name}.json``."""
     result = run_parsimony(config)
     setting = "whitened" if config.whitened else "non-whitened"
-    title = f"L={config.depth}, d={config.dim}, r={config.rank}, ε={config.scale}, {setting}, momentum={config.momentum}"
+    title = (
+        f"L={config.depth}, d={config.dim}, r={config.rank}, ε={config.scale}, {setting}, momentum={config.momentum}"
+    )
     save_figure(plot_parsimony(result, title), out / f"{name}.png")
     summary = result.summary()
     write_json(summary, out / f"{name}.json")
@@ -55,7 +62,9 @@ def separation_experiment(
     by_scale = [run_separation(replace(base, depth=scale_depth, lr=scale_lr, scale=s)) for s in scales]
     by_init = [run_separation(replace(base, init=kind)) for kind in inits]
     eps = f"ε={base.scale}, η={base.lr}"
-    save_figure(plot_separation(by_depth, [f"L={d}" for d in depths], f"D_l by depth ({eps})"), out / "separation_depth.png")
+    save_figure(
+        plot_separation(by_depth, [f"L={d}" for d in depths], f"D_l by depth ({eps})"), out / "separation_depth.png"
+    )
     scale_labels = [f"ε={s}" for s in scales]
     save_figure(
         plot_separation(by_scale, scale_labels, f"D_l by init scale (L={scale_depth}, η={scale_lr})"),
@@ -65,7 +74,9 @@ def separation_experiment(
         plot_separation_losses(by_scale, scale_labels, f"loss vs iterations (L={scale_depth}, η={scale_lr})"),
         out / "separation_loss.png",
     )
-    save_figure(plot_separation(by_init, list(inits), f"D_l by init type (L={base.depth}, {eps})"), out / "separation_init.png")
+    save_figure(
+        plot_separation(by_init, list(inits), f"D_l by init type (L={base.depth}, {eps})"), out / "separation_init.png"
+    )
     summary = {
         "depth_sweep": [r.summary() for r in by_depth],
         "scale_sweep": [r.summary() for r in by_scale],
@@ -105,7 +116,9 @@ class CompletionConfig:
     runtime: Runtime = field(default_factory=lambda: Runtime(dtype="float32"))
 
 
-def run_network(kind: str, network: FactorNetwork, problem: CompletionProblem, config: CompletionConfig) -> tuple[TrainLog, dict]:
+def run_network(
+    kind: str, network: FactorNetwork, problem: CompletionProblem, config: CompletionConfig
+) -> tuple[TrainLog, dict]:
     stop = config.target_error if config.stop_at_target else None
     log = train_completion(network, problem, config.lr, config.steps, record_every=config.record_every, stop_below=stop)
     hit = log.first_step_below(config.target_error)
@@ -118,6 +131,8 @@ def run_network(kind: str, network: FactorNetwork, problem: CompletionProblem, c
         "iterations_to_target": hit[0] if hit else math.nan,
         "seconds_to_target": hit[1] if hit else math.nan,
         "seconds_per_iteration": log.seconds[-1] / max(log.steps[-1], 1),
+        "cpu_seconds_to_target": hit[2] if hit else math.nan,
+        "cpu_seconds_per_iteration": log.cpu_seconds[-1] / max(log.steps[-1], 1),
         "device": str(network.factors[0].device),
         "dtype": str(network.factors[0].dtype).removeprefix("torch."),
         **run_status(log),
@@ -129,27 +144,36 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b and math.isfinite(a) and math.isfinite(b) else math.nan
 
 
-def completion_ratios(rows: Sequence[dict]) -> dict:
-    """The seed's comparisons as ratios of the rows present (NaN where a run missed the target)."""
+def completion_ratios(rows: Sequence[dict], clock: str = "seconds") -> dict:
+    """The seed's comparisons as ratios of the rows present (NaN where a run missed the target); times on
+    ``clock``: ``seconds`` (wall clock) or ``cpu_seconds`` (process CPU time, steadier on a shared CPU)."""
     by = {row["kind"]: row for row in rows}
     orig, comp, narrow = by.get("original"), by.get("compressed"), by.get("narrow")
-    ratios = {}
+    per_step, to_target = f"{clock}_per_iteration", f"{clock}_to_target"
+    ratios = {"clock": clock}
     if orig and comp:
-        ratios["iterations_compressed_over_original"] = _ratio(comp["iterations_to_target"], orig["iterations_to_target"])
-        ratios["speedup_per_iteration_original_over_compressed"] = _ratio(orig["seconds_per_iteration"],
-                                                                          comp["seconds_per_iteration"])
-        ratios["speedup_to_target_original_over_compressed"] = _ratio(orig["seconds_to_target"], comp["seconds_to_target"])
+        ratios["iterations_compressed_over_original"] = _ratio(
+            comp["iterations_to_target"], orig["iterations_to_target"]
+        )
+        ratios["speedup_per_iteration_original_over_compressed"] = _ratio(orig[per_step], comp[per_step])
+        ratios["speedup_to_target_original_over_compressed"] = _ratio(orig[to_target], comp[to_target])
     if narrow and comp:
-        ratios["iterations_narrow_over_compressed"] = _ratio(narrow["iterations_to_target"], comp["iterations_to_target"])
-        ratios["time_to_target_narrow_over_compressed"] = _ratio(narrow["seconds_to_target"], comp["seconds_to_target"])
+        ratios["iterations_narrow_over_compressed"] = _ratio(
+            narrow["iterations_to_target"], comp["iterations_to_target"]
+        )
+        ratios["time_to_target_narrow_over_compressed"] = _ratio(narrow[to_target], comp[to_target])
     return ratios
 
 
-def build_networks(problem: CompletionProblem, c: CompletionConfig, names: Sequence[str]) -> list[tuple[str, FactorNetwork]]:
+def build_networks(
+    problem: CompletionProblem, c: CompletionConfig, names: Sequence[str]
+) -> list[tuple[str, FactorNetwork]]:
     """``(kind, network)`` for each named kind (``NETWORKS``) for ``problem``, on the config's runtime."""
     build = {
         "original": lambda: original_network(problem, c.depth, c.scale, c.seed, c.runtime),
-        "compressed": lambda: compressed_network(problem, c.depth, c.scale, c.rank_estimate, c.gamma, c.seed, c.runtime),
+        "compressed": lambda: compressed_network(
+            problem, c.depth, c.scale, c.rank_estimate, c.gamma, c.seed, c.runtime
+        ),
         "frozen": lambda: compressed_network(problem, c.depth, c.scale, c.rank_estimate, 0.0, c.seed, c.runtime),
         "narrow": lambda: narrow_network(problem, c.depth, c.scale, 2 * c.rank_estimate, c.seed, c.runtime),
     }
@@ -171,7 +195,11 @@ def completion_experiment(config: CompletionConfig, out: Path) -> dict:
             factorisation.append(run_network(kind, net, full, c))
     head = f"d={c.dim}, r={c.rank}, r̂={c.rank_estimate}, L={c.depth}, ε={c.scale}, η={c.lr}"
     save_figure(
-        plot_completion([log for log, _ in completion], [row["network"] for _, row in completion], f"completion, {c.observed:.0%} observed, {head}"),
+        plot_completion(
+            [log for log, _ in completion],
+            [row["network"] for _, row in completion],
+            f"completion, {c.observed:.0%} observed, {head}",
+        ),
         out / "completion.png",
     )
     summary = {
@@ -186,7 +214,11 @@ def completion_experiment(config: CompletionConfig, out: Path) -> dict:
     }
     if factorisation:
         save_figure(
-            plot_completion([log for log, _ in factorisation], [row["network"] for _, row in factorisation], f"factorisation (full observation), {head}"),
+            plot_completion(
+                [log for log, _ in factorisation],
+                [row["network"] for _, row in factorisation],
+                f"factorisation (full observation), {head}",
+            ),
             out / "factorization.png",
         )
         orig_log, comp_log = (log for log, _ in factorisation)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -181,6 +181,7 @@ class TrainLog:
     losses: list[float] = field(default_factory=list)
     metrics: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)
     ended_by: str = "steps"
     name: str = "run"
     planned_steps: int = 0
@@ -193,19 +194,25 @@ class TrainLog:
     def stop_note(self) -> str:
         """One line saying how the run ended and what it reached."""
         name = self.name
-        reached = f"loss {self.losses[-1]:.3g}" + ("" if math.isnan(self.metrics[-1]) else f", error {self.metrics[-1]:.3g}")
+        reached = f"loss {self.losses[-1]:.3g}" + (
+            "" if math.isnan(self.metrics[-1]) else f", error {self.metrics[-1]:.3g}"
+        )
         if self.budget_ended:
             flag = "--max-steps" if self.ended_by == "max_steps" else "--max-seconds"
-            return (f"{name}: budget reached ({flag}) at step {self.steps[-1]} of {self.planned_steps} "
-                    f"after {self.wall_seconds:.3g} s; reached {reached}")
+            return (
+                f"{name}: budget reached ({flag}) at step {self.steps[-1]} of {self.planned_steps} "
+                f"after {self.wall_seconds:.3g} s; reached {reached}"
+            )
         what = {"steps": "all steps run", "target": "target reached", "diverged": "diverged (non-finite loss)"}
-        return f"{name}: {what[self.ended_by]} at step {self.steps[-1]} after {self.wall_seconds:.3g} s; reached {reached}"
+        return (
+            f"{name}: {what[self.ended_by]} at step {self.steps[-1]} after {self.wall_seconds:.3g} s; reached {reached}"
+        )
 
-    def first_step_below(self, threshold: float) -> tuple[int, float] | None:
-        """(step, seconds) of the first record whose metric is ≤ threshold, or None."""
-        for step, metric, sec in zip(self.steps, self.metrics, self.seconds):
+    def first_step_below(self, threshold: float) -> tuple[int, float, float] | None:
+        """(step, seconds, CPU seconds) of the first record whose metric is ≤ threshold, or None."""
+        for step, metric, sec, cpu in zip(self.steps, self.metrics, self.seconds, self.cpu_seconds):
             if metric <= threshold:
-                return step, sec
+                return step, sec, cpu
         return None
 
 
@@ -213,8 +220,14 @@ def run_status(log: TrainLog | None) -> dict:
     """The fields every result row carries about how its run ended (empty without a log)."""
     if log is None:
         return {}
-    return {"ended_by": log.ended_by, "steps_run": log.steps[-1], "planned_steps": log.planned_steps,
-            "budget_ended": log.budget_ended, "wall_seconds": log.wall_seconds, "stop_note": log.stop_note()}
+    return {
+        "ended_by": log.ended_by,
+        "steps_run": log.steps[-1],
+        "planned_steps": log.planned_steps,
+        "budget_ended": log.budget_ended,
+        "wall_seconds": log.wall_seconds,
+        "stop_note": log.stop_note(),
+    }
 
 
 def _sync(device: torch.device) -> None:
@@ -238,29 +251,32 @@ def train(
     ``metric`` (e.g. a recovery error) is evaluated at each record; training stops early once it is
     ≤ ``stop_below``, or when the network's runtime budget (``max_steps``, ``max_seconds`` of wall clock)
     is spent — the last step is then recorded too. Time spent in ``metric`` and ``on_record`` is excluded
-    from ``seconds`` (not from the wall-clock budget).
+    from ``seconds`` (wall clock) and ``cpu_seconds`` (this process's CPU time: on a shared CPU, the cost of
+    the steps themselves), not from the wall-clock budget.
     """
     runtime, device = network.runtime, network.factors[0].device
-    groups = [
-        {"params": [f], "lr": config.lr * scale} for f, scale in zip(network.factors, network.lr_scales)
-    ]
+    groups = [{"params": [f], "lr": config.lr * scale} for f, scale in zip(network.factors, network.lr_scales)]
     optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     log = TrainLog(name=network.name, planned_steps=steps)
-    elapsed, wall_start = 0.0, time.perf_counter()
+    elapsed, cpu_elapsed, wall_start = 0.0, 0.0, time.perf_counter()
     last = steps if runtime.max_steps is None else min(steps, runtime.max_steps)
-    bar = tqdm(total=last, desc=network.name, disable=not runtime.progress, leave=True, mininterval=0.5,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=last, desc=network.name, disable=not runtime.progress, leave=True, mininterval=0.5, dynamic_ncols=True
+    )
 
     def record(step: int, loss_value: float) -> bool:
         log.steps.append(step)
         log.losses.append(loss_value)
         log.seconds.append(elapsed)
+        log.cpu_seconds.append(cpu_elapsed)
         with torch.no_grad():
             value = float(metric(network.factors)) if metric else math.nan
             log.metrics.append(value)
             if on_record:
                 on_record(step, network.factors)
-        bar.set_postfix_str(f"loss={loss_value:.3g}" + ("" if math.isnan(value) else f" error={value:.3g}"), refresh=False)
+        bar.set_postfix_str(
+            f"loss={loss_value:.3g}" + ("" if math.isnan(value) else f" error={value:.3g}"), refresh=False
+        )
         return stop_below is not None and value <= stop_below
 
     with torch.no_grad():
@@ -270,13 +286,14 @@ def train(
     for step in range(1, last + 1):
         if log.ended_by == "target":
             break
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(network.factors)
         loss.backward()
         optimizer.step()
         _sync(device)
         elapsed += time.perf_counter() - start
+        cpu_elapsed += time.process_time() - cpu_start
         bar.update(1)
         out_of_time = runtime.max_seconds is not None and time.perf_counter() - wall_start >= runtime.max_seconds
         if step % record_every == 0 or step == last or out_of_time:

@@ -17,7 +17,16 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 
 from .network import (
-    DTYPE, FactorNetwork, GDConfig, Runtime, TrainLog, generator, init_network, layer_outputs, random_orthogonal, run_status,
+    DTYPE,
+    FactorNetwork,
+    GDConfig,
+    Runtime,
+    TrainLog,
+    generator,
+    init_network,
+    layer_outputs,
+    random_orthogonal,
+    run_status,
     train,
 )
 
@@ -51,7 +60,9 @@ class ParsimonyConfig:
     runtime: Runtime = field(default_factory=Runtime)
 
 
-def make_regression_data(dim: int, rank: int, samples: int, whitened: bool, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def make_regression_data(
+    dim: int, rank: int, samples: int, whitened: bool, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs X (d×N) and targets Y = M X with ``rank(M) = rank`` (singular values in [1, 2]).
 
     Whitened: X has orthonormal rows (``XXᵀ = I``). Otherwise X is Gaussian with entries of variance
@@ -84,8 +95,14 @@ def max_principal_angle(basis_a: torch.Tensor, basis_b: torch.Tensor) -> float:
     return float(torch.asin(torch.linalg.matrix_norm(residual, ord=2).clamp(max=1.0)))
 
 
-def _vector_angles(vectors: torch.Tensor, leading: torch.Tensor, trailing: torch.Tensor,
-                   ref_vectors: torch.Tensor, ref_leading: torch.Tensor, ref_trailing: torch.Tensor) -> torch.Tensor:
+def _vector_angles(
+    vectors: torch.Tensor,
+    leading: torch.Tensor,
+    trailing: torch.Tensor,
+    ref_vectors: torch.Tensor,
+    ref_leading: torch.Tensor,
+    ref_trailing: torch.Tensor,
+) -> torch.Tensor:
     """Angle of each singular vector (columns, sorted by value) to its reference counterpart:
     leading vectors to the reference leading vector of the same rank, trailing ones to the reference
     trailing subspace."""
@@ -112,10 +129,17 @@ class ParsimonyResult:
     log: TrainLog | None = None
 
     def summary(self) -> dict:
-        return {"config": asdict(self.config), "final_loss": self.losses[-1], "layers": self.layers, **run_status(self.log)}
+        return {
+            "config": asdict(self.config),
+            "final_loss": self.losses[-1],
+            "layers": self.layers,
+            **run_status(self.log),
+        }
 
 
-def _layer_report(initial: torch.Tensor, reference: torch.Tensor, final: torch.Tensor, moved: int, scale: float) -> dict:
+def _layer_report(
+    initial: torch.Tensor, reference: torch.Tensor, final: torch.Tensor, moved: int, scale: float
+) -> dict:
     """Trailing equality / invariance and leading movement for one layer."""
     u_ref, s_ref, vh_ref = torch.linalg.svd(reference)
     u_end, s_end, vh_end = torch.linalg.svd(final)
@@ -176,5 +200,6 @@ def run_parsimony(config: ParsimonyConfig, record_every: int = 1) -> ParsimonyRe
         left.append(torch.stack(l_row))
     final = network.cpu_weights()
     layers = [_layer_report(w0, wr, wt, moved, config.scale) for w0, wr, wt in zip(initial, reference, final)]
-    return ParsimonyResult(config, log.steps, log.losses, torch.stack(values), torch.stack(right), torch.stack(left),
-                           layers, log)
+    return ParsimonyResult(
+        config, log.steps, log.losses, torch.stack(values), torch.stack(right), torch.stack(left), layers, log
+    )

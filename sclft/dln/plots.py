@@ -6,8 +6,9 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from matplotlib.figure import Figure
 
@@ -16,7 +17,15 @@ from .network import TrainLog
 from .parsimony import ParsimonyResult
 from .separation import SeparationResult
 
-__all__ = ["write_atomic", "write_json", "save_figure", "plot_parsimony", "plot_separation", "plot_separation_losses", "plot_completion"]
+__all__ = [
+    "write_atomic",
+    "write_json",
+    "save_figure",
+    "plot_parsimony",
+    "plot_separation",
+    "plot_separation_losses",
+    "plot_completion",
+]
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
@@ -57,8 +66,9 @@ def write_json(data: Any, path: str | os.PathLike) -> Path:
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 60) -> Path:
     """PNG at a small dpi (committed figures stay small), optimised by Pillow."""
-    return write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png",
-                                                      pil_kwargs={"optimize": True}))
+    return write_atomic(
+        path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png", pil_kwargs={"optimize": True})
+    )
 
 
 def plot_parsimony(result: ParsimonyResult, title: str = "") -> Figure:

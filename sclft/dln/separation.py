@@ -16,8 +16,17 @@ import torch
 
 from ..nc import separation
 from .network import (
-    DTYPE, FactorNetwork, GDConfig, Runtime, TrainLog, generator, init_network, layer_outputs, random_orthogonal,
-    run_status, train,
+    DTYPE,
+    FactorNetwork,
+    GDConfig,
+    Runtime,
+    TrainLog,
+    generator,
+    init_network,
+    layer_outputs,
+    random_orthogonal,
+    run_status,
+    train,
 )
 
 __all__ = [
@@ -48,7 +57,9 @@ class SeparationConfig:
     runtime: Runtime = field(default_factory=Runtime)
 
 
-def make_classification_data(num_classes: int, per_class: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def make_classification_data(
+    num_classes: int, per_class: int, dim: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Inputs X (d×N) with orthonormal columns (rows when d < N), one-hot Y (K×N) and labels (N)."""
     samples = num_classes * per_class
     gen = generator(seed)
@@ -80,8 +91,10 @@ def theorem_conditions(weights: list[torch.Tensor], inputs: torch.Tensor, target
     num_classes, width = targets.shape[0], weights[0].shape[0]
     residual = layer_outputs(weights, inputs)[-1] - targets
     gaps = [
-        float((weights[l + 1].T @ weights[l + 1] - weights[l] @ weights[l].T).norm() / (weights[l] @ weights[l].T).norm())
-        for l in range(len(weights) - 2)
+        float(
+            (weights[i + 1].T @ weights[i + 1] - weights[i] @ weights[i].T).norm() / (weights[i] @ weights[i].T).norm()
+        )
+        for i in range(len(weights) - 2)
     ]
     last_gap = float((weights[-1].T @ weights[-1] - weights[-2] @ weights[-2].T).norm())
     kept = width - 2 * num_classes
@@ -110,7 +123,7 @@ class SeparationResult:
     def decay_ratios(self) -> list[float]:
         """``D_{l+1}/D_l`` for ``l = 0…L−2`` (the layers the bound covers)."""
         d = self.separations
-        return [d[l + 1] / d[l] for l in range(self.config.depth - 1)]
+        return [d[i + 1] / d[i] for i in range(self.config.depth - 1)]
 
     def summary(self) -> dict:
         ratios = self.decay_ratios
@@ -131,8 +144,9 @@ def run_separation(config: SeparationConfig, record_every: int = 10) -> Separati
     inputs, targets, labels = make_classification_data(config.num_classes, config.per_class, config.width, config.seed)
     dims = [config.width] * config.depth + [config.num_classes]
     name = f"separation L={config.depth} ε={config.scale:g} {config.init}"
-    network = FactorNetwork(init_network(dims, config.scale, config.init, config.seed + 1), name=name,
-                            runtime=config.runtime)
+    network = FactorNetwork(
+        init_network(dims, config.scale, config.init, config.seed + 1), name=name, runtime=config.runtime
+    )
     on_device = config.runtime.to(inputs), config.runtime.to(targets)
 
     def loss_fn(factors: list[torch.Tensor]) -> torch.Tensor:
