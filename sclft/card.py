@@ -58,7 +58,9 @@ def reproduce_command(run: dict[str, Any], out: str) -> str:
             args.extend([opt, str(value)])
 
     for name in (f.name for f in dataclasses.fields(TrainConfig)):
-        if name in run and name not in NOT_IN_COMMAND and (name in ALWAYS_IN_COMMAND or run[name] != defaults.get(name)):
+        if name not in run or name in NOT_IN_COMMAND:
+            continue
+        if name in ALWAYS_IN_COMMAND or run[name] != defaults.get(name):
             flag(name, run[name])
     for name, value in (run.get("strategy_options") or {}).items():
         flag(name, value)

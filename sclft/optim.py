@@ -14,14 +14,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from timm.optim import create_optimizer_v2, param_groups_weight_decay
+from timm.scheduler import CosineLRScheduler
 
 from .config import TrainConfig
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """timm's weight-decay groups of the trainable parameters, split by the strategy's ``lr_scales()``."""
-    from timm.optim import param_groups_weight_decay
-
     strategy = getattr(model, "strategy", None)
     scales = strategy.lr_scales() if hasattr(strategy, "lr_scales") else {}
     groups = []
@@ -36,8 +36,6 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer | None:
     """The run's optimizer over what trains (None when nothing does, e.g. zero_shot)."""
-    from timm.optim import create_optimizer_v2
-
     groups = param_groups(model, cfg.weight_decay)
     if not groups:
         return None
@@ -52,8 +50,6 @@ class WarmupCosine:
     ``state_dict()`` interface that Accelerate prepares and checkpoints (resume continues the schedule)."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int):
-        from timm.scheduler import CosineLRScheduler
-
         self.optimizer = optimizer
         self.total_steps, self.warmup_steps = int(total_steps), int(warmup_steps)
         self.timm = CosineLRScheduler(optimizer, t_initial=max(1, self.total_steps - self.warmup_steps + 1),

@@ -6,8 +6,7 @@ import copy
 import pytest
 import torch
 
-from sclft.export import (RTOL, Classifier, export_model, max_relative_error, merged, read_metadata,
-                          run_exported)
+from sclft.export import RTOL, Classifier, export_model, load_exported, max_relative_error, merged, read_metadata
 from sclft.model import TransferModel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -33,7 +32,8 @@ def _model(backbone, strategy, num_classes=3):
     from sclft.strategies import get_strategy_config
 
     layer = BACKBONES[backbone] if get_strategy_config(strategy).uses_layer else None
-    model = TransferModel(_backbone(backbone), strategy, num_classes, layer, class_names=["ant", "bee", "cat"][:num_classes])
+    names = ["ant", "bee", "cat"][:num_classes]
+    model = TransferModel(_backbone(backbone), strategy, num_classes, layer, class_names=names)
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for p in model.parameters():
@@ -52,11 +52,12 @@ def test_onnx_and_torchscript_match_pytorch(backbone, strategy, tmp_path):
     model = _model(backbone, strategy)
     for fmt, suffix in (("onnx", "onnx"), ("torchscript", "pt")):
         path = export_model(model, fmt, tmp_path / f"m.{suffix}", verify=False, dynamo=False)
+        run = load_exported(path, fmt)
         for n in (1, 3):  # dynamic batch
             x = _images(n)
             with torch.no_grad():
                 ref = model(x)  # the wrapped, unmerged model
-            got = run_exported(path, fmt, x)
+            got = run(x)
             assert got.shape == (n, 3)
             assert max_relative_error(got, ref) <= RTOL, (fmt, n)
         meta = read_metadata(path, fmt)

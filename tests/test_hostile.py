@@ -124,6 +124,42 @@ CASES = [
     Case("dln-unknown-flag", ["dln", "parsimony", "--out", "{new}", "--bad"], ("--bad",)),
 ]
 
+# ---- numbers that pass a bound check but are not numbers, divergence, options that would be ignored (issue 29
+# items 6, 7: helper cfg's block)
+CASES += [
+    Case("lora-alpha-nan", train("--strategy", "lora", "--alpha", "nan"), ("--alpha", "alpha must be a finite")),
+    Case("lora-alpha-inf", train("--strategy", "lora", "--alpha", "inf"), ("--alpha", "finite", "inf")),
+    Case("lora-dropout-nan", train("--strategy", "lora", "--dropout", "nan"), ("--dropout", "finite")),
+    Case("deep-lora-eps-nan", train("--strategy", "deep_lora", "--eps", "nan"), ("--eps", "finite")),
+    Case("deep-lora-gamma-inf", train("--strategy", "deep_lora", "--gamma", "inf"), ("--gamma", "finite")),
+    Case("deep-lora-gamma-nan", train("--strategy", "deep_lora", "--gamma", "nan"), ("--gamma", "finite")),
+    Case("weight-decay-nan", train("--weight-decay", "nan"), ("weight_decay=nan", "finite")),
+    Case("label-smoothing-nan", train("--label-smoothing", "nan"), ("label_smoothing=nan", "finite")),
+    Case("max-params-inf", train("--max-params", "inf"), ("max_params=inf", "finite"), not_in_stdout=NO_SELECTION),
+    yaml_case("yaml-lr-nan", "lr: .nan\n", ("lr=nan", "finite")),
+    yaml_case("yaml-strategy-option-nan", "strategy: lora\nalpha: .inf\n", ("alpha", "finite")),
+    yaml_case("yaml-per-strategy-option-nan", "per_strategy:\n  deep_lora: {eps: .nan}\n",
+              ("per_strategy.deep_lora.eps", "finite"), "--strategy", "deep_lora"),
+    yaml_case("yaml-selection-holdout-nan", "extra: {selection: {trial_holdout: .nan}}\n",
+              ("trial_holdout", "(0, 1)")),
+    Case("lr-diverges", train("--strategy", "linear_probe", "--lr", "1e6"), ("loss diverged", "--lr"), code=1),
+    # ---- silently ignored input
+    yaml_case("yaml-top-level-option-of-another-strategy", "r: 4\n", ("cfg.yaml: r", "lora", "linear_probe"),
+              "--strategy", "linear_probe"),
+    yaml_case("yaml-top-level-options-of-another-strategy", "strategy_options: {fuse: concat}\n",
+              ("cfg.yaml: fuse", "scl_ft", "layer_ft"), "--strategy", "layer_ft", "--layer", "layer1.0"),
+    yaml_case("yaml-selection-candidates-empty", "extra: {selection: {candidates: []}}\n",
+              ("candidates", "non-empty"), not_in_stdout=NO_SELECTION),
+    yaml_case("yaml-selection-fixed-pick-typo", "layer_rule: fixed\nextra: {selection: {fixed_pick: midle}}\n",
+              ("fixed_pick", "middle"), not_in_stdout=NO_SELECTION),
+    Case("probe-rank-with-pooling", ["probe", *TINY[:9], "--rank", "--pooling", "avg"], ("--pooling", "--rank")),
+    Case("probe-rank-jackknife-with-fixed", ["probe", *TINY[:9], "--rank", "--layer-rule", "fixed", "--jackknife", "3"],
+         ("--jackknife", "fixed")),
+    Case("probe-rank-unknown-layer", ["probe", *TINY[:9], "--rank", "--layers", "layer9"], ("layer9", "valid layers")),
+    Case("probe-jackknife-above-samples", ["probe", *TINY[:9], "--jackknife", "6", "--out", "{new}"],
+         ("--jackknife 6", "at most 5")),
+]
+
 
 def fake_run(root: Path) -> None:
     """The files of a finished run (content is what matters here: it must not change)."""

@@ -149,7 +149,7 @@ def test_bad_inputs_exit_2_with_a_message(run, capsys, tmp_path, case):
 def test_export_cli_onnx_runs_in_onnxruntime_like_pytorch(run, capsys, tmp_path):
     import onnx
 
-    from sclft.export import RTOL, max_relative_error, run_exported
+    from sclft.export import RTOL, load_exported, max_relative_error
     from sclft.save import load
 
     run_dir, _ = run
@@ -163,7 +163,7 @@ def test_export_cli_onnx_runs_in_onnxruntime_like_pytorch(run, capsys, tmp_path)
     x = torch.randn(5, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = model(x)
-    assert max_relative_error(run_exported(tmp_path / "m.onnx", "onnx", x), ref) <= RTOL
+    assert max_relative_error(load_exported(tmp_path / "m.onnx", "onnx")(x), ref) <= RTOL
     code = main(["export", "--checkpoint", str(tmp_path), "--format", "onnx", "--out", str(tmp_path / "x.onnx")])
     assert code == 2 and "not a sclft run" in capsys.readouterr().err
 

@@ -21,6 +21,10 @@ def _main(args: argparse.Namespace) -> int:
         suite = {**suite, "defaults": {**suite.get("defaults", {}), "cache_dir": args.cache_dir}}
     out = Path(args.out)
     try:
+        if args.launcher != "local" and not (args.dry_run or args.report is not None or args.report_only):
+            from .launchers.cli import launch  # the engines are optional dependencies
+
+            return launch(args, suite, out)
         if args.dry_run:
             dry_run(suite, out, shard_spec=args.shard)
         elif args.report is not None or args.report_only:
@@ -59,5 +63,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--cache-dir", metavar="DIR", default=None,
                         help="frozen-prefix activation cache for every run (default: OUT/cache); shard jobs on one "
                              "machine can share one (concurrent writers are safe); does not change run ids")
+    from .launchers.cli import add_launcher_arguments
+
+    add_launcher_arguments(parser)
     parser.set_defaults(func=_main)
     return parser

@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -211,24 +212,32 @@ def _spearman(a: list[float], b: list[float]) -> float:
 
 def _cell_picks(blocks: list[str], best: str, evidence: dict[str, dict], shares: dict[str, float]) -> dict[str, str]:
     """Every rule's pick in one cell and seed: the oracle, the data-free baselines, each profile pick
-    function (recomputed from the stored NC1 curve, so new pick functions score old evidence) and trial."""
+    function (recomputed from the stored NC1 curve and, where kept, the per-block transferability scores, so new
+    pick functions score old evidence) and the trial rule's three read-outs of its short fits."""
     from ..selection import FIXED_PICKS, PROFILE_PICKS, profile_pick
 
     picks = {"oracle": best, **{f"fixed:{k}": fn(blocks, shares) for k, fn in FIXED_PICKS.items()}}
     if "profile" in evidence and all(b in evidence["profile"]["nc1"] for b in blocks):
         curve = [(b, evidence["profile"]["nc1"][b]) for b in blocks]
         se = evidence["profile"].get("nc1_se")  # None in evidence from before the jackknife: no `one_se` pick
-        chosen = {f"profile:{k}": profile_pick(k, curve, shares, se) for k in PROFILE_PICKS}
+        scores = evidence["profile"].get("scores")  # None unless the probe computed them: no `logme` / `ncti` pick
+        chosen = {f"profile:{k}": profile_pick(k, curve, shares, se, scores) for k in PROFILE_PICKS}
         picks.update({k: v for k, v in chosen.items() if v is not None})
-    if "trial" in evidence:
-        picks["trial"] = evidence["trial"]["layer"]
-        acc = evidence["trial"]["heldout_accuracy"]
-        picks["trial:heldout_acc"] = max(acc, key=acc.get)
+    for rule in ("trial", "tuned"):  # `tuned` reads the same fits as `trial`, on the fit samples
+        if rule in evidence:
+            trial = evidence[rule]
+            picks["trial"] = min(trial["nc1"], key=trial["nc1"].get)
+            acc = trial["heldout_accuracy"]
+            picks["trial:heldout_acc"] = max(acc, key=acc.get)
+            if trial.get("nc1_fit"):
+                picks["trial:train_nc1"] = min(trial["nc1_fit"], key=trial["nc1_fit"].get)
     return picks
 
 
 def _rule_seconds(name: str, evidence: dict[str, dict], run_seconds: dict[str, float]) -> float:
     rule = name.split(":")[0]
+    if rule == "trial" and "trial" not in evidence:
+        rule = "tuned"
     if rule == "oracle":
         return float(sum(run_seconds.values()))
     return 0.0 if rule == "fixed" else float(evidence.get(rule, {}).get("seconds", float("nan")))
@@ -283,6 +292,9 @@ def selection_cells_data(suite: dict[str, Any], out: Path | list[Path], runs: li
         profile_seeds = {s: v["evidence"]["profile"]["nc1"] for s, v in per_seed.items() if "profile" in v["evidence"]}
         se_seeds = {s: v["evidence"]["profile"]["nc1_se"] for s, v in per_seed.items()
                     if "nc1_se" in v["evidence"].get("profile", {})}
+        score_seeds = {str(s): v["evidence"]["profile"]["scores"] for s, v in per_seed.items()
+                       if v["evidence"].get("profile", {}).get("scores")}
+        trial_seeds = {str(s): t for s, v in per_seed.items() if (t := _trial_evidence(v["evidence"]))}
         nc1_profile = {}
         for curve in profile_seeds.values():
             for b, x in curve.items():
@@ -291,15 +303,27 @@ def selection_cells_data(suite: dict[str, Any], out: Path | list[Path], runs: li
                       "params_percent": share, "run_seconds": run_seconds, "one_run_seconds": one_run,
                       "nc1_after": nc1_after, "nc1_profile": {b: float(np.mean(x)) for b, x in nc1_profile.items()},
                       "nc1_profile_seeds": {str(s): c for s, c in profile_seeds.items()},
-                      "nc1_se_profile_seeds": {str(s): c for s, c in se_seeds.items()}, "rules": scores})
+                      "nc1_se_profile_seeds": {str(s): c for s, c in se_seeds.items()},
+                      **({"scores_profile_seeds": score_seeds} if score_seeds else {}),
+                      **({"trial_seeds": trial_seeds} if trial_seeds else {}), "rules": scores})
     return cells
+
+
+def _trial_evidence(evidence: dict[str, dict]) -> dict[str, Any] | None:
+    """What the report keeps of a seed's trial / tuned evidence (enough to recompute its three picks)."""
+    trial = evidence.get("trial") or evidence.get("tuned")
+    if not trial:
+        return None
+    return {k: trial[k] for k in ("nc1", "heldout_accuracy", "nc1_fit", "seconds") if k in trial}
 
 
 def rescore_selection(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Cells of an earlier ``selection.json`` scored with this version's rules: in a cell that kept every seed's
     pretrained curve (``nc1_profile_seeds``), each ``fixed:*`` and ``profile:*`` pick is recomputed per seed,
-    so picks added since the sweep score it without a rerun; ``trial`` entries (whose evidence the report does
-    not keep) are carried over. Cells without per-seed curves are returned unchanged."""
+    so picks added since the sweep score it without a rerun (with ``scores_profile_seeds``, the per-block LogME /
+    NCTI terms, also ``profile:logme`` / ``profile:ncti``); ``trial`` picks are recomputed where the cell keeps each
+    seed's trial evidence (``trial_seeds``) and carried over otherwise. Cells without per-seed curves are returned
+    unchanged."""
     out = []
     for c in cells:
         curves, errors = c.get("nc1_profile_seeds") or {}, c.get("nc1_se_profile_seeds") or {}
@@ -310,11 +334,15 @@ def rescore_selection(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
         probe = next((r["seconds"] for n, r in c["rules"].items() if n.startswith("profile:")), float("nan"))
         per_seed = []
         for s in map(str, c["seeds"]):
-            evidence = {"profile": {"nc1": curves[s], "nc1_se": errors.get(s), "seconds": probe}}
+            evidence = {"profile": {"nc1": curves[s], "nc1_se": errors.get(s), "seconds": probe,
+                                    "scores": (c.get("scores_profile_seeds") or {}).get(s)}}
+            if s in (c.get("trial_seeds") or {}):
+                evidence["trial"] = c["trial_seeds"][s]
             per_seed.append({"evidence": evidence, "picks": _cell_picks(c["blocks"], c["best"], evidence,
                                                                         c["params_percent"])})
         scores = _score_rules(per_seed, c["best"], mean, c["params_percent"], c["run_seconds"], c["one_run_seconds"])
-        kept = {n: r for n, r in c["rules"].items() if n not in scores and n.split(":")[0] not in ("fixed", "profile")}
+        kept = {n: r for n, r in c["rules"].items() if n not in scores and n.split(":")[0] not in ("fixed", "profile")
+                and not (n.startswith("trial") and c.get("trial_seeds"))}
         out.append({**c, "rules": {**scores, **kept}})
     return out
 
@@ -360,7 +388,7 @@ def selection_report(cells: list[dict[str, Any]]) -> str:
         corr = [f"NC1 after FT {_spearman([c['nc1_after'][b] for b in c['blocks']], accs):+.2f}"]
         if all(b in c["nc1_profile"] for b in c["blocks"]):
             corr.append(f"pretrained NC1 {_spearman([c['nc1_profile'][b] for b in c['blocks']], accs):+.2f}")
-        parts += [f"\nSpearman correlation with mean test accuracy across blocks (negative = lower NC1, higher "
+        parts += ["\nSpearman correlation with mean test accuracy across blocks (negative = lower NC1, higher "
                   "accuracy): " + ", ".join(corr) + "."]
     summary = summarize_rules(cells)
     if summary:

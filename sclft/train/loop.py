@@ -43,6 +43,15 @@ class NonFiniteLossError(RuntimeError):
     """The loss (or a trained parameter) became NaN/inf; the last good checkpoint of this run is kept."""
 
 
+class DivergedError(NonFiniteLossError):
+    """The loss stayed finite but grew by orders of magnitude (:data:`DIVERGENCE_FACTOR`); the run failed."""
+
+
+# a batch loss above this many times the run's reference loss (its first batch's, at least log K: the loss of
+# uniform predictions) ends the run as diverged; cross-entropy of a run that is learning never grows that much
+DIVERGENCE_FACTOR = 1e3
+
+
 def _non_finite(state: dict[str, torch.Tensor]) -> list[str]:
     return [k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
 
@@ -147,6 +156,7 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
         accelerator.init_trackers("sclft", config={k: v for k, v in dataclasses.asdict(cfg).items()
                                                    if isinstance(v, (int, float, str, bool))})
 
+    reference = None  # the loss divergence is judged against (see DIVERGENCE_FACTOR)
     for epoch in range(start_epoch, epochs):
         model.train()
         seen, loss_sum, tic = 0, 0.0, time.time()
@@ -164,13 +174,20 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
                         f"loss became {loss.item()} at epoch {epoch + 1}; stopping. Try a lower --lr or "
                         f"--precision no. Last good checkpoint: {last_good or 'none yet'}"
                     )
+                value = loss.item()
+                reference = reference or max(value, math.log(max(splits.num_classes, 2)))
+                if value > DIVERGENCE_FACTOR * reference:
+                    raise DivergedError(
+                        f"loss diverged: {value:.3g} at epoch {epoch + 1}, over {DIVERGENCE_FACTOR:g} times its "
+                        f"starting {reference:.3g}; stopping (the run failed). Try a lower --lr (now {cfg.lr:g}). "
+                        f"Last good checkpoint: {last_good or 'none yet'}")
                 accelerator.backward(loss)
                 optimizer.step()
                 if accelerator.sync_gradients:
                     scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             seen += len(y)
-            loss_sum += loss.item() * len(y)
+            loss_sum += value * len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", img_s=f"{seen / max(time.time() - tic, 1e-9):.0f}")
         record = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
                   "lr": scheduler.get_last_lr()[0] if scheduler else 0.0}
