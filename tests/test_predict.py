@@ -203,3 +203,16 @@ def test_the_run_writes_a_model_card_from_its_metrics(run, tmp_path):
     (other / "train_config.json").write_text(json.dumps({**trained, "pretrained": True}))
     text = model_card(other, load(run_dir))
     assert "base_model: timm/resnet18.tv_in1k" in text and "license: bsd-3-clause" in text
+
+
+def test_a_readme_of_the_users_own_is_left_alone(run, tmp_path):
+    from sclft.card import write_model_card
+
+    run_dir, _ = run
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for name in ("metrics.json", "config.json", "train_config.json"):
+        (folder / name).write_text((run_dir / name).read_text())
+    (folder / "README.md").write_text("# my notes\n")
+    assert write_model_card(folder, model=None) is None
+    assert (folder / "README.md").read_text() == "# my notes\n"
