@@ -25,30 +25,27 @@ from typing import Any
 
 import numpy as np
 
-from sclft.bench.suite import RUNS_SUBDIR, _entries, dataset_ref, expand_suite, load_suite
+from sclft.bench import Suite, expand_suite, find_runs, load_suite
+from sclft.bench.suite import Dataset
 from sclft.rank import SCORES, Candidate, misordered_controls, rank, transfer_correlation
 from sclft.transfer_scores import ncti_from_rows
 
 SCORE_NAMES = tuple(SCORES)  # nc1, separation, logme, ncti
 
 
-def _candidates(suite: dict) -> dict[str, Candidate]:
+def _candidates(suite: Suite) -> dict[str, Candidate]:
     """Suite backbone label → the candidate it trains (name, image size, pretrained)."""
-    out = {}
-    for b in _entries(suite["backbones"]):
-        over = b.get("overrides", {})
-        out[b.get("label", b["name"])] = Candidate(b["name"], over.get("image_size"), over.get("pretrained", True))
-    return out
+    return {b.label: Candidate(b.name, b.overrides.get("image_size"), b.overrides.get("pretrained", True))
+            for b in suite.backbones}
 
 
-def _scores(suite: dict, runs_dir: Path, dataset: dict, tpc: int, seed: int) -> dict[str, dict[str, float]]:
+def _scores(suite: Suite, runs_dir: Path, dataset: Dataset, tpc: int, seed: int) -> dict[str, dict[str, float]]:
     """Suite label → its score row for one seed (computed once, then read from ``RUNS/rank_scores``)."""
-    path = runs_dir / "rank_scores" / f"{dataset.get('label', dataset['name'])}-n{tpc}-s{seed}.json"
+    path = runs_dir / "rank_scores" / f"{dataset.label}-n{tpc}-s{seed}.json"
     if path.exists():
         return json.loads(path.read_text())
     cands = _candidates(suite)
-    res = rank(list(cands.values()), dataset_ref(dataset), train_per_class=tpc, seed=seed,
-               data_dir=dataset.get("data_dir"))
+    res = rank(list(cands.values()), dataset.ref, train_per_class=tpc, seed=seed, data_dir=dataset.data_dir)
     by_label = {c.label: label for label, c in cands.items()}
     rows = {by_label[r["candidate"]]: r for r in res.rows}
     pretrained = [lab for lab, c in cands.items() if c.pretrained]
@@ -60,15 +57,12 @@ def _scores(suite: dict, runs_dir: Path, dataset: dict, tpc: int, seed: int) -> 
     return rows
 
 
-def _accuracies(suite: dict, runs_dir: Path) -> dict[tuple[str, str, int | None, str, int], float]:
+def _accuracies(suite: Suite, runs_dir: Path) -> dict[tuple[str, str, int | None, str, int], float]:
     """(dataset label, strategy, train per class, backbone label, seed) → test accuracy of the finished runs."""
-    out = {}
-    for r in expand_suite(suite):
-        path = runs_dir / RUNS_SUBDIR / r.id / "metrics.json"
-        if path.exists():
-            out[(r.dataset, r.strategy, r.train_per_class, r.backbone, r.seed)] = json.loads(path.read_text())[
-                "test_accuracy"]
-    return out
+    runs = expand_suite(suite)
+    found = find_runs(runs_dir, runs).found
+    return {(r.dataset, r.strategy, r.train_per_class, r.backbone, r.seed):
+            json.loads((found[r.id].path / "metrics.json").read_text())["test_accuracy"] for r in runs if r.id in found}
 
 
 def _verdict(mean: float, per_seed: list[float], threshold: float = 0.0) -> str:
@@ -103,18 +97,18 @@ def cell_statistics(scores: dict[int, dict[str, dict]], acc: dict[int, dict[str,
     return out
 
 
-def analyse(pairs: list[tuple[dict, Path]]) -> dict[str, Any]:
+def analyse(pairs: list[tuple[Suite, Path]]) -> dict[str, Any]:
     cells: dict[str, Any] = {}
     for suite, runs_dir in pairs:
         cands = _candidates(suite)
         pretrained = [lab for lab, c in cands.items() if c.pretrained]
         controls = [lab for lab, c in cands.items() if not c.pretrained]
         accs = _accuracies(suite, runs_dir)
-        for dataset in _entries(suite["datasets"]):
-            dlabel = dataset.get("label", dataset["name"])
-            for group in suite["groups"].values():
-                for tpc in group.get("train_per_class", [None]):
-                    seeds = group.get("seeds", [0])
+        for dataset in suite.datasets:
+            dlabel = dataset.label
+            for group in suite.groups.values():
+                for tpc in group.train_per_class:
+                    seeds = list(group.seeds)
                     scores = {s: _scores(suite, runs_dir, dataset, tpc, s) for s in seeds}
                     strategies = sorted({k[1] for k in accs if k[0] == dlabel and k[2] == tpc})
                     cell: dict[str, Any] = {"dataset": dlabel, "train_per_class": tpc, "seeds": seeds,
@@ -234,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     result = analyse(pairs)
     out = Path(args.out)
     (out / "rank.md").write_text(render(result))
-    summary = {"benchmark": "rank", "suites": [s["name"] for s, _ in pairs], **result}
+    summary = {"benchmark": "rank", "suites": [s.name for s, _ in pairs], **result}
     (out / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=False) + "\n")
     print(f"wrote {out / 'rank.md'} and {out / 'summary.json'}")
     return 0

@@ -91,7 +91,7 @@ def model_card(run_dir: str | Path, model) -> str:
         block = "none (the strategy tunes no single block)"
     elif selection:
         rule = selection.get("rule", "?") + (f":{selection['pick']}" if selection.get("pick") else "")
-        block = f"`{metrics['layer']}`, chosen by `--layer auto` (rule `{rule}`, from NC1 of the pretrained features)"
+        block = f"`{metrics['layer']}`, chosen by `--layer auto` (rule `{rule}`; evidence in `metrics.json`)"
     else:
         block = f"`{metrics['layer']}`, given with `--layer`"
     if not run.get("pretrained", True):
@@ -123,8 +123,8 @@ def model_card(run_dir: str | Path, model) -> str:
     body = f"""
 # {backbone} / {strategy} on {dataset}
 
-A `{backbone}` backbone fine-tuned on `{dataset}` with sclft's `{strategy}`
-strategy. Values from this folder's `metrics.json`.
+`{backbone}` fine-tuned on `{dataset}` with sclft's `{strategy}` strategy. Values from this folder's
+`metrics.json`.
 
 {table}
 

@@ -34,6 +34,7 @@ def tiny(tmp_path_factory):
     path.write_text(yaml.safe_dump(TINY))
     suite = bench.load_suite(str(path))
     bench.run_suite(suite, root / "local", say=lambda _: None)
+    bench.build_reports(suite, root / "local")
     return path, root / "local"
 
 

@@ -134,7 +134,7 @@ def test_rank_backbones_statistics_and_verdicts():
 
 
 def test_report_rescores_logme_ncti_and_trial_picks_from_stored_evidence(tmp_path):
-    from sclft.bench.reports import rescore_selection
+    from sclft.bench.scoring import rescore_selection
 
     terms = {"a": (1.0, 0.5, 3.0), "b": (3.0, 0.9, 2.0), "c": (2.0, 0.7, 2.5)}  # NCTI: b 2, c 1, a 0
     scores = {b: {"logme": lm, **dict(zip(("ncti_seli", "ncti_ncc", "ncti_vc"), t))}

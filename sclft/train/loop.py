@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import math
 import os
+import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -22,6 +23,7 @@ from ..io import atomic_write_json, check_out_dir
 from ..model import TransferModel
 from ..optim import WarmupCosine, build_optimizer
 from ..save import (
+    MANIFEST,
     _load_tensors,
     build_backbone,
     file_digest,
@@ -29,12 +31,13 @@ from ..save import (
     load_model_state,
     save_model,
     trainable_state,
+    write_manifest,
 )
 from ..strategies import collect_strategy_options, strategy_config
 from .checkpoint import _resume_view, restore_training_state, save_checkpoint
 from .data import _loader, prepare_datasets
 from .evaluate import evaluate
-from .run_folder import METRICS_FILE, _prepare_out, run_lock
+from .run_folder import METRICS_FILE, _prepare_out, replace_run, run_files, run_lock
 
 log = logging.getLogger("sclft.train")
 
@@ -85,9 +88,17 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
         log.warning("--precision fp16 on %s: Accelerate has no fp16 autocast/GradScaler there, so this runs in "
                     "float32 (use bf16 for mixed precision on CPU)", accelerator.device)
     with run_lock(out) if accelerator.is_main_process else nullcontext():
-        resume = _prepare_out(out, cfg, accelerator)
+        resume, target = _prepare_out(out, cfg, accelerator)
         accelerator.wait_for_everyone()
-        return _train(cfg, out, accelerator, resume)
+        try:
+            metrics = _train(cfg, target, accelerator, resume)
+        except BaseException:
+            if target != out and accelerator.is_main_process:  # a failed --overwrite: the old run stays as it was
+                shutil.rmtree(target, ignore_errors=True)
+            raise
+        if target != out and accelerator.is_main_process:  # --overwrite: only a finished run replaces the old one
+            replace_run(out, target)
+        return metrics
 
 
 def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] | None) -> dict[str, Any]:
@@ -147,7 +158,8 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
     final: dict[str, dict[str, float]] = {}  # split -> final evaluation
     last_good = None  # the newest checkpoint of this run (resumed or written here)
     if resume_from is not None:
-        load_model_state(accelerator.unwrap_model(model), resume_from)
+        load_model_state(accelerator.unwrap_model(model), resume_from, f"the model this run builds ({cfg.backbone}, "
+                         f"{cfg.strategy}, layer {layer}, {splits.num_classes} classes)")
         restore_training_state(accelerator, resume_from, resumed, optimizer, scheduler)  # no pickle: safetensors + JSON
         sampler_gen.set_state(_load_tensors(resume_from / "sampler.safetensors")["sampler"])
         start_epoch, history, last_good = int(resumed["epoch"]), list(resumed["history"]), resume_from
@@ -252,6 +264,7 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
         atomic_write_json(out / "train_config.json", dataclasses.asdict(cfg))
         atomic_write_json(out / METRICS_FILE, metrics)
         write_model_card(out, unwrapped)  # README.md: the Hugging Face model card, from the files just written
+        write_manifest(out, [n for n in run_files(out) if "/" not in n and n != MANIFEST])  # last: the run is done
     accelerator.end_training()
     if splits.skipped:
         say(f"note: {len(splits.skipped)} unreadable image(s) were skipped (see the log for their paths)")

@@ -80,8 +80,8 @@ class Progress:
         self.bar.close()
 
 
-def summary(suite: dict[str, Any], runs: int, skipped: int, trained: int, failed: list[str], seconds: float,
+def summary(suite, runs: int, skipped: int, trained: int, failed: list[str], seconds: float,
             **extra: Any) -> dict[str, Any]:
     """The session summary a launcher returns (the in-process runner's keys, plus the launcher's)."""
-    return {"suite": suite["name"], "runs": runs, "skipped": skipped, "trained": trained, "failed": failed,
+    return {"suite": suite.name, "runs": runs, "skipped": skipped, "trained": trained, "failed": failed,
             "seconds": seconds, **extra}

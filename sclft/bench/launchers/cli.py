@@ -6,8 +6,8 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
 
+from ..suite import Suite
 from . import LAUNCHERS
 
 
@@ -39,7 +39,7 @@ def add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
                    help="slurm: submitit executor; local/debug run the array on this machine (tests)")
 
 
-def launch(args: argparse.Namespace, suite: dict[str, Any], out: Path) -> int:
+def launch(args: argparse.Namespace, suite: Suite, out: Path) -> int:
     """Run the suite with ``--launcher ray|slurm``; the exit code (1: failed or unfinished runs, 130: Ctrl-C)."""
     if args.shard:
         raise ValueError(f"--shard is one job of an array; --launcher {args.launcher} runs the whole suite "

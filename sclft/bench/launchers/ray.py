@@ -15,11 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..suite import Suite
 from . import Deadline, Progress, require, summary
 from ._tasks import Task, check_inputs, execute, failure_file, finish, plan, record_failure
 
 
-def _task(task: Task, suite: dict[str, Any], suite_runs, out: str, threads: int, tracker, *after) -> dict[str, Any]:
+def _task(task: Task, suite: Suite, suite_runs, out: str, threads: int, tracker, *after) -> dict[str, Any]:
     """The body of every Ray task (``after``: results it waited for; a failed one raises before this runs)."""
     import torch
 
@@ -41,7 +42,7 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
     return True
 
 
-def run_ray(suite: dict[str, Any], out: str | Path, *, address: str | None = None, gpus_per_run: float | None = None,
+def run_ray(suite: Suite, out: str | Path, *, address: str | None = None, gpus_per_run: float | None = None,
             cpus_per_run: float = 1.0, retries: int = 2, deadline: float | None = None) -> dict[str, Any]:
     """Run the suite's missing tasks on Ray, then build the reports; returns the session summary
     (``stopped: "deadline"`` when the deadline cancelled unfinished tasks). Ctrl-C cancels the outstanding

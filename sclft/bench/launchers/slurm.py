@@ -13,13 +13,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..suite import Suite
 from . import Deadline, require, summary
 from ._tasks import finish
 
 SHARDS_SUBDIR = "shards"
 
 
-def _shard_job(suite: dict[str, Any], out: str, spec: str) -> dict[str, Any]:
+def _shard_job(suite: Suite, out: str, spec: str) -> dict[str, Any]:
     """One job of the array: shard ``spec`` of the suite into ``out`` (the in-process runner)."""
     from ..runner import run_suite
 
@@ -30,7 +31,7 @@ def shard_folders(out: Path, shards: int) -> list[Path]:
     return [Path(out) / SHARDS_SUBDIR / f"shard_{i}" for i in range(1, shards + 1)]
 
 
-def run_slurm(suite: dict[str, Any], out: str | Path, *, shards: int = 4, partition: str | None = None,
+def run_slurm(suite: Suite, out: str | Path, *, shards: int = 4, partition: str | None = None,
               gpus_per_job: int = 1, array_parallelism: int | None = None, timeout_min: int = 24 * 60,
               wait: bool = True, cluster: str = "slurm", deadline: float | None = None,
               merge_command: str = "") -> dict[str, Any]:
@@ -45,18 +46,17 @@ def run_slurm(suite: dict[str, Any], out: str | Path, *, shards: int = 4, partit
                       "--slurm-cluster local to run the array on this machine")
     submitit = require("submitit")
     out = Path(out).absolute()
-    defaults = suite.get("defaults", {})
-    suite = {**suite, "defaults": {**defaults, "cache_dir": defaults.get("cache_dir") or str(out / "cache")}}
+    suite = suite.with_defaults(cache_dir=suite.defaults.get("cache_dir") or str(out / "cache"))
     folders = shard_folders(out, shards)
     executor = submitit.AutoExecutor(folder=out / "slurm" / "%j", cluster=cluster)
-    executor.update_parameters(timeout_min=timeout_min, gpus_per_node=gpus_per_job, name=f"sclft-{suite['name']}",
+    executor.update_parameters(timeout_min=timeout_min, gpus_per_node=gpus_per_job, name=f"sclft-{suite.name}",
                                slurm_partition=partition, slurm_array_parallelism=array_parallelism or shards)
     tic = time.time()
     jobs = executor.map_array(_shard_job, [suite] * shards, [str(f) for f in folders],
                               [f"{i}/{shards}" for i in range(1, shards + 1)])
     ids = [str(j.job_id) for j in jobs]
     if not wait:
-        return {"suite": suite["name"], "launcher": "slurm", "jobs": len(jobs), "job_ids": ids,
+        return {"suite": suite.name, "launcher": "slurm", "jobs": len(jobs), "job_ids": ids,
                 "merge_command": merge_command}
     stopped = []
     try:
