@@ -119,7 +119,7 @@ def test_rank_backbones_statistics_and_verdicts():
 
     scores = {s: {"a": row(1, 3), "b": row(2, 1), "c": row(3, 2), "a-random": row(2.5, 0)} for s in (0, 1)}
     stats = mod.cell_statistics(scores, acc, pre, ctrl)
-    assert stats["nc1"]["kendall_tau"] == 1.0 and stats["nc1"]["seed_tau"] == [1.0, 1.0]
+    assert stats["nc1"]["kendall_tau"] == 1.0 and stats["nc1"]["seed_kendall_tau"] == [1.0, 1.0]
     assert stats["nc1"]["regret"] == 0.0 and stats["nc1"]["misordered_controls"] == [1, 1]  # random above c
     assert stats["logme"]["kendall_tau"] == pytest.approx(1 / 3) and stats["logme"]["misordered_controls"] == [0, 0]
     assert mod._verdict(0.5, [0.2, 0.4]) == "holds" and mod._verdict(0.1, [-0.2, 0.4]) == "undecided"
