@@ -193,7 +193,7 @@ def render(result: dict[str, Any]) -> str:
                                  for s in strategies],
                          f"{np.mean(sc['nc1']):.3g}", f"{np.mean(sc['separation']):.3g}", f"{np.mean(sc['logme']):.4f}",
                          f"{np.nanmean(sc['ncti']):.3f}", f"{np.mean(sc['probe_seconds']):.1f}"])
-        parts += [f"\n## {key.replace('|', ' · ')} (seeds {', '.join(map(str, c['seeds']))})\n", _table(head, rows)]
+        parts += [f"\n## {_cell_name(key)} (seeds {', '.join(map(str, c['seeds']))})\n", _table(head, rows)]
         for target, stats in c["targets"].items():
             body = [[s, f"{v['kendall_tau']:+.2f} [" + ", ".join(f"{t:+.2f}" for t in v["seed_kendall_tau"]) + "]",
                      f"{v['weighted_tau']:+.2f}", v["top"], f"{v['regret']:.2f}",
@@ -202,10 +202,14 @@ def render(result: dict[str, Any]) -> str:
                                                 "misordered control pairs per seed (of 81)"], body)]
     parts.append("\n## Predictions (PREREGISTRATION.md, section A)\n")
     parts.append(_table(["prediction", "verdict", "per cell"],
-                        [[k, v["verdict"], ", ".join(f"{c}: {x}" for c, x in v.get("cells", {}).items())
+                        [[k, v["verdict"], ", ".join(f"{_cell_name(c)}: {x}" for c, x in v.get("cells", {}).items())
                           or ", ".join(v.get("scores_ranking_every_control_last", [])) or "–"]
                          for k, v in result["predictions"].items()]))
     return "\n".join(parts) + "\n"
+
+
+def _cell_name(key: str) -> str:
+    return key.replace("|", " · ")  # a "|" would split a markdown table cell
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
