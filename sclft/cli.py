@@ -34,10 +34,11 @@ TRAIN_HELP = {
     "layer_rule": "rule for --layer auto: auto | profile | fixed | trial",
     "max_params": "--layer auto: choose only among blocks training at most this percent of the parameters",
     "epochs": "training epochs",
-    "lr": "peak learning rate (after warm-up; cosine decay to 0)",
+    "lr": "peak learning rate (after warm-up; then --schedule)",
     "batch_size": "images per step",
     "optimizer": "adamw | sgd",
     "weight_decay": "weight decay (not applied to norms and biases)",
+    "schedule": "learning rate after the warm-up: cosine (decay to 0) | constant",
     "warmup_epochs": "linear warm-up length in epochs",
     "label_smoothing": "label smoothing of the cross-entropy",
     "grad_accum": "gradient accumulation steps",
@@ -90,12 +91,16 @@ def _train_config_cls():
 
 def add_train_flags(parser: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
     """One flag per TrainConfig field; defaults are None so YAML / defaults can fill what was not given."""
+    from .config import OPTIM_DEFAULTS as optim_defaults
+
     for f in dataclasses.fields(_train_config_cls()):
         if f.name in _NOT_FLAGS or (only is not None and f.name not in only):
             continue
         flag = "--" + f.name.replace("_", "-")
         kind = _field_type(f)
         default = f.default if f.default is not dataclasses.MISSING else None
+        if default is None and f.name in optim_defaults:
+            default = f"the strategy's, else {optim_defaults[f.name]}"
         help_text = f"{TRAIN_HELP.get(f.name, '')} (default: {default})"
         if kind is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)

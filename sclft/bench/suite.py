@@ -100,7 +100,7 @@ def run_fingerprint(config: dict[str, Any]) -> dict[str, Any]:
     from ..strategies import strategy_config
     from ..versions import library_versions
 
-    full = dataclasses.asdict(TrainConfig.from_dict(config))
+    full = dataclasses.asdict(TrainConfig.from_dict(config).resolve_defaults())
     full["strategy_options"] = strategy_config(full["strategy"], **full["strategy_options"]).options()
     for key in ("out", "cache_dir", "progress", "num_workers", "tensorboard", "resume", "overwrite"):
         full.pop(key)
