@@ -16,14 +16,14 @@ _EXPORTS = {
     "nc": None, "wrap": "model", "TransferModel": "model", "probe": "probe", "ProbeResult": "probe",
     "train": "train", "load": "save", "TrainConfig": "config", "Backbone": "backbones",
     "create_backbone": "backbones", "list_backbones": "backbones", "list_strategies": "strategies",
-    "WeightsUnavailableError": "_hub",
+    "WeightsUnavailableError": "_hub", "rank": "rank",
 }
 # functions named like their modules: importing the module must not replace the function on the package
-_SHADOWING = {"probe", "train"}
+_SHADOWING = {"probe", "train", "rank"}
 
 __all__ = [
     "nc", "wrap", "probe", "ProbeResult", "train", "load", "TrainConfig", "TransferModel", "Backbone", "create_backbone", "list_backbones", "list_strategies",
-    "WeightsUnavailableError", "__version__",
+    "WeightsUnavailableError", "rank", "__version__",
 ]
 
 

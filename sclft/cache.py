@@ -180,8 +180,8 @@ def load_disk_cache(path: Path, key: str, num_samples: int | None = None) -> Cac
         meta = json.loads((path / "meta.json").read_text())
         if meta.get("key") != key or meta.get("format") != FORMAT_VERSION:
             return None
-        features = np.load(path / "features.npy", mmap_mode="r")
-        labels = torch.from_numpy(np.load(path / "labels.npy"))
+        features = np.load(path / "features.npy", mmap_mode="r", allow_pickle=False)  # never unpickle a cache file
+        labels = torch.from_numpy(np.load(path / "labels.npy", allow_pickle=False))
     except (OSError, ValueError) as e:  # missing, truncated or unreadable: rebuild
         if (path / "meta.json").exists():
             log.warning("ignoring unreadable feature cache %s (%s)", path, e)

@@ -14,14 +14,20 @@ import logging
 import os
 import sys
 import typing
+from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
+
+from .config import OPTIM_DEFAULTS, TrainConfig, layered_config
+from .strategies import option_owners
 
 # sub-command name -> (module exposing ``add_parser(subparsers)``, its one-line help); the parser sets
 # ``func(args) -> int``. A module is imported only when its command is the one run (the CLI answers at once).
 COMMAND_MODULES = {
     "dln": ("sclft.dln.cli", "deep-linear-network theory lab (seed §2–4)"),
     "bench": ("sclft.bench", "run a benchmark suite and build its tables and plots"),
+    "rank": ("sclft.rank_cli", "rank candidate backbones by NC1, LogME and NCTI on the training data"),
 }
 _BUILTIN: dict[str, Callable[[Any], None]] = {}
 
@@ -78,29 +84,21 @@ def command(name: str):
 
 
 def _field_type(f: dataclasses.Field) -> type:
-    hint = typing.get_type_hints(_train_config_cls())[f.name]
+    hint = typing.get_type_hints(TrainConfig)[f.name]
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     return args[0] if args else hint
 
 
-def _train_config_cls():
-    from .config import TrainConfig
-
-    return TrainConfig
-
-
 def add_train_flags(parser: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
     """One flag per TrainConfig field; defaults are None so YAML / defaults can fill what was not given."""
-    from .config import OPTIM_DEFAULTS as optim_defaults
-
-    for f in dataclasses.fields(_train_config_cls()):
+    for f in dataclasses.fields(TrainConfig):
         if f.name in _NOT_FLAGS or (only is not None and f.name not in only):
             continue
         flag = "--" + f.name.replace("_", "-")
         kind = _field_type(f)
         default = f.default if f.default is not dataclasses.MISSING else None
-        if default is None and f.name in optim_defaults:
-            default = f"the strategy's, else {optim_defaults[f.name]}"
+        if default is None and f.name in OPTIM_DEFAULTS:
+            default = f"the strategy's, else {OPTIM_DEFAULTS[f.name]}"
         help_text = f"{TRAIN_HELP.get(f.name, '')} (default: {default})"
         if kind is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
@@ -114,8 +112,6 @@ def add_train_flags(parser: argparse.ArgumentParser, only: Sequence[str] | None 
 
 def add_strategy_option_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per option of every registered strategy config; each is valid only with its strategy."""
-    from .strategies import option_owners
-
     group = parser.add_argument_group("strategy options", "valid only with the strategy named in [brackets]")
     for name, owners in option_owners().items():
         f = next(f for f in dataclasses.fields(owners[0]) if f.name == name)
@@ -139,123 +135,17 @@ def add_strategy_option_flags(parser: argparse.ArgumentParser) -> None:
         group.add_argument("--" + name.replace("_", "-"), **kwargs)
 
 
-def _load_yaml(path: str) -> tuple[dict[str, Any], Path]:
-    """The mapping in a YAML config file (a path, or NAME of a packaged config: ``sclft list configs``) and
-    the file it came from."""
-    import yaml
-
-    from .resources import find_yaml
-
-    p = find_yaml("configs", path)
-    try:
-        values = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ValueError(f"--config {p}: cannot read it ({e.strerror or e})") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"--config {p}: not a text (UTF-8) file") from None
-    except yaml.YAMLError as e:
-        where = getattr(e, "problem_mark", None)
-        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
-        raise ValueError(f"--config {p}: invalid YAML{at}: {getattr(e, 'problem', None) or e}") from None
-    if values is None:
-        return {}, p
-    if not isinstance(values, dict):
-        raise ValueError(f"{p}: expected a mapping of TrainConfig fields (key: value lines), got a "
-                         f"{type(values).__name__}")
-    return values, p
-
-
-def _per_strategy(section: Any, source: str) -> dict[str, dict[str, Any]]:
-    """The ``per_strategy`` section: strategy name → TrainConfig fields (each coerced and checked)."""
-    from .strategies import collect_strategy_options, list_strategies
-
-    TrainConfig = _train_config_cls()
-    if section is None:
-        return {}
-    example = "per_strategy: {linear_probe: {lr: 0.01}}"
-    if not isinstance(section, dict):
-        raise ValueError(f"{source}: per_strategy must be a mapping of strategy name to fields, e.g. {example}; "
-                         f"got a {type(section).__name__}")
-    out = {}
-    for name, values in section.items():
-        where = f"{source}: per_strategy.{name}"
-        if name not in list_strategies():
-            raise ValueError(f"{where}: unknown strategy {name!r}; valid strategies: {', '.join(list_strategies())}")
-        if values is None:
-            values = {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{where} must be a mapping of TrainConfig fields, e.g. {example}; got {values!r}")
-        if "strategy" in values:
-            raise ValueError(f"{where}: 'strategy' cannot be set inside per_strategy")
-        out[name] = TrainConfig.coerce(collect_strategy_options(values), where)
-    return out
-
-
-def _check_foreign(strategy: str, given: dict[str, Any], name_of: Callable[[str], str]) -> None:
-    """An explicitly given option that only other strategies use is an error (the default value is not)."""
-    import dataclasses as dc
-
-    TrainConfig = _train_config_cls()
-    defaults = {f.name: f.default for f in dc.fields(TrainConfig)}
-    for option, owners in TrainConfig.foreign_options(strategy).items():
-        if option in given and given[option] != defaults[option]:
-            raise ValueError(f"{name_of(option)} {given[option]} is an option of {' and '.join(owners)}; "
-                             f"strategy {strategy!r} does not use it")
-
-
-def config_from_args(args: argparse.Namespace):
-    """Defaults < YAML (--config; its `per_strategy` section for the chosen strategy) < explicit flags.
-
-    YAML values go through the field types as the flags do. The top level of a YAML file is shared by
-    all strategies, so its options of other strategies (``layer`` for linear_probe, ``fuse`` for layer_ft)
-    are dropped; given as a flag or in the strategy's own ``per_strategy`` section they are an error.
-    """
-    from .strategies import collect_strategy_options, get_strategy_config, strategy_config
-    from .config import ConfigError
-
-    TrainConfig = _train_config_cls()
-    values: dict[str, Any] = {}
-    sections: dict[str, dict[str, Any]] = {}
-    source = "config"
-    if getattr(args, "config", None):
-        raw, path = _load_yaml(args.config)
-        source = str(path)
-        sections = _per_strategy(raw.pop("per_strategy", None), source)
-        values = TrainConfig.coerce(collect_strategy_options(raw), source)
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The run's TrainConfig: defaults < ``--config`` YAML < explicit flags (:func:`sclft.config.layered_config`)."""
     flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
              if getattr(args, f.name, None) is not None}
     options = {k[len(_OPTION_DEST):]: v for k, v in vars(args).items() if k.startswith(_OPTION_DEST) and v is not None}
-    strategy = flags.get("strategy", values.get("strategy", TrainConfig.strategy))
-    own = get_strategy_config(strategy).option_names()
-    section = sections.get(strategy, {})
-    flag_name = lambda o: "--" + o.replace("_", "-")  # noqa: E731
-    _check_foreign(strategy, flags, flag_name)
-    _check_foreign(strategy, section, lambda o: f"{source}: per_strategy.{strategy}.{o}")
-    foreign = TrainConfig.foreign_options(strategy)
-    values = {k: v for k, v in values.items() if k not in foreign}
-    shared = {k: v for k, v in values.pop("strategy_options", {}).items() if k in own}  # top level: own options only
-    origin = {**{k: f"{source}: {k}" for k in values}, **{k: f"{source}: per_strategy.{strategy}.{k}" for k in section},
-              **{k: flag_name(k) for k in flags}}
-    values.update({k: v for k, v in section.items() if k != "strategy_options"})
-    values.update(flags)
-    given = [(section.get("strategy_options", {}), lambda o: f"{source}: per_strategy.{strategy}.{o}"),
-             (options, flag_name)]
-    for opts, name_of in given:
-        for k, v in opts.items():
-            try:
-                strategy_config(strategy, **{k: v})
-            except ValueError as e:
-                raise ValueError(f"{name_of(k)}: {e}") from None
-    values["strategy_options"] = {**shared, **section.get("strategy_options", {}), **options}
-    try:
-        return TrainConfig.from_dict(values).validate()
-    except ConfigError as e:  # say where the bad value came from
-        raise ValueError(f"{origin[e.key]}: {e}" if e.key in origin else str(e)) from None
+    return layered_config(getattr(args, "config", None), flags, options)
 
 
 def _given(args: argparse.Namespace, names: Sequence[str]):
     """A validated TrainConfig of the train flags a sub-command (probe, eval) was given."""
-    return _train_config_cls().from_dict({n: getattr(args, n) for n in names if getattr(args, n, None) is not None},
+    return TrainConfig.from_dict({n: getattr(args, n) for n in names if getattr(args, n, None) is not None},
                                          "flags").validate()
 
 
@@ -332,19 +222,30 @@ def _probe_parser(sub) -> None:
     p.set_defaults(func=run_probe)
 
 
-def run_rank(args, pick) -> int:
-    """``sclft probe --rank``: the layer rule's ranking of the candidate blocks, best first."""
-    from .backbones import create_backbone
+def run_rank(args, cfg: TrainConfig, layers: list[str] | None) -> int:
+    """``sclft probe --rank``: the layer rule's ranking of the candidate blocks, best first. ``--layers`` are the
+    candidates, ``--jackknife`` the profile rule's groups; flags of the plain probe that a rule does not use are
+    refused."""
+    from .backbones import create_backbone  # torch: loaded only when the command runs (sclft --help stays light)
     from .data import load_dataset
     from .io import atomic_write_json
+    from .picks import DEFAULT_RULE
     from .selection import select_layer
-    from .config import TrainConfig
 
-    fields = ["backbone", "data", "data_dir", "image_size", "batch_size", "train_per_class", "seed", "pretrained",
-              "checkpoint", "progress", "layer_rule", "max_params"]
-    cfg = TrainConfig(**{f: pick(f) for f in fields}).validate()
+    unused = [flag for flag, given in (("--pooling", args.pooling is not None), ("--normalize", args.normalize),
+                                       ("--split", args.split != "train")) if given]
+    rule = DEFAULT_RULE if cfg.layer_rule == "auto" else cfg.layer_rule
+    if args.jackknife is not None and rule != "profile":
+        unused.append(f"--jackknife (layer rule {rule} computes no standard error)")
+    if unused:
+        raise ValueError(f"{', '.join(unused)}: not used by --rank (the layer rule reads the training split its own "
+                         "way); drop them, or probe without --rank")
+    selection = {**({"candidates": layers} if layers else {}),
+                 **({"profile_jackknife": args.jackknife} if args.jackknife is not None else {})}
+    cfg = dataclasses.replace(cfg, extra={"selection": selection}).validate()
     splits = load_dataset(cfg.data, cfg.data_dir, train_per_class=cfg.train_per_class, seed=cfg.seed)
-    backbone = create_backbone(cfg.backbone, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint, image_size=cfg.image_size)
+    backbone = create_backbone(cfg.backbone, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint,
+                               image_size=cfg.image_size)
     result = select_layer(backbone, splits, cfg)
     ranking = result["ranking"]
     columns = [k for k in ranking[0] if k not in ("block", "score")] + ["score"]
@@ -365,31 +266,36 @@ def run_rank(args, pick) -> int:
 def run_probe(args) -> int:
     from .backbones import create_backbone
     from .backbones.base import POOLERS
-    from .data import TransformedDataset, build_transforms, load_dataset
-    from .probe import probe
+    from .data import TransformedDataset, build_transforms, load_dataset, targets_of
     from .io import check_out_dir
+    from .probe import probe
 
     cfg = _given(args, PROBE_FLAGS)
-    if args.rank:
-        return run_rank(args, lambda name: getattr(cfg, name))
-    if not args.out:
-        raise ValueError("sclft probe needs --out DIR (or --rank)")
     if args.jackknife is not None and args.jackknife < 2:
         raise ValueError(f"--jackknife must be a number of groups >= 2, got {args.jackknife}")
+    layers = None if args.layers == "all" else [s.strip() for s in args.layers.split(",")]
+    if args.rank:
+        return run_rank(args, cfg, layers)
+    if not args.out:
+        raise ValueError("sclft probe needs --out DIR (or --rank)")
     check_out_dir(args.out)
-    layers = "all" if args.layers == "all" else [s.strip() for s in args.layers.split(",")]
     splits = load_dataset(cfg.data, cfg.data_dir, train_per_class=cfg.train_per_class, seed=cfg.seed)
-    backbone = create_backbone(cfg.backbone, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint, image_size=cfg.image_size)
-    for name in [] if layers == "all" else layers:
+    split = getattr(splits, args.split)
+    if split is None:
+        raise ValueError(f"{splits.name} has no {args.split!r} split")
+    largest = max(Counter(targets_of(split)).values())
+    if args.jackknife is not None and args.jackknife > largest:  # the groups beyond it would stay empty
+        raise ValueError(f"--jackknife {args.jackknife}: more groups than samples of any class in the {args.split} "
+                         f"split (at most {largest}); use --jackknife {largest} or fewer")
+    backbone = create_backbone(cfg.backbone, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint,
+                               image_size=cfg.image_size)
+    for name in layers or []:
         backbone.check_block(name)
     if args.pooling is not None and args.pooling not in POOLERS[backbone.layout]:
         raise ValueError(f"--pooling {args.pooling!r} is not valid for {backbone.name} ({backbone.layout} layout); "
                          f"valid: {', '.join(POOLERS[backbone.layout])}")
     _, eval_tf = build_transforms(backbone.data_config, cfg.image_size)
-    split = getattr(splits, args.split)
-    if split is None:
-        raise ValueError(f"{splits.name} has no {args.split!r} split")
-    res = probe(backbone, TransformedDataset(split, eval_tf), layers, pooling=args.pooling,
+    res = probe(backbone, TransformedDataset(split, eval_tf), layers or "all", pooling=args.pooling,
                 num_classes=splits.num_classes, normalize=args.normalize, batch_size=cfg.batch_size,
                 num_workers=cfg.num_workers, progress=cfg.progress, jackknife=args.jackknife or 0)
     out = Path(args.out)
@@ -404,20 +310,21 @@ def run_probe(args) -> int:
 @command("train")
 def _train_parser(sub) -> None:
     p = sub.add_parser("train", help="train one model; writes OUT/metrics.json, OUT/model.safetensors, checkpoints")
-    p.add_argument("--config", help="YAML file of TrainConfig fields, or the NAME of a packaged one (sclft list configs); "
-                                       "explicit flags win")
+    p.add_argument("--config", help="YAML file of TrainConfig fields, or the NAME of a packaged one "
+                                    "(sclft list configs); explicit flags win")
     add_train_flags(p)
     p.set_defaults(func=run_train)
 
 
 def run_train(args) -> int:
+    cfg = config_from_args(args)  # every option checked before torch, the data or the weights load
+    from accelerate import PartialState  # torch: loaded only when the command runs (sclft --help stays light)
+
     from .io import check_out_dir
     from .train import train
 
-    cfg = config_from_args(args)
     check_out_dir(cfg.out)
     metrics = train(cfg)
-    from accelerate import PartialState
 
     if not PartialState().is_main_process:  # under `accelerate launch` every process trains; the main one reports
         return 0
@@ -453,6 +360,90 @@ def run_eval(args) -> int:
                           image_size=args.image_size, batch_size=args.batch_size or 64,
                           num_workers=given.num_workers, progress=given.progress)
     print(json.dumps(result, indent=2))
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- predict
+@command("predict")
+def _predict_parser(sub) -> None:
+    p = sub.add_parser("predict", help="classify image files / folders with a trained run (top-k CSV or JSON)")
+    p.add_argument("--checkpoint", required=True, help="a finished `sclft train --out` folder")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
+                   help="image files, folders (searched recursively) or .txt files listing image paths")
+    p.add_argument("--top-k", type=int, default=5, help="classes per image, most probable first (default: 5)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
+    p.add_argument("--out", default=None, help="FILE.csv or FILE.json (default: CSV on stdout)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default: auto)")
+    p.add_argument("--precision", default="no", choices=["no", "bf16", "fp16"], help="autocast dtype (default: no)")
+    p.add_argument("--num-workers", type=int, default=0, help="image-decoding worker processes (default: 0)")
+    p.add_argument("--strict", action="store_true", help="an unreadable file is an error (exit 2) instead of a "
+                                                         "warning; nothing is written")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
+    p.set_defaults(func=run_predict)
+
+
+def run_predict(args) -> int:
+    from .io import atomic_write_text
+    from .predict import OUT_FORMATS, check_run, format_rows, gather_images, predict_files
+
+    fmt = Path(args.out).suffix.lower() if args.out else ".csv"
+    if fmt not in OUT_FORMATS:
+        raise ValueError(f"--out {args.out}: unknown format {fmt or '(no suffix)'}; valid: {', '.join(OUT_FORMATS)}")
+    if args.top_k < 1 or args.batch_size < 1:
+        raise ValueError(f"--top-k and --batch-size must be >= 1, got {args.top_k} and {args.batch_size}")
+    run = check_run(args.checkpoint)
+    inputs = gather_images(args.inputs)  # before the model loads: bad input fails at once
+    for what in inputs.empty:
+        print(f"sclft predict: warning: {what}", file=sys.stderr)
+    from .save import load
+
+    model = load(run)
+    rows, skipped = predict_files(model, inputs, top_k=args.top_k, batch_size=args.batch_size, device=args.device,
+                                  precision=args.precision, num_workers=args.num_workers, progress=args.progress)
+    if skipped:
+        listed = "\n".join(f"  {reason}" for _, reason in skipped)
+        if args.strict:
+            raise ValueError(f"{len(skipped)} of {len(inputs.files)} file(s) are not readable images "
+                             f"(--strict; nothing written):\n{listed}")
+        print(f"sclft predict: warning: skipped {len(skipped)} of {len(inputs.files)} file(s) that are not readable "
+              f"images:\n{listed}", file=sys.stderr)
+    if not rows:
+        raise ValueError(f"none of the {len(inputs.files)} file(s) is a readable image; nothing to predict")
+    text = format_rows(rows, fmt, args.top_k)
+    if args.out:
+        atomic_write_text(args.out, text)
+        print(f"wrote {len(rows)} prediction(s) to {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- export
+@command("export")
+def _export_parser(sub) -> None:
+    p = sub.add_parser("export", help="write a trained run as one network: ONNX, TorchScript or safetensors")
+    p.add_argument("--checkpoint", required=True, help="a finished `sclft train --out` folder")
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript", "safetensors"],
+                   help="onnx (checked with onnx.checker and onnxruntime), torchscript (traced), safetensors "
+                        "(every tensor of the merged model)")
+    p.add_argument("--out", required=True, help="the file to write (replaced atomically)")
+    p.add_argument("--dynamo", action=argparse.BooleanOptionalAction, default=True,
+                   help="onnx: torch's dynamo exporter (default); --no-dynamo: its older TorchScript-based one")
+    p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
+                   help="compare the exported logits with PyTorch's at batch sizes 1 and 3 (default: on)")
+    p.set_defaults(func=run_export)
+
+
+def run_export(args) -> int:
+    from .export import export_model, read_metadata
+    from .predict import check_run
+    from .save import load
+
+    model = load(check_run(args.checkpoint))
+    path = export_model(model, args.format, args.out, verify=args.verify, dynamo=args.dynamo)
+    meta = read_metadata(path, args.format)
+    print(f"wrote {path} ({args.format}; input {meta['input_size']}, {len(meta['class_names'])} classes"
+          + (", logits checked against PyTorch" if args.verify and args.format != "safetensors" else "") + ")")
     return 0
 
 

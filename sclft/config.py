@@ -1,4 +1,6 @@
-"""``TrainConfig``: every field of a run, its types and checks (no torch: the CLI builds its flags from it).
+"""The configuration layer (no torch): :class:`TrainConfig`, every field of a run with its types and checks (the
+CLI builds its flags from it); :class:`SelectionConfig`, the options of ``--layer auto``; and
+:func:`layered_config`, how defaults, a YAML file, its ``per_strategy`` section and explicit values combine.
 
 >>> from sclft.config import TrainConfig
 >>> cfg = TrainConfig(backbone="efficientnet_lite0", data="digits", strategy="scl_ft", epochs=3).validate()
@@ -10,9 +12,15 @@ import dataclasses
 import logging
 import math
 import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import yaml
+
+from .picks import DEFAULT_FIXED_PICK, FIXED_PICKS, PROFILE_PICKS, list_rules
+from .resources import find_yaml
 from .strategies import collect_strategy_options, get_strategy_config, list_strategies, strategy_config
 
 log = logging.getLogger("sclft.config")
@@ -23,6 +31,7 @@ CACHE_MODES = ("auto", "memory", "disk", "off")
 SCHEDULES = ("cosine", "constant")
 # optimisation fields left unset (None) take the strategy's ``train_defaults``, else these (see resolve_defaults)
 OPTIM_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "weight_decay": 0.05, "schedule": "cosine", "warmup_epochs": 1.0}
+DEFAULT_MAX_PARAMS = 8.0  # percent of the model's parameters a block strategy may tune under --layer auto
 
 
 class ConfigError(ValueError):
@@ -42,7 +51,7 @@ class TrainConfig:
     strategy: str = "scl_ft"
     layer: str = "auto"  # a block name, or "auto" (chosen by NC1, see sclft.selection)
     layer_rule: str = "auto"
-    max_params: float | None = 8.0  # --layer auto: only blocks training at most this % of the parameters (selection)
+    max_params: float | None = DEFAULT_MAX_PARAMS  # --layer auto: only blocks training at most this % of the parameters
     epochs: int = 10
     lr: float | None = None  # None (also weight_decay, schedule, warmup_epochs): see resolve_defaults
     batch_size: int = 64
@@ -74,9 +83,15 @@ class TrainConfig:
     resume: bool = False
     overwrite: bool = False  # replace a finished run (or another run's checkpoints) in ``out``
     progress: bool = True
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # {"selection": SelectionConfig options}, see ``selection``
 
-    def validate(self) -> "TrainConfig":
+    @property
+    def selection(self) -> SelectionConfig:
+        """The ``--layer auto`` options, typed: ``extra["selection"]`` over :class:`SelectionConfig`'s defaults.
+        (``extra`` stays the stored form, so YAML files, ``config.json`` and bench run ids keep their shape.)"""
+        return SelectionConfig.from_options((self.extra or {}).get("selection"))
+
+    def validate(self) -> TrainConfig:
         """Check every field's type and value (no file or network access); returns ``self``.
 
         Options of another strategy (``fuse`` with ``layer_ft``, a block name with ``linear_probe``) are
@@ -87,8 +102,6 @@ class TrainConfig:
             value = getattr(self, name)
             if not (value is None and optional) and not _is_kind(value, kind):
                 raise ConfigError(name, f"{name} must be {_KIND_WORDS[kind]}, got {value!r}")
-        from .selection import list_rules
-
         try:
             get_strategy_config(self.strategy)
         except ValueError as e:
@@ -108,16 +121,19 @@ class TrainConfig:
             ("momentum", self.optimizer != "sgd" or self.momentum > 0, "momentum must be > 0 for sgd (Nesterov)"),
             ("warmup_epochs", self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}"),
             ("num_workers", self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}"),
-            ("schedule", self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
-            ("optimizer", self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
-            ("precision", self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
-            ("cache", self.cache in CACHE_MODES, f"cache must be one of {', '.join(CACHE_MODES)}, got {self.cache!r}"),
-            ("layer_rule", self.layer_rule in rules, f"layer_rule must be one of {', '.join(rules)}, got {self.layer_rule!r}"),
-            ("val_fraction", 0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}"),
+            ("schedule", self.schedule in SCHEDULES, _one_of("schedule", SCHEDULES, self.schedule)),
+            ("optimizer", self.optimizer in OPTIMIZERS, _one_of("optimizer", OPTIMIZERS, self.optimizer)),
+            ("precision", self.precision in PRECISIONS, _one_of("precision", PRECISIONS, self.precision)),
+            ("cache", self.cache in CACHE_MODES, _one_of("cache", CACHE_MODES, self.cache)),
+            ("layer_rule", self.layer_rule in rules, _one_of("layer_rule", rules, self.layer_rule)),
+            ("val_fraction", 0.0 <= self.val_fraction < 1.0,
+             f"val_fraction must be in [0, 1), got {self.val_fraction}"),
             ("train_per_class", self.train_per_class is None or self.train_per_class >= 1,
              f"train_per_class must be >= 1, got {self.train_per_class}"),
-            ("image_size", self.image_size is None or self.image_size >= 8, f"image_size must be >= 8, got {self.image_size}"),
-            ("label_smoothing", 0.0 <= self.label_smoothing < 1.0, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
+            ("image_size", self.image_size is None or self.image_size >= 8,
+             f"image_size must be >= 8, got {self.image_size}"),
+            ("label_smoothing", 0.0 <= self.label_smoothing < 1.0,
+             f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
             ("max_params", self.max_params is None or self.max_params > 0,
              f"max_params must be > 0 (a percent of the parameters), got {self.max_params}"),
             ("eval_every", self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}"),
@@ -161,15 +177,14 @@ class TrainConfig:
     def check_backbone(self, backbone) -> None:
         """What needs the built backbone, checked before any heavy step: the block name, the selection
         candidates and the strategy's own checks (options, e.g. zero_shot needs a CLIP text tower)."""
-        from .selection import selection_options
-        from .strategies import get_strategy
+        from .strategies import get_strategy  # the model side: torch
 
         config = strategy_config(self.strategy, **self.strategy_options).for_data(self.data)
         if not config.uses_layer:
             get_strategy(config.name)(backbone, None, config)
             return
         if self.layer == "auto":
-            for name in selection_options(self).get("candidates") or []:
+            for name in self.selection.candidates or []:
                 backbone.check_block(name)
         get_strategy(config.name)(backbone, backbone.check_block(self.layer) if self.layer != "auto"
                                   else backbone.blocks[0], config)
@@ -186,12 +201,12 @@ class TrainConfig:
         return {k: _coerce(v, *kinds[k], f"{source}: {k}") for k, v in values.items()}
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
         """From a mapping of field names; top-level strategy options (``fuse: concat``) go to ``strategy_options``."""
         return cls(**cls.coerce(collect_strategy_options(values), source))
 
 
-# keys of TrainConfig.extra; "selection" holds sclft.selection.DEFAULT_OPTIONS overrides
+# keys of TrainConfig.extra; "selection" holds SelectionConfig options
 EXTRA_KEYS = ("selection",)
 _KIND_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping"}
 
@@ -241,31 +256,198 @@ def _coerce(value: Any, kind: type, optional: bool, where: str) -> Any:
     return value
 
 
-def _check_extra(extra: dict) -> None:
-    """``extra`` holds only :data:`EXTRA_KEYS`; its ``selection`` options are known and well-typed."""
-    from .selection import DEFAULT_OPTIONS, PROFILE_PICKS
+def _one_of(name: str, valid, value: Any) -> str:
+    return f"{name} must be one of {', '.join(valid)}, got {value!r}"
 
+
+def _check_extra(extra: dict) -> None:
+    """``extra`` holds only :data:`EXTRA_KEYS`; its ``selection`` options make a valid :class:`SelectionConfig`."""
     unknown = sorted(set(extra) - set(EXTRA_KEYS))
     if unknown:
         raise ValueError(f"unknown extra keys: {', '.join(map(str, unknown))}; valid: {', '.join(EXTRA_KEYS)}")
-    sel = extra.get("selection") or {}
-    if not isinstance(sel, dict):
-        raise ValueError(f"extra.selection must be a mapping of selection options, got {sel!r}")
-    unknown = sorted(set(sel) - set(DEFAULT_OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown selection options: {', '.join(map(str, unknown))}; valid: {', '.join(DEFAULT_OPTIONS)}")
-    count = lambda v: _is_kind(v, int) and v >= 1  # noqa: E731
-    rules = {
-        "candidates": (lambda v: v is None or (isinstance(v, list) and all(isinstance(n, str) for n in v)),
-                       "a list of block names"),
-        "profile_per_class": (count, "an integer >= 1"),
-        "profile_jackknife": (lambda v: _is_kind(v, int) and v >= 2, "an integer >= 2 (jackknife groups)"),
-        "trial_per_class": (lambda v: _is_kind(v, int) and v >= 2, "an integer >= 2"),
-        "trial_epochs": (count, "an integer >= 1"),
-        "trial_holdout": (lambda v: _is_kind(v, float) and 0 < v < 1, "a number in (0, 1)"),
-        "profile_pick": (lambda v: v is None or v in PROFILE_PICKS, f"one of {', '.join(PROFILE_PICKS)}"),
-    }
-    for key, value in sel.items():
-        ok, what = rules.get(key, (lambda v: True, ""))
-        if not ok(value):
-            raise ValueError(f"extra.selection.{key} must be {what}, got {value!r}")
+    SelectionConfig.from_options(extra.get("selection"))
+
+
+@dataclass
+class SelectionConfig:
+    """Options of the layer-selection rules (``--layer auto``, :mod:`sclft.selection`), checked on construction.
+
+    Given as ``extra: {selection: {...}}`` in YAML and ``config.json``; ``TrainConfig.selection`` builds it.
+    Pick names are those of :mod:`sclft.picks` (torch-free), so a typo fails before any data or weights load.
+    """
+
+    candidates: list[str] | None = None  # block names; None: every block but the last (selection.candidate_blocks)
+    profile_per_class: int = 100  # samples per class probed by `profile`
+    profile_pick: str | None = None  # a PROFILE_PICKS name; None: picks.DEFAULT_PROFILE_PICK
+    profile_jackknife: int = 10  # groups of the jackknife standard error of each block's NC1 (pick `one_se`)
+    fixed_pick: str = DEFAULT_FIXED_PICK  # a FIXED_PICKS name (rule `fixed`)
+    trial_per_class: int = 50  # training samples per class used by `trial` (fit + held-out)
+    trial_holdout: float = 0.3  # fraction of them held out for the NC1 read-out
+    trial_epochs: int = 3
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> SelectionConfig:
+        """Raises ``ValueError`` naming ``extra.selection.<option>``, the value and what is valid."""
+        def integer(low: int) -> tuple[Callable[[Any], bool], str]:
+            return (lambda v: _is_kind(v, int) and v >= low), f"an integer >= {low}"
+
+        checks: dict[str, tuple[Callable[[Any], bool], str]] = {
+            "candidates": (lambda v: v is None or (isinstance(v, (list, tuple)) and len(v) > 0
+                                                   and all(isinstance(n, str) and n for n in v)),
+                           "a non-empty list of block names (or null: every block but the last)"),
+            "profile_per_class": integer(1),
+            "profile_pick": (lambda v: v is None or v in PROFILE_PICKS, f"one of {', '.join(PROFILE_PICKS)}"),
+            "profile_jackknife": (lambda v: _is_kind(v, int) and v >= 2, "an integer >= 2 (jackknife groups)"),
+            "fixed_pick": (lambda v: v in FIXED_PICKS, f"one of {', '.join(FIXED_PICKS)}"),
+            "trial_per_class": integer(2),
+            "trial_epochs": integer(1),
+            "trial_holdout": (lambda v: _is_kind(v, float) and 0 < v < 1, "a number in (0, 1)"),
+        }
+        for f in dataclasses.fields(self):
+            ok, what = checks[f.name]
+            value = getattr(self, f.name)
+            try:
+                good = ok(value)
+            except TypeError:  # e.g. an unhashable value tested against the pick names
+                good = False
+            if not good:
+                raise ValueError(f"extra.selection.{f.name} must be {what}, got {value!r}")
+        if self.candidates is not None:
+            self.candidates = list(self.candidates)
+        return self
+
+    def options(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any] | None = None) -> SelectionConfig:
+        """From a mapping of option names (``extra["selection"]``); unknown names raise ``ValueError``."""
+        if options is None:
+            options = {}
+        if not isinstance(options, Mapping):
+            raise ValueError(f"extra.selection must be a mapping of selection options, got {options!r}")
+        unknown = sorted(set(options) - set(cls.option_names()))
+        if unknown:
+            raise ValueError(f"unknown selection options: {', '.join(map(str, unknown))}; "
+                             f"valid: {', '.join(cls.option_names())}")
+        return cls(**options)
+
+
+# ------------------------------------------------------------------------------------------ layering
+def flag_name(key: str) -> str:
+    """The command-line flag of a TrainConfig field or strategy option (``weight_decay`` → ``--weight-decay``)."""
+    return "--" + key.replace("_", "-")
+
+
+def load_yaml_config(path: str | Path) -> tuple[dict[str, Any], Path]:
+    """The mapping in a YAML config file (a path, or NAME of a packaged config: ``sclft list configs``) and
+    the file it came from."""
+    p = find_yaml("configs", path)
+    try:
+        values = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ValueError(f"--config {p}: cannot read it ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"--config {p}: not a text (UTF-8) file") from None
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise ValueError(f"--config {p}: invalid YAML{at}: {getattr(e, 'problem', None) or e}") from None
+    if values is None:
+        return {}, p
+    if not isinstance(values, dict):
+        raise ValueError(f"{p}: expected a mapping of TrainConfig fields (key: value lines), got a "
+                         f"{type(values).__name__}")
+    return values, p
+
+
+def _per_strategy(section: Any, source: str) -> dict[str, dict[str, Any]]:
+    """The ``per_strategy`` section: strategy name → TrainConfig fields (each coerced and checked)."""
+    if section is None:
+        return {}
+    example = "per_strategy: {linear_probe: {lr: 0.01}}"
+    if not isinstance(section, dict):
+        raise ValueError(f"{source}: per_strategy must be a mapping of strategy name to fields, e.g. {example}; "
+                         f"got a {type(section).__name__}")
+    out = {}
+    for name, values in section.items():
+        where = f"{source}: per_strategy.{name}"
+        if name not in list_strategies():
+            raise ValueError(f"{where}: unknown strategy {name!r}; valid strategies: {', '.join(list_strategies())}")
+        if values is None:
+            values = {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{where} must be a mapping of TrainConfig fields, e.g. {example}; got {values!r}")
+        if "strategy" in values:
+            raise ValueError(f"{where}: 'strategy' cannot be set inside per_strategy")
+        out[name] = TrainConfig.coerce(collect_strategy_options(values), where)
+    return out
+
+
+def _check_foreign(strategy: str, given: Mapping[str, Any], name_of: Callable[[str], str]) -> None:
+    """An explicitly given field that only other strategies use is an error (its default value is not)."""
+    for option, owners in TrainConfig.foreign_options(strategy).items():
+        if option in given and given[option] != _default(option):
+            raise ValueError(f"{name_of(option)} {given[option]} is an option of {' and '.join(owners)}; "
+                             f"strategy {strategy!r} does not use it")
+
+
+def _check_options(strategy: str, options: Mapping[str, Any], name_of: Callable[[str], str]) -> None:
+    """Each strategy option is one of ``strategy``'s and valid; the error names where it came from."""
+    for k, v in options.items():
+        try:
+            strategy_config(strategy, **{k: v})
+        except ValueError as e:
+            raise ValueError(f"{name_of(k)}: {e}") from None
+
+
+def layered_config(config: str | Path | None = None, flags: Mapping[str, Any] | None = None,
+                   options: Mapping[str, Any] | None = None) -> TrainConfig:
+    """Defaults < YAML file ``config`` (its ``per_strategy`` section for the chosen strategy) < ``flags``.
+
+    ``flags``: TrainConfig fields given explicitly (the command line's); ``options``: strategy options given
+    explicitly. YAML values go through the field types as the flags do. The top level of a YAML file is shared
+    by all strategies, so its TrainConfig fields that only other strategies use (``layer`` for linear_probe)
+    are dropped; a strategy option of another strategy (``r: 4`` with linear_probe) is an error there, as is
+    any such option or field given explicitly or in the strategy's own ``per_strategy`` section. Errors name
+    the file and key or the flag; the result is validated.
+    """
+    flags, options = dict(flags or {}), dict(options or {})
+    values: dict[str, Any] = {}
+    sections: dict[str, dict[str, Any]] = {}
+    source = "config"
+    if config:
+        raw, path = load_yaml_config(config)
+        source = str(path)
+        sections = _per_strategy(raw.pop("per_strategy", None), source)
+        values = TrainConfig.coerce(collect_strategy_options(raw), source)
+    strategy = flags.get("strategy", values.get("strategy", TrainConfig.strategy))
+    try:
+        get_strategy_config(strategy)
+    except ValueError as e:
+        raise ValueError(f"{flag_name('strategy') if 'strategy' in flags else f'{source}: strategy'}: {e}") from None
+    section = sections.get(strategy, {})
+    in_section = lambda o: f"{source}: per_strategy.{strategy}.{o}"  # noqa: E731
+    _check_foreign(strategy, flags, flag_name)
+    _check_foreign(strategy, section, in_section)
+    foreign = TrainConfig.foreign_options(strategy)
+    values = {k: v for k, v in values.items() if k not in foreign}
+    shared = values.pop("strategy_options", {})  # the top level: only the chosen strategy's options
+    _check_options(strategy, shared, lambda o: f"{source}: {o}")
+    origin = {**{k: f"{source}: {k}" for k in values}, **{k: in_section(k) for k in section},
+              **{k: flag_name(k) for k in flags}}
+    values.update({k: v for k, v in section.items() if k != "strategy_options"})
+    values.update(flags)
+    _check_options(strategy, section.get("strategy_options", {}), in_section)
+    _check_options(strategy, options, flag_name)
+    values["strategy_options"] = {**shared, **section.get("strategy_options", {}), **options}
+    try:
+        return TrainConfig.from_dict(values).validate()
+    except ConfigError as e:  # say where the bad value came from
+        raise ValueError(f"{origin[e.key]}: {e}" if e.key in origin else str(e)) from None

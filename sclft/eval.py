@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from tqdm.auto import tqdm
 
 from . import nc
 from .data import TransformedDataset, build_transforms, load_dataset
+from .io import read_json_object
 from .save import load
 
 
@@ -35,7 +35,7 @@ def evaluate_run(
     if not (run_dir / "config.json").is_file():
         raise ValueError(f"--checkpoint {run_dir}: not a trained sclft model (no config.json; expected a "
                          "`sclft train --out` folder of a finished run)")
-    run = _read_json(run_dir / "train_config.json") if (run_dir / "train_config.json").is_file() else {}
+    run = read_json_object(run_dir / "train_config.json") if (run_dir / "train_config.json").is_file() else {}
     data = data or run.get("data")
     if not data:
         raise ValueError("pass --data: the run directory does not record its dataset")
@@ -66,12 +66,3 @@ def evaluate_run(
         "nc1": nc.nc1(torch.cat(feats), y, model.num_classes),
     }
 
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text())
-    except (ValueError, OSError) as e:
-        raise ValueError(f"{path}: unreadable ({e}); the run folder is damaged") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(value).__name__}; the run folder is damaged")
-    return value

@@ -69,3 +69,25 @@ def check_out_dir(path: str | Path, flag: str = "--out") -> None:
         raise ValueError(f"{flag} {path}: {probe} exists and is not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ValueError(f"{flag} {path}: {probe} is not writable")
+
+
+def read_json(path: str | os.PathLike, error: Callable[[str], Exception] = ValueError) -> Any:
+    """The JSON value in ``path``; a file that cannot be read or parsed is ``error(message naming the file)``
+    (truncated, not UTF-8, not JSON), never a bare ``JSONDecodeError`` that names no file."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as e:
+        raise error(f"{path} cannot be read ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise error(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}): it is not a file sclft wrote") from None
+    except ValueError as e:
+        raise error(f"{path} is not readable JSON ({e}); the file is truncated or damaged") from None
+
+
+def read_json_object(path: str | os.PathLike, error: Callable[[str], Exception] = ValueError) -> dict[str, Any]:
+    """:func:`read_json` of a file that must hold a JSON object."""
+    value = read_json(path, error)
+    if not isinstance(value, dict):
+        raise error(f"{path}: expected a JSON object, got {type(value).__name__}; the file is damaged")
+    return value

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -36,9 +37,11 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer | None:
-    """The run's optimizer over what trains (None when nothing does, e.g. zero_shot)."""
+    """The run's optimizer over what trains (None when nothing does, e.g. zero_shot); an unvalidated ``cfg``
+    gets its unset lr / weight decay from ``resolve_defaults`` (not written back)."""
     from timm.optim import create_optimizer_v2
 
+    cfg = copy.copy(cfg).resolve_defaults()
     groups = param_groups(model, cfg.weight_decay)
     if not groups:
         return None

@@ -33,6 +33,7 @@ from .backbones import Backbone, create_backbone
 from .cache import available_memory
 from .io import atomic_write, atomic_write_text
 from .model import TransferModel
+from .transfer_scores import LAYER_SCORES, layer_scores
 
 CSV_FIELDS = ("layer", "nc1", "separation", "dim")
 
@@ -62,8 +63,10 @@ class ProbeResult:
 
     @property
     def fields(self) -> tuple[str, ...]:
-        """:data:`CSV_FIELDS`, plus ``nc1_se`` when the probe estimated it (``jackknife=G``)."""
-        return CSV_FIELDS + (("nc1_se",) if self.rows and "nc1_se" in self.rows[0] else ())
+        """:data:`CSV_FIELDS`, plus ``nc1_se`` when the probe estimated it (``jackknife=G``) and the
+        transferability scores when it computed them (``scores=True``)."""
+        extra = ("nc1_se", *LAYER_SCORES)
+        return CSV_FIELDS + tuple(k for k in extra if self.rows and k in self.rows[0])
 
     def to_csv(self, path: str | Path) -> Path:
         buf = io.StringIO()
@@ -197,8 +200,10 @@ def _plan(dims: dict[str, int], n: int, k: int, batch_size: int, budget: int, on
 
 
 def _layer_stats(batches: Callable[[], Iterable], names: Sequence[str], k: int | None, in_memory: bool,
-                 jackknife: int = 0) -> tuple[dict[str, nc.NCAccumulator], torch.Tensor, int]:
-    """NC accumulators for ``names``: one data pass in memory, else two streamed passes."""
+                 jackknife: int = 0, scores: dict[str, dict[str, float]] | None = None
+                 ) -> tuple[dict[str, nc.NCAccumulator], torch.Tensor, int]:
+    """NC accumulators for ``names``: one data pass in memory, else two streamed passes. ``scores`` (a dict):
+    filled with each layer's :func:`sclft.transfer_scores.layer_scores` (in memory only; streamed layers get NaN)."""
     if in_memory:
         feats: dict[str, list[torch.Tensor]] = {name: [] for name in names}
         labels = []
@@ -207,7 +212,11 @@ def _layer_stats(batches: Callable[[], Iterable], names: Sequence[str], k: int |
                 feats[name].append(out[name])
             labels.append(y)
         y = torch.cat(labels)
+        if scores is not None:
+            scores.update({name: layer_scores(torch.cat(feats[name]).numpy(), y.numpy()) for name in names})
         return {name: nc.accumulate(torch.cat(feats[name]), y, k, jackknife=jackknife) for name in names}, y, 1
+    if scores is not None:
+        scores.update({name: dict.fromkeys(LAYER_SCORES, float("nan")) for name in names})
     accs = {name: nc.NCAccumulator(k, jackknife=jackknife) for name in names}
     labels = []
     for _ in range(2):
@@ -244,6 +253,7 @@ def probe(
     one_pass: bool = True,
     memory_budget: int | None = None,
     jackknife: int = 0,
+    scores: bool = False,
 ) -> ProbeResult:
     """NC1 and separation of every block's pooled features (and the penultimate feature) on ``data``.
 
@@ -254,6 +264,9 @@ def probe(
     pooled features (one pass) and streaming them (two passes per group of layers); see the module doc.
     ``jackknife=G`` (≥ 2) adds each layer's ``nc1_se``: the delete-one-group jackknife standard error of NC1
     from the same samples (:class:`sclft.nc.NCAccumulator`; a DataLoader must give the same order twice).
+    ``scores=True`` adds each layer's transferability scores from the same pass (``logme``, NCTI's terms
+    ``ncti_seli`` / ``ncti_ncc`` / ``ncti_vc``; :mod:`sclft.transfer_scores`); they need the features in memory
+    (NaN for a layer the probe had to stream).
     """
     model = model_or_backbone
     if not isinstance(model, (TransferModel, Backbone)):
@@ -270,15 +283,17 @@ def probe(
         plan = _plan(dims, _num_samples(loader), num_classes or DEFAULT_K_ESTIMATE, batch_size, budget, one_pass,
                      jackknife)
         stats: dict[str, nc.NCAccumulator] = {}
+        extra: dict[str, dict[str, float]] | None = {} if scores else None
         passes = 0
         for group, in_memory in plan:
             def batches(group=group):
                 return _batches(loader, extract, group, device, progress, f"probe {group[0]}..{group[-1]}")
 
-            accs, y, used = _layer_stats(batches, group, num_classes, in_memory, jackknife)
+            accs, y, used = _layer_stats(batches, group, num_classes, in_memory, jackknife, extra)
             stats.update(accs)
             passes += used
     k = next(iter(stats.values())).k
     rows = [{"layer": n, "nc1": stats[n].nc1(normalize), "separation": stats[n].separation(), "dim": dims[n],
-             **({"nc1_se": _standard_error(stats[n], normalize)} if jackknife else {})} for n in names]
+             **({"nc1_se": _standard_error(stats[n], normalize)} if jackknife else {}), **(extra or {}).get(n, {})}
+            for n in names]
     return ProbeResult(rows=rows, backbone=backbone.name, num_samples=int(len(y)), num_classes=k, passes=passes)

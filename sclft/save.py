@@ -8,20 +8,46 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ._hub import WeightsUnavailableError
 from .backbones import create_backbone
 from .cache import hash_tensors
-from .io import atomic_path, atomic_write_json
+from .io import atomic_path, atomic_write_json, read_json_object
 from .model import TransferModel
 
 
 class RunFolderError(ValueError):
     """The ``--out`` folder cannot be used as asked: in use, holds another run, or its run files are damaged."""
+
+
+SHA256 = re.compile(r"[0-9a-f]{64}")
+_MISSING = object()
+
+
+def check_fields(file: Path, data: dict, spec: dict[str, tuple[Any, Callable[[Any], bool] | None, str]]) -> None:
+    """Check ``data`` (the JSON object of ``file``) against ``spec``: key -> (types, test or None, what is
+    valid); the first bad field is a :class:`RunFolderError` naming the file, the field, its value and what is
+    valid (``bool`` is never an ``int`` here)."""
+    for key, (kinds, test, valid) in spec.items():
+        value = data.get(key, _MISSING)
+        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+        ok = value is not _MISSING and isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+        if ok and test is not None and value is not None:
+            try:
+                ok = bool(test(value))
+            except (TypeError, ValueError, KeyError, AttributeError):
+                ok = False
+        if not ok:
+            got = "missing" if value is _MISSING else f"{json.dumps(value, default=str)[:80]}"
+            raise RunFolderError(f"{file}: field {key!r} is {got}; valid: {valid}")
 
 
 def trainable_state(model: TransferModel) -> dict[str, torch.Tensor]:
@@ -102,18 +128,26 @@ def load(path: str | Path, pretrained: bool | None = None, checkpoint: str | Non
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} is not a trained sclft model: no config.json (expected a `sclft train --out` "
                                 "directory)")
-    cfg = json.loads((path / "config.json").read_text())
-    run = json.loads((path / "train_config.json").read_text()) if (path / "train_config.json").is_file() else {}
+    cfg = read_json_object(path / "config.json", RunFolderError)
+    run = read_json_object(path / "train_config.json", RunFolderError) if (path / "train_config.json").is_file() else {}
     build = {k: cfg.get(k, run.get(k, default)) for k, default in
              {"pretrained": True, "seed": 0, "checkpoint": None}.items()}  # config.json first (older runs: train_config)
     pretrained = build["pretrained"] if pretrained is None else pretrained
-    checkpoint = checkpoint or build["checkpoint"]
-    if checkpoint and cfg.get("checkpoint_sha256") and Path(checkpoint).is_file() \
-            and file_digest(checkpoint) != cfg["checkpoint_sha256"]:
-        raise ValueError(f"cannot rebuild {path} as trained: the backbone weights file {checkpoint} changed since "
-                         f"training (sha256 {cfg['checkpoint_sha256'][:12]}... expected); pass checkpoint= the "
-                         "original file")
-    backbone = build_backbone(cfg["backbone"], pretrained, checkpoint, build["seed"], cfg.get("image_size"))
+    if checkpoint:  # given by the caller: trusted, but it must be the file the run trained with
+        if cfg.get("checkpoint_sha256") and Path(checkpoint).is_file() \
+                and file_digest(checkpoint) != cfg["checkpoint_sha256"]:
+            raise ValueError(f"cannot rebuild {path} as trained: the backbone weights file {checkpoint} changed since "
+                             f"training (sha256 {cfg['checkpoint_sha256'][:12]}... expected); pass checkpoint= the "
+                             "original file")
+    elif build["checkpoint"]:
+        checkpoint = _recorded_checkpoint(path, build["checkpoint"], cfg.get("checkpoint_sha256"))
+        try:  # a weights file named by the run: a file that does not load is the run folder's fault
+            backbone = build_backbone(cfg["backbone"], pretrained, checkpoint, build["seed"], cfg.get("image_size"))
+        except WeightsUnavailableError as e:
+            raise RunFolderError(f"{path / 'config.json'}: field 'checkpoint' names {checkpoint}, which does not "
+                                 f"load as {cfg['backbone']} weights: {str(e).splitlines()[0]}") from None
+    else:
+        backbone = build_backbone(cfg["backbone"], pretrained, checkpoint, build["seed"], cfg.get("image_size"))
     model = TransferModel(backbone,
                           cfg["strategy"], cfg["num_classes"], cfg["layer"], cfg.get("class_names"),
                           **{k: v for k, v in (cfg.get("strategy_options") or {}).items() if v is not None})
@@ -124,6 +158,29 @@ def load(path: str | Path, pretrained: bool | None = None, checkpoint: str | Non
     load_model_state(model, path)  # names a damaged file
     _check_complete(model, path)
     return model.eval()
+
+
+def _recorded_checkpoint(run: Path, checkpoint, digest) -> str:
+    """The backbone weights file a run's ``config.json`` names, followed only when it lies inside the run folder
+    or its content has the sha256 the run recorded (``checkpoint_sha256``): a run folder is untrusted input."""
+    file = run / "config.json"
+    if not isinstance(checkpoint, str):
+        raise RunFolderError(f"{file}: field 'checkpoint' is {checkpoint!r}; valid: a path or null")
+    target = Path(checkpoint).expanduser()
+    if not target.is_file():
+        raise RunFolderError(f"{file}: field 'checkpoint' names {checkpoint}, which is not a file; pass "
+                             "checkpoint= (CLI: the original weights file) to rebuild the model")
+    if target.resolve().is_relative_to(run.resolve()):
+        return str(target)
+    if not (isinstance(digest, str) and SHA256.fullmatch(digest)):
+        raise RunFolderError(f"{file}: field 'checkpoint' names {checkpoint}, outside the run folder, and no valid "
+                             "checkpoint_sha256 vouches for it; it is not opened. Pass checkpoint= explicitly if you "
+                             "trust that file")
+    if file_digest(target) != digest:
+        raise RunFolderError(f"{file}: field 'checkpoint' names {checkpoint}, outside the run folder, whose sha256 is "
+                             f"not the checkpoint_sha256 recorded ({digest[:12]}...): it changed since training or is "
+                             "another file; it is not opened. Pass checkpoint= the original weights file")
+    return str(target)
 
 
 def _check_complete(model: TransferModel, path: Path) -> None:

@@ -1,6 +1,6 @@
 """Choosing the block to tune from neural collapse on the downstream training data (DESIGN §2).
 
-Rules are registered with :func:`register_rule` and selected by ``TrainConfig.layer_rule``. Every rule
+Rules are registered with :func:`sclft.picks.register_rule` and selected by ``TrainConfig.layer_rule``. Every rule
 chooses among the *candidate* blocks: the given ones, else every block but the last, minus those whose
 trainable share (block + linear head, :func:`block_share`) exceeds ``TrainConfig.max_params`` percent.
 Each returns its ``ranking`` (candidates best first, with their evidence; ``sclft probe --rank``).
@@ -16,24 +16,25 @@ Each returns its ``ranking`` (candidates best first, with their evidence; ``sclf
   frozen-prefix activations of a training subset), then the block whose penultimate (head-input)
   NC1 on *held-out* training samples is lowest.
 
-``auto`` is :data:`DEFAULT_RULE` = ``profile`` with pick ``repeated_min`` (no training): on the selection
-benchmark (EfficientNet-Lite0/1/2 on Fashion-MNIST, digits and MNIST, 16 cells,
-benchmarks/results/selection/heldout/) its mean regret is 0.51 points (max 1.01), against 1.55 (max 3.85) for
-``min``, the previous default. It meets issue 10's bar (mean <= 0.5, max <= 1.0) on the issue's four Lite0 cells
-(0.49 / 0.69) and sits at it on the twelve held-out ones (0.51 / 1.01); the data-free ``fixed:first_repeated``
-meets it everywhere (0.08 / 0.52) but picks the first block of a network whose blocks all have one size (ViT), so
-it is not the default. ``one_se`` (the same probe plus a jackknife standard error of each block's NC1) has mean
-0.35, max 1.11: a higher max, so not the default either.
-Options come from ``cfg.extra["selection"]`` (see :data:`DEFAULT_OPTIONS`).
+``auto`` is :data:`DEFAULT_RULE` = ``profile`` with pick ``repeated_min`` (no training), chosen on the selection
+benchmark by a decision rule fixed before its held-out cells ran; each rule's regret there is in
+benchmarks/results/selection/ (``summary.json``, README). ``fixed:first_repeated`` scores better on those
+EfficientNets but picks the first block of a network whose blocks all have one size (ViT), and ``one_se`` has a
+higher maximum regret, so neither is the default.
+Options: ``cfg.selection`` (:class:`sclft.config.SelectionConfig`; ``extra: {selection: {...}}`` in YAML). The pick
+functions and the rule registry are torch-free, in :mod:`sclft.picks` (re-exported here).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
 import time
-from typing import Any, Callable, Mapping, Optional, Sequence
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -41,47 +42,31 @@ from torch.utils.data import DataLoader
 
 from . import nc
 from .backbones import Backbone
+from .cache import build_cache
+from .config import SelectionConfig
 from .data import DatasetSplits, LabelSubset, TransformedDataset, build_transforms, targets_of
 from .data.subsets import few_shot_indices, stratified_split_indices
+from .model import TransferModel
+from .optim import WarmupCosine, build_optimizer
+from .picks import (  # noqa: F401  (the pure picks and the rule registry, re-exported)
+    _RULES,
+    DEFAULT_PROFILE_PICK,
+    DEFAULT_RULE,
+    FIXED_PICKS,
+    ONE_SE_K,
+    PROFILE_PICKS,
+    Curve,
+    Errors,
+    get_rule,
+    list_rules,
+    profile_pick,
+    register_rule,
+    repeated_blocks,
+)
+from .probe import probe
+from .strategies import default_block_strategy, strategy_config
 
 log = logging.getLogger("sclft.selection")
-Curve = Sequence[tuple[str, float]]  # (block, NC1) in network order
-Errors = Optional[Mapping[str, float]]  # block -> standard error of its NC1 (the probe's jackknife), if known
-# rule name -> fn(backbone, splits, cfg, device) -> {"layer": name, "rule": name, ...evidence}
-_RULES: dict[str, Callable[..., dict[str, Any]]] = {}
-DEFAULT_RULE = "profile"
-DEFAULT_MAX_PARAMS = 8.0  # percent of the model's parameters a block strategy may tune (TrainConfig.max_params)
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "candidates": None,  # list of block names; None = every candidate block but the last (see candidate_blocks)
-    "profile_per_class": 100,  # samples per class probed by `profile`
-    "profile_pick": None,  # a PROFILE_PICKS name; None = DEFAULT_PROFILE_PICK
-    "profile_jackknife": 10,  # groups of the jackknife standard error of each block's NC1 (pick `one_se`)
-    "fixed_pick": "middle",  # a FIXED_PICKS name (rule `fixed`)
-    "trial_per_class": 50,  # training samples per class used by `trial` (fit + held-out)
-    "trial_holdout": 0.3,  # fraction of them held out for the NC1 read-out
-    "trial_epochs": 3,
-}
-
-
-def register_rule(name: str):
-    def deco(fn):
-        _RULES[name] = fn
-        return fn
-
-    return deco
-
-
-def list_rules() -> list[str]:
-    return sorted(_RULES)
-
-
-def selection_options(cfg) -> dict[str, Any]:
-    """:data:`DEFAULT_OPTIONS` updated with ``cfg.extra["selection"]`` (unknown keys are an error)."""
-    given = dict((getattr(cfg, "extra", None) or {}).get("selection", {}))
-    unknown = sorted(set(given) - set(DEFAULT_OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown selection options {unknown}; valid: {', '.join(DEFAULT_OPTIONS)}")
-    return {**DEFAULT_OPTIONS, **given}
 
 
 def block_share(backbone: Backbone, block: str, num_classes: int) -> float:
@@ -92,13 +77,12 @@ def block_share(backbone: Backbone, block: str, num_classes: int) -> float:
     return 100.0 * (sum(p.numel() for p in backbone.block_parameters(block)) + head) / total
 
 
-def candidate_blocks(backbone: Backbone, options: dict[str, Any], max_params: float | None = None,
+def candidate_blocks(backbone: Backbone, candidates: Sequence[str] | None = None, max_params: float | None = None,
                      num_classes: int = 10) -> list[str]:
     """The given candidates, else every block but the last (its pooled output *is* the penultimate
     feature, so SCL-FT's skip would only double it); then only those whose :func:`block_share` is at
     most ``max_params`` percent (``None``: no budget); when none is, the smallest ones (with a warning)."""
-    names = options.get("candidates")
-    blocks = list(backbone.blocks)[:-1] if not names else [backbone.check_block(n) for n in names]
+    blocks = list(backbone.blocks)[:-1] if candidates is None else [backbone.check_block(n) for n in candidates]
     if max_params is None:
         return blocks
     shares = {b: block_share(backbone, b, num_classes) for b in blocks}
@@ -111,8 +95,8 @@ def candidate_blocks(backbone: Backbone, options: dict[str, Any], max_params: fl
     return kept
 
 
-def _candidates(backbone: Backbone, opts: dict[str, Any], cfg, num_classes: int) -> list[str]:
-    return candidate_blocks(backbone, opts, getattr(cfg, "max_params", DEFAULT_MAX_PARAMS), num_classes)
+def _candidates(backbone: Backbone, opts: SelectionConfig, cfg, num_classes: int) -> list[str]:
+    return candidate_blocks(backbone, opts.candidates, cfg.max_params, num_classes)
 
 
 def _shares(backbone: Backbone, blocks: Sequence[str], num_classes: int) -> dict[str, float]:
@@ -129,13 +113,11 @@ def _ranking(scores: dict[str, float], **evidence: dict[str, Any]) -> list[dict[
 
 def select_layer(backbone: Backbone, splits: DatasetSplits, cfg, device="cpu") -> dict[str, Any]:
     """Apply ``cfg.layer_rule`` ("auto" → :data:`DEFAULT_RULE`); returns the chosen layer and its evidence."""
-    rule = DEFAULT_RULE if cfg.layer_rule == "auto" else cfg.layer_rule
-    if rule not in _RULES:
-        raise ValueError(f"unknown layer rule {rule!r}; valid rules: auto, {', '.join(list_rules())}")
+    rule = get_rule(cfg.layer_rule)
     tic = time.time()
-    result = _RULES[rule](backbone, splits, cfg, device)
+    result = rule(backbone, splits, cfg, device)
     result["seconds"] = time.time() - tic
-    result.setdefault("max_params", getattr(cfg, "max_params", DEFAULT_MAX_PARAMS))
+    result.setdefault("max_params", cfg.max_params)
     return result
 
 
@@ -147,153 +129,32 @@ def _balanced(splits: DatasetSplits, per_class: int, seed: int) -> LabelSubset:
 
 
 # ------------------------------------------------------------------------------------------ fixed
-def _fixed_index(fraction: float) -> Callable[[Sequence[str], dict[str, float]], str]:
-    return lambda names, shares: names[int(round(fraction * (len(names) - 1)))]
-
-
-def _equal_size_runs(names: Sequence[str], shares: dict[str, float]) -> list[list[str]]:
-    """The candidates cut into runs of consecutive blocks with the same trainable share."""
-    runs: list[list[str]] = []
-    for n in names:
-        if runs and math.isclose(shares[runs[-1][-1]], shares[n]):
-            runs[-1].append(n)
-        else:
-            runs.append([n])
-    return runs
-
-
-def repeated_blocks(names: Sequence[str], shares: dict[str, float]) -> list[str]:
-    """The candidates with an equal-size neighbour (runs of two or more), in network order."""
-    return [n for run in _equal_size_runs(names, shares) if len(run) > 1 for n in run]
-
-
-def _first_repeated(names: Sequence[str], shares: dict[str, float]) -> str:
-    """First block of the deepest run of two or more equal-size candidates (a CNN stage's first
-    identity-shortcut block after its opener); no such run: the last candidate. Sizes only, no data: on a
-    network whose blocks all have one size (ViT) this is the first block."""
-    repeated = [r for r in _equal_size_runs(names, shares) if len(r) > 1]
-    return repeated[-1][0] if repeated else names[-1]
-
-
-# pick name -> fn(candidate blocks in network order, {block: % params}) -> block; no data, no training
-FIXED_PICKS: dict[str, Callable[[Sequence[str], dict[str, float]], str]] = {
-    "middle": lambda names, shares: names[(len(names) - 1) // 2], "two_thirds": _fixed_index(2 / 3),
-    "last": _fixed_index(1.0), "first_repeated": _first_repeated}
-
-
-@register_rule("fixed")
 def fixed_rule(backbone: Backbone, splits: DatasetSplits, cfg, device="cpu") -> dict[str, Any]:
     """A data-free baseline over the candidates (``fixed_pick``: one of :data:`FIXED_PICKS`)."""
-    opts = selection_options(cfg)
-    if opts["fixed_pick"] not in FIXED_PICKS:
-        raise ValueError(f"unknown fixed_pick {opts['fixed_pick']!r}; valid: {', '.join(FIXED_PICKS)}")
+    opts = cfg.selection
     blocks = _candidates(backbone, opts, cfg, splits.num_classes)
     shares = _shares(backbone, blocks, splits.num_classes)
     picks = {name: fn(blocks, shares) for name, fn in FIXED_PICKS.items()}
-    layer = picks[opts["fixed_pick"]]
-    return {"layer": layer, "rule": "fixed", "pick": opts["fixed_pick"], "picks": picks, "params_percent": shares,
+    layer = picks[opts.fixed_pick]
+    return {"layer": layer, "rule": "fixed", "pick": opts.fixed_pick, "picks": picks, "params_percent": shares,
             "ranking": _ranking({b: float(b == layer) for b in blocks}, params_percent=shares)}
 
 
 # ------------------------------------------------------------------------------------------ profile
-def _log_drops(curve: Curve) -> dict[str, float]:
-    return {name: math.log(prev) - math.log(cur) for (_, prev), (name, cur) in zip(curve, curve[1:])}
-
-
-def _score_min(curve: Curve, shares: dict[str, float], se: Errors = None) -> dict[str, float]:
-    """The most collapsed block: its output is the best-separated downstream representation the
-    pretrained network offers (within the candidates); tuning it sharpens that, and SCL's skip hands
-    it straight to the head."""
-    return {name: -math.log(v) for name, v in curve}
-
-
-def _score_drop(curve: Curve, shares: dict[str, float], se: Errors = None) -> dict[str, float]:
-    """The block that reduces log NC1 the most (does the most separation work on the new data)."""
-    return {curve[0][0]: -math.inf, **_log_drops(curve)}
-
-
-def _score_rise(curve: Curve, shares: dict[str, float], se: Errors = None) -> dict[str, float]:
-    """The first block after the NC1 minimum: where the pretrained features start to *un*-collapse."""
-    names = [n for n, _ in curve]
-    target = min(names.index(min(curve, key=lambda item: item[1])[0]) + 1, len(names) - 1)
-    return {n: -abs(i - target) for i, n in enumerate(names)}
-
-
-def _score_half(curve: Curve, shares: dict[str, float], se: Errors = None) -> dict[str, float]:
-    """The first block whose output has covered half of the curve's fall in log NC1 (first candidate →
-    minimum): the knee of the collapse, before the flat tail where blocks add parameters but little
-    separation."""
-    logs = [math.log(v) for _, v in curve]
-    half = logs[0] - 0.5 * (logs[0] - min(logs))
-    target = next(i for i, v in enumerate(logs) if v <= half)
-    return {n: -abs(i - target) for i, (n, _) in enumerate(curve)}
-
-
-def _score_gain_per_param(curve: Curve, shares: dict[str, float], se: Errors = None) -> dict[str, float]:
-    """Fall in log NC1 from the first candidate to the block's output, per percent of parameters tuned."""
-    first = math.log(curve[0][1])
-    return {n: (first - math.log(v)) / shares[n] for n, v in curve}
-
-
-def _score_repeated_min(curve: Curve, shares: dict[str, float], se: Errors = None) -> dict[str, float]:
-    """The most collapsed block among those that *repeat* inside their stage: a candidate with an equal-size
-    neighbour (timm EfficientNet / ResNet stages open with a block that changes width or resolution, then
-    repeat an identity-shortcut block; every ViT block repeats). Tuning a repeated block adjusts a residual
-    on top of features the frozen suffix already reads. Sizes alone cannot tell the one repeat of a two-block
-    stage (Lite0 blocks.1.1, 2.1) from an opener; it is left out too. No repeated candidate: plain ``min``."""
-    repeated = set(repeated_blocks([n for n, _ in curve], shares))
-    return {n: -math.log(v) if n in repeated or not repeated else -math.inf for n, v in curve}
-
-
-ONE_SE_K = 1.0  # standard errors of slack in `one_se` (the conventional one-standard-error rule)
-
-
-def _score_one_se(curve: Curve, shares: dict[str, float], se: Errors = None) -> dict[str, float]:
-    """Among the repeated blocks (as ``repeated_min``), the earliest whose NC1 is at most the lowest NC1 plus
-    :data:`ONE_SE_K` standard errors of NC1 at that lowest block: the one-standard-error rule of model selection,
-    the earliest block not measurably less collapsed than the most collapsed one. ``se``: the probe's jackknife
-    SE per block (an unknown SE, None or NaN, counts as 0, giving ``repeated_min``'s pick); without ``se``, no pick
-    (``{}``)."""
-    if se is None:
-        return {}
-    names, nc1 = [n for n, _ in curve], dict(curve)
-    repeated = set(repeated_blocks(names, shares)) or set(names)
-    low = min((n for n in names if n in repeated), key=nc1.get)
-    slack = se.get(low)
-    limit = nc1[low] + ONE_SE_K * (slack if slack is not None and math.isfinite(slack) else 0.0)
-    return {n: (-i if nc1[n] <= limit else -len(names) - i) if n in repeated else -math.inf
-            for i, n in enumerate(names)}
-
-
-# pick name -> fn(NC1 curve over the candidates, {block: % params}, {block: SE of NC1} or None) -> {block: score};
-# highest score wins; {} = the pick needs evidence it was not given
-PROFILE_PICKS: dict[str, Callable[[Curve, dict[str, float], Errors], dict[str, float]]] = {
-    "min": _score_min, "drop": _score_drop, "rise": _score_rise, "half": _score_half,
-    "gain_per_param": _score_gain_per_param, "repeated_min": _score_repeated_min, "one_se": _score_one_se}
-DEFAULT_PROFILE_PICK = "repeated_min"
-
-
-def profile_pick(pick: str, curve: Curve, shares: dict[str, float] | None = None, se: Errors = None) -> str | None:
-    """The block :data:`PROFILE_PICKS` ``pick`` chooses on ``curve`` (ties: the earlier block); None when the pick
-    needs the standard errors ``se`` (``one_se``) and they are not given (evidence from before they existed)."""
-    scores = PROFILE_PICKS[pick](curve, shares or {n: 1.0 for n, _ in curve}, se)
-    return max((n for n, _ in curve), key=lambda n: scores[n]) if scores else None
-
-
-@register_rule("profile")
 def profile_rule(backbone: Backbone, splits: DatasetSplits, cfg, device="cpu") -> dict[str, Any]:
     """No training: one probe pass of the pretrained backbone; pick from the NC1 curve (see module doc)."""
-    from .probe import probe
-
-    opts = selection_options(cfg)
-    pick = opts["profile_pick"] or DEFAULT_PROFILE_PICK
-    if pick not in PROFILE_PICKS:
-        raise ValueError(f"unknown profile_pick {pick!r}; valid: {', '.join(PROFILE_PICKS)}")
+    opts = cfg.selection
+    pick = opts.profile_pick or DEFAULT_PROFILE_PICK
     blocks = _candidates(backbone, opts, cfg, splits.num_classes)
     _, eval_tf = build_transforms(backbone.data_config, cfg.image_size, augment=False)
-    data = TransformedDataset(_balanced(splits, opts["profile_per_class"], cfg.seed), eval_tf)
+    subset = _balanced(splits, opts.profile_per_class, cfg.seed)
+    per_class = min(Counter(subset.targets).values())
+    if opts.profile_jackknife > per_class:
+        log.warning("profile_jackknife=%d groups, but the probe has %d samples per class: the standard errors use %d "
+                    "groups", opts.profile_jackknife, per_class, per_class)
+    data = TransformedDataset(subset, eval_tf)
     res = probe(backbone, data, blocks, batch_size=max(cfg.batch_size, 64), device=str(device),
-                progress=cfg.progress, num_classes=splits.num_classes, jackknife=opts["profile_jackknife"])
+                progress=cfg.progress, num_classes=splits.num_classes, jackknife=opts.profile_jackknife)
     curve = [(name, res[name]["nc1"]) for name in blocks]
     se = {name: res[name]["nc1_se"] if math.isfinite(res[name]["nc1_se"]) else None for name in blocks}  # JSON-safe
     shares = _shares(backbone, blocks, splits.num_classes)
@@ -307,8 +168,6 @@ def profile_rule(backbone: Backbone, splits: DatasetSplits, cfg, device="cpu") -
 # ------------------------------------------------------------------------------------------ trial
 def _fit_tail(model, data, cfg, epochs: int, device) -> None:
     """A few epochs of the strategy's tail on cached frozen activations (AdamW, warm-up + cosine)."""
-    from .optim import WarmupCosine, build_optimizer
-
     loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(cfg.seed))
     optimizer = build_optimizer(model, cfg)
@@ -325,6 +184,28 @@ def _fit_tail(model, data, cfg, epochs: int, device) -> None:
             scheduler.step()
 
 
+@contextlib.contextmanager
+def _restored(backbone: Backbone, block: str | None = None):
+    """Restore, however the body ends: the weights of ``block`` (its modules' state dicts), or without a block
+    the ``requires_grad`` flags and train/eval mode of the whole backbone."""
+    if block is not None:
+        modules = backbone.block_modules(block)
+        saved = [copy.deepcopy(m.state_dict()) for m in modules]
+        try:
+            yield
+        finally:
+            for module, state in zip(modules, saved):
+                module.load_state_dict(state)
+        return
+    flags, was_training = [p.requires_grad for p in backbone.parameters()], backbone.training
+    try:
+        yield
+    finally:
+        for p, flag in zip(backbone.parameters(), flags):
+            p.requires_grad_(flag)
+        backbone.train(was_training)
+
+
 @torch.no_grad()
 def _heldout_metrics(model, data, num_classes: int, device) -> dict[str, float]:
     model.eval()
@@ -337,7 +218,6 @@ def _heldout_metrics(model, data, num_classes: int, device) -> dict[str, float]:
     return {"nc1": nc.nc1(h, y, num_classes), "accuracy": accuracy}
 
 
-@register_rule("trial")
 def trial_rule(backbone: Backbone, splits: DatasetSplits, cfg, device="cpu") -> dict[str, Any]:
     """Short fine-tune of each candidate block; the lowest held-out penultimate NC1 wins.
 
@@ -345,36 +225,27 @@ def trial_rule(backbone: Backbone, splits: DatasetSplits, cfg, device="cpu") -> 
     options otherwise, see :func:`sclft.strategies.default_block_strategy`).
     The backbone's weights, modes and ``requires_grad`` flags are restored afterwards.
     """
-    from .cache import build_cache
-    from .model import TransferModel
-    from .strategies import default_block_strategy, strategy_config
-
-    opts = selection_options(cfg)
+    opts = cfg.selection
     config = strategy_config(cfg.strategy, **cfg.strategy_options)
     if not config.uses_layer:
         config = default_block_strategy()()
-    subset = _balanced(splits, opts["trial_per_class"], cfg.seed)
-    fit_idx, held_idx = stratified_split_indices(subset.targets, opts["trial_holdout"], cfg.seed)
+    subset = _balanced(splits, opts.trial_per_class, cfg.seed)
+    fit_idx, held_idx = stratified_split_indices(subset.targets, opts.trial_holdout, cfg.seed)
     _, eval_tf = build_transforms(backbone.data_config, cfg.image_size, augment=False)
     parts = {"fit": TransformedDataset(LabelSubset(subset, fit_idx), eval_tf),
              "held": TransformedDataset(LabelSubset(subset, held_idx), eval_tf)}
-    flags = [p.requires_grad for p in backbone.parameters()]
-    was_training = backbone.training
     scores: dict[str, dict[str, float]] = {}
     blocks = _candidates(backbone, opts, cfg, splits.num_classes)
-    for block in blocks:
-        saved = [copy.deepcopy(m.state_dict()) for m in backbone.block_modules(block)]
-        torch.manual_seed(cfg.seed)
-        model = TransferModel(backbone, config, splits.num_classes, block).to(device)
-        cached = {k: build_cache(model, v, f"trial:{block}:{k}", device=device, batch_size=max(cfg.batch_size, 64),
-                                 storage="memory", progress=False) for k, v in parts.items()}
-        _fit_tail(model, cached["fit"], cfg, opts["trial_epochs"], device)
-        scores[block] = _heldout_metrics(model, cached["held"], splits.num_classes, device)
-        for module, state in zip(backbone.block_modules(block), saved):
-            module.load_state_dict(state)
-    for p, flag in zip(backbone.parameters(), flags):
-        p.requires_grad_(flag)
-    backbone.train(was_training)
+    with _restored(backbone):
+        for block in blocks:
+            with _restored(backbone, block):
+                torch.manual_seed(cfg.seed)
+                model = TransferModel(backbone, config, splits.num_classes, block).to(device)
+                cached = {k: build_cache(model, v, f"trial:{block}:{k}", device=device,
+                                         batch_size=max(cfg.batch_size, 64), storage="memory", progress=False)
+                          for k, v in parts.items()}
+                _fit_tail(model, cached["fit"], cfg, opts.trial_epochs, device)
+                scores[block] = _heldout_metrics(model, cached["held"], splits.num_classes, device)
     layer = min(scores, key=lambda b: scores[b]["nc1"])
     nc1, acc = {b: s["nc1"] for b, s in scores.items()}, {b: s["accuracy"] for b, s in scores.items()}
     shares = _shares(backbone, blocks, splits.num_classes)
@@ -382,4 +253,4 @@ def trial_rule(backbone: Backbone, splits: DatasetSplits, cfg, device="cpu") -> 
             "params_percent": shares,
             "ranking": _ranking({b: -math.log(v) for b, v in nc1.items()}, nc1=nc1, heldout_accuracy=acc,
                                 params_percent=shares),
-            "fit_samples": len(parts["fit"]), "heldout_samples": len(parts["held"]), "epochs": opts["trial_epochs"]}
+            "fit_samples": len(parts["fit"]), "heldout_samples": len(parts["held"]), "epochs": opts.trial_epochs}

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from sclft import selection
+from sclft import picks, selection
 from sclft.data import load_dataset
 from sclft.train import TrainConfig
 
@@ -49,7 +49,7 @@ def test_repeated_min_skips_stage_opening_blocks():
 
 def test_repeated_min_on_lite0_sizes_is_the_last_repeated_block_of_stage_4(backbone_factory):
     b = backbone_factory("efficientnet_lite0")
-    blocks = selection.candidate_blocks(b, {}, max_params=8.0, num_classes=10)
+    blocks = selection.candidate_blocks(b, None, max_params=8.0, num_classes=10)
     shares = {x: selection.block_share(b, x, 10) for x in blocks}
     curve = [(x, 100.0 / (i + 1)) for i, x in enumerate(blocks)]  # falls with depth, like the measured curves
     assert selection.profile_pick("repeated_min", curve, shares) == "blocks.4.2"
@@ -105,12 +105,12 @@ def test_block_share_matches_the_trained_model_and_bounds_the_candidates(backbon
     for block in ("blocks.2.0", "blocks.5.0", "blocks.5.1"):
         reference = TransferModel(b, "layer_ft", 10, block).parameter_summary()["percent"]
         assert selection.block_share(b, block, 10) == pytest.approx(reference, rel=1e-9)
-    kept = selection.candidate_blocks(b, {}, max_params=8.0, num_classes=10)
+    kept = selection.candidate_blocks(b, None, max_params=8.0, num_classes=10)
     assert kept[0] == b.blocks[0] and kept[-1] == "blocks.5.0"  # blocks.5.1 trains 14 %
     assert all(selection.block_share(b, x, 10) <= 8.0 for x in kept)
-    assert selection.candidate_blocks(b, {}, None) == b.blocks[:-1]
+    assert selection.candidate_blocks(b, None, None) == b.blocks[:-1]
     smallest = min(b.blocks[:-1], key=lambda x: sum(p.numel() for p in b.block_parameters(x)))
-    assert selection.candidate_blocks(b, {}, max_params=0.1, num_classes=10) == [smallest]  # budget unmeetable
+    assert selection.candidate_blocks(b, None, max_params=0.1, num_classes=10) == [smallest]  # budget unmeetable
 
 
 def test_profile_rule_returns_a_candidate_and_its_evidence(backbone_factory, digits):
@@ -158,11 +158,11 @@ def test_auto_uses_the_default_rule_and_errors_are_clear(backbone_factory, digit
     with pytest.raises(ValueError, match="valid rules: auto, .*fixed.*profile.*trial"):
         selection.select_layer(b, digits, _cfg(layer_rule="nope"))
     with pytest.raises(ValueError, match="unknown selection options"):
-        selection.selection_options(TrainConfig(extra={"selection": {"bogus": 1}}))
+        TrainConfig(extra={"selection": {"bogus": 1}}).validate()
 
 
 def test_register_rule_adds_a_rule(backbone_factory, digits, monkeypatch):
-    monkeypatch.setattr(selection, "_RULES", dict(selection._RULES))
+    monkeypatch.setattr(picks, "_RULES", dict(picks._RULES))
     selection.register_rule("last")(lambda backbone, splits, cfg, device: {"layer": backbone.blocks[-1],
                                                                           "rule": "last"})
     assert "last" in selection.list_rules()

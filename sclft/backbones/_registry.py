@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from torch import nn
 
@@ -24,7 +24,8 @@ class BackboneEntry:
 
 
 _BACKBONES: dict[str, BackboneEntry] = {}
-# prefix -> fn(rest_of_name, pretrained, checkpoint[, image_size]) -> spec  ("timm:resnet34", "open_clip:ViT-B-16/openai")
+# prefix -> fn(rest_of_name, pretrained, checkpoint[, image_size]) -> spec
+# ("timm:resnet34", "open_clip:ViT-B-16/openai")
 _PREFIXES: dict[str, Callable[..., BackboneSpec]] = {}
 # adapters for an nn.Module the user built: (matches(module), to_spec(module)) tried in order
 _MODULE_ADAPTERS: list[tuple[Callable[[nn.Module], bool], Callable[[nn.Module], BackboneSpec]]] = []
@@ -43,7 +44,11 @@ def register_backbone(name: str, weights: str, description: str = ""):
 
 
 def register_prefix(prefix: str):
+    """Decorator registering the spec factory of a ``prefix:NAME`` family (``timm:resnet34``)."""
+
     def deco(fn):
+        if prefix in _PREFIXES:
+            raise ValueError(f"backbone prefix {prefix!r} is already registered")
         _PREFIXES[prefix] = fn
         return fn
 
@@ -51,7 +56,11 @@ def register_prefix(prefix: str):
 
 
 def register_module_adapter(matches: Callable[[nn.Module], bool]):
+    """Decorator registering how to adapt a module for which ``matches(module)`` is true."""
+
     def deco(to_spec: Callable[[nn.Module], BackboneSpec]):
+        if any(m is matches for m, _ in _MODULE_ADAPTERS):
+            raise ValueError(f"a module adapter for {getattr(matches, '__name__', matches)!r} is already registered")
         _MODULE_ADAPTERS.append((matches, to_spec))
         return to_spec
 

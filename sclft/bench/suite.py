@@ -167,7 +167,7 @@ def _group_layers(group: dict[str, Any], backbone_name: str, dataset: dict[str, 
     if layers != "all":
         return list(layers)
     num_classes = _num_classes(json.dumps(dataset or {}, sort_keys=True)) if budget is not None else 10
-    return candidate_blocks(_meta_backbone(backbone_name), {"candidates": group.get("candidates")}, budget,
+    return candidate_blocks(_meta_backbone(backbone_name), group.get("candidates") or None, budget,
                             num_classes)
 
 

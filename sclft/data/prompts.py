@@ -10,8 +10,8 @@ made readable by :func:`readable_class_names` (underscores → spaces, per-datas
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 __all__ = ["DatasetPrompts", "register_prompts", "templates_for", "readable_class_names", "IMAGENET_TEMPLATES",
            "GENERIC_TEMPLATES"]
@@ -64,6 +64,8 @@ def register_prompts(dataset: str, templates: Sequence[str], class_names: dict[s
     bad = [t for t in templates if "{}" not in t]
     if not templates or bad:
         raise ValueError(f"prompt templates must each contain '{{}}' for the class name; got {bad or 'none'}")
+    if dataset in _PROMPTS:
+        raise ValueError(f"prompts for dataset {dataset!r} are already registered")
     _PROMPTS[dataset] = DatasetPrompts(tuple(templates), dict(class_names or {}))
 
 

@@ -1,10 +1,10 @@
 """Transfer strategies, one package each: ``<name>/config.py`` (options and description, no torch) and
 ``<name>/model.py`` (the model side, imported on first :func:`get_strategy`).
 
-Importing this package imports no torch. The import order below is the order of methods in bench tables.
+Importing this package imports no torch. Bench tables order the methods by ``_registry.TABLE_ORDER``.
 """
 
-from . import linear_probe, zero_shot, layer_ft, scl_ft, bitfit, lora, deep_lora, full_ft  # noqa: F401  (register the configs)
+from . import bitfit, deep_lora, full_ft, layer_ft, linear_probe, lora, scl_ft, zero_shot  # noqa: F401  (register the configs)
 from ._registry import (
     collect_strategy_options,
     default_block_strategy,

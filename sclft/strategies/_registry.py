@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .config import CACHE_SCOPES, StrategyConfig
 
 _CONFIGS: dict[str, type[StrategyConfig]] = {}
 _MODELS: dict[str, type] = {}
+# the order of methods in bench tables (declared: not the order in which the packages happen to be imported);
+# a strategy not listed follows them, in registration order
+TABLE_ORDER = ("linear_probe", "zero_shot", "layer_ft", "scl_ft", "bitfit", "lora", "deep_lora", "full_ft")
 DEFAULT_BLOCK_STRATEGY = "scl_ft"  # tunes the block when a run's own strategy tunes none (selection's trial rule)
 
 
@@ -34,8 +38,9 @@ def list_strategies() -> list[str]:
 
 
 def strategy_rank(name: str) -> int:
-    """Position in registration order (the order of methods in bench tables); unknown names last."""
-    order = list(_CONFIGS)
+    """Position of a strategy in bench tables: :data:`TABLE_ORDER`, then the others in registration order;
+    unknown names last."""
+    order = [*TABLE_ORDER, *(n for n in _CONFIGS if n not in TABLE_ORDER)]
     return order.index(name) if name in order else len(order)
 
 
@@ -82,9 +87,9 @@ def default_block_strategy() -> type[StrategyConfig]:
 
 
 def option_owners() -> dict[str, list[type[StrategyConfig]]]:
-    """Every option name of every registered strategy → the config classes that have it."""
+    """Every option name of every registered strategy → the config classes that have it (in table order)."""
     owners: dict[str, list[type[StrategyConfig]]] = {}
-    for cls in _CONFIGS.values():
+    for cls in sorted(_CONFIGS.values(), key=lambda c: strategy_rank(c.name)):
         for f in dataclasses.fields(cls):
             owners.setdefault(f.name, []).append(cls)
     return owners

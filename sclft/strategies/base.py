@@ -97,6 +97,10 @@ class Strategy:
         """Data-dependent init before the first update of a new run (not on resume); ``first_loss()`` computes
         the training loss of the first batch (Deep LoRA: its outer factors from that gradient)."""
 
+    def merge(self, backbone: Backbone) -> None:
+        """Fold the strategy's trained updates into the backbone's own weights, leaving plain modules (for
+        ``sclft export``); the forward must not change beyond rounding. Default: nothing to fold."""
+
     def export(self, backbone: Backbone, directory: Path) -> list[str]:
         """Write extra files beside ``model.safetensors`` (``lora``: a peft adapter); returns their names."""
         return []

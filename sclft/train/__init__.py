@@ -10,10 +10,10 @@ schedule is laid out in epochs, so N processes follow the 1-process schedule.
 
 Run folder (``--out``): ``metrics.json``, ``model.safetensors`` (trained tensors only), ``config.json``
 (what :func:`load` needs to rebuild the frozen weights, with their digests), ``train_config.json`` and
-``checkpoint/``: ``epoch-E/`` holds Accelerate's training state (``accelerate/``: optimizer, scheduler,
-GradScaler, every process's RNG), the trained tensors, the sampler state and ``training_state.json``
-(epoch, history, elapsed seconds, layer selection, the config it was trained with); ``latest.json`` names
-the newest complete one. ``.sclft.lock`` names the one process that writes the folder. A folder that
+``checkpoint/``: ``epoch-E/`` holds the trained tensors, the optimizer state, every process's RNG and the
+sampler state (safetensors) and ``training_state.json`` (epoch, history, elapsed seconds, layer selection, the
+config it was trained with, optimizer groups, schedule, GradScaler); ``latest.json`` names the newest
+complete one and the sha256 of its files. Nothing is pickled (``sclft.train.checkpoint``). ``.sclft.lock`` names the one process that writes the folder. A folder that
 holds a finished run or another run's checkpoints is only replaced with ``overwrite=True``, and
 ``resume=True`` refuses a config that differs in anything that changes the result.
 """

@@ -31,7 +31,7 @@ from ..save import (
 )
 from ..strategies import collect_strategy_options, strategy_config
 from ..strategies.base import Strategy
-from .checkpoint import _accelerate_state_hooks, _resume_view, save_checkpoint
+from .checkpoint import _resume_view, restore_training_state, save_checkpoint
 from .data import _loader, prepare_datasets
 from .evaluate import evaluate
 from .run_folder import METRICS_FILE, _prepare_out, run_lock
@@ -96,7 +96,6 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
     if cfg.precision == "fp16" and accelerator.scaler is None:
         log.warning("--precision fp16 on %s: Accelerate has no fp16 autocast/GradScaler there, so this runs in "
                     "float32 (use bf16 for mixed precision on CPU)", accelerator.device)
-    _accelerate_state_hooks(accelerator)
     with run_lock(out) if accelerator.is_main_process else nullcontext():
         resume = _prepare_out(out, cfg, accelerator)
         accelerator.wait_for_everyone()
@@ -156,7 +155,6 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
                  if optimizer else None)
     if optimizer:
         optimizer = accelerator.prepare(optimizer)
-        accelerator.register_for_checkpointing(scheduler)  # not a torch LRScheduler: saved as a custom object
     eval_loaders = {k: accelerator.prepare(v) for k, v in eval_loaders.items()}
 
     start_epoch, history = 0, []
@@ -164,7 +162,7 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
     last_good = None  # the newest checkpoint of this run (resumed or written here)
     if resume_from is not None:
         load_model_state(accelerator.unwrap_model(model), resume_from)
-        accelerator.load_state(str(resume_from / "accelerate"))
+        restore_training_state(accelerator, resume_from, resumed, optimizer, scheduler)  # no pickle: safetensors + JSON
         sampler_gen.set_state(_load_tensors(resume_from / "sampler.safetensors")["sampler"])
         start_epoch, history, last_good = int(resumed["epoch"]), list(resumed["history"]), resume_from
         say(f"resumed from {resume_from} (epoch {start_epoch} of {cfg.epochs} done)")
@@ -218,7 +216,7 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
         last_good = save_checkpoint(accelerator, out, accelerator.unwrap_model(model), epoch + 1, sampler_gen, {
             "history": history, "seconds": time.time() - start_time, "layer": layer,
             "layer_selection": selection, "num_processes": accelerator.num_processes,
-            "config": _resume_view(dataclasses.asdict(cfg))})
+            "config": _resume_view(dataclasses.asdict(cfg))}, optimizer, scheduler)
 
     for split in eval_loaders:
         if split not in final:

@@ -56,6 +56,16 @@ class DeepLoRA(AdapterStrategy):
         for layer, grad in zip(pending, grads):
             layer.init_from_gradient(grad)
 
+    def merge(self, backbone):
+        """Each ``DeepLoRALayer`` replaced by its base layer with the weight ``W₀ + ΔW``."""
+        for path, layer in [(n, m) for n, m in backbone.model.named_modules() if isinstance(m, DeepLoRALayer)]:
+            parent_path, _, child = path.rpartition(".")
+            base = layer.base_layer
+            with torch.no_grad():
+                base.weight.add_(layer.delta_weight().to(base.weight.dtype))
+            setattr(backbone.model.get_submodule(parent_path) if parent_path else backbone.model, child, base)
+        self.layers = []
+
     def trainable_backbone_parameters(self, backbone):
         return [p for layer in self.layers for p in layer.factors]
 

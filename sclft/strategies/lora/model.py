@@ -49,6 +49,18 @@ class LoRA(AdapterStrategy):
     def trainable_backbone_modules(self, backbone):
         return [m.lora_dropout for m in self._lora_layers(backbone)]  # dropout active while training
 
+    def merge(self, backbone):
+        """peft's own ``merge_and_unload`` on the injected model (``W += α/r·BA``, adapter layers replaced by
+        their base layers). The adapters were injected without a ``PeftModel``, so the tuner is rebuilt
+        around the model as it is, without injecting again."""
+        from peft.tuners.lora import LoraModel
+
+        tuner = LoraModel.__new__(LoraModel)
+        nn.Module.__init__(tuner)
+        tuner.model, tuner.peft_config, tuner.active_adapter = backbone.model, backbone.model.peft_config, ADAPTER_NAME
+        backbone.model = tuner.merge_and_unload()
+        self.targets = {}
+
     def export(self, backbone, directory):
         save_adapter(backbone, directory)
         return [ADAPTER_WEIGHTS, ADAPTER_CONFIG]

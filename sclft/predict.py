@@ -1,0 +1,275 @@
+"""Classify new images with a trained model, as timm's ``inference.py`` does: files, folders (walked
+recursively) or ``.txt`` lists of paths → the model's eval transform → top-k class names and probabilities.
+
+>>> model = sclft.load("runs/demo")
+>>> model.predict(["cat.jpg", pil_image], top_k=3)   # [{"label": [...], "prob": [...], "index": [...]}, ...]
+>>> rows, skipped = predict_files(model, gather_images(["photos/"]), top_k=3)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+from PIL import Image
+
+from .data.base import to_rgb
+from .data.imagefolder import IMAGE_EXTENSIONS
+
+log = logging.getLogger("sclft.predict")
+
+PRECISIONS = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+LIST_SUFFIX = ".txt"  # a file of paths, one a line (relative ones resolve against the list's folder)
+
+
+class NoImagesError(ValueError):
+    """The inputs hold no image file (an empty folder, a list with no paths): nothing to predict."""
+
+
+@dataclass
+class Inputs:
+    """Image files found in the inputs, in order (duplicates kept once), and the inputs that named none."""
+
+    files: list[Path] = field(default_factory=list)
+    empty: list[str] = field(default_factory=list)  # folders / lists with no image file
+
+
+def gather_images(inputs: Iterable[str | Path]) -> Inputs:
+    """Image files in ``inputs``: a file as given (whatever its suffix: a damaged or misnamed file is found
+    out when it is read), a folder walked recursively (sorted; files with an image suffix of Pillow's, hidden
+    ones left out), a ``.txt`` file read as one path per line (``#`` comments and blank lines skipped).
+    A path that does not exist is a :class:`FileNotFoundError`; when nothing is found, :class:`NoImagesError`."""
+    found = Inputs()
+    seen: set[Path] = set()
+
+    def add(path: Path) -> None:
+        if path not in seen:
+            seen.add(path)
+            found.files.append(path)
+
+    given = [Path(p) for p in inputs]
+    if not given:
+        raise NoImagesError("no input: pass image files, folders or .txt lists of image paths")
+    for path in given:
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            if not files:
+                found.empty.append(f"{path} (a folder with no image file)")
+            for f in files:
+                add(f)
+        elif path.is_file() and path.suffix.lower() == LIST_SUFFIX:
+            listed = _read_list(path)
+            if not listed:
+                found.empty.append(f"{path} (a list with no path)")
+            for f in listed:
+                add(f)
+        elif path.is_file():
+            add(path)
+        else:
+            raise FileNotFoundError(f"{path}: no such file or folder (pass image files, folders or .txt lists)")
+    if not found.files:
+        exts = ", ".join(sorted(IMAGE_EXTENSIONS)[:8])
+        raise NoImagesError(f"no image to predict: {'; '.join(found.empty)}; folders are searched recursively for "
+                            f"files ending in one of Pillow's image suffixes ({exts}, ...)")
+    return found
+
+
+def _read_list(path: Path) -> list[Path]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: a .txt input must be a UTF-8 list of image paths, one a line") from None
+    paths = [Path(s.strip()) for s in lines if s.strip() and not s.lstrip().startswith("#")]
+    missing = [str(p) for p in paths if not (p if p.is_absolute() else path.parent / p).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{path}: {len(missing)} listed path(s) are not files: {', '.join(missing[:5])}"
+                                f"{' ...' if len(missing) > 5 else ''} (relative paths are read from {path.parent})")
+    return [p if p.is_absolute() else path.parent / p for p in paths]
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """``path`` decoded completely as 8-bit RGB; a file Pillow cannot decode (not an image, truncated) is a
+    ``ValueError`` naming it."""
+    try:
+        with Image.open(path) as image:
+            image.load()  # decode it all now: a truncated file fails here, not later in the transform
+            return to_rgb(image)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:  # PIL's decode errors
+        raise ValueError(f"{path}: not a readable image ({e})") from None
+
+
+class _Images(torch.utils.data.Dataset):
+    """``(tensor, index)`` per file, ``(None, index)`` for a file that cannot be read (counted, then skipped)."""
+
+    def __init__(self, files: Sequence[Path], transform):
+        self.files, self.transform = list(files), transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        try:
+            return self.transform(read_image(self.files[i])), i, None
+        except ValueError as e:
+            return None, i, str(e)
+
+
+def _collate(items):
+    good = [(x, i) for x, i, _ in items if x is not None]
+    bad = [(i, err) for x, i, err in items if x is None]
+    x = torch.stack([x for x, _ in good]) if good else None
+    return x, [i for _, i in good], bad
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``auto`` / None → CUDA when present, else CPU; ``cuda`` without a GPU is a ``ValueError``."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA device here (valid: auto, cpu)")
+    return torch.device(device)
+
+
+def autocast(device: torch.device, precision: str | None):
+    if precision not in PRECISIONS and precision is not None:
+        raise ValueError(f"precision {precision!r}: valid: {', '.join(PRECISIONS)}")
+    dtype = PRECISIONS.get(precision or "no")
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def topk_rows(logits: torch.Tensor, k: int, class_names: Sequence[str] | None) -> list[dict[str, Any]]:
+    """Softmax over the classes, the ``k`` most probable: ``{"index", "label", "prob"}`` lists per row."""
+    probs = logits.float().softmax(dim=-1)
+    values, indices = probs.topk(min(k, probs.shape[-1]), dim=-1)
+    names = list(class_names) if class_names else None
+    return [{"index": idx, "label": [names[j] if names else str(j) for j in idx], "prob": val}
+            for idx, val in zip(indices.tolist(), values.tolist())]
+
+
+def _check_top_k(k: int, num_classes: int) -> None:
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"top_k must be a whole number >= 1, got {k!r}")
+    if k > num_classes:
+        log.warning("top_k %d > %d classes: giving all %d", k, num_classes, num_classes)
+
+
+@torch.inference_mode()
+def predict_files(model, files: Sequence[Path] | Inputs, top_k: int = 5, batch_size: int = 64,
+                  device: str | None = None, precision: str | None = None, num_workers: int = 0,
+                  progress: bool = True) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """Rows ``{"filename", "index", "label", "prob"}`` (top-k, best first) for every readable file, in order,
+    and ``(filename, reason)`` for every file that could not be read (skipped)."""
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    files = files.files if isinstance(files, Inputs) else list(files)
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    _check_top_k(top_k, model.num_classes)
+    dev = resolve_device(device)
+    model.to(dev).eval()
+    loader = DataLoader(_Images(files, model.transform), batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=_collate, pin_memory=dev.type == "cuda")
+    rows, skipped = [], []
+    with tqdm(total=len(files), desc="predict", unit="img", disable=not progress, leave=False) as bar:
+        for x, indices, bad in loader:
+            skipped += [(str(files[i]), err) for i, err in bad]
+            if x is not None:
+                with autocast(dev, precision):
+                    logits = model(x.to(dev, non_blocking=True))
+                rows += [{"filename": str(files[i]), **r}
+                         for i, r in zip(indices, topk_rows(logits, top_k, model.class_names))]
+            bar.update(len(indices) + len(bad))
+    return rows, skipped
+
+
+@torch.inference_mode()
+def predict_images(model, images, top_k: int = 5, batch_size: int = 64) -> list[dict[str, Any]]:
+    """``TransferModel.predict``: PIL images, paths, or tensors (one ``(3, H, W)`` / a batch ``(N, 3, H, W)``,
+    already transformed) → one top-k row per image, on the model's device."""
+    _check_top_k(top_k, model.num_classes)
+    if isinstance(images, torch.Tensor):
+        images = list(images) if images.dim() == 4 else [images]
+    elif isinstance(images, (str, Path, Image.Image)):
+        images = [images]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    rows = []
+    try:
+        for start in range(0, len(images), batch_size):
+            batch = torch.stack([_as_tensor(model, im) for im in images[start:start + batch_size]])
+            rows += topk_rows(model(batch.to(device)), top_k, model.class_names)
+    finally:
+        model.train(was_training)
+    return rows
+
+
+def _as_tensor(model, image) -> torch.Tensor:
+    if isinstance(image, torch.Tensor):
+        if image.dim() != 3:
+            raise ValueError(f"predict takes (3, H, W) image tensors or an (N, 3, H, W) batch, got {tuple(image.shape)}")
+        return image
+    if isinstance(image, (str, Path)):
+        image = read_image(image)
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"predict takes PIL images, paths or tensors, got {type(image).__name__}")
+    return model.transform(to_rgb(image))
+
+
+# ------------------------------------------------------------------------------------------- run folders
+def check_run(path: str | Path, flag: str = "--checkpoint") -> Path:
+    """``path`` as a finished ``sclft train --out`` folder, else a ``ValueError`` that says what it is instead:
+    missing, a file, an unfinished run (checkpoints but no ``metrics.json`` yet), or not a sclft run."""
+    import json
+
+    path = Path(path)
+    if not path.is_dir():
+        what = "is a file, not a run folder" if path.exists() else "no such run folder"
+        raise ValueError(f"{flag} {path}: {what} (expected the --out folder of a finished `sclft train`)")
+    config = path / "config.json"
+    if not config.is_file():
+        if (path / "checkpoint" / "latest.json").is_file():
+            raise ValueError(f"{flag} {path}: an unfinished sclft run (checkpoints, no model yet); finish it with "
+                             "`sclft train ... --resume` first")
+        raise ValueError(f"{flag} {path}: not a sclft run folder (no config.json; expected the --out folder of a "
+                         "finished `sclft train`)")
+    try:
+        cfg = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"{flag} {path}: {config} is not readable JSON ({e}); the run folder is damaged") from None
+    if not isinstance(cfg, dict) or not {"backbone", "strategy", "num_classes"} <= set(cfg):
+        keys = ", ".join(sorted(cfg)[:6]) if isinstance(cfg, dict) else type(cfg).__name__
+        raise ValueError(f"{flag} {path}: not a sclft run folder ({config} lacks backbone / strategy / num_classes; "
+                         f"it has {keys}): another tool's model folder?")
+    if not (path / "metrics.json").is_file():
+        raise ValueError(f"{flag} {path}: an unfinished sclft run (no metrics.json: training did not finish); "
+                         "finish it with `sclft train ... --resume` first")
+    return path
+
+
+# ------------------------------------------------------------------------------------------- output
+OUT_FORMATS = (".csv", ".json")
+
+
+def format_rows(rows: Sequence[dict[str, Any]], fmt: str, k: int) -> str:
+    """CSV (timm's layout: ``filename, label_0 … label_{k-1}, prob_0 …``; ``index_*`` last) or JSON records."""
+    import csv
+    import io
+    import json
+
+    if fmt == ".json":
+        return json.dumps(list(rows), indent=2) + "\n"
+    k = max([len(r["label"]) for r in rows] or [k])
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["filename", *(f"label_{j}" for j in range(k)), *(f"prob_{j}" for j in range(k)),
+                     *(f"index_{j}" for j in range(k))])
+    for r in rows:
+        writer.writerow([r["filename"], *r["label"], *(f"{p:.6g}" for p in r["prob"]), *r["index"]])
+    return buf.getvalue()

@@ -1,0 +1,133 @@
+"""The configuration layer: SelectionConfig, the layering of defaults / YAML / per_strategy / flags, torch-free
+validation, registries that refuse duplicates, the declared table order."""
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sclft import picks
+from sclft.config import ConfigError, SelectionConfig, TrainConfig, layered_config
+from sclft.resources import list_yaml
+from sclft.strategies import list_strategies, strategy_rank
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_validate_and_a_rejected_train_command_import_no_torch(tmp_path):
+    (tmp_path / "cfg.yaml").write_text("layer_rule: fixed\nextra: {selection: {fixed_pick: midle}}\n")
+    code = ("import sys\n"
+            "from sclft.config import TrainConfig\n"
+            "TrainConfig(layer_rule='trial', extra={'selection': {'fixed_pick': 'last'}}).validate()\n"
+            "assert 'torch' not in sys.modules, 'validate() imported torch'\n"
+            "from sclft.cli import main\n"
+            f"code = main(['train', '--config', {str(tmp_path / 'cfg.yaml')!r}, '--out', {str(tmp_path / 'run')!r}])\n"
+            "assert 'torch' not in sys.modules, 'sclft train imported torch before rejecting its config'\n"
+            "sys.exit(code)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 2, done.stderr
+    assert "cfg.yaml: extra: extra.selection.fixed_pick must be one of middle" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("selection, says", [
+    ({"fixed_pick": "midle"}, ("extra.selection.fixed_pick", "middle, two_thirds")),
+    ({"profile_pick": "repeated-min"}, ("extra.selection.profile_pick", "repeated_min")),
+    ({"candidates": []}, ("extra.selection.candidates", "non-empty")),
+    ({"candidates": "blocks.4.0"}, ("extra.selection.candidates", "list of block names")),
+    ({"trial_holdout": math.nan}, ("extra.selection.trial_holdout", "(0, 1)")),
+    ({"trial_holdout": 1.0}, ("extra.selection.trial_holdout", "(0, 1)")),
+    ({"profile_jackknife": 1}, ("extra.selection.profile_jackknife", ">= 2")),
+    ({"trial_epochs": 2.5}, ("extra.selection.trial_epochs", "integer")),
+    ({"profile_per_class": True}, ("extra.selection.profile_per_class", "integer")),
+    ({"fixed_pick": ["middle"]}, ("extra.selection.fixed_pick", "middle")),
+    ({"bogus": 1}, ("bogus", "profile_per_class", "trial_epochs")),
+])
+def test_a_bad_selection_option_is_rejected_by_validate(selection, says):
+    with pytest.raises(ConfigError) as caught:
+        TrainConfig(extra={"selection": selection}).validate()
+    assert caught.value.key == "extra" and all(s in str(caught.value) for s in says), str(caught.value)
+
+
+def test_selection_config_is_typed_and_carried_by_train_config():
+    cfg = TrainConfig(extra={"selection": {"fixed_pick": "last", "candidates": ("a", "b")}}).validate()
+    assert cfg.selection == SelectionConfig(fixed_pick="last", candidates=["a", "b"])
+    assert cfg.selection.candidates == ["a", "b"] and cfg.selection.trial_holdout == 0.3
+    assert TrainConfig().selection == SelectionConfig()
+    assert set(SelectionConfig().options()) == {"candidates", "profile_per_class", "profile_pick", "profile_jackknife",
+                                                "fixed_pick", "trial_per_class", "trial_holdout", "trial_epochs"}
+    # the names it checks are the torch-free registries' (a pick registered there is valid at once)
+    assert set(picks.FIXED_PICKS) == {"middle", "two_thirds", "last", "first_repeated"}
+    assert {"min", "repeated_min", "one_se"} <= set(picks.PROFILE_PICKS)
+    assert TrainConfig.max_params == 8.0 and picks.list_rules() == ["fixed", "profile", "trial"]
+
+
+def test_registries_refuse_duplicates(monkeypatch):
+    from sclft.backbones import _registry as backbones
+    from sclft.data import prompts
+
+    monkeypatch.setattr(picks, "_RULES", dict(picks._RULES))
+    with pytest.raises(ValueError, match="'profile' is empty or already registered"):
+        picks.register_rule("profile", "sclft.selection:fixed_rule")
+    picks.register_rule("new_rule", "sclft.selection:fixed_rule")
+    assert "new_rule" in picks.list_rules()
+    with pytest.raises(ValueError, match="'new_rule' is empty or already registered"):
+        picks.register_rule("new_rule")(lambda *a: {})
+    with pytest.raises(ValueError, match="fixed pick name 'middle' is empty or already"):
+        picks.register_fixed_pick("middle")(lambda names, shares: names[0])
+    with pytest.raises(ValueError, match="profile pick name 'min' is empty or already"):
+        picks.register_profile_pick("min")(lambda curve, shares, se: {})
+    try:
+        picks.register_profile_pick("first")(lambda curve, shares, se: {n: -i for i, (n, _) in enumerate(curve)})
+        assert picks.profile_pick("first", [("a", 2.0), ("b", 1.0)]) == "a"
+        assert TrainConfig(extra={"selection": {"profile_pick": "first"}}).validate().selection.profile_pick == "first"
+    finally:
+        picks.PROFILE_PICKS.pop("first", None)
+    with pytest.raises(ValueError, match="prefix 'timm' is already registered"):
+        backbones.register_prefix("timm")(lambda *a: None)
+    with pytest.raises(ValueError, match="'cifar10' are already registered"):
+        prompts.register_prompts("cifar10", ("a {}.",))
+    matches, _ = backbones._MODULE_ADAPTERS[0]
+    with pytest.raises(ValueError, match="already registered"):
+        backbones.register_module_adapter(matches)(lambda m: None)
+
+
+def test_bench_table_order_is_declared_not_imported():
+    order = sorted(list_strategies(), key=strategy_rank)
+    assert order == ["linear_probe", "zero_shot", "layer_ft", "scl_ft", "bitfit", "lora", "deep_lora", "full_ft"]
+    assert strategy_rank("no_such_strategy") == len(order)
+
+
+def _yaml(tmp_path, text: str) -> str:
+    (tmp_path / "cfg.yaml").write_text(text)
+    return str(tmp_path / "cfg.yaml")
+
+
+def test_layering_defaults_yaml_per_strategy_flags(tmp_path):
+    path = _yaml(tmp_path, "lr: 0.01\nepochs: 4\nlayer: layer3.0\nr: 4\nper_strategy:\n"
+                           "  linear_probe: {lr: 0.1}\n  lora: {alpha: 8, epochs: 2}\n")
+    lora = layered_config(path, {"strategy": "lora", "epochs": 3}, {"dropout": 0.1})
+    assert (lora.lr, lora.epochs, lora.strategy_options) == (0.01, 3, {"r": 4, "alpha": 8, "dropout": 0.1})
+    assert lora.layer == "auto"  # the top level's layer is for the strategies that tune a block
+    foreign = r"cfg.yaml: r: option 'r' belongs to strategy lora, deep_lora, not to 'linear_probe'"
+    with pytest.raises(ValueError, match=foreign):
+        layered_config(path, {"strategy": "linear_probe"})  # a top-level option of another strategy
+    path = _yaml(tmp_path, "lr: 0.01\nlayer: layer3.0\nper_strategy:\n  linear_probe: {lr: 0.1}\n")
+    probe = layered_config(path, {"strategy": "linear_probe"})
+    assert (probe.lr, probe.layer, probe.strategy_options) == (0.1, "auto", {})
+    with pytest.raises(ValueError, match="--layer layer1.0 is an option of"):
+        layered_config(path, {"strategy": "linear_probe", "layer": "layer1.0"})
+    with pytest.raises(ValueError, match="--lr: lr=nan: must be a finite number"):
+        layered_config(path, {"lr": math.nan})
+    with pytest.raises(ValueError, match="cfg.yaml: epochs: epochs must be >= 1"):
+        layered_config(_yaml(tmp_path, "epochs: 0\n"))
+
+
+@pytest.mark.parametrize("name", list_yaml("configs"))
+def test_every_packaged_config_loads_with_every_strategy(name):
+    for strategy in list_strategies():
+        cfg = layered_config(name, {"strategy": strategy})
+        assert cfg.strategy == strategy and cfg.epochs >= 1

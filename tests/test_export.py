@@ -1,0 +1,123 @@
+"""``sclft export``: one self-contained network per strategy, merged adapters, metadata, ONNX / TorchScript
+logits against PyTorch (random-weight tiny models at 32 px; no training)."""
+
+import copy
+
+import pytest
+import torch
+
+from sclft.export import (RTOL, Classifier, export_model, max_relative_error, merged, read_metadata,
+                          run_exported)
+from sclft.model import TransferModel
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SIZE = 32
+BACKBONES = {"resnet18": "layer3.0", "timm:test_vit": "blocks.3", "efficientnet_lite0": "blocks.4.0"}
+STRATEGIES = ["scl_ft", "layer_ft", "linear_probe", "lora", "deep_lora", "full_ft"]
+_BUILT = {}
+
+
+def _backbone(name):
+    if name not in _BUILT:
+        from sclft.backbones import create_backbone
+
+        torch.manual_seed(0)
+        _BUILT[name] = create_backbone(name, pretrained=False, image_size=SIZE)
+    return copy.deepcopy(_BUILT[name])
+
+
+def _model(backbone, strategy, num_classes=3):
+    """A wrapped model whose trainable tensors moved away from their init (LoRA's B starts at zero, Deep LoRA's
+    cores at εI: an unmoved adapter would merge to nothing and prove nothing)."""
+    from sclft.strategies import get_strategy_config
+
+    layer = BACKBONES[backbone] if get_strategy_config(strategy).uses_layer else None
+    model = TransferModel(_backbone(backbone), strategy, num_classes, layer, class_names=["ant", "bee", "cat"][:num_classes])
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    return model.eval()
+
+
+def _images(n):
+    return torch.randn(n, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(n))
+
+
+@pytest.mark.parametrize("backbone", list(BACKBONES))
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_onnx_and_torchscript_match_pytorch(backbone, strategy, tmp_path):
+    model = _model(backbone, strategy)
+    for fmt, suffix in (("onnx", "onnx"), ("torchscript", "pt")):
+        path = export_model(model, fmt, tmp_path / f"m.{suffix}", verify=False, dynamo=False)
+        for n in (1, 3):  # dynamic batch
+            x = _images(n)
+            with torch.no_grad():
+                ref = model(x)  # the wrapped, unmerged model
+            got = run_exported(path, fmt, x)
+            assert got.shape == (n, 3)
+            assert max_relative_error(got, ref) <= RTOL, (fmt, n)
+        meta = read_metadata(path, fmt)
+        assert meta["input_size"] == [3, SIZE, SIZE] and meta["class_names"] == ["ant", "bee", "cat"]
+        assert meta["mean"] == list(model.backbone.data_config["mean"]) and meta["strategy"] == strategy
+
+
+@pytest.mark.parametrize("backbone", ["timm:test_vit", "efficientnet_lite0"])
+def test_merged_lora_equals_the_adapted_model(backbone):
+    from peft.tuners.lora import LoraLayer
+
+    model = _model(backbone, "lora")
+    plain = merged(model)
+    assert not any(isinstance(m, LoraLayer) for m in plain.modules())
+    assert any(isinstance(m, LoraLayer) for m in model.modules())  # the original keeps its adapters
+    assert not any("lora_" in n for n, _ in plain.named_parameters())
+    x = _images(4)
+    with torch.no_grad():
+        ref, got = model(x), Classifier(plain)(x)
+    assert ref.abs().max() > 0
+    assert max_relative_error(got, ref) <= 1e-5
+    # the merged weights are W + (alpha / r) B A, computed here from the adapter's own tensors
+    name, layer = next((n, m) for n, m in model.backbone.model.named_modules() if isinstance(m, LoraLayer))
+    scale = model.strategy.config.alpha / model.strategy.config.r
+    delta = scale * layer.lora_B["default"].weight.flatten(1) @ layer.lora_A["default"].weight.flatten(1)
+    expected = layer.get_base_layer().weight + delta.reshape(layer.get_base_layer().weight.shape)
+    assert torch.allclose(plain.backbone.model.get_submodule(name).weight, expected, atol=1e-6)
+
+
+def test_merged_deep_lora_folds_delta_into_the_weight():
+    from sclft.strategies.deep_lora.layer import DeepLoRALayer
+
+    model = _model("timm:test_vit", "deep_lora")
+    name, layer = next((n, m) for n, m in model.backbone.model.named_modules() if isinstance(m, DeepLoRALayer))
+    factors = [f.detach().double() for f in layer.factors]
+    product = factors[0]
+    for f in factors[1:]:
+        product = f @ product  # ΔW = F_L ⋯ F_1
+    plain = merged(model)
+    assert not any(isinstance(m, DeepLoRALayer) for m in plain.modules())
+    merged_w = plain.backbone.model.get_submodule(name).weight
+    assert torch.allclose(merged_w.double(), layer.base_layer.weight.double() + product.reshape(merged_w.shape),
+                          atol=1e-6)
+    x = _images(2)
+    with torch.no_grad():
+        assert max_relative_error(Classifier(plain)(x), model(x)) <= 1e-5
+
+
+def test_safetensors_export_holds_every_tensor_and_the_metadata(tmp_path):
+    from safetensors.torch import load_file
+
+    model = _model("resnet18", "scl_ft")
+    path = export_model(model, "safetensors", tmp_path / "m.safetensors")
+    tensors = load_file(str(path))
+    expected = model.state_dict()
+    assert set(tensors) == set(expected)
+    assert all(torch.equal(tensors[k], expected[k]) for k in expected)
+    meta = read_metadata(path, "safetensors")
+    assert meta["class_names"] == ["ant", "bee", "cat"] and meta["layer"] == "layer3.0"
+
+
+def test_unknown_format_names_the_valid_ones(tmp_path):
+    with pytest.raises(ValueError, match="onnx, torchscript, safetensors"):
+        export_model(_model("resnet18", "linear_probe"), "tflite", tmp_path / "m.tflite")

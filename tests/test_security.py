@@ -1,0 +1,175 @@
+"""A run folder, a feature cache and a bench folder are untrusted input: no file in them is ever unpickled.
+
+A malicious pickle (its ``__reduce__`` writes a marker file) is planted in every file that ``--resume``,
+``sclft eval``, ``load()``, the frozen-prefix cache and ``sclft bench --report`` read, and in the files
+Accelerate's pickling ``load_state`` used to read. Each case asserts that the marker never appears (no code
+ran), that no traceback is printed, and that the command either ignores the stray file (exit 0) or refuses
+the damaged one with an error naming it (exit 2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import pickle
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sclft.cache import load_disk_cache
+from sclft.cli import main
+from sclft.train import load
+
+TINY = ["--backbone", "resnet18", "--no-pretrained", "--data", "digits", "--image-size", "16",
+        "--train-per-class", "3", "--epochs", "1", "--batch-size", "16", "--no-progress", "--strategy", "layer_ft",
+        "--layer", "layer4.1", "--eval-every", "0", "--cache", "disk"]
+
+
+class Evil:
+    """Unpickling this runs code: it writes ``marker``."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('code ran')",)
+
+
+def payload(kind: str, marker: Path) -> bytes:
+    """The bytes of a malicious file: a raw pickle, a ``torch.save`` zip, or an ``.npy`` object array."""
+    if kind == "pickle":
+        return pickle.dumps({"state": Evil(marker)})
+    buf = io.BytesIO()
+    if kind == "torch":
+        torch.save({"state": Evil(marker)}, buf)
+    else:
+        np.save(buf, np.array([Evil(marker)], dtype=object), allow_pickle=True)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["pickle", "torch", "npy"])
+def test_the_payload_runs_code_when_unpickled(tmp_path, kind):
+    """The reference: each payload does run code when it is loaded the unsafe way."""
+    marker = tmp_path / "ran"
+    data = payload(kind, marker)
+    if kind == "pickle":
+        pickle.loads(data)
+    elif kind == "torch":
+        torch.load(io.BytesIO(data), weights_only=False)
+    else:
+        np.load(io.BytesIO(data), allow_pickle=True)
+    assert marker.read_text() == "code ran"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """One finished 1-epoch run (its checkpoint kept) with a disk feature cache, reused by every case."""
+    root = tmp_path_factory.mktemp("security")
+    assert main(["train", *TINY, "--cache-dir", str(root / "cache"), "--out", str(root / "run")]) == 0
+    assert any((root / "cache").glob("*/features.npy"))
+    return root
+
+
+CKPT = "run/checkpoint/epoch-0001"
+ACCELERATE_FILES = [f"{CKPT}/accelerate/{n}" for n in ("custom_checkpoint_0.pkl", "optimizer.bin", "scheduler.bin",
+                                                        "scaler.pt", "random_states_0.pkl", "sampler.bin")]
+
+
+@dataclass
+class Plant:
+    id: str
+    command: str  # resume | eval | load | cache | bench
+    files: tuple[str, ...]  # relative to the fixture's root; "CACHE/x" = x in the feature cache's folder
+    kind: str = "pickle"
+    code: int = 2  # 0: the stray file is ignored
+    rehash: bool = False  # record the planted file's sha256 where the run records digests (passes that check)
+
+
+PLANTS = [
+    # --resume: Accelerate's old pickled files are never opened; each of our files is verified, then parsed safely
+    Plant("resume-accelerate-files", "resume", tuple(ACCELERATE_FILES), code=0),
+    Plant("resume-stray-pkl-beside", "resume", (f"{CKPT}/custom_checkpoint_0.pkl", f"{CKPT}/optimizer.bin",
+                                                f"{CKPT}/random_states_0.pkl", "run/checkpoint/latest.pkl"), code=0),
+    *[Plant(f"resume-{name}", "resume", (f"{CKPT}/{name}",), kind="torch") for name in
+      ("model.safetensors", "optimizer.safetensors", "sampler.safetensors", "rng_0.safetensors",
+       "training_state.json")],
+    *[Plant(f"resume-{name}-rehashed", "resume", (f"{CKPT}/{name}",), kind="torch", rehash=True) for name in
+      ("model.safetensors", "optimizer.safetensors", "sampler.safetensors", "rng_0.safetensors",
+       "training_state.json")],
+    Plant("resume-latest-json", "resume", ("run/checkpoint/latest.json",)),
+    # sclft eval / load(): the run's files, and a weights file config.json points at
+    *[Plant(f"eval-{name}", "eval", (f"run/{name}",)) for name in ("model.safetensors", "config.json",
+                                                                   "train_config.json")],
+    Plant("eval-stray-pkl", "eval", ("run/model.pkl", "run/pytorch_model.bin", "run/optimizer.bin"), code=0),
+    Plant("eval-checkpoint-in-run", "eval", ("run/weights.pth",), kind="torch"),
+    Plant("eval-checkpoint-outside", "eval", ("elsewhere/weights.pth",), kind="torch"),
+    Plant("load-model", "load", ("run/model.safetensors",), kind="torch"),
+    Plant("load-config", "load", ("run/config.json",)),
+    Plant("load-checkpoint-in-run", "load", ("run/weights.bin",), kind="torch"),
+    # the frozen-prefix cache: .npy object arrays are never unpickled (the cache is rebuilt; training with it
+    # is in test_cache.py)
+    Plant("cache-features", "cache", ("CACHE/features.npy",), kind="npy", code=0),
+    Plant("cache-labels", "cache", ("CACHE/labels.npy",), kind="npy", code=0),
+    Plant("cache-meta", "cache", ("CACHE/meta.json",), code=0),
+    # sclft bench --report: the files of a bench folder
+    Plant("bench-report", "bench", ("bench/bench.json", "bench/summary.json", "bench/experiments/a/metrics.json",
+                                    "bench/experiments/a/model.pkl", "bench/features.npy"), code=-1),
+]
+
+
+def _rehash(root: Path, rel: str) -> None:
+    latest = root / "run" / "checkpoint" / "latest.json"
+    info = json.loads(latest.read_text())
+    info["files"][Path(rel).name] = hashlib.sha256((root / rel).read_bytes()).hexdigest()
+    latest.write_text(json.dumps(info))
+
+
+@pytest.mark.parametrize("plant", PLANTS, ids=[p.id for p in PLANTS])
+def test_no_planted_pickle_ever_runs(run, plant, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("SCLFT_DEBUG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(run, tmp_path, dirs_exist_ok=True)
+    marker = tmp_path / "CODE_RAN"
+    cache = next((tmp_path / "cache").glob("*/features.npy")).parent
+    for rel in plant.files:
+        target = cache / rel.split("/", 1)[1] if rel.startswith("CACHE/") else tmp_path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(payload(plant.kind, marker))
+        if plant.rehash:
+            _rehash(tmp_path, rel)
+    if "checkpoint-" in plant.id:  # config.json names the planted weights file
+        config = json.loads((tmp_path / "run" / "config.json").read_text())
+        config["checkpoint"] = str(tmp_path / plant.files[0])
+        (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+
+    common = ["--cache-dir", str(tmp_path / "cache")]
+    if plant.command == "cache":  # the one reader of a disk cache: an unreadable cache is rebuilt (None)
+        key = json.loads((run / "cache" / cache.name / "meta.json").read_text())["key"]
+        assert load_disk_cache(cache, key) is None
+        code, err = 0, ""
+    elif plant.command == "load":
+        with pytest.raises(ValueError, match=Path(plant.files[0]).name):
+            load(tmp_path / "run")
+        code, err = 2, ""
+    else:
+        argv = {"resume": ["train", *TINY, *common, "--out", str(tmp_path / "run"), "--resume"],
+                "eval": ["eval", "--checkpoint", str(tmp_path / "run"), "--no-progress"],
+                "bench": ["bench", "--suite", "smoke", "--out", str(tmp_path / "bench"), "--report-only"],
+                }[plant.command]
+        try:
+            code = main(argv)
+        except SystemExit as e:
+            code = e.code
+        out = capsys.readouterr()
+        err = out.err + out.out
+        assert "Traceback" not in err
+    assert not marker.exists(), f"code ran from a planted file: {plant.files}"
+    if plant.code >= 0:
+        assert code == plant.code, err
+    if plant.code == 2 and plant.command != "load":
+        assert any(Path(f).name in err for f in plant.files), err  # the error names the file
