@@ -10,6 +10,8 @@
 5. ``memory``: peak memory of one training step per strategy, naive vs ours.
 6. ``cli_startup``: wall time of ``sclft --help``, ``sclft train --help`` and ``sclft list strategies``
    (fresh processes) ÷ ``python -c "import torch"`` (goal ≤ 0.2: the CLI answers without importing torch).
+7. ``predict``: ``sclft predict``'s loop ÷ a hand-written loop over the same model and PNG files, images/s
+   (goal ≥ 0.9). ``export``: the exported ONNX file in onnxruntime ÷ the same network in PyTorch, CPU.
 
 Each ratio is measured in one process, the two sides alternating (median of ``--repeats``), so load on
 the machine affects both alike; peak memory is measured in fresh child processes (peak RSS above the
@@ -415,8 +417,80 @@ SIZES = {  # full run / --quick
     "lp_size": (32, 32), "lp_per_class": (40, 3), "lp_repeats": (2, 1), "nc_shape": ((5000, 2048, 100), (1000, 512, 20)),
     "flat_size": (112, 112), "flat_n": (200, 160), "probe_repeats": (5, 1), "mem_size": (128, 64), "repeats": (3, 1),
     "cli_repeats": (7, 3),
+    "predict_size": (96, 64), "predict_n": (256, 64),
     "ft_models": ((("resnet50", "layer3.0"), ("efficientnet_lite0", "blocks.3.0")), (("resnet50", "layer3.0"),)),
 }
+
+
+# ------------------------------------------------------------------------------------- predict / export
+def _image_files(folder: Path, n: int) -> list[Path]:
+    """The first ``n`` digits test images as PNG files (what `sclft predict` is pointed at)."""
+    test = load_dataset("digits").test
+    files = []
+    for i in range(min(n, len(test))):
+        files.append(folder / f"{i:04d}.png")
+        test[i][0].save(files[-1])
+    return files
+
+
+@measure("predict")
+def measure_predict(args) -> list[dict]:
+    """``sclft predict``'s loop (``predict_files``: file list, DataLoader, autocast switch, top-k rows) vs a
+    hand-written one over the same model and files: open, transform, stack, forward, softmax, top-k."""
+    from PIL import Image
+
+    from sclft.predict import predict_files
+
+    model = sclft.wrap("efficientnet_lite0", "scl_ft", num_classes=10, layer="blocks.3.0",
+                       image_size=args.predict_size, class_names=[str(k) for k in range(10)]).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        files = _image_files(Path(tmp), args.predict_n)
+        bs = args.batch_size
+
+        @torch.inference_mode()
+        def by_hand():
+            for i in range(0, len(files), bs):
+                x = torch.stack([model.transform(Image.open(f).convert("RGB")) for f in files[i:i + bs]])
+                probs, idx = model(x).softmax(dim=1).topk(5, dim=1)
+                [(p, [model.class_names[j] for j in i]) for p, i in zip(probs.tolist(), idx.tolist())]
+
+        def ours():
+            predict_files(model, files, top_k=5, batch_size=bs, device="cpu", progress=False)
+
+        naive, mine = side_by_side(by_hand, ours, args.repeats)
+    n = len(files)
+    return [{**row("predict", f"`sclft predict` loop vs a hand-written loop, EfficientNet-Lite0 @ {args.predict_size} "
+                   f"px, {n} PNG files, batch {bs}", n / naive, n / mine, "images/s", goal="≥ 0.9"),
+             "ratio": naive / mine, "ratio_is": "ours ÷ hand-written (images/s)", "met": naive / mine >= 0.9}]
+
+
+@measure("export")
+def measure_export(args) -> list[dict]:
+    """The ONNX file of `sclft export` in onnxruntime (CPU) vs the same merged network in PyTorch (CPU)."""
+    import onnxruntime as ort
+
+    from sclft.export import Classifier, example_input, export_model, merged
+
+    model = sclft.wrap("efficientnet_lite0", "scl_ft", num_classes=10, layer="blocks.3.0",
+                       image_size=args.predict_size, class_names=[str(k) for k in range(10)]).eval()
+    net = Classifier(merged(model)).eval()
+    x = example_input(model, args.batch_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_model(model, "onnx", Path(tmp) / "m.onnx")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = opts.inter_op_num_threads = args.threads
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: x.numpy()}
+
+        @torch.inference_mode()
+        def pytorch():
+            net(x)
+
+        naive, mine = side_by_side(pytorch, lambda: session.run(None, feed), args.repeats)
+    n = len(x)
+    return [{**row("export", f"exported ONNX in onnxruntime vs PyTorch, CPU, EfficientNet-Lite0 @ {args.predict_size} "
+                   f"px, batch {n}", n / naive, n / mine, "images/s"),
+             "ratio": naive / mine, "ratio_is": "onnxruntime ÷ PyTorch (images/s)"}]
 
 
 # ------------------------------------------------------------------------------------- CLI start-up

@@ -17,6 +17,7 @@ warning). Cached features that are not finite are an error that names the cache,
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -32,7 +33,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .io import atomic_write_json
+from .io import atomic_write_json, space_for
 
 log = logging.getLogger("sclft.cache")
 STORAGES = ("auto", "memory", "disk")
@@ -199,6 +200,16 @@ def load_disk_cache(path: Path, key: str, num_samples: int | None = None) -> Cac
     return CachedFeatures(features, labels, "disk", path)
 
 
+def _reserve(file: Path) -> None:
+    """Allocate the (sparse) memmap's blocks now, so a full disk is an error here, not a SIGBUS mid-write."""
+    try:
+        with open(file, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+    except (AttributeError, OSError) as e:  # no fallocate on this OS / file system: the sparse file stays
+        if getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+            raise
+
+
 class _DiskWriter:
     """Fills ``features.npy`` in a private partial directory; ``commit`` writes meta.json and renames."""
 
@@ -207,8 +218,14 @@ class _DiskWriter:
         self.tmp = path.parent / f".{path.name}.{os.getpid()}.partial"
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True)
-        self.array = np.lib.format.open_memmap(self.tmp / "features.npy", mode="w+",
-                                               dtype=torch.empty(0, dtype=dtype).numpy().dtype, shape=shape)
+        try:
+            with space_for(self.tmp, int(np.prod(shape)) * torch.empty(0, dtype=dtype).element_size()):
+                self.array = np.lib.format.open_memmap(self.tmp / "features.npy", mode="w+",
+                                                       dtype=torch.empty(0, dtype=dtype).numpy().dtype, shape=shape)
+                _reserve(self.tmp / "features.npy")
+        except BaseException:
+            self.abort()
+            raise
 
     def __setitem__(self, index: slice, value: torch.Tensor) -> None:
         self.array[index] = value.numpy()
@@ -221,7 +238,8 @@ class _DiskWriter:
             del self.array
             self.abort()
             raise
-        np.save(self.tmp / "labels.npy", labels.numpy())
+        with space_for(self.tmp, labels.numel() * labels.element_size()):
+            np.save(self.tmp / "labels.npy", labels.numpy())
         atomic_write_json(self.tmp / "meta.json", {"key": key, "format": FORMAT_VERSION,
                                                    "shape": list(self.array.shape), "dtype": str(self.array.dtype),
                                                    "sha256": content_digest(self.array, labels)})

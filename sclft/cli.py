@@ -1,6 +1,6 @@
 """`sclft` command line: list, probe, train, eval here; bench and dln from their own modules.
 
-Exit codes: 0 success, 1 the run failed (data or weights unavailable, non-finite loss), 2 bad input.
+Exit codes: 0 success, 1 the run failed (data or weights unavailable, non-finite or diverged loss), 2 bad input.
 Set SCLFT_DEBUG=1 to see full tracebacks.
 """
 
@@ -12,6 +12,7 @@ import importlib
 import json
 import logging
 import os
+import signal
 import sys
 import typing
 from collections import Counter
@@ -20,12 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from .config import OPTIM_DEFAULTS, TrainConfig, layered_config
-from .strategies import option_owners
+from .io import atomic_write_json, atomic_write_text, check_out_dir
+from .resources import list_yaml
+from .strategies import get_strategy_config, list_strategies, option_owners
 
 # sub-command name -> (module exposing ``add_parser(subparsers)``, its one-line help); the parser sets
 # ``func(args) -> int``. A module is imported only when its command is the one run (the CLI answers at once).
 COMMAND_MODULES = {
-    "dln": ("sclft.dln.cli", "deep-linear-network theory lab (seed §2–4)"),
+    "dln": ("sclft.dln.cli", "deep-linear-network theory lab (the lecture §2–4)"),
     "bench": ("sclft.bench", "run a benchmark suite and build its tables and plots"),
     "rank": ("sclft.rank_cli", "rank candidate backbones by NC1, LogME and NCTI on the training data"),
 }
@@ -37,7 +40,7 @@ TRAIN_HELP = {
     "data": "dataset name (sclft list datasets), imagefolder:PATH or hf:<repo_id>",
     "strategy": "transfer strategy (sclft list strategies); its options are the flags under 'strategy options'",
     "layer": "block to tune, or 'auto' to choose it by NC1 on the training data",
-    "layer_rule": "rule for --layer auto: auto | profile | fixed | trial",
+    "layer_rule": "rule for --layer auto: auto | profile | fixed | trial | tuned",
     "max_params": "--layer auto: choose only among blocks training at most this percent of the parameters",
     "epochs": "training epochs",
     "lr": "peak learning rate (after warm-up; then --schedule)",
@@ -158,28 +161,24 @@ def _list_parser(sub) -> None:
 
 
 def _list_backbones() -> list[str]:
-    from .backbones import backbone_entries
+    from .backbones import backbone_entries  # torch: only when the command runs (light --help)
 
     return [f"{e.name:<20} {e.weights}" for e in backbone_entries()] + [
         "timm:<name>          any timm ResNet / EfficientNet / ViT", "open_clip:<arch>/<tag> any open_clip ViT"]
 
 
 def _list_datasets() -> list[str]:
-    from .data import list_datasets, list_prefixes
+    from .data import list_datasets, list_prefixes  # torch: only when the command runs (light --help)
 
     return list_datasets() + list_prefixes()
 
 
 def _list_strategies() -> list[str]:
-    from .strategies import get_strategy_config, list_strategies  # the configs: torch-free
-
     return [f"{n:<14} {get_strategy_config(n).description}" for n in list_strategies()]
 
 
 def _list_packaged(kind: str) -> Callable[[], list[str]]:
     def lister() -> list[str]:
-        from .resources import list_yaml
-
         return list_yaml(kind)
 
     return lister
@@ -228,7 +227,6 @@ def run_rank(args, cfg: TrainConfig, layers: list[str] | None) -> int:
     refused."""
     from .backbones import create_backbone  # torch: loaded only when the command runs (sclft --help stays light)
     from .data import load_dataset
-    from .io import atomic_write_json
     from .picks import DEFAULT_RULE
     from .selection import select_layer
 
@@ -264,10 +262,9 @@ def run_rank(args, cfg: TrainConfig, layers: list[str] | None) -> int:
 
 
 def run_probe(args) -> int:
-    from .backbones import create_backbone
+    from .backbones import create_backbone  # torch: only when the command runs (light --help)
     from .backbones.base import POOLERS
     from .data import TransformedDataset, build_transforms, load_dataset, targets_of
-    from .io import check_out_dir
     from .probe import probe
 
     cfg = _given(args, PROBE_FLAGS)
@@ -320,8 +317,7 @@ def run_train(args) -> int:
     cfg = config_from_args(args)  # every option checked before torch, the data or the weights load
     from accelerate import PartialState  # torch: loaded only when the command runs (sclft --help stays light)
 
-    from .io import check_out_dir
-    from .train import train
+    from .train import train  # torch: only when the command runs (light --help)
 
     check_out_dir(cfg.out)
     metrics = train(cfg)
@@ -353,7 +349,7 @@ def _eval_parser(sub) -> None:
 
 
 def run_eval(args) -> int:
-    from .eval import evaluate_run
+    from .eval import evaluate_run  # torch: only when the command runs (light --help)
 
     given = _given(args, EVAL_FLAGS)
     result = evaluate_run(args.checkpoint, data=args.data, split=args.split, data_dir=args.data_dir,
@@ -383,8 +379,8 @@ def _predict_parser(sub) -> None:
 
 
 def run_predict(args) -> int:
-    from .io import atomic_write_text
-    from .predict import OUT_FORMATS, check_run, format_rows, gather_images, predict_files
+    from .predict import OUT_FORMATS, check_run, format_rows, gather_images, predict_files  # torch: only when run
+    from .save import load
 
     fmt = Path(args.out).suffix.lower() if args.out else ".csv"
     if fmt not in OUT_FORMATS:
@@ -395,8 +391,6 @@ def run_predict(args) -> int:
     inputs = gather_images(args.inputs)  # before the model loads: bad input fails at once
     for what in inputs.empty:
         print(f"sclft predict: warning: {what}", file=sys.stderr)
-    from .save import load
-
     model = load(run)
     rows, skipped = predict_files(model, inputs, top_k=args.top_k, batch_size=args.batch_size, device=args.device,
                                   precision=args.precision, num_workers=args.num_workers, progress=args.progress)
@@ -435,7 +429,7 @@ def _export_parser(sub) -> None:
 
 
 def run_export(args) -> int:
-    from .export import export_model, read_metadata
+    from .export import export_model, read_metadata  # torch: only when the command runs (light --help)
     from .predict import check_run
     from .save import load
 
@@ -489,7 +483,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe fails here, inside the handler, not at interpreter exit
+        return code
+    except BrokenPipeError:  # `sclft list ... | head`: the reader has gone; stop quietly, as a CLI killed by SIGPIPE
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit-time flush must not fail again
+        return 128 + signal.SIGPIPE
     except KeyboardInterrupt:
         print("interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
         return 130

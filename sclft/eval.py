@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from . import nc
 from .data import TransformedDataset, build_transforms, load_dataset
 from .io import read_json_object
-from .save import load
+from .save import RunFolderError, check_fields, load
 
 
 @torch.inference_mode()
@@ -35,7 +35,11 @@ def evaluate_run(
     if not (run_dir / "config.json").is_file():
         raise ValueError(f"--checkpoint {run_dir}: not a trained sclft model (no config.json; expected a "
                          "`sclft train --out` folder of a finished run)")
-    run = read_json_object(run_dir / "train_config.json") if (run_dir / "train_config.json").is_file() else {}
+    run_file = run_dir / "train_config.json"
+    run = read_json_object(run_file, RunFolderError) if run_file.is_file() else {}
+    check_fields(run_file, run, {k: v for k, v in {
+        "data": (str, None, "a dataset name"), "data_dir": ((str, type(None)), None, "a folder or null"),
+        "image_size": ((int, type(None)), lambda v: v > 0, "a positive integer or null")}.items() if k in run})
     data = data or run.get("data")
     if not data:
         raise ValueError("pass --data: the run directory does not record its dataset")

@@ -107,7 +107,7 @@ def _onnx(net: Classifier, path: Path, meta: dict[str, str], dynamo: bool = True
     import onnx  # optional dependency (the export extra)
 
     x = example_input(net.model)
-    names = dict(input_names=["input"], output_names=["logits"])
+    names = {"input_names": ["input"], "output_names": ["logits"]}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporters' deprecation and progress notes
         if dynamo:
@@ -128,7 +128,8 @@ def _torchscript(net: Classifier, path: Path, meta: dict[str, str]) -> None:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # trace: deprecation and "converting a tensor to a Python value" notes
         traced = torch.jit.trace(net, example_input(net.model), check_trace=False)
-        torch.jit.save(traced, str(path), _extra_files={EXTRA_FILE: json.dumps({k: json.loads(v) for k, v in meta.items()})})
+        extra = {EXTRA_FILE: json.dumps({k: json.loads(v) for k, v in meta.items()})}
+        torch.jit.save(traced, str(path), _extra_files=extra)
 
 
 def _safetensors(net: Classifier, path: Path, meta: dict[str, str]) -> None:
@@ -137,16 +138,23 @@ def _safetensors(net: Classifier, path: Path, meta: dict[str, str]) -> None:
     save_model(net.model, str(path), metadata={**meta, "format": "pt"})
 
 
-def run_exported(path: str | Path, fmt: str, x: torch.Tensor) -> torch.Tensor:
-    """Logits of an exported ONNX (onnxruntime, CPU) or TorchScript file for the batch ``x``."""
+def load_exported(path: str | Path, fmt: str):
+    """A function: batch ``x`` → logits of an exported ONNX (onnxruntime, CPU) or TorchScript file."""
     if fmt == "onnx":
         import onnxruntime as ort  # optional dependency
 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
-    with torch.no_grad(), warnings.catch_warnings():
+        name = session.get_inputs()[0].name
+        return lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export
-        return torch.jit.load(str(path))(x)
+        module = torch.jit.load(str(path))
+
+    def run(x):
+        with torch.no_grad():
+            return module(x)
+
+    return run
 
 
 def read_metadata(path: str | Path, fmt: str) -> dict[str, Any]:
@@ -177,15 +185,17 @@ def check_export(path: str | Path, fmt: str, net: nn.Module, batches: tuple[int,
     :class:`ExportError` beyond :data:`RTOL`; returns the largest relative error."""
     worst = 0.0
     model = getattr(net, "model", net)
+    run = load_exported(path, fmt)
     for n in batches:
         x = example_input(model, n)
         with torch.no_grad():
             ref = net(x)
-        got = run_exported(path, fmt, x)
+        got = run(x)
         if got.shape != ref.shape:
             raise ExportError(f"{fmt} export gives logits of shape {tuple(got.shape)} for a batch of {n}, "
                               f"PyTorch {tuple(ref.shape)}")
         worst = max(worst, max_relative_error(got, ref))
         if worst > RTOL:
-            raise ExportError(f"{fmt} export differs from PyTorch by {worst:.2e} (relative; limit {RTOL:g}) at batch {n}")
+            raise ExportError(f"{fmt} export differs from PyTorch by {worst:.2e} (relative; limit {RTOL:g}) "
+                              f"at batch {n}")
     return worst

@@ -2,17 +2,71 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
+
+
+class DiskFullError(OSError):
+    """No space left on the device a file is written to: an environment fault (exit 1), not bad input."""
+
+
+def _is_disk_full(e: BaseException) -> bool:
+    """ENOSPC, also as libraries report it (safetensors: ``IoError(Os { code: 28, kind: StorageFull ... })``)."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(e)
+    return any(s in text for s in ("No space left on device", "StorageFull", "os error 28", "Disk quota exceeded"))
+
+
+def _device(path: Path) -> str:
+    """The device (and mount point) that holds ``path``."""
+    p = Path(os.path.abspath(path))
+    while not p.exists() and p.parent != p:
+        p = p.parent
+    dev = os.stat(p).st_dev
+    while p.parent != p and os.stat(p.parent).st_dev == dev:
+        p = p.parent
+    try:
+        with open("/proc/mounts") as f:
+            name = next((line.split()[0] for line in f if len(line.split()) > 1 and line.split()[1] == str(p)), None)
+    except OSError:
+        name = None
+    return f"{name} (mounted at {p})" if name else str(p)
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it is fsynced and renamed over ``path``."""
+def space_for(path: str | os.PathLike, needed: int | Callable[[], int]) -> Iterator[None]:
+    """Turn a disk-full error while writing ``path`` (about ``needed`` bytes) into a :class:`DiskFullError`
+    that names the device, the space needed and the space free (no library traceback)."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except Exception as e:
+        if not _is_disk_full(e):
+            raise
+        where = Path(os.path.abspath(path))
+        probe = where
+        while not probe.exists() and probe.parent != probe:
+            probe = probe.parent
+        free = shutil.disk_usage(probe).free
+        needed = needed() if callable(needed) else needed
+        raise DiskFullError(f"no space left on {_device(where)} (needed ~{max(needed, 1) / 2**20:.1f} MB to write "
+                            f"{where}, {free / 2**20:.1f} MB free): free some space there or write elsewhere "
+                            "(--out, --cache-dir); nothing earlier was removed") from None
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, needed: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is fsynced and renamed over ``path``. A full disk
+    is a :class:`DiskFullError` (``needed``: the bytes to be written, else what was written when it failed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -20,10 +74,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        with open(tmp_path, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
+        with space_for(path, needed or (lambda: tmp_path.stat().st_size if tmp_path.exists() else 0)):
+            yield tmp_path
+            with open(tmp_path, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -35,15 +90,15 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any], needed: int | None = None) -> Path:
     """``write(tmp_path)`` then rename into place."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, needed) as tmp:
         write(tmp)
     return Path(path)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    return atomic_write(path, lambda p: p.write_text(text))
+    return atomic_write(path, lambda p: p.write_text(text), needed=len(text.encode()))
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import torch
@@ -31,8 +32,7 @@ class TransferModel(nn.Module):
         **strategy_options: Any,
     ):
         super().__init__()
-        if num_classes < 2:
-            raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        _check_num_classes(num_classes)
         config = strategy_config(strategy, **strategy_options)
         if config.uses_layer and layer is None:
             raise ValueError(
@@ -136,6 +136,11 @@ class TransferModel(nn.Module):
         return self.head(self.features_from_frozen(x) if from_frozen else self.forward_features(x))
 
 
+def _check_num_classes(num_classes: Any) -> None:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2 (the size of the new head), got {num_classes!r}")
+
+
 def wrap(
     backbone: str | nn.Module,
     strategy: str | StrategyConfig = "scl_ft",
@@ -153,6 +158,7 @@ def wrap(
 
     >>> model = wrap("resnet50", strategy="scl_ft", num_classes=10, layer="layer3.0", pretrained=False)
     """
+    _check_num_classes(num_classes)  # before the backbone is built (or downloaded)
     return TransferModel(
         create_backbone(backbone, pretrained=pretrained, checkpoint=checkpoint, image_size=image_size),
         strategy=strategy,

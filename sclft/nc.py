@@ -394,7 +394,7 @@ def nc1(
 
 
 def separation(features: ArrayLike, labels: ArrayLike, num_classes: int | None = None) -> float:
-    """Compression/separation measure ``tr(Σ_W) / tr(Σ_B)`` (the seed's ``D_l``)."""
+    """Compression/separation measure ``tr(Σ_W) / tr(Σ_B)`` (the lecture's ``D_l``)."""
     return accumulate(features, labels, num_classes, projections=False).separation()
 
 

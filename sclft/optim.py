@@ -16,14 +16,14 @@ import copy
 from typing import Any
 
 import torch
+from timm.optim import create_optimizer_v2, param_groups_weight_decay
+from timm.scheduler import CosineLRScheduler, StepLRScheduler
 
 from .config import TrainConfig
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """timm's weight-decay groups of the trainable parameters, split by the strategy's ``lr_scales()``."""
-    from timm.optim import param_groups_weight_decay
-
     strategy = getattr(model, "strategy", None)
     scales = strategy.lr_scales() if hasattr(strategy, "lr_scales") else {}
     groups = []
@@ -39,8 +39,6 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer | None:
     """The run's optimizer over what trains (None when nothing does, e.g. zero_shot); an unvalidated ``cfg``
     gets its unset lr / weight decay from ``resolve_defaults`` (not written back)."""
-    from timm.optim import create_optimizer_v2
-
     cfg = copy.copy(cfg).resolve_defaults()
     groups = param_groups(model, cfg.weight_decay)
     if not groups:
@@ -57,8 +55,6 @@ class WarmupCosine:
 
     def __init__(self, optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int,
                  schedule: str = "cosine"):
-        from timm.scheduler import CosineLRScheduler, StepLRScheduler
-
         self.optimizer = optimizer
         self.total_steps, self.warmup_steps = int(total_steps), int(warmup_steps)
         warmup = {"warmup_t": self.warmup_steps, "warmup_lr_init": 0.0, "warmup_prefix": True, "t_in_epochs": False}

@@ -6,8 +6,8 @@ calls. Three registries, each raising on a duplicate name:
 
 * :data:`FIXED_PICKS` — ``fn(candidate blocks in network order, {block: % params}) -> block``
   (:func:`register_fixed_pick`); the ``fixed`` rule's ``fixed_pick``.
-* :data:`PROFILE_PICKS` — ``fn(NC1 curve, {block: % params}, {block: SE of NC1} or None) -> {block: score}``
-  (:func:`register_profile_pick`); the ``profile`` rule's ``profile_pick``.
+* :data:`PROFILE_PICKS` — ``fn(NC1 curve, {block: % params}, {block: SE of NC1} or None, {block: LogME / NCTI
+  terms} or None) -> {block: score}`` (:func:`register_profile_pick`); the ``profile`` rule's ``profile_pick``.
 * rules — ``fn(backbone, splits, cfg, device) -> {"layer": ..., "rule": ..., evidence}``, registered as the
   function or as ``"module:function"`` imported on first use (:func:`register_rule`), so the names are known
   without importing torch; ``TrainConfig.layer_rule`` names one.
@@ -20,10 +20,14 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from .transfer_scores import ncti_from_rows
+
 Curve = Sequence[tuple[str, float]]  # (block, NC1) in network order
 Errors = Mapping[str, float] | None  # block -> standard error of its NC1 (the probe's jackknife), if known
 FixedPick = Callable[[Sequence[str], dict[str, float]], str]
-ProfilePick = Callable[[Curve, dict[str, float], Errors], dict[str, float]]
+# block -> its transferability scores, if known (sclft.transfer_scores.layer_scores: logme, ncti_seli / _ncc / _vc)
+Scores = Mapping[str, Mapping[str, float | None]] | None
+ProfilePick = Callable[[Curve, dict[str, float], Errors, Scores], dict[str, float]]
 
 DEFAULT_RULE = "profile"  # what layer_rule "auto" runs
 DEFAULT_PROFILE_PICK = "repeated_min"  # profile_pick None
@@ -31,7 +35,7 @@ DEFAULT_FIXED_PICK = "middle"
 # rule name -> fn(backbone, splits, cfg, device), or "module:function" (imported by get_rule)
 _RULES: dict[str, Callable[..., dict[str, Any]] | str] = {
     "profile": "sclft.selection:profile_rule", "fixed": "sclft.selection:fixed_rule",
-    "trial": "sclft.selection:trial_rule"}
+    "trial": "sclft.selection:trial_rule", "tuned": "sclft.selection:tuned_rule"}
 
 
 def _add(registry: dict, kind: str, name: str, value: Any) -> None:
@@ -132,26 +136,30 @@ def _log_drops(curve: Curve) -> dict[str, float]:
     return {name: math.log(prev) - math.log(cur) for (_, prev), (name, cur) in zip(curve, curve[1:])}
 
 
-def _score_min(curve: Curve, shares: dict[str, float], se: Errors = None) -> dict[str, float]:
+def _score_min(curve: Curve, shares: dict[str, float], se: Errors = None,
+                scores: Scores = None) -> dict[str, float]:
     """The most collapsed block: its output is the best-separated downstream representation the
     pretrained network offers (within the candidates); tuning it sharpens that, and SCL's skip hands
     it straight to the head."""
     return {name: -math.log(v) for name, v in curve}
 
 
-def _score_drop(curve: Curve, shares: dict[str, float], se: Errors = None) -> dict[str, float]:
+def _score_drop(curve: Curve, shares: dict[str, float], se: Errors = None,
+                scores: Scores = None) -> dict[str, float]:
     """The block that reduces log NC1 the most (does the most separation work on the new data)."""
     return {curve[0][0]: -math.inf, **_log_drops(curve)}
 
 
-def _score_rise(curve: Curve, shares: dict[str, float], se: Errors = None) -> dict[str, float]:
+def _score_rise(curve: Curve, shares: dict[str, float], se: Errors = None,
+                scores: Scores = None) -> dict[str, float]:
     """The first block after the NC1 minimum: where the pretrained features start to *un*-collapse."""
     names = [n for n, _ in curve]
     target = min(names.index(min(curve, key=lambda item: item[1])[0]) + 1, len(names) - 1)
     return {n: -abs(i - target) for i, n in enumerate(names)}
 
 
-def _score_half(curve: Curve, shares: dict[str, float], se: Errors = None) -> dict[str, float]:
+def _score_half(curve: Curve, shares: dict[str, float], se: Errors = None,
+                scores: Scores = None) -> dict[str, float]:
     """The first block whose output has covered half of the curve's fall in log NC1 (first candidate →
     minimum): the knee of the collapse, before the flat tail where blocks add parameters but little
     separation."""
@@ -161,13 +169,15 @@ def _score_half(curve: Curve, shares: dict[str, float], se: Errors = None) -> di
     return {n: -abs(i - target) for i, (n, _) in enumerate(curve)}
 
 
-def _score_gain_per_param(curve: Curve, shares: dict[str, float], se: Errors = None) -> dict[str, float]:
+def _score_gain_per_param(curve: Curve, shares: dict[str, float], se: Errors = None,
+                scores: Scores = None) -> dict[str, float]:
     """Fall in log NC1 from the first candidate to the block's output, per percent of parameters tuned."""
     first = math.log(curve[0][1])
     return {n: (first - math.log(v)) / shares[n] for n, v in curve}
 
 
-def _score_repeated_min(curve: Curve, shares: dict[str, float], se: Errors = None) -> dict[str, float]:
+def _score_repeated_min(curve: Curve, shares: dict[str, float], se: Errors = None,
+                scores: Scores = None) -> dict[str, float]:
     """The most collapsed block among those that *repeat* inside their stage: a candidate with an equal-size
     neighbour (timm EfficientNet / ResNet stages open with a block that changes width or resolution, then
     repeat an identity-shortcut block; every ViT block repeats). Tuning a repeated block adjusts a residual
@@ -180,7 +190,8 @@ def _score_repeated_min(curve: Curve, shares: dict[str, float], se: Errors = Non
 ONE_SE_K = 1.0  # standard errors of slack in `one_se` (the conventional one-standard-error rule)
 
 
-def _score_one_se(curve: Curve, shares: dict[str, float], se: Errors = None) -> dict[str, float]:
+def _score_one_se(curve: Curve, shares: dict[str, float], se: Errors = None,
+                scores: Scores = None) -> dict[str, float]:
     """Among the repeated blocks (as ``repeated_min``), the earliest whose NC1 is at most the lowest NC1 plus
     :data:`ONE_SE_K` standard errors of NC1 at that lowest block: the one-standard-error rule of model selection,
     the earliest block not measurably less collapsed than the most collapsed one. ``se``: the probe's jackknife
@@ -197,15 +208,45 @@ def _score_one_se(curve: Curve, shares: dict[str, float], se: Errors = None) -> 
             for i, n in enumerate(names)}
 
 
-# pick name -> fn(NC1 curve over the candidates, {block: % params}, {block: SE of NC1} or None) -> {block: score};
-# highest score wins; {} = the pick needs evidence it was not given
+def _finite(value: float | None) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _score_logme(curve: Curve, shares: dict[str, float], se: Errors = None,
+                 scores: Scores = None) -> dict[str, float]:
+    """The block whose pretrained output has the highest LogME (You et al., ICML 2021): the evidence of a Bayesian
+    linear head on it (:func:`sclft.transfer_scores.logme`). Without ``scores``, no pick (``{}``)."""
+    if not scores or not all(n in scores for n, _ in curve):
+        return {}
+    return {n: scores[n]["logme"] if _finite(scores[n].get("logme")) else -math.inf for n, _ in curve}
+
+
+def _score_ncti(curve: Curve, shares: dict[str, float], se: Errors = None,
+                scores: Scores = None) -> dict[str, float]:
+    """The block with the highest NCTI (Wang et al., ICCV 2023) among the candidates: its three collapse terms
+    min–max normalised across the candidate blocks (:func:`sclft.transfer_scores.ncti`). Without ``scores``, no
+    pick (``{}``)."""
+    if not scores or not all(n in scores for n, _ in curve):
+        return {}
+    combined = ncti_from_rows({n: {k: (v if _finite(v) else math.nan) for k, v in scores[n].items()}
+                               for n, _ in curve})
+    return {n: v if math.isfinite(v) else -math.inf for n, v in combined.items()}
+
+
+# pick name -> fn(NC1 curve over the candidates, {block: % params}, {block: SE of NC1} or None,
+# {block: transferability scores} or None) -> {block: score}; highest score wins; {} = the pick needs evidence it
+# was not given
 PROFILE_PICKS: dict[str, ProfilePick] = {
     "min": _score_min, "drop": _score_drop, "rise": _score_rise, "half": _score_half,
-    "gain_per_param": _score_gain_per_param, "repeated_min": _score_repeated_min, "one_se": _score_one_se}
+    "gain_per_param": _score_gain_per_param, "repeated_min": _score_repeated_min, "one_se": _score_one_se,
+    "logme": _score_logme, "ncti": _score_ncti}
+SCORE_PICKS = frozenset({"logme", "ncti"})  # the picks that read the probe's transferability scores
 
 
-def profile_pick(pick: str, curve: Curve, shares: dict[str, float] | None = None, se: Errors = None) -> str | None:
+def profile_pick(pick: str, curve: Curve, shares: dict[str, float] | None = None, se: Errors = None,
+                 scores: Scores = None) -> str | None:
     """The block :data:`PROFILE_PICKS` ``pick`` chooses on ``curve`` (ties: the earlier block); None when the pick
-    needs the standard errors ``se`` (``one_se``) and they are not given (evidence from before they existed)."""
-    scores = PROFILE_PICKS[pick](curve, shares or {n: 1.0 for n, _ in curve}, se)
-    return max((n for n, _ in curve), key=lambda n: scores[n]) if scores else None
+    needs evidence that is not given: the standard errors ``se`` (``one_se``) or the per-block transferability
+    ``scores`` (:data:`SCORE_PICKS`; evidence from before they existed)."""
+    values = PROFILE_PICKS[pick](curve, shares or {n: 1.0 for n, _ in curve}, se, scores)
+    return max((n for n, _ in curve), key=lambda n: values[n]) if values else None

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
@@ -213,7 +214,8 @@ def predict_images(model, images, top_k: int = 5, batch_size: int = 64) -> list[
 def _as_tensor(model, image) -> torch.Tensor:
     if isinstance(image, torch.Tensor):
         if image.dim() != 3:
-            raise ValueError(f"predict takes (3, H, W) image tensors or an (N, 3, H, W) batch, got {tuple(image.shape)}")
+            raise ValueError(f"predict takes (3, H, W) image tensors or an (N, 3, H, W) batch, got "
+                             f"{tuple(image.shape)}")
         return image
     if isinstance(image, (str, Path)):
         image = read_image(image)

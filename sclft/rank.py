@@ -19,9 +19,9 @@ import dataclasses
 import io
 import math
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from .io import atomic_write, atomic_write_json, atomic_write_text
 
@@ -146,16 +146,17 @@ def _sort_key(by: str):
     return lambda r: (not math.isfinite(r[by]), sign * r[by] if math.isfinite(r[by]) else 0.0)
 
 
-def build_candidates(candidates: Sequence[Candidate], checkpoint: str | None = None) -> list:
+def build_candidates(candidates: Sequence[Candidate], checkpoint: str | None = None, seed: int = 0) -> list:
     """Every candidate's :class:`sclft.Backbone` (weights loaded): a bad name raises ``ValueError``, weights that
-    cannot be reached :class:`sclft.WeightsUnavailableError`, before any probe."""
-    from .backbones import create_backbone
+    cannot be reached :class:`sclft.WeightsUnavailableError`, before any probe. A random-weight control is the
+    network ``sclft train --no-pretrained --seed SEED`` starts from."""
+    from .save import build_backbone
 
     if checkpoint and len({c.backbone for c in candidates if c.pretrained}) > 1:
         raise ValueError(f"--checkpoint {checkpoint}: one weights file cannot serve several backbones "
                          f"({', '.join(sorted({c.backbone for c in candidates}))})")
-    return [create_backbone(c.backbone, pretrained=c.pretrained, checkpoint=checkpoint if c.pretrained else None,
-                            image_size=c.image_size) for c in candidates]
+    return [build_backbone(c.backbone, c.pretrained, checkpoint if c.pretrained else None, seed, c.image_size)
+            for c in candidates]
 
 
 def rank(backbones: Sequence[str | Candidate], data, *, image_sizes: Sequence[int] | None = None,
@@ -178,7 +179,7 @@ def rank(backbones: Sequence[str | Candidate], data, *, image_sizes: Sequence[in
         cands = list(cands) + ([Candidate(c.backbone, c.image_size, False) for c in cands] if controls else [])
     else:
         cands = parse_candidates([str(b) for b in backbones], image_sizes, controls)
-    models = build_candidates(cands, checkpoint)
+    models = build_candidates(cands, checkpoint, seed)
     if isinstance(data, DatasetSplits):
         keep = few_shot_indices(targets_of(data.train), train_per_class, seed, data.class_names)
         splits = dataclasses.replace(data, train=LabelSubset(data.train, keep))
@@ -205,3 +206,30 @@ def rank(backbones: Sequence[str | Candidate], data, *, image_sizes: Sequence[in
         r["rank"] = i
     return RankResult(rows=[{k: r[k] for k in FIELDS} for r in rows], data=splits.name, by=by,
                       num_samples=num_samples, num_classes=splits.num_classes)
+
+
+def transfer_correlation(scores: Mapping[str, float], accuracy: Mapping[str, float], higher_is_better: bool = True
+                         ) -> dict[str, float | str]:
+    """How well ``scores`` (candidate → score) order ``accuracy`` (candidate → transfer accuracy, same keys):
+    Kendall's τ-b (``scipy.stats.kendalltau``), the weighted τ NCTI reports (``scipy.stats.weightedtau`` of
+    accuracy and score, hyperbolic weights emphasising the top), the top-scored candidate and its regret (best
+    accuracy − its accuracy, in the units of ``accuracy``; ties in score: the first listed)."""
+    from scipy.stats import kendalltau, weightedtau
+
+    names = list(accuracy)
+    if set(scores) != set(names) or len(names) < 2:
+        raise ValueError(f"scores and accuracies must cover the same two or more candidates; got {sorted(scores)} "
+                         f"and {sorted(names)}")
+    sign = 1.0 if higher_is_better else -1.0
+    s = [sign * scores[n] for n in names]
+    a = [accuracy[n] for n in names]
+    top = max(names, key=lambda n: sign * scores[n])
+    return {"kendall_tau": float(kendalltau(s, a).statistic), "weighted_tau": float(weightedtau(a, s).statistic),
+            "top": top, "regret": max(a) - accuracy[top]}
+
+
+def misordered_controls(scores: Mapping[str, float], pretrained: Sequence[str], controls: Sequence[str],
+                        higher_is_better: bool = True) -> int:
+    """Pairs (pretrained p, control c) that ``scores`` orders wrongly (c scored at least as well as p)."""
+    sign = 1.0 if higher_is_better else -1.0
+    return sum(sign * scores[c] >= sign * scores[p] for p in pretrained for c in controls)

@@ -15,6 +15,11 @@ Each returns its ``ranking`` (candidates best first, with their evidence; ``sclf
 * ``trial`` — a short fine-tune of each candidate block (the run's block strategy, on cached
   frozen-prefix activations of a training subset), then the block whose penultimate (head-input)
   NC1 on *held-out* training samples is lowest.
+* ``tuned`` — collapse after tuning: the same short fits, then the block whose head input is most collapsed on the
+  samples it was fitted on (``nc1_fit``, kept in ``trial``'s evidence too).
+
+The profile picks ``logme`` and ``ncti`` read LogME / NCTI of each candidate's pretrained output
+(:mod:`sclft.transfer_scores`), computed by the same probe pass only when one of them is the pick.
 
 ``auto`` is :data:`DEFAULT_RULE` = ``profile`` with pick ``repeated_min`` (no training), chosen on the selection
 benchmark by a decision rule fixed before its held-out cells ran; each rule's regret there is in
@@ -55,6 +60,7 @@ from .picks import (  # noqa: F401  (the pure picks and the rule registry, re-ex
     FIXED_PICKS,
     ONE_SE_K,
     PROFILE_PICKS,
+    SCORE_PICKS,
     Curve,
     Errors,
     get_rule,
@@ -65,6 +71,7 @@ from .picks import (  # noqa: F401  (the pure picks and the rule registry, re-ex
 )
 from .probe import probe
 from .strategies import default_block_strategy, strategy_config
+from .transfer_scores import LAYER_SCORES
 
 log = logging.getLogger("sclft.selection")
 
@@ -149,19 +156,27 @@ def profile_rule(backbone: Backbone, splits: DatasetSplits, cfg, device="cpu") -
     _, eval_tf = build_transforms(backbone.data_config, cfg.image_size, augment=False)
     subset = _balanced(splits, opts.profile_per_class, cfg.seed)
     per_class = min(Counter(subset.targets).values())
-    if opts.profile_jackknife > per_class:
-        log.warning("profile_jackknife=%d groups, but the probe has %d samples per class: the standard errors use %d "
-                    "groups", opts.profile_jackknife, per_class, per_class)
+    if opts.profile_jackknife > per_class:  # said aloud when the groups were asked for (not the default)
+        given = "profile_jackknife" in (cfg.extra or {}).get("selection", {})
+        (log.warning if given else log.info)("profile_jackknife=%d groups, but the probe has %d samples per class: "
+                                             "the standard errors use %d groups", opts.profile_jackknife, per_class,
+                                             per_class)
     data = TransformedDataset(subset, eval_tf)
+    with_scores = pick in SCORE_PICKS  # LogME / NCTI per block: only when the pick reads them (a few s on a ViT)
     res = probe(backbone, data, blocks, batch_size=max(cfg.batch_size, 64), device=str(device),
-                progress=cfg.progress, num_classes=splits.num_classes, jackknife=opts.profile_jackknife)
+                progress=cfg.progress, num_classes=splits.num_classes, jackknife=opts.profile_jackknife,
+                scores=with_scores)
     curve = [(name, res[name]["nc1"]) for name in blocks]
     se = {name: res[name]["nc1_se"] if math.isfinite(res[name]["nc1_se"]) else None for name in blocks}  # JSON-safe
+    scores = {name: {k: res[name][k] if math.isfinite(res[name][k]) else None for k in LAYER_SCORES}
+              for name in blocks} if with_scores else None
     shares = _shares(backbone, blocks, splits.num_classes)
-    picks = {name: profile_pick(name, curve, shares, se) for name in PROFILE_PICKS}
+    picks = {name: profile_pick(name, curve, shares, se, scores) for name in PROFILE_PICKS}
+    picks = {name: block for name, block in picks.items() if block is not None}  # logme / ncti: only with scores
     return {"layer": picks[pick], "rule": "profile", "pick": pick, "picks": picks, "nc1": dict(curve), "nc1_se": se,
+            **({"scores": scores} if scores else {}),
             "params_percent": shares, "penultimate_nc1": res["penultimate"]["nc1"], "samples": res.num_samples,
-            "ranking": _ranking(PROFILE_PICKS[pick](curve, shares, se), nc1=dict(curve), nc1_se=se,
+            "ranking": _ranking(PROFILE_PICKS[pick](curve, shares, se, scores), nc1=dict(curve), nc1_se=se,
                                 params_percent=shares)}
 
 
@@ -218,12 +233,14 @@ def _heldout_metrics(model, data, num_classes: int, device) -> dict[str, float]:
     return {"nc1": nc.nc1(h, y, num_classes), "accuracy": accuracy}
 
 
-def trial_rule(backbone: Backbone, splits: DatasetSplits, cfg, device="cpu") -> dict[str, Any]:
+def trial_rule(backbone: Backbone, splits: DatasetSplits, cfg, device="cpu", signal: str = "nc1") -> dict[str, Any]:
     """Short fine-tune of each candidate block; the lowest held-out penultimate NC1 wins.
 
     Uses the run's strategy and options when it tunes a block (the default block strategy with its default
     options otherwise, see :func:`sclft.strategies.default_block_strategy`).
-    The backbone's weights, modes and ``requires_grad`` flags are restored afterwards.
+    The backbone's weights, modes and ``requires_grad`` flags are restored afterwards. The evidence also holds each
+    block's NC1 on the *fit* samples after its fit (``nc1_fit``, one more pass over the cached activations), the
+    signal of :func:`tuned_rule`; ``signal`` names the evidence the pick minimises.
     """
     opts = cfg.selection
     config = strategy_config(cfg.strategy, **cfg.strategy_options)
@@ -246,11 +263,19 @@ def trial_rule(backbone: Backbone, splits: DatasetSplits, cfg, device="cpu") -> 
                           for k, v in parts.items()}
                 _fit_tail(model, cached["fit"], cfg, opts.trial_epochs, device)
                 scores[block] = _heldout_metrics(model, cached["held"], splits.num_classes, device)
-    layer = min(scores, key=lambda b: scores[b]["nc1"])
-    nc1, acc = {b: s["nc1"] for b, s in scores.items()}, {b: s["accuracy"] for b, s in scores.items()}
+                scores[block]["nc1_fit"] = _heldout_metrics(model, cached["fit"], splits.num_classes, device)["nc1"]
+    evidence = {key: {b: s[key] for b, s in scores.items()} for key in ("nc1", "accuracy", "nc1_fit")}
+    layer = min(scores, key=lambda b: scores[b][signal])
+    nc1, acc, fit = evidence["nc1"], evidence["accuracy"], evidence["nc1_fit"]
     shares = _shares(backbone, blocks, splits.num_classes)
     return {"layer": layer, "rule": "trial", "strategy": config.name, "nc1": nc1, "heldout_accuracy": acc,
-            "params_percent": shares,
-            "ranking": _ranking({b: -math.log(v) for b, v in nc1.items()}, nc1=nc1, heldout_accuracy=acc,
-                                params_percent=shares),
+            "nc1_fit": fit, "params_percent": shares,
+            "ranking": _ranking({b: -math.log(v) for b, v in evidence[signal].items()}, nc1=nc1, nc1_fit=fit,
+                                heldout_accuracy=acc, params_percent=shares),
             "fit_samples": len(parts["fit"]), "heldout_samples": len(parts["held"]), "epochs": opts.trial_epochs}
+
+
+def tuned_rule(backbone: Backbone, splits: DatasetSplits, cfg, device="cpu") -> dict[str, Any]:
+    """Collapse after tuning: the ``trial`` rule's short fits, read on the tuned blocks' *training* features — the
+    block whose head input is most collapsed (lowest NC1) on the samples it was just fitted on."""
+    return {**trial_rule(backbone, splits, cfg, device, signal="nc1_fit"), "rule": "tuned"}

@@ -23,8 +23,8 @@ float64. Which parts follow the papers exactly and which deviate: docs/design.md
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 

@@ -14,6 +14,7 @@ def smoke(tmp_path_factory):
     suite = bench.load_suite("smoke")
     out = tmp_path_factory.mktemp("smoke")
     summary = bench.run_suite(suite, out, say=lambda _: None)
+    bench.build_reports(suite, out)  # the runner trains; the reports are built once, from the folder
     return suite, out, summary
 
 
@@ -53,7 +54,7 @@ def test_table_has_the_paper_layout(smoke):
 
 def test_table_keeps_training_set_sizes_apart(smoke, tmp_path):
     suite, out, _ = smoke
-    sized = {**suite, "groups": {"table": {"strategies": ["scl_ft"], "seeds": [0], "train_per_class": [2, 3]}}}
+    sized = suite.replace(groups={"table": {"strategies": ["scl_ft"], "seeds": [0], "train_per_class": [2, 3]}})
     bench.build_reports(sized, tmp_path, [out])  # the data_size group's runs: same configs, same ids
     rows = list(csv.DictReader(open(tmp_path / "table.csv")))
     for row in rows:  # each column holds its own size's run, read straight from its folder
@@ -65,13 +66,16 @@ def test_table_keeps_training_set_sizes_apart(smoke, tmp_path):
 
 
 def test_ablation_keeps_sizes_and_strategies_apart(smoke, tmp_path):
-    from sclft.bench.reports import ablation_report
+    from sclft.bench.render import ablation_report
+    from sclft.bench.scoring import ablation_rows
 
     suite, out, _ = smoke
-    sized = {**suite, "groups": {"ablation": {"strategies": ["scl_ft", "linear_probe"], "seeds": [0],
-                                               "train_per_class": [2, 3]}}}
+    sized = suite.replace(groups={"ablation": {"strategies": ["scl_ft", "linear_probe"], "seeds": [0],
+                                               "train_per_class": [2, 3]}})
     runs = bench.expand_suite(sized)  # smoke trained scl_ft at 2 and 3 per class, the probe at 3 only
-    text = ablation_report(out, runs)
+    metrics = {r.id: json.loads(p.read_text()) for r in runs for p in [out / "experiments" / r.id / "metrics.json"]
+               if p.is_file()}
+    text = ablation_report(ablation_rows(runs, metrics))
     sections = text.split("### ")[1:]
     assert [s.splitlines()[0] for s in sections] == ["efficientnet_lite0 / digits · 2/class",
                                                      "efficientnet_lite0 / digits · 3/class"]
@@ -95,7 +99,7 @@ def _sweep_accuracy(out, candidates):
 @pytest.mark.slow  # the smoke suite trains 20+ runs once per module (~1-2 min)
 def test_selection_report_scores_every_rule_against_the_sweep(smoke):
     suite, out, _ = smoke
-    candidates = suite["groups"]["selection"]["candidates"]
+    candidates = list(suite.group("selection").candidates)
     acc = _sweep_accuracy(out, candidates)
     best = max(acc.values())
     (profile,) = [json.loads(p.read_text()) for p in out.glob("selection/*-profile-*.json")]
@@ -112,7 +116,8 @@ def test_selection_report_scores_every_rule_against_the_sweep(smoke):
     assert rules["profile:min"]["seconds"] == pytest.approx(profile["seconds"])
     (cell,) = json.loads((out / "selection.json").read_text())
     assert cell["blocks"] == candidates and cell["seeds"] == [0]
-    assert cell["nc1_profile_seeds"] == {"0": profile["nc1"]} and cell["nc1_se_profile_seeds"] == {"0": profile["nc1_se"]}
+    assert cell["nc1_profile_seeds"] == {"0": profile["nc1"]}
+    assert cell["nc1_se_profile_seeds"] == {"0": profile["nc1_se"]}
     assert cell["rules"]["profile:one_se"]["picks"] == [profile["picks"]["one_se"]]  # rescored from the stored SEs
     assert rules["fixed:last"]["mean_percent"] == pytest.approx(cell["params_percent"][candidates[1]])
     md = (out / "selection.md").read_text()
@@ -157,7 +162,7 @@ def test_selection_suite_sweeps_every_candidate_within_the_budget(tmp_path, back
     b = backbone_factory("efficientnet_lite0")
     share = {blk: TransferModel(b, "scl_ft", 10, blk).parameter_summary()["percent"] for blk in b.blocks[:-1]}
     within = [blk for blk in b.blocks[:-1] if share[blk] <= 8.0]
-    cells = bench.suite._selection_cells(suite, runs)
+    cells = bench.plan.selection_cells(runs)
     assert len(cells) == 4 and len(runs) == 4 * 3 * len(within)
     for cell in cells.values():
         for seed in (0, 1, 2):
@@ -169,8 +174,8 @@ def test_selection_suite_sweeps_every_candidate_within_the_budget(tmp_path, back
     bench.dry_run(suite, tmp_path, say=lines.append)
     assert sum(line.startswith("selection cell ") for line in lines) == 4
     assert f"{len(within)} blocks × 3 seeds" in lines[-2]
-    extra = bench.add_datasets(suite, ["imagefolder:/data/x"])
-    assert [d["name"] if isinstance(d, dict) else d for d in extra["datasets"]][-1] == "imagefolder:/data/x"
+    extra = suite.with_datasets(["imagefolder:/data/x"])
+    assert [d.name for d in extra.datasets][-1] == "imagefolder:/data/x"
 
 
 def test_test_split_cache_key_is_shared_across_seeds():
@@ -274,18 +279,18 @@ def test_run_ids_cover_every_config_field_defaults_and_library_versions(monkeypa
 
     suite = bench.load_suite("smoke")
     run = next(r for r in bench.expand_suite(suite) if r.strategy == "scl_ft")
-    seen = bench.suite.run_fingerprint(run.config)
+    seen = bench.plan.run_fingerprint(run.config)
     left_out = {"out", "cache_dir", "progress", "num_workers", "tensorboard", "resume", "overwrite"}
     assert set(seen["config"]) == {f.name for f in dataclasses.fields(TrainConfig)} - left_out
     assert seen["config"]["strategy_options"] == {"fuse": "add", "match": "repeat", "skip_pooling": None}  # defaults
     # unset optimisation fields are fingerprinted as resolved (the strategy's default, else the global one)
     assert seen["config"]["weight_decay"] == OPTIM_DEFAULTS["weight_decay"] and "torch" in seen["versions"]
     # an explicit value equal to the default is the same run; another library version is another run
-    same = bench.suite._run_id("b", "d", {**run.config, "weight_decay": OPTIM_DEFAULTS["weight_decay"]}, "")
-    assert same == bench.suite._run_id("b", "d", run.config, "")
+    same = bench.plan.run_id("b", "d", {**run.config, "weight_decay": OPTIM_DEFAULTS["weight_decay"]}, "")
+    assert same == bench.plan.run_id("b", "d", run.config, "")
     real = sclft.versions.library_versions()
     monkeypatch.setattr(sclft.versions, "library_versions", lambda: {**real, "timm": "0.0.1"})
-    assert bench.suite._run_id("b", "d", run.config, "") != same
+    assert bench.plan.run_id("b", "d", run.config, "") != same
 
 
 def test_dry_run_of_a_suite_given_as_a_path_outside_the_package(tmp_path):
@@ -376,3 +381,141 @@ def test_report_prefers_finished_runs_over_a_stored_selection_json(smoke, tmp_pa
     merged = json.loads((tmp_path / "merged" / "selection.json").read_text())
     assert [c["cell"] for c in merged] == [cell["cell"], _stored_cell()["cell"]]
     assert merged[0]["accuracy"] == cell["accuracy"]  # from the runs, not the stale copy
+
+
+# ---- hostile suites (issue 29 item 4): each exits 2 naming the file, the key and what is valid, no traceback
+SMOKE_HEAD = "backbones: [efficientnet_lite0]\ndatasets: [{name: digits, test_per_class: 4}]\n"
+SUITE_CASES = [
+    ("empty", "", ("empty", "backbones")),
+    ("a-list", "- backbones\n- datasets\n", ("mapping", "list")),
+    ("yaml-syntax", "backbones: [efficientnet_lite0\ndatasets: [digits]\n", ("invalid YAML", "line 2")),
+    ("not-utf8", b"\xff\xfe\x00backbones", ("UTF-8",)),
+    ("no-backbones", "datasets: [digits]\ngroups: {table: {strategies: [scl_ft]}}\n", ("backbones", "required")),
+    ("group-as-list", SMOKE_HEAD + "groups:\n  table: [linear_probe, scl_ft]\n", ("groups.table", "mapping", "list")),
+    ("seed-for-seeds", SMOKE_HEAD + "groups: {table: {strategies: [scl_ft], seed: [0, 1, 2]}}\n",
+     ("groups.table.seed", "did you mean 'seeds'", "train_per_class")),
+    ("unknown-top-level", SMOKE_HEAD + "image_size: 32\ngroups: {table: {strategies: [scl_ft]}}\n",
+     ("image_size", "unknown key", "under `defaults:`")),
+    ("unknown-group", SMOKE_HEAD + "groups: {tables: {strategies: [scl_ft]}}\n", ("groups.tables", "'table'")),
+    ("per-strategy-unknown", SMOKE_HEAD + "per_strategy: {linear_prob: {lr: 0.01}}\n"
+     "groups: {table: {strategies: [linear_probe]}}\n", ("per_strategy.linear_prob", "'linear_probe'")),
+    ("variant-unknown-option", SMOKE_HEAD + "groups: {ablation: {strategies: [scl_ft], variants: [{fusee: concat}]}}\n",
+     ("groups.ablation.variants[0].fusee", "'fuse'")),
+    ("variant-bad-value", SMOKE_HEAD + "groups: {ablation: {strategies: [scl_ft], variants: [{epochs: two}]}}\n",
+     ("groups.ablation.variants[0]", "epochs", "two")),
+    ("strategies-a-string", SMOKE_HEAD + "groups: {table: {strategies: linear_probe}}\n",
+     ("groups.table.strategies", "must be a list", "linear_probe")),
+    ("strategy-unknown", SMOKE_HEAD + "groups: {table: {strategies: [scl]}}\n",
+     ("groups.table.strategies", "'scl_ft'")),
+    ("seeds-not-integers", SMOKE_HEAD + "groups: {table: {strategies: [scl_ft], seeds: [0.5]}}\n",
+     ("groups.table.seeds", "0.5")),
+    ("defaults-grid-field", SMOKE_HEAD + "defaults: {seed: 3}\ngroups: {table: {strategies: [scl_ft]}}\n",
+     ("defaults.seed", "seeds")),
+    ("defaults-unknown-field", SMOKE_HEAD + "defaults: {epoch: 3}\ngroups: {table: {strategies: [scl_ft]}}\n",
+     ("defaults", "epoch", "valid keys")),
+    ("rules-outside-selection", SMOKE_HEAD + "groups: {table: {strategies: [scl_ft], rules: [profile]}}\n",
+     ("groups.table.rules", "selection")),
+    ("rule-unknown", SMOKE_HEAD + "groups: {selection: {strategies: [scl_ft], layers: all, rules: [profil]}}\n",
+     ("groups.selection.rules", "profil", "profile")),
+    ("selection-option-unknown", SMOKE_HEAD + "groups: {selection: {strategies: [scl_ft], layers: all, "
+     "rules: [profile], options: {bogus: 1}}}\n", ("groups.selection.options", "bogus", "profile_per_class")),
+    ("group-dataset-unknown", SMOKE_HEAD + "groups: {table: {strategies: [scl_ft], datasets: [cifar10]}}\n",
+     ("groups.table.datasets", "cifar10", "digits")),
+]
+
+
+@pytest.mark.parametrize("text, says", [c[1:] for c in SUITE_CASES], ids=[c[0] for c in SUITE_CASES])
+def test_a_bad_suite_is_a_usage_error_naming_file_and_key(tmp_path, capsys, text, says):
+    from sclft import cli
+
+    path = tmp_path / "mine.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    assert cli.main(["bench", "--suite", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "mine.yaml" in err, err
+    for fragment in says:
+        assert fragment in err, (fragment, err)
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--dry-run", "--report"], ("--dry-run", "--report", "one of them")),
+    (["--dry-run", "--report-only"], ("--dry-run", "--report-only")),
+    (["--strict-versions"], ("--strict-versions", "--report")),
+    (["--report"], ("no finished run of suite 'smoke'", "nothing to report", "never trained")),
+    (["--report-only"], ("nothing to report",)),
+])
+def test_report_usage_errors(tmp_path, capsys, flags, says):
+    from sclft import cli
+
+    (tmp_path / "out").mkdir()
+    assert cli.main(["bench", "--suite", "smoke", "--out", str(tmp_path / "out"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and all(s in err for s in says), err
+    assert not any((tmp_path / "out").iterdir())
+
+
+def test_a_second_bench_into_one_out_is_refused_naming_the_holder(tmp_path, capsys):
+    import os
+
+    from sclft import cli
+
+    with bench.bench_lock(tmp_path / "out"):
+        assert cli.main(["bench", "--suite", "smoke", "--out", str(tmp_path / "out"), "--report-only"]) == 2
+    err = capsys.readouterr().err
+    assert f"pid {os.getpid()}" in err and "one writer" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / ".sclft.lock").exists()  # released: the next writer gets it
+
+
+def test_report_merges_shards_of_other_library_versions_and_names_the_mix(smoke, tmp_path, monkeypatch):
+    """Issue 24: shard b ran on a node with another torch patch release (other run ids); the merged report
+    counts its runs, says which versions it mixes, and names every missing run with its reason."""
+    import shutil
+
+    import sclft.versions
+    from sclft.bench.render import render_table
+    from sclft.bench.reports import coverage_text
+    from sclft.bench.scoring import table_rows
+
+    suite, out, _ = smoke
+    runs = bench.expand_suite(suite)
+    real = sclft.versions.library_versions()
+    major, minor, patch = real["torch"].split("+")[0].split(".")[:3]
+    other = {**real, "torch": f"{major}.{minor}.{int(patch) + 1}"}
+    monkeypatch.setattr(sclft.versions, "library_versions", lambda: other)
+    other_ids = [r.id for r in bench.expand_suite(suite)]
+    monkeypatch.setattr(sclft.versions, "library_versions", lambda: real)
+    assert not set(other_ids) & {r.id for r in runs}  # a patch release changes every id
+    a, b = tmp_path / "a", tmp_path / "b"
+    for i, (run, rid) in enumerate(zip(runs, other_ids)):
+        dest = (a / "experiments" / run.id) if i % 2 == 0 else (b / "experiments" / rid)
+        shutil.copytree(out / "experiments" / run.id, dest)
+        if i % 2:
+            (dest / "fingerprint.json").write_text(json.dumps({"id": rid, **bench.run_fingerprint(run.config, other)}))
+    shutil.copytree(out / "selection", b / "selection")
+    bench.build_reports(suite, tmp_path / "merged", [a, b])
+    merged = tmp_path / "merged"
+    metrics = {r.id: json.loads((out / "experiments" / r.id / "metrics.json").read_text()) for r in runs}
+    expected = render_table(table_rows(runs, metrics))[1]  # the table of the unsplit folder, straight from its runs
+    assert (merged / "table.csv").read_text() == expected
+    assert coverage_text(suite, bench.find_runs(out, runs), [out]) == ("", "")  # one folder, one version set
+    note = f"mixing 2 sets of library versions (torch {real['torch']}; torch {other['torch']})"
+    for name in ("table.md", "selection.md", "ablation.md", "data_size.md"):
+        assert note in (merged / name).read_text(), name
+    listing = (merged / "runs.md").read_text()
+    assert f"{len(runs)} of {len(runs)} runs found" in listing and f"torch {other['torch']} (installed" in listing
+
+    # --strict-versions: shard b's runs are refused, each named with its reason; a failed run says so
+    failed = runs[0].id
+    (a / "experiments" / failed / "metrics.json").unlink()
+    (a / "experiments" / failed / "error.log").write_text("Traceback …\nRuntimeError: CUDA error: out of memory\n")
+    bench.build_reports(suite, tmp_path / "strict", [a, b], strict_versions=True)
+    listing = (tmp_path / "strict" / "runs.md").read_text()
+    rows = {ln.split(" | ")[0][2:]: ln for ln in listing.splitlines() if ln.startswith("| efficientnet")}
+    assert set(rows) == {failed, *(r.id for r in runs[1::2])}
+    assert "failed (traceback in a/experiments/" in rows[failed]
+    assert all("version mismatch refused by --strict-versions" in rows[r.id] and other["torch"] in rows[r.id]
+               for r in runs[1::2])
+    kept = runs[2::2]  # a's runs but the failed one
+    expected = render_table(table_rows(kept, {r.id: metrics[r.id] for r in kept}))[1]
+    assert (tmp_path / "strict" / "table.csv").read_text() == expected

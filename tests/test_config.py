@@ -2,6 +2,8 @@
 validation, registries that refuse duplicates, the declared table order."""
 
 import math
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -62,7 +64,7 @@ def test_selection_config_is_typed_and_carried_by_train_config():
     # the names it checks are the torch-free registries' (a pick registered there is valid at once)
     assert set(picks.FIXED_PICKS) == {"middle", "two_thirds", "last", "first_repeated"}
     assert {"min", "repeated_min", "one_se"} <= set(picks.PROFILE_PICKS)
-    assert TrainConfig.max_params == 8.0 and picks.list_rules() == ["fixed", "profile", "trial"]
+    assert TrainConfig.max_params == 8.0 and picks.list_rules() == ["fixed", "profile", "trial", "tuned"]
 
 
 def test_registries_refuse_duplicates(monkeypatch):
@@ -79,9 +81,10 @@ def test_registries_refuse_duplicates(monkeypatch):
     with pytest.raises(ValueError, match="fixed pick name 'middle' is empty or already"):
         picks.register_fixed_pick("middle")(lambda names, shares: names[0])
     with pytest.raises(ValueError, match="profile pick name 'min' is empty or already"):
-        picks.register_profile_pick("min")(lambda curve, shares, se: {})
+        picks.register_profile_pick("min")(lambda curve, shares, se, scores: {})
     try:
-        picks.register_profile_pick("first")(lambda curve, shares, se: {n: -i for i, (n, _) in enumerate(curve)})
+        first = lambda curve, shares, se, scores: {n: -i for i, (n, _) in enumerate(curve)}  # noqa: E731
+        picks.register_profile_pick("first")(first)
         assert picks.profile_pick("first", [("a", 2.0), ("b", 1.0)]) == "a"
         assert TrainConfig(extra={"selection": {"profile_pick": "first"}}).validate().selection.profile_pick == "first"
     finally:
@@ -131,3 +134,29 @@ def test_every_packaged_config_loads_with_every_strategy(name):
     for strategy in list_strategies():
         cfg = layered_config(name, {"strategy": strategy})
         assert cfg.strategy == strategy and cfg.epochs >= 1
+
+
+def test_probe_rank_honours_layers_and_jackknife(tmp_path, monkeypatch):
+    from sclft import cli, selection
+
+    seen = []
+    real = selection.probe
+    monkeypatch.setattr(selection, "probe", lambda *a, **kw: seen.append((a[2], kw["jackknife"])) or real(*a, **kw))
+    rc = cli.main(["probe", "--rank", "--backbone", "resnet18", "--no-pretrained", "--data", "digits",
+                   "--image-size", "16", "--train-per-class", "4", "--max-params", "100", "--no-progress",
+                   "--layers", "layer1.0,layer2.1", "--jackknife", "3", "--out", str(tmp_path)])
+    assert rc == 0 and seen == [(["layer1.0", "layer2.1"], 3)]
+    saved = __import__("json").loads((tmp_path / "rank.json").read_text())
+    assert {r["block"] for r in saved["ranking"]} == {"layer1.0", "layer2.1"}
+
+
+def test_list_into_a_closed_pipe_exits_quietly():
+    read, write = os.pipe()
+    os.close(read)  # the reader (`| head`) is gone before the first line is written
+    try:
+        done = subprocess.run([sys.executable, "-m", "sclft.cli", "list", "strategies"], stdout=write,
+                              stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=60, env={**os.environ,
+                              "PYTHONPATH": str(ROOT)})
+    finally:
+        os.close(write)
+    assert done.returncode == 128 + signal.SIGPIPE and done.stderr == ""

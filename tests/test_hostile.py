@@ -6,17 +6,23 @@ Each case runs in its own ``tmp_path`` (the placeholder ``{tmp}``) holding:
 * ``{old}`` — an earlier finished run (``runs/old``: metrics, model, checkpoint), hashed before and after;
 * ``{new}`` — a fresh ``--out`` (``runs/new``, not created);
 * ``{file}`` — a regular file, for paths that lead through a file;
+* ``{run}`` — with ``real=True``: a real finished run (``runs/real``, trained once per module with ``REAL``:
+  weights, checkpoint, digests), for cases that edit run files;
 * the case's own ``files`` (relative path → text or bytes), e.g. YAML configs.
 
 To add a case, append a :class:`Case` to ``CASES``; ``setup`` may change the tmp folder further (e.g. damage
-a file of ``{old}``). ``subprocess=True`` runs the real ``python -m sclft.cli`` instead of ``main()``.
+a file of ``{old}``), ``patch`` may monkeypatch (e.g. a write that fails with ENOSPC). ``subprocess=True``
+runs the real ``python -m sclft.cli`` instead of ``main()``.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import importlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -25,7 +31,8 @@ from typing import Callable
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from _run_files import forge_digest
+from safetensors.torch import load_file, save_file
 
 from sclft.cli import main
 
@@ -45,6 +52,8 @@ class Case:
     setup: Callable[[Path], None] | None = None
     subprocess: bool = False
     not_in_stdout: tuple[str, ...] = ()  # e.g. proof that no heavy step ran before the error
+    real: bool = False  # {run}: a real finished run is copied in first
+    patch: Callable[[pytest.MonkeyPatch], None] | None = None
 
 
 def train(*flags: str, out: str = "{new}") -> list[str]:
@@ -57,6 +66,84 @@ def yaml_case(id: str, text: str, says: tuple[str, ...], *flags: str, **kw) -> C
 
 
 NO_SELECTION = ("layer auto (",)  # train() prints this once layer selection ran
+REAL = [*TINY, "--strategy", "layer_ft", "--layer", "layer1.0", "--eval-every", "0"]  # the {run}
+CKPT = "runs/real/checkpoint/epoch-0001"
+
+
+def edit_json(rel: str, change: Callable[[dict], None], forge: bool = True, older: bool = False
+              ) -> Callable[[Path], None]:
+    """A setup that edits the JSON file ``rel`` (a file of ``{run}``); ``forge``: also record its new sha256 where
+    the run records digests, as an attacker can (so the check under test is the field check, not the digest);
+    ``older``: drop the digests an older sclft did not write (config.json model_sha256, manifest.json)."""
+    def setup(tmp: Path) -> None:
+        file = tmp / rel
+        data = json.loads(file.read_text())
+        change(data)
+        if older:
+            data.pop("model_sha256")
+            (file.parent / "manifest.json").unlink()
+        file.write_text(json.dumps(data))
+        if forge:
+            forge_digest(file)
+    return setup
+
+
+def damage(rel: str, write: Callable[[Path], None], forge: bool = True) -> Callable[[Path], None]:
+    def setup(tmp: Path) -> None:
+        write(tmp / rel)
+        if forge:
+            forge_digest(tmp / rel)
+    return setup
+
+
+def truncate(file: Path) -> None:
+    file.write_bytes(file.read_bytes()[:40])
+
+
+def another_runs_weights(tmp: Path) -> None:
+    """``{run}``'s model.safetensors replaced by another run's (same architecture, other values)."""
+    file = tmp / "runs/real/model.safetensors"
+    state = load_file(str(file))
+    save_file({k: v + 1 if v.is_floating_point() else v for k, v in state.items()}, str(file))
+    (tmp / "runs/real/manifest.json").unlink()
+
+
+def images(tmp: Path, names: dict[str, tuple[int, int]]) -> None:
+    """``imgs/<split>/<class>/<name>`` images of the given (width, height)."""
+    from PIL import Image
+
+    for rel, size in names.items():
+        path = tmp / "imgs" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", size, (len(rel) * 37 % 256, 0, 0)).save(path)
+
+
+def disk_full(target: str, error: Callable[[], Exception]) -> Callable[[pytest.MonkeyPatch], None]:
+    """A patch: writing with ``target`` (module.save_file) fails as on a full disk."""
+    module, name = target.rsplit(".", 1)
+
+    def patch(mp: pytest.MonkeyPatch) -> None:
+        def full(*args, **kwargs):
+            raise error()
+        mp.setattr(importlib.import_module(module), name, full)  # (sclft.train is also a function)
+    return patch
+
+
+def enospc() -> Exception:
+    return OSError(errno.ENOSPC, "No space left on device")
+
+
+def storage_full() -> Exception:  # as safetensors reports ENOSPC
+    return Exception('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on '
+                     'device" })')
+
+
+EVAL_RUN = ["eval", "--checkpoint", "{run}", "--no-progress"]
+RESUME_RUN = ["train", *REAL, "--cache-dir", "{tmp}/cache", "--out", "{run}", "--resume"]
+
+
+def set_in(key: str, value) -> Callable[[dict], None]:
+    return lambda d: d.__setitem__(key, value)
 
 CASES = [
     # ---- YAML configs (the earlier run is the --out: it must survive)
@@ -122,6 +209,110 @@ CASES = [
     Case("list-unknown", ["list", "nope"], ("nope", "strategies")),
     Case("bench-unknown-suite", ["bench", "--suite", "nope", "--out", "{new}"], ("nope", "smoke")),
     Case("dln-unknown-flag", ["dln", "parsimony", "--out", "{new}", "--bad"], ("--bad",)),
+    # ---- issue 29.2: paths inside run files are followed only inside the run or by their recorded digest (a run
+    # of this sclft refuses any edit of config.json first: model_sha256; older runs have only this defence)
+    Case("eval-config-checkpoint-etc-passwd", EVAL_RUN, ("config.json", "'checkpoint'", "/etc/passwd", "outside"),
+         real=True, setup=edit_json("runs/real/config.json", set_in("checkpoint", "/etc/passwd"), older=True)),
+    Case("eval-config-checkpoint-traversal", EVAL_RUN, ("config.json", "'checkpoint'", "../../../etc/hostname"),
+         real=True, setup=edit_json("runs/real/config.json", set_in("checkpoint", "../../../etc/hostname"), older=True)),
+    Case("eval-config-checkpoint-wrong-digest", EVAL_RUN, ("config.json", "'checkpoint'", "checkpoint_sha256"),
+         real=True, setup=edit_json("runs/real/config.json", lambda d: d.update(checkpoint="file",
+                                                                                checkpoint_sha256="0" * 64),
+                                    older=True)),
+    # ---- issue 29.3: every field of a run file checked (schema, tensors), edits detected as edits
+    Case("resume-epoch-99", RESUME_RUN, ("training_state.json", "'epoch'", "99"), real=True,
+         setup=edit_json(f"{CKPT}/training_state.json", set_in("epoch", 99))),
+    Case("resume-epoch-negative", RESUME_RUN, ("training_state.json", "'epoch'", "-1"), real=True,
+         setup=edit_json(f"{CKPT}/training_state.json", set_in("epoch", -1))),
+    Case("resume-history-edited", RESUME_RUN, ("training_state.json", "sha256", "edited"), real=True,
+         setup=edit_json(f"{CKPT}/training_state.json", lambda d: d["history"][0].update(train_loss=0.0), False)),
+    Case("resume-history-short", RESUME_RUN, ("training_state.json", "'history'", "one record per epoch"), real=True,
+         setup=edit_json(f"{CKPT}/training_state.json", set_in("history", []))),
+    Case("resume-processes", RESUME_RUN, ("training_state.json", "'num_processes'", "rng_N"), real=True,
+         setup=edit_json(f"{CKPT}/training_state.json", set_in("num_processes", 2))),
+    Case("resume-optimizer-lr-text", RESUME_RUN, ("training_state.json", "param_groups[0].lr"), real=True,
+         setup=edit_json(f"{CKPT}/training_state.json", lambda d: d["optimizer"]["param_groups"][0].update(lr="x"))),
+    Case("resume-rng-truncated", RESUME_RUN, ("rng_0.safetensors",), real=True,
+         setup=damage(f"{CKPT}/rng_0.safetensors", truncate)),
+    Case("resume-latest-old-format", RESUME_RUN, ("latest.json", "format", "pickled"), real=True,
+         setup=edit_json("runs/real/checkpoint/latest.json", set_in("format", 2), forge=False)),
+    Case("eval-config-layer", EVAL_RUN, ("config.json", "model_sha256", "edited"), real=True,
+         setup=edit_json("runs/real/config.json", set_in("layer", "layer2.0"))),
+    Case("eval-config-layer-older-run", EVAL_RUN, ("config.json", "does not fit", "layer 'layer2.0'", "layer1.0"),
+         real=True, setup=edit_json("runs/real/config.json", set_in("layer", "layer2.0"), older=True)),
+    Case("eval-config-num-classes-older-run", EVAL_RUN, ("config.json", "num_classes 7", "head.weight"), real=True,
+         setup=edit_json("runs/real/config.json", lambda d: d.update(num_classes=7, class_names=None), older=True)),
+    Case("eval-config-strategy", EVAL_RUN, ("config.json", "model_sha256"), real=True,
+         setup=edit_json("runs/real/config.json", set_in("strategy", "scl_ft"))),
+    Case("eval-config-strategy-older-run", EVAL_RUN, ("config.json", "train_config.json", "'strategy'", "scl_ft"),
+         real=True, setup=edit_json("runs/real/config.json", set_in("strategy", "scl_ft"), older=True)),
+    Case("eval-config-unknown-strategy", EVAL_RUN, ("config.json", "'strategy'", "linear_probe"), real=True,
+         setup=edit_json("runs/real/config.json", set_in("strategy", "prefix_tuning"))),
+    Case("eval-config-unknown-option-older-run", EVAL_RUN, ("config.json", "cannot be built", "bogus"), real=True,
+         setup=edit_json("runs/real/config.json", lambda d: d["strategy_options"].update(bogus=1), older=True)),
+    Case("eval-config-class-names", EVAL_RUN, ("config.json", "'class_names'", "10 names"), real=True,
+         setup=edit_json("runs/real/config.json", set_in("class_names", ["a", "b"]))),
+    Case("eval-config-edited", EVAL_RUN, ("config.json", "changed after the run finished", "manifest.json"), real=True,
+         setup=edit_json("runs/real/config.json", set_in("layer", "layer2.0"), forge=False)),
+    Case("eval-metrics-edited", EVAL_RUN, ("metrics.json", "changed after the run finished"), real=True,
+         setup=edit_json("runs/real/metrics.json", set_in("test_accuracy", 0.99), forge=False)),
+    Case("eval-weights-of-another-run", EVAL_RUN, ("model.safetensors", "model_sha256", "another run"), real=True,
+         setup=another_runs_weights),
+    # ---- issue 29.5: a full disk is an environment fault (exit 1) that names the device; nothing earlier is lost
+    Case("disk-full-checkpoint", train(*REAL[len(TINY):]), ("no space left on", "needed ~", "MB"), code=1,
+         patch=disk_full("sclft.train.checkpoint.save_file", enospc)),
+    Case("disk-full-overwrite-keeps-the-old-run", ["train", *REAL, "--cache-dir", "{tmp}/cache", "--out", "{run}",
+         "--overwrite"], ("no space left on", "model.safetensors"), code=1, real=True,
+         patch=disk_full("sclft.save.save_file", storage_full)),
+    # ---- issue 29.8: messages name the thing
+    Case("eval-config-truncated", EVAL_RUN, ("config.json", "not readable JSON"), real=True,
+         setup=damage("runs/real/config.json", truncate)),
+    Case("eval-train-config-truncated", EVAL_RUN, ("train_config.json", "not readable JSON"), real=True,
+         setup=damage("runs/real/train_config.json", truncate)),
+    Case("eval-config-binary", EVAL_RUN, ("config.json", "UTF-8"), real=True,
+         setup=damage("runs/real/config.json", lambda f: f.write_bytes(b"\x80\x04\x95 not text"))),
+    Case("imagefolder-non-utf8-name", train("--data", "imagefolder:{tmp}/imgs"), ("imgs/train/b", "not valid UTF-8"),
+         setup=lambda tmp: images(tmp, {"train/a/1.png": (8, 8), "train/b/" + os.fsdecode(b"\xff.png"): (8, 8),
+                                        "test/a/1.png": (8, 8), "test/b/1.png": (8, 8)})),
+    Case("imagefolder-all-1x1", train("--data", "imagefolder:{tmp}/imgs"), ("1x1", "imgs/train"),
+         setup=lambda tmp: images(tmp, {f"{s}/{c}/{i}.png": (1, 1) for s in ("train", "test") for c in "ab"
+                                        for i in range(3)}), not_in_stdout=NO_SELECTION),
+]
+
+# ---- numbers that pass a bound check but are not numbers, divergence, options that would be ignored (issue 29
+# items 6, 7: helper cfg's block)
+CASES += [
+    Case("lora-alpha-nan", train("--strategy", "lora", "--alpha", "nan"), ("--alpha", "alpha must be a finite")),
+    Case("lora-alpha-inf", train("--strategy", "lora", "--alpha", "inf"), ("--alpha", "finite", "inf")),
+    Case("lora-dropout-nan", train("--strategy", "lora", "--dropout", "nan"), ("--dropout", "finite")),
+    Case("deep-lora-eps-nan", train("--strategy", "deep_lora", "--eps", "nan"), ("--eps", "finite")),
+    Case("deep-lora-gamma-inf", train("--strategy", "deep_lora", "--gamma", "inf"), ("--gamma", "finite")),
+    Case("deep-lora-gamma-nan", train("--strategy", "deep_lora", "--gamma", "nan"), ("--gamma", "finite")),
+    Case("weight-decay-nan", train("--weight-decay", "nan"), ("weight_decay=nan", "finite")),
+    Case("label-smoothing-nan", train("--label-smoothing", "nan"), ("label_smoothing=nan", "finite")),
+    Case("max-params-inf", train("--max-params", "inf"), ("max_params=inf", "finite"), not_in_stdout=NO_SELECTION),
+    yaml_case("yaml-lr-nan", "lr: .nan\n", ("lr=nan", "finite")),
+    yaml_case("yaml-strategy-option-nan", "strategy: lora\nalpha: .inf\n", ("alpha", "finite")),
+    yaml_case("yaml-per-strategy-option-nan", "per_strategy:\n  deep_lora: {eps: .nan}\n",
+              ("per_strategy.deep_lora.eps", "finite"), "--strategy", "deep_lora"),
+    yaml_case("yaml-selection-holdout-nan", "extra: {selection: {trial_holdout: .nan}}\n",
+              ("trial_holdout", "(0, 1)")),
+    Case("lr-diverges", train("--strategy", "linear_probe", "--lr", "1e6"), ("loss diverged", "--lr"), code=1),
+    # ---- silently ignored input
+    yaml_case("yaml-top-level-option-of-another-strategy", "r: 4\n", ("cfg.yaml: r", "lora", "linear_probe"),
+              "--strategy", "linear_probe"),
+    yaml_case("yaml-top-level-options-of-another-strategy", "strategy_options: {fuse: concat}\n",
+              ("cfg.yaml: fuse", "scl_ft", "layer_ft"), "--strategy", "layer_ft", "--layer", "layer1.0"),
+    yaml_case("yaml-selection-candidates-empty", "extra: {selection: {candidates: []}}\n",
+              ("candidates", "non-empty"), not_in_stdout=NO_SELECTION),
+    yaml_case("yaml-selection-fixed-pick-typo", "layer_rule: fixed\nextra: {selection: {fixed_pick: midle}}\n",
+              ("fixed_pick", "middle"), not_in_stdout=NO_SELECTION),
+    Case("probe-rank-with-pooling", ["probe", *TINY[:9], "--rank", "--pooling", "avg"], ("--pooling", "--rank")),
+    Case("probe-rank-jackknife-with-fixed", ["probe", *TINY[:9], "--rank", "--layer-rule", "fixed", "--jackknife", "3"],
+         ("--jackknife", "fixed")),
+    Case("probe-rank-unknown-layer", ["probe", *TINY[:9], "--rank", "--layers", "layer9"], ("layer9", "valid layers")),
+    Case("probe-jackknife-above-samples", ["probe", *TINY[:9], "--jackknife", "6", "--out", "{new}"],
+         ("--jackknife 6", "at most 5")),
 ]
 
 
@@ -160,10 +351,20 @@ def run_cli(argv: list[str], capsys, in_subprocess: bool) -> tuple[int, str, str
     return code, out.out, out.err
 
 
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("real")
+    assert main(["train", *REAL, "--cache-dir", str(root / "cache"), "--out", str(root / "real")]) == 0
+    return root / "real"
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_hostile_input(case: Case, tmp_path, capsys, monkeypatch):
+def test_hostile_input(case: Case, tmp_path, capsys, monkeypatch, request):
     monkeypatch.delenv("SCLFT_DEBUG", raising=False)
+    monkeypatch.chdir(tmp_path)
     fake_run(tmp_path / "runs" / "old")
+    if case.real:
+        shutil.copytree(request.getfixturevalue("real_run"), tmp_path / "runs" / "real")
     (tmp_path / "file").write_text("a regular file\n")
     for name, content in case.files.items():
         target = tmp_path / name
@@ -172,9 +373,11 @@ def test_hostile_input(case: Case, tmp_path, capsys, monkeypatch):
     if case.setup:
         case.setup(tmp_path)
     places = {"tmp": tmp_path, "old": tmp_path / "runs" / "old", "new": tmp_path / "runs" / "new",
-              "file": tmp_path / "file"}
+              "file": tmp_path / "file", "run": tmp_path / "runs" / "real"}
     argv = [a.format(**{k: str(v) for k, v in places.items()}) for a in case.argv]
     before = snapshot(tmp_path)
+    if case.patch:
+        case.patch(monkeypatch)
 
     code, out, err = run_cli(argv, capsys, case.subprocess)
 
@@ -185,3 +388,11 @@ def test_hostile_input(case: Case, tmp_path, capsys, monkeypatch):
     for text in case.not_in_stdout:
         assert text not in out, f"{text!r} printed before the error: {out}"
     assert snapshot(tmp_path) == before  # nothing written, nothing earlier changed
+
+
+@pytest.mark.parametrize("num_classes", [None, 1, 2.5, True, "10"])
+def test_wrap_names_a_bad_num_classes(num_classes):
+    import sclft
+
+    with pytest.raises(ValueError, match=f"num_classes must be an integer >= 2.*got {num_classes!r}"):
+        sclft.wrap("resnet18", strategy="linear_probe", num_classes=num_classes, pretrained=False)

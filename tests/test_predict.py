@@ -15,13 +15,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, one_thread):
-    """A finished run (random ResNet-18, digits at 16 px) and the digits test split written as PNG files, in
+    """A finished run (random timm test_resnet, digits at 16 px) and the digits test split written as PNG files, in
     class folders, in the order of the split."""
     from sclft.data import load_dataset
     from sclft.train import TrainConfig, train
 
     root = tmp_path_factory.mktemp("predict")
-    cfg = TrainConfig(backbone="resnet18", pretrained=False, data="digits", strategy="scl_ft", layer="layer3.0",
+    cfg = TrainConfig(backbone="timm:test_resnet", pretrained=False, data="digits", strategy="scl_ft", layer="layer3.0",
                       image_size=16, train_per_class=10, epochs=2, batch_size=32, lr=3e-3, progress=False,
                       cache_dir=str(root / "cache"), out=str(root / "run"))
     train(cfg)
@@ -149,7 +149,7 @@ def test_bad_inputs_exit_2_with_a_message(run, capsys, tmp_path, case):
 def test_export_cli_onnx_runs_in_onnxruntime_like_pytorch(run, capsys, tmp_path):
     import onnx
 
-    from sclft.export import RTOL, max_relative_error, run_exported
+    from sclft.export import RTOL, load_exported, max_relative_error
     from sclft.save import load
 
     run_dir, _ = run
@@ -163,6 +163,56 @@ def test_export_cli_onnx_runs_in_onnxruntime_like_pytorch(run, capsys, tmp_path)
     x = torch.randn(5, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = model(x)
-    assert max_relative_error(run_exported(tmp_path / "m.onnx", "onnx", x), ref) <= RTOL
+    assert max_relative_error(load_exported(tmp_path / "m.onnx", "onnx")(x), ref) <= RTOL
     code = main(["export", "--checkpoint", str(tmp_path), "--format", "onnx", "--out", str(tmp_path / "x.onnx")])
     assert code == 2 and "not a sclft run" in capsys.readouterr().err
+
+
+def test_the_run_writes_a_model_card_from_its_metrics(run, tmp_path):
+    import shlex
+
+    from huggingface_hub import ModelCard
+
+    from sclft.card import model_card
+    from sclft.cli import build_parser, config_from_args
+    from sclft.save import load
+
+    run_dir, _ = run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    card = ModelCard.load(run_dir / "README.md")
+    assert card.data.library_name == "sclft" and card.data.datasets == ["digits"]
+    assert card.data.base_model is None  # random weights: no base model
+    result = card.data.eval_results[0]
+    assert (result.metric_type, result.dataset_split, result.metric_value) == ("accuracy", "test",
+                                                                               metrics["test_accuracy"])
+    assert f"{100 * metrics['test_accuracy']:.2f} %" in card.text and f"{metrics['nc1_test']:.4g}" in card.text
+    assert f"{metrics['trainable_params']:,}" in card.text and "`layer3.0`, given with `--layer`" in card.text
+    # the command in the card parses into the config the run was trained with
+    command = card.text.split("## Reproduce")[1].split("```bash\n")[1].split("\n```")[0]
+    argv = shlex.split(command)[1:]
+    cfg = config_from_args(build_parser(argv).parse_args(argv))
+    trained = json.loads((run_dir / "train_config.json").read_text())
+    for key in ("backbone", "data", "strategy", "layer", "image_size", "train_per_class", "epochs", "batch_size", "lr",
+                "pretrained", "seed", "strategy_options"):
+        assert getattr(cfg, key) == trained[key], key
+    # pretrained timm weights: the card names the hub id and the licence timm records for them
+    other = tmp_path / "pretrained_run"
+    other.mkdir()
+    for name in ("metrics.json", "config.json"):
+        (other / name).write_text((run_dir / name).read_text())
+    (other / "train_config.json").write_text(json.dumps({**trained, "pretrained": True}))
+    text = model_card(other, load(run_dir))
+    assert "base_model: timm/test_resnet.r160_in1k" in text and "license: apache-2.0" in text
+
+
+def test_a_readme_of_the_users_own_is_left_alone(run, tmp_path):
+    from sclft.card import write_model_card
+
+    run_dir, _ = run
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for name in ("metrics.json", "config.json", "train_config.json"):
+        (folder / name).write_text((run_dir / name).read_text())
+    (folder / "README.md").write_text("# my notes\n")
+    assert write_model_card(folder, model=None) is None
+    assert (folder / "README.md").read_text() == "# my notes\n"

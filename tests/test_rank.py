@@ -49,7 +49,8 @@ def test_rank_scores_each_candidate_on_the_same_balanced_subset(digits, monkeypa
     cands = [Candidate("efficientnet_lite0", 16, pretrained=False), Candidate("efficientnet_lite0", 24, False)]
     built = {}
     real_build = rank_module.build_candidates
-    monkeypatch.setattr(rank_module, "build_candidates", lambda c, ck=None: built.setdefault("m", real_build(c, ck)))
+    monkeypatch.setattr(rank_module, "build_candidates",
+                        lambda c, ck=None, seed=0: built.setdefault("m", real_build(c, ck, seed)))
     res = rank(cands, digits, train_per_class=4, seed=1, by="logme")
     assert res.num_samples == 40 and res.num_classes == 10 and [r["rank"] for r in res.rows] == [1, 2]
     assert res.rows[0]["logme"] >= res.rows[1]["logme"]  # sorted by the chosen score, best first
@@ -88,3 +89,73 @@ def test_rank_cli_writes_the_table_and_refuses_bad_candidates_before_probing(tmp
     assert cli.main(["rank", "--backbones", "efficientnet_lite0@16", "resnet18", "--data", "digits"]) == 1  # offline
     assert "resnet18" in capsys.readouterr().err
     assert cli.main(["rank", "--backbones", "efficientnet_lite0@x", "--data", "digits"]) == 2
+
+
+def test_transfer_correlation_and_misordered_controls():
+    acc = {"a": 0.9, "b": 0.8, "c": 0.7, "d": 0.6}
+    perfect = rank_module.transfer_correlation({"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0}, acc, higher_is_better=False)
+    assert perfect == {"kendall_tau": 1.0, "weighted_tau": pytest.approx(1.0), "top": "a", "regret": 0.0}
+    swapped = rank_module.transfer_correlation({"a": 3, "b": 4, "c": 2, "d": 1}, acc)  # one discordant pair of 6
+    assert swapped["kendall_tau"] == pytest.approx(4 / 6) and swapped["top"] == "b"
+    assert swapped["regret"] == pytest.approx(0.1)
+    reverse = rank_module.transfer_correlation({"a": 1, "b": 2, "c": 3, "d": 4}, acc)
+    assert reverse["kendall_tau"] == -1.0 and reverse["weighted_tau"] == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="same two or more"):
+        rank_module.transfer_correlation({"a": 1}, acc)
+    scores = {"p1": 5.0, "p2": 3.0, "c1": 4.0, "c2": 1.0}
+    assert rank_module.misordered_controls(scores, ["p1", "p2"], ["c1", "c2"]) == 1  # c1 above p2
+    assert rank_module.misordered_controls(scores, ["p1", "p2"], ["c1", "c2"], higher_is_better=False) == 3
+
+
+def test_rank_backbones_statistics_and_verdicts():
+    spec = importlib.util.spec_from_file_location("rank_backbones", "benchmarks/rank_backbones.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    pre, ctrl = ["a", "b", "c"], ["a-random"]
+    acc = {s: {"a": 0.9, "b": 0.8, "c": 0.7 + 0.01 * s} for s in (0, 1)}  # a > b > c on every seed
+
+    def row(nc1, logme):
+        return {"nc1": nc1, "separation": nc1, "logme": logme, "ncti": logme, "ncti_pretrained": logme}
+
+    scores = {s: {"a": row(1, 3), "b": row(2, 1), "c": row(3, 2), "a-random": row(2.5, 0)} for s in (0, 1)}
+    stats = mod.cell_statistics(scores, acc, pre, ctrl)
+    assert stats["nc1"]["kendall_tau"] == 1.0 and stats["nc1"]["seed_tau"] == [1.0, 1.0]
+    assert stats["nc1"]["regret"] == 0.0 and stats["nc1"]["misordered_controls"] == [1, 1]  # random above c
+    assert stats["logme"]["kendall_tau"] == pytest.approx(1 / 3) and stats["logme"]["misordered_controls"] == [0, 0]
+    assert mod._verdict(0.5, [0.2, 0.4]) == "holds" and mod._verdict(0.1, [-0.2, 0.4]) == "undecided"
+    assert mod._verdict(-0.5, [-0.2, -0.4]) == "fails"
+    cells = {"d|n20": {"targets": {"linear_probe": stats, "scl_ft": stats}}}
+    verdicts = mod.predictions(cells)
+    assert verdicts["1_nc1_orders_linear_probe"]["verdict"] == "holds"
+    assert verdicts["2_logme_tau_at_least_nc1_linear_probe"]["verdict"] == "fails"  # 1/3 < 1
+    assert verdicts["4_top_nc1_regret_at_most_1_point_linear_probe"]["verdict"] == "holds"
+    assert verdicts["5_no_score_ranks_every_control_last"] == {
+        "verdict": "fails", "scores_ranking_every_control_last": ["logme", "ncti"]}
+
+
+def test_report_rescores_logme_ncti_and_trial_picks_from_stored_evidence(tmp_path):
+    from sclft.bench.scoring import rescore_selection
+
+    terms = {"a": (1.0, 0.5, 3.0), "b": (3.0, 0.9, 2.0), "c": (2.0, 0.7, 2.5)}  # NCTI: b 2, c 1, a 0
+    scores = {b: {"logme": lm, **dict(zip(("ncti_seli", "ncti_ncc", "ncti_vc"), t))}
+              for (b, t), lm in zip(terms.items(), (0.1, 0.2, 0.3))}  # LogME: c
+    cell = {"cell": "net|data|scl_ft|n20|", "seeds": [0], "blocks": ["a", "b", "c"], "best": "b",
+            "accuracy": {"a": [0.70], "b": [0.80], "c": [0.77]}, "params_percent": {"a": 1.0, "b": 2.0, "c": 2.0},
+            "run_seconds": {"a": 10.0, "b": 10.0, "c": 10.0}, "one_run_seconds": 10.0,
+            "nc1_after": {"a": 3.0, "b": 2.0, "c": 2.5}, "nc1_profile": {"a": 9.0, "b": 5.0, "c": 4.0},
+            "nc1_profile_seeds": {"0": {"a": 9.0, "b": 5.0, "c": 4.0}}, "scores_profile_seeds": {"0": scores},
+            "trial_seeds": {"0": {"nc1": {"a": 1.0, "b": 2.0, "c": 3.0}, "nc1_fit": {"a": 3.0, "b": 2.0, "c": 1.0},
+                                  "heldout_accuracy": {"a": 0.5, "b": 0.9, "c": 0.6}, "seconds": 20.0}},
+            "rules": {"profile:min": {"picks": ["c"], "regret": 3.0, "params_percent": 2.0, "seconds": 0.5,
+                                      "cost_percent": 5.0},
+                      "trial": {"picks": ["b"], "regret": 0.0, "params_percent": 2.0, "seconds": 20.0,
+                                "cost_percent": 200.0}}}
+    rules = rescore_selection([cell])[0]["rules"]
+    expected = {"profile:logme": ("c", 3.0), "profile:ncti": ("b", 0.0), "trial": ("a", 10.0),
+                "trial:train_nc1": ("c", 3.0), "trial:heldout_acc": ("b", 0.0)}
+    for name, (pick, regret) in expected.items():
+        assert rules[name]["picks"] == [pick] and rules[name]["regret"] == pytest.approx(regret), name
+    assert rules["trial:train_nc1"]["seconds"] == 20.0
+    del cell["scores_profile_seeds"], cell["trial_seeds"]
+    rules = rescore_selection([cell])[0]["rules"]
+    assert "profile:logme" not in rules and rules["trial"]["picks"] == ["b"]  # old evidence: carried over

@@ -1,6 +1,5 @@
 """Nothing lost, nothing silently wrong: resume, run folders and run files under faults and bad input (issue 13)."""
 
-import hashlib
 import importlib
 import math
 import json
@@ -16,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from _run_files import forge_digest
 from sclft.cli import main as cli_main
 from sclft.io import atomic_write_json
 
@@ -72,14 +72,6 @@ def interrupted(tmp_path_factory):
     return cfg
 
 
-def rerecord_digest(file: Path) -> None:
-    """Record the new sha256 of an edited checkpoint file in latest.json (else resume refuses the edit)."""
-    latest = file.parent.parent / "latest.json"
-    info = json.loads(latest.read_text())
-    info["files"][file.name] = hashlib.sha256(file.read_bytes()).hexdigest()
-    latest.write_text(json.dumps(info))
-
-
 def copy_run(cfg: TrainConfig, tmp_path, name="run") -> TrainConfig:
     shutil.copytree(cfg.out, tmp_path / name)
     return TrainConfig(**{**cfg.__dict__, "out": str(tmp_path / name), "cache_dir": cfg.cache_dir})
@@ -114,7 +106,7 @@ def test_resume_continues_with_harmless_changes_and_keeps_seconds_and_layer_sele
     state = json.loads(state_file.read_text())
     assert state["layer_selection"]["layer"] == state["layer"]
     atomic_write_json(state_file, {**state, "seconds": 1000.0})  # as if the first part took 1000 s
-    rerecord_digest(state_file)
+    forge_digest(state_file)
     metrics = train(cfg, resume=True, progress=True, num_workers=0, eval_every=1,
                     cache_dir=str(tmp_path / "other_cache"))
     assert metrics["seconds"] >= 1000.0
@@ -146,14 +138,20 @@ def test_a_finished_run_is_not_overwritten(finished, tmp_path, capsys):
     assert snapshot(Path(cfg.out)) == before
 
 
-def test_overwrite_removes_the_old_run_before_the_new_one_can_die(finished, tmp_path, monkeypatch):
+def test_overwrite_replaces_a_finished_run_only_when_the_new_one_finished(finished, tmp_path, monkeypatch):
     cfg = copy_run(finished, tmp_path)
-    interrupt_after(monkeypatch, 1)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, epochs=2, overwrite=True)
     out = Path(cfg.out)
-    assert not (out / "metrics.json").exists() and not (out / "model.safetensors").exists()
-    assert json.loads((latest_checkpoint(out) / "training_state.json").read_text())["config"]["epochs"] == 2
+    before = snapshot(out)
+    original = interrupt_after(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):  # the new run dies after its first checkpoint
+        train(cfg, epochs=2, overwrite=True)
+    assert snapshot(out) == before  # the old run is intact, and the failed new one left nothing behind
+    monkeypatch.setattr(train_mod, "save_checkpoint", original)
+    metrics = train(cfg, epochs=2, overwrite=True)
+    assert json.loads((out / "metrics.json").read_text()) == metrics and metrics["epochs"] == 2
+    assert latest_checkpoint(out).name == "epoch-0002" and sorted(p.name for p in out.iterdir() if
+                                                                   p.name.startswith(".")) == []
+    load(out)  # its manifest and digests describe the new files
 
 
 def test_one_writer_per_out_and_a_stale_lock_is_taken_over(tmp_path, capsys, caplog):

@@ -9,7 +9,6 @@ the damaged one with an error naming it (exit 2).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import pickle
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _run_files import forge_digest
 
 from sclft.cache import load_disk_cache
 from sclft.cli import main
@@ -27,7 +27,7 @@ from sclft.train import load
 
 TINY = ["--backbone", "resnet18", "--no-pretrained", "--data", "digits", "--image-size", "16",
         "--train-per-class", "3", "--epochs", "1", "--batch-size", "16", "--no-progress", "--strategy", "layer_ft",
-        "--layer", "layer4.1", "--eval-every", "0", "--cache", "disk"]
+        "--layer", "layer1.0", "--eval-every", "0", "--cache", "disk"]
 
 
 class Evil:
@@ -103,8 +103,9 @@ PLANTS = [
        "training_state.json")],
     Plant("resume-latest-json", "resume", ("run/checkpoint/latest.json",)),
     # sclft eval / load(): the run's files, and a weights file config.json points at
-    *[Plant(f"eval-{name}", "eval", (f"run/{name}",)) for name in ("model.safetensors", "config.json",
-                                                                   "train_config.json")],
+    *[Plant(f"eval-{name}{'-rehashed' * rehash}", "eval", (f"run/{name}",), rehash=rehash)
+      for name in ("model.safetensors", "config.json", "train_config.json", "manifest.json") for rehash in (0, 1)
+      if not (rehash and name == "manifest.json")],
     Plant("eval-stray-pkl", "eval", ("run/model.pkl", "run/pytorch_model.bin", "run/optimizer.bin"), code=0),
     Plant("eval-checkpoint-in-run", "eval", ("run/weights.pth",), kind="torch"),
     Plant("eval-checkpoint-outside", "eval", ("elsewhere/weights.pth",), kind="torch"),
@@ -122,13 +123,6 @@ PLANTS = [
 ]
 
 
-def _rehash(root: Path, rel: str) -> None:
-    latest = root / "run" / "checkpoint" / "latest.json"
-    info = json.loads(latest.read_text())
-    info["files"][Path(rel).name] = hashlib.sha256((root / rel).read_bytes()).hexdigest()
-    latest.write_text(json.dumps(info))
-
-
 @pytest.mark.parametrize("plant", PLANTS, ids=[p.id for p in PLANTS])
 def test_no_planted_pickle_ever_runs(run, plant, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("SCLFT_DEBUG", raising=False)
@@ -141,11 +135,13 @@ def test_no_planted_pickle_ever_runs(run, plant, tmp_path, capsys, monkeypatch):
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(payload(plant.kind, marker))
         if plant.rehash:
-            _rehash(tmp_path, rel)
+            forge_digest(tmp_path / rel)
     if "checkpoint-" in plant.id:  # config.json names the planted weights file
         config = json.loads((tmp_path / "run" / "config.json").read_text())
         config["checkpoint"] = str(tmp_path / plant.files[0])
+        del config["model_sha256"]  # as an older run (else the edit itself is refused first)
         (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+        (tmp_path / "run" / "manifest.json").unlink()
 
     common = ["--cache-dir", str(tmp_path / "cache")]
     if plant.command == "cache":  # the one reader of a disk cache: an unreadable cache is rebuilt (None)

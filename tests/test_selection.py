@@ -118,7 +118,8 @@ def test_profile_rule_returns_a_candidate_and_its_evidence(backbone_factory, dig
     out = selection.select_layer(b, digits, _cfg(layer_rule="profile", max_params=100.0))
     assert out["rule"] == "profile" and out["layer"] in CANDIDATES
     assert list(out["nc1"]) == CANDIDATES and all(v > 0 and math.isfinite(v) for v in out["nc1"].values())
-    assert set(out["picks"]) == set(selection.PROFILE_PICKS) and set(out["picks"].values()) <= set(CANDIDATES)
+    assert set(out["picks"]) == set(selection.PROFILE_PICKS) - selection.SCORE_PICKS  # no scores unless picked
+    assert set(out["picks"].values()) <= set(CANDIDATES) and "scores" not in out
     assert out["layer"] == out["picks"][selection.DEFAULT_PROFILE_PICK] == min(out["nc1"], key=out["nc1"].get)
     assert out["samples"] == 40 and out["seconds"] >= 0
     assert list(out["nc1_se"]) == CANDIDATES and all(v > 0 for v in out["nc1_se"].values())  # 4 per class: 4 groups
@@ -193,3 +194,38 @@ def test_probe_rank_prints_the_ranked_candidates(tmp_path, capsys):
     assert {r[1] for r in rows[:k]} == repeated
     nc1 = [float(r[2]) for r in rows[:k]]
     assert nc1 == sorted(nc1)
+
+
+def test_logme_and_ncti_picks_read_the_per_block_scores():
+    curve = [("a", 9.0), ("b", 5.0), ("c", 4.0)]
+    scores = {"a": {"logme": 0.1, "ncti_seli": 1.0, "ncti_ncc": 0.5, "ncti_vc": 3.0},
+              "b": {"logme": 0.3, "ncti_seli": 3.0, "ncti_ncc": 0.9, "ncti_vc": 2.0},  # ncti' = 1 + 1 - 0
+              "c": {"logme": 0.2, "ncti_seli": 2.0, "ncti_ncc": 0.7, "ncti_vc": 2.5}}
+    assert selection.profile_pick("logme", curve, None, None, scores) == "b"
+    assert selection.profile_pick("ncti", curve, None, None, scores) == "b"
+    scores["b"]["logme"] = None  # not finite in the probe: never picked
+    assert selection.profile_pick("logme", curve, None, None, scores) == "c"
+    assert selection.profile_pick("logme", curve) is None and selection.profile_pick("ncti", curve) is None
+
+
+def test_profile_rule_with_a_score_pick_records_the_scores(backbone_factory, digits):
+    from sclft import transfer_scores
+
+    b = backbone_factory("efficientnet_lite0")
+    cfg = _cfg(layer_rule="profile", max_params=100.0)
+    cfg.extra["selection"]["profile_pick"] = "ncti"
+    out = selection.select_layer(b, digits, cfg)
+    assert set(out["scores"]) == set(CANDIDATES) and set(out["picks"]) == set(selection.PROFILE_PICKS)
+    combined = transfer_scores.ncti_from_rows(out["scores"])
+    assert out["layer"] == max(CANDIDATES, key=combined.get) == out["picks"]["ncti"]
+    assert out["picks"]["logme"] == max(CANDIDATES, key=lambda n: out["scores"][n]["logme"])
+
+
+def test_tuned_rule_reads_the_short_fits_on_their_training_samples(backbone_factory, digits):
+    b = backbone_factory("efficientnet_lite0")
+    before = {k: v.clone() for k, v in b.state_dict().items()}
+    out = selection.select_layer(b, digits, _cfg(layer_rule="tuned", strategy="layer_ft", max_params=100.0))
+    assert out["rule"] == "tuned" and set(out["nc1_fit"]) == set(CANDIDATES)
+    assert out["layer"] == min(out["nc1_fit"], key=out["nc1_fit"].get) == out["ranking"][0]["block"]
+    assert out["nc1_fit"] != out["nc1"]  # fit samples, not the held-out ones
+    assert all(torch.equal(before[k], v) for k, v in b.state_dict().items())

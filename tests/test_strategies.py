@@ -4,7 +4,7 @@ import torch
 import sclft
 from sclft.strategies.scl_ft import match_width
 
-# (K, expected trainable % for layer_ft / scl_ft on resnet50 layer3.0) — the seed's table
+# (K, expected trainable % for layer_ft / scl_ft on resnet50 layer3.0) — the lecture's table
 RESNET50_PERCENT = [(10, 6.52), (100, 7.24), (47, 6.82), (37, 6.73)]
 
 

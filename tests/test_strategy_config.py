@@ -137,8 +137,8 @@ def test_bench_asks_the_strategy_configs():
     from sclft import bench
 
     suite = bench.load_suite("smoke")
-    suite["groups"] = {"ablation": {"strategies": ["layer_ft", "scl_ft"], "seeds": [0], "train_per_class": [3],
-                                    "variants": [{"fuse": "concat"}, {"lr": 0.01}]}}
+    suite = suite.replace(groups={"ablation": {"strategies": ["layer_ft", "scl_ft"], "seeds": [0],
+                                               "train_per_class": [3], "variants": [{"fuse": "concat"}, {"lr": 0.01}]}})
     runs = bench.expand_suite(suite)
     assert sorted((r.strategy, r.variant) for r in runs) == [("layer_ft", "lr=0.01"), ("scl_ft", "fuse=concat"),
                                                              ("scl_ft", "lr=0.01")]
@@ -146,8 +146,8 @@ def test_bench_asks_the_strategy_configs():
 
     concat = next(r for r in runs if r.variant == "fuse=concat")
     assert TrainConfig.from_dict(concat.config).validate().strategy_options == {"fuse": "concat"}
-    assert bench.reports._method_name("scl_ft") == "SCL FT"
-    assert bench.reports._method_order(["full_ft", "scl_ft", "linear_probe", "layer_ft", "zero_shot"]) == \
+    assert bench.scoring.method_name("scl_ft") == "SCL FT"
+    assert bench.scoring.method_order(["full_ft", "scl_ft", "linear_probe", "layer_ft", "zero_shot"]) == \
         ["linear_probe", "zero_shot", "layer_ft", "scl_ft", "full_ft"]
     layer_ft = next(r for r in runs if r.strategy == "layer_ft")
     full = bench.Run(layer_ft.id, layer_ft.backbone, layer_ft.dataset, {**layer_ft.config, "strategy": "full_ft"})
@@ -160,8 +160,8 @@ def test_dry_run_cost_reads_the_run_options():
     from sclft import bench
 
     suite = bench.load_suite("smoke")
-    suite["groups"] = {"a": {"strategies": ["lora"], "seeds": [0], "variants": [{}, {"blocks": "blocks.5.0"}]},
-                       "b": {"strategies": ["layer_ft"], "seeds": [0], "layers": ["blocks.5.0"]}}
+    suite = suite.replace(groups={"table": {"strategies": ["lora"], "seeds": [0], "variants": [{}, {"blocks": "blocks.5.0"}]},
+                                  "ablation": {"strategies": ["layer_ft"], "seeds": [0], "layers": ["blocks.5.0"]}})
     runs = {(r.strategy, r.variant): r for r in bench.expand_suite(suite)}
     lora_all = bench.estimate_seconds(runs[("lora", "")], suite)
     lora_tail = bench.estimate_seconds(runs[("lora", "blocks=blocks.5.0")], suite)

@@ -80,6 +80,8 @@ def create_lite_imagenet(name: str = "efficientnet_lite0", pretrained: bool = Tr
             load_lite_state_dict(model, state)
         else:
             model.load_state_dict(state, strict=False)
+        # not timm's hub weights: the model card must not name timm's hub id or licence for them
+        model.pretrained_cfg = {**model.pretrained_cfg, "hf_hub_id": None, "license": None}
     return model.eval()
 
 

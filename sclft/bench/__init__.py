@@ -2,23 +2,33 @@
 
 A suite (``sclft/configs/bench/NAME.yaml``) names ``backbones``, ``datasets``, run ``defaults`` (TrainConfig
 fields) and ``groups``; each group is a grid (backbones × datasets × strategies × seeds × train sizes ×
-variants × layers) whose runs feed one report:
+variants × layers) whose runs feed one report (``table``, ``data_size``, ``selection``, ``ablation``).
 
-* ``table``     → ``table.md`` / ``table.csv`` (paper layout) and ``nc1_layers.png`` (first seed);
-* ``data_size`` → ``data_size.png`` / ``data_size.md``;
-* ``selection`` → ``selection.md``: an exhaustive block sweep and the picks of each layer rule;
-* ``ablation``  → ``ablation.md`` (e.g. SCL-FT ``fuse`` / ``match`` variants).
+The package by job (imports point down this list; nothing imports ``cli``):
 
-Every run trains with :func:`sclft.train.train` into ``DIR/experiments/<run-id>``; the id is readable and ends
-in a hash of the run's full config and library versions (:func:`sclft.bench.suite.run_fingerprint`), so a run whose ``metrics.json`` exists is skipped (resume) and a
-changed config is a new run. See docs/bench.md.
+* :mod:`.suite`   — the schema: :func:`load_suite` → a validated, typed :class:`Suite` (bad files: :class:`SuiteError`);
+* :mod:`.plan`    — :func:`expand_suite` → ``list[Run]`` with stable ids, :func:`rule_tasks`, :func:`shard`;
+* :mod:`.layout`  — the bench folder: run folders, ``error.log``, rule evidence, :func:`bench_lock`, and
+  :func:`find_runs` across merged folders and library versions;
+* :mod:`.runner`  — :func:`execute_run` / :func:`execute_rule` (one unit of work, by id), :func:`run_suite`;
+* :mod:`.scoring` — table rows, data-size curves, ablation rows, layer-rule regret (pure functions);
+* :mod:`.render`  — Markdown / CSV / plots;  :mod:`.reports` — :func:`build_reports`, once, from finished runs;
+* :mod:`.cost`    — ``--dry-run`` estimates;  :mod:`.cli` — the sub-command.
+
+A launcher (in-process, Ray, Slurm) does: ``runs = expand_suite(suite)``; for each ``run.id`` (anywhere,
+any order, in parallel) ``execute_run(suite, run.id, out)``; for each ``task in rule_tasks(suite, runs)``
+``execute_rule(suite, task, out)``; then, on one machine, ``build_reports(suite, out, [other folders])``;
+the whole time holding ``bench_lock(out)`` on the driver. See docs/bench.md.
 """
 
 from .cli import add_parser
 from .cost import dry_run, estimate_seconds
-from .reports import build_reports
-from .runner import run_suite
-from .suite import Run, add_datasets, expand_suite, find_suite, load_suite, shard
+from .layout import Coverage, bench_lock, find_runs
+from .plan import RuleTask, Run, expand_suite, rule_tasks, run_fingerprint, shard
+from .reports import NothingToReport, build_reports
+from .runner import RunResult, execute_rule, execute_run, run_suite
+from .suite import Suite, SuiteError, find_suite, load_suite
 
-__all__ = ["load_suite", "expand_suite", "run_suite", "build_reports", "add_parser", "find_suite", "Run", "dry_run",
-           "estimate_seconds", "shard", "add_datasets"]
+__all__ = ["load_suite", "find_suite", "Suite", "SuiteError", "expand_suite", "Run", "RuleTask", "rule_tasks",
+           "run_fingerprint", "shard", "execute_run", "execute_rule", "RunResult", "run_suite", "bench_lock",
+           "find_runs", "Coverage", "build_reports", "NothingToReport", "add_parser", "dry_run", "estimate_seconds"]

@@ -1,430 +1,49 @@
-"""Reports of a suite: the paper table, data-size curves, layer-selection regret, ablations."""
+"""Building a suite's reports once, from finished runs: :func:`build_reports` reads one bench folder or several
+(the shards of a job array, merged), scores (:mod:`~sclft.bench.scoring`) and renders (:mod:`~sclft.bench.render`)
+every report into the first folder. It trains nothing and never runs inside :func:`~sclft.bench.runner.run_suite`.
+
+Runs are matched across folders by :func:`~sclft.bench.layout.find_runs`: a run trained under other library
+versions (same config, another id hash) counts unless ``strict_versions``; when the runs mix version sets or
+some are missing, every Markdown report ends with a note and ``runs.md`` lists the version sets and each
+missing run with its reason (never trained, failed, unfinished, version mismatch refused).
+"""
 
 from __future__ import annotations
 
 import csv
-import io
-import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-import numpy as np
+from ..io import atomic_write_json, atomic_write_text
+from ..train.run_folder import METRICS_FILE
+from .layout import Coverage, describe_versions, find, find_runs, read_json, selection_file
+from .plan import RuleTask, Run, expand_suite, probe_runs
+from .render import (
+    ablation_report,
+    markdown,
+    plot_data_size,
+    plot_nc1_layers,
+    plot_selection,
+    render_data_size,
+    render_table,
+    selection_report,
+)
+from .scoring import ablation_rows, data_size_rows, rescore_selection, selection_cells_data, summarize_rules, table_rows
+from .suite import Suite
 
-from ..io import atomic_write, atomic_write_json, atomic_write_text
-from ..strategies import get_strategy_config, strategy_rank
-from .runner import _find, _probe_runs, _roots, _selection_file
-from .suite import RUNS_SUBDIR, Run, _selection_cells, expand_suite
-
-
-def _metrics(out: Path | list[Path], runs: Iterable[Run]) -> list[tuple[Run, dict[str, Any]]]:
-    from ..train import METRICS_FILE
-
-    found = []
-    for r in runs:
-        path = _find(out, f"{RUNS_SUBDIR}/{r.id}/{METRICS_FILE}")
-        if path is not None:
-            found.append((r, json.loads(path.read_text())))
-    return found
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    arr = np.asarray(values, dtype=float)
-    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+COVERAGE_FILE = "runs.md"  # written when runs are missing or mix library versions
 
 
-def _pm(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
-    mean, std = _mean_std([v * scale for v in values])
-    return f"{mean:.{digits}f} ± {std:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
-
-
-def _method_order(strategies: Iterable[str]) -> list[str]:
-    return sorted(set(strategies), key=lambda s: (strategy_rank(s), s))
-
-
-def _method_name(strategy: str) -> str:
-    return get_strategy_config(strategy).display_name
-
-
-def _cells(rows: list[tuple[Run, dict]]) -> list[tuple[str, str]]:
-    return list(dict.fromkeys((r.backbone, r.dataset) for r, _ in rows))
-
-
-def _sized_cells(rows: list[tuple[Run, dict]]) -> list[tuple[tuple[str, str, int | None], list[tuple[Run, dict]]]]:
-    """``rows`` grouped by (backbone, dataset, training-set size), in first-seen order."""
-    groups: dict[tuple[str, str, int | None], list[tuple[Run, dict]]] = {}
-    for r, m in rows:
-        groups.setdefault((r.backbone, r.dataset, r.train_per_class), []).append((r, m))
-    return list(groups.items())
-
-
-def table_rows(suite: dict[str, Any], out: Path, runs: list[Run]) -> list[dict[str, Any]]:
-    """Tidy rows of the paper table: one per (backbone, dataset, training-set size, strategy), aggregated
-    over seeds (never over sizes)."""
-    rows = _metrics(out, [r for r in runs if "table" in r.groups and not r.variant])
-    result = []
-    for (backbone, dataset, size), here in _sized_cells(rows):
-        for strategy in _method_order(r.strategy for r, _ in here):
-            ms = [m for r, m in here if r.strategy == strategy]
-            acc, nc1 = [m["test_accuracy"] for m in ms], [m["nc1_train"] for m in ms]
-            result.append({
-                "backbone": backbone, "dataset": dataset, "method": _method_name(strategy),
-                "strategy": strategy, "seeds": len(ms), "train_per_class": size,
-                "accuracy_mean": _mean_std(acc)[0], "accuracy_std": _mean_std(acc)[1],
-                "nc1_mean": _mean_std(nc1)[0], "nc1_std": _mean_std(nc1)[1],
-                "train_accuracy_mean": _mean_std([m["train_accuracy"] for m in ms])[0],
-                "params_percent": ms[0]["trainable_percent"], "trainable_params": ms[0]["trainable_params"],
-                "layers": " ".join(sorted({str(m["layer"]) for m in ms if m.get("layer")})),
-                "acc": acc, "nc1": nc1,
-            })
-    return result
-
-
-def _markdown(header: list[str], body: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body])
-
-
-def render_table(rows: list[dict[str, Any]]) -> tuple[str, str]:
-    """(Markdown, CSV) of the paper table: a column per backbone/dataset (and training-set size, where a
-    suite has several); blocks accuracy, NC1, % params."""
-    cols = list(dict.fromkeys((r["backbone"], r["dataset"], r["train_per_class"]) for r in rows))
-    methods = list(dict.fromkeys(r["method"] for r in sorted(rows, key=lambda r: strategy_rank(r["strategy"]))))
-    index = {(r["backbone"], r["dataset"], r["train_per_class"], r["method"]): r for r in rows}
-    sized = len({n for _, _, n in cols}) > 1
-    blocks = [("Transfer accuracy (%, test)", lambda r: _pm(r["acc"], 100.0)),
-              ("NC1 of the penultimate feature (train data)", lambda r: _pm(r["nc1"], 1.0, 3)),
-              ("Parameters fine-tuned (%)", lambda r: f"{r['params_percent']:.2f}")]
-    header = ["Method", *[f"{b} / {d}" + (f" · {n or 'all'}/class" if sized else "") for b, d, n in cols]]
-    parts = ["Mean ± std over seeds; NC1 = tr(Σ_W Σ_B⁺) of the head-input feature on the training data."]
-    for title, fmt in blocks:
-        body = [[m, *[fmt(index[(*c, m)]) if (*c, m) in index else "–" for c in cols]] for m in methods]
-        parts += [f"\n### {title}\n", _markdown(header, body)]
-    picked = [f"{r['backbone']} / {r['dataset']}" + (f" · {r['train_per_class'] or 'all'}/class" if sized else "")
-              + f" {r['method']}: {r['layers']}" for r in rows if get_strategy_config(r["strategy"]).uses_layer]
-    if picked:
-        parts += ["\nTuned blocks: " + "; ".join(picked) + "."]
-    buf = io.StringIO()
-    fields = ["backbone", "dataset", "method", "strategy", "seeds", "train_per_class", "accuracy_mean", "accuracy_std",
-              "nc1_mean", "nc1_std", "train_accuracy_mean", "params_percent", "trainable_params", "layers"]
-    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    return "\n".join(parts) + "\n", buf.getvalue()
-
-
-def _figure(n: int):
-    from ..plotting import subplots
-
-    fig, axes = subplots(1, n, figsize=(6 * n, 4.2), squeeze=False)
-    return fig, axes[0]
-
-
-def _save(fig, path: Path) -> None:
-    fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=90))
-
-
-def plot_nc1_layers(out: Path, runs: list[Run]) -> Path | None:
-    """Layer-wise NC1 (log) after each strategy: one panel per backbone × dataset, one line per strategy."""
-    csvs = {r.id: _find(out, f"{RUNS_SUBDIR}/{r.id}/nc1_layers.csv") for r in runs if r.id in _probe_runs(runs)}
-    probed = [r for r in runs if csvs.get(r.id) is not None]
-    cells = list(dict.fromkeys((r.backbone, r.dataset) for r in probed))
-    if not cells:
-        return None
-    fig, axes = _figure(len(cells))
-    for ax, (backbone, dataset) in zip(axes, cells):
-        names: list[str] = []
-        for r in sorted((r for r in probed if (r.backbone, r.dataset) == (backbone, dataset)),
-                        key=lambda r: strategy_rank(r.strategy)):
-            with open(csvs[r.id]) as fh:
-                rows = list(csv.DictReader(fh))
-            names = [row["layer"] for row in rows]
-            ax.plot(range(len(rows)), [float(row["nc1"]) for row in rows], marker="o", ms=3,
-                    label=_method_name(r.strategy))
-        ax.set_yscale("log")
-        ax.set_xticks(range(len(names)), names, rotation=70, ha="right", fontsize=7)
-        ax.set_ylabel("NC1 (train data)")
-        ax.set_title(f"{backbone} / {dataset}")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    path = _roots(out)[0] / "nc1_layers.png"
-    _save(fig, path)
-    return path
-
-
-def data_size_rows(out: Path, runs: list[Run]) -> list[dict[str, Any]]:
-    rows = _metrics(out, [r for r in runs if "data_size" in r.groups])
-    result = []
-    for backbone, dataset in _cells(rows):
-        here = [(r, m) for r, m in rows if (r.backbone, r.dataset) == (backbone, dataset)]
-        for strategy in _method_order(r.strategy for r, _ in here):
-            for n in sorted({r.train_per_class for r, _ in here if r.strategy == strategy}):
-                ms = [m for r, m in here if r.strategy == strategy and r.train_per_class == n]
-                test, train = [m["test_accuracy"] for m in ms], [m["train_accuracy"] for m in ms]
-                result.append({"backbone": backbone, "dataset": dataset, "strategy": strategy, "train_per_class": n,
-                               "test": test, "gap": [a - b for a, b in zip(train, test)]})
-    return result
-
-
-def plot_data_size(rows: list[dict[str, Any]], path: Path) -> Path | None:
-    cells = list(dict.fromkeys((r["backbone"], r["dataset"]) for r in rows))
-    if not cells:
-        return None
-    fig, axes = _figure(len(cells))
-    for ax, cell in zip(axes, cells):
-        here = [r for r in rows if (r["backbone"], r["dataset"]) == cell]
-        for strategy in _method_order(r["strategy"] for r in here):
-            pts = [r for r in here if r["strategy"] == strategy]
-            stats = [_mean_std(r["test"]) for r in pts]
-            ax.errorbar([r["train_per_class"] for r in pts], [100 * m for m, _ in stats],
-                        yerr=[100 * s for _, s in stats], marker="o", capsize=3, label=_method_name(strategy))
-        ax.set_xscale("log")
-        ax.set_xlabel("training examples per class")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title(" / ".join(cell))
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    _save(fig, path)
-    return path
-
-
-def render_data_size(rows: list[dict[str, Any]]) -> str:
-    sizes = sorted({r["train_per_class"] for r in rows})
-    parts = ["Test accuracy (%) and generalisation gap (train − test accuracy, points) vs training examples "
-             "per class."]
-    for cell in dict.fromkeys((r["backbone"], r["dataset"]) for r in rows):
-        here = {(r["strategy"], r["train_per_class"]): r for r in rows if (r["backbone"], r["dataset"]) == cell}
-        strategies = _method_order(s for s, _ in here)
-        for title, key in (("test accuracy", "test"), ("train − test gap", "gap")):
-            body = [[_method_name(s), *[_pm(here[(s, n)][key], 100.0, 1) if (s, n) in here else "–"
-                                                for n in sizes]] for s in strategies]
-            parts += [f"\n### {' / '.join(cell)}: {title}\n", _markdown(["Method", *[f"n={n}" for n in sizes]], body)]
-    return "\n".join(parts) + "\n"
-
-
-def _spearman(a: list[float], b: list[float]) -> float:
-    if len(a) < 3:
-        return float("nan")
-    ra, rb = (np.argsort(np.argsort(np.asarray(v))) for v in (a, b))
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
-def _cell_picks(blocks: list[str], best: str, evidence: dict[str, dict], shares: dict[str, float]) -> dict[str, str]:
-    """Every rule's pick in one cell and seed: the oracle, the data-free baselines, each profile pick
-    function (recomputed from the stored NC1 curve, so new pick functions score old evidence) and trial."""
-    from ..selection import FIXED_PICKS, PROFILE_PICKS, profile_pick
-
-    picks = {"oracle": best, **{f"fixed:{k}": fn(blocks, shares) for k, fn in FIXED_PICKS.items()}}
-    if "profile" in evidence and all(b in evidence["profile"]["nc1"] for b in blocks):
-        curve = [(b, evidence["profile"]["nc1"][b]) for b in blocks]
-        se = evidence["profile"].get("nc1_se")  # None in evidence from before the jackknife: no `one_se` pick
-        chosen = {f"profile:{k}": profile_pick(k, curve, shares, se) for k in PROFILE_PICKS}
-        picks.update({k: v for k, v in chosen.items() if v is not None})
-    if "trial" in evidence:
-        picks["trial"] = evidence["trial"]["layer"]
-        acc = evidence["trial"]["heldout_accuracy"]
-        picks["trial:heldout_acc"] = max(acc, key=acc.get)
-    return picks
-
-
-def _rule_seconds(name: str, evidence: dict[str, dict], run_seconds: dict[str, float]) -> float:
-    rule = name.split(":")[0]
-    if rule == "oracle":
-        return float(sum(run_seconds.values()))
-    return 0.0 if rule == "fixed" else float(evidence.get(rule, {}).get("seconds", float("nan")))
-
-
-def _score_rules(per_seed: list[dict[str, Any]], best: str, mean: dict[str, float], share: dict[str, float],
-                 run_seconds: dict[str, float], one_run: float) -> dict[str, dict[str, Any]]:
-    """Per rule over the seeds of one cell (``per_seed``: each seed's ``evidence`` and ``picks``): its picks,
-    regret (points), mean parameter share of the picks, seconds and cost as % of ``one_run`` (s, a sweep run)."""
-    scores = {}
-    for name in dict.fromkeys(n for v in per_seed for n in v["picks"]):
-        chosen = [v["picks"][name] for v in per_seed if name in v["picks"]]
-        seconds = [_rule_seconds(name, v["evidence"], run_seconds) for v in per_seed if name in v["picks"]]
-        swept = [b for b in chosen if b in mean]
-        scores[name] = {
-            "picks": chosen,
-            "regret": 100 * (mean[best] - float(np.mean([mean[b] for b in swept]))) if swept else None,
-            "params_percent": float(np.mean([share[b] for b in swept])) if swept else None,
-            "seconds": float(np.mean(seconds)),
-            "cost_percent": 100 * float(np.mean(seconds)) / one_run if one_run else float("nan")}
-    return scores
-
-
-def selection_cells_data(suite: dict[str, Any], out: Path | list[Path], runs: list[Run]) -> list[dict[str, Any]]:
-    """Per sweep cell: per-block accuracy over seeds, NC1 evidence (``nc1_profile_seeds``: each seed's pretrained
-    curve, ``nc1_se_profile_seeds`` its jackknife standard errors, so a new pick can be scored per seed later), and
-    each rule's picks / regret / cost."""
-    rules = suite.get("groups", {}).get("selection", {}).get("rules", [])
-    cells = []
-    for key, cell in _selection_cells(suite, runs).items():
-        found = _metrics(out, cell)
-        if not found:
-            continue
-        blocks = list(dict.fromkeys(r.config["layer"] for r, _ in found))
-        seeds = sorted({r.seed for r, _ in found})
-        acc = {b: [m["test_accuracy"] for r, m in found if r.config["layer"] == b] for b in blocks}
-        mean = {b: float(np.mean(v)) for b, v in acc.items()}
-        best = max(blocks, key=mean.get)
-        share = {b: next(m["trainable_percent"] for r, m in found if r.config["layer"] == b) for b in blocks}
-        run_seconds = {b: float(np.mean([m["seconds"] for r, m in found if r.config["layer"] == b])) for b in blocks}
-        nc1_after = {b: float(np.mean([m["nc1_train"] for r, m in found if r.config["layer"] == b])) for b in blocks}
-        per_seed: dict[int, dict[str, Any]] = {}
-        for seed in seeds:
-            evidence = {}
-            for rule in rules:
-                path = _find(out, _selection_file(key, seed, rule))
-                if path is not None:
-                    evidence[rule] = json.loads(path.read_text())
-            per_seed[seed] = {"evidence": evidence, "picks": _cell_picks(blocks, best, evidence, share)}
-        one_run = float(np.mean(list(run_seconds.values())))
-        scores = _score_rules(list(per_seed.values()), best, mean, share, run_seconds, one_run)
-        profile_seeds = {s: v["evidence"]["profile"]["nc1"] for s, v in per_seed.items() if "profile" in v["evidence"]}
-        se_seeds = {s: v["evidence"]["profile"]["nc1_se"] for s, v in per_seed.items()
-                    if "nc1_se" in v["evidence"].get("profile", {})}
-        nc1_profile = {}
-        for curve in profile_seeds.values():
-            for b, x in curve.items():
-                nc1_profile.setdefault(b, []).append(x)
-        cells.append({"cell": key, "seeds": seeds, "blocks": blocks, "accuracy": acc, "best": best,
-                      "params_percent": share, "run_seconds": run_seconds, "one_run_seconds": one_run,
-                      "nc1_after": nc1_after, "nc1_profile": {b: float(np.mean(x)) for b, x in nc1_profile.items()},
-                      "nc1_profile_seeds": {str(s): c for s, c in profile_seeds.items()},
-                      "nc1_se_profile_seeds": {str(s): c for s, c in se_seeds.items()}, "rules": scores})
-    return cells
-
-
-def rescore_selection(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Cells of an earlier ``selection.json`` scored with this version's rules: in a cell that kept every seed's
-    pretrained curve (``nc1_profile_seeds``), each ``fixed:*`` and ``profile:*`` pick is recomputed per seed,
-    so picks added since the sweep score it without a rerun; ``trial`` entries (whose evidence the report does
-    not keep) are carried over. Cells without per-seed curves are returned unchanged."""
-    out = []
-    for c in cells:
-        curves, errors = c.get("nc1_profile_seeds") or {}, c.get("nc1_se_profile_seeds") or {}
-        if sorted(curves) != sorted(map(str, c["seeds"])):
-            out.append(c)
-            continue
-        mean = {b: float(np.mean(v)) for b, v in c["accuracy"].items()}
-        probe = next((r["seconds"] for n, r in c["rules"].items() if n.startswith("profile:")), float("nan"))
-        per_seed = []
-        for s in map(str, c["seeds"]):
-            evidence = {"profile": {"nc1": curves[s], "nc1_se": errors.get(s), "seconds": probe}}
-            per_seed.append({"evidence": evidence, "picks": _cell_picks(c["blocks"], c["best"], evidence,
-                                                                        c["params_percent"])})
-        scores = _score_rules(per_seed, c["best"], mean, c["params_percent"], c["run_seconds"], c["one_run_seconds"])
-        kept = {n: r for n, r in c["rules"].items() if n not in scores and n.split(":")[0] not in ("fixed", "profile")}
-        out.append({**c, "rules": {**scores, **kept}})
-    return out
-
-
-def summarize_rules(cells: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Per rule over the cells: mean / max regret (points), mean % parameters, mean seconds and % of one run."""
-    names = list(dict.fromkeys(n for c in cells for n in c["rules"]))
-    summary = {}
-    for n in names:
-        rows = [c["rules"][n] for c in cells if n in c["rules"] and c["rules"][n]["regret"] is not None]
-        if rows:
-            summary[n] = {"mean_regret": float(np.mean([r["regret"] for r in rows])),
-                          "max_regret": float(max(r["regret"] for r in rows)),
-                          "mean_percent": float(np.mean([r["params_percent"] for r in rows])),
-                          "seconds": float(np.mean([r["seconds"] for r in rows])),
-                          "cost_percent": float(np.mean([r["cost_percent"] for r in rows])), "cells": len(rows)}
-    return summary
-
-
-def selection_report(cells: list[dict[str, Any]]) -> str:
-    """Markdown: per cell the accuracy of every block (mean ± std over seeds) and each rule's pick,
-    regret, parameter share and cost; then the summary over cells."""
-    parts = ["Exhaustive sweep of the candidate blocks (SCL-FT unless the cell says otherwise); accuracy = test "
-             "accuracy, mean ± std over seeds. regret = best block's mean − the picked block's mean (points; a "
-             "rule applied per seed scores the mean over its per-seed picks). `oracle` = the sweep itself, "
-             "`fixed:*` = data-free baselines over the candidates, `profile:*` = pick functions of one probe of "
-             "the pretrained NC1 curve, `trial` = short fine-tune of every candidate (lowest held-out NC1; "
-             "`trial:heldout_acc` its held-out accuracy). cost = rule seconds, and % of one sweep run of the cell."]
-    for c in cells:
-        picked = {b: [n for n, r in c["rules"].items() if b in r["picks"] and n != "oracle"] for b in c["blocks"]}
-        body = [[b, f"{c['params_percent'][b]:.2f}", f"{c['nc1_profile'].get(b, float('nan')):.3g}",
-                 _pm(c["accuracy"][b], 100.0), f"{c['nc1_after'][b]:.3g}", f"{c['run_seconds'][b]:.0f}",
-                 ", ".join(picked[b]) + (" **best**" if b == c["best"] else "")] for b in c["blocks"]]
-        header = ["block", "% params", "pretrained NC1", "test acc (%)", "NC1 after FT (train)", "run (s)",
-                  "picked by"]
-        parts += [f"\n## {c['cell'].replace('|', ' · ').rstrip(' · ')} (seeds {', '.join(map(str, c['seeds']))})\n",
-                  _markdown(header, body), ""]
-        rows = [[n, " ".join(dict.fromkeys(r["picks"])), "–" if r["regret"] is None else f"{r['regret']:.2f}",
-                 "–" if r["params_percent"] is None else f"{r['params_percent']:.2f}", f"{r['seconds']:.1f}",
-                 f"{r['cost_percent']:.1f}"] for n, r in c["rules"].items()]
-        parts += [_markdown(["rule", "pick", "regret (points)", "% params", "cost (s)", "cost (% of a run)"], rows)]
-        accs = [float(np.mean(c["accuracy"][b])) for b in c["blocks"]]
-        corr = [f"NC1 after FT {_spearman([c['nc1_after'][b] for b in c['blocks']], accs):+.2f}"]
-        if all(b in c["nc1_profile"] for b in c["blocks"]):
-            corr.append(f"pretrained NC1 {_spearman([c['nc1_profile'][b] for b in c['blocks']], accs):+.2f}")
-        parts += [f"\nSpearman correlation with mean test accuracy across blocks (negative = lower NC1, higher "
-                  "accuracy): " + ", ".join(corr) + "."]
-    summary = summarize_rules(cells)
-    if summary:
-        from ..selection import DEFAULT_PROFILE_PICK, DEFAULT_RULE
-
-        auto = f"{DEFAULT_RULE}:{DEFAULT_PROFILE_PICK}"
-        body = [[n + (" (`--layer auto`)" if n == auto else ""), f"{v['mean_regret']:.2f}", f"{v['max_regret']:.2f}",
-                 f"{v['mean_percent']:.2f}", f"{v['seconds']:.1f}", f"{v['cost_percent']:.1f}", str(v["cells"])]
-                for n, v in summary.items()]
-        parts += ["\n## Summary over cells\n", _markdown(["rule", "mean regret", "max regret", "mean % params",
-                                                           "cost (s)", "cost (% of a run)", "cells"], body)]
-    return "\n".join(parts) + "\n"
-
-
-def plot_selection(cells: list[dict[str, Any]], path: Path) -> Path | None:
-    """Per cell: test accuracy (mean ± std over seeds) and NC1 (pretrained; after fine-tuning) vs block depth."""
-    if not cells:
-        return None
-    fig, axes = _figure(len(cells))
-    for ax, c in zip(axes, cells):
-        x = range(len(c["blocks"]))
-        stats = [_mean_std(c["accuracy"][b]) for b in c["blocks"]]
-        ax.errorbar(x, [100 * m for m, _ in stats], yerr=[100 * s for _, s in stats], marker="o", capsize=3,
-                    color="C0", label="test accuracy")
-        ax.set_ylabel("test accuracy (%)", color="C0")
-        ax.set_xticks(list(x), c["blocks"], rotation=70, ha="right", fontsize=7)
-        ax.set_title(" · ".join(p for p in c["cell"].split("|") if p), fontsize=9)
-        ax.grid(True, alpha=0.3)
-        twin = ax.twinx()
-        if all(b in c["nc1_profile"] for b in c["blocks"]):
-            twin.plot(x, [c["nc1_profile"][b] for b in c["blocks"]], "s--", color="C1", ms=3, label="NC1 pretrained")
-        twin.plot(x, [c["nc1_after"][b] for b in c["blocks"]], "^:", color="C2", ms=3, label="NC1 after FT")
-        twin.set_yscale("log")
-        twin.set_ylabel("NC1 (train data)")
-        handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-        ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="lower left")
-    _save(fig, path)
-    return path
-
-
-def ablation_report(out: Path, runs: list[Run]) -> str:
-    """The ablation group's variants: one table per backbone / dataset / training-set size, a row per
-    (strategy, variant), aggregated over seeds."""
-    rows = _metrics(out, [r for r in runs if "ablation" in r.groups])
-    parts = ["Strategy-option variants (mean ± std over seeds)."]
-    for (backbone, dataset, size), here in _sized_cells(rows):
-        body = []
-        for strategy in _method_order(r.strategy for r, _ in here):
-            for variant in dict.fromkeys(r.variant for r, _ in here if r.strategy == strategy):
-                ms = [m for r, m in here if (r.strategy, r.variant) == (strategy, variant)]
-                body.append([f"{_method_name(strategy)} {variant or '(defaults)'}", str(len(ms)),
-                             _pm([m["test_accuracy"] for m in ms], 100.0), _pm([m["nc1_train"] for m in ms], 1.0, 3),
-                             f"{ms[0]['trainable_percent']:.2f}",
-                             " ".join(sorted({str(m["layer"]) for m in ms if m.get("layer")})) or "–"])
-        parts += [f"\n### {backbone} / {dataset} · {size or 'all'}/class\n",
-                  _markdown(["variant", "seeds", "test acc (%)", "NC1 (train)", "% params", "blocks"], body)]
-    return "\n".join(parts) + "\n"
+class NothingToReport(ValueError):
+    """No finished run of the suite (and no stored selection cell) in any of the folders."""
 
 
 def _stored_cells(path: Path) -> list[dict[str, Any]]:
     keys = {"cell", "seeds", "blocks", "accuracy", "best", "params_percent", "run_seconds", "rules"}
     try:
-        cells = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        cells = read_json(path)
+    except ValueError as e:
         raise ValueError(f"--report {path}: not a selection.json ({e})") from None
     if not isinstance(cells, list) or not all(isinstance(c, dict) and keys <= set(c) for c in cells):
         raise ValueError(f"--report {path}: not a selection.json (the list of selection cells `sclft bench` "
@@ -432,11 +51,51 @@ def _stored_cells(path: Path) -> list[dict[str, Any]]:
     return cells
 
 
-def build_reports(suite: dict[str, Any], out: str | Path, sources: Iterable[str | Path] = ()) -> list[Path]:
+def _nc1_panels(runs: list[Run], coverage: Coverage) -> dict[tuple[str, str], list[tuple[str, list[dict]]]]:
+    panels: dict[tuple[str, str], list[tuple[str, list[dict]]]] = {}
+    probed = probe_runs(runs)
+    for r in runs:
+        found = coverage.found.get(r.id)
+        if r.id in probed and found is not None and (found.path / "nc1_layers.csv").is_file():
+            with open(found.path / "nc1_layers.csv") as fh:
+                panels.setdefault((r.backbone, r.dataset), []).append((r.strategy, list(csv.DictReader(fh))))
+    return panels
+
+
+def coverage_text(suite: Suite, coverage: Coverage, folders: list[Path]) -> tuple[str, str]:
+    """(One-line note for every report, the ``runs.md`` text); both empty when every run was found under one
+    set of library versions."""
+    from ..versions import library_versions
+
+    sets = coverage.version_sets()
+    if not coverage.missing and len(sets) <= 1:
+        return "", ""
+    installed = library_versions()
+    found = len(coverage.found)
+    total = found + len(coverage.missing)
+    note = f"Runs: {found} of {total} found"
+    note += f" ({len(coverage.missing)} missing)" if coverage.missing else ""
+    if len(sets) > 1:
+        varying = sorted({k for v, _ in sets if v for k in v if any((w or {}).get(k) != v[k] for w, _ in sets)})
+        labels = [("not recorded" if v is None else ", ".join(f"{k} {v.get(k)}" for k in varying)) for v, _ in sets]
+        note += f", mixing {len(sets)} sets of library versions ({'; '.join(labels)})"
+    note += f"; see {COVERAGE_FILE}."
+    lines = [f"# Runs of the {suite.name} suite\n", f"{found} of {total} runs found in "
+             f"{', '.join(p.name or str(p) for p in folders)}.\n", "## Library versions\n"]
+    lines += [f"* {len(ids)} run(s): {describe_versions(v, installed)}" for v, ids in sets] or ["* no run found"]
+    if coverage.missing:
+        lines += [f"\n## Missing runs ({len(coverage.missing)})\n",
+                  markdown(["run", "reason"], [[rid, reason] for rid, reason in coverage.missing.items()])]
+    return note, "\n".join(lines) + "\n"
+
+
+def build_reports(suite: Suite, out: str | Path, sources: Iterable[str | Path] = (), strict_versions: bool = False,
+                  say: Callable[[str], None] | None = None) -> list[Path]:
     """(Re)build every report in ``out`` from the finished runs under ``out`` and ``sources`` (other bench
     folders, e.g. the shards of a job array; the first folder holding a run wins); returns the written paths.
     A ``selection.json`` among ``sources`` adds its cells (those not found among the runs), rescored with
-    this version's rules (:func:`rescore_selection`)."""
+    this version's rules (:func:`~sclft.bench.scoring.rescore_selection`). ``say`` gets the coverage note.
+    Raises :class:`NothingToReport` when no folder holds a finished run of the suite (nor a stored cell)."""
     out = Path(out)
     sources = [Path(p) for p in sources]
     missing = [str(p) for p in sources if not p.exists()]
@@ -445,25 +104,52 @@ def build_reports(suite: dict[str, Any], out: str | Path, sources: Iterable[str 
     stored = [c for p in sources if p.is_file() for c in _stored_cells(p)]  # earlier selection.json files
     roots = [out, *(p for p in sources if not p.is_file())]
     runs = expand_suite(suite)
+    coverage = find_runs(roots, runs, strict_versions)
+    given = {c["cell"] for c in stored}  # a stored cell stands in for its sweep runs
+    for r in runs:
+        if r.groups == {"selection"} and r.cell in given:
+            coverage.missing.pop(r.id, None)
+    if not coverage.found and not stored:
+        reasons = sorted(set(coverage.missing.values()))
+        raise NothingToReport(
+            f"no finished run of suite {suite.name!r} in {', '.join(map(str, roots))} ({len(runs)} runs expected, "
+            f"e.g. experiments/{runs[0].id}; {'; '.join(reasons[:3])}): nothing to report. Train them with "
+            f"`sclft bench --suite {suite.file or suite.name} --out DIR`, or give the folders that hold them")
+    metrics = {rid: read_json(f.path / METRICS_FILE) for rid, f in coverage.found.items()}
+    note, listing = coverage_text(suite, coverage, roots)
+    tail = f"\n{note}\n" if note else ""
     written: list[Path] = []
-    rows = table_rows(suite, roots, runs)
+    rows = table_rows(runs, metrics)
     if rows:
         md, text = render_table(rows)
-        written += [atomic_write_text(out / "table.md", f"# {suite['name']} suite\n\n" + md),
+        written += [atomic_write_text(out / "table.md", f"# {suite.name} suite\n\n" + md + tail),
                     atomic_write_text(out / "table.csv", text)]
-    written += [p for p in [plot_nc1_layers(roots, runs)] if p]
-    sizes = data_size_rows(roots, runs)
+    written += [p for p in [plot_nc1_layers(_nc1_panels(runs, coverage), out / "nc1_layers.png")] if p]
+    sizes = data_size_rows(runs, metrics)
     if sizes:
         written += [p for p in [plot_data_size(sizes, out / "data_size.png"),
-                                atomic_write_text(out / "data_size.md", render_data_size(sizes))] if p]
-    cells = selection_cells_data(suite, roots, runs)
+                                atomic_write_text(out / "data_size.md", render_data_size(sizes) + tail)] if p]
+
+    def evidence(task: RuleTask) -> dict[str, Any] | None:
+        path = find(roots, selection_file(*task))
+        return read_json(path) if path is not None else None
+
+    group = suite.group("selection")
+    cells = selection_cells_data(group.rules if group else (), runs, metrics, evidence)
     done = {c["cell"] for c in cells}
     cells += [c for c in rescore_selection(stored) if c["cell"] not in done]
     if cells:
-        written += [atomic_write_text(out / "selection.md", "# Layer selection\n\n" + selection_report(cells)),
+        written += [atomic_write_text(out / "selection.md", "# Layer selection\n\n" + selection_report(cells) + tail),
                     atomic_write_json(out / "selection.json", cells),
-                    atomic_write_json(out / "summary.json", {"suite": suite["name"], "rules": summarize_rules(cells)})]
+                    atomic_write_json(out / "summary.json", {"suite": suite.name, "rules": summarize_rules(cells)})]
         written += [p for p in [plot_selection(cells, out / "selection.png")] if p]
     if any("ablation" in r.groups for r in runs):
-        written.append(atomic_write_text(out / "ablation.md", "# Ablation\n\n" + ablation_report(roots, runs)))
+        text = "# Ablation\n\n" + ablation_report(ablation_rows(runs, metrics)) + tail
+        written.append(atomic_write_text(out / "ablation.md", text))
+    if listing:
+        written.append(atomic_write_text(out / COVERAGE_FILE, listing))
+        if say:
+            say(note)
+    else:
+        (out / COVERAGE_FILE).unlink(missing_ok=True)  # an earlier, now stale listing
     return written

@@ -1,22 +1,49 @@
-"""Running a suite: one training run per grid point (skipped when finished), probes and rule picks."""
+"""Executing a suite's work: one training run or one rule application at a time, into a bench folder.
+
+The API a launcher builds on (``run_suite`` is the in-process one; Ray / Slurm launchers call the same):
+
+* :func:`execute_run` ``(suite, run_id, out)`` — trains one run of :func:`~sclft.bench.plan.expand_suite` into
+  ``out/experiments/<run_id>``: skipped when its ``metrics.json`` exists, an interrupted run resumes, a
+  failure writes ``error.log`` there and returns ``status="failed"`` (it does not raise), a success drops
+  the resume state, writes ``fingerprint.json`` and probes the runs the NC1 plot needs. Safe to call from
+  several processes on one folder for *different* runs (each run folder has ``sclft train``'s lock).
+* :func:`train_run` ``(run, out)`` — the training step of ``execute_run`` alone; raises on failure (for an
+  engine's retries), leaving the traceback in ``error.log``.
+* :func:`execute_rule` ``(suite, task, out)`` — one :class:`~sclft.bench.plan.RuleTask` into ``out/selection/``
+  (needs no finished run; skipped when its file exists).
+* :func:`record_session` — appends a session summary to ``out/bench.json``.
+
+Whoever writes a whole bench folder holds :func:`~sclft.bench.layout.bench_lock` (``sclft bench`` does, around
+training and the reports); :func:`run_suite` does not take it, so a caller can hold it across both. Reports
+are built by :func:`sclft.bench.reports.build_reports`, never here.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import json
+import os
 import platform
 import shutil
 import sys
 import time
 import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..io import atomic_write_json
-from .suite import RUNS_SUBDIR, Run, _selection_cells, expand_suite, selection_budget, shard
+from .layout import BENCH_FILE, FAILURE_FILE, FINGERPRINT_FILE, is_finished, run_dir, selection_file
+from .plan import RuleTask, Run, expand_suite, probe_runs, rule_tasks, run_fingerprint, selection_cells, shard
+from .suite import Suite
 
 
-FAILURE_FILE = "error.log"  # a failed run's traceback, in its run folder (the run is retried next time)
+@dataclass
+class RunResult:
+    id: str
+    status: str  # "done" (finished before), "trained", "failed"
+    metrics: dict[str, Any] | None = None
+    error: str | None = None  # "ExceptionType: message" of a failed run
 
 
 def _device() -> str:
@@ -25,83 +52,109 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def probe_run(run_dir: Path) -> Path:
-    """Layer-wise NC1 of a trained run on its training data → ``run_dir/nc1_layers.csv``."""
+def probe_run(folder: Path) -> Path:
+    """Layer-wise NC1 of a trained run on its training data → ``folder/nc1_layers.csv``."""
     from ..data import TransformedDataset, build_transforms, load_dataset
     from ..probe import probe
     from ..save import load
 
-    cfg = json.loads((run_dir / "train_config.json").read_text())
-    model = load(run_dir)
+    cfg = json.loads((folder / "train_config.json").read_text())
+    model = load(folder)
     splits = load_dataset(cfg["data"], cfg.get("data_dir"), train_per_class=cfg.get("train_per_class"),
                           val_fraction=cfg.get("val_fraction", 0.0), seed=cfg["seed"])
     _, eval_tf = build_transforms(model.backbone.data_config, cfg.get("image_size"))
     result = probe(model, TransformedDataset(splits.train, eval_tf), batch_size=max(cfg.get("batch_size", 64), 64),
                    device=_device(), progress=False, num_classes=splits.num_classes)
-    return result.to_csv(run_dir / "nc1_layers.csv")
+    return result.to_csv(folder / "nc1_layers.csv")
 
 
-def _probe_runs(runs: list[Run]) -> set[str]:
-    """Runs whose layer-wise NC1 is plotted: the table group's first seed and first train size."""
-    table = [r for r in runs if "table" in r.groups and not r.variant]
-    if not table:
-        return set()
-    seed, tpc = min(r.seed for r in table), table[0].train_per_class
-    return {r.id for r in table if r.seed == seed and r.train_per_class == tpc}
+def _find_run(suite: Suite, run: Run | str, runs: list[Run] | None) -> tuple[Run, list[Run]]:
+    runs = expand_suite(suite) if runs is None else runs
+    if isinstance(run, Run):
+        return run, runs
+    match = next((r for r in runs if r.id == run), None)
+    if match is None:
+        raise ValueError(f"suite {suite.name!r} has no run {run!r} (with the installed library versions)")
+    return match, runs
 
 
-def _rule_tasks(suite: dict[str, Any], runs: list[Run]) -> list[tuple[str, int, str]]:
-    """(cell, seed, rule) for every rule of the selection group, in a fixed order (sharded like runs)."""
-    rules = suite.get("groups", {}).get("selection", {}).get("rules", [])
-    return [(key, seed, rule) for key, cell in _selection_cells(suite, runs).items()
-            for seed in sorted({r.seed for r in cell}) for rule in rules]
+def train_run(run: Run, out: str | Path) -> dict[str, Any]:
+    """Train ``run`` into ``out/experiments/<id>`` (continuing its own interrupted checkpoint) and return its
+    metrics; on failure the traceback goes to its ``error.log`` and the exception propagates (a launcher's
+    engine retries it). A success drops the resume state and records ``fingerprint.json``."""
+    from ..train import TrainConfig, train
+
+    folder = run_dir(out, run.id)
+    cache_dir = run.config.get("cache_dir") or str(Path(out) / "cache")
+    # this run's own folder without metrics.json: an interrupted run continues, other leftovers go
+    resume = (folder / "checkpoint" / "latest.json").is_file()
+    try:
+        metrics = train(TrainConfig.from_dict({**run.config, "out": str(folder), "cache_dir": cache_dir,
+                                               "resume": resume, "overwrite": not resume}))
+    except Exception:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / FAILURE_FILE).write_text(traceback.format_exc())
+        raise
+    (folder / FAILURE_FILE).unlink(missing_ok=True)  # an earlier attempt's
+    atomic_write_json(folder / FINGERPRINT_FILE, {"id": run.id, **run_fingerprint(run.config)})
+    shutil.rmtree(folder / "checkpoint", ignore_errors=True)  # resume state; the final model stays
+    return metrics
 
 
-def _selection_file(key: str, seed: int, rule: str) -> str:
-    """Path of one rule's evidence, relative to the bench folder."""
-    safe = hashlib.sha1(f"{key}|s{seed}".encode()).hexdigest()[:10]
-    return f"selection/{key.split('|')[0]}-{key.split('|')[1]}-s{seed}-{rule}-{safe}.json"
+def execute_run(suite: Suite, run: Run | str, out: str | Path, say: Callable[[str], None] = print,
+                runs: list[Run] | None = None) -> RunResult:
+    """Train one run (a :class:`Run` or its id) into ``out/experiments/<id>`` unless it finished before, then
+    probe it if the NC1 plot needs it; a failure is returned (``status="failed"``), not raised.
+    ``runs``: the suite's expanded runs, when the caller has them (saves expanding the suite again)."""
+    from ..train import METRICS_FILE
+
+    out = Path(out)
+    run, runs = _find_run(suite, run, runs)
+    folder = run_dir(out, run.id)
+    if is_finished(out, run.id):
+        result = RunResult(run.id, "done", json.loads((folder / METRICS_FILE).read_text()))
+        shutil.rmtree(folder / "checkpoint", ignore_errors=True)
+    else:
+        try:
+            metrics = train_run(run, out)
+        except Exception as exc:  # noqa: BLE001 — one broken run must not cost the rest of the suite (or of a shard)
+            say(f"  FAILED ({type(exc).__name__}: {exc}); traceback in {folder / FAILURE_FILE}")
+            return RunResult(run.id, "failed", error=f"{type(exc).__name__}: {exc}")
+        say(f"  test accuracy {metrics['test_accuracy']:.4f}, NC1 {metrics['nc1_train']:.4g}, "
+            f"{metrics['seconds']:.0f} s")
+        result = RunResult(run.id, "trained", metrics)
+    if run.id in probe_runs(runs) and not (folder / "nc1_layers.csv").is_file():
+        probe_run(folder)
+    return result
 
 
-def _roots(out: Path | list[Path]) -> list[Path]:
-    return [Path(p) for p in out] if isinstance(out, (list, tuple)) else [Path(out)]
-
-
-def _find(out: Path | list[Path], relative: str) -> Path | None:
-    """``relative`` under the first bench folder that has it (``--report`` merges several folders)."""
-    return next((root / relative for root in _roots(out) if (root / relative).exists()), None)
-
-
-
-
-def run_rules(suite: dict[str, Any], runs: list[Run], out: Path, say: Callable[[str], None] = print,
-              only: str | None = None) -> None:
-    """Apply every rule of the selection group to each sweep cell and seed (cached in ``out/selection``)."""
+def execute_rule(suite: Suite, task: RuleTask, out: str | Path, say: Callable[[str], None] = print,
+                 runs: list[Run] | None = None) -> Path:
+    """Apply one layer rule to one selection cell and seed → ``out/selection/<…>.json`` (skipped when it exists)."""
     from ..backbones import create_backbone
     from ..config import TrainConfig
     from ..data import load_dataset
     from ..selection import select_layer
 
-    group = suite.get("groups", {}).get("selection", {})
-    cells = _selection_cells(suite, runs)
-    budget = selection_budget(suite, group)
-    for key, seed, rule in shard(_rule_tasks(suite, runs), only):
-        path = out / _selection_file(key, seed, rule)
-        if path.is_file():
-            continue
-        cell = [r for r in cells[key] if r.seed == seed]
-        config = {**cell[0].config, "layer": "auto", "layer_rule": rule,
-                  "max_params": budget if budget is not None else 100.0}
-        extra = dict(config.get("extra") or {})
-        extra["selection"] = {**extra.get("selection", {}), **group.get("options", {}),
-                              "candidates": [r.config["layer"] for r in cell]}
-        cfg = TrainConfig.from_dict({**config, "extra": extra})
-        splits = load_dataset(cfg.data, cfg.data_dir, train_per_class=cfg.train_per_class,
-                              val_fraction=cfg.val_fraction, seed=cfg.seed)
-        backbone = create_backbone(cfg.backbone, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint)
-        result = select_layer(backbone, splits, cfg, device=_device())
-        atomic_write_json(path, {"cell": key, "seed": seed, **result})
-        say(f"selection {key} s{seed} {rule}: {result['layer']} ({result['seconds']:.1f} s)")
+    path = Path(out) / selection_file(*task)
+    if path.is_file():
+        return path
+    group = suite.group("selection")
+    budget = suite.budget(group)
+    cell = [r for r in selection_cells(expand_suite(suite) if runs is None else runs)[task.cell] if r.seed == task.seed]
+    config = {**cell[0].config, "layer": "auto", "layer_rule": task.rule,
+              "max_params": budget if budget is not None else 100.0}
+    extra = dict(config.get("extra") or {})
+    extra["selection"] = {**extra.get("selection", {}), **group.options,
+                          "candidates": [r.config["layer"] for r in cell]}
+    cfg = TrainConfig.from_dict({**config, "extra": extra})
+    splits = load_dataset(cfg.data, cfg.data_dir, train_per_class=cfg.train_per_class,
+                          val_fraction=cfg.val_fraction, seed=cfg.seed)
+    backbone = create_backbone(cfg.backbone, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint)
+    result = select_layer(backbone, splits, cfg, device=_device())
+    atomic_write_json(path, {"cell": task.cell, "seed": task.seed, **result})
+    say(f"selection {task.cell} s{task.seed} {task.rule}: {result['layer']} ({result['seconds']:.1f} s)")
+    return path
 
 
 def preflight(runs: list[Run]) -> None:
@@ -117,55 +170,39 @@ def preflight(runs: list[Run]) -> None:
         create_backbone(name, pretrained=pretrained, checkpoint=checkpoint)
 
 
-def run_suite(suite: dict[str, Any], out: str | Path, say: Callable[[str], None] = print,
+def run_suite(suite: Suite, out: str | Path, say: Callable[[str], None] = print,
               shard_spec: str | None = None) -> dict[str, Any]:
-    """Train every missing run (of shard ``I/N`` when given), apply the selection rules, then build the
-    reports (of what this folder holds); returns a summary."""
-    from ..train import METRICS_FILE, TrainConfig, train
-
+    """Train every missing run (of shard ``I/N`` when given) and apply the selection rules (the same share),
+    in this process; records the session in ``bench.json`` and returns its summary. Builds no report."""
     out = Path(out)
     suite_runs = expand_suite(suite)
     runs = shard(suite_runs, shard_spec)
-    preflight([r for r in runs if not (out / RUNS_SUBDIR / r.id / METRICS_FILE).is_file()])
-    probed = _probe_runs(runs)
-    done = trained = 0
+    preflight([r for r in runs if not is_finished(out, r.id)])
+    counts = {"done": 0, "trained": 0}
     failed: list[str] = []
     tic = time.time()
     for i, run in enumerate(runs, 1):
-        run_dir = out / RUNS_SUBDIR / run.id
-        if (run_dir / METRICS_FILE).is_file():
-            done += 1
-        else:
+        if not is_finished(out, run.id):
             say(f"[{i}/{len(runs)}] {run.id}")
-            cache_dir = run.config.get("cache_dir") or str(out / "cache")
-            # this run's own folder without metrics.json: an interrupted run continues, other leftovers go
-            resume = (run_dir / "checkpoint" / "latest.json").is_file()
-            try:
-                metrics = train(TrainConfig.from_dict({**run.config, "out": str(run_dir), "cache_dir": cache_dir,
-                                                       "resume": resume, "overwrite": not resume}))
-            except Exception as exc:  # noqa: BLE001 — one broken run must not cost the rest of the suite (or of a shard)
-                failed.append(run.id)
-                say(f"  FAILED ({type(exc).__name__}: {exc}); traceback in {run_dir / FAILURE_FILE}")
-                run_dir.mkdir(parents=True, exist_ok=True)
-                (run_dir / FAILURE_FILE).write_text(traceback.format_exc())
-                continue
-            trained += 1
-            (run_dir / FAILURE_FILE).unlink(missing_ok=True)  # an earlier attempt's
-            say(f"  test accuracy {metrics['test_accuracy']:.4f}, NC1 {metrics['nc1_train']:.4g}, "
-                f"{metrics['seconds']:.0f} s")
-        shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)  # resume state; the final model stays
-        if run.id in probed and not (run_dir / "nc1_layers.csv").is_file():
-            probe_run(run_dir)
-    run_rules(suite, suite_runs, out, say, only=shard_spec)
-    summary = {"suite": suite["name"], "runs": len(runs), "skipped": done, "trained": trained, "failed": failed,
-               "seconds": time.time() - tic, **({"shard": shard_spec} if shard_spec else {})}
-    history = json.loads((out / "bench.json").read_text()).get("sessions", []) if (out / "bench.json").is_file() else []
-    atomic_write_json(out / "bench.json", {**environment(), "suite": suite["name"], "command": " ".join(sys.argv),
-                                           "sessions": [*history, summary]})
-    from .reports import build_reports  # reports read runner's files
-
-    build_reports(suite, out)
+        result = execute_run(suite, run, out, say, suite_runs)
+        if result.status == "failed":
+            failed.append(run.id)
+        else:
+            counts[result.status] += 1
+    for task in shard(rule_tasks(suite, suite_runs), shard_spec):
+        execute_rule(suite, task, out, say, suite_runs)
+    summary = {"suite": suite.name, "runs": len(runs), "skipped": counts["done"], "trained": counts["trained"],
+               "failed": failed, "seconds": time.time() - tic, **({"shard": shard_spec} if shard_spec else {})}
+    record_session(out, suite, summary)
     return summary
+
+
+def record_session(out: str | Path, suite: Suite, summary: dict[str, Any]) -> Path:
+    """Append one session's summary to ``out/bench.json`` (with the command and this machine)."""
+    path = Path(out) / BENCH_FILE
+    history = json.loads(path.read_text()).get("sessions", []) if path.is_file() else []
+    return atomic_write_json(path, {**environment(), "suite": suite.name, "command": " ".join(sys.argv),
+                                    "sessions": [*history, summary]})
 
 
 def environment() -> dict[str, Any]:
@@ -174,6 +211,6 @@ def environment() -> dict[str, Any]:
     from ..versions import library_versions
 
     return {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "python": platform.python_version(),
-            "torch": torch.__version__, "libraries": library_versions(), "platform": platform.platform(), "processor": platform.processor(),
-            "cpu_count": __import__("os").cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "libraries": library_versions(), "platform": platform.platform(),
+            "processor": platform.processor(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}

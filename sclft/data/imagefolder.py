@@ -9,6 +9,7 @@ when pixels are decoded (e.g. a truncated JPEG body) is caught at read time (see
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from PIL import Image
@@ -42,35 +43,53 @@ class ImageFolderDataset(ImageDataset):
         return str(self.paths[index])
 
 
-def _readable(path: Path) -> bool:
+def _readable(path: Path) -> tuple[int, int] | None:
+    """The image's (width, height) when it decodes, else None (logged)."""
     try:
         with Image.open(path) as image:
+            size = image.size
             image.verify()
-        return True
+        return size
     except Exception as exc:  # PIL raises many types for damaged files
         log.warning("skipping unreadable image %s (%s)", path, exc)
-        return False
+        return None
+
+
+def _utf8(path: Path) -> Path:
+    """``path``, whose name must be text: a file name that is not UTF-8 is named (escaped), not a codec error."""
+    try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{path.parent}: the file name {os.fsencode(path.name)!r} is not valid UTF-8; rename it "
+                         "(sclft records file and class names as text)") from None
+    return path
 
 
 def _class_dirs(folder: Path) -> list[Path]:
-    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    return sorted(_utf8(d) for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
 def _index(split_dir: Path, class_names: list[str], skipped: list[str]) -> ImageFolderDataset:
     unknown = sorted(d.name for d in _class_dirs(split_dir) if d.name not in class_names)
     if unknown:
         raise ValueError(f"{split_dir} has classes not present in train: {unknown}")
-    paths, targets = [], []
+    paths, targets, tiny = [], [], []
     for label, cls in enumerate(class_names):
         folder = split_dir / cls
         files = sorted(folder.rglob("*")) if folder.is_dir() else []
         for path in files:
             if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS:
-                if _readable(path):
+                size = _readable(_utf8(path))
+                if size:
                     paths.append(path)
                     targets.append(label)
+                    tiny += [path] if size[0] * size[1] <= 1 else []
                 else:
                     skipped.append(str(path))
+    if paths and len(tiny) == len(paths):
+        raise ValueError(f"every image in {split_dir} is 1x1 pixel ({', '.join(map(str, tiny[:3]))}"
+                         f"{' ...' if len(tiny) > 3 else ''}): there is nothing to learn or measure in them; "
+                         "use images of at least 2x2 pixels")
     return ImageFolderDataset(paths, targets, skipped, split_dir)
 
 

@@ -11,6 +11,7 @@ the cache, the CLI and the bench without importing torch.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
@@ -44,6 +45,8 @@ class StrategyConfig:
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):  # nan / inf pass every bound check
+                raise ValueError(f"{self.name}: {f.name} must be a finite number, got {value!r}")
             if choices is not None and value not in choices and not (value is None and f.default is None):
                 raise ValueError(f"{self.name}: unknown {f.name} {value!r}; valid: {', '.join(map(str, choices))}")
         return self

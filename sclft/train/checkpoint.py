@@ -31,7 +31,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..config import TrainConfig
-from ..io import atomic_write_json, read_json_object
+from ..io import DiskFullError, atomic_write_json, read_json_object, space_for
 from ..model import TransferModel
 from ..save import (
     SHA256,
@@ -225,25 +225,36 @@ def save_checkpoint(accelerator, out: Path, model: TransferModel, epoch: int, sa
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     rng, rng_meta = _rng_state()
-    save_file(rng, str(tmp / _rng_file(accelerator.process_index)), metadata=rng_meta)
-    accelerator.wait_for_everyone()
-    if main:
-        tensors, objects = _training_objects(accelerator, optimizer, scheduler)
-        save_file(tensors, str(tmp / "optimizer.safetensors"))
-        save_file(trainable_state(model), str(tmp / "model.safetensors"))
-        save_file({"sampler": sampler_gen.get_state()}, str(tmp / "sampler.safetensors"))
-        atomic_write_json(tmp / TRAINING_STATE, {"format": STATE_FORMAT, "epoch": epoch, **state, **objects})
-        atomic_write_json(tmp / "config.json", model.config())
-        files = {p.name: file_digest(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
-        atomic_write_json(root / "latest.json", {"format": STATE_FORMAT, "epoch": epoch, "path": target.name,
-                                                 "files": files})
-        for old in root.glob("epoch-*"):
-            if old != target:
-                shutil.rmtree(old, ignore_errors=True)
+    try:
+        with space_for(tmp, _nbytes(rng)):
+            save_file(rng, str(tmp / _rng_file(accelerator.process_index)), metadata=rng_meta)
+        accelerator.wait_for_everyone()
+        if main:
+            tensors, objects = _training_objects(accelerator, optimizer, scheduler)
+            weights = trainable_state(model)
+            with space_for(tmp, _nbytes(tensors) + _nbytes(weights)):
+                save_file(tensors, str(tmp / "optimizer.safetensors"))
+                save_file(weights, str(tmp / "model.safetensors"))
+                save_file({"sampler": sampler_gen.get_state()}, str(tmp / "sampler.safetensors"))
+            atomic_write_json(tmp / TRAINING_STATE, {"format": STATE_FORMAT, "epoch": epoch, **state, **objects})
+            atomic_write_json(tmp / "config.json", model.config())
+            files = {p.name: file_digest(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+            shutil.rmtree(target, ignore_errors=True)
+            tmp.rename(target)
+            atomic_write_json(root / "latest.json", {"format": STATE_FORMAT, "epoch": epoch, "path": target.name,
+                                                     "files": files})
+            for old in root.glob("epoch-*"):
+                if old != target:
+                    shutil.rmtree(old, ignore_errors=True)
+    except DiskFullError:
+        shutil.rmtree(tmp, ignore_errors=True)  # the previous checkpoint stays the latest
+        raise
     accelerator.wait_for_everyone()
     return target
+
+
+def _nbytes(tensors: dict[str, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
 # ------------------------------------------------------------------------------------------ reading

@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import math
 import os
+import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -15,12 +16,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..card import write_model_card
 from ..config import TrainConfig
 from ..data import load_dataset
 from ..io import atomic_write_json, check_out_dir
 from ..model import TransferModel
 from ..optim import WarmupCosine, build_optimizer
 from ..save import (
+    MANIFEST,
     _load_tensors,
     build_backbone,
     file_digest,
@@ -28,19 +31,29 @@ from ..save import (
     load_model_state,
     save_model,
     trainable_state,
+    write_manifest,
 )
 from ..strategies import collect_strategy_options, strategy_config
 from ..strategies.base import Strategy
 from .checkpoint import _resume_view, restore_training_state, save_checkpoint
 from .data import _loader, prepare_datasets
 from .evaluate import evaluate
-from .run_folder import METRICS_FILE, _prepare_out, run_lock
+from .run_folder import METRICS_FILE, _prepare_out, replace_run, run_files, run_lock
 
 log = logging.getLogger("sclft.train")
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss (or a trained parameter) became NaN/inf; the last good checkpoint of this run is kept."""
+
+
+class DivergedError(NonFiniteLossError):
+    """The loss stayed finite but grew by orders of magnitude (:data:`DIVERGENCE_FACTOR`); the run failed."""
+
+
+# a batch loss above this many times the run's reference loss (its first batch's, at least log K: the loss of
+# uniform predictions) ends the run as diverged; cross-entropy of a run that is learning never grows that much
+DIVERGENCE_FACTOR = 1e3
 
 
 def _non_finite(state: dict[str, torch.Tensor]) -> list[str]:
@@ -97,9 +110,17 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
         log.warning("--precision fp16 on %s: Accelerate has no fp16 autocast/GradScaler there, so this runs in "
                     "float32 (use bf16 for mixed precision on CPU)", accelerator.device)
     with run_lock(out) if accelerator.is_main_process else nullcontext():
-        resume = _prepare_out(out, cfg, accelerator)
+        resume, target = _prepare_out(out, cfg, accelerator)
         accelerator.wait_for_everyone()
-        return _train(cfg, out, accelerator, resume)
+        try:
+            metrics = _train(cfg, target, accelerator, resume)
+        except BaseException:
+            if target != out and accelerator.is_main_process:  # a failed --overwrite: the old run stays as it was
+                shutil.rmtree(target, ignore_errors=True)
+            raise
+        if target != out and accelerator.is_main_process:  # --overwrite: only a finished run replaces the old one
+            replace_run(out, target)
+        return metrics
 
 
 def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] | None) -> dict[str, Any]:
@@ -161,7 +182,8 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
     final: dict[str, dict[str, float]] = {}  # split -> final evaluation
     last_good = None  # the newest checkpoint of this run (resumed or written here)
     if resume_from is not None:
-        load_model_state(accelerator.unwrap_model(model), resume_from)
+        load_model_state(accelerator.unwrap_model(model), resume_from, f"the model this run builds ({cfg.backbone}, "
+                         f"{cfg.strategy}, layer {layer}, {splits.num_classes} classes)")
         restore_training_state(accelerator, resume_from, resumed, optimizer, scheduler)  # no pickle: safetensors + JSON
         sampler_gen.set_state(_load_tensors(resume_from / "sampler.safetensors")["sampler"])
         start_epoch, history, last_good = int(resumed["epoch"]), list(resumed["history"]), resume_from
@@ -170,6 +192,7 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
         accelerator.init_trackers("sclft", config={k: v for k, v in dataclasses.asdict(cfg).items()
                                                    if isinstance(v, (int, float, str, bool))})
 
+    reference = None  # the loss divergence is judged against (see DIVERGENCE_FACTOR)
     for epoch in range(start_epoch, epochs):
         model.train()
         seen, loss_sum, tic = 0, 0.0, time.time()
@@ -187,13 +210,20 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
                         f"loss became {loss.item()} at epoch {epoch + 1}; stopping. Try a lower --lr or "
                         f"--precision no. Last good checkpoint: {last_good or 'none yet'}"
                     )
+                value = loss.item()
+                reference = reference or max(value, math.log(max(splits.num_classes, 2)))
+                if value > DIVERGENCE_FACTOR * reference:
+                    raise DivergedError(
+                        f"loss diverged: {value:.3g} at epoch {epoch + 1}, over {DIVERGENCE_FACTOR:g} times its "
+                        f"starting {reference:.3g}; stopping (the run failed). Try a lower --lr (now {cfg.lr:g}). "
+                        f"Last good checkpoint: {last_good or 'none yet'}")
                 accelerator.backward(loss)
                 optimizer.step()
                 if accelerator.sync_gradients:
                     scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             seen += len(y)
-            loss_sum += loss.item() * len(y)
+            loss_sum += value * len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", img_s=f"{seen / max(time.time() - tic, 1e-9):.0f}")
         record = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
                   "lr": scheduler.get_last_lr()[0] if scheduler else 0.0}
@@ -257,6 +287,8 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
         save_model(unwrapped, out, build)
         atomic_write_json(out / "train_config.json", dataclasses.asdict(cfg))
         atomic_write_json(out / METRICS_FILE, metrics)
+        write_model_card(out, unwrapped)  # README.md: the Hugging Face model card, from the files just written
+        write_manifest(out, [n for n in run_files(out) if "/" not in n and n != MANIFEST])  # last: the run is done
     accelerator.end_training()
     if splits.skipped:
         say(f"note: {len(splits.skipped)} unreadable image(s) were skipped (see the log for their paths)")

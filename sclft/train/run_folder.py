@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..config import TrainConfig
-from ..save import EXPORTS_KEY, RunFolderError
+from ..save import EXPORTS_KEY, MANIFEST, RunFolderError
 from .checkpoint import CHECKPOINT_DIR, check_resume, latest_checkpoint
 
 log = logging.getLogger("sclft.train")
@@ -75,7 +75,7 @@ def run_lock(out: Path):
             os.close(fd)
 
 
-RUN_FILES = (METRICS_FILE, "model.safetensors", "config.json", "train_config.json")
+RUN_FILES = (METRICS_FILE, "model.safetensors", "config.json", "train_config.json", MANIFEST)
 
 
 def _exported_files(out: Path) -> list[str]:
@@ -95,8 +95,13 @@ def run_files(out: Path) -> list[str]:
     return [n for n in names if (out / n).exists()]
 
 
-def _prepare_out(out: Path, cfg: TrainConfig, accelerator) -> tuple[Path, dict] | None:
-    """Check ``out`` against ``resume``/``overwrite``; returns the checkpoint to resume and its state."""
+STAGING = ".sclft-overwrite"  # --overwrite: the new run is written here, beside the old one, and swapped in
+
+
+def _prepare_out(out: Path, cfg: TrainConfig, accelerator) -> tuple[tuple[Path, dict] | None, Path]:
+    """Check ``out`` against ``resume``/``overwrite``; returns the checkpoint to resume (and its state) and the
+    folder to write the run into: ``out``, or for ``--overwrite`` of an existing run a staging folder inside it
+    (the old run stays intact until :func:`replace_run` swaps the finished new one in)."""
     if cfg.resume and cfg.overwrite:
         raise ValueError("--resume and --overwrite contradict each other: choose one")
     if cfg.resume:
@@ -104,14 +109,32 @@ def _prepare_out(out: Path, cfg: TrainConfig, accelerator) -> tuple[Path, dict] 
         if path is None:
             raise RunFolderError(f"--resume: there is no checkpoint to resume in {out / CHECKPOINT_DIR} (no "
                                  "latest.json); run without --resume to start the run")
-        return path, check_resume(path, cfg, accelerator.num_processes)
+        return (path, check_resume(path, cfg, accelerator.num_processes)), out
     found = run_files(out)
     if found and not cfg.overwrite:
         raise RunFolderError(f"{out} already holds a run ({', '.join(found)}); pass --overwrite to replace it, "
                              "--resume to continue it, or choose another --out")
-    if found and accelerator.is_main_process:
-        for name in [n for n in found if "/" not in n]:  # the checkpoints go with their folder below
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
-        log.warning("--overwrite: removed the previous run in %s (%s)", out, ", ".join(found))
-    return None
+    if not found:
+        return None, out
+    staging = out / STAGING
+    if accelerator.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)  # left by an overwrite that did not finish
+        staging.mkdir()
+    return None, staging
+
+
+def replace_run(out: Path, staging: Path) -> None:
+    """Swap the finished run in ``staging`` in for the run in ``out`` (its files and checkpoints)."""
+    old = out / ".sclft-replaced"
+    shutil.rmtree(old, ignore_errors=True)
+    old.mkdir()
+    previous = list(dict.fromkeys(n.split("/")[0] for n in run_files(out)))
+    if (out / CHECKPOINT_DIR).exists() and CHECKPOINT_DIR not in previous:
+        previous.append(CHECKPOINT_DIR)
+    for name in previous:
+        os.replace(out / name, old / name)
+    for p in sorted(staging.iterdir()):
+        os.replace(p, out / p.name)
+    staging.rmdir()
+    shutil.rmtree(old, ignore_errors=True)
+    log.warning("--overwrite: replaced the previous run in %s (%s)", out, ", ".join(previous))

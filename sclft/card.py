@@ -1,0 +1,165 @@
+"""The model card of a finished run: ``README.md`` in the Hugging Face model-card format (``huggingface_hub``'s
+``ModelCard`` / ``ModelCardData``: YAML front matter with ``library_name: sclft``, ``base_model``, ``datasets``,
+``metrics``, ``tags``, ``license`` and a ``model-index`` of the test accuracy), so a run folder uploads to the
+Hub as it is. Every number comes from ``metrics.json`` and every setting from ``config.json`` /
+``train_config.json`` when the card is written.
+
+>>> write_model_card("runs/demo", model)   # the trainer calls it once the run's files are written
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shlex
+from pathlib import Path
+from typing import Any
+
+from .config import TrainConfig
+from .io import atomic_write_text
+
+log = logging.getLogger("sclft.card")
+
+CARD_FILE = "README.md"
+# TrainConfig fields that do not change the result: left out of the command that reproduces a run
+NOT_IN_COMMAND = {"out", "resume", "overwrite", "progress", "num_workers", "cache", "cache_dir", "tensorboard",
+                  "eval_every", "extra", "strategy_options"}
+ALWAYS_IN_COMMAND = {"backbone", "data", "strategy", "layer"}  # named even at their defaults, for the reader
+
+
+def base_weights(model) -> dict[str, Any]:
+    """Where the frozen weights came from, as far as the backbone says: ``hub_id`` and ``license`` from timm's
+    ``pretrained_cfg`` (None when unknown, or when the weights were random or a local file)."""
+    cfg = getattr(model.backbone.model, "pretrained_cfg", None) or {}
+    return {"hub_id": cfg.get("hf_hub_id") or None, "license": cfg.get("license") or None,
+            "architecture": cfg.get("architecture")}
+
+
+def _registered_weights(name: str) -> str:
+    from .backbones import backbone_entries
+
+    return next((e.weights for e in backbone_entries() if e.name == name), "the backbone's default pretrained weights")
+
+
+def reproduce_command(run: dict[str, Any], out: str) -> str:
+    """``sclft train`` with every result-changing field of ``train_config.json`` that differs from its default
+    (strategy options as their flags); ``extra`` (e.g. selection options) needs a YAML ``--config``."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    args = ["sclft", "train"]
+
+    def flag(name: str, value: Any) -> None:
+        opt = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(opt if value else f"--no-{name.replace('_', '-')}")
+        elif isinstance(value, (list, tuple)):
+            args.extend([opt, *map(str, value)])
+        elif value is not None:
+            args.extend([opt, str(value)])
+
+    for name in (f.name for f in dataclasses.fields(TrainConfig)):
+        if name not in run or name in NOT_IN_COMMAND:
+            continue
+        if name in ALWAYS_IN_COMMAND or run[name] != defaults.get(name):
+            flag(name, run[name])
+    for name, value in (run.get("strategy_options") or {}).items():
+        flag(name, value)
+    args.extend(["--out", out])
+    return shlex.join(args)
+
+
+def model_card(run_dir: str | Path, model) -> str:
+    """The text of ``run_dir/README.md`` for the finished run ``model`` was trained in."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    run_dir = Path(run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    run = json.loads((run_dir / "train_config.json").read_text())
+    config = json.loads((run_dir / "config.json").read_text())
+    weights = base_weights(model) if run.get("pretrained", True) and not run.get("checkpoint") else {}
+    backbone, strategy, dataset = metrics["backbone"], metrics["strategy"], metrics["dataset"]
+    acc, name = metrics["test_accuracy"], f"{backbone}-{strategy}-{dataset}".replace(":", "-").replace("/", "-")
+    data = ModelCardData(
+        library_name="sclft", pipeline_tag="image-classification", base_model=weights.get("hub_id"),
+        license=weights.get("license"), datasets=[dataset], metrics=["accuracy"], model_name=name,
+        tags=["image-classification", "transfer-learning", "neural-collapse", "sclft", strategy],
+        eval_results=[EvalResult(task_type="image-classification", dataset_type=dataset, dataset_name=dataset,
+                                 dataset_split="test", metric_type="accuracy", metric_value=acc,
+                                 metric_name="Test accuracy")])
+    selection = metrics.get("layer_selection") or {}
+    if metrics.get("layer") is None:
+        block = "none (the strategy tunes no single block)"
+    elif selection:
+        rule = selection.get("rule", "?") + (f":{selection['pick']}" if selection.get("pick") else "")
+        block = f"`{metrics['layer']}`, chosen by `--layer auto` (rule `{rule}`; evidence in `metrics.json`)"
+    else:
+        block = f"`{metrics['layer']}`, given with `--layer`"
+    if not run.get("pretrained", True):
+        source = "random initialisation (`--no-pretrained`, seeded)"
+    elif run.get("checkpoint"):
+        source = f"a local weights file (`--checkpoint`, sha256 {str(config.get('checkpoint_sha256'))[:12]}…)"
+    else:
+        source = f"`{weights['hub_id']}`" if weights.get("hub_id") else _registered_weights(backbone)
+    licence = ("Trained from a random initialisation: there are no base weights." if not run.get("pretrained", True)
+               else f"The base weights are released under `{weights['license']}` (as timm's `pretrained_cfg` records); "
+               "check its terms before redistributing this model." if weights.get("license") else
+               "The licence of the base weights is not recorded by the backbone; check the weights' source before "
+               "redistributing.")
+    options = ", ".join(f"`{k}={v}`" for k, v in (config.get("strategy_options") or {}).items() if v is not None)
+    rows = [
+        ("backbone", f"`{backbone}` (weights: {source})"),
+        ("strategy", f"`{strategy}`" + (f" ({options})" if options else "")),
+        ("tuned block", block),
+        ("trainable parameters", f"{metrics['trainable_params']:,} of {metrics['total_params']:,} "
+                                 f"({metrics['trainable_percent']:.2f} %)"),
+        ("test accuracy", f"{100 * acc:.2f} %"),
+        ("NC1 of the head input, test / train", f"{metrics['nc1_test']:.4g} / {metrics['nc1_train']:.4g}"),
+        ("dataset", f"`{dataset}`, {config['num_classes']} classes"),
+        ("image size, epochs, seed", f"{metrics.get('image_size')} px, {metrics['epochs']}, {metrics.get('seed')}"),
+    ]
+    table = "\n".join(["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
+    extra = ("\n\nplus these `extra` settings in a YAML `--config`: `" + json.dumps(run["extra"]) + "`"
+             if run.get("extra") else "")
+    body = f"""
+# {backbone} / {strategy} on {dataset}
+
+`{backbone}` fine-tuned on `{dataset}` with sclft's `{strategy}` strategy. Values from this folder's
+`metrics.json`.
+
+{table}
+
+## Use
+
+```python
+import sclft
+
+model = sclft.load("PATH/TO/THIS/FOLDER")     # model.class_names, model.transform
+model.predict(["image.jpg"], top_k=5)        # [{{"label": [...], "prob": [...], "index": [...]}}]
+```
+
+```bash
+sclft predict --checkpoint PATH/TO/THIS/FOLDER images/ --top-k 5 --out predictions.csv
+sclft export --checkpoint PATH/TO/THIS/FOLDER --format onnx --out model.onnx
+```
+
+## Reproduce
+
+```bash
+{reproduce_command(run, run_dir.name)}
+```{extra}
+
+## Licence
+
+{licence}
+"""
+    return f"---\n{data.to_yaml()}\n---\n{body}"
+
+
+def write_model_card(run_dir: str | Path, model) -> Path | None:
+    """Write ``run_dir/README.md``; a ``README.md`` that is not a sclft card (the user's own) is left alone,
+    with a warning."""
+    path = Path(run_dir) / CARD_FILE
+    if path.exists() and "library_name: sclft" not in path.read_text(errors="replace")[:2000]:
+        log.warning("%s exists and is not a sclft model card: left as it is (no model card written)", path)
+        return None
+    return atomic_write_text(path, model_card(run_dir, model))

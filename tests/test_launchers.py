@@ -1,0 +1,168 @@
+"""``sclft bench --launcher ray|slurm``: the same runs, folders and tables as the in-process runner.
+
+One local Ray cluster (2 CPUs, 1 logical GPU) serves the module; a tiny suite (4 runs of a few seconds, two
+probes) is trained once in-process as the reference.
+"""
+
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+import yaml
+
+from sclft import bench, cli
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = {
+    "name": "tiny", "images_per_second": 150, "cost_unit": "CPU", "backbones": ["efficientnet_lite0"],
+    "datasets": [{"name": "digits", "test_per_class": 4, "num_classes": 10, "train_size": 1347}],
+    "defaults": {"image_size": 16, "epochs": 2, "batch_size": 16, "layer": "auto", "layer_rule": "profile",
+                 "cache": "memory", "progress": False, "extra": {"selection": {"profile_per_class": 4}}},
+    "groups": {"table": {"strategies": ["linear_probe", "scl_ft"], "seeds": [0, 1], "train_per_class": [3]}},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(suite file, the in-process runner's bench folder)."""
+    root = tmp_path_factory.mktemp("tiny")
+    path = root / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    suite = bench.load_suite(str(path))
+    bench.run_suite(suite, root / "local", say=lambda _: None)
+    bench.build_reports(suite, root / "local")
+    return path, root / "local"
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def _ids(out):
+    return sorted(p.name for p in (out / "experiments").iterdir())
+
+
+def _overlap(tasks):
+    """The most tasks running at one time, from their start and end times."""
+    events = sorted([(t["start"], 1) for t in tasks] + [(t["end"], -1) for t in tasks])
+    running = most = 0
+    for _, step in events:
+        running += step
+        most = max(most, running)
+    return most
+
+
+def _kill_a_checkpointed_run(out, killed):
+    """SIGKILL the first process seen training a run of ``out`` that has saved a checkpoint (its lock names it)."""
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        for lock in out.glob("experiments/*/.sclft.lock"):
+            try:
+                holder = json.loads(lock.read_text())
+            except (OSError, ValueError):
+                continue
+            if (lock.parent / "checkpoint" / "latest.json").is_file():
+                os.kill(holder["pid"], signal.SIGKILL)
+                killed.append(lock.parent.name)
+                return
+        time.sleep(0.01)
+
+
+@pytest.mark.slow  # a second Ray run of the suite, with one worker restart
+def test_a_worker_killed_mid_run_is_retried_and_nothing_is_lost_or_duplicated(tiny, ray_cluster, tmp_path):
+    from sclft.bench.launchers.ray import run_ray
+
+    path, local = tiny
+    out = tmp_path / "ray"
+    killed = []
+    killer = threading.Thread(target=_kill_a_checkpointed_run, args=(out, killed), daemon=True)
+    killer.start()
+    session = run_ray(bench.load_suite(str(path)), out, gpus_per_run=0.0, cpus_per_run=1.0, retries=2)
+    killer.join()
+    assert killed and not session["failed"] and not list(out.glob("experiments/*/error.log"))
+    assert _ids(out) == _ids(local)
+    assert sorted(t["id"] for t in session["tasks"] if t["kind"] == "train") == _ids(local)  # each once
+    assert (out / "table.csv").read_text() == (local / "table.csv").read_text()
+
+
+def test_ray_gives_the_in_process_runs_and_table_and_packs_two_runs_per_gpu(tiny, ray_cluster, tmp_path, capsys):
+    path, local = tiny
+    out = tmp_path / "ray"
+    args = ["bench", "--suite", str(path), "--out", str(out), "--launcher", "ray", "--gpus-per-run", "0.5",
+            "--cpus-per-run", "0.5"]
+    assert cli.main(args) == 0
+    assert _ids(out) == _ids(local) == sorted(r.id for r in bench.expand_suite(bench.load_suite(str(path))))
+    assert (out / "table.csv").read_text() == (local / "table.csv").read_text()
+    assert {p.parent.name for p in out.glob("experiments/*/nc1_layers.csv")} == \
+        {p.parent.name for p in local.glob("experiments/*/nc1_layers.csv")}
+    session = json.loads((out / "bench.json").read_text())["sessions"][-1]
+    assert session["launcher"] == "ray" and session["trained"] == 4 and len(session["tasks"]) == 6
+    # four tasks' worth of CPUs, two of GPU: the logical GPU decides, two at a time in separate workers
+    assert _overlap(session["tasks"]) == 2 and len({t["pid"] for t in session["tasks"]}) >= 2
+    assert cli.main(args) == 0  # the same command again: everything was finished
+    assert "4 runs (4 already done, 0 trained)" in capsys.readouterr().out
+
+
+def test_the_deadline_cancels_unfinished_runs_and_still_builds_the_reports(tiny, ray_cluster, tmp_path, capsys):
+    path, _ = tiny
+    out = tmp_path / "ray"
+    assert cli.main(["bench", "--suite", str(path), "--out", str(out), "--launcher", "ray", "--deadline", "0.01"]) == 1
+    assert "deadline of 0.01 s reached" in capsys.readouterr().err
+    session = json.loads((out / "bench.json").read_text())["sessions"][-1]
+    assert session["stopped"] == "deadline" and len(session["unfinished"]) + len(session["tasks"]) == 6
+    assert not list(out.glob("experiments/*/metrics.json"))  # nothing finished in 0.01 s
+
+
+def test_slurm_array_of_two_shards_merges_into_the_in_process_report(tiny, tmp_path):
+    pytest.importorskip("submitit")
+    from sclft.bench.launchers.slurm import run_slurm
+
+    path, local = tiny
+    suite = bench.load_suite(str(path))
+    out = tmp_path / "slurm"
+    session = run_slurm(suite, out, shards=2, gpus_per_job=0, cluster="debug")
+    assert session["trained"] == 4 and not session["failed"]
+    ids = [r.id for r in bench.expand_suite(suite)]
+    assert [_ids(out / "shards" / s) for s in ("shard_1", "shard_2")] == [sorted(ids[0::2]), sorted(ids[1::2])]
+    assert (out / "table.csv").read_text() == (local / "table.csv").read_text()
+    caches = {json.loads(p.read_text())["cache_dir"] for p in out.glob("shards/*/experiments/*/train_config.json")}
+    assert caches == {str(out.absolute() / "cache")}  # one frozen-prefix cache for the array
+
+
+def test_slurm_no_wait_prints_the_merge_command(tiny, tmp_path, capsys):
+    pytest.importorskip("submitit")
+    path, _ = tiny
+    out = tmp_path / "slurm"
+    assert cli.main(["bench", "--suite", str(path), "--out", str(out), "--launcher", "slurm", "--slurm-cluster",
+                     "debug", "--shards", "2", "--gpus-per-job", "0", "--no-wait"]) == 0
+    said = capsys.readouterr().out
+    assert f"--report {out.absolute()}/shards/shard_1 {out.absolute()}/shards/shard_2" in said
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--launcher", "ray", "--shard", "1/2"], "--shard is one job of an array"),
+    (["--launcher", "ray", "--deadline", "-5"], "--deadline must be a positive number"),
+    (["--launcher", "ray", "--retries", "-1"], "--retries >= 0"),
+    (["--launcher", "slurm", "--shards", "0"], "--shards"),
+])
+def test_bad_launcher_flags_are_usage_errors(tiny, tmp_path, capsys, flags, message):
+    path, _ = tiny
+    assert cli.main(["bench", "--suite", str(path), "--out", str(tmp_path), *flags]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_missing_engine_says_how_to_install_it(tiny, tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails
+    path, _ = tiny
+    assert cli.main(["bench", "--suite", str(path), "--out", str(tmp_path), "--launcher", "ray"]) == 2
+    assert "pip install 'sclft[ray]'" in capsys.readouterr().err
