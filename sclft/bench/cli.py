@@ -19,6 +19,10 @@ def _check_usage(args: argparse.Namespace) -> None:
     if args.dry_run and reporting:
         raise ValueError("--dry-run lists the runs a suite would train and their cost; --report/--report-only "
                          "build the reports from finished runs and train nothing: give one of them")
+    if args.suite is None and not args.calibrate:
+        raise ValueError("--suite is required (a name from `sclft list suites`, or a YAML path)")
+    if args.out is None and not (args.dry_run or args.calibrate):
+        raise ValueError("--out is required (the bench folder), except with --dry-run or --calibrate")
     if args.strict_versions and not reporting:
         raise ValueError("--strict-versions applies to --report/--report-only (training always uses the "
                          "installed versions: a run of other versions is a new run)")
@@ -28,14 +32,20 @@ def _main(args: argparse.Namespace) -> int:
     from .._hub import WeightsUnavailableError
 
     _check_usage(args)
-    suite = load_suite(args.suite).with_datasets(args.dataset or [])
+    suite = load_suite(args.suite or "paper").with_datasets(args.dataset or [])
     if args.cache_dir:
         suite = suite.with_defaults(cache_dir=args.cache_dir)
-    out = Path(args.out)
+    out = Path(args.out) if args.out else None
     say = lambda text: print(text, file=sys.stderr)  # noqa: E731
+    if args.calibrate:
+        from .calibration import calibrate
+
+        calibrate(suite, args.cache_dir)
+        if not args.dry_run:
+            return 0
     try:
         if args.dry_run:
-            dry_run(suite, out, shard_spec=args.shard)
+            dry_run(suite, out, shard_spec=args.shard, cache_dir=args.cache_dir)
             return 0
         with bench_lock(out):  # one writer per bench folder (a launcher's workers write only their runs' folders)
             if args.launcher != "local" and not (args.report is not None or args.report_only):
@@ -66,9 +76,17 @@ def _main(args: argparse.Namespace) -> int:
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("bench", help="run a benchmark suite and build its tables and plots",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--suite", required=True, help="suite name (sclft list suites) or a YAML path")
-    parser.add_argument("--out", required=True, help="output directory (experiments/, table.md, plots …)")
-    parser.add_argument("--dry-run", action="store_true", help="list the runs and their estimated cost; run nothing")
+    parser.add_argument("--suite", default=None, help="suite name (sclft list suites) or a YAML path "
+                                                      "(--calibrate: default paper)")
+    parser.add_argument("--out", default=None, help="output directory (experiments/, table.md, plots …); "
+                                                    "not needed by --dry-run and --calibrate")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="list the runs and their estimated cost, each marked measured (--calibrate) or assumed "
+                             "(the suite's images/s); run nothing")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="time a few training steps per (backbone, strategy cost class, image size, precision) "
+                             "of the suite on this machine's device; stored in calibration.json in the cache folder "
+                             "(--cache-dir, else ~/.cache/sclft/features) for --dry-run")
     parser.add_argument("--report-only", action="store_true", help="rebuild the reports from finished runs")
     parser.add_argument("--report", nargs="*", metavar="DIR|JSON", default=None,
                         help="rebuild the reports in --out from the finished runs in --out and in each DIR "
