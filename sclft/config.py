@@ -17,10 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .picks import DEFAULT_FIXED_PICK, FIXED_PICKS, PROFILE_PICKS, list_rules
-from .resources import find_yaml
+from .resources import read_yaml
 from .strategies import collect_strategy_options, get_strategy_config, list_strategies, strategy_config
 
 log = logging.getLogger("sclft.config")
@@ -348,17 +346,7 @@ def flag_name(key: str) -> str:
 def load_yaml_config(path: str | Path) -> tuple[dict[str, Any], Path]:
     """The mapping in a YAML config file (a path, or NAME of a packaged config: ``sclft list configs``) and
     the file it came from."""
-    p = find_yaml("configs", path)
-    try:
-        values = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ValueError(f"--config {p}: cannot read it ({e.strerror or e})") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"--config {p}: not a text (UTF-8) file") from None
-    except yaml.YAMLError as e:
-        where = getattr(e, "problem_mark", None)
-        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
-        raise ValueError(f"--config {p}: invalid YAML{at}: {getattr(e, 'problem', None) or e}") from None
+    values, p = read_yaml("configs", path)
     if values is None:
         return {}, p
     if not isinstance(values, dict):

@@ -506,16 +506,15 @@ def test_report_merges_shards_of_other_library_versions_and_names_the_mix(smoke,
     assert f"{len(runs)} of {len(runs)} runs found" in listing and f"torch {other['torch']} (installed" in listing
 
     # --strict-versions: shard b's runs are refused, each named with its reason; a failed run says so
+    # (find_runs directly: the reports it feeds were rendered above)
     failed = runs[0].id
     (a / "experiments" / failed / "metrics.json").unlink()
     (a / "experiments" / failed / "error.log").write_text("Traceback …\nRuntimeError: CUDA error: out of memory\n")
-    bench.build_reports(suite, tmp_path / "strict", [a, b], strict_versions=True)
-    listing = (tmp_path / "strict" / "runs.md").read_text()
-    rows = {ln.split(" | ")[0][2:]: ln for ln in listing.splitlines() if ln.startswith("| efficientnet")}
-    assert set(rows) == {failed, *(r.id for r in runs[1::2])}
-    assert "failed (traceback in a/experiments/" in rows[failed]
-    assert all("version mismatch refused by --strict-versions" in rows[r.id] and other["torch"] in rows[r.id]
-               for r in runs[1::2])
-    kept = runs[2::2]  # a's runs but the failed one
-    expected = render_table(table_rows(kept, {r.id: metrics[r.id] for r in kept}))[1]
-    assert (tmp_path / "strict" / "table.csv").read_text() == expected
+    strict = bench.find_runs([a, b], runs, strict_versions=True)  # what build_reports(strict_versions=True) uses
+    assert sorted(strict.found) == sorted(r.id for r in runs[2::2])  # a's runs but the failed one
+    assert set(strict.missing) == {failed, *(r.id for r in runs[1::2])}
+    assert strict.missing[failed] == f"failed (traceback in a/experiments/{failed}/error.log)"
+    assert all("version mismatch refused by --strict-versions" in strict.missing[r.id] and
+               f"torch {other['torch']} (installed {real['torch']})" in strict.missing[r.id] for r in runs[1::2])
+    listing = coverage_text(suite, strict, [a, b])[1]
+    assert all(f"| {rid} | {reason} |" in listing for rid, reason in strict.missing.items())

@@ -24,7 +24,6 @@ from ..model import TransferModel
 from ..optim import WarmupCosine, build_optimizer
 from ..save import (
     MANIFEST,
-    _load_tensors,
     build_backbone,
     file_digest,
     frozen_digest,
@@ -184,8 +183,7 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
     if resume_from is not None:
         load_model_state(accelerator.unwrap_model(model), resume_from, f"the model this run builds ({cfg.backbone}, "
                          f"{cfg.strategy}, layer {layer}, {splits.num_classes} classes)")
-        restore_training_state(accelerator, resume_from, resumed, optimizer, scheduler)  # no pickle: safetensors + JSON
-        sampler_gen.set_state(_load_tensors(resume_from / "sampler.safetensors")["sampler"])
+        restore_training_state(accelerator, resume_from, resumed, optimizer, scheduler, sampler_gen)  # no pickle
         start_epoch, history, last_good = int(resumed["epoch"]), list(resumed["history"]), resume_from
         say(f"resumed from {resume_from} (epoch {start_epoch} of {cfg.epochs} done)")
     if cfg.tensorboard:
