@@ -94,6 +94,8 @@ def test_predict_json_from_a_list_file_and_stdout_csv(run, capsys, tmp_path):
     code, out, _ = _predict(capsys, "--checkpoint", run_dir, files[0], "--top-k", 1)
     assert code == 0 and out.splitlines()[0] == "filename,label_0,prob_0,index_0"
     assert out.splitlines()[1].split(",")[1] == rows[0]["label"][0]
+    code, out, _ = _predict(capsys, "--checkpoint", run_dir, files[0], "--precision", "bf16", "--batch-size", 1)
+    assert code == 0 and 0 < float(out.splitlines()[1].split(",")[6]) <= 1  # prob_0 under bf16 autocast
 
 
 def test_hostile_images_are_listed_and_skipped(run, capsys, tmp_path):
