@@ -182,7 +182,7 @@ def _timed_run(run, data: str, epochs: int, per_class: int | None, out: Path) ->
 def paper_timing(s: Suite, subset: int, budget: float) -> dict:
     from sclft.bench import load_suite
     from sclft.bench.calibration import calibration_path, cost_class, device_name, load_calibration, run_key
-    from sclft.bench.cost import _sizes, _tail
+    from sclft.bench.cost import _sizes, _tail, estimate_seconds
 
     suite = load_suite(s.work / "paper_dry.yaml" if s.dry_run else "paper")
     classes = _classes(suite, s.dry_run)
@@ -234,9 +234,7 @@ def paper_timing(s: Suite, subset: int, budget: float) -> dict:
                         max(0, evals - 1) * n_test * (tail if cached else 1.0) / forward
                 total += row["once_seconds"] + epochs * n_train / rate + extra
             else:
-                total += epochs * n_train / (record["train_images_per_second"] * share) + \
-                    (evals * n_test + n_train) * (tail if cached else 1.0) / forward + \
-                    ((n_train + n_test) / forward if cached else 0.0)
+                total += estimate_seconds(run, suite, calibration, device)[0]
         row.update({"basis": "timed" if row["timed"] else "calibrated", "seconds_per_run": total / len(runs),
                     "gpu_hours": total / 3600})
         hours += total / 3600
@@ -327,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = [k for k, v in s.summary["steps"].items() if not v.get("ok", v.get("returncode", 0) == 0)]
     s.summary.update({"failed": failed, "ok": not failed})
     s.save("paper_timing", s.summary["steps"]["paper_timing"])
-    s.say(f"gpu_suite: {'ok' if not failed else 'failed: ' + ', '.join(failed)}; results in {out}")
+    s.say(f"gpu_suite: {'ok' if not failed else 'failed: ' + ', '.join(failed)}")
+    print(f"results in {out}")  # not in the log: the results folder holds no machine paths
     return 1 if failed else 0
 
 
