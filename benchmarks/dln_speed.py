@@ -1,14 +1,16 @@
-"""Speed of compressed deep matrix completion, as ratios measured in one run.
+"""Speed of compressed deep matrix completion: original vs compressed vs narrow, d side by side in one run.
 
-1. Original d-wide DLN vs compressed network: iterations and training wall-clock until the recovery
-   error (unobserved entries) first reaches ``--target``, for d ∈ {200, 400, 800}, r = 5, L = 3, 20 %
-   observed.
-2. Narrow network of width 2r̂ vs compressed network at several r̂ (same problem, d = ``--narrow-dim``).
+For each d in ``--dims`` (one problem per d: rank r, 20 % observed), the ``sclft dln completion`` networks
+(``sclft.dln.experiments.build_networks``) train by GD until the recovery error first reaches ``--target``
+(or ``--steps`` / the ``--max-seconds`` budget per run). Reported per d: iterations and training seconds to
+the target, seconds per iteration, and the ratios — compressed/original iterations, per-step and end-to-end
+speed-up original/compressed, narrow/compressed iterations — plus the log-log slope of seconds per step
+against d for each network (the lecture: O(L·d²) original vs O(L·d) compressed).
 
-Writes ``speed.json``, ``speed.md`` and PNG figures to ``--out``. Runs single-threaded by default
-(``--threads``) so that timings are not distorted by other work on the machine.
+Writes ``suite.json`` (the arguments and the command), ``table.md``, ``summary.json`` and ``speed_d{d}.png``
+to ``--out``; no machine paths. ``--dry-run``: tiny dims, a few steps, to check the pipeline on any device.
 
-    python benchmarks/dln_speed.py --out benchmarks/results/dln
+    python benchmarks/dln_speed.py --out benchmarks/results/dln/speed
 """
 
 from __future__ import annotations
@@ -16,126 +18,196 @@ from __future__ import annotations
 import argparse
 import math
 import platform
+import sys
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-from sclft.dln.completion import compressed_network, make_problem, narrow_network, original_network, train_completion
+from sclft.dln.completion import make_problem
+from sclft.dln.experiments import CompletionConfig, build_networks, completion_ratios, run_network
+from sclft.dln.network import DEVICES, DTYPES, Runtime
 from sclft.dln.plots import plot_completion, save_figure, write_atomic, write_json
 
-
-def measure(network, problem, args) -> tuple[dict, object]:
-    log = train_completion(network, problem, args.lr, args.max_steps, record_every=args.record_every, stop_below=args.target)
-    hit = log.first_step_below(args.target)
-    return {
-        "network": network.name,
-        "parameters": network.num_parameters,
-        "iterations": hit[0] if hit else math.nan,
-        "seconds": hit[1] if hit else math.nan,
-        "final_error": log.metrics[-1],
-        "seconds_per_iteration": log.seconds[-1] / max(log.steps[-1], 1),
-    }, log
+KINDS = ("original", "compressed", "narrow")
 
 
-def ratio(a: float, b: float) -> float:
-    return a / b if b and math.isfinite(a) and math.isfinite(b) else math.nan
+def slope(xs: list[float], ys: list[float]) -> float:
+    """Least-squares slope of log y against log x (NaN with fewer than two finite points)."""
+    pts = [(math.log(x), math.log(y)) for x, y in zip(xs, ys) if y and math.isfinite(y) and y > 0]
+    if len(pts) < 2:
+        return math.nan
+    mx, my = sum(p[0] for p in pts) / len(pts), sum(p[1] for p in pts) / len(pts)
+    return sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
 
 
-def main() -> None:
+def fmt(x: float, spec: str = ".3g", unit: str = "") -> str:
+    return "—" if x is None or not math.isfinite(x) else format(x, spec) + unit
+
+
+def portable(path: str) -> str:
+    """A results file names no machine path: an absolute ``--out`` is recorded by its last part only."""
+    return Path(path).name if Path(path).is_absolute() else path
+
+
+def cpu_name() -> str:
+    """The CPU model as the kernel names it (no paths), else the architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def table(rows: list[dict], slopes: dict, args: argparse.Namespace, device: str, clock: str) -> list[str]:
+    what = "CPU seconds of this process" if clock == "cpu_seconds" else "wall-clock seconds"
+    lines = [
+        f"# Compressed deep matrix completion — speed (target recovery error {args.target:g})",
+        "",
+        f"r = {args.rank}, r̂ = {args.rank_estimate} (compressed / narrow width {2 * args.rank_estimate}), "
+        f"L = {args.depth}, {args.observed:.0%} observed, ε = {args.scale}, η = {args.lr}, γ = {args.gamma}; "
+        f"{device}, {args.dtype}, {args.threads} thread(s). Times are {what} of training only "
+        "(evaluation excluded).",
+        "",
+        "| d | network | parameters | iterations to target | seconds to target | ms / iteration | final error "
+        "| ended by |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for block in rows:
+        for row in block["runs"]:
+            lines.append(
+                f"| {block['dim']} | {row['network']} | {row['parameters']} | "
+                f"{fmt(row['iterations_to_target'], 'g')} | {fmt(row[f'{clock}_to_target'])} | "
+                f"{fmt(1e3 * row[f'{clock}_per_iteration'])} | "
+                f"{fmt(row['final_recovery_error'], '.2e')} | {row['ended_by']} |"
+            )
+    lines += [
+        "",
+        "| d | per-step speed-up original/compressed | end-to-end speed-up | iterations compressed/original "
+        "| iterations narrow/compressed | time narrow/compressed |",
+        "|---|---|---|---|---|---|",
+    ]
+    for block in rows:
+        r = block["ratios"]
+        lines.append(
+            f"| {block['dim']} | {fmt(r.get('speedup_per_iteration_original_over_compressed', math.nan), unit='×')} | "
+            f"{fmt(r.get('speedup_to_target_original_over_compressed', math.nan), unit='×')} | "
+            f"{fmt(r.get('iterations_compressed_over_original', math.nan))} | "
+            f"{fmt(r.get('iterations_narrow_over_compressed', math.nan))} | "
+            f"{fmt(r.get('time_to_target_narrow_over_compressed', math.nan))} |"
+        )
+    lines += [
+        "",
+        "Seconds per step grow like d^k; fitted k over the dims above: "
+        + ", ".join(f"{kind} {fmt(k, '.2f')}" for kind, k in slopes.items())
+        + ".",
+        "",
+        "— : not reached (see ended by: steps = all --steps run, max_seconds = the budget ended it).",
+        "",
+    ]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="benchmarks/results/dln")
-    parser.add_argument("--dims", type=int, nargs="+", default=[200, 400, 800])
+    parser.add_argument("--out", default="benchmarks/results/dln/speed")
+    parser.add_argument("--dims", type=int, nargs="+", default=[250, 500, 1000])
+    parser.add_argument("--networks", nargs="+", choices=KINDS, default=list(KINDS))
     parser.add_argument("--rank", type=int, default=5)
-    parser.add_argument("--rank-estimate", type=int, default=10, help="r̂ of part 1")
-    parser.add_argument("--narrow-dim", type=int, default=400)
-    parser.add_argument("--narrow-ranks", type=int, nargs="+", default=[5, 8, 10], help="r̂ values of part 2")
+    parser.add_argument("--rank-estimate", type=int, default=10)
     parser.add_argument("--observed", type=float, default=0.2)
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--scale", type=float, default=0.01)
     parser.add_argument("--lr", type=float, default=0.15)
     parser.add_argument("--gamma", type=float, default=0.3)
     parser.add_argument("--target", type=float, default=1e-4)
-    parser.add_argument("--max-steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--max-seconds", type=float, default=None, help="budget per training run")
     parser.add_argument("--record-every", type=int, default=25)
+    parser.add_argument("--device", choices=DEVICES, default="cpu")
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--dry-run", action="store_true", help="dims 32 48, 60 steps: checks the pipeline only")
+    args = parser.parse_args(argv)
+    if args.dry_run:
+        args.dims, args.steps, args.rank, args.rank_estimate = [32, 48], 60, 2, 3
     torch.set_num_threads(args.threads)
+    runtime = Runtime(device=args.device, dtype=args.dtype, max_seconds=args.max_seconds, progress=not args.no_progress)
+    device = runtime.torch_device
+    card = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    # single-threaded CPU runs are timed by process CPU time: on a shared machine wall clock mostly measures the load
+    clock = "cpu_seconds" if device.type == "cpu" else "seconds"
     out = Path(args.out)
     started = time.perf_counter()
-
-    width_rows, width_logs = [], {}
-    for rank_estimate in args.narrow_ranks:
-        problem = make_problem(args.narrow_dim, args.rank, args.observed, args.seed)
-        comp, comp_log = measure(compressed_network(problem, args.depth, args.scale, rank_estimate, args.gamma, args.seed), problem, args)
-        narrow, narrow_log = measure(narrow_network(problem, args.depth, args.scale, 2 * rank_estimate, args.seed), problem, args)
-        width_logs[rank_estimate] = (comp_log, narrow_log)
-        width_rows.append({
-            "rank_estimate": rank_estimate, "compressed": comp, "narrow": narrow,
-            "iteration_ratio_narrow_over_compressed": ratio(narrow["iterations"], comp["iterations"]),
-            "time_ratio_narrow_over_compressed": ratio(narrow["seconds"], comp["seconds"]),
-        })
-        print(width_rows[-1], flush=True)
-
-    dim_rows, dim_logs = [], {}
+    base = CompletionConfig(
+        rank=args.rank,
+        observed=args.observed,
+        depth=args.depth,
+        scale=args.scale,
+        lr=args.lr,
+        gamma=args.gamma,
+        rank_estimate=args.rank_estimate,
+        steps=args.steps,
+        target_error=args.target,
+        record_every=args.record_every,
+        seed=args.seed,
+        runtime=runtime,
+    )
+    blocks = []
     for dim in args.dims:
+        config = replace(base, dim=dim)
         problem = make_problem(dim, args.rank, args.observed, args.seed)
-        comp, comp_log = measure(compressed_network(problem, args.depth, args.scale, args.rank_estimate, args.gamma, args.seed), problem, args)
-        orig, orig_log = measure(original_network(problem, args.depth, args.scale, args.seed), problem, args)
-        dim_logs[dim] = (orig_log, comp_log)
-        dim_rows.append({
-            "dim": dim, "original": orig, "compressed": comp,
-            "speedup_wall_clock": ratio(orig["seconds"], comp["seconds"]),
-            "iteration_ratio_compressed_over_original": ratio(comp["iterations"], orig["iterations"]),
-            "speedup_per_iteration": ratio(orig["seconds_per_iteration"], comp["seconds_per_iteration"]),
-        })
-        print(dim_rows[-1], flush=True)
-
-    for dim, logs in dim_logs.items():
-        save_figure(plot_completion(logs, ["original", f"compressed r̂={args.rank_estimate}, γ={args.gamma}"], f"d={dim}"), out / f"speed_d{dim}.png", dpi=70)
-    narrow_logs = [log for pair in width_logs.values() for log in pair]
-    narrow_labels = [f"{kind} r̂={r}" for r in width_logs for kind in ("compressed", "narrow")]
-    save_figure(plot_completion(narrow_logs, narrow_labels, f"compressed vs narrow, d={args.narrow_dim}"), out / "speed_narrow.png", dpi=70)
-
-    meta = {
-        "command": "python benchmarks/dln_speed.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if not isinstance(v, list)),
-        "arguments": vars(args),
-        "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": platform.platform(), "processor": platform.processor(), "torch": torch.__version__,
-        "total_seconds": time.perf_counter() - started,
+        runs = [run_network(kind, net, problem, config) for kind, net in build_networks(problem, config, args.networks)]
+        rows = [row for _, row in runs]
+        blocks.append({"dim": dim, "runs": rows, "ratios": completion_ratios(rows, clock)})
+        labels = [row["network"] for row in rows]
+        save_figure(
+            plot_completion([log for log, _ in runs], labels, f"d={dim}, ε={args.scale}"),
+            out / f"speed_d{dim}.png",
+            dpi=60,
+        )
+        print(f"d={dim}: " + "; ".join(row["stop_note"] for row in rows), flush=True)
+    slopes = {
+        kind: slope(
+            [b["dim"] for b in blocks],
+            [next(r[f"{clock}_per_iteration"] for r in b["runs"] if r["kind"] == kind) for b in blocks],
+        )
+        for kind in args.networks
     }
-    write_json({"meta": meta, "original_vs_compressed": dim_rows, "narrow_vs_compressed": width_rows}, out / "speed.json")
-
-    fmt = lambda x, spec=".3g": "—" if not math.isfinite(x) else format(x, spec)  # noqa: E731
-    lines = [
-        f"# Compressed deep matrix completion — speed (target recovery error {args.target:g})", "",
-        f"r = {args.rank}, L = {args.depth}, {args.observed:.0%} observed, ε = {args.scale}, η = {args.lr}, γ = {args.gamma}, "
-        f"{args.threads} thread(s); seconds are training time only.", "",
-        f"| d | original iters | original s | compressed (r̂={args.rank_estimate}) iters | compressed s | wall-clock speed-up | per-iteration speed-up |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for row in dim_rows:
-        o, c = row["original"], row["compressed"]
-        lines.append(f"| {row['dim']} | {fmt(o['iterations'], 'g')} | {fmt(o['seconds'])} | {fmt(c['iterations'], 'g')} | {fmt(c['seconds'])} | "
-                     f"{fmt(row['speedup_wall_clock'])}× | {fmt(row['speedup_per_iteration'])}× |")
-    lines += ["", f"Narrow (width 2r̂, ε-orthogonal init) vs compressed, d = {args.narrow_dim}:", "",
-              "| r̂ | compressed iters | compressed s | narrow iters | narrow s | iteration ratio narrow/compressed | time ratio |",
-              "|---|---|---|---|---|---|---|"]
-    for row in width_rows:
-        c, n = row["compressed"], row["narrow"]
-        lines.append(f"| {row['rank_estimate']} | {fmt(c['iterations'], 'g')} | {fmt(c['seconds'])} | {fmt(n['iterations'], 'g')} | {fmt(n['seconds'])} | "
-                     f"{fmt(row['iteration_ratio_narrow_over_compressed'])} | {fmt(row['time_ratio_narrow_over_compressed'])} |")
-    lines += ["", "— means the target was not reached within --max-steps.", ""]
-
-    def write_md(tmp: str) -> None:
-        Path(tmp).write_text("\n".join(lines))
-
-    write_atomic(out / "speed.md", write_md)
+    given = list(argv if argv is not None else sys.argv[1:])
+    given = [portable(a) if i and given[i - 1] == "--out" else a for i, a in enumerate(given)]
+    suite = {
+        "command": " ".join(["python benchmarks/dln_speed.py", *given]),
+        "arguments": {**vars(args), "out": portable(args.out)},
+    }
+    write_json(suite, out / "suite.json")
+    summary = {
+        "suite": "dln_speed",
+        "command": suite["command"],
+        "device": str(device),
+        "card": card,
+        "dtype": args.dtype,
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "total_seconds": time.perf_counter() - started,
+        "per_step_scaling_exponent": slopes,
+        "dims": blocks,
+    }
+    write_json(summary, out / "summary.json")
+    lines = table(blocks, slopes, args, card, clock)
+    write_atomic(out / "table.md", lambda tmp: Path(tmp).write_text("\n".join(lines)))
     print("\n".join(lines))
-    print(f"total {meta['total_seconds']:.0f}s")
+    print(f"total {summary['total_seconds']:.0f}s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -60,8 +60,7 @@ def train_rates(backbone, strategy: str, x, y, args, device, autocast) -> dict[s
             opt.step()
 
         rates[mode] = timed_rate(step, len(y), args.steps, args.warmup, device)
-    del model, opt
-    return rates
+    return rates  # the model and optimizer are freed with this frame
 
 
 def main(argv: list[str] | None = None) -> dict:

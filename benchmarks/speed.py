@@ -38,10 +38,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import timm
@@ -51,14 +52,14 @@ from threadpoolctl import threadpool_limits
 from torch.utils.data import DataLoader
 
 import sclft
-from sclft.strategies import get_strategy
-from sclft.train import train as sclft_train
 from sclft import nc
 from sclft.backbones import create_backbone
 from sclft.backbones.efficientnet_lite import create_lite_imagenet
 from sclft.cache import build_cache, frozen_cache_key
 from sclft.data import TransformedDataset, build_transforms, load_dataset
 from sclft.io import atomic_write_json, atomic_write_text
+from sclft.strategies import get_strategy
+from sclft.train import train as sclft_train
 
 MEASURES: dict[str, Callable[[argparse.Namespace], list[dict]]] = {}
 NAIVE_MODELS: dict[str, Callable[[int], torch.nn.Module]] = {
@@ -326,9 +327,9 @@ def measure_nc1(args) -> list[dict]:
     dim = result["stem"]["dim"]
     rows.append({"measure": "nc1", "what": f"ours on flattened EfficientNet-Lite0 stem maps ({args.flat_size}px): "
                  f"D={dim:,}, K=10, N={result.num_samples}, streamed ({result.passes} passes, memory budget "
-                 f"{FLAT_BUDGET >> 20} MiB); the explicit way would need D×D float64 = {dim * dim * 8 / 2**30:,.0f} GiB for "
-                 "Σ_W alone (computed, not run)", "naive": None, "ours": flat_t, "unit": "s",
-                 "ratio": None, "goal": "", "ours_peak_mib": flat_mem, "dim": dim})
+                 f"{FLAT_BUDGET >> 20} MiB); the explicit way would need D×D float64 = "
+                 f"{dim * dim * 8 / 2**30:,.0f} GiB for Σ_W alone (computed, not run)", "naive": None,
+                 "ours": flat_t, "unit": "s", "ratio": None, "goal": "", "ours_peak_mib": flat_mem, "dim": dim})
     return rows
 
 
@@ -414,7 +415,8 @@ def child_peaks(jobs: list[tuple[str, tuple]]) -> list[float]:
 # ------------------------------------------------------------------------------------------ report
 SIZES = {  # full run / --quick
     "probe_size": (96, 64), "probe_n": (256, 64), "ft_size": (96, 64), "ft_per_class": (6, 3),
-    "lp_size": (32, 32), "lp_per_class": (40, 3), "lp_repeats": (2, 1), "nc_shape": ((5000, 2048, 100), (1000, 512, 20)),
+    "lp_size": (32, 32), "lp_per_class": (40, 3), "lp_repeats": (2, 1),
+    "nc_shape": ((5000, 2048, 100), (1000, 512, 20)),
     "flat_size": (112, 112), "flat_n": (200, 160), "probe_repeats": (5, 1), "mem_size": (128, 64), "repeats": (3, 1),
     "cli_repeats": (7, 3),
     "predict_size": (96, 64), "predict_n": (256, 64),

@@ -40,7 +40,7 @@ STORAGES = ("auto", "memory", "disk")
 FORMAT_VERSION = 3  # bump when the stored layout or the meaning of a key part changes
 DEFAULT_CACHE_DIR = Path(os.environ.get("SCLFT_CACHE_DIR", Path.home() / ".cache" / "sclft" / "features"))
 
-_FINGERPRINTS: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, str]]" = weakref.WeakKeyDictionary()
+_FINGERPRINTS: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, str]] = weakref.WeakKeyDictionary()
 
 
 def _state_signature(state: dict[str, torch.Tensor]) -> tuple:

@@ -80,7 +80,7 @@ def example_input(model, batch: int = 2) -> torch.Tensor:
 def export_model(model, fmt: str, out: str | Path, verify: bool = True, dynamo: bool = True) -> Path:
     """Write ``model`` (merged, in eval mode) to ``out`` as ``fmt`` (``onnx`` | ``torchscript`` |
     ``safetensors``); ONNX and TorchScript files are checked against PyTorch at two batch sizes (``verify``).
-    ``dynamo=False``: torch's older TorchScript-based ONNX exporter (deprecated by torch, about 10× faster)."""
+    ``dynamo=False``: torch's older TorchScript-based ONNX exporter (deprecated by torch, faster)."""
     if fmt not in FORMATS:
         raise ValueError(f"--format {fmt!r}: valid: {', '.join(FORMATS)}")
     out = Path(out)

@@ -103,7 +103,7 @@ class TransferModel(nn.Module):
         return predict_images(self, images, top_k=top_k, batch_size=batch_size)
 
     # ------------------------------------------------------------------ modes
-    def train(self, mode: bool = True) -> "TransferModel":
+    def train(self, mode: bool = True) -> TransferModel:
         """Frozen backbone parts always stay in eval mode (BatchNorm statistics and dropout frozen)."""
         super().train(mode)
         if self.strategy.freezes_backbone:

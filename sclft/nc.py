@@ -25,8 +25,8 @@ class has fewer than G samples). Memory O(G·K·D); pass 2 costs G times the pro
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Union
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ __all__ = [
     "nc2_equinorm", "nc2_equiangular",
 ]
 
-ArrayLike = Union[torch.Tensor, np.ndarray]
+ArrayLike = torch.Tensor | np.ndarray
 _CHUNK_ROWS = 4096
 _CHUNK_ELEMENTS = 1 << 23  # float64 working copy of a chunk: at most 64 MiB
 
@@ -239,7 +239,7 @@ class NCAccumulator:
         self.u, self.s = _mean_directions(self.stats.centred_means)
         self.proj_sq = torch.zeros(self.u.shape[1], dtype=torch.float64, device=self.u.device)
 
-    def feed(self, batches: Iterable[tuple[ArrayLike, ArrayLike]] | None = None) -> "NCAccumulator":
+    def feed(self, batches: Iterable[tuple[ArrayLike, ArrayLike]] | None = None) -> NCAccumulator:
         """Run the current pass over ``batches`` and close it."""
         for h, y in batches or ():
             self.update(h, y)

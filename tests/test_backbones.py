@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 import timm
 import torch
@@ -8,7 +7,6 @@ from PIL import Image
 import sclft
 from sclft.backbones import create_backbone
 
-
 EXPECTED_BLOCKS = {
     "resnet18": ["stem", "layer1.0", "layer1.1"] + [f"layer{i}.{j}" for i in (2, 3, 4) for j in range(2)],
     "resnet50": ["stem"] + [f"layer{i}.{j}" for i, n in zip((1, 2, 3, 4), (3, 4, 6, 3)) for j in range(n)],
@@ -16,12 +14,13 @@ EXPECTED_BLOCKS = {
     "vit_b16": [f"blocks.{i}" for i in range(12)],
     "clip_vit_b32": [f"transformer.resblocks.{i}" for i in range(12)],
 }
-WIDTHS = {"resnet18": 512, "resnet50": 2048, "vit_b32": 768, "vit_b16": 768, "clip_vit_b32": 512, "efficientnet_lite0": 1280}
+WIDTHS = {"resnet18": 512, "resnet50": 2048, "vit_b32": 768, "vit_b16": 768, "clip_vit_b32": 512,
+          "efficientnet_lite0": 1280}
 
 
 def test_registry_lists_short_names():
-    assert set(sclft.list_backbones()) == {"resnet18", "resnet50", "vit_b32", "vit_b16", "clip_vit_b32", "efficientnet_lite0",
-                                            "efficientnet_lite1", "efficientnet_lite2"}
+    assert set(sclft.list_backbones()) == {"resnet18", "resnet50", "vit_b32", "vit_b16", "clip_vit_b32",
+                                            "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"}
 
 
 @pytest.mark.parametrize("name", sorted(WIDTHS))

@@ -275,7 +275,7 @@ def test_run_ids_cover_every_config_field_defaults_and_library_versions(monkeypa
     import dataclasses
 
     import sclft.versions
-    from sclft.config import TrainConfig
+    from sclft.config import OPTIM_DEFAULTS, TrainConfig
 
     suite = bench.load_suite("smoke")
     run = next(r for r in bench.expand_suite(suite) if r.strategy == "scl_ft")
@@ -283,9 +283,10 @@ def test_run_ids_cover_every_config_field_defaults_and_library_versions(monkeypa
     left_out = {"out", "cache_dir", "progress", "num_workers", "tensorboard", "resume", "overwrite"}
     assert set(seen["config"]) == {f.name for f in dataclasses.fields(TrainConfig)} - left_out
     assert seen["config"]["strategy_options"] == {"fuse": "add", "match": "repeat", "skip_pooling": None}  # defaults
-    assert seen["config"]["weight_decay"] == TrainConfig.weight_decay and "torch" in seen["versions"]
+    # unset optimisation fields are fingerprinted as resolved (the strategy's default, else the global one)
+    assert seen["config"]["weight_decay"] == OPTIM_DEFAULTS["weight_decay"] and "torch" in seen["versions"]
     # an explicit value equal to the default is the same run; another library version is another run
-    same = bench.plan.run_id("b", "d", {**run.config, "weight_decay": TrainConfig.weight_decay}, "")
+    same = bench.plan.run_id("b", "d", {**run.config, "weight_decay": OPTIM_DEFAULTS["weight_decay"]}, "")
     assert same == bench.plan.run_id("b", "d", run.config, "")
     real = sclft.versions.library_versions()
     monkeypatch.setattr(sclft.versions, "library_versions", lambda: {**real, "timm": "0.0.1"})
@@ -505,16 +506,15 @@ def test_report_merges_shards_of_other_library_versions_and_names_the_mix(smoke,
     assert f"{len(runs)} of {len(runs)} runs found" in listing and f"torch {other['torch']} (installed" in listing
 
     # --strict-versions: shard b's runs are refused, each named with its reason; a failed run says so
+    # (find_runs directly: the reports it feeds were rendered above)
     failed = runs[0].id
     (a / "experiments" / failed / "metrics.json").unlink()
     (a / "experiments" / failed / "error.log").write_text("Traceback …\nRuntimeError: CUDA error: out of memory\n")
-    bench.build_reports(suite, tmp_path / "strict", [a, b], strict_versions=True)
-    listing = (tmp_path / "strict" / "runs.md").read_text()
-    rows = {ln.split(" | ")[0][2:]: ln for ln in listing.splitlines() if ln.startswith("| efficientnet")}
-    assert set(rows) == {failed, *(r.id for r in runs[1::2])}
-    assert "failed (traceback in a/experiments/" in rows[failed]
-    assert all("version mismatch refused by --strict-versions" in rows[r.id] and other["torch"] in rows[r.id]
-               for r in runs[1::2])
-    kept = runs[2::2]  # a's runs but the failed one
-    expected = render_table(table_rows(kept, {r.id: metrics[r.id] for r in kept}))[1]
-    assert (tmp_path / "strict" / "table.csv").read_text() == expected
+    strict = bench.find_runs([a, b], runs, strict_versions=True)  # what build_reports(strict_versions=True) uses
+    assert sorted(strict.found) == sorted(r.id for r in runs[2::2])  # a's runs but the failed one
+    assert set(strict.missing) == {failed, *(r.id for r in runs[1::2])}
+    assert strict.missing[failed] == f"failed (traceback in a/experiments/{failed}/error.log)"
+    assert all("version mismatch refused by --strict-versions" in strict.missing[r.id] and
+               f"torch {other['torch']} (installed {real['torch']})" in strict.missing[r.id] for r in runs[1::2])
+    listing = coverage_text(suite, strict, [a, b])[1]
+    assert all(f"| {rid} | {reason} |" in listing for rid, reason in strict.missing.items())

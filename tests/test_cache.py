@@ -1,5 +1,6 @@
 """Frozen-prefix cache: cached training equals uncached training; keys and disk reuse are never stale."""
 
+import importlib
 import json
 
 import pytest
@@ -7,13 +8,12 @@ import torch
 from safetensors.torch import load_file
 
 import sclft
-import importlib
-
-train_mod = importlib.import_module("sclft.train.loop")  # the module (sclft.train is also the function)
 from sclft import cache
-from sclft.data import TransformedDataset, build_transforms, load_dataset
+from sclft.data import build_transforms, load_dataset
 from sclft.data.base import LabelSubset, targets_of
 from sclft.data.subsets import few_shot_indices
+
+train_mod = importlib.import_module("sclft.train.loop")  # the module (sclft.train is also the function)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest
 

@@ -131,7 +131,8 @@ def test_imagefolder_val_dir_and_missing_layout(image_folder: Path, tmp_path: Pa
     from sclft.data import DatasetSplitError
 
     _png(image_folder / "val" / "dog" / "v.png", (0, 0, 255))
-    with pytest.raises(DatasetSplitError, match="val split: 'cat' \\(folder .*val/cat\\)$"):  # NC1 on val needs every class
+    # NC1 on val needs every class
+    with pytest.raises(DatasetSplitError, match="val split: 'cat' \\(folder .*val/cat\\)$"):
         load_dataset(f"imagefolder:{image_folder}")
     _png(image_folder / "val" / "cat" / "v.png", (0, 0, 255))
     assert len(load_dataset(f"imagefolder:{image_folder}").val) == 2
@@ -190,7 +191,8 @@ def _save_dataset_dict(path: Path, image_col: str, label_col: str, labels: dict[
     for split, values in labels.items():
         images = [{"bytes": _png_bytes(30 * i, mode="L"), "path": None} for i in range(len(values))]
         column = [names.index(v) for v in values] if class_label else values
-        splits[split] = Dataset.from_dict({image_col: images, label_col: column, "extra": list(range(len(values)))}, features=features)
+        columns = {image_col: images, label_col: column, "extra": list(range(len(values)))}
+        splits[split] = Dataset.from_dict(columns, features=features)
     DatasetDict(splits).save_to_disk(str(path))
 
 
@@ -243,7 +245,8 @@ def test_hub_dataset_offline_error_names_id_and_data_dir(monkeypatch, hf_cache: 
 
 # --- transforms ---------------------------------------------------------------------------------
 
-CONFIG = {"input_size": (3, 32, 32), "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "interpolation": "bicubic", "crop_pct": 0.875}
+CONFIG = {"input_size": (3, 32, 32), "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "interpolation": "bicubic",
+          "crop_pct": 0.875}
 
 
 @pytest.mark.parametrize("size", [(8, 8), (28, 28), (120, 80)])
@@ -443,7 +446,8 @@ def test_test_subset_is_a_dataset_of_sclft_data(caplog):
     from sclft.data import _registry, list_prefixes
 
     assert "test_subset:N:NAME" in list_prefixes()
-    assert _registry._PREFIXES["test_subset"][0].__module__ == "sclft.data.test_subset"  # not a side effect of the bench
+    # registered by sclft.data itself, not as a side effect of the bench
+    assert _registry._PREFIXES["test_subset"][0].__module__ == "sclft.data.test_subset"
     splits = load_dataset("test_subset:3:digits", seed=4)
     assert Counter(targets_of(splits.test)) == {k: 3 for k in range(10)} and splits.options["test_per_class"] == 3
     assert splits.test.indices == load_dataset("test_subset:3:digits", seed=9).test.indices  # fixed seed 0

@@ -146,7 +146,8 @@ def test_cached_hub_dataset_loads_offline_without_network(tmp_path: Path, hf_cac
 def test_unreachable_hub_fails_at_once_with_hf_download_hint(hf_cache: Path, no_network: list):
     import datasets.config
 
-    for name, repo in (("fgvc_aircraft", FGVC_REPO), ("cifar10", "uoft-cs/cifar10"), ("hf:nobody/nothing", "nobody/nothing")):
+    cases = (("fgvc_aircraft", FGVC_REPO), ("cifar10", "uoft-cs/cifar10"), ("hf:nobody/nothing", "nobody/nothing"))
+    for name, repo in cases:
         with pytest.raises(DatasetUnavailableError) as err:
             load_dataset(name)
         message = str(err.value)

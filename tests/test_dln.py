@@ -10,7 +10,7 @@ import torch
 
 from sclft.cli import main
 from sclft.dln.completion import compressed_network, make_problem, original_network, train_completion
-from sclft.dln.network import DTYPE, FactorNetwork, GDConfig, init_weight, generator, train
+from sclft.dln.network import DTYPE, FactorNetwork, GDConfig, generator, init_weight, train
 from sclft.dln.parsimony import ParsimonyConfig, max_principal_angle, run_parsimony
 from sclft.dln.separation import SeparationConfig, decay_bound, run_separation
 
@@ -140,7 +140,9 @@ def completion_runs():
         "gamma": compressed_network(problem, 3, 0.05, 4, outer_lr_ratio=0.3, seed=0),
         "frozen": compressed_network(problem, 3, 0.05, 4, outer_lr_ratio=0.0, seed=0),
     }
-    return {name: train_completion(net, problem, 0.15, 800, record_every=50, stop_below=1e-3) for name, net in nets.items()}
+    return {
+        name: train_completion(net, problem, 0.15, 800, record_every=50, stop_below=1e-3) for name, net in nets.items()
+    }
 
 
 def test_compressed_with_discrepant_step_recovers_low_rank_matrix(completion_runs):
@@ -156,14 +158,90 @@ def test_compressed_with_frozen_factors_stalls(completion_runs):
 
 
 def test_cli_writes_figures_and_numbers(tmp_path):
-    assert main(["dln", "parsimony", "--out", str(tmp_path), "--dim", "10", "--rank", "2", "--samples", "20", "--steps", "60"]) == 0
-    assert main(["dln", "separation", "--out", str(tmp_path), "--classes", "2", "--per-class", "4", "--width", "8",
-                 "--depths", "3", "4", "--scales", "0.5", "0.25", "--scale-depth", "3", "--steps", "100", "--lr", "2", "--scale-lr", "2"]) == 0
-    assert main(["dln", "completion", "--out", str(tmp_path), "--dim", "24", "--rank", "1", "--rank-estimate", "2",
-                 "--steps", "60", "--scale", "0.1"]) == 0
+    assert (
+        main(
+            [
+                "dln",
+                "parsimony",
+                "--out",
+                str(tmp_path),
+                "--dim",
+                "10",
+                "--rank",
+                "2",
+                "--samples",
+                "20",
+                "--steps",
+                "60",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "dln",
+                "separation",
+                "--out",
+                str(tmp_path),
+                "--classes",
+                "2",
+                "--per-class",
+                "4",
+                "--width",
+                "8",
+                "--depths",
+                "3",
+                "4",
+                "--scales",
+                "0.5",
+                "0.25",
+                "--scale-depth",
+                "3",
+                "--steps",
+                "100",
+                "--lr",
+                "2",
+                "--scale-lr",
+                "2",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "dln",
+                "completion",
+                "--out",
+                str(tmp_path),
+                "--dim",
+                "24",
+                "--rank",
+                "1",
+                "--rank-estimate",
+                "2",
+                "--steps",
+                "60",
+                "--scale",
+                "0.1",
+            ]
+        )
+        == 0
+    )
     names = {p.name for p in tmp_path.iterdir()}
-    assert {"parsimony.png", "parsimony.json", "separation.json", "separation_depth.png", "separation_scale.png",
-            "separation_init.png", "separation_loss.png", "completion.json", "completion.png", "factorization.png"} <= names
+    assert {
+        "parsimony.png",
+        "parsimony.json",
+        "separation.json",
+        "separation_depth.png",
+        "separation_scale.png",
+        "separation_init.png",
+        "separation_loss.png",
+        "completion.json",
+        "completion.png",
+        "factorization.png",
+    } <= names
     assert not [n for n in names if n.startswith(".")]  # no temp files left behind
     numbers = json.loads((tmp_path / "separation.json").read_text())
     assert len(numbers["depth_sweep"]) == 2 and numbers["scale_sweep"][0]["bound"] == pytest.approx(decay_bound(2, 0.5))
@@ -233,20 +311,33 @@ BAD_FLAGS = [
     ("separation-steps-negative", ["separation", "--steps", "-5"], ("--steps", ">= 1")),
     ("completion-observed-2", ["completion", "--observed", "2"], ("--observed", "(0, 1]", "2.0")),
     ("completion-observed-0", ["completion", "--observed", "0"], ("--observed", "(0, 1]")),
-    ("completion-observed-no-entry", ["completion", "--dim", "4", "--rank", "1", "--rank-estimate", "1",
-                                      "--observed", "0.01"], ("--observed", "no entry")),
+    (
+        "completion-observed-no-entry",
+        ["completion", "--dim", "4", "--rank", "1", "--rank-estimate", "1", "--observed", "0.01"],
+        ("--observed", "no entry"),
+    ),
     ("completion-dim-1", ["completion", "--dim", "1"], ("--dim", ">= 2")),
     ("completion-rank-0", ["completion", "--rank", "0"], ("--rank", ">= 1")),
-    ("completion-rank-estimate-below-rank", ["completion", "--rank", "5", "--rank-estimate", "4"],
-     ("--rank-estimate", ">= --rank")),
-    ("completion-rank-estimate-too-big", ["completion", "--dim", "20", "--rank-estimate", "11"],
-     ("--rank-estimate", "--dim / 2")),
+    (
+        "completion-rank-estimate-below-rank",
+        ["completion", "--rank", "5", "--rank-estimate", "4"],
+        ("--rank-estimate", ">= --rank"),
+    ),
+    (
+        "completion-rank-estimate-too-big",
+        ["completion", "--dim", "20", "--rank-estimate", "11"],
+        ("--rank-estimate", "--dim / 2"),
+    ),
     ("completion-depth-0", ["completion", "--depth", "0"], ("--depth", ">= 1")),
     ("completion-scale-negative", ["completion", "--scale", "-0.01"], ("--scale", "> 0")),
     ("completion-lr-0", ["completion", "--lr", "0"], ("--lr", "> 0")),
     ("completion-gamma-negative", ["completion", "--gamma", "-1"], ("--gamma", ">= 0")),
     ("completion-steps-0", ["completion", "--steps", "0"], ("--steps", ">= 1")),
     ("completion-target-error-0", ["completion", "--target-error", "0"], ("--target-error", "> 0")),
+    ("completion-max-steps-0", ["completion", "--max-steps", "0"], ("--max-steps", ">= 1")),
+    ("separation-max-seconds-negative", ["separation", "--max-seconds", "-1"], ("--max-seconds", "> 0")),
+    ("parsimony-dtype-float16", ["parsimony", "--dtype", "float16"], ("--dtype", "float32")),
+    ("completion-networks-unknown", ["completion", "--networks", "wide"], ("--networks", "compressed")),
     ("completion-out-under-a-file", ["completion", "--out", "{file}/sub"], ("--out", "not a folder")),
 ]
 
@@ -267,3 +358,189 @@ def test_bad_dln_flags_exit_2_naming_the_flag(argv, says, tmp_path, capsys, monk
     for text in says:
         assert text in captured.err, f"{text!r} not in stderr: {captured.err}"
     assert not (tmp_path / "out").exists()
+
+
+# --- runtime: device / dtype, budgets, progress (issue 26) ---------------------------------------
+
+
+def test_runtime_float32_cpu_is_honoured_through_training():
+    from sclft.dln.experiments import CompletionConfig, build_networks, run_network
+    from sclft.dln.network import Runtime
+
+    problem = make_problem(16, 1, 0.5, seed=0)
+    config = CompletionConfig(dim=16, rank=1, rank_estimate=2, scale=0.1, steps=5, runtime=Runtime("cpu", "float32"))
+    for kind, net in build_networks(problem, config, ("original", "compressed", "narrow")):
+        assert all(f.dtype == torch.float32 and f.device.type == "cpu" for f in net.factors), kind
+        log, row = run_network(kind, net, problem, config)
+        assert all(f.dtype == torch.float32 for f in net.factors)  # GD kept the dtype
+        assert (row["dtype"], row["device"], row["ended_by"], log.steps[-1]) == ("float32", "cpu", "steps", 5)
+
+
+def test_float64_is_the_default_of_the_exact_experiments_and_float32_of_completion():
+    from sclft.dln.experiments import CompletionConfig
+
+    assert ParsimonyConfig().runtime.torch_dtype == torch.float64
+    assert SeparationConfig().runtime.torch_dtype == torch.float64
+    assert CompletionConfig().runtime.torch_dtype == torch.float32
+
+
+def test_step_budget_ends_the_run_and_records_what_was_reached():
+    from sclft.dln.network import Runtime
+
+    w0 = torch.randn(3, 3, generator=generator(4), dtype=DTYPE)
+    net = FactorNetwork([w0], runtime=Runtime("cpu", "float64", max_steps=7))
+    log = train(net, lambda f: 0.5 * f[0].pow(2).sum(), GDConfig(lr=0.1), steps=100, record_every=50)
+    assert (log.ended_by, log.steps[-1], log.planned_steps, log.budget_ended) == ("max_steps", 7, 100, True)
+    # what was reached is the state after 7 steps: W(7) = 0.9^7 W(0) for ½‖W‖²
+    assert log.losses[-1] == pytest.approx(0.5 * float((0.9**7 * w0).pow(2).sum()), rel=1e-12)
+    assert "budget reached (--max-steps) at step 7 of 100" in log.stop_note()
+
+
+def test_time_budget_ends_the_run_after_the_step_that_spent_it():
+    from sclft.dln.network import Runtime
+
+    net = FactorNetwork([torch.ones(2, 2, dtype=DTYPE)], runtime=Runtime("cpu", max_seconds=1e-9))
+    log = train(net, lambda f: 0.5 * f[0].pow(2).sum(), GDConfig(lr=0.5), steps=50, record_every=10)
+    assert (log.ended_by, log.steps) == ("max_seconds", [0, 1])
+    assert log.losses[-1] == pytest.approx(0.5 * 4 * 0.25)  # W(1) = 0.5·W(0): the last step is recorded
+
+
+def test_progress_bar_shows_the_error_and_the_rate(capsys):
+    from sclft.dln.network import Runtime
+
+    problem = make_problem(12, 1, 0.5, seed=0)
+    net = original_network(problem, 2, 0.1, runtime=Runtime("cpu", "float32", progress=True))
+    train_completion(net, problem, 0.1, 20, record_every=5)
+    err = capsys.readouterr().err
+    assert "original" in err and "error=" in err and "20/20" in err and "it/s" in err
+
+
+def test_cli_budget_is_printed_and_written(tmp_path, capsys):
+    assert (
+        main(
+            [
+                "dln",
+                "completion",
+                "--out",
+                str(tmp_path),
+                "--dim",
+                "16",
+                "--rank",
+                "1",
+                "--rank-estimate",
+                "2",
+                "--steps",
+                "40",
+                "--max-steps",
+                "6",
+                "--networks",
+                "compressed",
+                "--no-factorization",
+                "--device",
+                "cpu",
+                "--dtype",
+                "float64",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "BUDGET compressed γ=0.3: budget reached (--max-steps) at step 6 of 40" in out
+    (row,) = json.loads((tmp_path / "completion.json").read_text())["completion"]
+    assert (row["ended_by"], row["steps_run"], row["dtype"], row["device"]) == ("max_steps", 6, "float64", "cpu")
+    assert not (tmp_path / "factorization.png").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cli_cuda_without_a_gpu_exits_2_before_any_work(tmp_path, capsys):
+    assert main(["dln", "parsimony", "--out", str(tmp_path / "o"), "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "--device cuda" in err and "cpu" in err and not (tmp_path / "o").exists()
+
+
+# --- the compressed network against independent references -------------------------------------
+
+
+def _hand_gradient_basis(problem, weights, scale, rank_estimate):
+    """V_{1,1} from the closed-form gradient G = (W₃W₂)ᵀ·Ω⊙(W₃W₂W₁ − Φ)/p (no autograd)."""
+    w1, w2, w3 = weights
+    residual = (
+        problem.mask.to(DTYPE) * (torch.linalg.multi_dot([w3, w2, w1]) - problem.target) / problem.observed_fraction
+    )
+    grad = (w3 @ w2).T @ residual
+    _, _, vh = torch.linalg.svd(torch.cat([grad, grad.T @ w1 / scale]), full_matrices=False)
+    return vh[: 2 * rank_estimate].T
+
+
+def test_compressed_product_at_init_is_the_original_projected_on_the_gradient_subspace():
+    from sclft.dln.network import init_network
+
+    scale, depth, rank_estimate = 0.05, 3, 3
+    problem = make_problem(30, 2, 0.4, seed=3)
+    weights = init_network([30] * (depth + 1), scale, "orthogonal", seed=5)  # what original_network(seed=5) draws
+    v = _hand_gradient_basis(problem, weights, scale, rank_estimate)
+    product = torch.linalg.multi_dot(weights[::-1])
+    comp = compressed_network(problem, depth, scale, rank_estimate, outer_lr_ratio=0.3, seed=5)
+    # U W̃(0) Vᵀ = (W(0)V/ε³)(ε³I)Vᵀ = W(0)VVᵀ; the dropped part W(0)(I − VVᵀ) has every singular value ε³
+    assert torch.allclose(comp.product().detach(), product @ v @ v.T, atol=1e-14)
+    dropped = torch.linalg.svdvals(product - comp.product().detach())
+    assert torch.allclose(
+        dropped[: 30 - 2 * rank_estimate], torch.full((30 - 2 * rank_estimate,), scale**3, dtype=DTYPE), rtol=1e-9
+    )
+    assert float(dropped[30 - 2 * rank_estimate :].max()) < 1e-12
+
+
+def test_factorisation_compressed_product_tracks_the_original_up_to_rho_cubed_after_steps():
+    problem = make_problem(20, 2, 1.0, seed=2)
+    scale, rank_estimate = 0.1, 2
+    orig = original_network(problem, 3, scale, seed=1)
+    comp = compressed_network(problem, 3, scale, rank_estimate, outer_lr_ratio=0.0, seed=1)
+    for net in (orig, comp):
+        train_completion(net, problem, 0.2, 40, record_every=40)
+    # theory (full observation): W_{L:1}(t) = U W̃_{L:1}(t) Vᵀ + ρ(t)^L U₂V₂ᵀ with a frozen V = V_{1,1}
+    diff = orig.product().detach() - comp.product().detach()
+    v = comp.factors[0].detach().T
+    assert float((diff @ v).abs().max()) < 1e-9 * scale**3  # nothing of the difference lies in the kept subspace
+    trailing = torch.linalg.svdvals(diff)[: 20 - 2 * rank_estimate]  # all ρ(t)³, one value
+    assert float((trailing.max() - trailing.min()) / trailing.mean()) < 1e-6
+    assert float(trailing.mean()) == pytest.approx(scale**3, rel=0.2)  # ρ(t) stays near ε
+    assert float(torch.linalg.norm(orig.product().detach() - problem.target)) < 0.5 * float(problem.target.norm())
+
+
+def test_fused_completion_loss_matches_the_masked_formula_and_its_gradient():
+    from sclft.dln.completion import completion_loss, fused_completion_loss
+
+    problem = make_problem(9, 2, 0.4, seed=6)
+    product = torch.randn(9, 9, generator=generator(7), dtype=DTYPE).requires_grad_(True)
+    p = problem.observed_fraction
+    loss = fused_completion_loss(product, problem.target, problem.mask.to(DTYPE) / p, p)
+    loss.backward()
+    expected = problem.mask.to(DTYPE) * (product.detach() - problem.target) / p  # ∂/∂W of ½‖Ω⊙(W−Φ)‖²/p
+    assert float(loss.detach()) == pytest.approx(float(completion_loss(product.detach(), problem)), rel=1e-13)
+    assert torch.allclose(product.grad, expected, atol=1e-15)
+
+
+@pytest.mark.slow
+@pytest.mark.device_script
+def test_dln_gpu_script_dry_run_writes_the_speed_table_without_machine_paths(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        ["bash", str(repo / "scripts" / "dln_gpu.sh"), "--dry-run", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "speed" / "summary.json").read_text())
+    assert [block["dim"] for block in summary["dims"]] == [32, 48] and summary["device"] == "cpu"
+    assert {row["kind"] for row in summary["dims"][0]["runs"]} == {"original", "compressed", "narrow"}
+    for name in ("summary.json", "suite.json", "table.md"):
+        assert str(tmp_path) not in (tmp_path / "speed" / name).read_text()
+    assert json.loads((tmp_path / "completion_d1000" / "completion.json").read_text())["completion"]

@@ -25,9 +25,9 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
@@ -214,7 +214,8 @@ CASES = [
     Case("eval-config-checkpoint-etc-passwd", EVAL_RUN, ("config.json", "'checkpoint'", "/etc/passwd", "outside"),
          real=True, setup=edit_json("runs/real/config.json", set_in("checkpoint", "/etc/passwd"), older=True)),
     Case("eval-config-checkpoint-traversal", EVAL_RUN, ("config.json", "'checkpoint'", "../../../etc/hostname"),
-         real=True, setup=edit_json("runs/real/config.json", set_in("checkpoint", "../../../etc/hostname"), older=True)),
+         real=True,
+         setup=edit_json("runs/real/config.json", set_in("checkpoint", "../../../etc/hostname"), older=True)),
     Case("eval-config-checkpoint-wrong-digest", EVAL_RUN, ("config.json", "'checkpoint'", "checkpoint_sha256"),
          real=True, setup=edit_json("runs/real/config.json", lambda d: d.update(checkpoint="file",
                                                                                 checkpoint_sha256="0" * 64),
@@ -232,6 +233,12 @@ CASES = [
          setup=edit_json(f"{CKPT}/training_state.json", set_in("num_processes", 2))),
     Case("resume-optimizer-lr-text", RESUME_RUN, ("training_state.json", "param_groups[0].lr"), real=True,
          setup=edit_json(f"{CKPT}/training_state.json", lambda d: d["optimizer"]["param_groups"][0].update(lr="x"))),
+    Case("resume-sampler-state", RESUME_RUN, ("sampler.safetensors", "torch.Generator"), real=True,
+         setup=damage(f"{CKPT}/sampler.safetensors",
+                      lambda f: save_file({"sampler": torch.zeros(3, dtype=torch.uint8)}, str(f)))),
+    Case("resume-optimizer-shape", RESUME_RUN, ("optimizer.safetensors", "has shape [2, 2]"), real=True,
+         setup=damage(f"{CKPT}/optimizer.safetensors", lambda f: save_file(
+             {k: torch.zeros(2, 2) if k.endswith("exp_avg") else v for k, v in load_file(str(f)).items()}, str(f)))),
     Case("resume-rng-truncated", RESUME_RUN, ("rng_0.safetensors",), real=True,
          setup=damage(f"{CKPT}/rng_0.safetensors", truncate)),
     Case("resume-latest-old-format", RESUME_RUN, ("latest.json", "format", "pickled"), real=True,

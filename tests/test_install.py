@@ -44,7 +44,8 @@ def test_list_configs_and_suites_name_the_packaged_files(capsys):
     assert main(["list", "configs"]) == 0
     assert capsys.readouterr().out.split() == sorted(p.stem for p in (REPO / "sclft" / "configs").glob("*.yaml"))
     assert main(["list", "suites"]) == 0
-    assert capsys.readouterr().out.split() == sorted(p.stem for p in (REPO / "sclft" / "configs" / "bench").glob("*.yaml"))
+    packaged = sorted(p.stem for p in (REPO / "sclft" / "configs" / "bench").glob("*.yaml"))
+    assert capsys.readouterr().out.split() == packaged
 
 
 def test_unknown_config_name_lists_the_packaged_ones(capsys, tmp_path, monkeypatch):

@@ -6,16 +6,15 @@ import json
 
 import pytest
 import torch
+from conftest import random_backbone
 
 from sclft.backbones import create_backbone
 from sclft.cli import build_parser, config_from_args, main
 from sclft.model import TransferModel
+from sclft.save import build_backbone
 from sclft.strategies import list_strategies, strategy_config
 from sclft.strategies.lora import load_adapter, save_adapter
-from sclft.save import build_backbone
 from sclft.train import TrainConfig, load, train
-
-from conftest import random_backbone
 
 peft = pytest.importorskip("peft")
 train_mod = importlib.import_module("sclft.train.loop")
@@ -120,7 +119,8 @@ def test_bitfit_trains_biases_only():
     model = TransferModel(backbone, "bitfit", 10)
     names = {n for n, p in model.backbone.named_parameters() if p.requires_grad}
     expected = {n for n, _ in backbone.named_parameters() if n.endswith("bias")}
-    assert names == expected and len(names) == 12 * 6 + 2  # per block: norm1, qkv, proj, norm2, fc1, fc2; + patch_embed, norm
+    # per block: norm1, qkv, proj, norm2, fc1, fc2; + patch_embed, norm
+    assert names == expected and len(names) == 12 * 6 + 2
     with_norm = TransferModel(_fresh("vit_b32"), "bitfit", 10, norm=True)
     extra = {n for n, p in with_norm.backbone.named_parameters() if p.requires_grad} - names
     assert extra and all(("norm" in n) and n.endswith("weight") for n in extra)

@@ -15,13 +15,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, one_thread):
-    """A finished run (random ResNet-18, digits at 16 px) and the digits test split written as PNG files, in
+    """A finished run (random timm test_resnet, digits at 16 px) and the digits test split written as PNG files, in
     class folders, in the order of the split."""
     from sclft.data import load_dataset
     from sclft.train import TrainConfig, train
 
     root = tmp_path_factory.mktemp("predict")
-    cfg = TrainConfig(backbone="resnet18", pretrained=False, data="digits", strategy="scl_ft", layer="layer3.0",
+    cfg = TrainConfig(backbone="timm:test_resnet", pretrained=False, data="digits", strategy="scl_ft", layer="layer3.0",
                       image_size=16, train_per_class=10, epochs=2, batch_size=32, lr=3e-3, progress=False,
                       cache_dir=str(root / "cache"), out=str(root / "run"))
     train(cfg)
@@ -94,6 +94,8 @@ def test_predict_json_from_a_list_file_and_stdout_csv(run, capsys, tmp_path):
     code, out, _ = _predict(capsys, "--checkpoint", run_dir, files[0], "--top-k", 1)
     assert code == 0 and out.splitlines()[0] == "filename,label_0,prob_0,index_0"
     assert out.splitlines()[1].split(",")[1] == rows[0]["label"][0]
+    code, out, _ = _predict(capsys, "--checkpoint", run_dir, files[0], "--precision", "bf16", "--batch-size", 1)
+    assert code == 0 and 0 < float(out.splitlines()[1].split(",")[6]) <= 1  # prob_0 under bf16 autocast
 
 
 def test_hostile_images_are_listed_and_skipped(run, capsys, tmp_path):
@@ -202,7 +204,7 @@ def test_the_run_writes_a_model_card_from_its_metrics(run, tmp_path):
         (other / name).write_text((run_dir / name).read_text())
     (other / "train_config.json").write_text(json.dumps({**trained, "pretrained": True}))
     text = model_card(other, load(run_dir))
-    assert "base_model: timm/resnet18.tv_in1k" in text and "license: bsd-3-clause" in text
+    assert "base_model: timm/test_resnet.r160_in1k" in text and "license: apache-2.0" in text
 
 
 def test_a_readme_of_the_users_own_is_left_alone(run, tmp_path):

@@ -159,3 +159,32 @@ def test_report_rescores_logme_ncti_and_trial_picks_from_stored_evidence(tmp_pat
     del cell["scores_profile_seeds"], cell["trial_seeds"]
     rules = rescore_selection([cell])[0]["rules"]
     assert "profile:logme" not in rules and rules["trial"]["picks"] == ["b"]  # old evidence: carried over
+
+
+def test_selection_scores_verdicts_compare_rules_on_their_common_cells():
+    spec = importlib.util.spec_from_file_location("selection_scores", "benchmarks/selection_scores.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    def cell(name, nc1_after, regrets):
+        return {"cell": name, "blocks": ["a", "b", "c"], "best": "b",
+                "accuracy": {"a": [0.70], "b": [0.80], "c": [0.78]}, "nc1_after": nc1_after,
+                "rules": {r: {"picks": [p], "regret": g} for r, (p, g) in regrets.items()}}
+
+    cells = [cell("x", {"a": 3.0, "b": 2.0, "c": 2.5}, {"profile:repeated_min": ("c", 2.0),
+                                                        "fixed:first_repeated": ("b", 0.0),
+                                                        "profile:logme": ("c", 2.0), "profile:ncti": ("a", 10.0),
+                                                        "trial:train_nc1": ("c", 2.0)}),
+             cell("y", {"a": 1.0, "b": 2.0, "c": 2.5}, {"profile:repeated_min": ("b", 0.0),
+                                                        "fixed:first_repeated": ("b", 0.0),
+                                                        "profile:logme": ("c", 2.0), "profile:ncti": ("c", 2.0)})]
+    out = mod.verdicts(cells)
+    assert out["after:min"] == {"x": {"pick": "b", "regret": 0.0}, "y": {"pick": "a", "regret": pytest.approx(10.0)}}
+    assert out["rules"]["after:min"]["mean_regret"] == pytest.approx(5.0)
+    assert out["rules"]["trial:train_nc1"] == {"cells": 1, "mean_regret": 2.0, "max_regret": 2.0,
+                                               "default_mean_regret_on_these_cells": 2.0}
+    p = out["predictions"]
+    assert p["7_after_min_beats_default"] == "fails"  # 5.0 vs 1.0
+    assert p["8_after_min_does_not_beat_first_repeated"] == "holds"
+    assert p["9_train_nc1_no_better_than_after_min"] == "holds"  # on cell x: 2.0 >= 0.0
+    assert p["6_logme_ncti_worse_than_default_and_logme_deep"] == "holds"  # 2.0 and 6.0 > 1.0; 2 of 2 deep picks

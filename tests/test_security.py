@@ -92,9 +92,9 @@ class Plant:
 
 PLANTS = [
     # --resume: Accelerate's old pickled files are never opened; each of our files is verified, then parsed safely
-    Plant("resume-accelerate-files", "resume", tuple(ACCELERATE_FILES), code=0),
-    Plant("resume-stray-pkl-beside", "resume", (f"{CKPT}/custom_checkpoint_0.pkl", f"{CKPT}/optimizer.bin",
-                                                f"{CKPT}/random_states_0.pkl", "run/checkpoint/latest.pkl"), code=0),
+    Plant("resume-stray-pickles", "resume", (*ACCELERATE_FILES, f"{CKPT}/custom_checkpoint_0.pkl",
+                                             f"{CKPT}/optimizer.bin", f"{CKPT}/random_states_0.pkl",
+                                             "run/checkpoint/latest.pkl"), code=0),
     *[Plant(f"resume-{name}", "resume", (f"{CKPT}/{name}",), kind="torch") for name in
       ("model.safetensors", "optimizer.safetensors", "sampler.safetensors", "rng_0.safetensors",
        "training_state.json")],

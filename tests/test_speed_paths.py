@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 import torch
+from test_nc import reference_nc1
+from test_probe import _digits
 
 import sclft
 from sclft import nc
-from test_nc import reference_nc1
-from test_probe import _digits
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest
 

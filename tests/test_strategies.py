@@ -27,7 +27,8 @@ def test_other_shares(backbone_factory):
     assert round(vit.parameter_summary()["percent"], 2) in (8.18, 8.19)
     full = sclft.TransferModel(backbone_factory("resnet50"), "full_ft", num_classes=10)
     assert full.parameter_summary()["percent"] == 100.0
-    concat = sclft.TransferModel(backbone_factory("resnet50"), "scl_ft", num_classes=10, layer="layer3.0", fuse="concat")
+    concat = sclft.TransferModel(backbone_factory("resnet50"), "scl_ft", num_classes=10, layer="layer3.0",
+                                 fuse="concat")
     assert concat.parameter_summary()["trainable"] == 1_512_448 + (2048 + 1024) * 10 + 10
 
 
@@ -98,7 +99,8 @@ def test_strategy_from_config_instance_and_saved_options(backbone_factory):
     saved = by_config.config()
     assert saved["strategy"] == "scl_ft"
     assert saved["strategy_options"] == {"fuse": "concat", "match": "repeat", "skip_pooling": None}
-    rebuilt = sclft.TransferModel(b, saved["strategy"], saved["num_classes"], saved["layer"], **saved["strategy_options"])
+    rebuilt = sclft.TransferModel(b, saved["strategy"], saved["num_classes"], saved["layer"],
+                                  **saved["strategy_options"])
     assert rebuilt.strategy.config == SCLFTConfig(fuse="concat")
     old_style = {"fuse": "add", "match": "zero_pad"}  # config.json written before skip_pooling existed
     assert sclft.TransferModel(b, "scl_ft", 10, "layer3.0", **old_style).strategy.config.match == "zero_pad"
@@ -231,7 +233,8 @@ def test_zero_shot_head_equals_open_clip_classifier(backbone_factory):
 def test_prompt_registry():
     from sclft.data import prompts
 
-    assert len(prompts.templates_for("cifar100")) == 18 and prompts.templates_for("dtd")[0] == "a photo of a {} texture."
+    assert len(prompts.templates_for("cifar100")) == 18
+    assert prompts.templates_for("dtd")[0] == "a photo of a {} texture."
     assert prompts.templates_for("fgvc_aircraft") == ("a photo of a {}, a type of aircraft.",
                                                       "a photo of the {}, a type of aircraft.")
     assert prompts.templates_for("imagefolder:x") == prompts.GENERIC_TEMPLATES and len(prompts.IMAGENET_TEMPLATES) == 80

@@ -1,15 +1,15 @@
 import copy
+import importlib
 import json
+import math
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-import importlib
-import math
+from sclft.train import NonFiniteLossError, TrainConfig, latest_checkpoint, load, train
 
 train_mod = importlib.import_module("sclft.train.loop")  # the module (sclft.train is also the function)
-from sclft.train import NonFiniteLossError, TrainConfig, latest_checkpoint, load, train
 
 METRIC_KEYS = {
     "backbone", "dataset", "strategy", "layer", "num_classes", "test_accuracy", "train_accuracy", "nc1_train",
@@ -86,7 +86,8 @@ def test_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
     straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())
-    assert [h["train_loss"] for h in metrics["history"]] == pytest.approx([h["train_loss"] for h in straight["history"]])
+    losses = [h["train_loss"] for h in straight["history"]]
+    assert [h["train_loss"] for h in metrics["history"]] == pytest.approx(losses)
 
 
 def test_kill_mid_checkpoint_keeps_previous_readable(tmp_path, monkeypatch):

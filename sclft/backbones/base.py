@@ -13,9 +13,10 @@ so a :class:`Backbone` deep-copies (EMA / SWA copies) and pickles into an indepe
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable, Literal, Sequence
+from typing import Literal
 
 import torch
 from torch import nn
@@ -163,7 +164,8 @@ class Backbone(nn.Module):
         """One pass returning the pooled output of every candidate block (or of ``only``) and the
         penultimate feature; with ``penultimate=False`` the pass stops after the last wanted block."""
         wanted = set(self.blocks if only is None else only)
-        order = self._order if penultimate else self._order[: 1 + max((self._order.index(n) for n in wanted), default=-1)]
+        last = max((self._order.index(n) for n in wanted), default=-1)
+        order = self._order if penultimate else self._order[: 1 + last]
         out: dict[str, torch.Tensor] = {}
         for n in order:
             x = self._stages[n].fn(self.model, x)
@@ -185,4 +187,5 @@ class Backbone(nn.Module):
         return poolers[mode](h, self.num_prefix_tokens)
 
     def extra_repr(self) -> str:
-        return f"name={self.name!r}, family={self.family!r}, blocks={len(self.blocks)}, num_features={self.num_features}"
+        return (f"name={self.name!r}, family={self.family!r}, blocks={len(self.blocks)}, "
+                f"num_features={self.num_features}")

@@ -9,9 +9,9 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -187,6 +187,7 @@ def _open_clip_passthrough(name: str, pretrained: bool, checkpoint: str | None,
     return clip_spec(create_clip_model(arch, tag or None, pretrained, checkpoint, image_size), arch)
 
 
-@register_backbone("clip_vit_b32", weights="open_clip ViT-B-32 / openai (QuickGELU)", description="CLIP ViT-B/32 image tower")
+@register_backbone("clip_vit_b32", weights="open_clip ViT-B-32 / openai (QuickGELU)",
+                   description="CLIP ViT-B/32 image tower")
 def clip_vit_b32(pretrained: bool, checkpoint: str | None, image_size: int | None = None) -> BackboneSpec:
     return clip_spec(create_clip_model("ViT-B-32", "openai", pretrained, checkpoint, image_size), "ViT-B-32")

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import atomic_write_json
-from .layout import BENCH_FILE, FAILURE_FILE, FINGERPRINT_FILE, is_finished, run_dir, selection_file
+from .layout import BENCH_FILE, FAILURE_FILE, FINGERPRINT_FILE, is_finished, read_json, run_dir, selection_file
 from .plan import RuleTask, Run, expand_suite, probe_runs, rule_tasks, run_fingerprint, selection_cells, shard
 from .suite import Suite
 
@@ -200,7 +200,7 @@ def run_suite(suite: Suite, out: str | Path, say: Callable[[str], None] = print,
 def record_session(out: str | Path, suite: Suite, summary: dict[str, Any]) -> Path:
     """Append one session's summary to ``out/bench.json`` (with the command and this machine)."""
     path = Path(out) / BENCH_FILE
-    history = json.loads(path.read_text()).get("sessions", []) if path.is_file() else []
+    history = read_json(path).get("sessions", []) if path.is_file() else []
     return atomic_write_json(path, {**environment(), "suite": suite.name, "command": " ".join(sys.argv),
                                     "sessions": [*history, summary]})
 

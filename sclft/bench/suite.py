@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ..resources import find_yaml, read_yaml
 from ..strategies import collect_strategy_options, list_strategies
 
 GROUPS = ("table", "data_size", "selection", "ablation")  # each feeds one report (sclft.bench.reports)
@@ -143,24 +142,12 @@ class Suite:
 
 def find_suite(name: str) -> Path:
     """A YAML path, or the name of a suite shipped in the package (``sclft/configs/bench/NAME.yaml``)."""
-    from ..resources import find_yaml
-
     return find_yaml("suites", name)
 
 
 def load_suite(name: str | Path) -> Suite:
     """The suite a ``--suite`` value names, validated (:class:`SuiteError` on a bad file)."""
-    path = find_suite(str(name))
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise SuiteError(f"--suite {path}: cannot read it ({e.strerror or e})") from None
-    except UnicodeDecodeError:
-        raise SuiteError(f"--suite {path}: not a text (UTF-8) file") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SuiteError(f"--suite {path}: invalid YAML{at}: {getattr(e, 'problem', None) or e}") from None
+    raw, path = read_yaml("suites", str(name))
     if raw is None:
         raise SuiteError(f"--suite {path}: the file is empty; a suite is a mapping with backbones, datasets and "
                          f"groups (see sclft/configs/bench/smoke.yaml)")

@@ -11,7 +11,8 @@ applied uniformly afterwards by :func:`sclft.data.load_dataset`.
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 __all__ = ["register_dataset", "list_datasets", "list_prefixes", "resolve"]
 
@@ -43,7 +44,7 @@ def list_prefixes() -> list[str]:
     return sorted(usage for _, usage in _PREFIXES.values())
 
 
-def resolve(name: str) -> Callable[[str | None], "object"]:
+def resolve(name: str) -> Callable[[str | None], object]:
     """Return ``loader(data_dir)`` for ``name``; unknown names raise ``ValueError`` listing the valid ones."""
     if name in _LOADERS:
         return _LOADERS[name]

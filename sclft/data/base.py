@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -175,7 +176,7 @@ class DatasetSplits:
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def check(self) -> "DatasetSplits":
+    def check(self) -> DatasetSplits:
         """Refuse splits that cannot be trained and evaluated on, before any work starts.
 
         Raises :class:`DatasetSplitError` (a ``ValueError``) naming the split and the class by name

@@ -15,11 +15,12 @@ not there. Only parquet / Arrow repositories load: ``datasets`` >= 4 no longer r
 from __future__ import annotations
 
 import io
+from collections.abc import Hashable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Hashable, Sequence
+from typing import Any
 
 from PIL import Image
 

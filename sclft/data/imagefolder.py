@@ -99,7 +99,8 @@ def load_imagefolder(path: str, data_dir: str | None = None) -> DatasetSplits:
     root = Path(data_dir, path) if data_dir and not Path(path).is_absolute() else Path(path)
     root = root.expanduser().resolve()
     if not (root / "train").is_dir() or not (root / "test").is_dir():
-        raise DatasetUnavailableError(f"image folder {str(root)!r} needs 'train/<class>/' and 'test/<class>/' sub-folders")
+        raise DatasetUnavailableError(f"image folder {str(root)!r} needs 'train/<class>/' and 'test/<class>/' "
+                                      "sub-folders")
     class_names = [d.name for d in _class_dirs(root / "train")]
     if not class_names:
         raise ValueError(f"{root / 'train'} has no class sub-folders")

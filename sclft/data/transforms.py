@@ -16,7 +16,8 @@ lets the trainer cache frozen features.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from PIL import Image
 

@@ -1,15 +1,22 @@
-"""``sclft dln parsimony|separation|completion --out DIR``: run one seed experiment, write PNGs + JSON."""
+"""``sclft dln parsimony|separation|completion --out DIR``: run one seed experiment, write PNGs + JSON.
+
+Every experiment takes ``--device cpu|cuda|auto``, ``--dtype float32|float64`` (float64 for parsimony and
+separation, whose claims are exact to ~1e-15; float32 for completion), a budget per training run
+(``--max-steps``, ``--max-seconds``) that ends it with what was reached (recorded as ``ended_by`` in the JSON
+and printed), and a progress bar on stderr (``--no-progress`` hides it)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..io import check_out_dir
-from .experiments import CompletionConfig, completion_experiment, parsimony_experiment, separation_experiment
+from .experiments import NETWORKS, CompletionConfig, completion_experiment, parsimony_experiment, separation_experiment
+from .network import DEVICES, DTYPES, Runtime
 from .parsimony import ParsimonyConfig
 from .separation import SeparationConfig
 
@@ -21,8 +28,10 @@ Rule = tuple[str, Callable[[Any], bool], str]
 
 
 def _int(low: int, high: int | None = None) -> tuple[Callable[[Any], bool], str]:
-    return (lambda v: isinstance(v, int) and low <= v and (high is None or v <= high),
-            f"an integer >= {low}" if high is None else f"an integer from {low} to {high}")
+    return (
+        lambda v: isinstance(v, int) and low <= v and (high is None or v <= high),
+        f"an integer >= {low}" if high is None else f"an integer from {low} to {high}",
+    )
 
 
 def _positive() -> tuple[Callable[[Any], bool], str]:
@@ -33,23 +42,49 @@ def _non_negative() -> tuple[Callable[[Any], bool], str]:
     return (lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
 
 
-COMMON: list[Rule] = [("--seed", *_int(0, SEED_MAX))]
+def _optional(test: tuple[Callable[[Any], bool], str]) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v is None or test[0](v)), test[1]
+
+
+COMMON: list[Rule] = [
+    ("--seed", *_int(0, SEED_MAX)),
+    ("--max-steps", *_optional(_int(1))),
+    ("--max-seconds", *_optional(_positive())),
+]
 RULES: dict[str, list[Rule]] = {
     "parsimony": [
-        ("--depth", *_int(1)), ("--dim", *_int(1)), ("--rank", *_int(1)), ("--samples", *_int(1)),
-        ("--scale", *_positive()), ("--lr", *_positive()), ("--steps", *_int(1)),
+        ("--depth", *_int(1)),
+        ("--dim", *_int(1)),
+        ("--rank", *_int(1)),
+        ("--samples", *_int(1)),
+        ("--scale", *_positive()),
+        ("--lr", *_positive()),
+        ("--steps", *_int(1)),
         ("--weight-decay", *_non_negative()),
         ("--momentum", lambda v: math.isfinite(v) and 0 <= v < 1, "a number in [0, 1)"),
     ],
     "separation": [
-        ("--classes", *_int(2)), ("--per-class", *_int(2)), ("--width", *_int(1)), ("--depths", *_int(2)),
-        ("--scale", *_positive()), ("--lr", *_positive()), ("--steps", *_int(1)), ("--scales", *_positive()),
-        ("--scale-depth", *_int(2)), ("--scale-lr", *_positive()),
+        ("--classes", *_int(2)),
+        ("--per-class", *_int(2)),
+        ("--width", *_int(1)),
+        ("--depths", *_int(2)),
+        ("--scale", *_positive()),
+        ("--lr", *_positive()),
+        ("--steps", *_int(1)),
+        ("--scales", *_positive()),
+        ("--scale-depth", *_int(2)),
+        ("--scale-lr", *_positive()),
     ],
     "completion": [
-        ("--dim", *_int(2)), ("--rank", *_int(1)), ("--rank-estimate", *_int(1)), ("--depth", *_int(1)),
+        ("--dim", *_int(2)),
+        ("--rank", *_int(1)),
+        ("--rank-estimate", *_int(1)),
+        ("--depth", *_int(1)),
         ("--observed", lambda v: math.isfinite(v) and 0 < v <= 1, "a fraction in (0, 1]"),
-        ("--scale", *_positive()), ("--lr", *_positive()), ("--gamma", *_non_negative()), ("--steps", *_int(1)),
+        ("--scale", *_positive()),
+        ("--lr", *_positive()),
+        ("--gamma", *_non_negative()),
+        ("--steps", *_int(1)),
         ("--target-error", *_positive()),
     ],
 }
@@ -59,22 +94,40 @@ def _joint_rules(command: str, a: argparse.Namespace) -> list[tuple[bool, str]]:
     """Limits that tie flags together: (holds, message)."""
     if command == "parsimony":
         return [
-            (4 * a.rank < a.dim, f"--rank must be below --dim / 4 (the 2·rank singular values that move must be fewer "
-                                 f"than half of the --dim ones), got --rank {a.rank} with --dim {a.dim}"),
-            (a.samples >= a.dim, f"--samples must be >= --dim (the inputs need full row rank), got --samples "
-                                 f"{a.samples} with --dim {a.dim}"),
+            (
+                4 * a.rank < a.dim,
+                f"--rank must be below --dim / 4 (the 2·rank singular values that move must be fewer "
+                f"than half of the --dim ones), got --rank {a.rank} with --dim {a.dim}",
+            ),
+            (
+                a.samples >= a.dim,
+                f"--samples must be >= --dim (the inputs need full row rank), got --samples "
+                f"{a.samples} with --dim {a.dim}",
+            ),
         ]
     if command == "separation":
-        return [(a.width > 2 * a.classes, f"--width must be > 2·--classes (the theorem's unchanged spectrum is the "
-                                          f"width − 2K trailing singular values), got --width {a.width} with "
-                                          f"--classes {a.classes}")]
+        return [
+            (
+                a.width > 2 * a.classes,
+                f"--width must be > 2·--classes (the theorem's unchanged spectrum is the "
+                f"width − 2K trailing singular values), got --width {a.width} with "
+                f"--classes {a.classes}",
+            )
+        ]
     return [
-        (a.rank <= a.rank_estimate, f"--rank-estimate must be >= --rank (r̂ ≥ r), got --rank-estimate "
-                                    f"{a.rank_estimate} with --rank {a.rank}"),
-        (2 * a.rank_estimate <= a.dim, f"--rank-estimate must be at most --dim / 2 (the compressed width is "
-                                       f"2·r̂), got --rank-estimate {a.rank_estimate} with --dim {a.dim}"),
-        (round(a.observed * a.dim * a.dim) >= 1, f"--observed {a.observed} observes no entry of a --dim {a.dim} "
-                                                 "matrix; observe at least one"),
+        (
+            a.rank <= a.rank_estimate,
+            f"--rank-estimate must be >= --rank (r̂ ≥ r), got --rank-estimate {a.rank_estimate} with --rank {a.rank}",
+        ),
+        (
+            2 * a.rank_estimate <= a.dim,
+            f"--rank-estimate must be at most --dim / 2 (the compressed width is "
+            f"2·r̂), got --rank-estimate {a.rank_estimate} with --dim {a.dim}",
+        ),
+        (
+            round(a.observed * a.dim * a.dim) >= 1,
+            f"--observed {a.observed} observes no entry of a --dim {a.dim} matrix; observe at least one",
+        ),
     ]
 
 
@@ -85,22 +138,49 @@ def check_flags(command: str, args: argparse.Namespace) -> None:
         value = getattr(args, flag[2:].replace("-", "_"))
         if not all(ok(v) for v in (value if isinstance(value, list) else [value])):
             shown = " ".join(map(str, value)) if isinstance(value, list) else value
-            raise ValueError(f"{flag} must be {valid}{' (each value)' if isinstance(value, list) else ''}, "
-                             f"got {shown}")
+            raise ValueError(f"{flag} must be {valid}{' (each value)' if isinstance(value, list) else ''}, got {shown}")
     for holds, message in _joint_rules(command, args):
         if not holds:
             raise ValueError(message)
     check_out_dir(args.out)
+    _runtime(args).torch_device  # noqa: B018 -- --device cuda without a GPU fails here, before any work
+
+
+def _runtime(args: argparse.Namespace) -> Runtime:
+    return Runtime(
+        device=args.device,
+        dtype=args.dtype,
+        max_steps=args.max_steps,
+        max_seconds=args.max_seconds,
+        progress=not args.no_progress,
+    )
+
+
+def _notes(rows: list[dict]) -> None:
+    """One line per training run on how it ended; a budget that ended a run is said so."""
+    for row in rows:
+        print(("BUDGET " if row["budget_ended"] else "") + row["stop_note"])
 
 
 def _parsimony(args: argparse.Namespace) -> int:
     check_flags("parsimony", args)
     config = ParsimonyConfig(
-        depth=args.depth, dim=args.dim, rank=args.rank, samples=args.samples, scale=args.scale, lr=args.lr,
-        steps=args.steps, weight_decay=args.weight_decay, momentum=args.momentum, whitened=not args.no_whiten,
-        init=args.init, seed=args.seed,
+        depth=args.depth,
+        dim=args.dim,
+        rank=args.rank,
+        samples=args.samples,
+        scale=args.scale,
+        lr=args.lr,
+        steps=args.steps,
+        weight_decay=args.weight_decay,
+        momentum=args.momentum,
+        whitened=not args.no_whiten,
+        init=args.init,
+        seed=args.seed,
+        runtime=_runtime(args),
     )
     summary = parsimony_experiment(config, Path(args.out))
+    _notes([summary])
     for i, layer in enumerate(summary["layers"], 1):
         print(
             f"layer {i}: rho={layer['rho']:.4g} trailing spread={layer['trailing_relative_spread']:.1e} "
@@ -112,12 +192,25 @@ def _parsimony(args: argparse.Namespace) -> int:
 def _separation(args: argparse.Namespace) -> int:
     check_flags("separation", args)
     base = SeparationConfig(
-        num_classes=args.classes, per_class=args.per_class, width=args.width, depth=args.depths[0],
-        scale=args.scale, lr=args.lr, steps=args.steps, seed=args.seed,
+        num_classes=args.classes,
+        per_class=args.per_class,
+        width=args.width,
+        depth=args.depths[0],
+        scale=args.scale,
+        lr=args.lr,
+        steps=args.steps,
+        seed=args.seed,
+        runtime=_runtime(args),
     )
     summary = separation_experiment(
-        base, Path(args.out), depths=args.depths, scales=args.scales, scale_depth=args.scale_depth, scale_lr=args.scale_lr
+        base,
+        Path(args.out),
+        depths=args.depths,
+        scales=args.scales,
+        scale_depth=args.scale_depth,
+        scale_lr=args.scale_lr,
     )
+    _notes([run for group in ("depth_sweep", "scale_sweep", "init_sweep") for run in summary[group]])
     for group in ("depth_sweep", "scale_sweep", "init_sweep"):
         for run in summary[group]:
             cfg = run["config"]
@@ -131,13 +224,30 @@ def _separation(args: argparse.Namespace) -> int:
 def _completion(args: argparse.Namespace) -> int:
     check_flags("completion", args)
     config = CompletionConfig(
-        dim=args.dim, rank=args.rank, observed=args.observed, depth=args.depth, scale=args.scale, lr=args.lr,
-        gamma=args.gamma, rank_estimate=args.rank_estimate, steps=args.steps,
-        target_error=args.target_error, seed=args.seed,
+        dim=args.dim,
+        rank=args.rank,
+        observed=args.observed,
+        depth=args.depth,
+        scale=args.scale,
+        lr=args.lr,
+        gamma=args.gamma,
+        rank_estimate=args.rank_estimate,
+        steps=args.steps,
+        target_error=args.target_error,
+        seed=args.seed,
+        networks=tuple(dict.fromkeys(args.networks)),
+        factorization=not args.no_factorization,
+        stop_at_target=not args.keep_going,
+        runtime=_runtime(args),
     )
     summary = completion_experiment(config, Path(args.out))
-    for row in summary["completion"] + summary["factorization"]:
-        print(json.dumps({k: row[k] for k in ("network", "final_recovery_error", "iterations_to_target", "seconds_to_target")}))
+    rows = summary["completion"] + summary["factorization"]
+    _notes(rows)
+    keys = ("network", "final_recovery_error", "iterations_to_target", "seconds_to_target", "seconds_per_iteration")
+    for row in rows:
+        print(json.dumps({k: row[k] for k in keys}))
+    if summary["ratios"]:
+        print(json.dumps(summary["ratios"]))
     return 0
 
 
@@ -146,14 +256,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     dln = subparsers.add_parser("dln", help="deep-linear-network theory lab (seed §2–4)", description=__doc__)
     commands = dln.add_subparsers(dest="dln_command", metavar="EXPERIMENT", required=True)
 
-    def leaf(name: str, help_text: str, func) -> argparse.ArgumentParser:
+    def leaf(name: str, help_text: str, func, dtype: str) -> argparse.ArgumentParser:
         parser = commands.add_parser(name, help=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         parser.add_argument("--out", required=True, help="folder for the PNG figures and the JSON numbers")
         parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda when available, else cpu")
+        parser.add_argument("--dtype", choices=tuple(DTYPES), default=dtype)
+        parser.add_argument(
+            "--max-steps",
+            type=int,
+            default=None,
+            help="budget: end each training run after this many steps (recorded as ended_by)",
+        )
+        parser.add_argument(
+            "--max-seconds",
+            type=float,
+            default=None,
+            help="budget: end each training run after this many wall-clock seconds",
+        )
+        parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
         parser.set_defaults(func=func)
         return parser
 
-    p = leaf("parsimony", "SVD of each layer during GD: only 2r directions move", _parsimony)
+    p = leaf("parsimony", "SVD of each layer during GD: only 2r directions move", _parsimony, "float64")
     defaults = ParsimonyConfig()
     p.add_argument("--depth", type=int, default=defaults.depth)
     p.add_argument("--dim", type=int, default=defaults.dim)
@@ -167,12 +292,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--init", choices=("orthogonal", "normal", "uniform"), default=defaults.init)
     p.add_argument("--no-whiten", action="store_true", help="Gaussian inputs instead of XXᵀ = I")
 
-    s = leaf("separation", "per-layer separation D_l of a trained DLN", _separation)
+    s = leaf("separation", "per-layer separation D_l of a trained DLN", _separation, "float64")
     sep = SeparationConfig()
     s.add_argument("--classes", type=int, default=sep.num_classes)
     s.add_argument("--per-class", type=int, default=sep.per_class)
     s.add_argument("--width", type=int, default=sep.width)
-    s.add_argument("--depths", type=int, nargs="+", default=[6, 8, 10], help="depth sweep (the first is used for the init sweep)")
+    s.add_argument(
+        "--depths", type=int, nargs="+", default=[6, 8, 10], help="depth sweep (the first is used for the init sweep)"
+    )
     s.add_argument("--scale", type=float, default=sep.scale, help="ε of the depth and init sweeps")
     s.add_argument("--lr", type=float, default=sep.lr)
     s.add_argument("--steps", type=int, default=2000)
@@ -180,7 +307,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     s.add_argument("--scale-depth", type=int, default=4)
     s.add_argument("--scale-lr", type=float, default=10.0)
 
-    c = leaf("completion", "original vs compressed vs narrow DLN for matrix completion", _completion)
+    c = leaf("completion", "original vs compressed vs narrow DLN for matrix completion", _completion, "float32")
     comp = CompletionConfig()
     c.add_argument("--dim", type=int, default=comp.dim)
     c.add_argument("--rank", type=int, default=comp.rank)
@@ -192,4 +319,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     c.add_argument("--gamma", type=float, default=comp.gamma, help="outer-factor step ratio γ")
     c.add_argument("--steps", type=int, default=comp.steps)
     c.add_argument("--target-error", type=float, default=comp.target_error)
+    c.add_argument(
+        "--networks",
+        nargs="+",
+        choices=NETWORKS,
+        default=list(NETWORKS),
+        help="completion networks to train (frozen: compressed with γ = 0; narrow: width 2·r̂)",
+    )
+    c.add_argument(
+        "--no-factorization", action="store_true", help="skip the full-observation original-vs-compressed (γ = 0) pair"
+    )
+    c.add_argument("--keep-going", action="store_true", help="train all --steps even after reaching --target-error")
     return dln

@@ -11,6 +11,12 @@ The compressed network (Yaras et al. 2023) exploits the law of parsimony: from a
 top right singular vectors of the first layer's gradient at init and ``W_1(0)ᵀ`` times its top left
 singular vectors; ``U_{L,1} = W_{L:1}(0)V_{1,1}/ε^L``. For completion Ω⊙Φ is not low rank, so the
 outer factors are trained too, at the discrepant step γη (γ = 0 freezes them).
+
+Cost per GD step: the original network multiplies ``d×d`` factors, ``O(L·d³)`` flops (``L·d²`` parameters);
+the compressed one has ``2d·2r̂ + L·(2r̂)²`` parameters and never multiplies two ``d``-wide matrices — its
+product ``U·(W̃_{L:1}V^T)`` costs ``O(d·r̂² L + d²·r̂)`` — but the loss still reads every observed entry,
+``|Ω| = p·d²`` of them, so at a fixed observed fraction a step is ``O(d²)`` with a small constant (measured
+in ``benchmarks/dln_speed.py``). Networks are built in float64 on the CPU and then moved to the runtime.
 """
 
 from __future__ import annotations
@@ -19,12 +25,24 @@ from dataclasses import dataclass
 
 import torch
 
-from .network import DTYPE, FactorNetwork, GDConfig, TrainLog, end_to_end, generator, init_network, random_orthogonal, train
+from .network import (
+    DTYPE,
+    FactorNetwork,
+    GDConfig,
+    Runtime,
+    TrainLog,
+    end_to_end,
+    generator,
+    init_network,
+    random_orthogonal,
+    train,
+)
 
 __all__ = [
     "CompletionProblem",
     "make_problem",
     "completion_loss",
+    "fused_completion_loss",
     "recovery_error",
     "original_network",
     "compressed_network",
@@ -54,6 +72,10 @@ class CompletionProblem:
     def fully_observed(self) -> bool:
         return bool(self.mask.all())
 
+    def to(self, runtime: Runtime) -> CompletionProblem:
+        """The same problem on the runtime's device and dtype."""
+        return CompletionProblem(runtime.to(self.target), runtime.to(self.mask), self.rank)
+
 
 def make_problem(
     dim: int,
@@ -77,8 +99,36 @@ def make_problem(
 
 def completion_loss(product: torch.Tensor, problem: CompletionProblem) -> torch.Tensor:
     """``½‖Ω ⊙ (W − Φ)‖²_F / p``."""
-    residual = torch.where(problem.mask, product - problem.target, torch.zeros((), dtype=DTYPE))
+    residual = torch.where(
+        problem.mask, product - problem.target, torch.zeros((), dtype=product.dtype, device=product.device)
+    )
     return 0.5 * residual.pow(2).sum() / problem.observed_fraction
+
+
+class _MaskedHalfSquare(torch.autograd.Function):
+    """``½·Σ w·(W − Φ)²`` for weights ``w`` (``Ω/p``) in three passes over the ``d×d`` entries: the gradient
+    ``w·(W − Φ)`` is formed once in the forward pass and reused (autograd's chain of where/pow/sum needs ~8)."""
+
+    @staticmethod
+    def forward(
+        ctx, product: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, fraction: float
+    ) -> torch.Tensor:
+        grad = (product - target).mul_(weight)
+        ctx.save_for_backward(grad)
+        flat = grad.reshape(-1)
+        return 0.5 * fraction * torch.dot(flat, flat)  # w·diff² = p·(w·diff)² on Ω, since w = 1/p there
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_output, None, None, None
+
+
+def fused_completion_loss(
+    product: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, fraction: float
+) -> torch.Tensor:
+    """``completion_loss`` for training, given ``weight = Ω/p`` in the product's dtype and ``fraction = p``."""
+    return _MaskedHalfSquare.apply(product, target, weight, fraction)
 
 
 def recovery_error(product: torch.Tensor, problem: CompletionProblem) -> float:
@@ -88,20 +138,27 @@ def recovery_error(product: torch.Tensor, problem: CompletionProblem) -> float:
     return float(diff.norm() / problem.target[hidden].norm())
 
 
-def original_network(problem: CompletionProblem, depth: int, scale: float, seed: int = 0) -> FactorNetwork:
+def original_network(
+    problem: CompletionProblem, depth: int, scale: float, seed: int = 0, runtime: Runtime | None = None
+) -> FactorNetwork:
     """The ``d``-wide, ``depth``-layer DLN from ε-orthogonal init."""
     d = problem.dim
-    return FactorNetwork(init_network([d] * (depth + 1), scale, "orthogonal", seed), name="original")
+    return FactorNetwork(init_network([d] * (depth + 1), scale, "orthogonal", seed), name="original", **_on(runtime))
+
+
+def _on(runtime: Runtime | None) -> dict:
+    return {} if runtime is None else {"runtime": runtime}
 
 
 def compression_basis(
     weights: list[torch.Tensor], problem: CompletionProblem, rank_estimate: int, scale: float
 ) -> torch.Tensor:
     """``V_{1,1}`` (d×2r̂): top-2r̂ right singular vectors of ``[G; GᵀW_1(0)/ε]``, G = ∇_{W_1}ℓ at init."""
-    factors = [w.detach().clone().requires_grad_(True) for w in weights]
+    factors = [w.detach().to("cpu", DTYPE).requires_grad_(True) for w in weights]
+    problem = CompletionProblem(problem.target.to("cpu", DTYPE), problem.mask.cpu(), problem.rank)
     completion_loss(end_to_end(factors), problem).backward()
     grad = factors[0].grad
-    stacked = torch.cat([grad, grad.T @ weights[0] / scale], dim=0)
+    stacked = torch.cat([grad, grad.T @ factors[0].detach() / scale], dim=0)
     _, _, vh = torch.linalg.svd(stacked, full_matrices=False)
     return vh[: 2 * rank_estimate].T.contiguous()
 
@@ -113,26 +170,29 @@ def compressed_network(
     rank_estimate: int,
     outer_lr_ratio: float,
     seed: int = 0,
+    runtime: Runtime | None = None,
 ) -> FactorNetwork:
     """``U_{L,1} · W̃_L ⋯ W̃_1 · V_{1,1}ᵀ`` built from the same init as ``original_network(…, seed)``.
 
     The outer factors ``V_{1,1}ᵀ`` and ``U_{L,1}`` train at ``outer_lr_ratio × η`` (the seed's γ)."""
     if 2 * rank_estimate > problem.dim:
         raise ValueError(f"2·rank_estimate = {2 * rank_estimate} exceeds the width {problem.dim}")
-    weights = original_network(problem, depth, scale, seed).weights()
+    weights = original_network(problem, depth, scale, seed).weights()  # float64 CPU: the basis is built there
     right = compression_basis(weights, problem, rank_estimate, scale)
     left = end_to_end(weights) @ right / scale**depth
     width = 2 * rank_estimate
     cores = [scale * torch.eye(width, dtype=DTYPE) for _ in range(depth)]
     scales = [outer_lr_ratio] + [1.0] * depth + [outer_lr_ratio]
-    return FactorNetwork([right.T] + cores + [left], scales, name=f"compressed γ={outer_lr_ratio:g}")
+    return FactorNetwork([right.T] + cores + [left], scales, name=f"compressed γ={outer_lr_ratio:g}", **_on(runtime))
 
 
-def narrow_network(problem: CompletionProblem, depth: int, scale: float, width: int, seed: int = 0) -> FactorNetwork:
+def narrow_network(
+    problem: CompletionProblem, depth: int, scale: float, width: int, seed: int = 0, runtime: Runtime | None = None
+) -> FactorNetwork:
     """A ``width``-wide DLN (``d → width → … → width → d``) from ε-orthogonal init."""
     d = problem.dim
     dims = [d] + [width] * (depth - 1) + [d]
-    return FactorNetwork(init_network(dims, scale, "orthogonal", seed), name=f"narrow w={width}")
+    return FactorNetwork(init_network(dims, scale, "orthogonal", seed), name=f"narrow w={width}", **_on(runtime))
 
 
 def train_completion(
@@ -144,14 +204,17 @@ def train_completion(
     record_every: int = 10,
     stop_below: float | None = None,
 ) -> TrainLog:
-    """GD on the completion loss; the log's metric is the recovery error."""
+    """GD on the completion loss; the log's metric is the recovery error. The problem is moved to the
+    network's runtime (device, dtype)."""
+    problem = problem.to(network.runtime)
+    fraction = problem.observed_fraction
+    weight = problem.mask.to(problem.target.dtype) / fraction
     return train(
         network,
-        lambda factors: completion_loss(end_to_end(factors), problem),
+        lambda factors: fused_completion_loss(end_to_end(factors), problem.target, weight, fraction),
         GDConfig(lr=lr),
         steps,
         record_every=record_every,
         metric=lambda factors: recovery_error(end_to_end(factors), problem),
         stop_below=stop_below,
     )
-

@@ -6,9 +6,9 @@ Shared by the ``sclft dln …`` command and the ``scripts/dln_*.py`` figure scri
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
 
 from .completion import (
     CompletionProblem,
@@ -18,19 +18,30 @@ from .completion import (
     original_network,
     train_completion,
 )
-from .network import FactorNetwork, TrainLog
+from .network import FactorNetwork, Runtime, TrainLog, run_status
 from .parsimony import ParsimonyConfig, run_parsimony
 from .plots import plot_completion, plot_parsimony, plot_separation, plot_separation_losses, save_figure, write_json
 from .separation import SeparationConfig, run_separation
 
-__all__ = ["parsimony_experiment", "separation_experiment", "CompletionConfig", "completion_experiment"]
+__all__ = [
+    "NETWORKS",
+    "CompletionConfig",
+    "build_networks",
+    "completion_experiment",
+    "completion_ratios",
+    "parsimony_experiment",
+    "run_network",
+    "separation_experiment",
+]
 
 
 def parsimony_experiment(config: ParsimonyConfig, out: Path, name: str = "parsimony") -> dict:
     """Train once, write ``{name}.png`` (SVD evolution per layer) and ``{name}.json``."""
     result = run_parsimony(config)
     setting = "whitened" if config.whitened else "non-whitened"
-    title = f"L={config.depth}, d={config.dim}, r={config.rank}, ε={config.scale}, {setting}, momentum={config.momentum}"
+    title = (
+        f"L={config.depth}, d={config.dim}, r={config.rank}, ε={config.scale}, {setting}, momentum={config.momentum}"
+    )
     save_figure(plot_parsimony(result, title), out / f"{name}.png")
     summary = result.summary()
     write_json(summary, out / f"{name}.json")
@@ -51,7 +62,9 @@ def separation_experiment(
     by_scale = [run_separation(replace(base, depth=scale_depth, lr=scale_lr, scale=s)) for s in scales]
     by_init = [run_separation(replace(base, init=kind)) for kind in inits]
     eps = f"ε={base.scale}, η={base.lr}"
-    save_figure(plot_separation(by_depth, [f"L={d}" for d in depths], f"D_l by depth ({eps})"), out / "separation_depth.png")
+    save_figure(
+        plot_separation(by_depth, [f"L={d}" for d in depths], f"D_l by depth ({eps})"), out / "separation_depth.png"
+    )
     scale_labels = [f"ε={s}" for s in scales]
     save_figure(
         plot_separation(by_scale, scale_labels, f"D_l by init scale (L={scale_depth}, η={scale_lr})"),
@@ -61,7 +74,9 @@ def separation_experiment(
         plot_separation_losses(by_scale, scale_labels, f"loss vs iterations (L={scale_depth}, η={scale_lr})"),
         out / "separation_loss.png",
     )
-    save_figure(plot_separation(by_init, list(inits), f"D_l by init type (L={base.depth}, {eps})"), out / "separation_init.png")
+    save_figure(
+        plot_separation(by_init, list(inits), f"D_l by init type (L={base.depth}, {eps})"), out / "separation_init.png"
+    )
     summary = {
         "depth_sweep": [r.summary() for r in by_depth],
         "scale_sweep": [r.summary() for r in by_scale],
@@ -71,12 +86,17 @@ def separation_experiment(
     return summary
 
 
+NETWORKS = ("original", "compressed", "frozen", "narrow")  # frozen: compressed with γ = 0
+
+
 @dataclass
 class CompletionConfig:
     """Small defaults of the seed's §4 setup (authors: d = 1000, ε = 1e-3, γ = 0.01 under their scaling).
 
     At d = 200 the noise in Ω⊙Φ/p is as large as Φ's smallest singular value, so the gradient at
-    init finds Φ's subspace only roughly; r̂ = 2r gives the compressed network room to correct it."""
+    init finds Φ's subspace only roughly; r̂ = 2r gives the compressed network room to correct it.
+    float32 by default: the target error (1e-4) is far above its precision and it is ~2× faster than float64.
+    Each network stops at the target error unless ``stop_at_target`` is off."""
 
     dim: int = 200
     rank: int = 5
@@ -90,61 +110,118 @@ class CompletionConfig:
     target_error: float = 1e-4
     record_every: int = 25
     seed: int = 0
+    networks: tuple[str, ...] = NETWORKS
+    factorization: bool = True
+    stop_at_target: bool = True
+    runtime: Runtime = field(default_factory=lambda: Runtime(dtype="float32"))
 
 
-def _run(network: FactorNetwork, problem: CompletionProblem, config: CompletionConfig, stop: float | None) -> tuple[TrainLog, dict]:
+def run_network(
+    kind: str, network: FactorNetwork, problem: CompletionProblem, config: CompletionConfig
+) -> tuple[TrainLog, dict]:
+    stop = config.target_error if config.stop_at_target else None
     log = train_completion(network, problem, config.lr, config.steps, record_every=config.record_every, stop_below=stop)
     hit = log.first_step_below(config.target_error)
     row = {
         "network": network.name,
+        "kind": kind,
         "parameters": network.num_parameters,
         "final_recovery_error": log.metrics[-1],
         "final_loss": log.losses[-1],
-        "steps_run": log.steps[-1],
         "iterations_to_target": hit[0] if hit else math.nan,
         "seconds_to_target": hit[1] if hit else math.nan,
         "seconds_per_iteration": log.seconds[-1] / max(log.steps[-1], 1),
+        "cpu_seconds_to_target": hit[2] if hit else math.nan,
+        "cpu_seconds_per_iteration": log.cpu_seconds[-1] / max(log.steps[-1], 1),
+        "device": str(network.factors[0].device),
+        "dtype": str(network.factors[0].dtype).removeprefix("torch."),
+        **run_status(log),
     }
     return log, row
 
 
+def _ratio(a: float, b: float) -> float:
+    return a / b if b and math.isfinite(a) and math.isfinite(b) else math.nan
+
+
+def completion_ratios(rows: Sequence[dict], clock: str = "seconds") -> dict:
+    """The seed's comparisons as ratios of the rows present (NaN where a run missed the target); times on
+    ``clock``: ``seconds`` (wall clock) or ``cpu_seconds`` (process CPU time, steadier on a shared CPU)."""
+    by = {row["kind"]: row for row in rows}
+    orig, comp, narrow = by.get("original"), by.get("compressed"), by.get("narrow")
+    per_step, to_target = f"{clock}_per_iteration", f"{clock}_to_target"
+    ratios = {"clock": clock}
+    if orig and comp:
+        ratios["iterations_compressed_over_original"] = _ratio(
+            comp["iterations_to_target"], orig["iterations_to_target"]
+        )
+        ratios["speedup_per_iteration_original_over_compressed"] = _ratio(orig[per_step], comp[per_step])
+        ratios["speedup_to_target_original_over_compressed"] = _ratio(orig[to_target], comp[to_target])
+    if narrow and comp:
+        ratios["iterations_narrow_over_compressed"] = _ratio(
+            narrow["iterations_to_target"], comp["iterations_to_target"]
+        )
+        ratios["time_to_target_narrow_over_compressed"] = _ratio(narrow[to_target], comp[to_target])
+    return ratios
+
+
+def build_networks(
+    problem: CompletionProblem, c: CompletionConfig, names: Sequence[str]
+) -> list[tuple[str, FactorNetwork]]:
+    """``(kind, network)`` for each named kind (``NETWORKS``) for ``problem``, on the config's runtime."""
+    build = {
+        "original": lambda: original_network(problem, c.depth, c.scale, c.seed, c.runtime),
+        "compressed": lambda: compressed_network(
+            problem, c.depth, c.scale, c.rank_estimate, c.gamma, c.seed, c.runtime
+        ),
+        "frozen": lambda: compressed_network(problem, c.depth, c.scale, c.rank_estimate, 0.0, c.seed, c.runtime),
+        "narrow": lambda: narrow_network(problem, c.depth, c.scale, 2 * c.rank_estimate, c.seed, c.runtime),
+    }
+    return [(name, build[name]()) for name in names]
+
+
 def completion_experiment(config: CompletionConfig, out: Path) -> dict:
-    """Completion (original, compressed γ>0 and γ=0, narrow) and factorisation (original vs compressed);
-    writes ``completion.png``, ``factorization.png`` and ``completion.json``."""
-    problem = make_problem(config.dim, config.rank, config.observed, config.seed)
-    c, width = config, 2 * config.rank_estimate
-    nets = [
-        original_network(problem, c.depth, c.scale, c.seed),
-        compressed_network(problem, c.depth, c.scale, c.rank_estimate, c.gamma, c.seed),
-        compressed_network(problem, c.depth, c.scale, c.rank_estimate, 0.0, c.seed),
-        narrow_network(problem, c.depth, c.scale, width, c.seed),
-    ]
-    completion = [_run(net, problem, c, None) for net in nets]
-    full = make_problem(c.dim, c.rank, 1.0, c.seed)
-    factorisation = [
-        _run(original_network(full, c.depth, c.scale, c.seed), full, c, None),
-        _run(compressed_network(full, c.depth, c.scale, c.rank_estimate, 0.0, c.seed), full, c, None),
-    ]
+    """Completion (the config's networks: original, compressed γ>0 and γ=0, narrow) and, unless switched
+    off, factorisation (original vs compressed γ=0); writes ``completion.png``, ``factorization.png`` and
+    ``completion.json``."""
+    c = config
+    problem = make_problem(c.dim, c.rank, c.observed, c.seed)
+    completion = [run_network(kind, net, problem, c) for kind, net in build_networks(problem, c, c.networks)]
+    factorisation = []
+    if c.factorization:
+        full = make_problem(c.dim, c.rank, 1.0, c.seed)
+        for kind, net in build_networks(full, c, ("original", "frozen")):
+            net.name = f"{net.name} (full observation)"
+            factorisation.append(run_network(kind, net, full, c))
     head = f"d={c.dim}, r={c.rank}, r̂={c.rank_estimate}, L={c.depth}, ε={c.scale}, η={c.lr}"
     save_figure(
-        plot_completion([log for log, _ in completion], [row["network"] for _, row in completion], f"completion, {c.observed:.0%} observed, {head}"),
+        plot_completion(
+            [log for log, _ in completion],
+            [row["network"] for _, row in completion],
+            f"completion, {c.observed:.0%} observed, {head}",
+        ),
         out / "completion.png",
     )
-    save_figure(
-        plot_completion([log for log, _ in factorisation], [row["network"] for _, row in factorisation], f"factorisation (full observation), {head}"),
-        out / "factorization.png",
-    )
-    orig_log, comp_log = (log for log, _ in factorisation)
-    gap = max(abs(a - b) for a, b in zip(orig_log.metrics, comp_log.metrics))
     summary = {
         "config": asdict(c),
         "completion": [row for _, row in completion],
+        "ratios": completion_ratios([row for _, row in completion]),
         "factorization": [row for _, row in factorisation],
-        "factorization_max_error_gap": gap,
         "curves": {
-            row["network"]: {"steps": log.steps, "recovery_error": log.metrics}
+            row["network"]: {"steps": log.steps, "recovery_error": log.metrics, "seconds": log.seconds}
             for log, row in completion
         },
     }
+    if factorisation:
+        save_figure(
+            plot_completion(
+                [log for log, _ in factorisation],
+                [row["network"] for _, row in factorisation],
+                f"factorisation (full observation), {head}",
+            ),
+            out / "factorization.png",
+        )
+        orig_log, comp_log = (log for log, _ in factorisation)
+        summary["factorization_max_error_gap"] = max(abs(a - b) for a, b in zip(orig_log.metrics, comp_log.metrics))
     write_json(summary, out / "completion.json")
     return summary

@@ -1,21 +1,28 @@
 """Deep linear networks as lists of factor matrices, their initialisations and full-batch GD.
 
 A network is a list ``factors = [W_1, …, W_L]`` (applied right to left: ``f(x) = W_L ⋯ W_1 x``).
-Everything is float64 on CPU. Gradient descent is ``torch.optim.SGD``, which for momentum 0 is
-exactly the seed's update ``W ← (1−ηλ)W − η∇ℓ``; momentum is heavy ball (``v ← μv + ∇ℓ + λW``).
+Every random draw and every initialisation is made in float64 on the CPU (so a seed gives the same network
+on every device); training then runs on a :class:`Runtime`'s device and dtype. Gradient descent is
+``torch.optim.SGD``, which for momentum 0 is exactly the seed's update ``W ← (1−ηλ)W − η∇ℓ``; momentum is
+heavy ball (``v ← μv + ∇ℓ + λW``). ``train`` shows a tqdm bar (current loss / error, ETA) when asked and
+stops at a :class:`Runtime`'s step or time budget, recording why it stopped (``TrainLog.ended_by``).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 __all__ = [
     "DTYPE",
+    "DTYPES",
+    "DEVICES",
+    "Runtime",
     "INIT_KINDS",
     "generator",
     "random_orthogonal",
@@ -26,10 +33,13 @@ __all__ = [
     "FactorNetwork",
     "GDConfig",
     "TrainLog",
+    "run_status",
     "train",
 ]
 
-DTYPE = torch.float64
+DTYPE = torch.float64  # of every draw and initialisation; training casts to Runtime.dtype
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DEVICES = ("auto", "cpu", "cuda")
 INIT_KINDS = ("orthogonal", "normal", "uniform")
 
 
@@ -67,6 +77,42 @@ def init_network(dims: Sequence[int], scale: float, kind: str = "orthogonal", se
     return [init_weight(dims[i + 1], dims[i], scale, kind, gen) for i in range(len(dims) - 1)]
 
 
+@dataclass
+class Runtime:
+    """Where and how long a run trains: device (``auto`` = cuda when available), dtype, optional budgets
+    (``max_steps``, ``max_seconds`` of wall clock per training run) and a progress bar on stderr."""
+
+    device: str = "auto"
+    dtype: str = "float64"
+    max_steps: int | None = None
+    max_seconds: float | None = None
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise ValueError(f"device {self.device!r}: choose one of {', '.join(DEVICES)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
+
+    @property
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda: no CUDA device is available here; use --device cpu or auto")
+        return torch.device(self.device)
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    def to(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` on this device, floating tensors in this dtype."""
+        if tensor.is_floating_point():
+            return tensor.to(device=self.torch_device, dtype=self.torch_dtype)
+        return tensor.to(device=self.torch_device)
+
+
 def end_to_end(factors: Sequence[torch.Tensor]) -> torch.Tensor:
     """``W_L ⋯ W_1`` multiplied from the input side (cheap when the first factor is wide and short)."""
     product = factors[0]
@@ -85,14 +131,16 @@ def layer_outputs(factors: Sequence[torch.Tensor], inputs: torch.Tensor) -> list
 
 @dataclass
 class FactorNetwork:
-    """Trainable factors with a per-factor learning-rate multiplier (γ for compressed outer factors)."""
+    """Trainable factors with a per-factor learning-rate multiplier (γ for compressed outer factors), on the
+    runtime's device and dtype (default: float64 on the CPU)."""
 
     factors: list[torch.Tensor]
     lr_scales: list[float] = field(default_factory=list)
     name: str = "network"
+    runtime: Runtime = field(default_factory=lambda: Runtime(device="cpu"))
 
     def __post_init__(self) -> None:
-        self.factors = [f.detach().clone().to(DTYPE).requires_grad_(True) for f in self.factors]
+        self.factors = [self.runtime.to(f.detach()).clone().requires_grad_(True) for f in self.factors]
         if not self.lr_scales:
             self.lr_scales = [1.0] * len(self.factors)
         if len(self.lr_scales) != len(self.factors):
@@ -106,8 +154,12 @@ class FactorNetwork:
         return sum(f.numel() for f in self.factors)
 
     def weights(self) -> list[torch.Tensor]:
-        """Detached copies of the factors."""
+        """Detached copies of the factors (on the runtime's device and dtype)."""
         return [f.detach().clone() for f in self.factors]
+
+    def cpu_weights(self) -> list[torch.Tensor]:
+        """Detached float64 CPU copies of the factors, for analysis (SVDs, angles) in full precision."""
+        return [f.detach().to("cpu", DTYPE) for f in self.factors]
 
 
 @dataclass
@@ -121,19 +173,66 @@ class GDConfig:
 
 @dataclass
 class TrainLog:
-    """What ``train`` recorded: step index, loss, optional metric and elapsed seconds per record."""
+    """What ``train`` recorded: step index, loss, optional metric and elapsed seconds per record, and why it
+    stopped: ``steps`` (all planned steps), ``target`` (``stop_below`` reached), ``diverged`` (non-finite
+    loss), ``max_steps`` / ``max_seconds`` (the runtime's budget ended it; ``planned_steps`` were asked)."""
 
     steps: list[int] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     metrics: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)
+    ended_by: str = "steps"
+    name: str = "run"
+    planned_steps: int = 0
+    wall_seconds: float = 0.0
 
-    def first_step_below(self, threshold: float) -> tuple[int, float] | None:
-        """(step, seconds) of the first record whose metric is ≤ threshold, or None."""
-        for step, metric, sec in zip(self.steps, self.metrics, self.seconds):
+    @property
+    def budget_ended(self) -> bool:
+        return self.ended_by in ("max_steps", "max_seconds")
+
+    def stop_note(self) -> str:
+        """One line saying how the run ended and what it reached."""
+        name = self.name
+        reached = f"loss {self.losses[-1]:.3g}" + (
+            "" if math.isnan(self.metrics[-1]) else f", error {self.metrics[-1]:.3g}"
+        )
+        if self.budget_ended:
+            flag = "--max-steps" if self.ended_by == "max_steps" else "--max-seconds"
+            return (
+                f"{name}: budget reached ({flag}) at step {self.steps[-1]} of {self.planned_steps} "
+                f"after {self.wall_seconds:.3g} s; reached {reached}"
+            )
+        what = {"steps": "all steps run", "target": "target reached", "diverged": "diverged (non-finite loss)"}
+        return (
+            f"{name}: {what[self.ended_by]} at step {self.steps[-1]} after {self.wall_seconds:.3g} s; reached {reached}"
+        )
+
+    def first_step_below(self, threshold: float) -> tuple[int, float, float] | None:
+        """(step, seconds, CPU seconds) of the first record whose metric is ≤ threshold, or None."""
+        for step, metric, sec, cpu in zip(self.steps, self.metrics, self.seconds, self.cpu_seconds):
             if metric <= threshold:
-                return step, sec
+                return step, sec, cpu
         return None
+
+
+def run_status(log: TrainLog | None) -> dict:
+    """The fields every result row carries about how its run ended (empty without a log)."""
+    if log is None:
+        return {}
+    return {
+        "ended_by": log.ended_by,
+        "steps_run": log.steps[-1],
+        "planned_steps": log.planned_steps,
+        "budget_ended": log.budget_ended,
+        "wall_seconds": log.wall_seconds,
+        "stop_note": log.stop_note(),
+    }
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":  # kernels are asynchronous: time them to completion
+        torch.cuda.synchronize(device)
 
 
 def train(
@@ -150,43 +249,69 @@ def train(
     """Run ``steps`` GD steps on ``loss_fn(factors)``; record at step 0, every ``record_every`` and the end.
 
     ``metric`` (e.g. a recovery error) is evaluated at each record; training stops early once it is
-    ≤ ``stop_below``. Time spent in ``metric`` and ``on_record`` is excluded from ``seconds``.
+    ≤ ``stop_below``, or when the network's runtime budget (``max_steps``, ``max_seconds`` of wall clock)
+    is spent — the last step is then recorded too. Time spent in ``metric`` and ``on_record`` is excluded
+    from ``seconds`` (wall clock) and ``cpu_seconds`` (this process's CPU time: on a shared CPU, the cost of
+    the steps themselves), not from the wall-clock budget.
     """
-    groups = [
-        {"params": [f], "lr": config.lr * scale} for f, scale in zip(network.factors, network.lr_scales)
-    ]
+    runtime, device = network.runtime, network.factors[0].device
+    groups = [{"params": [f], "lr": config.lr * scale} for f, scale in zip(network.factors, network.lr_scales)]
     optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    log = TrainLog()
-    elapsed = 0.0
+    log = TrainLog(name=network.name, planned_steps=steps)
+    elapsed, cpu_elapsed, wall_start = 0.0, 0.0, time.perf_counter()
+    last = steps if runtime.max_steps is None else min(steps, runtime.max_steps)
+    bar = tqdm(
+        total=last, desc=network.name, disable=not runtime.progress, leave=True, mininterval=0.5, dynamic_ncols=True
+    )
 
     def record(step: int, loss_value: float) -> bool:
         log.steps.append(step)
         log.losses.append(loss_value)
         log.seconds.append(elapsed)
+        log.cpu_seconds.append(cpu_elapsed)
         with torch.no_grad():
             value = float(metric(network.factors)) if metric else math.nan
             log.metrics.append(value)
             if on_record:
                 on_record(step, network.factors)
+        bar.set_postfix_str(
+            f"loss={loss_value:.3g}" + ("" if math.isnan(value) else f" error={value:.3g}"), refresh=False
+        )
         return stop_below is not None and value <= stop_below
 
     with torch.no_grad():
         initial_loss = float(loss_fn(network.factors))
     if record(0, initial_loss):
-        return log
-    for step in range(1, steps + 1):
-        start = time.perf_counter()
+        log.ended_by = "target"
+    for step in range(1, last + 1):
+        if log.ended_by == "target":
+            break
+        start, cpu_start = time.perf_counter(), time.process_time()
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(network.factors)
         loss.backward()
         optimizer.step()
+        _sync(device)
         elapsed += time.perf_counter() - start
-        if step % record_every == 0 or step == steps:
+        cpu_elapsed += time.process_time() - cpu_start
+        bar.update(1)
+        out_of_time = runtime.max_seconds is not None and time.perf_counter() - wall_start >= runtime.max_seconds
+        if step % record_every == 0 or step == last or out_of_time:
             with torch.no_grad():
                 current = float(loss_fn(network.factors))
             if not math.isfinite(current):
                 record(step, current)
+                log.ended_by = "diverged"
                 break
             if record(step, current):
+                log.ended_by = "target"
                 break
+        if out_of_time and step < last:
+            log.ended_by = "max_seconds"
+            break
+    else:
+        if last < steps:
+            log.ended_by = "max_steps"
+    bar.close()
+    log.wall_seconds = time.perf_counter() - wall_start
     return log

@@ -12,11 +12,23 @@ subspace (their singular values are equal, so individual vectors are arbitrary);
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
-from .network import DTYPE, FactorNetwork, GDConfig, generator, init_network, layer_outputs, random_orthogonal, train
+from .network import (
+    DTYPE,
+    FactorNetwork,
+    GDConfig,
+    Runtime,
+    TrainLog,
+    generator,
+    init_network,
+    layer_outputs,
+    random_orthogonal,
+    run_status,
+    train,
+)
 
 __all__ = [
     "ParsimonyConfig",
@@ -30,7 +42,8 @@ __all__ = [
 
 @dataclass
 class ParsimonyConfig:
-    """Seed setup: L = 3, d_x = d_y = 30, rank(Y) = 3."""
+    """Seed setup: L = 3, d_x = d_y = 30, rank(Y) = 3. float64 by default: the claims are exact equalities
+    (trailing spread ~1e-15), which float32 would blur to ~1e-7."""
 
     depth: int = 3
     dim: int = 30
@@ -44,9 +57,12 @@ class ParsimonyConfig:
     whitened: bool = True
     init: str = "orthogonal"
     seed: int = 0
+    runtime: Runtime = field(default_factory=Runtime)
 
 
-def make_regression_data(dim: int, rank: int, samples: int, whitened: bool, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def make_regression_data(
+    dim: int, rank: int, samples: int, whitened: bool, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs X (d×N) and targets Y = M X with ``rank(M) = rank`` (singular values in [1, 2]).
 
     Whitened: X has orthonormal rows (``XXᵀ = I``). Otherwise X is Gaussian with entries of variance
@@ -79,8 +95,14 @@ def max_principal_angle(basis_a: torch.Tensor, basis_b: torch.Tensor) -> float:
     return float(torch.asin(torch.linalg.matrix_norm(residual, ord=2).clamp(max=1.0)))
 
 
-def _vector_angles(vectors: torch.Tensor, leading: torch.Tensor, trailing: torch.Tensor,
-                   ref_vectors: torch.Tensor, ref_leading: torch.Tensor, ref_trailing: torch.Tensor) -> torch.Tensor:
+def _vector_angles(
+    vectors: torch.Tensor,
+    leading: torch.Tensor,
+    trailing: torch.Tensor,
+    ref_vectors: torch.Tensor,
+    ref_leading: torch.Tensor,
+    ref_trailing: torch.Tensor,
+) -> torch.Tensor:
     """Angle of each singular vector (columns, sorted by value) to its reference counterpart:
     leading vectors to the reference leading vector of the same rank, trailing ones to the reference
     trailing subspace."""
@@ -104,12 +126,20 @@ class ParsimonyResult:
     right_angles: torch.Tensor
     left_angles: torch.Tensor
     layers: list[dict] = field(default_factory=list)
+    log: TrainLog | None = None
 
     def summary(self) -> dict:
-        return {"config": asdict(self.config), "final_loss": self.losses[-1], "layers": self.layers}
+        return {
+            "config": asdict(self.config),
+            "final_loss": self.losses[-1],
+            "layers": self.layers,
+            **run_status(self.log),
+        }
 
 
-def _layer_report(initial: torch.Tensor, reference: torch.Tensor, final: torch.Tensor, moved: int, scale: float) -> dict:
+def _layer_report(
+    initial: torch.Tensor, reference: torch.Tensor, final: torch.Tensor, moved: int, scale: float
+) -> dict:
     """Trailing equality / invariance and leading movement for one layer."""
     u_ref, s_ref, vh_ref = torch.linalg.svd(reference)
     u_end, s_end, vh_end = torch.linalg.svd(final)
@@ -135,21 +165,23 @@ def run_parsimony(config: ParsimonyConfig, record_every: int = 1) -> ParsimonyRe
     """Train the DLN and trace the SVD of every layer."""
     inputs, targets = make_regression_data(config.dim, config.rank, config.samples, config.whitened, config.seed)
     dims = [config.dim] * (config.depth + 1)
-    network = FactorNetwork(init_network(dims, config.scale, config.init, config.seed + 1), name="dln")
-    initial = network.weights()
+    initial = init_network(dims, config.scale, config.init, config.seed + 1)
+    network = FactorNetwork(initial, name="parsimony", runtime=config.runtime)
+    inputs, targets = config.runtime.to(inputs), config.runtime.to(targets)
     moved = 2 * config.rank
     records: list[tuple[int, list[torch.Tensor]]] = []
 
-    def snapshot(step: int, factors: list[torch.Tensor]) -> None:
-        records.append((step, [torch.linalg.svd(w.detach()) for w in factors]))
+    def snapshot(step: int, factors: list[torch.Tensor]) -> None:  # SVDs in float64 on the CPU
+        records.append((step, [torch.linalg.svd(w.detach().to("cpu", DTYPE)) for w in factors]))
 
     def loss_fn(factors: list[torch.Tensor]) -> torch.Tensor:
         return 0.5 * (layer_outputs(factors, inputs)[-1] - targets).pow(2).sum()
 
     gd = GDConfig(config.lr, config.weight_decay, config.momentum)
-    reference_network = FactorNetwork(initial)
+    one_step = replace(config.runtime, progress=False, max_steps=None, max_seconds=None)
+    reference_network = FactorNetwork(initial, runtime=one_step)
     train(reference_network, loss_fn, gd, 1)  # the weights after one step define the reference SVD
-    reference = reference_network.weights()
+    reference = reference_network.cpu_weights()
     log = train(network, loss_fn, gd, config.steps, record_every=record_every, on_record=snapshot)
 
     ref_svds = [torch.linalg.svd(w) for w in reference]
@@ -166,6 +198,8 @@ def run_parsimony(config: ParsimonyConfig, record_every: int = 1) -> ParsimonyRe
             l_row.append(_vector_angles(u, lead, trail, u0, lead0, trail0))
         right.append(torch.stack(r_row))
         left.append(torch.stack(l_row))
-    final = network.weights()
+    final = network.cpu_weights()
     layers = [_layer_report(w0, wr, wt, moved, config.scale) for w0, wr, wt in zip(initial, reference, final)]
-    return ParsimonyResult(config, log.steps, log.losses, torch.stack(values), torch.stack(right), torch.stack(left), layers)
+    return ParsimonyResult(
+        config, log.steps, log.losses, torch.stack(values), torch.stack(right), torch.stack(left), layers, log
+    )

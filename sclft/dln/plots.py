@@ -6,8 +6,9 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from matplotlib.figure import Figure
 
@@ -16,7 +17,15 @@ from .network import TrainLog
 from .parsimony import ParsimonyResult
 from .separation import SeparationResult
 
-__all__ = ["write_atomic", "write_json", "save_figure", "plot_parsimony", "plot_separation", "plot_separation_losses", "plot_completion"]
+__all__ = [
+    "write_atomic",
+    "write_json",
+    "save_figure",
+    "plot_parsimony",
+    "plot_separation",
+    "plot_separation_losses",
+    "plot_completion",
+]
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
@@ -55,14 +64,17 @@ def write_json(data: Any, path: str | os.PathLike) -> Path:
     return write_atomic(path, dump)
 
 
-def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 72) -> Path:
-    return write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png"))
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 60) -> Path:
+    """PNG at a small dpi (committed figures stay small), optimised by Pillow."""
+    return write_atomic(
+        path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png", pil_kwargs={"optimize": True})
+    )
 
 
 def plot_parsimony(result: ParsimonyResult, title: str = "") -> Figure:
     """One row per layer: singular values, right- and left-vector angles over the iterations."""
     depth = result.singular_values.shape[1]
-    fig, axes = subplots(depth, 3, figsize=(12, 3 * depth), squeeze=False)
+    fig, axes = subplots(depth, 3, figsize=(11, 2.6 * depth), squeeze=False)
     cmap = colormap("viridis")
     count = result.singular_values.shape[2]
     panels = (

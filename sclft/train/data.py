@@ -43,5 +43,5 @@ def prepare_datasets(model: TransferModel, splits: DatasetSplits, cfg: TrainConf
         cached[split] = build_cache(model, TransformedDataset(base, eval_tf), key, device=device,
                                     batch_size=max(cfg.batch_size, 64), num_workers=cfg.num_workers,
                                     storage=storage, cache_dir=cfg.cache_dir, progress=cfg.progress)
-    return PreparedData(cached["train"], {k: cached[k] for k in ["test", *(["val"] if "val" in cached else []), "train"]},
-                        True)
+    order = ["test", *(["val"] if "val" in cached else []), "train"]
+    return PreparedData(cached["train"], {k: cached[k] for k in order}, True)

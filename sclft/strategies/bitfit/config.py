@@ -22,7 +22,7 @@ class BitFitConfig(StrategyConfig):
     norm: bool = field(default=False, metadata={
         "help": "also train the affine weights (scales) of normalisation layers; their biases always train"})
 
-    def validate(self) -> "BitFitConfig":
+    def validate(self) -> BitFitConfig:
         super().validate()
         if not isinstance(self.norm, bool):
             raise ValueError(f"bitfit: norm must be true or false, got {self.norm!r}")

@@ -33,7 +33,7 @@ class SCLFTConfig(StrategyConfig):
         "help": "pooling of the tuned block's output for the skip (default: the backbone's own): "
                 "avg | avg2x2 | flatten (conv); cls | mean_tokens | flatten (ViT)"})
 
-    def validate(self) -> "SCLFTConfig":
+    def validate(self) -> SCLFTConfig:
         super().validate()
         if self.skip_pooling is not None and not isinstance(self.skip_pooling, str):
             raise ValueError(f"scl_ft: skip_pooling must be a pooling name or None, got {self.skip_pooling!r}")

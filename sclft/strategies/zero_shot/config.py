@@ -26,10 +26,10 @@ class ZeroShotConfig(StrategyConfig):
         "help": "dataset whose prompt templates and readable class names to use (default: the run's --data; "
                 "unknown names get open_clip's generic ImageNet templates)"})
 
-    def for_data(self, data: str) -> "ZeroShotConfig":
+    def for_data(self, data: str) -> ZeroShotConfig:
         return self if self.prompts else dataclasses.replace(self, prompts=data)
 
-    def validate(self) -> "ZeroShotConfig":
+    def validate(self) -> ZeroShotConfig:
         super().validate()
         if self.templates is not None:
             if isinstance(self.templates, str) or not all(isinstance(t, str) and "{}" in t for t in self.templates) \
