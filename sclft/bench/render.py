@@ -124,11 +124,16 @@ def selection_report(cells: list[dict[str, Any]]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ plots
-def _figure(n: int):
+def _figure(n: int, columns: int = 4):
+    """``n`` panels in rows of at most ``columns``; the unused panels of the last row are hidden."""
     from ..plotting import subplots
 
-    fig, axes = subplots(1, n, figsize=(6 * n, 4.2), squeeze=False)
-    return fig, axes[0]
+    cols, rows = min(n, columns), -(-n // columns)
+    fig, axes = subplots(rows, cols, figsize=(6 * cols, 4.2 * rows), squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
 
 
 def _save(fig, path: Path) -> Path:
