@@ -83,7 +83,7 @@ def config_fingerprint(config: dict[str, Any]) -> dict[str, Any]:
     from ..config import TrainConfig
     from ..strategies import strategy_config
 
-    full = dataclasses.asdict(TrainConfig.from_dict(config))
+    full = dataclasses.asdict(TrainConfig.from_dict(config).resolve_defaults())
     full["strategy_options"] = strategy_config(full["strategy"], **full["strategy_options"]).options()
     for key in UNHASHED_FIELDS:
         full.pop(key)
