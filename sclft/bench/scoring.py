@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..selection import FIXED_PICKS, PROFILE_PICKS, profile_pick
 from ..strategies import get_strategy_config, strategy_rank
 from .plan import RuleTask, Run, selection_cells
 
@@ -110,8 +111,6 @@ def _cell_picks(blocks: list[str], best: str, evidence: dict[str, dict], shares:
     """Every rule's pick in one cell and seed: the oracle, the data-free baselines, each profile pick
     function (recomputed from the stored NC1 curve and, where kept, the per-block transferability scores, so new
     pick functions score old evidence) and the trial rule's three read-outs of its short fits."""
-    from ..selection import FIXED_PICKS, PROFILE_PICKS, profile_pick
-
     picks = {"oracle": best, **{f"fixed:{k}": fn(blocks, shares) for k, fn in FIXED_PICKS.items()}}
     if "profile" in evidence and all(b in evidence["profile"]["nc1"] for b in blocks):
         curve = [(b, evidence["profile"]["nc1"][b]) for b in blocks]
