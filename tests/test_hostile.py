@@ -268,6 +268,8 @@ CASES = [
     # ---- issue 29.5: a full disk is an environment fault (exit 1) that names the device; nothing earlier is lost
     Case("disk-full-checkpoint", train(*REAL[len(TINY):]), ("no space left on", "needed ~", "MB"), code=1,
          patch=disk_full("sclft.train.checkpoint.save_file", enospc)),
+    Case("disk-full-feature-cache", train(*REAL[len(TINY):], "--cache", "disk"),
+         ("no space left on", ".partial", "MB free"), code=1, patch=disk_full("os.posix_fallocate", enospc)),
     Case("disk-full-overwrite-keeps-the-old-run", ["train", *REAL, "--cache-dir", "{tmp}/cache", "--out", "{run}",
          "--overwrite"], ("no space left on", "model.safetensors"), code=1, real=True,
          patch=disk_full("sclft.save.save_file", storage_full)),
