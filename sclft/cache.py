@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .io import atomic_write_json, space_for
+from . import versions
 
 log = logging.getLogger("sclft.cache")
 STORAGES = ("auto", "memory", "disk")
@@ -82,10 +83,8 @@ def cache_key(**parts: Any) -> str:
 def frozen_cache_key(model, split_fingerprint: str, transform: Any, dtype: torch.dtype = torch.float32) -> str:
     """Key for ``model.frozen_forward`` over one split (weights, strategy part, layer, samples, transform, dtype,
     and the versions of the libraries that compute it, :func:`sclft.versions.library_versions`)."""
-    from .versions import library_versions
-
     return cache_key(
-        versions=library_versions(),
+        versions=versions.library_versions(),
         backbone=model.backbone.name,
         weights=weights_fingerprint(model.backbone),
         strategy_part=model.strategy.cache_part(),

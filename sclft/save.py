@@ -256,32 +256,32 @@ def load(path: str | Path, pretrained: bool | None = None, checkpoint: str | Non
         raise RunFolderError(f"{path / 'train_config.json'}: fields 'pretrained' / 'seed' must be a boolean / an "
                              f"integer, got {build['pretrained']!r} / {build['seed']!r}")
     pretrained = build["pretrained"] if pretrained is None else pretrained
+    from_run = not checkpoint and bool(build["checkpoint"])  # a weights file named by the run folder
     if checkpoint:  # given by the caller: trusted, but it must be the file the run trained with
         if cfg.get("checkpoint_sha256") and Path(checkpoint).is_file() \
                 and file_digest(checkpoint) != cfg["checkpoint_sha256"]:
             raise ValueError(f"cannot rebuild {path} as trained: the backbone weights file {checkpoint} changed since "
                              f"training (sha256 {cfg['checkpoint_sha256'][:12]}... expected); pass checkpoint= the "
                              "original file")
-    elif build["checkpoint"]:
+    elif from_run:
         checkpoint = _recorded_checkpoint(path, build["checkpoint"], cfg.get("checkpoint_sha256"))
-    described = (f"the model {path / 'config.json'} describes (backbone {cfg['backbone']!r}, strategy "
-                 f"{cfg['strategy']!r}, layer {cfg['layer']!r}, num_classes {cfg['num_classes']}, strategy_options "
-                 f"{json.dumps(cfg['strategy_options'])})")
+    fields = (f"backbone {cfg['backbone']!r}, strategy {cfg['strategy']!r}, layer {cfg['layer']!r}, num_classes "
+              f"{cfg['num_classes']}, strategy_options {json.dumps(cfg['strategy_options'])}")
     try:
         backbone = build_backbone(cfg["backbone"], pretrained, checkpoint, build["seed"], cfg.get("image_size"))
         model = TransferModel(backbone,
                               cfg["strategy"], cfg["num_classes"], cfg["layer"], cfg.get("class_names"),
                               **{k: v for k, v in cfg["strategy_options"].items() if v is not None})
     except WeightsUnavailableError as e:
-        if not build["checkpoint"] or checkpoint != build["checkpoint"]:
+        if not from_run:
             raise
         raise RunFolderError(f"{path / 'config.json'}: field 'checkpoint' names {checkpoint}, which does not "
                              f"load as {cfg['backbone']} weights: {str(e).splitlines()[0]}") from None
     except (ValueError, TypeError, KeyError) as e:  # e.g. an unknown backbone, layer or strategy option
-        if isinstance(e, FileNotFoundError):
-            raise
-        raise RunFolderError(f"{described[4:]} cannot be built: {e}") from None
-    load_model_state(model, path, described)  # the tensors present must be the ones this model trains
+        raise RunFolderError(f"{path / 'config.json'}: the model it describes ({fields}) cannot be built: "
+                             f"{e}") from None
+    # the tensors present must be the ones this model trains
+    load_model_state(model, path, f"the model {path / 'config.json'} describes ({fields})")
     if cfg.get("frozen_sha256") and frozen_digest(model) != cfg["frozen_sha256"]:
         raise ValueError(f"cannot rebuild {path} as trained: the frozen {cfg['backbone']} weights built from "
                          f"pretrained={pretrained}, checkpoint={checkpoint}, seed={build['seed']} differ from the "

@@ -110,7 +110,7 @@ def measure(run: Run, num_classes: int, device: str | None = None, steps: int = 
 
     torch.manual_seed(0)
     layer, tail = _tail_block(name, klass, strategy)
-    model = TransferModel(create_backbone(name, pretrained=False), strategy, num_classes=num_classes,
+    model = TransferModel(create_backbone(name, pretrained=False, image_size=size), strategy, num_classes=num_classes,
                           layer=layer).to(dev)
     batch = int(run.config.get("batch_size", 64))
     x = torch.randn(batch, 3, size, size, device=dev)

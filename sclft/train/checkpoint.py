@@ -233,14 +233,16 @@ def save_checkpoint(accelerator, out: Path, model: TransferModel, epoch: int, sa
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     rng, rng_meta = _rng_state()
+    if main:
+        tensors, objects = _training_objects(accelerator, optimizer, scheduler)
+        weights = trainable_state(model)
+    needed = _nbytes(rng) + (_nbytes(tensors) + _nbytes(weights) if main else 0)  # about the whole checkpoint
     try:
-        with space_for(tmp, _nbytes(rng)):
+        with space_for(tmp, needed):
             save_file(rng, str(tmp / _rng_file(accelerator.process_index)), metadata=rng_meta)
         accelerator.wait_for_everyone()
         if main:
-            tensors, objects = _training_objects(accelerator, optimizer, scheduler)
-            weights = trainable_state(model)
-            with space_for(tmp, _nbytes(tensors) + _nbytes(weights)):
+            with space_for(tmp, needed):
                 save_file(tensors, str(tmp / "optimizer.safetensors"))
                 save_file(weights, str(tmp / "model.safetensors"))
                 save_file({"sampler": sampler_gen.get_state()}, str(tmp / "sampler.safetensors"))

@@ -14,6 +14,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from ..card import write_model_card
@@ -32,6 +35,7 @@ from ..save import (
     trainable_state,
     write_manifest,
 )
+from ..selection import select_layer
 from ..strategies import collect_strategy_options, strategy_config
 from ..strategies.base import Strategy
 from .checkpoint import _resume_view, restore_training_state, save_checkpoint
@@ -88,9 +92,6 @@ def _init_from_first_batch(model: TransferModel, loader, sampler_gen: torch.Gene
 
 def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
     """Train one model; returns (and writes ``out/metrics.json``) the run's metrics."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
     cfg = cfg or TrainConfig()
     cfg = dataclasses.replace(cfg, **collect_strategy_options(overrides, cfg.strategy_options)).validate()
     out = Path(cfg.out)
@@ -123,8 +124,6 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
 
 
 def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] | None) -> dict[str, Any]:
-    from accelerate.utils import set_seed
-
     say = accelerator.print
     resume_from, resumed = resume or (None, {})
     start_time = time.time() - float(resumed.get("seconds", 0.0))  # seconds count the whole run
@@ -137,8 +136,6 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
     layer = resumed.get("layer") or cfg.layer
     config = strategy_config(cfg.strategy, **cfg.strategy_options).for_data(cfg.data)
     if config.uses_layer and layer == "auto":
-        from ..selection import select_layer
-
         selection = select_layer(backbone, splits, cfg, device=accelerator.device)
         layer = selection["layer"]
         say(f"layer auto ({selection['rule']}): {layer}")
