@@ -5,17 +5,16 @@ import json
 
 import pytest
 import torch
+from conftest import random_backbone
 from torch import nn
 
+from sclft.backbones import create_backbone
+from sclft.config import TrainConfig
 from sclft.dln.network import FactorNetwork, GDConfig, end_to_end
 from sclft.dln.network import train as dln_train
-from sclft.backbones import create_backbone
 from sclft.model import TransferModel
-from sclft.strategies.deep_lora import DeepLoRALayer
-from sclft.config import TrainConfig
 from sclft.optim import build_optimizer
-
-from conftest import random_backbone
+from sclft.strategies.deep_lora import DeepLoRALayer
 
 D64 = torch.float64
 
@@ -197,18 +196,22 @@ def test_train_uses_the_strategy_defaults_the_flags_override_and_the_gradient_in
 
     calls = []
     real = DeepLoRALayer.init_from_gradient
-    monkeypatch.setattr(DeepLoRALayer, "init_from_gradient", lambda self, grad: calls.append(grad.shape) or real(self, grad))
+    monkeypatch.setattr(DeepLoRALayer, "init_from_gradient",
+                        lambda self, grad: calls.append(grad.shape) or real(self, grad))
     common = ["train", "--backbone", "efficientnet_lite0", "--no-pretrained", "--data", "test_subset:2:digits",
               "--train-per-class", "2", "--image-size", "16", "--epochs", "1", "--no-progress",
               "--cache-dir", str(tmp_path / "cache"), "--strategy", "deep_lora", "--r", "2", "--blocks", "blocks.6.0"]
     assert main([*common, "--weight-decay", "0.1", "--out", str(tmp_path / "run")]) == 0
     saved = json.loads((tmp_path / "run" / "train_config.json").read_text())
     # the flag wins; the strategy's defaults fill what was not given
-    assert (saved["weight_decay"], saved["schedule"], saved["warmup_epochs"], saved["lr"]) == (0.1, "constant", 0.0, 1e-3)
+    used = (saved["weight_decay"], saved["schedule"], saved["warmup_epochs"], saved["lr"])
+    assert used == (0.1, "constant", 0.0, 1e-3)
     assert calls == [(1152, 192), (320, 1152), (1280, 320)]  # blocks.6.0.conv_pw, .conv_pwl, conv_head: once each
-    assert (TrainConfig(strategy="deep_lora").validate().weight_decay, TrainConfig().validate().weight_decay) == (0.0, 0.05)
+    assert TrainConfig(strategy="deep_lora").validate().weight_decay == 0.0
+    assert TrainConfig().validate().weight_decay == 0.05
     # the global defaults for a strategy that declares none; YAML-style values are kept
-    assert (TrainConfig(strategy="lora").validate().schedule, TrainConfig(strategy="lora", lr=0.1).validate().lr) == ("cosine", 0.1)
+    assert TrainConfig(strategy="lora").validate().schedule == "cosine"
+    assert TrainConfig(strategy="lora", lr=0.1).validate().lr == 0.1
     assert TrainConfig.from_dict({"strategy": "deep_lora", "warmup_epochs": 1}).validate().warmup_epochs == 1.0
 
 
@@ -223,3 +226,37 @@ def test_constant_schedule_keeps_the_peak_after_the_warmup():
         opt.step()
         sched.step()
     assert used == pytest.approx([0.05, 0.1, 0.1, 0.1, 0.1, 0.1], abs=1e-12)
+
+
+def test_paired_report_verdicts_match_scipys_paired_t():
+    """The bench's paired comparison (the deep_lora study's table) against scipy.stats.ttest_rel, by seed."""
+    from scipy.stats import ttest_rel
+
+    from sclft.bench.plan import Run
+    from sclft.bench.render import paired_report
+    from sclft.bench.scoring import paired_rows
+
+    lora = {"r=2": [0.70, 0.72, 0.71, 0.69, 0.73], "r=8": [0.74, 0.70, 0.72, 0.75, 0.71]}
+    deep = {"r=2": [0.72, 0.75, 0.75, 0.74, 0.79], "r=8": [0.73, 0.71, 0.70, 0.76, 0.70]}
+    runs, metrics = [], {}
+    for strategy, table in (("lora", lora), ("deep_lora", deep)):
+        for variant, accs in table.items():
+            for seed, acc in enumerate(accs):
+                rid = f"{strategy}-{variant}-{seed}"
+                runs.append(Run(rid, "b", "d", {"strategy": strategy, "seed": seed, "train_per_class": 5}, variant,
+                                {"ablation"}))
+                metrics[rid] = {"test_accuracy": acc, "trainable_percent": 1.0, "seconds": 12.0, "epochs": 6}
+    data = paired_rows(runs, metrics, "lora")
+    (cell,) = data["cells"]
+    for v in cell["variants"]:
+        ref = ttest_rel(deep[v["variant"]], lora[v["variant"]])
+        assert v["accuracy"]["t"] == pytest.approx(ref.statistic)
+        expected = "undecided" if ref.pvalue >= 0.05 else "holds" if ref.statistic > 0 else "fails"
+        assert v["accuracy"]["verdict"] == expected
+    assert [v["accuracy"]["verdict"] for v in cell["variants"]] == ["holds", "undecided"]
+    ranges = {s: [abs(a - b) for a, b in zip(t["r=2"], t["r=8"], strict=True)]
+              for s, t in (("lora", lora), ("deep_lora", deep))}
+    assert cell["rank_range"]["t"] == pytest.approx(ttest_rel(ranges["lora"], ranges["deep_lora"]).statistic)
+    assert data["claims"]["deep_lora:accuracy:r=2"] == {"cells": ["holds"], "overall": "holds"}
+    assert cell["variants"][0]["methods"]["lora"]["seconds_per_epoch"] == 2.0
+    assert "| r=2 | 5 |" in paired_report(data)

@@ -241,6 +241,11 @@ CASES = [
              {k: torch.zeros(2, 2) if k.endswith("exp_avg") else v for k, v in load_file(str(f)).items()}, str(f)))),
     Case("resume-rng-truncated", RESUME_RUN, ("rng_0.safetensors",), real=True,
          setup=damage(f"{CKPT}/rng_0.safetensors", truncate)),
+    Case("resume-latest-files-traversal", RESUME_RUN, ("latest.json", "bad entries", "../../../etc/passwd"), real=True,
+         setup=edit_json("runs/real/checkpoint/latest.json",
+                         lambda d: d["files"].update({"../../../etc/passwd": "0" * 64}), forge=False)),
+    Case("eval-manifest-traversal", EVAL_RUN, ("manifest.json", "'files'", "plain file name"), real=True,
+         setup=edit_json("runs/real/manifest.json", lambda d: d["files"].update({"../../x": "0" * 64}), forge=False)),
     Case("resume-latest-old-format", RESUME_RUN, ("latest.json", "format", "pickled"), real=True,
          setup=edit_json("runs/real/checkpoint/latest.json", set_in("format", 2), forge=False)),
     Case("eval-config-layer", EVAL_RUN, ("config.json", "model_sha256", "edited"), real=True,
@@ -405,3 +410,22 @@ def test_wrap_names_a_bad_num_classes(num_classes):
 
     with pytest.raises(ValueError, match=f"num_classes must be an integer >= 2.*got {num_classes!r}"):
         sclft.wrap("resnet18", strategy="linear_probe", num_classes=num_classes, pretrained=False)
+
+
+@pytest.mark.parametrize("older", [False, True], ids=["edit-refused-as-edit", "older-run-tensor-check"])
+def test_load_refuses_a_config_whose_lora_rank_was_changed(tmp_path, older):
+    """issue 29.3: ``r`` edited in config.json is never silently another model: the digest refuses the edit, and
+    without it (a run of an older sclft) the adapter tensors' shapes do."""
+    from sclft import wrap
+    from sclft.save import RunFolderError, load, save_model
+
+    save_model(wrap("resnet18", strategy="lora", num_classes=3, pretrained=False, r=2), tmp_path,
+               {"pretrained": False, "seed": 0})
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["strategy_options"]["r"] == 2
+    config["strategy_options"]["r"] = 4
+    if older:
+        del config["model_sha256"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RunFolderError, match="model_sha256" if not older else r"lora_A.* \[2, .*needs \[4, "):
+        load(tmp_path)
