@@ -70,7 +70,7 @@ def table(rows: list[dict], slopes: dict, args: argparse.Namespace, device: str,
         "",
         f"r = {args.rank}, r̂ = {args.rank_estimate} (compressed / narrow width {2 * args.rank_estimate}), "
         f"L = {args.depth}, {args.observed:.0%} observed, ε = {args.scale}, η = {args.lr}, γ = {args.gamma}; "
-        f"{device}, {args.dtype}, {args.threads} thread(s). Times are {what} of training only "
+        f"{device}, {args.dtype}, {args.threads} thread(s). Times: {what}, training only "
         "(evaluation excluded).",
         "",
         "| d | network | parameters | iterations to target | seconds to target | ms / iteration | final error "

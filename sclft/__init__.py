@@ -22,8 +22,8 @@ _EXPORTS = {
 _SHADOWING = {"probe", "train", "rank"}
 
 __all__ = [
-    "nc", "wrap", "probe", "ProbeResult", "train", "load", "TrainConfig", "TransferModel", "Backbone", "create_backbone", "list_backbones", "list_strategies",
-    "WeightsUnavailableError", "rank", "__version__",
+    "nc", "wrap", "probe", "ProbeResult", "train", "load", "TrainConfig", "TransferModel", "Backbone",
+    "create_backbone", "list_backbones", "list_strategies", "WeightsUnavailableError", "rank", "__version__",
 ]
 
 

@@ -34,13 +34,14 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .io import atomic_write_json, space_for
+from . import versions
 
 log = logging.getLogger("sclft.cache")
 STORAGES = ("auto", "memory", "disk")
 FORMAT_VERSION = 3  # bump when the stored layout or the meaning of a key part changes
 DEFAULT_CACHE_DIR = Path(os.environ.get("SCLFT_CACHE_DIR", Path.home() / ".cache" / "sclft" / "features"))
 
-_FINGERPRINTS: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, str]]" = weakref.WeakKeyDictionary()
+_FINGERPRINTS: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, str]] = weakref.WeakKeyDictionary()
 
 
 def _state_signature(state: dict[str, torch.Tensor]) -> tuple:
@@ -82,10 +83,8 @@ def cache_key(**parts: Any) -> str:
 def frozen_cache_key(model, split_fingerprint: str, transform: Any, dtype: torch.dtype = torch.float32) -> str:
     """Key for ``model.frozen_forward`` over one split (weights, strategy part, layer, samples, transform, dtype,
     and the versions of the libraries that compute it, :func:`sclft.versions.library_versions`)."""
-    from .versions import library_versions
-
     return cache_key(
-        versions=library_versions(),
+        versions=versions.library_versions(),
         backbone=model.backbone.name,
         weights=weights_fingerprint(model.backbone),
         strategy_part=model.strategy.cache_part(),

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import TrainConfig, layered_config
+from .config import OPTIM_DEFAULTS, TrainConfig, layered_config
 from .io import atomic_write_json, atomic_write_text, check_out_dir
 from .resources import list_yaml
 from .strategies import get_strategy_config, list_strategies, option_owners
@@ -43,10 +43,11 @@ TRAIN_HELP = {
     "layer_rule": "rule for --layer auto: auto | profile | fixed | trial | tuned",
     "max_params": "--layer auto: choose only among blocks training at most this percent of the parameters",
     "epochs": "training epochs",
-    "lr": "peak learning rate (after warm-up; cosine decay to 0)",
+    "lr": "peak learning rate (after warm-up; then --schedule)",
     "batch_size": "images per step",
     "optimizer": "adamw | sgd",
     "weight_decay": "weight decay (not applied to norms and biases)",
+    "schedule": "learning rate after the warm-up: cosine (decay to 0) | constant",
     "warmup_epochs": "linear warm-up length in epochs",
     "label_smoothing": "label smoothing of the cross-entropy",
     "grad_accum": "gradient accumulation steps",
@@ -99,6 +100,8 @@ def add_train_flags(parser: argparse.ArgumentParser, only: Sequence[str] | None 
         flag = "--" + f.name.replace("_", "-")
         kind = _field_type(f)
         default = f.default if f.default is not dataclasses.MISSING else None
+        if default is None and f.name in OPTIM_DEFAULTS:
+            default = f"the strategy's, else {OPTIM_DEFAULTS[f.name]}"
         help_text = f"{TRAIN_HELP.get(f.name, '')} (default: {default})"
         if kind is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)

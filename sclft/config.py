@@ -26,6 +26,9 @@ log = logging.getLogger("sclft.config")
 OPTIMIZERS = ("adamw", "sgd")
 PRECISIONS = ("no", "bf16", "fp16")
 CACHE_MODES = ("auto", "memory", "disk", "off")
+SCHEDULES = ("cosine", "constant")
+# optimisation fields left unset (None) take the strategy's ``train_defaults``, else these (see resolve_defaults)
+OPTIM_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "weight_decay": 0.05, "schedule": "cosine", "warmup_epochs": 1.0}
 DEFAULT_MAX_PARAMS = 8.0  # percent of the model's parameters a block strategy may tune under --layer auto
 
 
@@ -48,12 +51,13 @@ class TrainConfig:
     layer_rule: str = "auto"
     max_params: float | None = DEFAULT_MAX_PARAMS  # --layer auto: only blocks training at most this % of the parameters
     epochs: int = 10
-    lr: float = 1e-3
+    lr: float | None = None  # None (also weight_decay, schedule, warmup_epochs): see resolve_defaults
     batch_size: int = 64
     optimizer: str = "adamw"
-    weight_decay: float = 0.05
+    weight_decay: float | None = None
     momentum: float = 0.9
-    warmup_epochs: float = 1.0
+    schedule: str | None = None  # "cosine" (to 0) or "constant", after the linear warm-up
+    warmup_epochs: float | None = None
     label_smoothing: float = 0.0
     grad_accum: int = 1
     precision: str = "no"
@@ -100,8 +104,10 @@ class TrainConfig:
             get_strategy_config(self.strategy)
         except ValueError as e:
             raise ConfigError("strategy", str(e)) from None
+        self.resolve_defaults()
         rules = ("auto", *list_rules())
-        infinite = [n for n, (k, _) in kinds.items() if k is float and not math.isfinite(getattr(self, n))]
+        infinite = [n for n, (k, _) in kinds.items()
+                    if k is float and getattr(self, n) is not None and not math.isfinite(getattr(self, n))]
         checks = [
             (infinite[0] if infinite else "", not infinite,
              ", ".join(f"{n}={getattr(self, n)}" for n in infinite) + ": must be a finite number"),
@@ -114,6 +120,7 @@ class TrainConfig:
             ("momentum", self.optimizer != "sgd" or self.momentum > 0, "momentum must be > 0 for sgd (Nesterov)"),
             ("warmup_epochs", self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}"),
             ("num_workers", self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}"),
+            ("schedule", self.schedule in SCHEDULES, _one_of("schedule", SCHEDULES, self.schedule)),
             ("optimizer", self.optimizer in OPTIMIZERS, _one_of("optimizer", OPTIMIZERS, self.optimizer)),
             ("precision", self.precision in PRECISIONS, _one_of("precision", PRECISIONS, self.precision)),
             ("cache", self.cache in CACHE_MODES, _one_of("cache", CACHE_MODES, self.cache)),
@@ -145,6 +152,16 @@ class TrainConfig:
                    if n != "layer_rule" and getattr(self, n) != _default(n)]
         if foreign:
             log.warning("strategy %r does not use %s (ignored)", self.strategy, ", ".join(foreign))
+        return self
+
+    def resolve_defaults(self) -> TrainConfig:
+        """Fill the optimisation fields left at None (:data:`OPTIM_DEFAULTS`' keys) with the strategy's
+        ``train_defaults`` (e.g. Deep LoRA: no weight decay, a constant schedule), else the global default; the
+        values a run used are then in ``train_config.json``. Given values (flags, YAML) are kept."""
+        own = get_strategy_config(self.strategy).train_defaults
+        for name, default in OPTIM_DEFAULTS.items():
+            if getattr(self, name) is None:
+                setattr(self, name, own.get(name, default))
         return self
 
     @classmethod

@@ -41,6 +41,10 @@ def _device(path: Path) -> str:
     return f"{name} (mounted at {p})" if name else str(p)
 
 
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f}" if n >= 2**20 // 10 else f"{n / 2**20:.3f}"
+
+
 @contextmanager
 def space_for(path: str | os.PathLike, needed: int | Callable[[], int]) -> Iterator[None]:
     """Turn a disk-full error while writing ``path`` (about ``needed`` bytes) into a :class:`DiskFullError`
@@ -58,8 +62,8 @@ def space_for(path: str | os.PathLike, needed: int | Callable[[], int]) -> Itera
             probe = probe.parent
         free = shutil.disk_usage(probe).free
         needed = needed() if callable(needed) else needed
-        raise DiskFullError(f"no space left on {_device(where)} (needed ~{max(needed, 1) / 2**20:.1f} MB to write "
-                            f"{where}, {free / 2**20:.1f} MB free): free some space there or write elsewhere "
+        raise DiskFullError(f"no space left on {_device(where)} (needed ~{_mb(needed)} MB to write "
+                            f"{where}, {_mb(free)} MB free): free some space there or write elsewhere "
                             "(--out, --cache-dir); nothing earlier was removed") from None
 
 

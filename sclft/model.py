@@ -9,6 +9,8 @@ import torch
 from torch import nn
 
 from .backbones import Backbone, create_backbone
+from .data import build_transforms
+from .predict import predict_images
 from .strategies import StrategyConfig, get_strategy, strategy_config
 
 
@@ -89,8 +91,6 @@ class TransferModel(nn.Module):
         """The eval transform of this model's input (PIL RGB image → normalised ``(3, S, S)`` tensor): the one
         it was trained and evaluated with (``sclft.data.build_transforms`` of the backbone's ``data_config``)."""
         if self.__dict__.get("_transform") is None:
-            from .data import build_transforms
-
             self._transform = build_transforms(self.backbone.data_config)[1]
         return self._transform
 
@@ -98,12 +98,10 @@ class TransferModel(nn.Module):
         """Top-k class names and probabilities, one ``{"label", "prob", "index"}`` per image; ``images``: PIL
         images, paths, ``(3, H, W)`` tensors already transformed, or an ``(N, 3, H, W)`` batch (see
         :mod:`sclft.predict`)."""
-        from .predict import predict_images
-
         return predict_images(self, images, top_k=top_k, batch_size=batch_size)
 
     # ------------------------------------------------------------------ modes
-    def train(self, mode: bool = True) -> "TransferModel":
+    def train(self, mode: bool = True) -> TransferModel:
         """Frozen backbone parts always stay in eval mode (BatchNorm statistics and dropout frozen)."""
         super().train(mode)
         if self.strategy.freezes_backbone:

@@ -6,16 +6,18 @@
   (``Strategy.lr_scales()``) gets them in groups of their own with timm's ``lr_scale``.
 * :class:`WarmupCosine`: timm's ``CosineLRScheduler`` stepped per update: linear warm-up over ``warmup_steps``
   updates (update ``j`` of them, counting from 1, uses ``j / warmup_steps`` of the peak lr), then a cosine
-  decay that would reach 0 one update after the last.
+  decay that would reach 0 one update after the last; ``schedule="constant"``: the same warm-up, then the peak
+  lr to the end (timm's ``StepLRScheduler`` with ``decay_rate=1``).
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
 from timm.optim import create_optimizer_v2, param_groups_weight_decay
-from timm.scheduler import CosineLRScheduler
+from timm.scheduler import CosineLRScheduler, StepLRScheduler
 
 from .config import TrainConfig
 
@@ -35,7 +37,9 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer | None:
-    """The run's optimizer over what trains (None when nothing does, e.g. zero_shot)."""
+    """The run's optimizer over what trains (None when nothing does, e.g. zero_shot); an unvalidated ``cfg``
+    gets its unset lr / weight decay from ``resolve_defaults`` (not written back)."""
+    cfg = copy.copy(cfg).resolve_defaults()
     groups = param_groups(model, cfg.weight_decay)
     if not groups:
         return None
@@ -49,12 +53,16 @@ class WarmupCosine:
     """timm's ``CosineLRScheduler`` per optimizer update, with the ``step()`` / ``get_last_lr()`` /
     ``state_dict()`` interface that Accelerate prepares and checkpoints (resume continues the schedule)."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int):
+    def __init__(self, optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int,
+                 schedule: str = "cosine"):
         self.optimizer = optimizer
         self.total_steps, self.warmup_steps = int(total_steps), int(warmup_steps)
-        self.timm = CosineLRScheduler(optimizer, t_initial=max(1, self.total_steps - self.warmup_steps + 1),
-                                      lr_min=0.0, warmup_t=self.warmup_steps, warmup_lr_init=0.0,
-                                      warmup_prefix=True, t_in_epochs=False)
+        warmup = {"warmup_t": self.warmup_steps, "warmup_lr_init": 0.0, "warmup_prefix": True, "t_in_epochs": False}
+        if schedule == "constant":
+            self.timm = StepLRScheduler(optimizer, decay_t=max(1, self.total_steps), decay_rate=1.0, **warmup)
+        else:
+            self.timm = CosineLRScheduler(optimizer, t_initial=max(1, self.total_steps - self.warmup_steps + 1),
+                                          lr_min=0.0, **warmup)
         self.updates = 0
         self.timm.step_update(1)  # the lr of the first update
 

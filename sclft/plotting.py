@@ -11,13 +11,13 @@ from typing import Any
 
 def subplots(nrows: int = 1, ncols: int = 1, **kwargs: Any):
     """Like ``plt.subplots`` but pyplot-free: ``figsize``/``dpi`` go to the Figure, the rest to ``subplots``."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # matplotlib loads only when a figure is drawn
 
     fig = Figure(figsize=kwargs.pop("figsize", None), dpi=kwargs.pop("dpi", None))
     return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
 def colormap(name: str):
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # as above
 
     return colormaps[name]

@@ -31,8 +31,10 @@ from tqdm.auto import tqdm
 from . import nc
 from .backbones import Backbone, create_backbone
 from .cache import available_memory
+from .data import TransformedDataset, build_transforms, load_dataset
 from .io import atomic_write, atomic_write_text
 from .model import TransferModel
+from .plotting import subplots
 from .transfer_scores import LAYER_SCORES, layer_scores
 
 CSV_FIELDS = ("layer", "nc1", "separation", "dim")
@@ -86,8 +88,6 @@ class ProbeResult:
         return self.table()
 
     def plot(self, path: str | Path, title: str | None = None) -> Path:
-        from .plotting import subplots
-
         fig, ax = subplots(figsize=(max(6, 0.35 * len(self.rows)), 4))
         ax.plot(range(len(self.rows)), [r["nc1"] for r in self.rows], marker="o")
         ax.set_yscale("log")
@@ -108,8 +108,6 @@ def _as_loader(data, backbone: Backbone, batch_size: int, num_workers: int) -> I
     if isinstance(data, DataLoader):
         return data
     if isinstance(data, str):
-        from .data import TransformedDataset, build_transforms, load_dataset
-
         splits = load_dataset(data)
         _, eval_tf = build_transforms(backbone.data_config)
         data = TransformedDataset(splits.train, eval_tf)
@@ -118,7 +116,8 @@ def _as_loader(data, backbone: Backbone, batch_size: int, num_workers: int) -> I
     if isinstance(data, Sequence) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
         x, y = data
         return [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)]
-    raise TypeError("data must be a DataLoader, a Dataset of (image, label), an (images, labels) pair or a dataset name")
+    raise TypeError("data must be a DataLoader, a Dataset of (image, label), an (images, labels) pair or a dataset "
+                    "name")
 
 
 def _num_samples(loader: Iterable) -> int:

@@ -22,6 +22,7 @@ from .backbones import create_backbone
 from .cache import hash_tensors
 from .io import _json_default, atomic_path, atomic_write_json, read_json_object
 from .model import TransferModel
+from .strategies import list_strategies
 
 
 class RunFolderError(ValueError):
@@ -131,9 +132,10 @@ _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # a plain file name (no fold
 def save_model(model: TransferModel, out: str | Path, build: dict | None = None) -> Path:
     """``model.safetensors`` (trained parameters + head + trained buffers) and ``config.json``: the model's
     config plus ``build`` (pretrained, seed, checkpoint and its sha256, the frozen weights' sha256), what
-    :func:`load` needs to rebuild the same frozen weights, the sha256 of ``model.safetensors``
-    with every other field (:data:`MODEL_DIGEST`: these weights and this config belong together) and the names of the files the
-    strategy's ``export`` wrote (:data:`EXPORTS_KEY`), so that ``--overwrite`` can remove them with the run."""
+    :func:`load` needs to rebuild the same frozen weights, the names of the files the strategy's ``export``
+    wrote (:data:`EXPORTS_KEY`), so that ``--overwrite`` can remove them with the run, and the sha256 of
+    ``model.safetensors`` with every other field (:data:`MODEL_DIGEST`: these weights and this config belong
+    together)."""
     out = Path(out)
     weights = trainable_state(model)
     with atomic_path(out / "model.safetensors", sum(t.numel() * t.element_size() for t in weights.values())) as tmp:
@@ -148,10 +150,10 @@ def save_model(model: TransferModel, out: str | Path, build: dict | None = None)
 MODEL_DIGEST = "model_sha256"
 
 
-def model_digest(weights: Path, config: dict) -> str:
+def model_digest(weights: Path, config: dict, weights_sha256: str | None = None) -> str:
     """sha256 of ``model.safetensors`` together with every other field of its ``config.json``: these weights,
     described this way. Any edit of either (strategy, layer, num_classes, options ...) changes it."""
-    h = hashlib.sha256(file_digest(weights).encode())
+    h = hashlib.sha256((weights_sha256 or file_digest(weights)).encode())
     h.update(json.dumps({k: v for k, v in config.items() if k != MODEL_DIGEST}, sort_keys=True).encode())
     return h.hexdigest()
 
@@ -161,28 +163,29 @@ def write_manifest(out: Path, names: list[str]) -> Path:
     return atomic_write_json(out / MANIFEST, {"format": 1, "files": {n: file_digest(out / n) for n in names}})
 
 
-def check_manifest(path: Path) -> None:
+def check_manifest(path: Path) -> dict[str, str]:
     """Every file ``path/manifest.json`` lists that is present must have the sha256 recorded there, so an edit
     of a run file after the run finished (history, metrics, config) is refused as an edit. A folder without a
-    manifest (an older run, or only ``config.json`` + ``model.safetensors`` copied) passes."""
+    manifest (an older run, or only ``config.json`` + ``model.safetensors`` copied) passes. Returns the digests
+    it computed (file name -> sha256)."""
     file = path / MANIFEST
     if not file.is_file():
-        return
+        return {}
     manifest = read_json_object(file, RunFolderError)
     check_fields(file, manifest, {"format": (int, lambda v: v == 1, "1"),
                                   "files": (dict, lambda v: all(isinstance(d, str) and SHA256.fullmatch(d) and
                                                                 _NAME.fullmatch(n) for n, d in v.items()),
                                             "an object: plain file name -> sha256")})
+    found = {n: file_digest(path / n) for n in manifest["files"] if (path / n).is_file()}
     for name, digest in manifest["files"].items():
-        if (path / name).is_file() and file_digest(path / name) != digest:
+        if name in found and found[name] != digest:
             raise RunFolderError(f"{path / name} was changed after the run finished: its sha256 is not the one "
                                  f"{file} recorded; the run's results and weights cannot be trusted as written "
                                  "(restore the file, or train again)")
+    return found
 
 
 def _config_schema(num_classes) -> dict:
-    from .strategies import list_strategies
-
     sha = (str, lambda v: SHA256.fullmatch(v), "a sha256 (64 hex digits)")
     return {
         "backbone": (str, lambda v: v, "a backbone name (sclft list backbones)"),
@@ -231,11 +234,12 @@ def load(path: str | Path, pretrained: bool | None = None, checkpoint: str | Non
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} is not a trained sclft model: no config.json (expected a `sclft train --out` "
                                 "directory)")
-    check_manifest(path)
+    digests = check_manifest(path)
     cfg = read_config(path)
     if not (path / "model.safetensors").is_file():
         raise RunFolderError(f"{path} has no model.safetensors: the run did not finish, or the file was removed")
-    if MODEL_DIGEST in cfg and model_digest(path / "model.safetensors", cfg) != cfg[MODEL_DIGEST]:
+    weights = path / "model.safetensors"
+    if MODEL_DIGEST in cfg and model_digest(weights, cfg, digests.get(weights.name)) != cfg[MODEL_DIGEST]:
         raise RunFolderError(f"{path / 'model.safetensors'} and {path / 'config.json'} do not belong together "
                              f"({MODEL_DIGEST} differs): the weights of another run, or either file was edited after "
                              "training")
@@ -244,38 +248,39 @@ def load(path: str | Path, pretrained: bool | None = None, checkpoint: str | Non
         if key in run and run[key] != cfg[key]:
             raise RunFolderError(f"{path / 'config.json'} and {path / 'train_config.json'} disagree on {key!r} "
                                  f"({cfg[key]!r} / {run[key]!r}): one of them was edited or comes from another run")
-    build = {k: cfg.get(k, run.get(k, default)) for k, default in
-             {"pretrained": True, "seed": 0, "checkpoint": None}.items()}  # config.json first (older runs: train_config)
+    # config.json first (older runs: train_config)
+    defaults = {"pretrained": True, "seed": 0, "checkpoint": None}
+    build = {k: cfg.get(k, run.get(k, default)) for k, default in defaults.items()}
     if not (isinstance(build["pretrained"], bool) and isinstance(build["seed"], int)):
         raise RunFolderError(f"{path / 'train_config.json'}: fields 'pretrained' / 'seed' must be a boolean / an "
                              f"integer, got {build['pretrained']!r} / {build['seed']!r}")
     pretrained = build["pretrained"] if pretrained is None else pretrained
+    from_run = not checkpoint and bool(build["checkpoint"])  # a weights file named by the run folder
     if checkpoint:  # given by the caller: trusted, but it must be the file the run trained with
         if cfg.get("checkpoint_sha256") and Path(checkpoint).is_file() \
                 and file_digest(checkpoint) != cfg["checkpoint_sha256"]:
             raise ValueError(f"cannot rebuild {path} as trained: the backbone weights file {checkpoint} changed since "
                              f"training (sha256 {cfg['checkpoint_sha256'][:12]}... expected); pass checkpoint= the "
                              "original file")
-    elif build["checkpoint"]:
+    elif from_run:
         checkpoint = _recorded_checkpoint(path, build["checkpoint"], cfg.get("checkpoint_sha256"))
-    described = (f"the model {path / 'config.json'} describes (backbone {cfg['backbone']!r}, strategy "
-                 f"{cfg['strategy']!r}, layer {cfg['layer']!r}, num_classes {cfg['num_classes']}, strategy_options "
-                 f"{json.dumps(cfg['strategy_options'])})")
+    fields = (f"backbone {cfg['backbone']!r}, strategy {cfg['strategy']!r}, layer {cfg['layer']!r}, num_classes "
+              f"{cfg['num_classes']}, strategy_options {json.dumps(cfg['strategy_options'])}")
     try:
         backbone = build_backbone(cfg["backbone"], pretrained, checkpoint, build["seed"], cfg.get("image_size"))
         model = TransferModel(backbone,
                               cfg["strategy"], cfg["num_classes"], cfg["layer"], cfg.get("class_names"),
                               **{k: v for k, v in cfg["strategy_options"].items() if v is not None})
     except WeightsUnavailableError as e:
-        if not build["checkpoint"] or checkpoint != build["checkpoint"]:
+        if not from_run:
             raise
         raise RunFolderError(f"{path / 'config.json'}: field 'checkpoint' names {checkpoint}, which does not "
                              f"load as {cfg['backbone']} weights: {str(e).splitlines()[0]}") from None
     except (ValueError, TypeError, KeyError) as e:  # e.g. an unknown backbone, layer or strategy option
-        if isinstance(e, FileNotFoundError):
-            raise
-        raise RunFolderError(f"{described[4:]} cannot be built: {e}") from None
-    load_model_state(model, path, described)  # the tensors present must be the ones this model trains
+        raise RunFolderError(f"{path / 'config.json'}: the model it describes ({fields}) cannot be built: "
+                             f"{e}") from None
+    # the tensors present must be the ones this model trains
+    load_model_state(model, path, f"the model {path / 'config.json'} describes ({fields})")
     if cfg.get("frozen_sha256") and frozen_digest(model) != cfg["frozen_sha256"]:
         raise ValueError(f"cannot rebuild {path} as trained: the frozen {cfg['backbone']} weights built from "
                          f"pretrained={pretrained}, checkpoint={checkpoint}, seed={build['seed']} differ from the "

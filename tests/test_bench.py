@@ -200,11 +200,8 @@ def test_resume_skips_finished_runs(smoke):
 
 
 def test_a_failed_run_does_not_stop_the_others_and_fails_the_command(smoke, monkeypatch, capsys):
-    import importlib
-
     from sclft import cli
-
-    train_module = importlib.import_module("sclft.train")  # the package; ``sclft.train`` is the API function
+    from sclft.bench import runner as train_module  # where the bench calls the trainer
 
     suite, out, _ = smoke
     runs = bench.expand_suite(suite)
@@ -275,7 +272,7 @@ def test_run_ids_cover_every_config_field_defaults_and_library_versions(monkeypa
     import dataclasses
 
     import sclft.versions
-    from sclft.config import TrainConfig
+    from sclft.config import OPTIM_DEFAULTS, TrainConfig
 
     suite = bench.load_suite("smoke")
     run = next(r for r in bench.expand_suite(suite) if r.strategy == "scl_ft")
@@ -283,9 +280,10 @@ def test_run_ids_cover_every_config_field_defaults_and_library_versions(monkeypa
     left_out = {"out", "cache_dir", "progress", "num_workers", "tensorboard", "resume", "overwrite"}
     assert set(seen["config"]) == {f.name for f in dataclasses.fields(TrainConfig)} - left_out
     assert seen["config"]["strategy_options"] == {"fuse": "add", "match": "repeat", "skip_pooling": None}  # defaults
-    assert seen["config"]["weight_decay"] == TrainConfig.weight_decay and "torch" in seen["versions"]
+    # unset optimisation fields are fingerprinted as resolved (the strategy's default, else the global one)
+    assert seen["config"]["weight_decay"] == OPTIM_DEFAULTS["weight_decay"] and "torch" in seen["versions"]
     # an explicit value equal to the default is the same run; another library version is another run
-    same = bench.plan.run_id("b", "d", {**run.config, "weight_decay": TrainConfig.weight_decay}, "")
+    same = bench.plan.run_id("b", "d", {**run.config, "weight_decay": OPTIM_DEFAULTS["weight_decay"]}, "")
     assert same == bench.plan.run_id("b", "d", run.config, "")
     real = sclft.versions.library_versions()
     monkeypatch.setattr(sclft.versions, "library_versions", lambda: {**real, "timm": "0.0.1"})

@@ -158,77 +158,11 @@ def test_compressed_with_frozen_factors_stalls(completion_runs):
 
 
 def test_cli_writes_figures_and_numbers(tmp_path):
-    assert (
-        main(
-            [
-                "dln",
-                "parsimony",
-                "--out",
-                str(tmp_path),
-                "--dim",
-                "10",
-                "--rank",
-                "2",
-                "--samples",
-                "20",
-                "--steps",
-                "60",
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "dln",
-                "separation",
-                "--out",
-                str(tmp_path),
-                "--classes",
-                "2",
-                "--per-class",
-                "4",
-                "--width",
-                "8",
-                "--depths",
-                "3",
-                "4",
-                "--scales",
-                "0.5",
-                "0.25",
-                "--scale-depth",
-                "3",
-                "--steps",
-                "100",
-                "--lr",
-                "2",
-                "--scale-lr",
-                "2",
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "dln",
-                "completion",
-                "--out",
-                str(tmp_path),
-                "--dim",
-                "24",
-                "--rank",
-                "1",
-                "--rank-estimate",
-                "2",
-                "--steps",
-                "60",
-                "--scale",
-                "0.1",
-            ]
-        )
-        == 0
-    )
+    out = ["--out", str(tmp_path)]
+    assert main("dln parsimony --dim 10 --rank 2 --samples 20 --steps 60".split() + out) == 0
+    separation = "dln separation --classes 2 --per-class 4 --width 8 --depths 3 4 --scales 0.5 0.25 --scale-depth 3"
+    assert main(f"{separation} --steps 100 --lr 2 --scale-lr 2".split() + out) == 0
+    assert main("dln completion --dim 24 --rank 1 --rank-estimate 2 --steps 60 --scale 0.1".split() + out) == 0
     names = {p.name for p in tmp_path.iterdir()}
     assert {
         "parsimony.png",
@@ -416,34 +350,9 @@ def test_progress_bar_shows_the_error_and_the_rate(capsys):
 
 
 def test_cli_budget_is_printed_and_written(tmp_path, capsys):
-    assert (
-        main(
-            [
-                "dln",
-                "completion",
-                "--out",
-                str(tmp_path),
-                "--dim",
-                "16",
-                "--rank",
-                "1",
-                "--rank-estimate",
-                "2",
-                "--steps",
-                "40",
-                "--max-steps",
-                "6",
-                "--networks",
-                "compressed",
-                "--no-factorization",
-                "--device",
-                "cpu",
-                "--dtype",
-                "float64",
-            ]
-        )
-        == 0
-    )
+    flags = "--dim 16 --rank 1 --rank-estimate 2 --steps 40 --max-steps 6 --networks compressed --no-factorization"
+    argv = ["dln", "completion", "--out", str(tmp_path), *flags.split(), "--device", "cpu", "--dtype", "float64"]
+    assert main(argv) == 0
     out = capsys.readouterr().out
     assert "BUDGET compressed γ=0.3: budget reached (--max-steps) at step 6 of 40" in out
     (row,) = json.loads((tmp_path / "completion.json").read_text())["completion"]

@@ -25,9 +25,9 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
@@ -214,7 +214,8 @@ CASES = [
     Case("eval-config-checkpoint-etc-passwd", EVAL_RUN, ("config.json", "'checkpoint'", "/etc/passwd", "outside"),
          real=True, setup=edit_json("runs/real/config.json", set_in("checkpoint", "/etc/passwd"), older=True)),
     Case("eval-config-checkpoint-traversal", EVAL_RUN, ("config.json", "'checkpoint'", "../../../etc/hostname"),
-         real=True, setup=edit_json("runs/real/config.json", set_in("checkpoint", "../../../etc/hostname"), older=True)),
+         real=True,
+         setup=edit_json("runs/real/config.json", set_in("checkpoint", "../../../etc/hostname"), older=True)),
     Case("eval-config-checkpoint-wrong-digest", EVAL_RUN, ("config.json", "'checkpoint'", "checkpoint_sha256"),
          real=True, setup=edit_json("runs/real/config.json", lambda d: d.update(checkpoint="file",
                                                                                 checkpoint_sha256="0" * 64),
@@ -232,8 +233,19 @@ CASES = [
          setup=edit_json(f"{CKPT}/training_state.json", set_in("num_processes", 2))),
     Case("resume-optimizer-lr-text", RESUME_RUN, ("training_state.json", "param_groups[0].lr"), real=True,
          setup=edit_json(f"{CKPT}/training_state.json", lambda d: d["optimizer"]["param_groups"][0].update(lr="x"))),
+    Case("resume-sampler-state", RESUME_RUN, ("sampler.safetensors", "torch.Generator"), real=True,
+         setup=damage(f"{CKPT}/sampler.safetensors",
+                      lambda f: save_file({"sampler": torch.zeros(3, dtype=torch.uint8)}, str(f)))),
+    Case("resume-optimizer-shape", RESUME_RUN, ("optimizer.safetensors", "has shape [2, 2]"), real=True,
+         setup=damage(f"{CKPT}/optimizer.safetensors", lambda f: save_file(
+             {k: torch.zeros(2, 2) if k.endswith("exp_avg") else v for k, v in load_file(str(f)).items()}, str(f)))),
     Case("resume-rng-truncated", RESUME_RUN, ("rng_0.safetensors",), real=True,
          setup=damage(f"{CKPT}/rng_0.safetensors", truncate)),
+    Case("resume-latest-files-traversal", RESUME_RUN, ("latest.json", "bad entries", "../../../etc/passwd"), real=True,
+         setup=edit_json("runs/real/checkpoint/latest.json",
+                         lambda d: d["files"].update({"../../../etc/passwd": "0" * 64}), forge=False)),
+    Case("eval-manifest-traversal", EVAL_RUN, ("manifest.json", "'files'", "plain file name"), real=True,
+         setup=edit_json("runs/real/manifest.json", lambda d: d["files"].update({"../../x": "0" * 64}), forge=False)),
     Case("resume-latest-old-format", RESUME_RUN, ("latest.json", "format", "pickled"), real=True,
          setup=edit_json("runs/real/checkpoint/latest.json", set_in("format", 2), forge=False)),
     Case("eval-config-layer", EVAL_RUN, ("config.json", "model_sha256", "edited"), real=True,
@@ -261,6 +273,8 @@ CASES = [
     # ---- issue 29.5: a full disk is an environment fault (exit 1) that names the device; nothing earlier is lost
     Case("disk-full-checkpoint", train(*REAL[len(TINY):]), ("no space left on", "needed ~", "MB"), code=1,
          patch=disk_full("sclft.train.checkpoint.save_file", enospc)),
+    Case("disk-full-feature-cache", train(*REAL[len(TINY):], "--cache", "disk"),
+         ("no space left on", ".partial", "MB free"), code=1, patch=disk_full("os.posix_fallocate", enospc)),
     Case("disk-full-overwrite-keeps-the-old-run", ["train", *REAL, "--cache-dir", "{tmp}/cache", "--out", "{run}",
          "--overwrite"], ("no space left on", "model.safetensors"), code=1, real=True,
          patch=disk_full("sclft.save.save_file", storage_full)),
@@ -396,3 +410,22 @@ def test_wrap_names_a_bad_num_classes(num_classes):
 
     with pytest.raises(ValueError, match=f"num_classes must be an integer >= 2.*got {num_classes!r}"):
         sclft.wrap("resnet18", strategy="linear_probe", num_classes=num_classes, pretrained=False)
+
+
+@pytest.mark.parametrize("older", [False, True], ids=["edit-refused-as-edit", "older-run-tensor-check"])
+def test_load_refuses_a_config_whose_lora_rank_was_changed(tmp_path, older):
+    """issue 29.3: ``r`` edited in config.json is never silently another model: the digest refuses the edit, and
+    without it (a run of an older sclft) the adapter tensors' shapes do."""
+    from sclft import wrap
+    from sclft.save import RunFolderError, load, save_model
+
+    save_model(wrap("resnet18", strategy="lora", num_classes=3, pretrained=False, r=2), tmp_path,
+               {"pretrained": False, "seed": 0})
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["strategy_options"]["r"] == 2
+    config["strategy_options"]["r"] = 4
+    if older:
+        del config["model_sha256"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RunFolderError, match="model_sha256" if not older else r"lora_A.* \[2, .*needs \[4, "):
+        load(tmp_path)

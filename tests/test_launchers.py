@@ -121,6 +121,33 @@ def test_the_deadline_cancels_unfinished_runs_and_still_builds_the_reports(tiny,
     assert not list(out.glob("experiments/*/metrics.json"))  # nothing finished in 0.01 s
 
 
+def test_ctrl_c_cancels_the_outstanding_tasks_and_says_how_to_resume(tiny, ray_cluster, tmp_path, capsys,
+                                                                     monkeypatch):
+    path, _ = tiny
+    cancelled, cancel = [], ray_cluster.cancel
+
+    def interrupted(*args, **kwargs):  # Ctrl-C while the driver waits for the first result
+        raise KeyboardInterrupt
+
+    def record(ref, force):
+        cancelled.append(ref)
+        cancel(ref, force=force)
+
+    monkeypatch.setattr(ray_cluster, "wait", interrupted)
+    monkeypatch.setattr(ray_cluster, "cancel", record)
+    out = tmp_path / "ray"
+    assert cli.main(["bench", "--suite", str(path), "--out", str(out), "--launcher", "ray"]) == 130
+    assert len(cancelled) == 6  # four runs, two probes
+    assert "interrupted; the unfinished tasks were cancelled" in capsys.readouterr().err
+
+
+def test_slurm_without_sbatch_says_so(tiny, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch anywhere
+    path, _ = tiny
+    assert cli.main(["bench", "--suite", str(path), "--out", str(tmp_path / "o"), "--launcher", "slurm"]) == 1
+    assert "sbatch is not on PATH" in capsys.readouterr().err
+
+
 def test_slurm_array_of_two_shards_merges_into_the_in_process_report(tiny, tmp_path):
     pytest.importorskip("submitit")
     from sclft.bench.launchers.slurm import run_slurm

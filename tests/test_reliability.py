@@ -1,8 +1,8 @@
 """Nothing lost, nothing silently wrong: resume, run folders and run files under faults and bad input (issue 13)."""
 
 import importlib
-import math
 import json
+import math
 import os
 import shutil
 import socket
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from _run_files import forge_digest
 from safetensors.torch import load_file, save_file
 
-from _run_files import forge_digest
 from sclft.cli import main as cli_main
 from sclft.io import atomic_write_json
 
@@ -367,7 +367,7 @@ def test_fp16_resume_restores_the_grad_scaler(tmp_path, monkeypatch, cpu_fp16):
     assert scaler["scale"] < 2.0**16 * 16**4  # some of the 4 steps of epoch 1 overflowed and were skipped
     monkeypatch.setattr(train_mod, "save_checkpoint", original)
     train(tiny(tmp_path, "resumed", precision="fp16", resume=True))
-    a, b = load_file(str(tmp_path / "straight" / "model.safetensors")), load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    a, b = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("straight", "resumed"))
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
 

@@ -92,9 +92,9 @@ class Plant:
 
 PLANTS = [
     # --resume: Accelerate's old pickled files are never opened; each of our files is verified, then parsed safely
-    Plant("resume-accelerate-files", "resume", tuple(ACCELERATE_FILES), code=0),
-    Plant("resume-stray-pkl-beside", "resume", (f"{CKPT}/custom_checkpoint_0.pkl", f"{CKPT}/optimizer.bin",
-                                                f"{CKPT}/random_states_0.pkl", "run/checkpoint/latest.pkl"), code=0),
+    Plant("resume-stray-pickles", "resume", (*ACCELERATE_FILES, f"{CKPT}/custom_checkpoint_0.pkl",
+                                             f"{CKPT}/optimizer.bin", f"{CKPT}/random_states_0.pkl",
+                                             "run/checkpoint/latest.pkl"), code=0),
     *[Plant(f"resume-{name}", "resume", (f"{CKPT}/{name}",), kind="torch") for name in
       ("model.safetensors", "optimizer.safetensors", "sampler.safetensors", "rng_0.safetensors",
        "training_state.json")],
@@ -117,10 +117,18 @@ PLANTS = [
     Plant("cache-features", "cache", ("CACHE/features.npy",), kind="npy", code=0),
     Plant("cache-labels", "cache", ("CACHE/labels.npy",), kind="npy", code=0),
     Plant("cache-meta", "cache", ("CACHE/meta.json",), code=0),
-    # sclft bench --report: the files of a bench folder
-    Plant("bench-report", "bench", ("bench/bench.json", "bench/summary.json", "bench/experiments/a/metrics.json",
-                                    "bench/experiments/a/model.pkl", "bench/features.npy"), code=-1),
+    # sclft bench --report-only: the files of a bench folder ("RUN/x": x in every run folder of the smoke suite)
+    Plant("bench-report", "bench", ("bench/bench.json", "bench/summary.json", "RUN/metrics.json", "RUN/config.json",
+                                    "RUN/train_config.json", "RUN/model.safetensors", "RUN/model.pkl",
+                                    "bench/features.npy")),
 ]
+
+
+def _smoke_runs(capsys) -> list[str]:
+    """The run ids of the smoke suite, as ``sclft bench --dry-run`` lists them."""
+    assert main(["bench", "--suite", "smoke", "--out", "unused", "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    return [line.split()[0] for line in lines[1:] if line and "-s" in line.split()[0]]
 
 
 @pytest.mark.parametrize("plant", PLANTS, ids=[p.id for p in PLANTS])
@@ -130,12 +138,17 @@ def test_no_planted_pickle_ever_runs(run, plant, tmp_path, capsys, monkeypatch):
     shutil.copytree(run, tmp_path, dirs_exist_ok=True)
     marker = tmp_path / "CODE_RAN"
     cache = next((tmp_path / "cache").glob("*/features.npy")).parent
+    targets = []
     for rel in plant.files:
-        target = cache / rel.split("/", 1)[1] if rel.startswith("CACHE/") else tmp_path / rel
+        if rel.startswith("RUN/"):
+            targets += [tmp_path / "bench" / "experiments" / run_id / rel[4:] for run_id in _smoke_runs(capsys)]
+        else:
+            targets.append(cache / rel[6:] if rel.startswith("CACHE/") else tmp_path / rel)
+    for target in targets:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(payload(plant.kind, marker))
         if plant.rehash:
-            forge_digest(tmp_path / rel)
+            forge_digest(target)
     if "checkpoint-" in plant.id:  # config.json names the planted weights file
         config = json.loads((tmp_path / "run" / "config.json").read_text())
         config["checkpoint"] = str(tmp_path / plant.files[0])
@@ -165,7 +178,6 @@ def test_no_planted_pickle_ever_runs(run, plant, tmp_path, capsys, monkeypatch):
         err = out.err + out.out
         assert "Traceback" not in err
     assert not marker.exists(), f"code ran from a planted file: {plant.files}"
-    if plant.code >= 0:
-        assert code == plant.code, err
+    assert code == plant.code, err
     if plant.code == 2 and plant.command != "load":
         assert any(Path(f).name in err for f in plant.files), err  # the error names the file

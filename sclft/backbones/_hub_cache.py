@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
+
+from huggingface_hub import try_to_load_from_cache
 
 
 def cached_hub_file(repo_id: str, filenames: Iterable[str]) -> str | None:
     """Path of the first of ``filenames`` of Hub repository ``repo_id`` present in the local HF cache."""
-    from huggingface_hub import try_to_load_from_cache
-
     repo = repo_id.split("@")[0].strip("/")
     for name in filenames:
         path = try_to_load_from_cache(repo, name)

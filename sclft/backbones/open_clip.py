@@ -43,7 +43,7 @@ def _cached_weights(cfg: dict) -> str | None:
     """The tag's weights file in the local Hugging Face cache (the names open_clip downloads), if there."""
     if not cfg.get("hf_hub"):
         return None
-    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME  # open_clip loads only for CLIP (seconds)
 
     repo, filename = os.path.split(cfg["hf_hub"])  # "org/repo/" (default file names) or "org/repo/file.bin"
     if not filename:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import timm
 import torchvision
 from torch import nn
 
 from ._registry import register_backbone, register_module_adapter
 from ._timm import create_timm_model, timm_data_config
-from functools import partial
-
 from .base import BackboneSpec, Stage, submodule
 
 IMAGENET_DATA_CONFIG = {

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 
 from ..io import atomic_write
+from ..plotting import subplots
+from ..selection import DEFAULT_PROFILE_PICK, DEFAULT_RULE
 from ..strategies import get_strategy_config, strategy_rank
 from .scoring import mean_std, method_name, method_order, spearman, summarize_rules
 
@@ -112,8 +114,6 @@ def selection_report(cells: list[dict[str, Any]]) -> str:
                   "accuracy): " + ", ".join(corr) + "."]
     summary = summarize_rules(cells)
     if summary:
-        from ..selection import DEFAULT_PROFILE_PICK, DEFAULT_RULE
-
         auto = f"{DEFAULT_RULE}:{DEFAULT_PROFILE_PICK}"
         body = [[n + (" (`--layer auto`)" if n == auto else ""), f"{v['mean_regret']:.2f}", f"{v['max_regret']:.2f}",
                  f"{v['mean_percent']:.2f}", f"{v['seconds']:.1f}", f"{v['cost_percent']:.1f}", str(v["cells"])]
@@ -124,11 +124,14 @@ def selection_report(cells: list[dict[str, Any]]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ plots
-def _figure(n: int):
-    from ..plotting import subplots
-
-    fig, axes = subplots(1, n, figsize=(6 * n, 4.2), squeeze=False)
-    return fig, axes[0]
+def _figure(n: int, columns: int = 4):
+    """``n`` panels in rows of at most ``columns``; the unused panels of the last row are hidden."""
+    cols, rows = min(n, columns), -(-n // columns)
+    fig, axes = subplots(rows, cols, figsize=(6 * cols, 4.2 * rows), squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
 
 
 def _save(fig, path: Path) -> Path:
@@ -202,3 +205,35 @@ def plot_selection(cells: list[dict[str, Any]], path: Path) -> Path | None:
         handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
         ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="lower left")
     return _save(fig, path)
+
+
+def paired_report(data: dict[str, Any]) -> str:
+    """Markdown of :func:`sclft.bench.scoring.paired_rows`: per cell a row per variant (both methods' accuracy,
+    trainable %, s/epoch, the paired difference and its verdict), the rank-range comparison, then the claims."""
+    base = method_name(data["baseline"])
+    parts = [f"Paired by seed against {base} (same training subset and batch order per seed). Δ = method − {base} "
+             "(points), mean ± sd over seeds; t = mean / (sd/√n); verdict at two-sided 5 % (Student t, n − 1 d.f.): "
+             "holds / fails / undecided. s/epoch = run seconds / epochs (model build and final evaluation "
+             "included). rank range = max − min accuracy over the variants, per seed."]
+    for c in data["cells"]:
+        name = method_name(c["method"])
+        body = []
+        for v in c["variants"]:
+            b, m, d = v["methods"][c["baseline"]], v["methods"][c["method"]], v["accuracy"]
+            body.append([v["variant"] or "(defaults)", str(d["n"]), pm(b["accuracy"], 100.0), pm(m["accuracy"], 100.0),
+                         f"{100 * d['mean']:+.2f} ± {100 * d['sd']:.2f}", f"{d['t']:.2f}", d["verdict"],
+                         f"{b['params_percent']:.2f} / {m['params_percent']:.2f}",
+                         f"{b['seconds_per_epoch']:.1f} / {m['seconds_per_epoch']:.1f}"])
+        title = f"{c['backbone']} / {c['dataset']} · {c['train_per_class'] or 'all'}/class: {name} vs {base}"
+        parts += [f"\n### {title}\n",
+                  markdown(["variant", "seeds", f"{base} acc (%)", f"{name} acc (%)", "Δ (points)", "t", "better?",
+                            "% params (base / method)", "s/epoch (base / method)"], body)]
+        if "rank_range" in c:
+            rr = c["rank_range"]
+            parts.append(f"\nrank range: {base} {pm(rr[c['baseline']], 100.0)}, {name} {pm(rr[c['method']], 100.0)} "
+                         f"points; {base} − {name} = {100 * rr['mean']:+.2f} ± {100 * rr['sd']:.2f}, "
+                         f"t = {rr['t']:.2f}: less rank-sensitive? **{rr['verdict']}**")
+    parts.append("\n### Claims over the cells\n")
+    parts.append(markdown(["claim", "per cell", "overall"],
+                          [[k, ", ".join(v["cells"]), f"**{v['overall']}**"] for k, v in data["claims"].items()]))
+    return "\n".join(parts) + "\n"

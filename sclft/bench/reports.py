@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from .. import versions as version_info
 from ..io import atomic_write_json, atomic_write_text
 from ..train.run_folder import METRICS_FILE
 from .layout import Coverage, describe_versions, find, find_runs, read_json, selection_file
@@ -22,6 +23,7 @@ from .plan import RuleTask, Run, expand_suite, probe_runs
 from .render import (
     ablation_report,
     markdown,
+    paired_report,
     plot_data_size,
     plot_nc1_layers,
     plot_selection,
@@ -29,7 +31,15 @@ from .render import (
     render_table,
     selection_report,
 )
-from .scoring import ablation_rows, data_size_rows, rescore_selection, selection_cells_data, summarize_rules, table_rows
+from .scoring import (
+    ablation_rows,
+    data_size_rows,
+    paired_rows,
+    rescore_selection,
+    selection_cells_data,
+    summarize_rules,
+    table_rows,
+)
 from .suite import Suite
 
 COVERAGE_FILE = "runs.md"  # written when runs are missing or mix library versions
@@ -65,12 +75,10 @@ def _nc1_panels(runs: list[Run], coverage: Coverage) -> dict[tuple[str, str], li
 def coverage_text(suite: Suite, coverage: Coverage, folders: list[Path]) -> tuple[str, str]:
     """(One-line note for every report, the ``runs.md`` text); both empty when every run was found under one
     set of library versions."""
-    from ..versions import library_versions
-
     sets = coverage.version_sets()
     if not coverage.missing and len(sets) <= 1:
         return "", ""
-    installed = library_versions()
+    installed = version_info.library_versions()
     found = len(coverage.found)
     total = found + len(coverage.missing)
     note = f"Runs: {found} of {total} found"
@@ -138,14 +146,24 @@ def build_reports(suite: Suite, out: str | Path, sources: Iterable[str | Path] =
     cells = selection_cells_data(group.rules if group else (), runs, metrics, evidence)
     done = {c["cell"] for c in cells}
     cells += [c for c in rescore_selection(stored) if c["cell"] not in done]
+    summary: dict[str, Any] = {}
     if cells:
         written += [atomic_write_text(out / "selection.md", "# Layer selection\n\n" + selection_report(cells) + tail),
-                    atomic_write_json(out / "selection.json", cells),
-                    atomic_write_json(out / "summary.json", {"suite": suite.name, "rules": summarize_rules(cells)})]
+                    atomic_write_json(out / "selection.json", cells)]
         written += [p for p in [plot_selection(cells, out / "selection.png")] if p]
+        summary["rules"] = summarize_rules(cells)
+    ablation = suite.group("ablation")
     if any("ablation" in r.groups for r in runs):
         text = "# Ablation\n\n" + ablation_report(ablation_rows(runs, metrics)) + tail
         written.append(atomic_write_text(out / "ablation.md", text))
+        if len(ablation.strategies) > 1:  # the first strategy is the baseline the others are paired with by seed
+            paired = paired_rows(runs, metrics, ablation.strategies[0])
+            if paired["cells"]:
+                text = "# Paired comparison\n\n" + paired_report(paired) + tail
+                written.append(atomic_write_text(out / "paired.md", text))
+                summary["paired"] = paired
+    if summary:
+        written.append(atomic_write_json(out / "summary.json", {"suite": suite.name, **summary}))
     if listing:
         written.append(atomic_write_text(out / COVERAGE_FILE, listing))
         if say:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..selection import FIXED_PICKS, PROFILE_PICKS, profile_pick
 from ..strategies import get_strategy_config, strategy_rank
 from .plan import RuleTask, Run, selection_cells
 
@@ -110,8 +111,6 @@ def _cell_picks(blocks: list[str], best: str, evidence: dict[str, dict], shares:
     """Every rule's pick in one cell and seed: the oracle, the data-free baselines, each profile pick
     function (recomputed from the stored NC1 curve and, where kept, the per-block transferability scores, so new
     pick functions score old evidence) and the trial rule's three read-outs of its short fits."""
-    from ..selection import FIXED_PICKS, PROFILE_PICKS, profile_pick
-
     picks = {"oracle": best, **{f"fixed:{k}": fn(blocks, shares) for k, fn in FIXED_PICKS.items()}}
     if "profile" in evidence and all(b in evidence["profile"]["nc1"] for b in blocks):
         curve = [(b, evidence["profile"]["nc1"][b]) for b in blocks]
@@ -254,3 +253,72 @@ def summarize_rules(cells: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
                           "seconds": float(np.mean([r["seconds"] for r in rows])),
                           "cost_percent": float(np.mean([r["cost_percent"] for r in rows])), "cells": len(rows)}
     return summary
+
+
+# ------------------------------------------------------------------------------------ paired comparison
+def _paired(diffs: list[float]) -> dict[str, Any]:
+    """Mean, sd and paired t of per-seed differences; ``verdict`` at two-sided 5 % (Student t, n − 1 d.f.):
+    ``holds`` (t above the critical value), ``fails`` (below minus it) or ``undecided``."""
+    from scipy.stats import t as student_t  # scipy loads only for the confidence intervals (slow import)
+
+    d = np.asarray(diffs, dtype=float)
+    mean, sd = float(d.mean()), float(d.std(ddof=1)) if len(d) > 1 else float("nan")
+    t = mean / (sd / np.sqrt(len(d))) if len(d) > 1 and sd > 0 else float("nan")
+    crit = float(student_t.ppf(0.975, len(d) - 1)) if len(d) > 1 else float("nan")
+    verdict = "holds" if t > crit else "fails" if t < -crit else "undecided"
+    return {"n": len(d), "mean": mean, "sd": sd, "t": float(t), "t_critical": crit, "verdict": verdict}
+
+
+def _overall(verdicts: list[str]) -> str:
+    """A claim over cells: holds if it holds somewhere and fails nowhere, fails in the mirror case, else undecided."""
+    if "holds" in verdicts and "fails" not in verdicts:
+        return "holds"
+    if "fails" in verdicts and "holds" not in verdicts:
+        return "fails"
+    return "undecided"
+
+
+def paired_rows(runs: list[Run], metrics: dict[str, dict[str, Any]], baseline: str) -> dict[str, Any]:
+    """The ablation group as a paired comparison of every other strategy with ``baseline``, by seed, per
+    (backbone, dataset, training-set size): each variant's accuracies, trainable %, s/epoch (run seconds / epochs,
+    the final evaluation included) and the per-seed accuracy differences (``accuracy``: the claim "better
+    accuracy", per variant), and — with several variants — the per-seed range of accuracy over the variants
+    (``rank_range``: the claim "less sensitive", the baseline's range minus the method's). Verdicts by
+    :func:`_paired`; ``claims`` combines each claim over the cells (:func:`_overall`)."""
+    rows = _rows([r for r in runs if "ablation" in r.groups], metrics)
+    cells, claims = [], {}
+    for (backbone, dataset, size), here in _sized_cells(rows):
+        acc = {(r.strategy, r.variant, r.seed): m["test_accuracy"] for r, m in here}
+        variants = list(dict.fromkeys(r.variant for r, _ in here))
+        methods = [s for s in method_order(r.strategy for r, _ in here) if s != baseline]
+        for method in methods:
+            shared = [v for v in variants if any(k[:2] == (method, v) for k in acc) and
+                      any(k[:2] == (baseline, v) for k in acc)]
+            per_variant = []
+            for v in shared:
+                seeds = sorted(s for (st, vv, s) in acc if (st, vv) == (method, v) and (baseline, v, s) in acc)
+                stats = {}
+                for st in (baseline, method):
+                    ms = [m for r, m in here if (r.strategy, r.variant) == (st, v) and r.seed in seeds]
+                    stats[st] = {"accuracy": [acc[(st, v, s)] for s in seeds],
+                                 "params_percent": ms[0]["trainable_percent"],
+                                 "seconds_per_epoch": float(np.mean([m["seconds"] / max(m["epochs"], 1) for m in ms]))}
+                diff = _paired([acc[(method, v, s)] - acc[(baseline, v, s)] for s in seeds])
+                per_variant.append({"variant": v, "seeds": seeds, "methods": stats, "accuracy": diff})
+                claims.setdefault(f"{method}:accuracy:{v or 'defaults'}", []).append(diff["verdict"])
+            cell = {"backbone": backbone, "dataset": dataset, "train_per_class": size, "baseline": baseline,
+                    "method": method, "variants": per_variant}
+            if len(shared) > 1:
+                seeds = sorted(set.intersection(*(set(p["seeds"]) for p in per_variant)))
+
+                def spread(st: str, s: int, acc: dict = acc, shared: list = shared) -> float:
+                    values = [acc[(st, v, s)] for v in shared]
+                    return max(values) - min(values)
+
+                cell["rank_range"] = {**_paired([spread(baseline, s) - spread(method, s) for s in seeds]),
+                                      baseline: [spread(baseline, s) for s in seeds],
+                                      method: [spread(method, s) for s in seeds]}
+                claims.setdefault(f"{method}:rank_range", []).append(cell["rank_range"]["verdict"])
+            cells.append(cell)
+    return {"baseline": baseline, "cells": cells,
+            "claims": {k: {"cells": v, "overall": _overall(v)} for k, v in claims.items()}}

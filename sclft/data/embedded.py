@@ -19,7 +19,7 @@ SPLIT_SEED = 0
 @register_dataset("digits")
 def load_digits(data_dir: str | None = None) -> DatasetSplits:
     """Load ``sklearn.datasets.load_digits`` as 8×8 greyscale images (``data_dir`` is unused)."""
-    from sklearn.datasets import load_digits as sk_load_digits
+    from sklearn.datasets import load_digits as sk_load_digits  # scikit-learn loads only for this dataset (slow)
     from sklearn.model_selection import train_test_split
 
     bunch = sk_load_digits()

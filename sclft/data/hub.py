@@ -65,7 +65,7 @@ class HubImageDataset(ImageDataset):
     """One split of a Hugging Face ``Dataset``, decoded lazily with PIL."""
 
     def __init__(self, ds: Any, image_column: str, labels: Sequence[int], where: str, skipped: list[str]):
-        from datasets import Image as HFImage
+        from datasets import Image as HFImage  # HF datasets loads only for hub datasets (seconds)
 
         super().__init__(labels, skipped, content_id=getattr(ds, "_fingerprint", ""))
         self.ds = ds.select_columns([image_column]).cast_column(image_column, HFImage(decode=False))
@@ -120,7 +120,7 @@ def _scripts_unsupported(name: str, what: str, exc: BaseException) -> DatasetUna
 @contextmanager
 def _datasets_offline():
     """``datasets``' own offline mode for one call: cached datasets load, anything else fails at once."""
-    import datasets.config
+    import datasets.config  # HF datasets loads only for hub datasets (seconds)
     import huggingface_hub.constants
 
     saved = datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE
@@ -132,7 +132,7 @@ def _datasets_offline():
 
 
 def _open_local(path: Path) -> Any:
-    import datasets
+    import datasets  # HF datasets loads only for hub datasets (seconds)
 
     if (path / "dataset_dict.json").is_file():
         return datasets.load_from_disk(str(path))
@@ -144,7 +144,7 @@ def _open_local(path: Path) -> Any:
 
 def _open(name: str, spec: HubSpec, data_dir: str | None) -> tuple[Any, str]:
     """Return ``(DatasetDict, source)`` from ``data_dir`` or the Hub (or the local datasets cache)."""
-    import datasets
+    import datasets  # HF datasets loads only for hub datasets (seconds)
 
     if data_dir is not None:
         root = Path(data_dir).expanduser()
@@ -178,7 +178,7 @@ def _pick_split(dd: Any, role: str) -> str | None:
 
 
 def _image_column(features: Any) -> str:
-    from datasets import Image as HFImage
+    from datasets import Image as HFImage  # HF datasets loads only for hub datasets (seconds)
 
     found = [c for c, f in features.items() if isinstance(f, HFImage)]
     if not found:
@@ -187,7 +187,7 @@ def _image_column(features: Any) -> str:
 
 
 def _label_column(features: Any) -> str:
-    from datasets import ClassLabel
+    from datasets import ClassLabel  # HF datasets loads only for hub datasets (seconds)
 
     class_labels = [c for c, f in features.items() if isinstance(f, ClassLabel)]
     for candidates in ([c for c in LABEL_COLUMN_NAMES if c in class_labels], class_labels,
@@ -199,7 +199,7 @@ def _label_column(features: Any) -> str:
 
 def _label_space(dd: Any, splits: Sequence[str], column: str) -> tuple[list[str], dict[Hashable, int]]:
     """Class names and value → index: a ClassLabel's names, else the sorted distinct values."""
-    from datasets import ClassLabel
+    from datasets import ClassLabel  # HF datasets loads only for hub datasets (seconds)
 
     feature = dd[splits[0]].features[column]
     if isinstance(feature, ClassLabel):

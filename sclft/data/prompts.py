@@ -28,7 +28,7 @@ _OPEN_CLIP_TEMPLATES = {"IMAGENET_TEMPLATES": "OPENAI_IMAGENET_TEMPLATES",  # th
 
 @functools.cache
 def _open_clip_templates(name: str) -> tuple[str, ...]:
-    from open_clip import zero_shot_metadata
+    from open_clip import zero_shot_metadata  # open_clip loads only for zero-shot prompts (seconds)
 
     return _as_strings(getattr(zero_shot_metadata, _OPEN_CLIP_TEMPLATES[name]))
 

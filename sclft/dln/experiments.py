@@ -180,6 +180,10 @@ def build_networks(
     return [(name, build[name]()) for name in names]
 
 
+def _plot_runs(runs: list[tuple[TrainLog, dict]], title: str, path: Path) -> None:
+    save_figure(plot_completion([log for log, _ in runs], [row["network"] for _, row in runs], title), path)
+
+
 def completion_experiment(config: CompletionConfig, out: Path) -> dict:
     """Completion (the config's networks: original, compressed γ>0 and γ=0, narrow) and, unless switched
     off, factorisation (original vs compressed γ=0); writes ``completion.png``, ``factorization.png`` and
@@ -194,14 +198,7 @@ def completion_experiment(config: CompletionConfig, out: Path) -> dict:
             net.name = f"{net.name} (full observation)"
             factorisation.append(run_network(kind, net, full, c))
     head = f"d={c.dim}, r={c.rank}, r̂={c.rank_estimate}, L={c.depth}, ε={c.scale}, η={c.lr}"
-    save_figure(
-        plot_completion(
-            [log for log, _ in completion],
-            [row["network"] for _, row in completion],
-            f"completion, {c.observed:.0%} observed, {head}",
-        ),
-        out / "completion.png",
-    )
+    _plot_runs(completion, f"completion, {c.observed:.0%} observed, {head}", out / "completion.png")
     summary = {
         "config": asdict(c),
         "completion": [row for _, row in completion],
@@ -213,14 +210,7 @@ def completion_experiment(config: CompletionConfig, out: Path) -> dict:
         },
     }
     if factorisation:
-        save_figure(
-            plot_completion(
-                [log for log, _ in factorisation],
-                [row["network"] for _, row in factorisation],
-                f"factorisation (full observation), {head}",
-            ),
-            out / "factorization.png",
-        )
+        _plot_runs(factorisation, f"factorisation (full observation), {head}", out / "factorization.png")
         orig_log, comp_log = (log for log, _ in factorisation)
         summary["factorization_max_error_gap"] = max(abs(a - b) for a, b in zip(orig_log.metrics, comp_log.metrics))
     write_json(summary, out / "completion.json")

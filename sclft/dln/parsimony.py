@@ -43,7 +43,7 @@ __all__ = [
 @dataclass
 class ParsimonyConfig:
     """Seed setup: L = 3, d_x = d_y = 30, rank(Y) = 3. float64 by default: the claims are exact equalities
-    (trailing spread ~1e-15), which float32 would blur to ~1e-7."""
+    (trailing spread ~1e-15), which float32 blurs to ~1e-6."""
 
     depth: int = 3
     dim: int = 30

@@ -43,7 +43,7 @@ class AdapterConfig(StrategyConfig):
     cost = 1.0  # the whole network runs with gradients (less with a start block)
 
     r: int = field(default=8, metadata={
-        "help": "rank of each update (lora: the rank; deep_lora: the cap r̂, its core is 2r̂ wide)"})
+        "help": "rank of each update (deep_lora: the width of U, V and of its r×r cores)"})
     target_modules: tuple[str, ...] | None = field(default=None, metadata={
         "help": "layer names to adapt inside the chosen blocks, matched on whole trailing path components "
                 "(e.g. qkv proj mlp.fc1; default: per backbone family, see docs/peft.md)"})

@@ -7,8 +7,9 @@ cached) and ``tail_forward`` (from that activation to the head's input feature).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import ClassVar, Iterable
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -91,6 +92,10 @@ class Strategy:
         """Learning-rate multipliers by ``id(parameter)`` for parameters that train at another step than the
         run's ``lr`` (Deep LoRA's outer factors at γ); the rest train at 1×."""
         return {}
+
+    def init_from_data(self, first_loss: Callable[[], torch.Tensor]) -> None:
+        """Data-dependent init before the first update of a new run (not on resume); ``first_loss()`` computes
+        the training loss of the first batch (Deep LoRA: its outer factors from that gradient)."""
 
     def merge(self, backbone: Backbone) -> None:
         """Fold the strategy's trained updates into the backbone's own weights, leaving plain modules (for

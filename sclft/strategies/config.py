@@ -33,6 +33,9 @@ class StrategyConfig:
     # penultimate feature), "prefix" (the backbone up to the chosen block) or "none" (nothing is frozen)
     cache_scope: ClassVar[str] = "features"
     cost: ClassVar[float] = 0.0  # share of a full forward + backward the trained part costs (bench --dry-run)
+    # the run's optimisation defaults for this strategy: TrainConfig fields (lr, weight_decay, schedule,
+    # warmup_epochs) used when the user sets none (TrainConfig.resolve_defaults); flags and YAML override them
+    train_defaults: ClassVar[Mapping[str, Any]] = {}
 
     def __post_init__(self) -> None:
         self.validate()

@@ -13,9 +13,11 @@ Run folder (``--out``): ``metrics.json``, ``model.safetensors`` (trained tensors
 ``checkpoint/``: ``epoch-E/`` holds the trained tensors, the optimizer state, every process's RNG and the
 sampler state (safetensors) and ``training_state.json`` (epoch, history, elapsed seconds, layer selection, the
 config it was trained with, optimizer groups, schedule, GradScaler); ``latest.json`` names the newest
-complete one and the sha256 of its files. Nothing is pickled (``sclft.train.checkpoint``). ``.sclft.lock`` names the one process that writes the folder. A folder that
-holds a finished run or another run's checkpoints is only replaced with ``overwrite=True``, and
-``resume=True`` refuses a config that differs in anything that changes the result.
+complete one and the sha256 of its files; ``manifest.json``, written last, the sha256 of the finished run's
+files. Nothing is pickled (``sclft.train.checkpoint``). ``.sclft.lock`` names the one process that writes the
+folder. A folder that holds a finished run or another run's checkpoints is only replaced with
+``overwrite=True`` (once the new run finished), and ``resume=True`` refuses a config that differs in anything
+that changes the result.
 """
 
 from ..config import ConfigError, TrainConfig

@@ -180,10 +180,17 @@ def _training_objects(accelerator, optimizer, scheduler) -> tuple[dict[str, torc
                      "scaler": scaler, "accelerator_step": int(accelerator.step)}
 
 
-def restore_training_state(accelerator, path: Path, state: dict, optimizer, scheduler) -> None:
+def restore_training_state(accelerator, path: Path, state: dict, optimizer, scheduler,
+                           sampler_gen: torch.Generator) -> None:
     """Load what :func:`save_checkpoint` wrote beside the model (optimizer, schedule, GradScaler, Accelerate's
-    step counter, this process's RNG), each checked against the objects it goes into. Called by every process."""
+    step counter, the sampler's generator, this process's RNG), each checked against the object it goes into.
+    Called by every process."""
     file = path / TRAINING_STATE
+    sampler = _load_tensors(path / "sampler.safetensors")
+    now = sampler_gen.get_state()
+    if set(sampler) != {"sampler"} or sampler["sampler"].dtype != now.dtype or sampler["sampler"].shape != now.shape:
+        raise RunFolderError(f"{path / 'sampler.safetensors'} must hold one tensor \"sampler\" ({now.dtype}, shape "
+                             f"{list(now.shape)}): a torch.Generator state; got {sorted(sampler)}")
     if optimizer is not None:
         _load_optimizer(optimizer, state["optimizer"], _load_tensors(path / "optimizer.safetensors"), file,
                         path / "optimizer.safetensors")
@@ -207,6 +214,7 @@ def restore_training_state(accelerator, path: Path, state: dict, optimizer, sche
                                  f"numbers), got {scaler!r}")
         accelerator.scaler.load_state_dict(scaler)
     accelerator.step = state["accelerator_step"]
+    sampler_gen.set_state(sampler["sampler"])
     _set_rng_state(path / _rng_file(accelerator.process_index))
 
 
@@ -225,14 +233,16 @@ def save_checkpoint(accelerator, out: Path, model: TransferModel, epoch: int, sa
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     rng, rng_meta = _rng_state()
+    if main:
+        tensors, objects = _training_objects(accelerator, optimizer, scheduler)
+        weights = trainable_state(model)
+    needed = _nbytes(rng) + (_nbytes(tensors) + _nbytes(weights) if main else 0)  # about the whole checkpoint
     try:
-        with space_for(tmp, _nbytes(rng)):
+        with space_for(tmp, needed):
             save_file(rng, str(tmp / _rng_file(accelerator.process_index)), metadata=rng_meta)
         accelerator.wait_for_everyone()
         if main:
-            tensors, objects = _training_objects(accelerator, optimizer, scheduler)
-            weights = trainable_state(model)
-            with space_for(tmp, _nbytes(tensors) + _nbytes(weights)):
+            with space_for(tmp, needed):
                 save_file(tensors, str(tmp / "optimizer.safetensors"))
                 save_file(weights, str(tmp / "model.safetensors"))
                 save_file({"sampler": sampler_gen.get_state()}, str(tmp / "sampler.safetensors"))
@@ -314,7 +324,8 @@ def read_training_state(path: Path) -> dict:
     state = read_json_object(file, RunFolderError)
     if state.get("format") != STATE_FORMAT:
         raise RunFolderError(f"{file} has checkpoint format {state.get('format')!r}, this sclft writes "
-                             f"{STATE_FORMAT}; it cannot be resumed exactly: train into a new --out or pass --overwrite")
+                             f"{STATE_FORMAT}; it cannot be resumed exactly: train into a new --out or pass "
+                             "--overwrite")
     match = _CHECKPOINT_NAME.fullmatch(path.name)
     epoch = int(match.group(1)) if match else None
     check_fields(file, state, {

@@ -14,6 +14,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from ..card import write_model_card
@@ -24,7 +27,6 @@ from ..model import TransferModel
 from ..optim import WarmupCosine, build_optimizer
 from ..save import (
     MANIFEST,
-    _load_tensors,
     build_backbone,
     file_digest,
     frozen_digest,
@@ -33,7 +35,9 @@ from ..save import (
     trainable_state,
     write_manifest,
 )
+from ..selection import select_layer
 from ..strategies import collect_strategy_options, strategy_config
+from ..strategies.base import Strategy
 from .checkpoint import _resume_view, restore_training_state, save_checkpoint
 from .data import _loader, prepare_datasets
 from .evaluate import evaluate
@@ -65,11 +69,29 @@ def _cpu_processes() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
 
 
+def _init_from_first_batch(model: TransferModel, loader, sampler_gen: torch.Generator, cached: bool,
+                           cfg: TrainConfig, accelerator) -> None:
+    """``Strategy.init_from_data`` with the loss of the first training batch; the batch order and the global
+    RNG are left as they were, so the epochs see the batches a run without the hook sees."""
+    if type(model.strategy).init_from_data is Strategy.init_from_data:
+        return
+    state = sampler_gen.get_state()
+    with torch.random.fork_rng(devices=[]):
+        x, y = next(iter(loader))
+    sampler_gen.set_state(state)
+    x, y = x.to(accelerator.device), y.to(accelerator.device)
+
+    def first_loss() -> torch.Tensor:
+        model.train()  # the mode of the first update (TransferModel keeps a frozen backbone in eval mode)
+        with accelerator.autocast():
+            logits = model(x, from_frozen=cached)
+        return F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+
+    model.strategy.init_from_data(first_loss)
+
+
 def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
     """Train one model; returns (and writes ``out/metrics.json``) the run's metrics."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
     cfg = cfg or TrainConfig()
     cfg = dataclasses.replace(cfg, **collect_strategy_options(overrides, cfg.strategy_options)).validate()
     out = Path(cfg.out)
@@ -102,8 +124,6 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
 
 
 def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] | None) -> dict[str, Any]:
-    from accelerate.utils import set_seed
-
     say = accelerator.print
     resume_from, resumed = resume or (None, {})
     start_time = time.time() - float(resumed.get("seconds", 0.0))  # seconds count the whole run
@@ -116,8 +136,6 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
     layer = resumed.get("layer") or cfg.layer
     config = strategy_config(cfg.strategy, **cfg.strategy_options).for_data(cfg.data)
     if config.uses_layer and layer == "auto":
-        from ..selection import select_layer
-
         selection = select_layer(backbone, splits, cfg, device=accelerator.device)
         layer = selection["layer"]
         say(f"layer auto ({selection['rule']}): {layer}")
@@ -143,12 +161,14 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
     eval_loaders = {k: _loader(v, max(cfg.batch_size, 64), shuffle_gen=None, num_workers=cfg.num_workers, pin=pin)
                     for k, v in data.evals.items()}
     optimizer = build_optimizer(model, cfg)
+    if optimizer and resume_from is None:  # before prepare: every process computes the same init
+        _init_from_first_batch(model, train_loader, sampler_gen, data.cached, cfg, accelerator)
     model, train_loader = accelerator.prepare(model, train_loader)
     # after prepare: the batches of *this* process, so N processes follow the 1-process schedule in epochs
     epochs = cfg.epochs if optimizer else 0  # nothing trains (zero_shot): the run is one evaluation
     steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum)
     total_steps = steps_per_epoch * cfg.epochs
-    scheduler = (WarmupCosine(optimizer, total_steps, int(round(cfg.warmup_epochs * steps_per_epoch)))
+    scheduler = (WarmupCosine(optimizer, total_steps, int(round(cfg.warmup_epochs * steps_per_epoch)), cfg.schedule)
                  if optimizer else None)
     if optimizer:
         optimizer = accelerator.prepare(optimizer)
@@ -160,8 +180,7 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
     if resume_from is not None:
         load_model_state(accelerator.unwrap_model(model), resume_from, f"the model this run builds ({cfg.backbone}, "
                          f"{cfg.strategy}, layer {layer}, {splits.num_classes} classes)")
-        restore_training_state(accelerator, resume_from, resumed, optimizer, scheduler)  # no pickle: safetensors + JSON
-        sampler_gen.set_state(_load_tensors(resume_from / "sampler.safetensors")["sampler"])
+        restore_training_state(accelerator, resume_from, resumed, optimizer, scheduler, sampler_gen)  # no pickle
         start_epoch, history, last_good = int(resumed["epoch"]), list(resumed["history"]), resume_from
         say(f"resumed from {resume_from} (epoch {start_epoch} of {cfg.epochs} done)")
     if cfg.tensorboard:

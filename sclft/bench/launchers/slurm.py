@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..runner import run_suite
 from ..suite import Suite
 from . import Deadline, require, summary
 from ._tasks import finish
@@ -22,8 +23,6 @@ SHARDS_SUBDIR = "shards"
 
 def _shard_job(suite: Suite, out: str, spec: str) -> dict[str, Any]:
     """One job of the array: shard ``spec`` of the suite into ``out`` (the in-process runner)."""
-    from ..runner import run_suite
-
     return run_suite(suite, out, shard_spec=spec)
 
 
@@ -50,7 +49,8 @@ def run_slurm(suite: Suite, out: str | Path, *, shards: int = 4, partition: str 
     folders = shard_folders(out, shards)
     executor = submitit.AutoExecutor(folder=out / "slurm" / "%j", cluster=cluster)
     executor.update_parameters(timeout_min=timeout_min, gpus_per_node=gpus_per_job, name=f"sclft-{suite.name}",
-                               slurm_partition=partition, slurm_array_parallelism=array_parallelism or shards)
+                               slurm_array_parallelism=array_parallelism or shards,
+                               **({"slurm_partition": partition} if partition else {}))
     tic = time.time()
     jobs = executor.map_array(_shard_job, [suite] * shards, [str(f) for f in folders],
                               [f"{i}/{shards}" for i in range(1, shards + 1)])

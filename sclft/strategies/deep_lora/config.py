@@ -1,8 +1,9 @@
-"""Deep LoRA options: rank cap r̂ (``r``), ε, γ; targets and blocks as for ``lora``."""
+"""Deep LoRA options: rank r, ε, γ, the outer factors' init; targets and blocks as for ``lora``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from .._adapter_config import AdapterConfig, check_number
 from .._registry import register_strategy
@@ -14,6 +15,7 @@ DEFAULT_TARGETS: dict[str, tuple[str, ...]] = {
     "vit": ("qkv", "proj", "fc1", "fc2"),
     "clip": ("c_fc", "c_proj"),  # MLP only: nn.MultiheadAttention does not call a Linear's forward to wrap
 }
+INITS = ("gradient", "random")
 
 
 @register_strategy
@@ -21,14 +23,22 @@ DEFAULT_TARGETS: dict[str, tuple[str, ...]] = {
 class DeepLoRAConfig(AdapterConfig):
     name = "deep_lora"
     display_name = "Deep LoRA"
-    description = ("compressed deep (3-factor) low-rank updates from an ε-orthogonal init, outer factors at γ·lr "
-                   "(sclft.dln) + a new head")
+    description = ("compressed 3-factor low-rank updates (Yaras et al. 2024): outer factors from the first "
+                   "gradient, r×r cores at εI, outer factors at γ·lr + a new head")
     model_class = ".model:DeepLoRA"
-    trains = "ΔW = U·C₃C₂C₁·Vᵀ per target layer (cores 2r̂×2r̂) and the head"
+    trains = "ΔW = U·C₃C₂C₁·Vᵀ per target layer (U, V: r columns; cores r×r) and the head"
+    # the reference code's optimiser (dlt/configs.py, scripts/*.py): AdamW without weight decay, no warm-up,
+    # a constant learning rate (decay_ratio = 1.0); the lr itself is LoRA's (the run's default)
+    train_defaults: ClassVar[dict[str, Any]] = {"weight_decay": 0.0, "schedule": "constant", "warmup_epochs": 0.0}
 
-    eps: float = field(default=0.1, metadata={"help": "ε of the orthogonal init (ΔW(0) has norm ~ε³), in (0, 1]"})
-    gamma: float = field(default=0.1, metadata={
-        "help": "γ: learning-rate ratio of the outer factors U, V to the cores (>= 0)"})
+    eps: float = field(default=1e-3, metadata={
+        "help": "ε: the factors' orthogonal init scale (cores start at εI, ΔW(0) ~ ε³), in (0, 1]"})
+    gamma: float = field(default=0.01, metadata={
+        "help": "γ: learning-rate ratio of the outer factors U, V to the cores (>= 0; 0 freezes them)"})
+    init: str = field(default="gradient", metadata={
+        "choices": INITS,
+        "help": "outer factors U, V: 'gradient' (the subspace the first batch's gradient of the full-width "
+                "factorisation moves, as published) or 'random' (Haar-orthonormal; the earlier variant)"})
 
     def validate(self) -> "DeepLoRAConfig":
         super().validate()

@@ -1,9 +1,12 @@
-"""Deep LoRA: every target layer's update is a compressed three-factor deep linear network (``DeepLoRALayer``),
-so the rank it uses is found by gradient descent from the small init, up to the cap r̂; the outer factors train
-at γ times the learning rate (``lr_scales``)."""
+"""Deep LoRA: every target layer's update is a compressed three-factor deep linear network (``DeepLoRALayer``);
+the outer factors come from the first batch's gradient (``init_from_data``, called by the trainer before the
+first update) and train at γ times the learning rate (``lr_scales``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import torch
 from torch import nn
 
 from .._adapters import AdapterStrategy
@@ -33,13 +36,28 @@ class DeepLoRA(AdapterStrategy):
             parent_path, _, child = path.rpartition(".")
             parent = backbone.model.get_submodule(parent_path) if parent_path else backbone.model
             wrapped = DeepLoRALayer(module, self.config.r, self.config.eps, compressed=True)
+            wrapped.gradient_init = self.config.init == "gradient"
             setattr(parent, child, wrapped)
             self.layers.append(wrapped)
 
+    def init_from_data(self, first_loss: Callable[[], torch.Tensor]) -> None:
+        """``init="gradient"``: one backward of the first batch's loss through every layer's full-width ΔW(0)
+        (a leaf per layer, :meth:`DeepLoRALayer.start_probe`), then ``U``, ``V`` from its gradient."""
+        pending = [layer for layer in self.layers if layer.gradient_init]
+        if not pending:
+            return
+        probes = [layer.start_probe() for layer in pending]
+        try:
+            with torch.enable_grad():
+                grads = torch.autograd.grad(first_loss(), probes)
+        finally:
+            for layer in pending:
+                layer.probe = None
+        for layer, grad in zip(pending, grads):
+            layer.init_from_gradient(grad)
+
     def merge(self, backbone):
         """Each ``DeepLoRALayer`` replaced by its base layer with the weight ``W₀ + ΔW``."""
-        import torch
-
         for path, layer in [(n, m) for n, m in backbone.model.named_modules() if isinstance(m, DeepLoRALayer)]:
             parent_path, _, child = path.rpartition(".")
             base = layer.base_layer

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
+from peft.tuners.lora import LoraLayer, LoraModel
+from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ...io import atomic_path
 from .._adapters import AdapterStrategy
 from .config import DEFAULT_TARGETS, LoRAConfig
 
@@ -27,20 +31,14 @@ class LoRA(AdapterStrategy):
     target_kinds = (nn.Linear, nn.Conv2d, nn.MultiheadAttention)
 
     def peft_config(self):
-        from peft import LoraConfig
-
         c = self.config
         return LoraConfig(r=c.r, lora_alpha=c.alpha, lora_dropout=c.dropout, target_modules=sorted(self.targets),
                           bias="none")
 
     def attach(self, backbone):
-        from peft import inject_adapter_in_model
-
         inject_adapter_in_model(self.peft_config(), backbone.model, adapter_name=ADAPTER_NAME)
 
     def _lora_layers(self, backbone):
-        from peft.tuners.lora import LoraLayer
-
         return [m for m in backbone.model.modules() if isinstance(m, LoraLayer)]
 
     def trainable_backbone_parameters(self, backbone):
@@ -53,8 +51,6 @@ class LoRA(AdapterStrategy):
         """peft's own ``merge_and_unload`` on the injected model (``W += α/r·BA``, adapter layers replaced by
         their base layers). The adapters were injected without a ``PeftModel``, so the tuner is rebuilt
         around the model as it is, without injecting again."""
-        from peft.tuners.lora import LoraModel
-
         tuner = LoraModel.__new__(LoraModel)
         nn.Module.__init__(tuner)
         tuner.model, tuner.peft_config, tuner.active_adapter = backbone.model, backbone.model.peft_config, ADAPTER_NAME
@@ -68,8 +64,6 @@ class LoRA(AdapterStrategy):
 
 def adapter_state_dict(backbone) -> dict:
     """The adapter's tensors under the keys ``PeftModel.save_pretrained`` writes."""
-    from peft import get_peft_model_state_dict
-
     state = get_peft_model_state_dict(backbone.model, adapter_name=ADAPTER_NAME)
     return {PEFT_PREFIX + k: v.detach().cpu().contiguous() for k, v in state.items()}
 
@@ -77,10 +71,6 @@ def adapter_state_dict(backbone) -> dict:
 def save_adapter(model, directory: str | Path) -> Path:
     """Write ``adapter_model.safetensors`` + ``adapter_config.json`` (peft ``save_pretrained`` layout) for a
     ``TransferModel`` (or its backbone) with the ``lora`` strategy."""
-    from safetensors.torch import save_file
-
-    from ...io import atomic_path
-
     backbone = getattr(model, "backbone", model)
     config = getattr(backbone.model, "peft_config", {}).get(ADAPTER_NAME)
     if config is None:
@@ -95,9 +85,6 @@ def save_adapter(model, directory: str | Path) -> Path:
 
 def load_adapter(model, directory: str | Path) -> None:
     """Load ``adapter_model.safetensors`` written by :func:`save_adapter` (or peft) into a ``lora`` model."""
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
     backbone = getattr(model, "backbone", model)
     state = {k.removeprefix(PEFT_PREFIX): v for k, v in load_file(str(Path(directory) / ADAPTER_WEIGHTS)).items()}
     result = set_peft_model_state_dict(backbone.model, state, adapter_name=ADAPTER_NAME)
