@@ -188,3 +188,19 @@ def test_selection_scores_verdicts_compare_rules_on_their_common_cells():
     assert p["8_after_min_does_not_beat_first_repeated"] == "holds"
     assert p["9_train_nc1_no_better_than_after_min"] == "holds"  # on cell x: 2.0 >= 0.0
     assert p["6_logme_ncti_worse_than_default_and_logme_deep"] == "holds"  # 2.0 and 6.0 > 1.0; 2 of 2 deep picks
+
+
+def test_probe_scores_each_layer_in_memory_and_nan_when_streamed(digits, tmp_path):
+    from sclft.probe import probe
+
+    b = rank_module.build_candidates([Candidate("efficientnet_lite0", 16, pretrained=False)])[0]
+    _, tf = build_transforms(b.data_config, 16)
+    data = TransformedDataset(load_dataset("digits", train_per_class=3, seed=0).train, tf)
+    res = probe(b, data, ["blocks.5.0"], num_classes=10, progress=False, scores=True)
+    f, y = _penultimate(b, load_dataset("digits", train_per_class=3, seed=0), 16)
+    assert res["penultimate"]["logme"] == pytest.approx(transfer_scores.logme(f, y).score, rel=1e-4)
+    assert res.to_csv(tmp_path / "p.csv").read_text().splitlines()[0] == (
+        "layer,nc1,separation,dim,logme,ncti_seli,ncti_ncc,ncti_vc")
+    streamed = probe(b, data, ["blocks.5.0"], num_classes=10, progress=False, scores=True, memory_budget=1)
+    assert math.isnan(streamed["blocks.5.0"]["logme"]) and streamed["blocks.5.0"]["nc1"] == pytest.approx(
+        res["blocks.5.0"]["nc1"], rel=1e-4)
