@@ -87,7 +87,7 @@ def cell_statistics(scores: dict[int, dict[str, dict]], acc: dict[int, dict[str,
         stats = transfer_correlation(mean_score, mean_acc, higher)
         per_seed = [transfer_correlation({c: scores[s][c][key] for c in pretrained},
                                          {c: acc[s][c] for c in pretrained}, higher) for s in seeds]
-        stats.update(regret=100 * stats["regret"], seed_tau=[p["kendall_tau"] for p in per_seed],
+        stats.update(regret=100 * stats["regret"], seed_kendall_tau=[p["kendall_tau"] for p in per_seed],
                      seed_weighted_tau=[p["weighted_tau"] for p in per_seed],
                      seed_regret=[100 * p["regret"] for p in per_seed])
         if controls:
@@ -141,21 +141,20 @@ def predictions(cells: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for target, name in (("linear_probe", "1_nc1_orders_linear_probe"), ("scl_ft", "1_nc1_orders_scl_ft")):
         out[name] = over(name, {k: _verdict(c["targets"][target]["nc1"]["kendall_tau"],
-                                            c["targets"][target]["nc1"]["seed_tau"])
+                                            c["targets"][target]["nc1"]["seed_kendall_tau"])
                                 for k, c in cells.items() if target in c["targets"]})
-    p2 = {}
-    for k, c in cells.items():
-        if "linear_probe" in c["targets"]:
-            t = c["targets"]["linear_probe"]
-            diff = [a - b for a, b in zip(t["logme"]["seed_tau"], t["nc1"]["seed_tau"])]
-            p2[k] = _verdict(t["logme"]["kendall_tau"] - t["nc1"]["kendall_tau"] + 1e-12, [d + 1e-12 for d in diff])
-    out["2_logme_tau_at_least_nc1_linear_probe"] = over("2", p2)
-    p3 = {}
-    for k, c in cells.items():
-        if "scl_ft" in c["targets"]:
-            t = c["targets"]["scl_ft"]
-            diff = [a - b for a, b in zip(t["ncti"]["seed_weighted_tau"], t["logme"]["seed_weighted_tau"])]
-            p3[k] = _verdict(t["ncti"]["weighted_tau"] - t["logme"]["weighted_tau"] + 1e-12, [d + 1e-12 for d in diff])
+    def at_least(target: str, a: str, b: str, tau: str) -> dict[str, str]:
+        """Per cell with ``target``: does score ``a``'s τ (``kendall_tau`` or ``weighted_tau``) reach ``b``'s?"""
+        verdicts = {}
+        for k, c in cells.items():
+            if target in c["targets"]:
+                t = c["targets"][target]
+                diff = [x - y for x, y in zip(t[a][f"seed_{tau}"], t[b][f"seed_{tau}"])]
+                verdicts[k] = _verdict(t[a][tau] - t[b][tau] + 1e-12, [d + 1e-12 for d in diff])  # ties count
+        return verdicts
+
+    out["2_logme_tau_at_least_nc1_linear_probe"] = over("2", at_least("linear_probe", "logme", "nc1", "kendall_tau"))
+    p3 = at_least("scl_ft", "ncti", "logme", "weighted_tau")
     n_hold = sum(v == "holds" for v in p3.values())
     out["3_ncti_weighted_tau_at_least_logme_scl_ft_majority"] = {
         "verdict": ("not run" if not p3 else "holds" if n_hold > len(p3) / 2 else
@@ -194,19 +193,23 @@ def render(result: dict[str, Any]) -> str:
                                  for s in strategies],
                          f"{np.mean(sc['nc1']):.3g}", f"{np.mean(sc['separation']):.3g}", f"{np.mean(sc['logme']):.4f}",
                          f"{np.nanmean(sc['ncti']):.3f}", f"{np.mean(sc['probe_seconds']):.1f}"])
-        parts += [f"\n## {key.replace('|', ' · ')} (seeds {', '.join(map(str, c['seeds']))})\n", _table(head, rows)]
+        parts += [f"\n## {_cell_name(key)} (seeds {', '.join(map(str, c['seeds']))})\n", _table(head, rows)]
         for target, stats in c["targets"].items():
-            body = [[s, f"{v['kendall_tau']:+.2f} [" + ", ".join(f"{t:+.2f}" for t in v["seed_tau"]) + "]",
+            body = [[s, f"{v['kendall_tau']:+.2f} [" + ", ".join(f"{t:+.2f}" for t in v["seed_kendall_tau"]) + "]",
                      f"{v['weighted_tau']:+.2f}", v["top"], f"{v['regret']:.2f}",
                      " ".join(map(str, v.get("misordered_controls", []))) or "–"] for s, v in stats.items()]
             parts += [f"\n{target}:\n", _table(["score", "τ [per seed]", "wτ", "top-scored", "regret",
                                                 "misordered control pairs per seed (of 81)"], body)]
     parts.append("\n## Predictions (PREREGISTRATION.md, section A)\n")
     parts.append(_table(["prediction", "verdict", "per cell"],
-                        [[k, v["verdict"], ", ".join(f"{c}: {x}" for c, x in v.get("cells", {}).items())
+                        [[k, v["verdict"], ", ".join(f"{_cell_name(c)}: {x}" for c, x in v.get("cells", {}).items())
                           or ", ".join(v.get("scores_ranking_every_control_last", [])) or "–"]
                          for k, v in result["predictions"].items()]))
     return "\n".join(parts) + "\n"
+
+
+def _cell_name(key: str) -> str:
+    return key.replace("|", " · ")  # a "|" would split a markdown table cell
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:

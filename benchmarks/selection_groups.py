@@ -38,17 +38,19 @@ def grouped_cells(cells: list[dict], groups: dict[str, list[str]]) -> dict[str, 
 
 
 def table(cells: list[dict], groups: dict[str, list[str]]) -> str:
-    """Markdown: one row per rule, mean / max regret over every group of cells, and the mean parameter share."""
+    """Markdown: one row per rule, mean / max regret over every group of cells, the mean parameter share and the
+    number of cells the rule was scored on (a rule scored on fewer cells than a group holds is averaged over
+    those it has)."""
     scored = {name: summarize_rules(group) for name, group in grouped_cells(cells, groups).items()}
     header = ["rule", *(f"{name} ({len(group)} cells): mean / max regret"
-                        for name, group in grouped_cells(cells, groups).items()), "mean % params"]
+                        for name, group in grouped_cells(cells, groups).items()), "mean % params", "cells scored"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for rule, overall in scored["all"].items():
         row = [f"`{rule}`"]
         for name in scored:
             s = scored[name].get(rule)
             row.append(f"{s['mean_regret']:.2f} / {s['max_regret']:.2f}" if s else "–")
-        lines.append("| " + " | ".join([*row, f"{overall['mean_percent']:.2f}"]) + " |")
+        lines.append("| " + " | ".join([*row, f"{overall['mean_percent']:.2f}", str(overall["cells"])]) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -15,8 +15,9 @@ The committed sweeps' reports keep each seed's pretrained NC1 curve but not the 
 trial evidence. This reruns the selection rules of the suites that made the cells (``sclft.bench.runner.execute_rule``:
 the same subsets, candidates and options; ``profile`` with the pick ``logme``, so the probe also computes the
 scores; ``tuned``, whose evidence is also ``trial``'s and ``trial:heldout_acc``'s) into ``--work``, checks that each
-recomputed NC1 curve equals the report's (the same images were probed), and stores the scores as
-``scores_profile_seeds`` and the fits as ``trial_seeds`` in the report, which ``sclft bench --report`` then rescores.
+recomputed NC1 curve equals the report's to 1e-4 (the same images were probed; float32 features differ in the sixth
+digit between machines), and stores the scores as ``scores_profile_seeds`` and the fits as ``trial_seeds`` in the
+report, which ``sclft bench --report`` then rescores.
 ``--verdicts`` scores the diagnostic ``after:min`` (argmin of the sweeps' train-set NC1 after the full fine-tune,
 ``nc1_after``) and writes the verdicts of predictions 6–9 into the summary's ``layer_rules``.
 """
@@ -53,7 +54,7 @@ def gather(report: Path, suites: list[str], work: Path, rules: list[str], seeds:
         out = work / suite.name
         for task in rule_tasks(suite, runs):
             execute_rule(suite, task, out, runs=runs)
-        for path in sorted((out / "selection").glob("*.json")):
+        for path in sorted((out / "selection").rglob("*.json")):  # a data name with "/" nests a folder
             ev = json.loads(path.read_text())
             cell = cells.get(ev["cell"])
             if cell is None:
@@ -61,7 +62,7 @@ def gather(report: Path, suites: list[str], work: Path, rules: list[str], seeds:
             seed = str(ev["seed"])
             if ev["rule"] == "profile":
                 kept = cell["nc1_profile_seeds"][seed]
-                if not all(math.isclose(kept[b], ev["nc1"][b], rel_tol=1e-6) for b in cell["blocks"]):
+                if not all(math.isclose(kept[b], ev["nc1"][b], rel_tol=1e-4) for b in cell["blocks"]):
                     raise SystemExit(f"{ev['cell']} seed {seed}: the recomputed NC1 curve differs from the report's "
                                      "(not the same images?); nothing written")
                 cell.setdefault("scores_profile_seeds", {})[seed] = {b: ev["scores"][b] for b in cell["blocks"]}

@@ -16,6 +16,9 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import EvalResult, ModelCardData
+
+from .backbones import backbone_entries
 from .config import TrainConfig
 from .io import atomic_write_text
 
@@ -37,8 +40,6 @@ def base_weights(model) -> dict[str, Any]:
 
 
 def _registered_weights(name: str) -> str:
-    from .backbones import backbone_entries
-
     return next((e.weights for e in backbone_entries() if e.name == name), "the backbone's default pretrained weights")
 
 
@@ -70,8 +71,6 @@ def reproduce_command(run: dict[str, Any], out: str) -> str:
 
 def model_card(run_dir: str | Path, model) -> str:
     """The text of ``run_dir/README.md`` for the finished run ``model`` was trained in."""
-    from huggingface_hub import EvalResult, ModelCardData
-
     run_dir = Path(run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     run = json.loads((run_dir / "train_config.json").read_text())

@@ -106,7 +106,8 @@ class TrainConfig:
             raise ConfigError("strategy", str(e)) from None
         self.resolve_defaults()
         rules = ("auto", *list_rules())
-        infinite = [n for n, (k, _) in kinds.items() if k is float and not math.isfinite(getattr(self, n))]
+        infinite = [n for n, (k, _) in kinds.items()
+                    if k is float and getattr(self, n) is not None and not math.isfinite(getattr(self, n))]
         checks = [
             (infinite[0] if infinite else "", not infinite,
              ", ".join(f"{n}={getattr(self, n)}" for n in infinite) + ": must be a finite number"),

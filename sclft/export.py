@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_model
 from torch import nn
 
 from . import __version__
@@ -133,8 +135,6 @@ def _torchscript(net: Classifier, path: Path, meta: dict[str, str]) -> None:
 
 
 def _safetensors(net: Classifier, path: Path, meta: dict[str, str]) -> None:
-    from safetensors.torch import save_model
-
     save_model(net.model, str(path), metadata={**meta, "format": "pt"})
 
 
@@ -160,7 +160,7 @@ def load_exported(path: str | Path, fmt: str):
 def read_metadata(path: str | Path, fmt: str) -> dict[str, Any]:
     """The metadata an exported file carries (decoded from JSON)."""
     if fmt == "onnx":
-        import onnx
+        import onnx  # optional dependency (sclft[export])
 
         return {p.key: json.loads(p.value) for p in onnx.load(str(path), load_external_data=False).metadata_props}
     if fmt == "torchscript":
@@ -169,8 +169,6 @@ def read_metadata(path: str | Path, fmt: str) -> dict[str, Any]:
             warnings.simplefilter("ignore", FutureWarning)
             torch.jit.load(str(path), _extra_files=files)
         return json.loads(files[EXTRA_FILE])
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="pt") as f:
         return {k: json.loads(v) for k, v in (f.metadata() or {}).items() if k != "format"}
 

@@ -9,6 +9,9 @@ recursively) or ``.txt`` lists of paths → the model's eval transform → top-k
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
+import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +20,8 @@ from typing import Any
 
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from .data.base import to_rgb
 from .data.imagefolder import IMAGE_EXTENSIONS
@@ -165,9 +170,6 @@ def predict_files(model, files: Sequence[Path] | Inputs, top_k: int = 5, batch_s
                   progress: bool = True) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
     """Rows ``{"filename", "index", "label", "prob"}`` (top-k, best first) for every readable file, in order,
     and ``(filename, reason)`` for every file that could not be read (skipped)."""
-    from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
-
     files = files.files if isinstance(files, Inputs) else list(files)
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
@@ -228,8 +230,6 @@ def _as_tensor(model, image) -> torch.Tensor:
 def check_run(path: str | Path, flag: str = "--checkpoint") -> Path:
     """``path`` as a finished ``sclft train --out`` folder, else a ``ValueError`` that says what it is instead:
     missing, a file, an unfinished run (checkpoints but no ``metrics.json`` yet), or not a sclft run."""
-    import json
-
     path = Path(path)
     if not path.is_dir():
         what = "is a file, not a run folder" if path.exists() else "no such run folder"
@@ -261,10 +261,6 @@ OUT_FORMATS = (".csv", ".json")
 
 def format_rows(rows: Sequence[dict[str, Any]], fmt: str, k: int) -> str:
     """CSV (timm's layout: ``filename, label_0 … label_{k-1}, prob_0 …``; ``index_*`` last) or JSON records."""
-    import csv
-    import io
-    import json
-
     if fmt == ".json":
         return json.dumps(list(rows), indent=2) + "\n"
     k = max([len(r["label"]) for r in rows] or [k])

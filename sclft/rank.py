@@ -23,7 +23,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .data import DatasetSplits, LabelSubset, TransformedDataset, build_transforms, load_dataset, targets_of
+from .data.subsets import few_shot_indices
 from .io import atomic_write, atomic_write_json, atomic_write_text
+from .plotting import subplots
+from .probe import PENULTIMATE, probe
+from .save import build_backbone
+from .transfer_scores import ncti_from_rows
 
 # score -> True if higher is better (the table is sorted by `by`, best first)
 SCORES = {"nc1": False, "separation": False, "logme": True, "ncti": True}
@@ -110,8 +116,6 @@ class RankResult:
 
     def plot(self, path: str | Path) -> Path:
         """One panel per score (and the probe seconds): a bar per candidate, in table order (best at the top)."""
-        from .plotting import subplots
-
         panels = [("nc1", "NC1 (log; lower first)"), ("separation", "separation D (lower first)"),
                   ("logme", "LogME (higher first)"), ("ncti", "NCTI (higher first)"), ("probe_seconds", "probe s")]
         fig, axes = subplots(1, len(panels), figsize=(3.2 * len(panels), 0.9 + 0.32 * len(self.rows)),
@@ -122,7 +126,7 @@ class RankResult:
                       for r in self.rows][::-1]
             ax.barh(range(len(labels)), values, color=["C3" if "(random)" in n else "C0" for n in labels])
             if key == "nc1" and all(v > 0 for v in values):
-                from matplotlib.ticker import NullFormatter
+                from matplotlib.ticker import NullFormatter  # matplotlib loads only when a figure is drawn
 
                 ax.set_xscale("log")
                 ax.xaxis.set_minor_formatter(NullFormatter())
@@ -150,8 +154,6 @@ def build_candidates(candidates: Sequence[Candidate], checkpoint: str | None = N
     """Every candidate's :class:`sclft.Backbone` (weights loaded): a bad name raises ``ValueError``, weights that
     cannot be reached :class:`sclft.WeightsUnavailableError`, before any probe. A random-weight control is the
     network ``sclft train --no-pretrained --seed SEED`` starts from."""
-    from .save import build_backbone
-
     if checkpoint and len({c.backbone for c in candidates if c.pretrained}) > 1:
         raise ValueError(f"--checkpoint {checkpoint}: one weights file cannot serve several backbones "
                          f"({', '.join(sorted({c.backbone for c in candidates}))})")
@@ -167,11 +169,6 @@ def rank(backbones: Sequence[str | Candidate], data, *, image_sizes: Sequence[in
     probe pass each over ``train_per_class`` training images per class (balanced, seeded; the same images for
     every candidate, each with its own eval transform at its size). Returns the rows best first by ``by``
     (``nc1`` | ``separation`` | ``logme`` | ``ncti``). See the module doc for ``backbones`` and ``controls``."""
-    from .data import DatasetSplits, LabelSubset, TransformedDataset, build_transforms, load_dataset, targets_of
-    from .data.subsets import few_shot_indices
-    from .probe import PENULTIMATE, probe
-    from .transfer_scores import ncti_from_rows
-
     if by not in SCORES:
         raise ValueError(f"unknown score {by!r} to rank by; valid: {', '.join(SCORES)}")
     cands = [b if isinstance(b, Candidate) else None for b in backbones]
@@ -214,7 +211,7 @@ def transfer_correlation(scores: Mapping[str, float], accuracy: Mapping[str, flo
     Kendall's τ-b (``scipy.stats.kendalltau``), the weighted τ NCTI reports (``scipy.stats.weightedtau`` of
     accuracy and score, hyperbolic weights emphasising the top), the top-scored candidate and its regret (best
     accuracy − its accuracy, in the units of ``accuracy``; ties in score: the first listed)."""
-    from scipy.stats import kendalltau, weightedtau
+    from scipy.stats import kendalltau, weightedtau  # scipy loads only to score a ranking (slow import)
 
     names = list(accuracy)
     if set(scores) != set(names) or len(names) < 2:

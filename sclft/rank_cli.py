@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .io import check_out_dir
+
 
 def _main(args: argparse.Namespace) -> int:
-    from .io import check_out_dir
-    from .rank import rank
+    from .rank import rank  # torch: only when the command runs (light --help)
 
     if args.train_per_class < 2:
         raise ValueError(f"--train-per-class must be at least 2 (NC1 needs a within-class spread), got "
@@ -30,7 +31,7 @@ def _main(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``rank`` on the top-level ``sclft`` parser."""
-    from .rank import DEFAULT_BY, SCORES
+    from .rank import DEFAULT_BY, SCORES  # torch: only when the command runs (light --help)
 
     p = subparsers.add_parser(
         "rank", help="rank candidate backbones by NC1, LogME and NCTI on the training data (one probe each)",

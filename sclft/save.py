@@ -22,6 +22,7 @@ from .backbones import create_backbone
 from .cache import hash_tensors
 from .io import _json_default, atomic_path, atomic_write_json, read_json_object
 from .model import TransferModel
+from .strategies import list_strategies
 
 
 class RunFolderError(ValueError):
@@ -185,8 +186,6 @@ def check_manifest(path: Path) -> dict[str, str]:
 
 
 def _config_schema(num_classes) -> dict:
-    from .strategies import list_strategies
-
     sha = (str, lambda v: SHA256.fullmatch(v), "a sha256 (64 hex digits)")
     return {
         "backbone": (str, lambda v: v, "a backbone name (sclft list backbones)"),

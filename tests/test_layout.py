@@ -1,14 +1,13 @@
 """The import layout: the library (everything in ``sclft/`` but the trainer ``sclft/train/``, the bench
 ``sclft/bench/`` and the CLI) imports neither the trainer nor the bench (open_clip's library / training split),
-and no ``sclft`` module imports itself through others. Both count imports inside functions."""
+no ``sclft`` module imports itself through others (both count imports inside functions), and an import left
+inside a function says why (keeps ``--help`` light, an optional dependency, a slow import one feature needs)."""
 
 import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "sclft"
 APPLICATIONS = ("train", "bench")
-# circles not yet broken, each with the work that removes it
-KNOWN_CIRCLES: list[set[str]] = []  # none left (the bench by job, issue 28 item 2, was the last)
 
 
 def imported_modules(path: Path, package_dir: Path = PACKAGE) -> set[str]:
@@ -106,4 +105,35 @@ def test_circles_are_found_through_function_level_and_package_imports(tmp_path):
 def test_no_import_circle_among_sclft_modules():
     graph = import_graph()
     assert "sclft.config" in graph and "sclft.selection" in graph["sclft.train.loop"]
-    assert [c for c in circles(graph) if c not in KNOWN_CIRCLES] == []
+    assert circles(graph) == []
+
+
+def deferred_imports_without_reason(path: Path) -> list[int]:
+    """Lines of the imports inside functions of ``path`` that give no reason: no comment on any line of its run of
+    consecutive import statements, nor on the line above the run."""
+    lines = path.read_text().splitlines()
+    tree = ast.parse("\n".join(lines))
+    functions = [f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)]
+    nodes = sorted({(n.lineno, n.end_lineno) for f in functions for n in ast.walk(f)
+                    if isinstance(n, ast.Import | ast.ImportFrom)})
+    runs: list[list[tuple[int, int]]] = []
+    for node in nodes:
+        if runs and node[0] == runs[-1][-1][1] + 1:
+            runs[-1].append(node)
+        else:
+            runs.append([node])
+    missing = []
+    for run in runs:
+        first, last = run[0][0], run[-1][1]
+        if not any("#" in text for text in lines[first - 2:last]):  # the run, or the line above it
+            missing += [start for start, _ in run]
+    return missing
+
+
+def test_deferred_imports_say_why(tmp_path):
+    probe = tmp_path / "mod.py"
+    probe.write_text("def f():\n    import torch  # torch: keeps --help light\n    import numpy\n\n"
+                     "def g():\n    # optional dependency\n    import ray\n\ndef h():\n    import yaml\n")
+    assert deferred_imports_without_reason(probe) == [10]
+    missing = {str(p.relative_to(PACKAGE)): deferred_imports_without_reason(p) for p in sorted(PACKAGE.rglob("*.py"))}
+    assert {k: v for k, v in missing.items() if v} == {}

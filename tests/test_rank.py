@@ -119,7 +119,7 @@ def test_rank_backbones_statistics_and_verdicts():
 
     scores = {s: {"a": row(1, 3), "b": row(2, 1), "c": row(3, 2), "a-random": row(2.5, 0)} for s in (0, 1)}
     stats = mod.cell_statistics(scores, acc, pre, ctrl)
-    assert stats["nc1"]["kendall_tau"] == 1.0 and stats["nc1"]["seed_tau"] == [1.0, 1.0]
+    assert stats["nc1"]["kendall_tau"] == 1.0 and stats["nc1"]["seed_kendall_tau"] == [1.0, 1.0]
     assert stats["nc1"]["regret"] == 0.0 and stats["nc1"]["misordered_controls"] == [1, 1]  # random above c
     assert stats["logme"]["kendall_tau"] == pytest.approx(1 / 3) and stats["logme"]["misordered_controls"] == [0, 0]
     assert mod._verdict(0.5, [0.2, 0.4]) == "holds" and mod._verdict(0.1, [-0.2, 0.4]) == "undecided"
@@ -188,3 +188,19 @@ def test_selection_scores_verdicts_compare_rules_on_their_common_cells():
     assert p["8_after_min_does_not_beat_first_repeated"] == "holds"
     assert p["9_train_nc1_no_better_than_after_min"] == "holds"  # on cell x: 2.0 >= 0.0
     assert p["6_logme_ncti_worse_than_default_and_logme_deep"] == "holds"  # 2.0 and 6.0 > 1.0; 2 of 2 deep picks
+
+
+def test_probe_scores_each_layer_in_memory_and_nan_when_streamed(digits, tmp_path):
+    from sclft.probe import probe
+
+    b = rank_module.build_candidates([Candidate("efficientnet_lite0", 16, pretrained=False)])[0]
+    _, tf = build_transforms(b.data_config, 16)
+    data = TransformedDataset(load_dataset("digits", train_per_class=3, seed=0).train, tf)
+    res = probe(b, data, ["blocks.5.0"], num_classes=10, progress=False, scores=True)
+    f, y = _penultimate(b, load_dataset("digits", train_per_class=3, seed=0), 16)
+    assert res["penultimate"]["logme"] == pytest.approx(transfer_scores.logme(f, y).score, rel=1e-4)
+    assert res.to_csv(tmp_path / "p.csv").read_text().splitlines()[0] == (
+        "layer,nc1,separation,dim,logme,ncti_seli,ncti_ncc,ncti_vc")
+    streamed = probe(b, data, ["blocks.5.0"], num_classes=10, progress=False, scores=True, memory_budget=1)
+    assert math.isnan(streamed["blocks.5.0"]["logme"]) and streamed["blocks.5.0"]["nc1"] == pytest.approx(
+        res["blocks.5.0"]["nc1"], rel=1e-4)

@@ -65,8 +65,9 @@ def test_selection_groups_score_each_group_of_cells():
     table = groups_mod.table(cells, groups)
     rows = {line.split(" | ")[0].strip("| `"): line for line in table.splitlines()[2:]}
     # r: all three cells, mean (1 + 3 + 0.5) / 3, max 3; fitted = cell a|x|; held out = a|y| and b|x|
-    assert f"{np.mean([1.0, 3.0, 0.5]):.2f} / 3.00 | 1.00 / 1.00 | {np.mean([3.0, 0.5]):.2f} / 3.00" in rows["r"]
-    assert "1.00 / 2.00 | 0.00 / 0.00 | 2.00 / 2.00" in rows["s"]
+    assert f"{np.mean([1.0, 3.0, 0.5]):.2f} / 3.00 | 1.00 / 1.00 | {np.mean([3.0, 0.5]):.2f} / 3.00 | 1.00 | 3 |" \
+        in rows["r"]
+    assert "1.00 / 2.00 | 0.00 / 0.00 | 2.00 / 2.00 | 1.00 | 2 |" in rows["s"]  # s was scored on two cells
     with pytest.raises(ValueError, match="no cell starts with 'c|'"):
         groups_mod.table(cells, {"fitted": ["c|"]})
     readme = "intro\n" + groups_mod.BEGIN + "\nold\n" + groups_mod.END + "\nafter\n"

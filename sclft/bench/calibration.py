@@ -18,7 +18,13 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+import torch
+import torch.nn.functional as F
+
+from ..backbones import create_backbone
+from ..cache import DEFAULT_CACHE_DIR
 from ..io import atomic_write_json
+from ..model import TransferModel
 from ..strategies import collect_strategy_options, strategy_config
 from .plan import Run, _meta_backbone, blocks_of, expand_suite
 from .suite import Suite
@@ -28,14 +34,10 @@ STEPS, WARMUP = 5, 2
 
 
 def calibration_path(cache_dir: str | Path | None = None) -> Path:
-    from ..cache import DEFAULT_CACHE_DIR
-
     return Path(cache_dir or DEFAULT_CACHE_DIR).expanduser() / CALIBRATION_FILE
 
 
 def device_name() -> str:
-    import torch
-
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
 
 
@@ -83,12 +85,6 @@ def _tail_block(backbone: str, klass: str, strategy) -> tuple[str | None, float]
 def measure(run: Run, num_classes: int, device: str | None = None, steps: int = STEPS,
             warmup: int = WARMUP) -> dict[str, Any]:
     """Time ``steps`` training steps of the run's cost class and of a full inference pass (after ``warmup``)."""
-    import torch
-    import torch.nn.functional as F
-
-    from ..backbones import create_backbone
-    from ..model import TransferModel
-
     klass, strategy = cost_class(run)
     name, size, precision = run.config["backbone"], image_size(run), run.config.get("precision", "no")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -6,8 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from .._hub import WeightsUnavailableError
 from ..data import DatasetUnavailableError
+from .calibration import calibrate
 from .cost import dry_run
+from .launchers.cli import add_launcher_arguments
 from .layout import bench_lock
 from .reports import NothingToReport, build_reports
 from .runner import run_suite
@@ -29,8 +32,6 @@ def _check_usage(args: argparse.Namespace) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from .._hub import WeightsUnavailableError
-
     _check_usage(args)
     suite = load_suite(args.suite or "paper").with_datasets(args.dataset or [])
     if args.cache_dir:
@@ -38,8 +39,6 @@ def _main(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     say = lambda text: print(text, file=sys.stderr)  # noqa: E731
     if args.calibrate:
-        from .calibration import calibrate
-
         calibrate(suite, args.cache_dir)
         if not args.dry_run:
             return 0
@@ -104,7 +103,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--cache-dir", metavar="DIR", default=None,
                         help="frozen-prefix activation cache for every run (default: OUT/cache); shard jobs on one "
                              "machine can share one (concurrent writers are safe); does not change run ids")
-    from .launchers.cli import add_launcher_arguments
 
     add_launcher_arguments(parser)
     parser.set_defaults(func=_main)

@@ -15,12 +15,14 @@ read from another ``data_dir``); with
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import versions as version_info
 from ..train.run_folder import METRICS_FILE, run_lock
 from .plan import Run, config_fingerprint, split_id
 
@@ -51,8 +53,6 @@ def is_finished(out: Path | str, rid: str) -> bool:
 
 def selection_file(cell: str, seed: int, rule: str) -> str:
     """Path of one rule's evidence, relative to the bench folder."""
-    import hashlib
-
     safe = hashlib.sha1(f"{cell}|s{seed}".encode()).hexdigest()[:10]
     backbone, dataset = cell.split("|")[:2]
     return f"{SELECTION_SUBDIR}/{backbone}-{dataset}-s{seed}-{rule}-{safe}.json"
@@ -122,9 +122,7 @@ def describe_versions(versions: dict[str, Any] | None, installed: dict[str, Any]
 def find_runs(out: Roots, runs: Iterable[Run], strict_versions: bool = False) -> Coverage:
     """Each run's finished folder in the first bench folder that has it: its own id, else (unless
     ``strict_versions``) a folder of the same config under other library versions."""
-    from ..versions import library_versions
-
-    installed = library_versions()
+    installed = version_info.library_versions()
     folders = [root / RUNS_SUBDIR for root in roots(out)]
     by_name: dict[str, list[Path]] = {}
     for folder in folders:

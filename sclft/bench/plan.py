@@ -18,8 +18,15 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from ..strategies import get_strategy_config, option_owners
-from .suite import Backbone, Dataset, Group, Suite
+import torch
+
+from .. import versions as version_info
+from ..backbones import create_backbone
+from ..config import TrainConfig
+from ..data import load_dataset
+from ..selection import candidate_blocks
+from ..strategies import get_strategy_config, option_owners, strategy_config
+from .suite import Backbone, Dataset, Group, Suite, SuiteError
 
 # what a run's id leaves out of its hash: fields that do not change the result
 UNHASHED_FIELDS = ("out", "cache_dir", "progress", "num_workers", "tensorboard", "resume", "overwrite")
@@ -64,8 +71,6 @@ class RuleTask(NamedTuple):
 
 def _non_default(config: dict[str, Any]) -> dict[str, Any]:
     """The fields of ``config`` that differ from TrainConfig's defaults (what identifies a variant)."""
-    from ..config import TrainConfig
-
     full, default = dataclasses.asdict(TrainConfig.from_dict(config)), dataclasses.asdict(TrainConfig())
     options = full.pop("strategy_options")  # flattened: the strategy's options that differ from its defaults
     option_defaults = get_strategy_config(full["strategy"])().options()
@@ -80,9 +85,6 @@ def variant_label(variant: dict[str, Any]) -> str:
 def config_fingerprint(config: dict[str, Any]) -> dict[str, Any]:
     """Every TrainConfig field and strategy option of ``config`` as it will train (defaults filled in, so a
     changed default is a new run), without the :data:`UNHASHED_FIELDS`."""
-    from ..config import TrainConfig
-    from ..strategies import strategy_config
-
     full = dataclasses.asdict(TrainConfig.from_dict(config).resolve_defaults())
     full["strategy_options"] = strategy_config(full["strategy"], **full["strategy_options"]).options()
     for key in UNHASHED_FIELDS:
@@ -93,9 +95,8 @@ def config_fingerprint(config: dict[str, Any]) -> dict[str, Any]:
 def run_fingerprint(config: dict[str, Any], versions: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a run's id hashes: :func:`config_fingerprint` and the versions of the libraries that compute it
     (the installed ones, :func:`sclft.versions.library_versions`, unless given)."""
-    from ..versions import library_versions
-
-    return {"config": config_fingerprint(config), "versions": library_versions() if versions is None else versions}
+    versions = version_info.library_versions() if versions is None else versions
+    return {"config": config_fingerprint(config), "versions": versions}
 
 
 def digest(blob: Any) -> str:
@@ -126,10 +127,6 @@ def split_id(rid: str) -> tuple[str, str]:
 @functools.cache
 def _meta_backbone(name: str):
     """A backbone built without weights (on the meta device when the family allows): block names and sizes."""
-    import torch
-
-    from ..backbones import create_backbone
-
     try:
         with torch.device("meta"):
             return create_backbone(name, pretrained=False)
@@ -148,16 +145,12 @@ def _num_classes(dataset: Dataset) -> int:
 
 @functools.cache
 def _data_classes(ref: str, data_dir: str | None) -> int:
-    from ..data import load_dataset
-
     return load_dataset(ref, data_dir).num_classes
 
 
 def _group_layers(suite: Suite, group: Group, backbone: Backbone, dataset: Dataset) -> list[str]:
     """``layers: all`` = the selection candidates (given ``candidates`` or every block but the last) within
     the parameter budget, in network order."""
-    from ..selection import candidate_blocks
-
     if group.layers != "all":
         return list(group.layers)
     budget = suite.budget(group)
@@ -168,9 +161,6 @@ def _group_layers(suite: Suite, group: Group, backbone: Backbone, dataset: Datas
 def expand_suite(suite: Suite) -> list[Run]:
     """All runs of the suite in its fixed order, deduplicated by id (a run shared by several groups trains
     once). Each run's config is checked by ``TrainConfig.validate()``; a bad one names the suite and group."""
-    from ..config import TrainConfig
-    from .suite import SuiteError
-
     runs: dict[str, Run] = {}
     for group in suite.groups.values():
         for b, d in itertools.product(suite.backbones, suite.datasets):

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 
 from ..io import atomic_write
+from ..plotting import subplots
+from ..selection import DEFAULT_PROFILE_PICK, DEFAULT_RULE
 from ..strategies import get_strategy_config, strategy_rank
 from .scoring import mean_std, method_name, method_order, spearman, summarize_rules
 
@@ -112,8 +114,6 @@ def selection_report(cells: list[dict[str, Any]]) -> str:
                   "accuracy): " + ", ".join(corr) + "."]
     summary = summarize_rules(cells)
     if summary:
-        from ..selection import DEFAULT_PROFILE_PICK, DEFAULT_RULE
-
         auto = f"{DEFAULT_RULE}:{DEFAULT_PROFILE_PICK}"
         body = [[n + (" (`--layer auto`)" if n == auto else ""), f"{v['mean_regret']:.2f}", f"{v['max_regret']:.2f}",
                  f"{v['mean_percent']:.2f}", f"{v['seconds']:.1f}", f"{v['cost_percent']:.1f}", str(v["cells"])]
@@ -126,8 +126,6 @@ def selection_report(cells: list[dict[str, Any]]) -> str:
 # ------------------------------------------------------------------------------------------------ plots
 def _figure(n: int, columns: int = 4):
     """``n`` panels in rows of at most ``columns``; the unused panels of the last row are hidden."""
-    from ..plotting import subplots
-
     cols, rows = min(n, columns), -(-n // columns)
     fig, axes = subplots(rows, cols, figsize=(6 * cols, 4.2 * rows), squeeze=False)
     flat = list(axes.flat)

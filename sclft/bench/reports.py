@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from .. import versions as version_info
 from ..io import atomic_write_json, atomic_write_text
 from ..train.run_folder import METRICS_FILE
 from .layout import Coverage, describe_versions, find, find_runs, read_json, selection_file
@@ -74,12 +75,10 @@ def _nc1_panels(runs: list[Run], coverage: Coverage) -> dict[tuple[str, str], li
 def coverage_text(suite: Suite, coverage: Coverage, folders: list[Path]) -> tuple[str, str]:
     """(One-line note for every report, the ``runs.md`` text); both empty when every run was found under one
     set of library versions."""
-    from ..versions import library_versions
-
     sets = coverage.version_sets()
     if not coverage.missing and len(sets) <= 1:
         return "", ""
-    installed = library_versions()
+    installed = version_info.library_versions()
     found = len(coverage.found)
     total = found + len(coverage.missing)
     note = f"Runs: {found} of {total} found"

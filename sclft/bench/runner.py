@@ -32,7 +32,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from .. import versions as version_info
+from ..backbones import create_backbone
+from ..config import TrainConfig
+from ..data import TransformedDataset, build_transforms, load_dataset
 from ..io import atomic_write_json
+from ..probe import probe
+from ..save import load
+from ..selection import select_layer
+from ..train import METRICS_FILE, train
 from .layout import BENCH_FILE, FAILURE_FILE, FINGERPRINT_FILE, is_finished, read_json, run_dir, selection_file
 from .plan import RuleTask, Run, expand_suite, probe_runs, rule_tasks, run_fingerprint, selection_cells, shard
 from .suite import Suite
@@ -47,17 +57,11 @@ class RunResult:
 
 
 def _device() -> str:
-    import torch
-
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def probe_run(folder: Path) -> Path:
     """Layer-wise NC1 of a trained run on its training data → ``folder/nc1_layers.csv``."""
-    from ..data import TransformedDataset, build_transforms, load_dataset
-    from ..probe import probe
-    from ..save import load
-
     cfg = json.loads((folder / "train_config.json").read_text())
     model = load(folder)
     splits = load_dataset(cfg["data"], cfg.get("data_dir"), train_per_class=cfg.get("train_per_class"),
@@ -82,8 +86,6 @@ def train_run(run: Run, out: str | Path) -> dict[str, Any]:
     """Train ``run`` into ``out/experiments/<id>`` (continuing its own interrupted checkpoint) and return its
     metrics; on failure the traceback goes to its ``error.log`` and the exception propagates (a launcher's
     engine retries it). A success drops the resume state and records ``fingerprint.json``."""
-    from ..train import TrainConfig, train
-
     folder = run_dir(out, run.id)
     cache_dir = run.config.get("cache_dir") or str(Path(out) / "cache")
     # this run's own folder without metrics.json: an interrupted run continues, other leftovers go
@@ -106,8 +108,6 @@ def execute_run(suite: Suite, run: Run | str, out: str | Path, say: Callable[[st
     """Train one run (a :class:`Run` or its id) into ``out/experiments/<id>`` unless it finished before, then
     probe it if the NC1 plot needs it; a failure is returned (``status="failed"``), not raised.
     ``runs``: the suite's expanded runs, when the caller has them (saves expanding the suite again)."""
-    from ..train import METRICS_FILE
-
     out = Path(out)
     run, runs = _find_run(suite, run, runs)
     folder = run_dir(out, run.id)
@@ -131,11 +131,6 @@ def execute_run(suite: Suite, run: Run | str, out: str | Path, say: Callable[[st
 def execute_rule(suite: Suite, task: RuleTask, out: str | Path, say: Callable[[str], None] = print,
                  runs: list[Run] | None = None) -> Path:
     """Apply one layer rule to one selection cell and seed → ``out/selection/<…>.json`` (skipped when it exists)."""
-    from ..backbones import create_backbone
-    from ..config import TrainConfig
-    from ..data import load_dataset
-    from ..selection import select_layer
-
     path = Path(out) / selection_file(*task)
     if path.is_file():
         return path
@@ -160,9 +155,6 @@ def execute_rule(suite: Suite, task: RuleTask, out: str | Path, say: Callable[[s
 def preflight(runs: list[Run]) -> None:
     """Load each dataset and backbone the runs need once, so a missing one fails before any training
     (raises :class:`DatasetUnavailableError` / ``WeightsUnavailableError`` with the fix)."""
-    from ..backbones import create_backbone
-    from ..data import load_dataset
-
     for ref, data_dir in dict.fromkeys((r.config["data"], r.config.get("data_dir")) for r in runs):
         load_dataset(ref, data_dir)
     for name, pretrained, checkpoint in dict.fromkeys(
@@ -206,11 +198,7 @@ def record_session(out: str | Path, suite: Suite, summary: dict[str, Any]) -> Pa
 
 
 def environment() -> dict[str, Any]:
-    import torch
-
-    from ..versions import library_versions
-
     return {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "python": platform.python_version(),
-            "torch": torch.__version__, "libraries": library_versions(), "platform": platform.platform(),
+            "torch": torch.__version__, "libraries": version_info.library_versions(), "platform": platform.platform(),
             "processor": platform.processor(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}

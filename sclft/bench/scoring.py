@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..selection import FIXED_PICKS, PROFILE_PICKS, profile_pick
 from ..strategies import get_strategy_config, strategy_rank
 from .plan import RuleTask, Run, selection_cells
 
@@ -110,8 +111,6 @@ def _cell_picks(blocks: list[str], best: str, evidence: dict[str, dict], shares:
     """Every rule's pick in one cell and seed: the oracle, the data-free baselines, each profile pick
     function (recomputed from the stored NC1 curve and, where kept, the per-block transferability scores, so new
     pick functions score old evidence) and the trial rule's three read-outs of its short fits."""
-    from ..selection import FIXED_PICKS, PROFILE_PICKS, profile_pick
-
     picks = {"oracle": best, **{f"fixed:{k}": fn(blocks, shares) for k, fn in FIXED_PICKS.items()}}
     if "profile" in evidence and all(b in evidence["profile"]["nc1"] for b in blocks):
         curve = [(b, evidence["profile"]["nc1"][b]) for b in blocks]
@@ -260,7 +259,7 @@ def summarize_rules(cells: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 def _paired(diffs: list[float]) -> dict[str, Any]:
     """Mean, sd and paired t of per-seed differences; ``verdict`` at two-sided 5 % (Student t, n − 1 d.f.):
     ``holds`` (t above the critical value), ``fails`` (below minus it) or ``undecided``."""
-    from scipy.stats import t as student_t
+    from scipy.stats import t as student_t  # scipy loads only for the confidence intervals (slow import)
 
     d = np.asarray(diffs, dtype=float)
     mean, sd = float(d.mean()), float(d.std(ddof=1)) if len(d) > 1 else float("nan")

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import TrainConfig
 from ..resources import find_yaml, read_yaml
-from ..strategies import collect_strategy_options, list_strategies
+from ..strategies import collect_strategy_options, list_strategies, option_owners
 
 GROUPS = ("table", "data_size", "selection", "ablation")  # each feeds one report (sclft.bench.reports)
 TOP_KEYS = ("name", "description", "images_per_second", "cost_unit", "backbones", "datasets", "defaults",
@@ -118,8 +119,6 @@ class Suite:
 
     def budget(self, group: Group) -> float | None:
         """The group's ``max_params`` (percent), else the suite defaults', else TrainConfig's; ``None`` = none."""
-        from ..config import TrainConfig
-
         if group.has_max_params:
             return group.max_params
         return self.defaults["max_params"] if "max_params" in self.defaults else TrainConfig.max_params
@@ -166,8 +165,6 @@ def _kind(value: Any) -> str:
 
 
 def _check_keys(given: dict, valid: Iterable[str], source: str, where: str) -> None:
-    from ..config import TrainConfig
-
     valid = list(valid)
     for key in given:
         if key not in valid:
@@ -215,8 +212,6 @@ def _number(value: Any, source: str, key: str, integer: bool = False) -> float |
 
 def _run_fields(values: Any, source: str, key: str) -> dict[str, Any]:
     """A mapping of TrainConfig fields and strategy options, checked by the TrainConfig types (kept as given)."""
-    from ..config import TrainConfig
-
     values = _mapping(values, source, key, "{lr: 0.01, epochs: 20}")
     for name in values:
         if name in GRID_FIELDS:
@@ -310,9 +305,6 @@ def _parse(raw: Any, source: str, file: str | None) -> Suite:
 
 def _group(name: str, g: Any, source: str, strategies: list[str], backbones: list[str],
            datasets: list[str]) -> Group:
-    from ..config import TrainConfig
-    from ..strategies import option_owners
-
     key = f"groups.{name}"
     g = _mapping(g, source, key, "{strategies: [linear_probe, scl_ft], seeds: [0, 1, 2]}")
     _check_keys(g, GROUP_KEYS, source, key)

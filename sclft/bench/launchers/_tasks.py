@@ -7,6 +7,8 @@ so the engine can retry it; the traceback of the last attempt is left in the run
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,9 +88,6 @@ def plan(suite: Suite, out: Path, shard_spec: str | None = None) -> tuple[list[R
 
 def execute(task: Task, suite: Suite, suite_runs: list[Run], out: Path) -> dict[str, Any]:
     """Do one task (raises on failure); returns what it did, with its start/end time and process."""
-    import os
-    import socket
-
     start = time.time()
     if task.kind == "train":
         metrics = train_run(task.run, out)

@@ -46,12 +46,12 @@ def launch(args: argparse.Namespace, suite: Suite, out: Path) -> int:
                          "(--launcher slurm makes the array itself: --shards N)")
     try:
         if args.launcher == "ray":
-            from .ray import run_ray
+            from .ray import run_ray  # only the chosen launcher (optional dependency)
 
             session = run_ray(suite, out, address=args.address, gpus_per_run=args.gpus_per_run,
                               cpus_per_run=args.cpus_per_run, retries=args.retries, deadline=args.deadline)
         else:
-            from .slurm import run_slurm, shard_folders
+            from .slurm import run_slurm, shard_folders  # only the chosen launcher (optional dependency)
 
             merge = ["sclft", "bench", "--suite", args.suite, "--out", str(out),
                      *[f for d in args.dataset or [] for f in ("--dataset", d)],

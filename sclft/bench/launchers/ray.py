@@ -22,7 +22,7 @@ from ._tasks import Task, check_inputs, execute, failure_file, finish, plan, rec
 
 def _task(task: Task, suite: Suite, suite_runs, out: str, threads: int, tracker, *after) -> dict[str, Any]:
     """The body of every Ray task (``after``: results it waited for; a failed one raises before this runs)."""
-    import torch
+    import torch  # in the Ray worker that runs the task
 
     torch.set_num_threads(threads)
     tracker.put(("start", task.id, time.time()))
@@ -52,7 +52,7 @@ def run_ray(suite: Suite, out: str | Path, *, address: str | None = None, gpus_p
         raise ValueError(f"--cpus-per-run must be > 0, --gpus-per-run >= 0 and --retries >= 0; got {cpus_per_run}, "
                          f"{gpus_per_run}, {retries}")
     ray = require("ray")
-    from ray.util.queue import Queue
+    from ray.util.queue import Queue  # optional dependency (sclft[ray])
 
     out = Path(out)
     suite_runs, runs, tasks = plan(suite, out)
@@ -90,7 +90,7 @@ def run_ray(suite: Suite, out: str | Path, *, address: str | None = None, gpus_p
 
 def _wait(ray, refs: dict[Any, Task], tracker, out: Path, limit: Deadline, skipped: int) -> dict[str, Any]:
     """Collect the tasks as they finish, with the progress bar; cancel what is left at the deadline or Ctrl-C."""
-    from ray.exceptions import RayError, RayTaskError
+    from ray.exceptions import RayError, RayTaskError  # optional dependency (sclft[ray])
 
     bar = Progress(len(refs), skipped)
     pending, started = dict(refs), set()

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..runner import run_suite
 from ..suite import Suite
 from . import Deadline, require, summary
 from ._tasks import finish
@@ -22,8 +23,6 @@ SHARDS_SUBDIR = "shards"
 
 def _shard_job(suite: Suite, out: str, spec: str) -> dict[str, Any]:
     """One job of the array: shard ``spec`` of the suite into ``out`` (the in-process runner)."""
-    from ..runner import run_suite
-
     return run_suite(suite, out, shard_spec=spec)
 
 
