@@ -2,7 +2,8 @@
     python benchmarks/peft_tables.py [--memory MEMORY_CSV] [--csv PEFT_CSV] LABEL=DIR [LABEL=DIR ...] > peft_table.md
 
 DIR is a bench --out folder, or a folder of shard folders (DIR/shard_*; a committed ``runs.tar.gz`` unpacks into
-one: ``tar -xzf runs.tar.gz -C DIR``); LABEL names the machine it ran on. A run (cell, method, rank variant, seed) found under several labels counts once, from the first.
+one: ``tar -xzf runs.tar.gz -C DIR``); LABEL names the machine it ran on. A run (cell, method, rank variant, seed)
+found under several labels counts once, from the first.
 One row per (cell, method, rank variant): test accuracy mean ± std over the finished seeds, where each seed ran,
 trainable %, tuned block (SCL-FT), seconds per epoch of the first label's runs ((run seconds − block selection
 seconds) / epochs: includes the one-off cache pass and the final evaluation) and, with --memory, peak RSS of a

@@ -33,8 +33,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .io import atomic_write_json, space_for
 from . import versions
+from .io import atomic_write_json, space_for
 
 log = logging.getLogger("sclft.cache")
 STORAGES = ("auto", "memory", "disk")

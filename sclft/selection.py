@@ -156,6 +156,10 @@ def profile_rule(backbone: Backbone, splits: DatasetSplits, cfg, device="cpu") -
     _, eval_tf = build_transforms(backbone.data_config, cfg.image_size, augment=False)
     subset = _balanced(splits, opts.profile_per_class, cfg.seed)
     per_class = min(Counter(subset.targets).values())
+    if per_class < 2:  # NC1 reads the spread within each class: with one image per class it is 0 at every block
+        raise ValueError(f"the profile rule needs at least 2 training images of every class; the smallest class "
+                         f"of {splits.name} has {per_class}: train on more images per class (--train-per-class), "
+                         f"or name the block (--layer NAME) or a data-free rule (--layer-rule fixed)")
     if opts.profile_jackknife > per_class:  # said aloud when the groups were asked for (not the default)
         given = "profile_jackknife" in (cfg.extra or {}).get("selection", {})
         (log.warning if given else log.info)("profile_jackknife=%d groups, but the probe has %d samples per class: "

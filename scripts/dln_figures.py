@@ -1,4 +1,4 @@
-"""Regenerate the seed's deep-linear-network figures (§2–4) at the seed's settings.
+"""Regenerate the lecture's deep-linear-network figures (§2–4) at the lecture's settings.
 
     python scripts/dln_figures.py --out benchmarks/results/dln/figures [--only parsimony separation completion]
 

@@ -161,3 +161,31 @@ def test_list_into_a_closed_pipe_exits_quietly():
     finally:
         os.close(write)
     assert done.returncode == 128 + signal.SIGPIPE and done.stderr == ""
+
+
+def test_trial_rule_restores_the_backbone_when_a_trial_fails(backbone_factory, monkeypatch):
+    import torch
+
+    from sclft import selection
+    from sclft.data import load_dataset
+
+    b = backbone_factory("resnet18")
+    b.train()
+    before = {k: v.clone() for k, v in b.state_dict().items()}
+    flags = [p.requires_grad for p in b.parameters()]
+
+    def fit_then_fail(model, data, cfg, epochs, device):  # the tuned block's weights change, then the trial dies
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.requires_grad:  # what a trial trains: the block (and the head)
+                    p.add_(1.0)
+        raise RuntimeError("CUDA error: out of memory")
+
+    monkeypatch.setattr(selection, "_fit_tail", fit_then_fail)
+    cfg = TrainConfig(backbone="resnet18", layer_rule="trial", strategy="layer_ft", image_size=16, batch_size=8,
+                      progress=False, max_params=100.0,
+                      extra={"selection": {"candidates": ["layer1.0"], "trial_per_class": 2, "trial_holdout": 0.5}})
+    with pytest.raises(RuntimeError, match="out of memory"):
+        selection.select_layer(b, load_dataset("digits", train_per_class=2, seed=0), cfg)
+    assert all(torch.equal(before[k], v) for k, v in b.state_dict().items())
+    assert [p.requires_grad for p in b.parameters()] == flags and b.training

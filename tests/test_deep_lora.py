@@ -124,14 +124,16 @@ def test_outer_factors_train_at_gamma_times_the_lr():
 def test_deep_lora_on_transformers_restricts_blocks_and_targets():
     vit = _fresh("vit_b32")
     x = torch.randn(1, 3, 224, 224)
-    expected = TransferModel(vit, "layer_ft", 10, layer="blocks.10").frozen_forward(x)
-    model = TransferModel(_fresh("vit_b32"), "deep_lora", 10, r=2, blocks="blocks.10")
+    with torch.no_grad():
+        expected = vit.forward_prefix(x, "blocks.10")  # layer_ft's frozen part, before any layer is wrapped
+    model = TransferModel(vit, "deep_lora", 10, r=2, blocks="blocks.10")
     torch.testing.assert_close(model.frozen_forward(x), expected)
     wrapped = sorted(n for n, m in model.backbone.model.named_modules() if isinstance(m, DeepLoRALayer))
     assert wrapped == [f"blocks.{i}.{t}" for i in (10, 11) for t in ("attn.proj", "attn.qkv", "mlp.fc1", "mlp.fc2")]
-    with pytest.raises(ValueError, match="MultiheadAttention"):
-        TransferModel(_fresh("clip_vit_b32"), "deep_lora", 10, target_modules="out_proj")
-    model = TransferModel(_fresh("clip_vit_b32"), "deep_lora", 10, blocks="transformer.resblocks.11")
+    clip = _fresh("clip_vit_b32")
+    with pytest.raises(ValueError, match="MultiheadAttention"):  # raised before anything is wrapped
+        TransferModel(clip, "deep_lora", 10, target_modules="out_proj")
+    model = TransferModel(clip, "deep_lora", 10, blocks="transformer.resblocks.11")
     wrapped = sorted(n for n, m in model.backbone.model.named_modules() if isinstance(m, DeepLoRALayer))
     assert wrapped == ["transformer.resblocks.11.mlp.c_fc", "transformer.resblocks.11.mlp.c_proj"]
 

@@ -1,4 +1,4 @@
-"""Deep-linear-network theory lab (seed §2–4): small, seeded, seconds each."""
+"""Deep-linear-network theory lab (the lecture §2–4): small, seeded, seconds each."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def test_principal_angle_is_precise_for_tiny_rotations():
     assert max_principal_angle(a, q[:, 3:6]) == pytest.approx(math.pi / 2)
 
 
-# --- law of parsimony (seed §2) ----------------------------------------------------------------
+# --- law of parsimony (the lecture §2) ----------------------------------------------------------------
 
 SMALL_PARSIMONY = ParsimonyConfig(depth=3, dim=16, rank=2, samples=32, scale=0.1, lr=0.1, steps=250)
 
@@ -88,7 +88,7 @@ def test_parsimony_breaks_without_whitening():
     assert max(layer["trailing_relative_spread"] for layer in result.layers) > 1e-4
 
 
-# --- progressive separation (seed §3) ----------------------------------------------------------
+# --- progressive separation (the lecture §3) ----------------------------------------------------------
 
 SMALL_SEPARATION = SeparationConfig(num_classes=3, per_class=6, width=18, depth=4, scale=0.5, lr=5.0, steps=600)
 
@@ -116,7 +116,7 @@ def test_decay_ratio_scales_like_eps_squared(separations):
     assert small / big == pytest.approx(0.25, rel=0.3)
 
 
-# --- compressed deep matrix completion (seed §4) -----------------------------------------------
+# --- compressed deep matrix completion (the lecture §4) -----------------------------------------------
 
 
 def test_factorisation_compressed_trajectory_coincides_with_original():

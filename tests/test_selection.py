@@ -162,6 +162,12 @@ def test_auto_uses_the_default_rule_and_errors_are_clear(backbone_factory, digit
         TrainConfig(extra={"selection": {"bogus": 1}}).validate()
 
 
+def test_profile_rule_refuses_one_image_per_class(backbone_factory):
+    one = load_dataset("digits", train_per_class=1, seed=0)  # NC1 would be 0 at every block (log 0 in the picks)
+    with pytest.raises(ValueError, match="at least 2 training images of every class.*has 1"):
+        selection.select_layer(backbone_factory("efficientnet_lite0"), one, _cfg(layer_rule="profile"))
+
+
 def test_register_rule_adds_a_rule(backbone_factory, digits, monkeypatch):
     monkeypatch.setattr(picks, "_RULES", dict(picks._RULES))
     selection.register_rule("last")(lambda backbone, splits, cfg, device: {"layer": backbone.blocks[-1],

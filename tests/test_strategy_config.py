@@ -160,7 +160,8 @@ def test_dry_run_cost_reads_the_run_options():
     from sclft import bench
 
     suite = bench.load_suite("smoke")
-    suite = suite.replace(groups={"table": {"strategies": ["lora"], "seeds": [0], "variants": [{}, {"blocks": "blocks.5.0"}]},
+    table = {"strategies": ["lora"], "seeds": [0], "variants": [{}, {"blocks": "blocks.5.0"}]}
+    suite = suite.replace(groups={"table": table,
                                   "ablation": {"strategies": ["layer_ft"], "seeds": [0], "layers": ["blocks.5.0"]}})
     runs = {(r.strategy, r.variant): r for r in bench.expand_suite(suite)}
     lora_all = bench.estimate_seconds(runs[("lora", "")], suite)

@@ -259,7 +259,7 @@ def summarize_rules(cells: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 def _paired(diffs: list[float]) -> dict[str, Any]:
     """Mean, sd and paired t of per-seed differences; ``verdict`` at two-sided 5 % (Student t, n − 1 d.f.):
     ``holds`` (t above the critical value), ``fails`` (below minus it) or ``undecided``."""
-    from scipy.stats import t as student_t  # scipy loads only for the confidence intervals (slow import)
+    from scipy.stats import t as student_t  # scipy loads only for the paired t-test (slow import)
 
     d = np.asarray(diffs, dtype=float)
     mean, sd = float(d.mean()), float(d.std(ddof=1)) if len(d) > 1 else float("nan")

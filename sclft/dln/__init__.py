@@ -1,4 +1,4 @@
-"""Theory lab: deep linear networks — law of parsimony (seed §2), progressive separation (§3),
+"""Theory lab: deep linear networks — law of parsimony (the lecture §2), progressive separation (§3),
 compressed deep matrix completion (§4). See ``docs/dln.md``; CLI: ``sclft dln …``."""
 
 from .completion import (

@@ -1,4 +1,4 @@
-"""``sclft dln parsimony|separation|completion --out DIR``: run one seed experiment, write PNGs + JSON.
+"""``sclft dln parsimony|separation|completion --out DIR``: run one of the lecture's experiments, write PNGs + JSON.
 
 Every experiment takes ``--device cpu|cuda|auto``, ``--dtype float32|float64`` (float64 for parsimony and
 separation, whose claims are exact to ~1e-15; float32 for completion), a budget per training run
@@ -253,7 +253,7 @@ def _completion(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``dln`` and its three sub-commands on the top-level ``sclft`` parser."""
-    dln = subparsers.add_parser("dln", help="deep-linear-network theory lab (seed §2–4)", description=__doc__)
+    dln = subparsers.add_parser("dln", help="deep-linear-network theory lab (the lecture §2–4)", description=__doc__)
     commands = dln.add_subparsers(dest="dln_command", metavar="EXPERIMENT", required=True)
 
     def leaf(name: str, help_text: str, func, dtype: str) -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""Deep matrix completion / factorisation with original, compressed and narrow DLNs (seed §4).
+"""Deep matrix completion / factorisation with original, compressed and narrow DLNs (the lecture §4).
 
 Problem: recover a rank-r ``d×d`` matrix Φ from the entries in a mask Ω by minimising
 ``ℓ = ½‖Ω ⊙ (W_{L:1} − Φ)‖²_F / p`` (p = observed fraction, so full observation — deep matrix
@@ -174,7 +174,7 @@ def compressed_network(
 ) -> FactorNetwork:
     """``U_{L,1} · W̃_L ⋯ W̃_1 · V_{1,1}ᵀ`` built from the same init as ``original_network(…, seed)``.
 
-    The outer factors ``V_{1,1}ᵀ`` and ``U_{L,1}`` train at ``outer_lr_ratio × η`` (the seed's γ)."""
+    The outer factors ``V_{1,1}ᵀ`` and ``U_{L,1}`` train at ``outer_lr_ratio × η`` (the lecture's γ)."""
     if 2 * rank_estimate > problem.dim:
         raise ValueError(f"2·rank_estimate = {2 * rank_estimate} exceeds the width {problem.dim}")
     weights = original_network(problem, depth, scale, seed).weights()  # float64 CPU: the basis is built there

@@ -1,4 +1,4 @@
-"""The three seed experiments as functions that write figures (PNG) and numbers (JSON) into a folder.
+"""The lecture's three experiments as functions that write figures (PNG) and numbers (JSON) into a folder.
 
 Shared by the ``sclft dln …`` command and the ``scripts/dln_*.py`` figure scripts.
 """
@@ -91,7 +91,7 @@ NETWORKS = ("original", "compressed", "frozen", "narrow")  # frozen: compressed 
 
 @dataclass
 class CompletionConfig:
-    """Small defaults of the seed's §4 setup (authors: d = 1000, ε = 1e-3, γ = 0.01 under their scaling).
+    """Small defaults of the lecture's §4 setup (authors: d = 1000, ε = 1e-3, γ = 0.01 under their scaling).
 
     At d = 200 the noise in Ω⊙Φ/p is as large as Φ's smallest singular value, so the gradient at
     init finds Φ's subspace only roughly; r̂ = 2r gives the compressed network room to correct it.
@@ -145,7 +145,7 @@ def _ratio(a: float, b: float) -> float:
 
 
 def completion_ratios(rows: Sequence[dict], clock: str = "seconds") -> dict:
-    """The seed's comparisons as ratios of the rows present (NaN where a run missed the target); times on
+    """The lecture's comparisons as ratios of the rows present (NaN where a run missed the target); times on
     ``clock``: ``seconds`` (wall clock) or ``cpu_seconds`` (process CPU time, steadier on a shared CPU)."""
     by = {row["kind"]: row for row in rows}
     orig, comp, narrow = by.get("original"), by.get("compressed"), by.get("narrow")

@@ -3,7 +3,7 @@
 A network is a list ``factors = [W_1, …, W_L]`` (applied right to left: ``f(x) = W_L ⋯ W_1 x``).
 Every random draw and every initialisation is made in float64 on the CPU (so a seed gives the same network
 on every device); training then runs on a :class:`Runtime`'s device and dtype. Gradient descent is
-``torch.optim.SGD``, which for momentum 0 is exactly the seed's update ``W ← (1−ηλ)W − η∇ℓ``; momentum is
+``torch.optim.SGD``, which for momentum 0 is exactly the lecture's update ``W ← (1−ηλ)W − η∇ℓ``; momentum is
 heavy ball (``v ← μv + ∇ℓ + λW``). ``train`` shows a tqdm bar (current loss / error, ETA) when asked and
 stops at a :class:`Runtime`'s step or time budget, recording why it stopped (``TrainLog.ended_by``).
 """

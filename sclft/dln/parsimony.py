@@ -1,4 +1,4 @@
-"""Law of parsimony in GD for deep linear networks (seed §2, Yaras et al. 2023).
+"""Law of parsimony in GD for deep linear networks (the lecture §2, Yaras et al. 2023).
 
 With ε-orthogonal init and whitened inputs, GD on ``½‖W_{L:1}X − Y‖²_F`` with ``rank(YXᵀ) = r``
 only changes a ``2r``-dimensional singular subspace of each square layer: the trailing ``d − 2r``
@@ -42,7 +42,7 @@ __all__ = [
 
 @dataclass
 class ParsimonyConfig:
-    """Seed setup: L = 3, d_x = d_y = 30, rank(Y) = 3. float64 by default: the claims are exact equalities
+    """The lecture's setup: L = 3, d_x = d_y = 30, rank(Y) = 3. float64 by default: the claims are exact equalities
     (trailing spread ~1e-15), which float32 blurs to ~1e-6."""
 
     depth: int = 3

@@ -1,4 +1,4 @@
-"""Progressive separation of classes across the layers of a trained DLN (seed §3, Wang et al. 2023).
+"""Progressive separation of classes across the layers of a trained DLN (the lecture §3, Wang et al. 2023).
 
 Balanced K-class data with orthogonal inputs, one-hot targets, loss ``½·mean((W_{L:1}X − Y)²)`` over
 all K·N output entries. The separation of layer ``l`` is ``D_l = tr(Σ_W^l)/tr(Σ_B^l)`` of the features
@@ -75,7 +75,7 @@ def layer_separations(weights: list[torch.Tensor], inputs: torch.Tensor, labels:
 
 
 def decay_bound(num_classes: int, scale: float) -> float:
-    """The seed's bound ``2(√K + 1)ε²`` on ``D_{l+1}/D_l``."""
+    """The lecture's bound ``2(√K + 1)ε²`` on ``D_{l+1}/D_l``."""
     return 2.0 * (math.sqrt(num_classes) + 1.0) * scale**2
 
 

@@ -51,7 +51,7 @@ class AdapterConfig(StrategyConfig):
         "help": "'all', or a start block: adapt it and the blocks after it; the blocks before it become a "
                 "cached frozen prefix as for layer_ft"})
 
-    def validate(self) -> "AdapterConfig":
+    def validate(self) -> AdapterConfig:
         super().validate()
         check_number(self, "r", int, 1)
         if self.target_modules is not None:

@@ -7,7 +7,7 @@ the chosen blocks; defaults come from the backbone family (each strategy's ``DEF
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import nn
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 CACHE_SCOPES = ("features", "prefix", "none")
 
@@ -40,7 +41,7 @@ class StrategyConfig:
     def __post_init__(self) -> None:
         self.validate()
 
-    def validate(self) -> "StrategyConfig":
+    def validate(self) -> StrategyConfig:
         """Check option values; raises ``ValueError`` naming the option and its valid values."""
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
@@ -64,7 +65,7 @@ class StrategyConfig:
         does not start at a block, e.g. the head only or the whole network). Feeds ``bench --dry-run``."""
         return layer if self.uses_layer else None
 
-    def for_data(self, data: str) -> "StrategyConfig":
+    def for_data(self, data: str) -> StrategyConfig:
         """This config for a run on dataset ``data`` (the trainer calls it; e.g. zero_shot's prompt set)."""
         return self
 
@@ -73,7 +74,7 @@ class StrategyConfig:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any] | None = None) -> "StrategyConfig":
+    def from_options(cls, options: Mapping[str, Any] | None = None) -> StrategyConfig:
         """Build from a mapping of option names to values; unknown names raise ``ValueError``."""
         options = dict(options or {})
         unknown = sorted(set(options) - set(cls.option_names()))

@@ -40,7 +40,7 @@ class DeepLoRAConfig(AdapterConfig):
         "help": "outer factors U, V: 'gradient' (the subspace the first batch's gradient of the full-width "
                 "factorisation moves, as published) or 'random' (Haar-orthonormal; the earlier variant)"})
 
-    def validate(self) -> "DeepLoRAConfig":
+    def validate(self) -> DeepLoRAConfig:
         super().validate()
         check_number(self, "eps", float, 0.0, 1.0, low_open=True, high_open=False)
         check_number(self, "gamma", float, 0.0)

@@ -131,7 +131,7 @@ class DeepLoRALayer(nn.Module):
         self.gradient_init = False
 
     @classmethod
-    def compress(cls, full: "DeepLoRALayer", grad: torch.Tensor, rank: int) -> "DeepLoRALayer":
+    def compress(cls, full: DeepLoRALayer, grad: torch.Tensor, rank: int) -> DeepLoRALayer:
         """The compressed layer (width ``rank``) of an uncompressed one, from ``grad`` = ∂ℓ/∂ΔW at its init."""
         if full.compressed:
             raise ValueError("compress() takes an uncompressed layer (compressed=False)")

@@ -3,5 +3,4 @@
 from .._registry import lazy_model_side
 from .config import DEFAULT_TARGETS, LoRAConfig  # noqa: F401  (torch-free)
 
-
 __getattr__ = lazy_model_side(__name__)

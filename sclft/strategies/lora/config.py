@@ -21,14 +21,15 @@ DEFAULT_TARGETS: dict[str, tuple[str, ...]] = {
 class LoRAConfig(AdapterConfig):
     name = "lora"
     display_name = "LoRA"
-    description = "LoRA adapters (Hugging Face peft) in the attention/MLP or 1x1-conv layers of the chosen blocks + a new head"
+    description = ("LoRA adapters (Hugging Face peft) in the attention/MLP or 1x1-conv layers of the chosen blocks "
+                   "+ a new head")
     model_class = ".model:LoRA"
     trains = "rank-r adapters (ΔW = alpha/r · B A) and the head"
 
     alpha: float = field(default=16.0, metadata={"help": "LoRA scale numerator: ΔW = alpha/r · B A"})
     dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA branch's input, in [0, 1)"})
 
-    def validate(self) -> "LoRAConfig":
+    def validate(self) -> LoRAConfig:
         super().validate()
         check_number(self, "alpha", float, 0.0, low_open=True)
         check_number(self, "dropout", float, 0.0, 1.0)
