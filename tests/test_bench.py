@@ -290,6 +290,20 @@ def test_run_ids_cover_every_config_field_defaults_and_library_versions(monkeypa
     assert bench.plan.run_id("b", "d", run.config, "") != same
 
 
+def test_run_ids_follow_what_layer_auto_means(monkeypatch):
+    """`--layer auto` under another default rule or pick is another run, even with unchanged library versions."""
+    from sclft import picks
+
+    run = next(r for r in bench.expand_suite(bench.load_suite("smoke")) if r.strategy == "scl_ft")
+    config = {**run.config, "layer_rule": "auto"}
+    assert bench.plan.run_fingerprint(config)["config"]["layer_rule"] == "auto=profile:repeated_min"
+    fixed = {**config, "layer_rule": "fixed"}
+    before, named = bench.plan.run_id("b", "d", config, ""), bench.plan.run_id("b", "d", fixed, "")
+    monkeypatch.setattr(picks, "DEFAULT_PROFILE_PICK", "min")
+    assert bench.plan.run_id("b", "d", config, "") != before
+    assert bench.plan.run_id("b", "d", fixed, "") == named  # a named rule is not `auto`
+
+
 def test_dry_run_of_a_suite_given_as_a_path_outside_the_package(tmp_path):
     from sclft.resources import find_yaml
 

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from .. import picks
 from .. import versions as version_info
 from ..backbones import create_backbone
 from ..config import TrainConfig
@@ -83,10 +84,14 @@ def variant_label(variant: dict[str, Any]) -> str:
 
 
 def config_fingerprint(config: dict[str, Any]) -> dict[str, Any]:
-    """Every TrainConfig field and strategy option of ``config`` as it will train (defaults filled in, so a
-    changed default is a new run), without the :data:`UNHASHED_FIELDS`."""
+    """Every TrainConfig field and strategy option of ``config`` as it will train (defaults filled in, ``layer_rule``
+    ``auto`` as the rule and pick it stands for, so a changed default is a new run), without the
+    :data:`UNHASHED_FIELDS`."""
     full = dataclasses.asdict(TrainConfig.from_dict(config).resolve_defaults())
     full["strategy_options"] = strategy_config(full["strategy"], **full["strategy_options"]).options()
+    if full["layer_rule"] == "auto":  # what `auto` means in this version: a changed default rule is a new run
+        pick = (full.get("extra") or {}).get("selection", {}).get("profile_pick") or picks.DEFAULT_PROFILE_PICK
+        full["layer_rule"] = f"auto={picks.DEFAULT_RULE}" + (f":{pick}" if picks.DEFAULT_RULE == "profile" else "")
     for key in UNHASHED_FIELDS:
         full.pop(key)
     return full
