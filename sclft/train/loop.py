@@ -200,12 +200,12 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
                 with accelerator.autocast():
                     logits = model(x, from_frozen=data.cached)
                     loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-                if not torch.isfinite(loss):
+                value = loss.item()  # the one host sync of a step: NaN / divergence checks and the epoch's mean
+                if not math.isfinite(value):
                     raise NonFiniteLossError(
-                        f"loss became {loss.item()} at epoch {epoch + 1}; stopping. Try a lower --lr or "
+                        f"loss became {value} at epoch {epoch + 1}; stopping. Try a lower --lr or "
                         f"--precision no. Last good checkpoint: {last_good or 'none yet'}"
                     )
-                value = loss.item()
                 reference = reference or max(value, math.log(max(splits.num_classes, 2)))
                 if value > DIVERGENCE_FACTOR * reference:
                     raise DivergedError(
