@@ -16,6 +16,12 @@ from ._adapter_config import ALL_BLOCKS
 from .base import Strategy
 
 
+def replace_module(model: nn.Module, path: str, new: nn.Module) -> None:
+    """Put ``new`` at the dotted ``path`` of ``model`` (adapters wrapping a layer, merged layers unwrapping it)."""
+    parent_path, _, child = path.rpartition(".")
+    setattr(model.get_submodule(parent_path) if parent_path else model, child, new)
+
+
 def resolve_blocks(backbone: Backbone, blocks: str) -> list[str]:
     """``"all"`` → every candidate block; a block name → that block and the ones after it."""
     if blocks == ALL_BLOCKS:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .._adapters import AdapterStrategy
+from .._adapters import AdapterStrategy, replace_module
 from .config import DEFAULT_TARGETS, DeepLoRAConfig
 from .layer import SUPPORTED, DeepLoRALayer
 
@@ -33,11 +33,9 @@ class DeepLoRA(AdapterStrategy):
 
     def attach(self, backbone):
         for path, module in sorted(self.targets.items()):
-            parent_path, _, child = path.rpartition(".")
-            parent = backbone.model.get_submodule(parent_path) if parent_path else backbone.model
             wrapped = DeepLoRALayer(module, self.config.r, self.config.eps, compressed=True)
             wrapped.gradient_init = self.config.init == "gradient"
-            setattr(parent, child, wrapped)
+            replace_module(backbone.model, path, wrapped)
             self.layers.append(wrapped)
 
     def init_from_data(self, first_loss: Callable[[], torch.Tensor]) -> None:
@@ -59,11 +57,10 @@ class DeepLoRA(AdapterStrategy):
     def merge(self, backbone):
         """Each ``DeepLoRALayer`` replaced by its base layer with the weight ``W₀ + ΔW``."""
         for path, layer in [(n, m) for n, m in backbone.model.named_modules() if isinstance(m, DeepLoRALayer)]:
-            parent_path, _, child = path.rpartition(".")
             base = layer.base_layer
             with torch.no_grad():
                 base.weight.add_(layer.delta_weight().to(base.weight.dtype))
-            setattr(backbone.model.get_submodule(parent_path) if parent_path else backbone.model, child, base)
+            replace_module(backbone.model, path, base)
         self.layers = []
 
     def trainable_backbone_parameters(self, backbone):

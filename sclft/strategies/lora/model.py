@@ -11,12 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
-from peft.tuners.lora import LoraLayer, LoraModel
+from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ...io import atomic_path
-from .._adapters import AdapterStrategy
+from .._adapters import AdapterStrategy, replace_module
 from .config import DEFAULT_TARGETS, LoRAConfig
 
 ADAPTER_NAME = "default"
@@ -48,13 +48,12 @@ class LoRA(AdapterStrategy):
         return [m.lora_dropout for m in self._lora_layers(backbone)]  # dropout active while training
 
     def merge(self, backbone):
-        """peft's own ``merge_and_unload`` on the injected model (``W += α/r·BA``, adapter layers replaced by
-        their base layers). The adapters were injected without a ``PeftModel``, so the tuner is rebuilt
-        around the model as it is, without injecting again."""
-        tuner = LoraModel.__new__(LoraModel)
-        nn.Module.__init__(tuner)
-        tuner.model, tuner.peft_config, tuner.active_adapter = backbone.model, backbone.model.peft_config, ADAPTER_NAME
-        backbone.model = tuner.merge_and_unload()
+        """peft's own merge, layer by layer (what ``merge_and_unload`` does): ``W += α/r·BA`` in each LoRA layer
+        (``LoraLayer.merge``), which is then replaced by its base layer (``get_base_layer``)."""
+        for path, layer in [(n, m) for n, m in backbone.model.named_modules() if isinstance(m, LoraLayer)]:
+            layer.merge(adapter_names=[ADAPTER_NAME])
+            replace_module(backbone.model, path, layer.get_base_layer())
+        backbone.model.__dict__.pop("peft_config", None)  # set by inject_adapter_in_model; no adapter is left
         self.targets = {}
 
     def export(self, backbone, directory):
