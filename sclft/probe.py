@@ -211,9 +211,13 @@ def _layer_stats(batches: Callable[[], Iterable], names: Sequence[str], k: int |
                 feats[name].append(out[name])
             labels.append(y)
         y = torch.cat(labels)
-        if scores is not None:
-            scores.update({name: layer_scores(torch.cat(feats[name]).numpy(), y.numpy()) for name in names})
-        return {name: nc.accumulate(torch.cat(feats[name]), y, k, jackknife=jackknife) for name in names}, y, 1
+        stats = {}
+        for name in names:
+            h = torch.cat(feats.pop(name))  # one N×D copy per layer, shared by the scores and NC
+            if scores is not None:
+                scores[name] = layer_scores(h.numpy(), y.numpy())
+            stats[name] = nc.accumulate(h, y, k, jackknife=jackknife)
+        return stats, y, 1
     if scores is not None:
         scores.update({name: dict.fromkeys(LAYER_SCORES, float("nan")) for name in names})
     accs = {name: nc.NCAccumulator(k, jackknife=jackknife) for name in names}

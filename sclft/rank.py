@@ -171,6 +171,8 @@ def rank(backbones: Sequence[str | Candidate], data, *, image_sizes: Sequence[in
     (``nc1`` | ``separation`` | ``logme`` | ``ncti``). See the module doc for ``backbones`` and ``controls``."""
     if by not in SCORES:
         raise ValueError(f"unknown score {by!r} to rank by; valid: {', '.join(SCORES)}")
+    if train_per_class < 2:  # before any backbone is built
+        raise ValueError(f"train_per_class must be at least 2 (NC1 needs a within-class spread), got {train_per_class}")
     cands = [b if isinstance(b, Candidate) else None for b in backbones]
     if all(c is not None for c in cands):
         cands = list(cands) + ([Candidate(c.backbone, c.image_size, False) for c in cands] if controls else [])
@@ -189,6 +191,7 @@ def rank(backbones: Sequence[str | Candidate], data, *, image_sizes: Sequence[in
         res = probe(backbone, TransformedDataset(splits.train, eval_tf), [], num_classes=splits.num_classes,
                     batch_size=batch_size, device=device, progress=progress, scores=True)
         seconds = time.perf_counter() - tic
+        backbone.cpu()  # probe() moved it to the device: one candidate there at a time
         pen = res[PENULTIMATE]
         rows.append({"candidate": cand.label, "backbone": cand.backbone,
                      "image_size": int(backbone.data_config["input_size"][-1]), "pretrained": cand.pretrained,

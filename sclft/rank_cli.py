@@ -11,9 +11,6 @@ from .io import check_out_dir
 def _main(args: argparse.Namespace) -> int:
     from .rank import rank  # torch: only when the command runs (light --help)
 
-    if args.train_per_class < 2:
-        raise ValueError(f"--train-per-class must be at least 2 (NC1 needs a within-class spread), got "
-                         f"{args.train_per_class}")
     if args.out:
         check_out_dir(args.out)
     res = rank(args.backbones, args.data, image_sizes=args.image_size, train_per_class=args.train_per_class,
