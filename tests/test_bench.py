@@ -199,6 +199,33 @@ def test_resume_skips_finished_runs(smoke):
     assert len(json.loads((out / "bench.json").read_text())["sessions"]) == 3
 
 
+def test_a_failed_rule_does_not_stop_the_others_and_fails_the_command(smoke, monkeypatch, capsys):
+    from sclft import cli
+    from sclft.bench import runner
+
+    suite, out, _ = smoke
+    tasks = bench.plan.rule_tasks(suite, bench.expand_suite(suite))
+    for t in tasks:
+        (out / bench.layout.selection_file(*t)).unlink()
+    real = runner.select_layer
+
+    def select_layer(backbone, splits, cfg, device="cpu"):
+        if cfg.layer_rule == "trial":
+            raise RuntimeError("trial broke")
+        return real(backbone, splits, cfg, device=device)
+
+    monkeypatch.setattr(runner, "select_layer", select_layer)
+    assert cli.main(["bench", "--suite", "smoke", "--out", str(out)]) == 1
+    assert "trial broke" in capsys.readouterr().out
+    trial = [t for t in tasks if t.rule == "trial"]
+    assert trial and all("trial broke" in runner._rule_failure_file(out, t).read_text() for t in trial)
+    assert all((out / bench.layout.selection_file(*t)).is_file() for t in tasks if t.rule != "trial")  # went on
+    assert "sessions" in json.loads((out / "bench.json").read_text())
+    monkeypatch.setattr(runner, "select_layer", real)
+    assert cli.main(["bench", "--suite", "smoke", "--out", str(out)]) == 0  # the retry applies it
+    assert not any(runner._rule_failure_file(out, t).exists() for t in trial)
+
+
 def test_a_failed_run_does_not_stop_the_others_and_fails_the_command(smoke, monkeypatch, capsys):
     from sclft import cli
     from sclft.bench import runner as train_module  # where the bench calls the trainer

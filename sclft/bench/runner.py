@@ -128,6 +128,11 @@ def execute_run(suite: Suite, run: Run | str, out: str | Path, say: Callable[[st
     return result
 
 
+def _rule_failure_file(out: str | Path, task: RuleTask) -> Path:
+    """A failed rule's traceback, next to its evidence file (where the launchers put it too)."""
+    return Path(out) / f"{selection_file(*task).removesuffix('.json')}.{FAILURE_FILE}"
+
+
 def execute_rule(suite: Suite, task: RuleTask, out: str | Path, say: Callable[[str], None] = print,
                  runs: list[Run] | None = None) -> Path:
     """Apply one layer rule to one selection cell and seed → ``out/selection/<…>.json`` (skipped when it exists)."""
@@ -148,6 +153,7 @@ def execute_rule(suite: Suite, task: RuleTask, out: str | Path, say: Callable[[s
     backbone = create_backbone(cfg.backbone, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint)
     result = select_layer(backbone, splits, cfg, device=_device())
     atomic_write_json(path, {"cell": task.cell, "seed": task.seed, **result})
+    _rule_failure_file(out, task).unlink(missing_ok=True)  # an earlier attempt's
     say(f"selection {task.cell} s{task.seed} {task.rule}: {result['layer']} ({result['seconds']:.1f} s)")
     return path
 
@@ -182,7 +188,15 @@ def run_suite(suite: Suite, out: str | Path, say: Callable[[str], None] = print,
         else:
             counts[result.status] += 1
     for task in shard(rule_tasks(suite, suite_runs), shard_spec):
-        execute_rule(suite, task, out, say, suite_runs)
+        try:
+            execute_rule(suite, task, out, say, suite_runs)
+        except Exception as exc:  # noqa: BLE001 — as a failed run: the other rules and the session record go on
+            log_file = _rule_failure_file(out, task)
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            log_file.write_text(traceback.format_exc())
+            say(f"  FAILED rule {task.rule} on {task.cell} s{task.seed} ({type(exc).__name__}: {exc}); "
+                f"traceback in {log_file}")
+            failed.append(selection_file(*task))
     summary = {"suite": suite.name, "runs": len(runs), "skipped": counts["done"], "trained": counts["trained"],
                "failed": failed, "seconds": time.time() - tic, **({"shard": shard_spec} if shard_spec else {})}
     record_session(out, suite, summary)
