@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from ..backbones import create_backbone
 from ..cache import DEFAULT_CACHE_DIR
 from ..io import atomic_write_json
 from ..model import TransferModel
+from ..predict import autocast as predict_autocast
 from ..strategies import collect_strategy_options, strategy_config
 from .plan import Run, _meta_backbone, blocks_of, expand_suite
 from .suite import Suite
@@ -88,10 +88,9 @@ def measure(run: Run, num_classes: int, device: str | None = None, steps: int = 
     klass, strategy = cost_class(run)
     name, size, precision = run.config["backbone"], image_size(run), run.config.get("precision", "no")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
     def autocast():
-        return torch.autocast(dev.type, dtype=dtype) if dtype is not None else nullcontext()
+        return predict_autocast(dev, precision)
 
     def timed(step: Callable[[], None], batch: int) -> float:
         for _ in range(warmup):
