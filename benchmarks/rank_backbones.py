@@ -27,6 +27,7 @@ import numpy as np
 
 from sclft.bench import Suite, expand_suite, find_runs, load_suite
 from sclft.bench.suite import Dataset
+from sclft.io import atomic_write_text
 from sclft.rank import SCORES, Candidate, misordered_controls, rank, transfer_correlation
 from sclft.transfer_scores import ncti_from_rows
 
@@ -53,7 +54,7 @@ def _scores(suite: Suite, runs_dir: Path, dataset: Dataset, tpc: int, seed: int)
     for lab in pretrained:
         rows[lab]["ncti_pretrained"] = only[lab]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(rows, indent=1) + "\n")
+    atomic_write_text(path, json.dumps(rows, indent=1) + "\n")
     return rows
 
 
@@ -230,9 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         pairs.append((load_suite(suite), Path(runs)))
     result = analyse(pairs)
     out = Path(args.out)
-    (out / "rank.md").write_text(render(result))
+    atomic_write_text(out / "rank.md", render(result))
     summary = {"benchmark": "rank", "suites": [s.name for s, _ in pairs], **result}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=False) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, allow_nan=False) + "\n")
     print(f"wrote {out / 'rank.md'} and {out / 'summary.json'}")
     return 0
 

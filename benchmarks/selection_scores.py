@@ -35,6 +35,7 @@ import numpy as np
 from sclft.bench.plan import expand_suite, rule_tasks
 from sclft.bench.runner import execute_rule
 from sclft.bench.suite import load_suite
+from sclft.io import atomic_write_text
 
 
 def gather(report: Path, suites: list[str], work: Path, rules: list[str], seeds: list[int] | None,
@@ -71,7 +72,7 @@ def gather(report: Path, suites: list[str], work: Path, rules: list[str], seeds:
                                                             for k in ("nc1", "heldout_accuracy", "nc1_fit")}
                 cell["trial_seeds"][seed]["seconds"] = ev["seconds"]
             added += 1
-    report.write_text(json.dumps(list(cells.values()), indent=2) + "\n")
+    atomic_write_text(report, json.dumps(list(cells.values()), indent=2) + "\n")
     return added
 
 
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         summary_path = Path(args.verdicts)
         summary = json.loads(summary_path.read_text()) if summary_path.exists() else {"benchmark": "rank"}
         summary["layer_rules"] = verdicts(json.loads(report.read_text()))
-        summary_path.write_text(json.dumps(summary, indent=1, allow_nan=False) + "\n")
+        atomic_write_text(summary_path, json.dumps(summary, indent=1, allow_nan=False) + "\n")
         print(json.dumps(summary["layer_rules"]["predictions"], indent=1))
         return 0
     if not args.work or not args.suites:
