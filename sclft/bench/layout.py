@@ -16,13 +16,13 @@ read from another ``data_dir``); with
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import versions as version_info
+from ..io import read_json  # re-exported: the bench's readers import it from here
 from ..train.run_folder import METRICS_FILE, run_lock
 from .plan import Run, config_fingerprint, split_id
 
@@ -67,13 +67,6 @@ def bench_lock(out: Path | str):
     """One writer per bench folder (``sclft train``'s run lock on ``OUT/.sclft.lock``): a second ``sclft bench``
     into the same ``--out`` is refused with a message naming the holder. Runs inside take their own lock."""
     return run_lock(Path(out))
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise ValueError(f"{path}: not a readable JSON file ({e})") from None
 
 
 @dataclass
