@@ -6,10 +6,12 @@ import os
 import socket
 from functools import lru_cache
 
+from .errors import UnavailableError
+
 HUB_HOST = "huggingface.co"
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(UnavailableError, RuntimeError):
     """Pretrained weights could not be loaded (offline, or a bad local file)."""
 
 

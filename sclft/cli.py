@@ -1,7 +1,8 @@
 """`sclft` command line: list, probe, train, eval here; bench and dln from their own modules.
 
-Exit codes: 0 success, 1 the run failed (data or weights unavailable, non-finite or diverged loss), 2 bad input.
-Set SCLFT_DEBUG=1 to see full tracebacks.
+Exit codes (:mod:`sclft.errors`): 0 success, 1 the environment lacks something (data, weights, a device, disk
+space) or the run failed (non-finite or diverged loss), 2 bad input, 130 interrupted. Any other exception is a bug
+and keeps its traceback; SCLFT_DEBUG=1 shows the traceback of the expected failures too.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import OPTIM_DEFAULTS, TrainConfig, layered_config
+from .errors import EXIT_INTERRUPTED, EXIT_USAGE, INTERRUPTED_HINT, Interrupted, UsageError, exit_code
 from .io import atomic_write_json, atomic_write_text, check_out_dir
 from .resources import list_yaml
 from .strategies import get_strategy_config, list_strategies, option_owners
@@ -236,7 +238,7 @@ def run_rank(args, cfg: TrainConfig, layers: list[str] | None) -> int:
     if args.jackknife is not None and rule != "profile":
         unused.append(f"--jackknife (layer rule {rule} computes no standard error)")
     if unused:
-        raise ValueError(f"{', '.join(unused)}: not used by --rank (the layer rule reads the training split its own "
+        raise UsageError(f"{', '.join(unused)}: not used by --rank (the layer rule reads the training split its own "
                          "way); drop them, or probe without --rank")
     selection = {**({"candidates": layers} if layers else {}),
                  **({"profile_jackknife": args.jackknife} if args.jackknife is not None else {})}
@@ -269,27 +271,27 @@ def run_probe(args) -> int:
 
     cfg = _given(args, PROBE_FLAGS)
     if args.jackknife is not None and args.jackknife < 2:
-        raise ValueError(f"--jackknife must be a number of groups >= 2, got {args.jackknife}")
+        raise UsageError(f"--jackknife must be a number of groups >= 2, got {args.jackknife}")
     layers = None if args.layers == "all" else [s.strip() for s in args.layers.split(",")]
     if args.rank:
         return run_rank(args, cfg, layers)
     if not args.out:
-        raise ValueError("sclft probe needs --out DIR (or --rank)")
+        raise UsageError("sclft probe needs --out DIR (or --rank)")
     check_out_dir(args.out)
     splits = load_dataset(cfg.data, cfg.data_dir, train_per_class=cfg.train_per_class, seed=cfg.seed)
     split = getattr(splits, args.split)
     if split is None:
-        raise ValueError(f"{splits.name} has no {args.split!r} split")
+        raise UsageError(f"{splits.name} has no {args.split!r} split")
     largest = max(Counter(targets_of(split)).values())
     if args.jackknife is not None and args.jackknife > largest:  # the groups beyond it would stay empty
-        raise ValueError(f"--jackknife {args.jackknife}: more groups than samples of any class in the {args.split} "
+        raise UsageError(f"--jackknife {args.jackknife}: more groups than samples of any class in the {args.split} "
                          f"split (at most {largest}); use --jackknife {largest} or fewer")
     backbone = create_backbone(cfg.backbone, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint,
                                image_size=cfg.image_size)
     for name in layers or []:
         backbone.check_block(name)
     if args.pooling is not None and args.pooling not in POOLERS[backbone.layout]:
-        raise ValueError(f"--pooling {args.pooling!r} is not valid for {backbone.name} ({backbone.layout} layout); "
+        raise UsageError(f"--pooling {args.pooling!r} is not valid for {backbone.name} ({backbone.layout} layout); "
                          f"valid: {', '.join(POOLERS[backbone.layout])}")
     _, eval_tf = build_transforms(backbone.data_config, cfg.image_size)
     res = probe(backbone, TransformedDataset(split, eval_tf), layers or "all", pooling=args.pooling,
@@ -384,9 +386,9 @@ def run_predict(args) -> int:
 
     fmt = Path(args.out).suffix.lower() if args.out else ".csv"
     if fmt not in OUT_FORMATS:
-        raise ValueError(f"--out {args.out}: unknown format {fmt or '(no suffix)'}; valid: {', '.join(OUT_FORMATS)}")
+        raise UsageError(f"--out {args.out}: unknown format {fmt or '(no suffix)'}; valid: {', '.join(OUT_FORMATS)}")
     if args.top_k < 1 or args.batch_size < 1:
-        raise ValueError(f"--top-k and --batch-size must be >= 1, got {args.top_k} and {args.batch_size}")
+        raise UsageError(f"--top-k and --batch-size must be >= 1, got {args.top_k} and {args.batch_size}")
     run = check_run(args.checkpoint)
     inputs = gather_images(args.inputs)  # before the model loads: bad input fails at once
     for what in inputs.empty:
@@ -397,12 +399,12 @@ def run_predict(args) -> int:
     if skipped:
         listed = "\n".join(f"  {reason}" for _, reason in skipped)
         if args.strict:
-            raise ValueError(f"{len(skipped)} of {len(inputs.files)} file(s) are not readable images "
+            raise UsageError(f"{len(skipped)} of {len(inputs.files)} file(s) are not readable images "
                              f"(--strict; nothing written):\n{listed}")
         print(f"sclft predict: warning: skipped {len(skipped)} of {len(inputs.files)} file(s) that are not readable "
               f"images:\n{listed}", file=sys.stderr)
     if not rows:
-        raise ValueError(f"none of the {len(inputs.files)} file(s) is a readable image; nothing to predict")
+        raise UsageError(f"none of the {len(inputs.files)} file(s) is a readable image; nothing to predict")
     text = format_rows(rows, fmt, args.top_k)
     if args.out:
         atomic_write_text(args.out, text)
@@ -458,22 +460,6 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-# exception (module, class) -> exit code; first match wins: a missing file is bad input, other OS errors (disk
-# full, permissions) fail the run. Classes of modules not imported yet cannot have been raised: not imported here.
-FAILURE_CODES = [("sclft.data", "DatasetUnavailableError", 1), ("sclft._hub", "WeightsUnavailableError", 1),
-                 ("sclft.train", "NonFiniteLossError", 1), ("builtins", "FileNotFoundError", 2),
-                 ("builtins", "ValueError", 2), ("builtins", "OSError", 1)]
-
-
-def _exit_code(e: BaseException) -> int | None:
-    """The exit code of a known failure, or None (an unexpected error: show the traceback)."""
-    for module, name, code in FAILURE_CODES:
-        cls = getattr(sys.modules.get(module), name, None)
-        if cls is not None and isinstance(e, cls):
-            return code
-    return None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -481,7 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe fails here, inside the handler, not at interpreter exit
@@ -489,11 +475,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `sclft list ... | head`: the reader has gone; stop quietly, as a CLI killed by SIGPIPE
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit-time flush must not fail again
         return 128 + signal.SIGPIPE
-    except KeyboardInterrupt:
-        print("interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or an Interrupted that says what was kept
+        print(f"sclft {args.command}: {e if isinstance(e, Interrupted) else INTERRUPTED_HINT}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as e:
-        code = _exit_code(e)
+        code = exit_code(e)  # None: not an expected failure but a bug (also inside torch, numpy, timm): traceback
         if code is None or os.environ.get("SCLFT_DEBUG"):
             raise
         print(f"sclft {args.command}: error: {e}", file=sys.stderr)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import UsageError
 from .picks import DEFAULT_FIXED_PICK, FIXED_PICKS, PROFILE_PICKS, list_rules
 from .resources import read_yaml
 from .strategies import collect_strategy_options, get_strategy_config, list_strategies, strategy_config
@@ -32,7 +33,7 @@ OPTIM_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "weight_decay": 0.05, "schedule": 
 DEFAULT_MAX_PARAMS = 8.0  # percent of the model's parameters a block strategy may tune under --layer auto
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A TrainConfig field has a bad value; ``key`` names the field (the CLI says where it came from)."""
 
     def __init__(self, key: str, message: str):
@@ -195,7 +196,7 @@ class TrainConfig:
         kinds = _field_kinds(cls)
         unknown = sorted(set(values) - set(kinds))
         if unknown:
-            raise ValueError(f"{source}: unknown config keys: {', '.join(map(str, unknown))}; "
+            raise UsageError(f"{source}: unknown config keys: {', '.join(map(str, unknown))}; "
                              f"valid keys: {', '.join(sorted(kinds))}")
         return {k: _coerce(v, *kinds[k], f"{source}: {k}") for k, v in values.items()}
 
@@ -237,21 +238,21 @@ def _coerce(value: Any, kind: type, optional: bool, where: str) -> Any:
     if value is None:
         if optional:
             return None
-        raise ValueError(f"{where} must be {_KIND_WORDS.get(kind, kind.__name__)}, got null")
+        raise UsageError(f"{where} must be {_KIND_WORDS.get(kind, kind.__name__)}, got null")
     if kind is str and isinstance(value, bool):
-        raise ValueError(f"{where} must be a string, got {value!r}: YAML reads an unquoted yes/no/on/off/true/false "
+        raise UsageError(f"{where} must be a string, got {value!r}: YAML reads an unquoted yes/no/on/off/true/false "
                          f"as a boolean; quote it, e.g. '{'no' if value is False else 'yes'}'")
     if kind in (int, float, str) and isinstance(value, (int, float, str)) and not isinstance(value, bool):
         if kind is int and isinstance(value, float):
             if value.is_integer():
                 return int(value)
-            raise ValueError(f"{where} must be an integer, got {value!r}")
+            raise UsageError(f"{where} must be an integer, got {value!r}")
         try:
             return kind(value)
         except ValueError:
-            raise ValueError(f"{where} must be {_KIND_WORDS[kind]}, got {value!r}") from None
+            raise UsageError(f"{where} must be {_KIND_WORDS[kind]}, got {value!r}") from None
     if not _is_kind(value, kind):
-        raise ValueError(f"{where} must be {_KIND_WORDS.get(kind, kind.__name__)}, got {value!r}")
+        raise UsageError(f"{where} must be {_KIND_WORDS.get(kind, kind.__name__)}, got {value!r}")
     return value
 
 
@@ -263,7 +264,7 @@ def _check_extra(extra: dict) -> None:
     """``extra`` holds only :data:`EXTRA_KEYS`; its ``selection`` options make a valid :class:`SelectionConfig`."""
     unknown = sorted(set(extra) - set(EXTRA_KEYS))
     if unknown:
-        raise ValueError(f"unknown extra keys: {', '.join(map(str, unknown))}; valid: {', '.join(EXTRA_KEYS)}")
+        raise UsageError(f"unknown extra keys: {', '.join(map(str, unknown))}; valid: {', '.join(EXTRA_KEYS)}")
     SelectionConfig.from_options(extra.get("selection"))
 
 
@@ -312,7 +313,7 @@ class SelectionConfig:
             except TypeError:  # e.g. an unhashable value tested against the pick names
                 good = False
             if not good:
-                raise ValueError(f"extra.selection.{f.name} must be {what}, got {value!r}")
+                raise UsageError(f"extra.selection.{f.name} must be {what}, got {value!r}")
         if self.candidates is not None:
             self.candidates = list(self.candidates)
         return self
@@ -330,10 +331,10 @@ class SelectionConfig:
         if options is None:
             options = {}
         if not isinstance(options, Mapping):
-            raise ValueError(f"extra.selection must be a mapping of selection options, got {options!r}")
+            raise UsageError(f"extra.selection must be a mapping of selection options, got {options!r}")
         unknown = sorted(set(options) - set(cls.option_names()))
         if unknown:
-            raise ValueError(f"unknown selection options: {', '.join(map(str, unknown))}; "
+            raise UsageError(f"unknown selection options: {', '.join(map(str, unknown))}; "
                              f"valid: {', '.join(cls.option_names())}")
         return cls(**options)
 
@@ -351,7 +352,7 @@ def load_yaml_config(path: str | Path) -> tuple[dict[str, Any], Path]:
     if values is None:
         return {}, p
     if not isinstance(values, dict):
-        raise ValueError(f"{p}: expected a mapping of TrainConfig fields (key: value lines), got a "
+        raise UsageError(f"{p}: expected a mapping of TrainConfig fields (key: value lines), got a "
                          f"{type(values).__name__}")
     return values, p
 
@@ -362,19 +363,19 @@ def _per_strategy(section: Any, source: str) -> dict[str, dict[str, Any]]:
         return {}
     example = "per_strategy: {linear_probe: {lr: 0.01}}"
     if not isinstance(section, dict):
-        raise ValueError(f"{source}: per_strategy must be a mapping of strategy name to fields, e.g. {example}; "
+        raise UsageError(f"{source}: per_strategy must be a mapping of strategy name to fields, e.g. {example}; "
                          f"got a {type(section).__name__}")
     out = {}
     for name, values in section.items():
         where = f"{source}: per_strategy.{name}"
         if name not in list_strategies():
-            raise ValueError(f"{where}: unknown strategy {name!r}; valid strategies: {', '.join(list_strategies())}")
+            raise UsageError(f"{where}: unknown strategy {name!r}; valid strategies: {', '.join(list_strategies())}")
         if values is None:
             values = {}
         if not isinstance(values, dict):
-            raise ValueError(f"{where} must be a mapping of TrainConfig fields, e.g. {example}; got {values!r}")
+            raise UsageError(f"{where} must be a mapping of TrainConfig fields, e.g. {example}; got {values!r}")
         if "strategy" in values:
-            raise ValueError(f"{where}: 'strategy' cannot be set inside per_strategy")
+            raise UsageError(f"{where}: 'strategy' cannot be set inside per_strategy")
         out[name] = TrainConfig.coerce(collect_strategy_options(values), where)
     return out
 
@@ -383,7 +384,7 @@ def _check_foreign(strategy: str, given: Mapping[str, Any], name_of: Callable[[s
     """An explicitly given field that only other strategies use is an error (its default value is not)."""
     for option, owners in TrainConfig.foreign_options(strategy).items():
         if option in given and given[option] != _default(option):
-            raise ValueError(f"{name_of(option)} {given[option]} is an option of {' and '.join(owners)}; "
+            raise UsageError(f"{name_of(option)} {given[option]} is an option of {' and '.join(owners)}; "
                              f"strategy {strategy!r} does not use it")
 
 
@@ -393,7 +394,7 @@ def _check_options(strategy: str, options: Mapping[str, Any], name_of: Callable[
         try:
             strategy_config(strategy, **{k: v})
         except ValueError as e:
-            raise ValueError(f"{name_of(k)}: {e}") from None
+            raise UsageError(f"{name_of(k)}: {e}") from None
 
 
 def layered_config(config: str | Path | None = None, flags: Mapping[str, Any] | None = None,
@@ -420,7 +421,7 @@ def layered_config(config: str | Path | None = None, flags: Mapping[str, Any] | 
     try:
         get_strategy_config(strategy)
     except ValueError as e:
-        raise ValueError(f"{flag_name('strategy') if 'strategy' in flags else f'{source}: strategy'}: {e}") from None
+        raise UsageError(f"{flag_name('strategy') if 'strategy' in flags else f'{source}: strategy'}: {e}") from None
     section = sections.get(strategy, {})
     in_section = lambda o: f"{source}: per_strategy.{strategy}.{o}"  # noqa: E731
     _check_foreign(strategy, flags, flag_name)
@@ -439,4 +440,4 @@ def layered_config(config: str | Path | None = None, flags: Mapping[str, Any] | 
     try:
         return TrainConfig.from_dict(values).validate()
     except ConfigError as e:  # say where the bad value came from
-        raise ValueError(f"{origin[e.key]}: {e}" if e.key in origin else str(e)) from None
+        raise UsageError(f"{origin[e.key]}: {e}" if e.key in origin else str(e)) from None

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from . import nc
 from .data import TransformedDataset, build_transforms, load_dataset
+from .errors import UsageError
 from .io import read_json_object
 from .save import RunFolderError, check_fields, load
 
@@ -31,9 +32,9 @@ def evaluate_run(
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         what = "is a file, not a run folder" if run_dir.exists() else "no such run folder"
-        raise ValueError(f"--checkpoint {run_dir}: {what} (expected a `sclft train --out` folder)")
+        raise UsageError(f"--checkpoint {run_dir}: {what} (expected a `sclft train --out` folder)")
     if not (run_dir / "config.json").is_file():
-        raise ValueError(f"--checkpoint {run_dir}: not a trained sclft model (no config.json; expected a "
+        raise UsageError(f"--checkpoint {run_dir}: not a trained sclft model (no config.json; expected a "
                          "`sclft train --out` folder of a finished run)")
     run_file = run_dir / "train_config.json"
     run = read_json_object(run_file, RunFolderError) if run_file.is_file() else {}
@@ -42,14 +43,14 @@ def evaluate_run(
         "image_size": ((int, type(None)), lambda v: v > 0, "a positive integer or null")}.items() if k in run})
     data = data or run.get("data")
     if not data:
-        raise ValueError("pass --data: the run directory does not record its dataset")
+        raise UsageError("pass --data: the run directory does not record its dataset")
     model = load(run_dir)
     splits = load_dataset(data, data_dir or run.get("data_dir"))
     if splits.num_classes != model.num_classes:
-        raise ValueError(f"{data} has {splits.num_classes} classes but the model was trained for {model.num_classes}")
+        raise UsageError(f"{data} has {splits.num_classes} classes but the model was trained for {model.num_classes}")
     dataset = getattr(splits, split)
     if dataset is None:
-        raise ValueError(f"{splits.name} has no {split!r} split")
+        raise UsageError(f"{splits.name} has no {split!r} split")
     _, eval_tf = build_transforms(model.backbone.data_config, image_size or run.get("image_size"))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).eval()

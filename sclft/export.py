@@ -24,6 +24,7 @@ from safetensors.torch import save_model
 from torch import nn
 
 from . import __version__
+from .errors import UsageError
 from .io import atomic_path
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ".safetensors"}
@@ -31,7 +32,7 @@ EXTRA_FILE = "sclft.json"  # TorchScript: the metadata as one JSON file inside t
 RTOL = 1e-4  # exported logits vs PyTorch: max |a - b| <= RTOL * max |b|
 
 
-class ExportError(ValueError):
+class ExportError(UsageError):
     """The model cannot be exported in the asked format (the message says why)."""
 
 
@@ -84,7 +85,7 @@ def export_model(model, fmt: str, out: str | Path, verify: bool = True, dynamo: 
     ``safetensors``); ONNX and TorchScript files are checked against PyTorch at two batch sizes (``verify``).
     ``dynamo=False``: torch's older TorchScript-based ONNX exporter (deprecated by torch, faster)."""
     if fmt not in FORMATS:
-        raise ValueError(f"--format {fmt!r}: valid: {', '.join(FORMATS)}")
+        raise UsageError(f"--format {fmt!r}: valid: {', '.join(FORMATS)}")
     out = Path(out)
     plain = merged(model).cpu().float()
     net = Classifier(plain).eval()

@@ -20,12 +20,13 @@ from safetensors.torch import load_file, save_file
 from ._hub import WeightsUnavailableError
 from .backbones import create_backbone
 from .cache import hash_tensors
+from .errors import MissingFileError, UsageError
 from .io import _json_default, atomic_path, atomic_write_json, read_json_object
 from .model import TransferModel
 from .strategies import list_strategies
 
 
-class RunFolderError(ValueError):
+class RunFolderError(UsageError):
     """The ``--out`` folder cannot be used as asked: in use, holds another run, or its run files are damaged."""
 
 
@@ -232,8 +233,8 @@ def load(path: str | Path, pretrained: bool | None = None, checkpoint: str | Non
     """
     path = Path(path)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path} is not a trained sclft model: no config.json (expected a `sclft train --out` "
-                                "directory)")
+        raise MissingFileError(f"{path} is not a trained sclft model: no config.json (expected a `sclft train --out` "
+                               "directory)")
     digests = check_manifest(path)
     cfg = read_config(path)
     if not (path / "model.safetensors").is_file():
@@ -259,7 +260,7 @@ def load(path: str | Path, pretrained: bool | None = None, checkpoint: str | Non
     if checkpoint:  # given by the caller: trusted, but it must be the file the run trained with
         if cfg.get("checkpoint_sha256") and Path(checkpoint).is_file() \
                 and file_digest(checkpoint) != cfg["checkpoint_sha256"]:
-            raise ValueError(f"cannot rebuild {path} as trained: the backbone weights file {checkpoint} changed since "
+            raise UsageError(f"cannot rebuild {path} as trained: the backbone weights file {checkpoint} changed since "
                              f"training (sha256 {cfg['checkpoint_sha256'][:12]}... expected); pass checkpoint= the "
                              "original file")
     elif from_run:
@@ -282,7 +283,7 @@ def load(path: str | Path, pretrained: bool | None = None, checkpoint: str | Non
     # the tensors present must be the ones this model trains
     load_model_state(model, path, f"the model {path / 'config.json'} describes ({fields})")
     if cfg.get("frozen_sha256") and frozen_digest(model) != cfg["frozen_sha256"]:
-        raise ValueError(f"cannot rebuild {path} as trained: the frozen {cfg['backbone']} weights built from "
+        raise UsageError(f"cannot rebuild {path} as trained: the frozen {cfg['backbone']} weights built from "
                          f"pretrained={pretrained}, checkpoint={checkpoint}, seed={build['seed']} differ from the "
                          "ones it was trained on (config.json frozen_sha256)")
     return model.eval()

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ..errors import UsageError
 from .base import Backbone, BackboneSpec
 
 # (pretrained, checkpoint[, image_size]) -> spec; a factory that takes ``image_size`` builds the model
@@ -36,7 +37,7 @@ def register_backbone(name: str, weights: str, description: str = ""):
 
     def deco(factory: SpecFactory) -> SpecFactory:
         if name in _BACKBONES:
-            raise ValueError(f"backbone {name!r} is already registered")
+            raise UsageError(f"backbone {name!r} is already registered")
         _BACKBONES[name] = BackboneEntry(name, factory, weights, description)
         return factory
 
@@ -48,7 +49,7 @@ def register_prefix(prefix: str):
 
     def deco(fn):
         if prefix in _PREFIXES:
-            raise ValueError(f"backbone prefix {prefix!r} is already registered")
+            raise UsageError(f"backbone prefix {prefix!r} is already registered")
         _PREFIXES[prefix] = fn
         return fn
 
@@ -60,7 +61,7 @@ def register_module_adapter(matches: Callable[[nn.Module], bool]):
 
     def deco(to_spec: Callable[[nn.Module], BackboneSpec]):
         if any(m is matches for m, _ in _MODULE_ADAPTERS):
-            raise ValueError(f"a module adapter for {getattr(matches, '__name__', matches)!r} is already registered")
+            raise UsageError(f"a module adapter for {getattr(matches, '__name__', matches)!r} is already registered")
         _MODULE_ADAPTERS.append((matches, to_spec))
         return to_spec
 
@@ -72,7 +73,7 @@ def spec_from_module(module: nn.Module) -> BackboneSpec:
     for matches, to_spec in _MODULE_ADAPTERS:
         if matches(module):
             return to_spec(module)
-    raise ValueError(
+    raise UsageError(
         f"cannot adapt a {type(module).__name__}: supported modules are timm/torchvision ResNets, "
         "timm EfficientNets, timm VisionTransformers and open_clip CLIP models (or their .visual tower)"
     )
@@ -122,7 +123,7 @@ def create_backbone(
         backbone = Backbone(name, spec)
         backbone.image_size = image_size
         return backbone
-    raise ValueError(
+    raise UsageError(
         f"unknown backbone {name!r}; valid names: {', '.join(list_backbones())} "
         f"(or a pass-through name: {', '.join(p + ':<name>' for p in sorted(_PREFIXES))})"
     )

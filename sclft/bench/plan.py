@@ -25,6 +25,7 @@ from .. import versions as version_info
 from ..backbones import create_backbone
 from ..config import TrainConfig
 from ..data import load_dataset
+from ..errors import UsageError
 from ..selection import candidate_blocks
 from ..strategies import get_strategy_config, option_owners, strategy_config
 from .suite import Backbone, Dataset, Group, Suite, SuiteError
@@ -205,7 +206,7 @@ def shard(items: list, spec: str | None) -> list:
         return list(items)
     index, sep, count = spec.partition("/")
     if not (sep and index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
-        raise ValueError(f"--shard must be I/N with 1 <= I <= N (e.g. 2/8), got {spec!r}")
+        raise UsageError(f"--shard must be I/N with 1 <= I <= N (e.g. 2/8), got {spec!r}")
     return list(items)[int(index) - 1::int(count)]
 
 

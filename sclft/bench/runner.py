@@ -38,6 +38,7 @@ from .. import versions as version_info
 from ..backbones import create_backbone
 from ..config import TrainConfig
 from ..data import TransformedDataset, build_transforms, load_dataset
+from ..errors import UsageError
 from ..io import atomic_write_json
 from ..probe import probe
 from ..save import load
@@ -78,7 +79,7 @@ def _find_run(suite: Suite, run: Run | str, runs: list[Run] | None) -> tuple[Run
         return run, runs
     match = next((r for r in runs if r.id == run), None)
     if match is None:
-        raise ValueError(f"suite {suite.name!r} has no run {run!r} (with the installed library versions)")
+        raise UsageError(f"suite {suite.name!r} has no run {run!r} (with the installed library versions)")
     return match, runs
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import TrainConfig
+from ..errors import UsageError
 from ..resources import find_yaml, read_yaml
 from ..strategies import collect_strategy_options, list_strategies, option_owners
 
@@ -34,7 +35,7 @@ GRID_FIELDS = {"backbone": "backbones", "data": "datasets", "strategy": "strateg
                "overwrite": "(the bench decides)"}
 
 
-class SuiteError(ValueError):
+class SuiteError(UsageError):
     """A suite file that does not follow the schema (message: file, key, what is valid)."""
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..errors import UsageError
 from ..io import check_out_dir
 from .experiments import NETWORKS, CompletionConfig, completion_experiment, parsimony_experiment, separation_experiment
 from .network import DEVICES, DTYPES, Runtime
@@ -138,10 +139,10 @@ def check_flags(command: str, args: argparse.Namespace) -> None:
         value = getattr(args, flag[2:].replace("-", "_"))
         if not all(ok(v) for v in (value if isinstance(value, list) else [value])):
             shown = " ".join(map(str, value)) if isinstance(value, list) else value
-            raise ValueError(f"{flag} must be {valid}{' (each value)' if isinstance(value, list) else ''}, got {shown}")
+            raise UsageError(f"{flag} must be {valid}{' (each value)' if isinstance(value, list) else ''}, got {shown}")
     for holds, message in _joint_rules(command, args):
         if not holds:
-            raise ValueError(message)
+            raise UsageError(message)
     check_out_dir(args.out)
     _runtime(args).torch_device  # noqa: B018 -- --device cuda without a GPU fails here, before any work
 

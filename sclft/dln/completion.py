@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import UsageError
 from .network import (
     DTYPE,
     FactorNetwork,
@@ -176,7 +177,7 @@ def compressed_network(
 
     The outer factors ``V_{1,1}ᵀ`` and ``U_{L,1}`` train at ``outer_lr_ratio × η`` (the lecture's γ)."""
     if 2 * rank_estimate > problem.dim:
-        raise ValueError(f"2·rank_estimate = {2 * rank_estimate} exceeds the width {problem.dim}")
+        raise UsageError(f"2·rank_estimate = {2 * rank_estimate} exceeds the width {problem.dim}")
     weights = original_network(problem, depth, scale, seed).weights()  # float64 CPU: the basis is built there
     right = compression_basis(weights, problem, rank_estimate, scale)
     left = end_to_end(weights) @ right / scale**depth

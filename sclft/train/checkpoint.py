@@ -31,6 +31,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..config import TrainConfig
+from ..errors import UsageError
 from ..io import DiskFullError, atomic_write_json, read_json_object, space_for
 from ..model import TransferModel
 from ..save import (
@@ -155,10 +156,10 @@ def _set_rng_state(file: Path) -> None:
         version, gauss_next = json.loads(meta["python"])
         torch_state = tensors["torch"]
         if torch_state.dtype != torch.uint8 or torch_state.shape != torch.get_rng_state().shape:
-            raise ValueError(f"torch state of shape {list(torch_state.shape)} {torch_state.dtype}")
+            raise UsageError(f"torch state of shape {list(torch_state.shape)} {torch_state.dtype}")
         numpy_keys = tensors["numpy"].numpy()
         if numpy_keys.shape != (624,) or numpy_keys.min() < 0 or numpy_keys.max() >= 2**32:
-            raise ValueError("numpy keys must be 624 integers in [0, 2**32)")
+            raise UsageError("numpy keys must be 624 integers in [0, 2**32)")
         np_state = (kind, numpy_keys.astype(np.uint32), int(pos), int(has_gauss), float(gauss))
         py_state = (int(version), tuple(int(v) for v in tensors["python"].tolist()),
                     None if gauss_next is None else float(gauss_next))
@@ -363,7 +364,7 @@ def check_resume(path: Path, cfg: TrainConfig, num_processes: int) -> dict:
     diffs = [f"{k}: {old.get(k)!r} in the checkpoint, {new.get(k)!r} now" for k in sorted(set(old) | set(new))
              if json.dumps(old.get(k), sort_keys=True) != json.dumps(new.get(k), sort_keys=True)]
     if diffs:
-        raise ValueError(f"--resume: {path} was trained with a different configuration, so continuing would "
+        raise UsageError(f"--resume: {path} was trained with a different configuration, so continuing would "
                          "not give the run it started; differing: " + "; ".join(diffs)
                          + f". Use the original values, or train into a new --out. (May differ: "
                          f"{', '.join(RESUME_MAY_DIFFER)}.)")

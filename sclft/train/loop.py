@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from ..card import write_model_card
 from ..config import TrainConfig
 from ..data import load_dataset
+from ..errors import RunFailedError
 from ..io import atomic_write_json, check_out_dir
 from ..model import TransferModel
 from ..optim import WarmupCosine, build_optimizer
@@ -46,7 +47,7 @@ from .run_folder import METRICS_FILE, _prepare_out, replace_run, run_files, run_
 log = logging.getLogger("sclft.train")
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(RunFailedError, RuntimeError):
     """The loss (or a trained parameter) became NaN/inf; the last good checkpoint of this run is kept."""
 
 

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..config import TrainConfig
+from ..errors import UsageError
 from ..save import EXPORTS_KEY, MANIFEST, RunFolderError
 from .checkpoint import CHECKPOINT_DIR, check_resume, latest_checkpoint
 
@@ -103,7 +104,7 @@ def _prepare_out(out: Path, cfg: TrainConfig, accelerator) -> tuple[tuple[Path, 
     folder to write the run into: ``out``, or for ``--overwrite`` of an existing run a staging folder inside it
     (the old run stays intact until :func:`replace_run` swaps the finished new one in)."""
     if cfg.resume and cfg.overwrite:
-        raise ValueError("--resume and --overwrite contradict each other: choose one")
+        raise UsageError("--resume and --overwrite contradict each other: choose one")
     if cfg.resume:
         path = latest_checkpoint(out)
         if path is None:

@@ -18,11 +18,13 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from ...errors import UsageError
+
 LAUNCHERS = ("local", "ray", "slurm")
 EXTRAS = {"ray": "ray", "submitit": "slurm"}  # import name -> the sclft extra that installs it
 
 
-class MissingEngineError(ValueError):
+class MissingEngineError(UsageError):
     """The launcher's engine is not installed (a usage error: exit 2, with the install command)."""
 
 
@@ -45,7 +47,7 @@ class Deadline:
 
     def __post_init__(self):
         if self.seconds is not None and not self.seconds > 0:
-            raise ValueError(f"--deadline must be a positive number of seconds, got {self.seconds}")
+            raise UsageError(f"--deadline must be a positive number of seconds, got {self.seconds}")
 
     def left(self) -> float | None:
         return None if self.seconds is None else self.seconds - (time.monotonic() - self.start)

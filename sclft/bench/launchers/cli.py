@@ -7,6 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from ...errors import EXIT_FAILED, Interrupted, UsageError
 from ..suite import Suite
 from . import LAUNCHERS
 
@@ -40,9 +41,10 @@ def add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def launch(args: argparse.Namespace, suite: Suite, out: Path) -> int:
-    """Run the suite with ``--launcher ray|slurm``; the exit code (1: failed or unfinished runs, 130: Ctrl-C)."""
+    """Run the suite with ``--launcher ray|slurm``; the exit code (1: failed or unfinished runs; Ctrl-C raises
+    :class:`~sclft.errors.Interrupted`)."""
     if args.shard:
-        raise ValueError(f"--shard is one job of an array; --launcher {args.launcher} runs the whole suite "
+        raise UsageError(f"--shard is one job of an array; --launcher {args.launcher} runs the whole suite "
                          "(--launcher slurm makes the array itself: --shards N)")
     try:
         if args.launcher == "ray":
@@ -65,18 +67,17 @@ def launch(args: argparse.Namespace, suite: Suite, out: Path) -> int:
                       f"them with:\n  {session['merge_command']}")
                 return 0
     except KeyboardInterrupt:
-        print(f"sclft bench: interrupted; the unfinished tasks were cancelled and every finished run in {out} is "
-              "kept: rerun the same command to resume", file=sys.stderr)
-        return 130
+        raise Interrupted(f"interrupted; the unfinished tasks were cancelled and every finished run in {out} is "
+                          "kept: rerun the same command to resume") from None
     print(f"{session['runs']} runs ({session['skipped']} already done, {session['trained']} trained) in "
           f"{session['seconds']:.0f} s; reports in {out}")
     code = 0
     if session.get("stopped") == "deadline":
         print(f"sclft bench: deadline of {args.deadline:g} s reached: {len(session['unfinished'])} unfinished task(s) "
               "stopped; the reports hold the finished runs; rerun the same command to resume", file=sys.stderr)
-        code = 1
+        code = EXIT_FAILED
     if session["failed"]:
         print(f"sclft bench: {len(session['failed'])} task(s) failed (see error.log in each; rerun the same command "
               f"to retry them): {', '.join(session['failed'])}", file=sys.stderr)
-        code = 1
+        code = EXIT_FAILED
     return code

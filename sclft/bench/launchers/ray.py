@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ...errors import UsageError
 from ..suite import Suite
 from . import Deadline, Progress, require, summary
 from ._tasks import Task, check_inputs, execute, failure_file, finish, plan, record_failure
@@ -49,7 +50,7 @@ def run_ray(suite: Suite, out: str | Path, *, address: str | None = None, gpus_p
     tasks and re-raises; finished runs stay, and the same call resumes."""
     limit = Deadline(deadline)
     if cpus_per_run <= 0 or (gpus_per_run is not None and gpus_per_run < 0) or retries < 0:
-        raise ValueError(f"--cpus-per-run must be > 0, --gpus-per-run >= 0 and --retries >= 0; got {cpus_per_run}, "
+        raise UsageError(f"--cpus-per-run must be > 0, --gpus-per-run >= 0 and --retries >= 0; got {cpus_per_run}, "
                          f"{gpus_per_run}, {retries}")
     ray = require("ray")
     from ray.util.queue import Queue  # optional dependency (sclft[ray])
