@@ -381,7 +381,7 @@ def _predict_parser(sub) -> None:
 
 
 def run_predict(args) -> int:
-    from .predict import OUT_FORMATS, check_run, format_rows, gather_images, predict_files  # torch: only when run
+    from .predict import OUT_FORMATS, check_run, format_rows, gather_images, predict_files, resolve_device  # torch
     from .save import load
 
     fmt = Path(args.out).suffix.lower() if args.out else ".csv"
@@ -389,6 +389,7 @@ def run_predict(args) -> int:
         raise UsageError(f"--out {args.out}: unknown format {fmt or '(no suffix)'}; valid: {', '.join(OUT_FORMATS)}")
     if args.top_k < 1 or args.batch_size < 1:
         raise UsageError(f"--top-k and --batch-size must be >= 1, got {args.top_k} and {args.batch_size}")
+    resolve_device(args.device)  # before the model loads
     run = check_run(args.checkpoint)
     inputs = gather_images(args.inputs)  # before the model loads: bad input fails at once
     for what in inputs.empty:

@@ -133,13 +133,23 @@ def _collate(items):
     return x, [i for _, i in good], bad
 
 
-def resolve_device(device: str | None) -> torch.device:
-    """``auto`` / None → CUDA when present, else CPU; ``cuda`` without a GPU is a ``ValueError``."""
+def resolve_device(device: str | None, flag: str = "--device") -> torch.device:
+    """``auto`` / None → CUDA when present, else CPU; anything but an available ``cpu``, ``cuda[:N]`` or ``mps`` is
+    a :class:`~sclft.errors.UsageError` naming ``flag``, the value and the valid choices here."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {device}: no CUDA device here (valid: auto, cpu)")
-    return torch.device(device)
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    valid = ", ".join(["auto", "cpu", *(["cuda", f"cuda:0..{gpus - 1}"] if gpus else []), *(["mps"] if mps else [])])
+    try:
+        dev = torch.device(device)
+    except RuntimeError:  # torch: "Expected one of cpu, cuda, ... device type at start of device string: tpu"
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"{flag} {device}: not a device sclft runs on; valid here: {valid}")
+    if (dev.type == "cuda" and (not gpus or (dev.index or 0) >= gpus)) or (dev.type == "mps" and not mps):
+        raise UsageError(f"{flag} {device}: no such device here (valid here: {valid})")
+    return dev
 
 
 def autocast(device: torch.device, precision: str | None):

@@ -9,8 +9,10 @@ from .io import check_out_dir
 
 
 def _main(args: argparse.Namespace) -> int:
-    from .rank import rank  # torch: only when the command runs (light --help)
+    from .predict import resolve_device  # torch: only when the command runs (light --help)
+    from .rank import rank
 
+    resolve_device(args.device)  # a device that does not exist here fails before any weights or data load
     if args.out:
         check_out_dir(args.out)
     res = rank(args.backbones, args.data, image_sizes=args.image_size, train_per_class=args.train_per_class,
@@ -48,7 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--data-dir", default=None, help="local copy of the dataset (no download)")
     p.add_argument("--checkpoint", default=None, help="local weights file (only with a single backbone name)")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    p.add_argument("--device", default=None, help="cpu | cuda[:N] | mps (default: cuda when available)")
     p.add_argument("--progress", action="store_true", help="progress bars")
     p.add_argument("--out", default=None, help="writes OUT/rank.csv, OUT/rank.json and OUT/rank.png")
     p.set_defaults(func=_main)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import inspect
+import warnings
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+import torch
+from safetensors import safe_open
 from torch import nn
 
-from ..errors import UsageError
+from ..errors import MissingFileError, UsageError
 from .base import Backbone, BackboneSpec
 
 # (pretrained, checkpoint[, image_size]) -> spec; a factory that takes ``image_size`` builds the model
@@ -94,6 +99,28 @@ def _call(factory: Callable[..., BackboneSpec], *args, image_size: int | None) -
     return factory(*args)
 
 
+def check_weights_file(checkpoint: str) -> Path:
+    """``--checkpoint``: an existing file that safetensors or ``torch.load(weights_only=True)`` reads (only its
+    header: a zip checkpoint is memory-mapped). Anything else — random bytes, a pickle that would run code — is bad
+    input, said without torch's own text, which advises the unsafe ``weights_only=False``."""
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        raise MissingFileError(f"--checkpoint {path}: no such file")
+    try:
+        with safe_open(str(path), framework="pt"):
+            return path
+    except Exception:  # noqa: BLE001 -- not a safetensors file: try a PyTorch state dict
+        pass
+    try:
+        with warnings.catch_warnings():  # torch's notes on the pickle protocol of a file refused next anyway
+            warnings.simplefilter("ignore")
+            torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except Exception as e:  # noqa: BLE001 -- unpickling, zip and EOF errors alike: the file is not loadable weights
+        raise UsageError(f"--checkpoint {path}: not weights sclft can load safely ({type(e).__name__}); give a "
+                         ".safetensors file or a PyTorch state dict of tensors (.pth/.bin)") from None
+    return path
+
+
 def create_backbone(
     name_or_module: str | nn.Module | Backbone,
     pretrained: bool = True,
@@ -111,6 +138,8 @@ def create_backbone(
     if isinstance(name_or_module, nn.Module):
         return Backbone(type(name_or_module).__name__, spec_from_module(name_or_module))
     name = str(name_or_module)
+    if checkpoint:
+        check_weights_file(checkpoint)
     spec = None
     if name in _BACKBONES:
         spec = _call(_BACKBONES[name].factory, pretrained, checkpoint, image_size=image_size)

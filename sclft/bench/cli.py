@@ -9,7 +9,7 @@ from pathlib import Path
 from ..errors import EXIT_FAILED, UsageError
 from .calibration import calibrate
 from .cost import dry_run
-from .launchers.cli import add_launcher_arguments
+from .launchers.cli import add_launcher_arguments, check_launcher_flags
 from .layout import bench_lock
 from .reports import NothingToReport, build_reports
 from .runner import run_suite
@@ -30,8 +30,9 @@ def _check_usage(args: argparse.Namespace) -> None:
                          "installed versions: a run of other versions is a new run)")
 
 
-def _main(args: argparse.Namespace) -> int:
+def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     _check_usage(args)
+    check_launcher_flags(args, parser)
     suite = load_suite(args.suite or "paper").with_datasets(args.dataset or [])
     if args.cache_dir:
         suite = suite.with_defaults(cache_dir=args.cache_dir)
@@ -100,5 +101,5 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "machine can share one (concurrent writers are safe); does not change run ids")
 
     add_launcher_arguments(parser)
-    parser.set_defaults(func=_main)
+    parser.set_defaults(func=lambda args: _main(args, parser))
     return parser

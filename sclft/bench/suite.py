@@ -19,7 +19,7 @@ from typing import Any
 from ..config import TrainConfig
 from ..errors import UsageError
 from ..resources import find_yaml, read_yaml
-from ..strategies import collect_strategy_options, list_strategies, option_owners
+from ..strategies import collect_strategy_options, get_strategy_config, list_strategies, option_owners
 
 GROUPS = ("table", "data_size", "selection", "ablation")  # each feeds one report (sclft.bench.reports)
 TOP_KEYS = ("name", "description", "images_per_second", "cost_unit", "backbones", "datasets", "defaults",
@@ -333,6 +333,10 @@ def _group(name: str, g: Any, source: str, strategies: list[str], backbones: lis
     if "layers" in g:
         kw["layers"] = "all" if g["layers"] == "all" else tuple(_list(
             g["layers"], source, f"{key}.layers", "all, or [blocks.4.0, blocks.5.0]"))
+        blockless = [s for s in kw["strategies"] if not get_strategy_config(s).uses_layer]
+        if blockless and "auto" not in kw["layers"]:  # their runs would have no layer to sweep: none would run
+            raise _fail(source, f"{key}.layers", f"sweeps blocks, but {', '.join(blockless)} tune(s) no block "
+                        "and would not run; give them a group without `layers`")
     for k, valid_labels in (("backbones", backbones), ("datasets", datasets)):
         if k in g:
             kw[k] = tuple(_list(g[k], source, f"{key}.{k}", f"[{valid_labels[0]}]", choices=valid_labels))

@@ -11,6 +11,22 @@ from ...errors import EXIT_FAILED, Interrupted, UsageError
 from ..suite import Suite
 from . import LAUNCHERS
 
+# flag (argparse dest) -> the launchers that use it: given with another launcher, it is an error, not ignored
+LAUNCHER_FLAGS = {"deadline": ("ray", "slurm"), "address": ("ray",), "gpus_per_run": ("ray",),
+                  "cpus_per_run": ("ray",), "retries": ("ray",), "shards": ("slurm",), "slurm_partition": ("slurm",),
+                  "gpus_per_job": ("slurm",), "array_parallelism": ("slurm",), "timeout_min": ("slurm",),
+                  "no_wait": ("slurm",), "slurm_cluster": ("slurm",)}
+
+
+def check_launcher_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """A launcher flag given with a launcher that does not use it (``--address`` without ``--launcher ray``,
+    ``--gpus-per-run`` with the in-process runner) is bad input, not silently unused."""
+    for dest, owners in LAUNCHER_FLAGS.items():
+        if args.launcher not in owners and getattr(args, dest) != parser.get_default(dest):
+            flag = "--" + dest.replace("_", "-")
+            raise UsageError(f"{flag} is an option of --launcher {' and '.join(owners)}; --launcher {args.launcher} "
+                             f"does not use it (drop it, or add --launcher {owners[0]})")
+
 
 def add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("launchers (--launcher ray | slurm)")
