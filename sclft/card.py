@@ -19,15 +19,14 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCardData
 
 from .backbones import backbone_entries
-from .config import TrainConfig
+from .config import TrainConfig, fields_where
 from .io import atomic_write_text
 
 log = logging.getLogger("sclft.card")
 
 CARD_FILE = "README.md"
 # TrainConfig fields that do not change the result: left out of the command that reproduces a run
-NOT_IN_COMMAND = {"out", "resume", "overwrite", "progress", "num_workers", "cache", "cache_dir", "tensorboard",
-                  "eval_every", "extra", "strategy_options"}
+NOT_IN_COMMAND = set(fields_where("in_command", False))  # declared by each TrainConfig field
 ALWAYS_IN_COMMAND = {"backbone", "data", "strategy", "layer"}  # named even at their defaults, for the reader
 
 

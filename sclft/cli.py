@@ -36,44 +36,6 @@ COMMAND_MODULES = {
 }
 _BUILTIN: dict[str, Callable[[Any], None]] = {}
 
-# help text for TrainConfig fields that become `sclft train` flags
-TRAIN_HELP = {
-    "backbone": "backbone name (sclft list backbones), timm:<name> or open_clip:<arch>/<tag>",
-    "data": "dataset name (sclft list datasets), imagefolder:PATH or hf:<repo_id>",
-    "strategy": "transfer strategy (sclft list strategies); its options are the flags under 'strategy options'",
-    "layer": "block to tune, or 'auto' to choose it by NC1 on the training data",
-    "layer_rule": "rule for --layer auto: auto | profile | fixed | trial | tuned",
-    "max_params": "--layer auto: choose only among blocks training at most this percent of the parameters",
-    "epochs": "training epochs",
-    "lr": "peak learning rate (after warm-up; then --schedule)",
-    "batch_size": "images per step",
-    "optimizer": "adamw | sgd",
-    "weight_decay": "weight decay (not applied to norms and biases)",
-    "schedule": "learning rate after the warm-up: cosine (decay to 0) | constant",
-    "warmup_epochs": "linear warm-up length in epochs",
-    "label_smoothing": "label smoothing of the cross-entropy",
-    "grad_accum": "gradient accumulation steps",
-    "precision": "mixed precision: no | bf16 | fp16",
-    "image_size": "input size in pixels (default: the backbone's)",
-    "augment": "standard random train augmentation (disables the frozen-prefix cache)",
-    "train_per_class": "balanced, seeded subset of N training images per class",
-    "val_fraction": "hold out this fraction of train as a validation split",
-    "seed": "random seed",
-    "data_dir": "local copy of the dataset (no download)",
-    "pretrained": "load pretrained weights (--no-pretrained: random init)",
-    "checkpoint": "local weights file for the backbone (instead of downloading)",
-    "cache": "frozen-prefix activation cache: auto | memory | disk | off",
-    "cache_dir": "directory for disk caches (default ~/.cache/sclft/features)",
-    "num_workers": "data-loading worker processes",
-    "eval_every": "evaluate on val/test every N epochs (0: only at the end)",
-    "channels_last": "channels_last memory format for conv backbones",
-    "compile": "torch.compile the model",
-    "tensorboard": "log metrics to TensorBoard under --out",
-    "out": "output directory (metrics.json, model.safetensors, checkpoint/)",
-    "resume": "continue an interrupted run from --out/checkpoint (refused if a result-changing option differs)",
-    "overwrite": "replace a finished run or another run's checkpoints in --out",
-    "progress": "progress bars",
-}
 _NOT_FLAGS = {"extra", "strategy_options"}
 _OPTION_DEST = "strategy_option:"  # argparse dest prefix of the strategy-option flags
 
@@ -104,7 +66,9 @@ def add_train_flags(parser: argparse.ArgumentParser, only: Sequence[str] | None 
         default = f.default if f.default is not dataclasses.MISSING else None
         if default is None and f.name in OPTIM_DEFAULTS:
             default = f"the strategy's, else {OPTIM_DEFAULTS[f.name]}"
-        help_text = f"{TRAIN_HELP.get(f.name, '')} (default: {default})"
+        help_text = f.metadata["help"]  # declared with the field (sclft.config.TrainConfig)
+        if default is not None and "(default" not in help_text:  # a default shown once; None: none, or said
+            help_text += f" (default: {default})"
         if kind is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:

@@ -41,48 +41,79 @@ class ConfigError(UsageError):
         self.key = key
 
 
+# the properties every TrainConfig field declares in its ``metadata`` (test_config checks that each does):
+# help: the `sclft train` flag's help text; hashed: part of a bench run's id (sclft.bench.plan.UNHASHED_FIELDS are
+# those that are not); location: where a machine keeps something, matched across machines (bench.layout);
+# resume_may_differ: may change on --resume without changing the trained weights (train.checkpoint);
+# in_command: appears in the model card's reproduce command (card.NOT_IN_COMMAND are those that do not)
+FIELD_PROPERTIES = ("help", "hashed", "location", "resume_may_differ", "in_command")
+
+
+def _field(default: Any = dataclasses.MISSING, *, help: str, hashed: bool = True, location: bool = False,
+           resume_may_differ: bool = False, in_command: bool = True, **kw) -> Any:
+    """A TrainConfig field with its :data:`FIELD_PROPERTIES`; the defaults fit a field that changes the result."""
+    return field(default=default, **kw, metadata={"help": help, "hashed": hashed, "location": location,
+                                                  "resume_may_differ": resume_may_differ, "in_command": in_command})
+
+
+# a field that only says how a run is carried out (where, how fast, what is shown): not hashed, may change on
+# resume, not in the reproduce command
+_HOW = {"hashed": False, "resume_may_differ": True, "in_command": False}
+
+
 @dataclass
 class TrainConfig:
-    """Everything a run needs; the CLI flags and ``sclft/configs/*.yaml`` map onto these fields."""
+    """Everything a run needs; the CLI flags and ``sclft/configs/*.yaml`` map onto these fields. Each field declares
+    its help text and properties (:data:`FIELD_PROPERTIES`); :func:`fields_where` derives the sets of them."""
 
-    backbone: str = "efficientnet_lite0"
-    data: str = "digits"
-    strategy: str = "scl_ft"
-    layer: str = "auto"  # a block name, or "auto" (chosen by NC1, see sclft.selection)
-    layer_rule: str = "auto"
-    max_params: float | None = DEFAULT_MAX_PARAMS  # --layer auto: only blocks training at most this % of the parameters
-    epochs: int = 10
-    lr: float | None = None  # None (also weight_decay, schedule, warmup_epochs): see resolve_defaults
-    batch_size: int = 64
-    optimizer: str = "adamw"
-    weight_decay: float | None = None
-    momentum: float = 0.9
-    schedule: str | None = None  # "cosine" (to 0) or "constant", after the linear warm-up
-    warmup_epochs: float | None = None
-    label_smoothing: float = 0.0
-    grad_accum: int = 1
-    precision: str = "no"
-    image_size: int | None = None
-    augment: bool = False
-    train_per_class: int | None = None
-    val_fraction: float = 0.0
-    seed: int = 0
-    data_dir: str | None = None
-    pretrained: bool = True
-    checkpoint: str | None = None
-    strategy_options: dict = field(default_factory=dict)  # the chosen strategy's options, e.g. {"fuse": "concat"}
-    cache: str = "auto"
-    cache_dir: str | None = None
-    num_workers: int = 0
-    eval_every: int = 1  # evaluate on val/test every N epochs (0: only at the end)
-    channels_last: bool = False
-    compile: bool = False
-    tensorboard: bool = False
-    out: str = "runs/sclft"
-    resume: bool = False
-    overwrite: bool = False  # replace a finished run (or another run's checkpoints) in ``out``
-    progress: bool = True
-    extra: dict = field(default_factory=dict)  # {"selection": SelectionConfig options}, see ``selection``
+    backbone: str = _field("efficientnet_lite0", help="backbone name (sclft list backbones), timm:<name> or "
+                                                      "open_clip:<arch>/<tag>")
+    data: str = _field("digits", help="dataset name (sclft list datasets), imagefolder:PATH or hf:<repo_id>")
+    strategy: str = _field("scl_ft", help="transfer strategy (sclft list strategies); its options are the flags "
+                                          "under 'strategy options'")
+    layer: str = _field("auto", help="block to tune, or 'auto' to choose it by NC1 on the training data")
+    layer_rule: str = _field("auto", help="rule for --layer auto: auto | profile | fixed | trial | tuned, or "
+                                          "RULE:PICK as the results tables write it (profile:logme, fixed:middle)")
+    max_params: float | None = _field(DEFAULT_MAX_PARAMS, help="--layer auto: choose only among blocks training at "
+                                                               "most this percent of the parameters")
+    epochs: int = _field(10, help="training epochs")
+    lr: float | None = _field(None, help="peak learning rate (after warm-up; then --schedule)")
+    batch_size: int = _field(64, help="images per step")
+    optimizer: str = _field("adamw", help="adamw | sgd")
+    weight_decay: float | None = _field(None, help="weight decay (not applied to norms and biases)")
+    momentum: float = _field(0.9, help="SGD momentum (Nesterov; --optimizer sgd)")
+    schedule: str | None = _field(None, help="learning rate after the warm-up: cosine (decay to 0) | constant")
+    warmup_epochs: float | None = _field(None, help="linear warm-up length in epochs")
+    label_smoothing: float = _field(0.0, help="label smoothing of the cross-entropy")
+    grad_accum: int = _field(1, help="gradient accumulation steps")
+    precision: str = _field("no", help="mixed precision: no | bf16 | fp16")
+    image_size: int | None = _field(None, help="input size in pixels (default: the backbone's)")
+    augment: bool = _field(False, help="standard random train augmentation (disables the frozen-prefix cache)")
+    train_per_class: int | None = _field(None, help="balanced, seeded subset of N training images per class "
+                                                    "(default: all)")
+    val_fraction: float = _field(0.0, help="hold out this fraction of train as a validation split")
+    seed: int = _field(0, help="random seed")
+    data_dir: str | None = _field(None, help="local copy of the dataset (no download)", location=True,
+                                  resume_may_differ=True)
+    pretrained: bool = _field(True, help="load pretrained weights (--no-pretrained: random init)")
+    checkpoint: str | None = _field(None, help="local weights file for the backbone (instead of downloading)")
+    strategy_options: dict = _field(help="the chosen strategy's options, e.g. {'fuse': 'concat'} (flags of their "
+                                         "own)", in_command=False, default_factory=dict)
+    cache: str = _field("auto", help="frozen-prefix activation cache: auto | memory | disk | off", in_command=False)
+    cache_dir: str | None = _field(None, help="directory for disk caches (default: ~/.cache/sclft/features)", **_HOW)
+    num_workers: int = _field(0, help="data-loading worker processes", **_HOW)
+    eval_every: int = _field(1, help="evaluate on val/test every N epochs (0: only at the end)",
+                             resume_may_differ=True, in_command=False)
+    channels_last: bool = _field(False, help="channels_last memory format for conv backbones")
+    compile: bool = _field(False, help="torch.compile the model")
+    tensorboard: bool = _field(False, help="log metrics to TensorBoard under --out", **_HOW)
+    out: str = _field("runs/sclft", help="output directory (metrics.json, model.safetensors, checkpoint/)", **_HOW)
+    resume: bool = _field(False, help="continue an interrupted run from --out/checkpoint (refused if a "
+                                      "result-changing option differs)", **_HOW)
+    overwrite: bool = _field(False, help="replace a finished run or another run's checkpoints in --out", **_HOW)
+    progress: bool = _field(True, help="progress bars", **_HOW)
+    extra: dict = _field(help="{'selection': SelectionConfig options} (YAML; see TrainConfig.selection)",
+                         in_command=False, default_factory=dict)
 
     @property
     def selection(self) -> SelectionConfig:
@@ -209,6 +240,14 @@ class TrainConfig:
 # keys of TrainConfig.extra; "selection" holds SelectionConfig options
 EXTRA_KEYS = ("selection",)
 _KIND_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping"}
+
+
+def fields_where(prop: str, value: bool = True) -> tuple[str, ...]:
+    """TrainConfig field names whose ``metadata[prop]`` is ``value``, in field order (e.g. the unhashed fields:
+    ``fields_where("hashed", False)``)."""
+    if prop not in FIELD_PROPERTIES[1:]:
+        raise KeyError(f"{prop!r}: not a field property; valid: {', '.join(FIELD_PROPERTIES[1:])}")
+    return tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata[prop] is value)
 
 
 def _default(name: str) -> Any:

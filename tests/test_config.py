@@ -189,3 +189,34 @@ def test_trial_rule_restores_the_backbone_when_a_trial_fails(backbone_factory, m
         selection.select_layer(b, load_dataset("digits", train_per_class=2, seed=0), cfg)
     assert all(torch.equal(before[k], v) for k, v in b.state_dict().items())
     assert [p.requires_grad for p in b.parameters()] == flags and b.training
+
+
+def test_every_train_config_field_declares_its_help_and_properties():
+    """issue 32.3: a field is declared once. Each TrainConfig field carries its help text and whether it is hashed
+    in bench run ids, a location, may differ on --resume and appears in the reproduce command; the five places
+    that used to list them by hand read them from there."""
+    import dataclasses
+
+    from sclft import card, cli
+    from sclft.bench import layout, plan
+    from sclft.config import FIELD_PROPERTIES, fields_where
+    from sclft.train import checkpoint
+
+    for f in dataclasses.fields(TrainConfig):
+        assert set(f.metadata) == set(FIELD_PROPERTIES), f"{f.name} declares {sorted(f.metadata)}"
+        assert isinstance(f.metadata["help"], str) and len(f.metadata["help"]) > 5, f.name
+        assert all(isinstance(f.metadata[p], bool) for p in FIELD_PROPERTIES[1:]), f.name
+    # the sets as they were listed by hand before (bench run ids and committed reports depend on them)
+    assert set(plan.UNHASHED_FIELDS) == {"out", "cache_dir", "progress", "num_workers", "tensorboard", "resume",
+                                         "overwrite"} == set(fields_where("hashed", False))
+    assert layout.LOCATION_FIELDS == ("data_dir",)
+    assert set(checkpoint.RESUME_MAY_DIFFER) == {"out", "resume", "overwrite", "progress", "num_workers",
+                                                 "tensorboard", "eval_every", "cache_dir", "data_dir"}
+    assert card.NOT_IN_COMMAND == {"out", "resume", "overwrite", "progress", "num_workers", "cache", "cache_dir",
+                                   "tensorboard", "eval_every", "extra", "strategy_options"}
+    helps: dict[str, str] = {}
+    for action in cli.build_parser(["train"])._subparsers._group_actions[0].choices["train"]._actions:
+        helps.setdefault(action.dest, action.help)  # --cache before --no-cache
+    for f in dataclasses.fields(TrainConfig):
+        if f.name not in ("extra", "strategy_options"):  # YAML only; strategy options have flags of their own
+            assert helps[f.name].startswith(f.metadata["help"]), f.name

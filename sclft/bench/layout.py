@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import versions as version_info
+from ..config import fields_where
 from ..io import read_json  # re-exported: the bench's readers import it from here
 from ..train.run_folder import METRICS_FILE, run_lock
 from .plan import Run, config_fingerprint, split_id
@@ -33,7 +34,7 @@ SELECTION_SUBDIR = "selection"
 BENCH_FILE = "bench.json"
 
 # hashed into run ids, but only say where a machine keeps its data: runs matched across machines may differ in them
-LOCATION_FIELDS = ("data_dir",)
+LOCATION_FIELDS = fields_where("location")
 
 Roots = Path | str | Sequence[Path | str]
 

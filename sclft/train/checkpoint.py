@@ -30,7 +30,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..config import TrainConfig
+from ..config import TrainConfig, fields_where
 from ..errors import UsageError
 from ..io import DiskFullError, atomic_write_json, read_json_object, space_for
 from ..model import TransferModel
@@ -51,8 +51,7 @@ _FILE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 REQUIRED_FILES = ("model.safetensors", "sampler.safetensors", "optimizer.safetensors", TRAINING_STATE, "config.json")
 # TrainConfig fields that may differ between a run and its --resume: they do not change the trained weights.
 # (``cache`` may switch between memory / disk / auto, not to or from "off": that changes float rounding.)
-RESUME_MAY_DIFFER = ("out", "resume", "overwrite", "progress", "num_workers", "tensorboard", "eval_every",
-                     "cache_dir", "data_dir")
+RESUME_MAY_DIFFER = fields_where("resume_may_differ")  # declared by each TrainConfig field
 
 
 def _rng_file(process_index: int) -> str:
