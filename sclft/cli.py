@@ -173,6 +173,8 @@ PROBE_FLAGS = ["backbone", "data", "data_dir", "image_size", "batch_size", "trai
 @command("probe")
 def _probe_parser(sub) -> None:
     p = sub.add_parser("probe", help="layer-wise NC1 of a pretrained backbone on the downstream training data")
+    p.add_argument("--config", help="YAML file of TrainConfig fields (or NAME: sclft list configs); probe reads the "
+                                    "ones of its flags below and extra.selection (with --rank); explicit flags win")
     add_train_flags(p, only=PROBE_FLAGS)
     p.add_argument("--layers", default="all", help="'all' or comma-separated block names")
     p.add_argument("--pooling", default=None, help="avg | avg2x2 | flatten (conv); cls | mean_tokens | flatten (ViT)")
@@ -206,7 +208,8 @@ def run_rank(args, cfg: TrainConfig, layers: list[str] | None) -> int:
                          "way); drop them, or probe without --rank")
     selection = {**({"candidates": layers} if layers else {}),
                  **({"profile_jackknife": args.jackknife} if args.jackknife is not None else {})}
-    cfg = dataclasses.replace(cfg, extra={"selection": selection}).validate()
+    given = (cfg.extra or {}).get("selection") or {}  # e.g. the pick of --layer-rule profile:logme, or --config's
+    cfg = dataclasses.replace(cfg, extra={**cfg.extra, "selection": {**given, **selection}}).validate()
     splits = load_dataset(cfg.data, cfg.data_dir, train_per_class=cfg.train_per_class, seed=cfg.seed)
     backbone = create_backbone(cfg.backbone, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint,
                                image_size=cfg.image_size)
@@ -233,7 +236,8 @@ def run_probe(args) -> int:
     from .data import TransformedDataset, build_transforms, load_dataset, targets_of
     from .probe import probe
 
-    cfg = _given(args, PROBE_FLAGS)
+    flags = {n: getattr(args, n) for n in PROBE_FLAGS if getattr(args, n, None) is not None}
+    cfg = layered_config(args.config, flags) if args.config else _given(args, PROBE_FLAGS)
     if args.jackknife is not None and args.jackknife < 2:
         raise UsageError(f"--jackknife must be a number of groups >= 2, got {args.jackknife}")
     layers = None if args.layers == "all" else [s.strip() for s in args.layers.split(",")]

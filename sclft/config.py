@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
-from .picks import DEFAULT_FIXED_PICK, FIXED_PICKS, PROFILE_PICKS, list_rules
+from .picks import DEFAULT_FIXED_PICK, DEFAULT_PROFILE_PICK, FIXED_PICKS, PROFILE_PICKS, list_rules
 from .resources import read_yaml
 from .strategies import collect_strategy_options, get_strategy_config, list_strategies, strategy_config
 
@@ -115,6 +115,10 @@ class TrainConfig:
     extra: dict = _field(help="{'selection': SelectionConfig options} (YAML; see TrainConfig.selection)",
                          in_command=False, default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.layer_rule, str) and ":" in self.layer_rule:  # RULE:PICK, as the results tables write it
+            self.layer_rule, self.extra = split_rule_pick(self.layer_rule, self.extra)
+
     @property
     def selection(self) -> SelectionConfig:
         """The ``--layer auto`` options, typed: ``extra["selection"]`` over :class:`SelectionConfig`'s defaults.
@@ -156,7 +160,8 @@ class TrainConfig:
             ("optimizer", self.optimizer in OPTIMIZERS, _one_of("optimizer", OPTIMIZERS, self.optimizer)),
             ("precision", self.precision in PRECISIONS, _one_of("precision", PRECISIONS, self.precision)),
             ("cache", self.cache in CACHE_MODES, _one_of("cache", CACHE_MODES, self.cache)),
-            ("layer_rule", self.layer_rule in rules, _one_of("layer_rule", rules, self.layer_rule)),
+            ("layer_rule", self.layer_rule in rules, _one_of("layer_rule", rules, self.layer_rule)
+             + f", or RULE:PICK ({', '.join(f'{r}:…' for r in RULE_PICKS)}; e.g. profile:logme)"),
             ("val_fraction", 0.0 <= self.val_fraction < 1.0,
              f"val_fraction must be in [0, 1), got {self.val_fraction}"),
             ("train_per_class", self.train_per_class is None or self.train_per_class >= 1,
@@ -235,6 +240,30 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
         """From a mapping of field names; top-level strategy options (``fuse: concat``) go to ``strategy_options``."""
         return cls(**cls.coerce(collect_strategy_options(values), source))
+
+
+# RULE:PICK spellings of ``layer_rule`` (as the results tables name a rule): rule -> (its selection option, picks)
+RULE_PICKS = {"profile": ("profile_pick", PROFILE_PICKS), "fixed": ("fixed_pick", FIXED_PICKS)}
+
+
+def split_rule_pick(spelling: str, extra: Any) -> tuple[str, Any]:
+    """``layer_rule: profile:logme`` → rule ``profile`` and ``extra.selection.profile_pick: logme`` (one config,
+    however spelled: the same bench run id). A pick also given in ``extra`` must agree."""
+    rule, _, pick = spelling.partition(":")
+    if rule not in RULE_PICKS:
+        raise ConfigError("layer_rule", f"layer_rule {spelling!r}: only {' and '.join(RULE_PICKS)} take a pick "
+                                        f"(e.g. profile:{DEFAULT_PROFILE_PICK}, fixed:{DEFAULT_FIXED_PICK})")
+    key, valid = RULE_PICKS[rule]
+    if pick not in valid:
+        raise ConfigError("layer_rule", f"layer_rule {spelling!r}: unknown {rule} pick {pick!r}; valid: "
+                                        f"{', '.join(f'{rule}:{p}' for p in valid)}")
+    if not isinstance(extra, Mapping) or not isinstance(extra.get("selection", {}), Mapping):
+        return rule, extra  # validate() names what is wrong with extra
+    selection = dict(extra.get("selection") or {})
+    if selection.get(key) not in (None, pick):
+        raise ConfigError("layer_rule", f"layer_rule {spelling!r} and extra.selection.{key} {selection[key]!r} "
+                                        "disagree; give the pick once")
+    return rule, {**extra, "selection": {**selection, key: pick}}
 
 
 # keys of TrainConfig.extra; "selection" holds SelectionConfig options

@@ -220,3 +220,43 @@ def test_every_train_config_field_declares_its_help_and_properties():
     for f in dataclasses.fields(TrainConfig):
         if f.name not in ("extra", "strategy_options"):  # YAML only; strategy options have flags of their own
             assert helps[f.name].startswith(f.metadata["help"]), f.name
+
+
+def test_layer_rule_pick_spelling_in_train_probe_and_bench(tmp_path):
+    """issue 32.8: ``--layer-rule profile:logme`` (the tables' RULE:PICK) is the rule plus its pick option: one
+    config however spelled (the same bench run id), accepted by train, probe (also through --config) and suites."""
+    import json
+
+    import yaml
+
+    from sclft import bench, cli
+
+    spelled = layered_config(None, {"layer_rule": "profile:logme"})
+    assert (spelled.layer_rule, spelled.selection.profile_pick) == ("profile", "logme")
+    assert spelled == layered_config(None, {"layer_rule": "profile", "extra": {"selection": {"profile_pick": "logme"}}})
+    with pytest.raises(ValueError, match="--layer-rule: .*'trial:logme'.*only profile and fixed take a pick"):
+        layered_config(None, {"layer_rule": "trial:logme"})
+    with pytest.raises(ValueError, match="unknown profile pick 'best'.*profile:logme"):
+        layered_config(None, {"layer_rule": "profile:best"})
+
+    head = {"backbones": ["efficientnet_lite0"], "datasets": [{"name": "digits", "test_per_class": 4}]}
+    ids = []
+    for defaults in ({"layer_rule": "profile:logme"},
+                     {"layer_rule": "profile", "extra": {"selection": {"profile_pick": "logme"}}}):
+        path = tmp_path / f"s{len(ids)}.yaml"
+        path.write_text(yaml.safe_dump({**head, "defaults": defaults, "groups": {"table": {"strategies": ["scl_ft"]}}}))
+        ids.append([r.id for r in bench.expand_suite(bench.load_suite(str(path)))])
+    assert ids[0] == ids[1] and len(ids[0]) == 1
+    path.write_text(yaml.safe_dump({**head, "groups": {"selection": {"strategies": ["scl_ft"], "layers": "all",
+                                                                     "rules": ["profile:logme"]}}}))
+    with pytest.raises(bench.SuiteError, match="rules: profile:logme.*list profile"):
+        bench.load_suite(str(path))
+
+    cfg = tmp_path / "probe.yaml"
+    cfg.write_text(yaml.safe_dump({"backbone": "resnet18", "pretrained": False, "image_size": 16, "epochs": 3,
+                                   "train_per_class": 5, "progress": False}))
+    assert cli.main(["probe", "--config", str(cfg), "--rank", "--layer-rule", "profile:logme", "--layers",
+                     "layer1.0,layer2.1", "--max-params", "100", "--out", str(tmp_path / "p")]) == 0
+    saved = json.loads((tmp_path / "p" / "rank.json").read_text())
+    best_logme = max(saved["scores"], key=lambda b: saved["scores"][b]["logme"])
+    assert (saved["rule"], saved["pick"], saved["layer"]) == ("profile", "logme", best_logme)

@@ -351,6 +351,10 @@ def _group(name: str, g: Any, source: str, strategies: list[str], backbones: lis
         kw["rules"] = tuple(_list(g["rules"], source, f"{key}.rules", "[profile, trial]"))
     kw["options"] = _mapping(g.get("options"), source, f"{key}.options", "{profile_per_class: 100}")
     for rule in kw.get("rules", ()):  # rule names and options as `sclft train` checks them
+        if isinstance(rule, str) and ":" in rule:
+            base = rule.partition(":")[0]
+            raise _fail(source, f"{key}.rules", f"{rule}: the group applies whole rules, and the evidence of {base} "
+                        f"already scores each of its picks (the rows RULE:PICK of the tables); list {base}")
         try:
             TrainConfig(layer_rule=rule, extra={"selection": dict(kw["options"])}).validate()
         except ValueError as e:
