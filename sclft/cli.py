@@ -122,7 +122,7 @@ def _given(args: argparse.Namespace, names: Sequence[str]):
 @command("list")
 def _list_parser(sub) -> None:
     p = sub.add_parser("list", help="list backbones, datasets, strategies, configs or bench suites")
-    p.add_argument("what", choices=list(LISTERS))
+    p.add_argument("what", choices=list(LISTERS), help=f"what to list: {', '.join(LISTERS)}")
     p.set_defaults(func=run_list)
 
 
@@ -178,7 +178,8 @@ def _probe_parser(sub) -> None:
     add_train_flags(p, only=PROBE_FLAGS)
     p.add_argument("--layers", default="all", help="'all' or comma-separated block names")
     p.add_argument("--pooling", default=None, help="avg | avg2x2 | flatten (conv); cls | mean_tokens | flatten (ViT)")
-    p.add_argument("--split", default="train", choices=["train", "test", "val"])
+    p.add_argument("--split", default="train", choices=["train", "test", "val"],
+                   help="split to probe (default: train)")
     p.add_argument("--normalize", action="store_true", help="divide NC1 by K (Papyan et al.)")
     p.add_argument("--jackknife", type=int, default=None, metavar="G",
                    help="also each layer's standard error of NC1 (nc1_se): a delete-one-group jackknife, G >= 2 groups")
@@ -314,7 +315,8 @@ def _eval_parser(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a trained model directory on a dataset split")
     p.add_argument("--checkpoint", required=True, help="a `sclft train --out` directory")
     add_train_flags(p, only=EVAL_FLAGS)
-    p.add_argument("--split", default="test", choices=["train", "test", "val"])
+    p.add_argument("--split", default="test", choices=["train", "test", "val"],
+                   help="split to evaluate (default: test)")
     p.set_defaults(func=run_eval)
 
 

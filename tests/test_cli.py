@@ -115,3 +115,35 @@ def test_each_known_failure_carries_its_exit_code(module, name, code, tmp_path, 
     monkeypatch.setattr(sclft.cli, "run_list", fail)
     assert main(["list", "strategies"]) == code
     assert "the message" in capsys.readouterr().err
+
+
+def _flags(parser, path=()):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _flags(sub, (*path, name))
+        elif not isinstance(action, argparse._HelpAction):
+            yield path, action, parser
+
+
+def test_every_flag_has_help_and_shows_its_default_once():
+    """issue 32.8: each flag of each sub-command says what it does; a default appears at most once."""
+    from sclft.cli import COMMAND_MODULES, build_parser
+
+    seen = 0
+    for command in ["list", "probe", "train", "eval", "predict", "export", *COMMAND_MODULES]:
+        for path, action, parser in _flags(build_parser([command])):
+            if path[:1] != (command,):
+                continue
+            seen += 1
+            name = " ".join(path) + " " + (action.option_strings or [action.dest])[0]
+            assert action.help, f"{name}: no help"
+            shown = parser.formatter_class(prog="sclft")._expand_help(action)
+            assert shown.count("default") <= 1, f"{name}: {shown}"
+    assert seen > 150
+    dln = build_parser(["dln"])._subparsers._group_actions[0].choices["dln"]
+    text = dln._subparsers._group_actions[0].choices["parsimony"].format_help()
+    for flag in ("--depth", "--dim", "--rank", "--samples", "--lr", "--steps"):
+        assert "(default: " in text.split(flag + " ", 2)[2].split("\n  --")[0], flag

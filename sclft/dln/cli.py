@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..cli_format import HelpFormatter
 from ..errors import UsageError
 from ..io import check_out_dir
 from .experiments import NETWORKS, CompletionConfig, completion_experiment, parsimony_experiment, separation_experiment
@@ -286,11 +287,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     commands = dln.add_subparsers(dest="dln_command", metavar="EXPERIMENT", required=True)
 
     def leaf(name: str, help_text: str, func, dtype: str) -> argparse.ArgumentParser:
-        parser = commands.add_parser(name, help=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        parser = commands.add_parser(name, help=help_text, formatter_class=HelpFormatter)
         parser.add_argument("--out", required=True, help="folder for the PNG figures and the JSON numbers")
-        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--seed", type=int, default=0, help="seed of the data and the initialisation")
         parser.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda when available, else cpu")
-        parser.add_argument("--dtype", choices=tuple(DTYPES), default=dtype)
+        parser.add_argument("--dtype", choices=tuple(DTYPES), default=dtype, help="floating-point precision")
         parser.add_argument(
             "--max-steps",
             type=int,
@@ -309,45 +310,47 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
     p = leaf("parsimony", "SVD of each layer during GD: only 2r directions move", _parsimony, "float64")
     defaults = ParsimonyConfig()
-    p.add_argument("--depth", type=int, default=defaults.depth)
-    p.add_argument("--dim", type=int, default=defaults.dim)
-    p.add_argument("--rank", type=int, default=defaults.rank)
-    p.add_argument("--samples", type=int, default=defaults.samples)
+    p.add_argument("--depth", type=int, default=defaults.depth, help="layers L of the network")
+    p.add_argument("--dim", type=int, default=defaults.dim, help="input = output = layer width d")
+    p.add_argument("--rank", type=int, default=defaults.rank, help="rank r of the target map")
+    p.add_argument("--samples", type=int, default=defaults.samples, help="training samples N (>= --dim)")
     p.add_argument("--scale", type=float, default=defaults.scale, help="init scale ε")
-    p.add_argument("--lr", type=float, default=defaults.lr)
-    p.add_argument("--steps", type=int, default=defaults.steps)
-    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    p.add_argument("--momentum", type=float, default=defaults.momentum)
-    p.add_argument("--init", choices=("orthogonal", "normal", "uniform"), default=defaults.init)
+    p.add_argument("--lr", type=float, default=defaults.lr, help="GD step size η")
+    p.add_argument("--steps", type=int, default=defaults.steps, help="GD steps")
+    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="weight decay λ")
+    p.add_argument("--momentum", type=float, default=defaults.momentum, help="heavy-ball momentum")
+    p.add_argument("--init", choices=("orthogonal", "normal", "uniform"), default=defaults.init,
+                   help="initialisation of each layer (scaled by --scale)")
     p.add_argument("--no-whiten", action="store_true", help="Gaussian inputs instead of XXᵀ = I")
 
     s = leaf("separation", "per-layer separation D_l of a trained DLN", _separation, "float64")
     sep = SeparationConfig()
-    s.add_argument("--classes", type=int, default=sep.num_classes)
-    s.add_argument("--per-class", type=int, default=sep.per_class)
-    s.add_argument("--width", type=int, default=sep.width)
+    s.add_argument("--classes", type=int, default=sep.num_classes, help="classes K")
+    s.add_argument("--per-class", type=int, default=sep.per_class, help="samples per class")
+    s.add_argument("--width", type=int, default=sep.width, help="input dimension = layer width d")
     s.add_argument(
         "--depths", type=int, nargs="+", default=[6, 8, 10], help="depth sweep (the first is used for the init sweep)"
     )
     s.add_argument("--scale", type=float, default=sep.scale, help="ε of the depth and init sweeps")
-    s.add_argument("--lr", type=float, default=sep.lr)
-    s.add_argument("--steps", type=int, default=2000)
+    s.add_argument("--lr", type=float, default=sep.lr, help="GD step size η")
+    s.add_argument("--steps", type=int, default=2000, help="GD steps of each run")
     s.add_argument("--scales", type=float, nargs="+", default=[0.5, 0.25, 0.125], help="ε sweep")
-    s.add_argument("--scale-depth", type=int, default=4)
-    s.add_argument("--scale-lr", type=float, default=10.0)
+    s.add_argument("--scale-depth", type=int, default=4, help="depth of the ε sweep")
+    s.add_argument("--scale-lr", type=float, default=10.0, help="step size of the ε sweep")
 
     c = leaf("completion", "original vs compressed vs narrow DLN for matrix completion", _completion, "float32")
     comp = CompletionConfig()
-    c.add_argument("--dim", type=int, default=comp.dim)
-    c.add_argument("--rank", type=int, default=comp.rank)
+    c.add_argument("--dim", type=int, default=comp.dim, help="side d of the d×d matrix (memory: d², checked first)")
+    c.add_argument("--rank", type=int, default=comp.rank, help="rank r of the matrix to recover")
     c.add_argument("--rank-estimate", type=int, default=comp.rank_estimate, help="r̂ ≥ r")
-    c.add_argument("--observed", type=float, default=comp.observed)
-    c.add_argument("--depth", type=int, default=comp.depth)
-    c.add_argument("--scale", type=float, default=comp.scale)
-    c.add_argument("--lr", type=float, default=comp.lr)
+    c.add_argument("--observed", type=float, default=comp.observed, help="observed fraction p of the entries")
+    c.add_argument("--depth", type=int, default=comp.depth, help="layers L")
+    c.add_argument("--scale", type=float, default=comp.scale, help="init scale ε")
+    c.add_argument("--lr", type=float, default=comp.lr, help="GD step size η")
     c.add_argument("--gamma", type=float, default=comp.gamma, help="outer-factor step ratio γ")
-    c.add_argument("--steps", type=int, default=comp.steps)
-    c.add_argument("--target-error", type=float, default=comp.target_error)
+    c.add_argument("--steps", type=int, default=comp.steps, help="GD steps of each network")
+    c.add_argument("--target-error", type=float, default=comp.target_error,
+                   help="recovery error at which a network counts as done (and stops, unless --keep-going)")
     c.add_argument(
         "--networks",
         nargs="+",
