@@ -64,7 +64,7 @@ def test_selection_config_is_typed_and_carried_by_train_config():
     # the names it checks are the torch-free registries' (a pick registered there is valid at once)
     assert set(picks.FIXED_PICKS) == {"middle", "two_thirds", "last", "first_repeated"}
     assert {"min", "repeated_min", "one_se"} <= set(picks.PROFILE_PICKS)
-    assert TrainConfig.max_params == 8.0 and picks.list_rules() == ["fixed", "profile", "trial", "tuned"]
+    assert TrainConfig.max_params == 10.0 and picks.list_rules() == ["fixed", "profile", "trial", "tuned"]
     assert TrainConfig(max_params=None).validate().max_params is None  # no budget: every candidate
 
 
