@@ -143,6 +143,30 @@ def _list_strategies() -> list[str]:
     return [f"{n:<14} {get_strategy_config(n).description}" for n in list_strategies()]
 
 
+def _list_suites() -> list[str]:
+    """Each packaged suite with its run count, estimated cost (as ``sclft bench --dry-run`` totals it) and
+    description."""
+    import warnings
+
+    from .bench.cost import suite_cost  # torch: only when the command runs (light --help)
+    from .bench.suite import load_suite
+
+    rows = []
+    logging.disable(logging.WARNING)  # the block budget's fallback notes of expanding each suite are not the listing
+    try:
+        for name in list_yaml("suites"):
+            suite = load_suite(name)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                runs, seconds, basis = suite_cost(suite)
+            cost = f"{seconds / 3600:.1f} {suite.cost_unit}-hours" if seconds >= 3600 else \
+                f"{seconds / 60:.0f} {suite.cost_unit}-minutes"
+            rows.append(f"{name:<22} {runs:>4} runs  ~{cost:<17} ({basis})  {suite.description}")
+    finally:
+        logging.disable(logging.NOTSET)
+    return rows
+
+
 def _list_packaged(kind: str) -> Callable[[], list[str]]:
     def lister() -> list[str]:
         return list_yaml(kind)
@@ -156,7 +180,7 @@ LISTERS: dict[str, Callable[[], list[str]]] = {
     "datasets": _list_datasets,
     "strategies": _list_strategies,
     "configs": _list_packaged("configs"),  # sclft train --config NAME
-    "suites": _list_packaged("suites"),  # sclft bench --suite NAME
+    "suites": _list_suites,  # sclft bench --suite NAME
 }
 
 

@@ -147,3 +147,18 @@ def test_every_flag_has_help_and_shows_its_default_once():
     text = dln._subparsers._group_actions[0].choices["parsimony"].format_help()
     for flag in ("--depth", "--dim", "--rank", "--samples", "--lr", "--steps"):
         assert "(default: " in text.split(flag + " ", 2)[2].split("\n  --")[0], flag
+
+
+def test_list_suites_shows_description_run_count_and_cost(monkeypatch, capsys):
+    """issue 32.8: `sclft list suites` says what each suite is, how many runs and what they cost (the dry run's)."""
+    import sclft.cli
+    from sclft import bench
+    from sclft.resources import find_yaml
+
+    monkeypatch.setattr(sclft.cli, "list_yaml", lambda kind: ["smoke"])  # one suite: the others take seconds each
+    assert main(["list", "suites"]) == 0
+    line = capsys.readouterr().out.strip()
+    described = yaml.safe_load(find_yaml("suites", "smoke").read_text())["description"]
+    runs = len(bench.expand_suite(bench.load_suite("smoke")))
+    assert line.startswith("smoke") and f" {runs} runs" in line and line.endswith(described)
+    assert __import__("re").search(r" ~\d+ CPU-minutes +\((assumed|measured|partly measured)\) ", line), line
