@@ -116,7 +116,14 @@ class RankResult:
                                         "num_classes": self.num_classes, "rows": rows})
 
     def plot(self, path: str | Path) -> Path:
-        """One panel per score (and the probe seconds): a bar per candidate, in table order (best at the top)."""
+        """Write :meth:`figure` as a PNG."""
+        fig = self.figure()
+        atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100, bbox_inches="tight"))
+        return Path(path)
+
+    def figure(self):
+        """One panel per score (and the probe seconds): a bar per candidate, in table order (best at the top);
+        random-weight controls in their own colour, named by a legend below the panels."""
         panels = [("nc1", "NC1 (log; lower first)"), ("separation", "separation D (lower first)"),
                   ("logme", "LogME (higher first)"), ("ncti", "NCTI (higher first)"), ("probe_seconds", "probe s")]
         fig, axes = subplots(1, len(panels), figsize=(3.2 * len(panels), 0.9 + 0.32 * len(self.rows)),
@@ -142,8 +149,7 @@ class RankResult:
             fig.legend(handles=[Patch(color=PRETRAINED_COLOR, label="pretrained weights"),
                                 Patch(color=CONTROL_COLOR, label="random weights (control)")],
                        loc="upper center", bbox_to_anchor=(0.5, 0.0), ncols=2, fontsize=8, frameon=False)
-        atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100, bbox_inches="tight"))
-        return Path(path)
+        return fig
 
 
 def _fmt(value, spec: str) -> str:
