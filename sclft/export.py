@@ -24,7 +24,9 @@ from safetensors.torch import save_model
 from torch import nn
 
 from . import __version__
+from .data.transforms import eval_settings
 from .io import atomic_path
+from .preprocess import describe, preprocessor_config
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ".safetensors"}
 EXTRA_FILE = "sclft.json"  # TorchScript: the metadata as one JSON file inside the archive
@@ -59,17 +61,29 @@ def merged(model):
     return copied
 
 
+def preprocessing(model) -> dict[str, Any]:
+    """The model's eval transform as data (:func:`sclft.preprocess.describe`, versioned): what
+    :func:`sclft.preprocess.preprocess` (numpy + Pillow) follows to give the exported network its input."""
+    s = eval_settings(model.backbone.data_config)
+    return describe(s["input_size"], s["interpolation"], s["mean"], s["std"], s["crop_pct"])
+
+
 def export_metadata(model) -> dict[str, str]:
-    """What a runtime needs besides the graph, every value a JSON string: ``input_size`` ``[3, S, S]``, ``mean``,
-    ``std`` (of ``(x / 255 − mean) / std``), ``interpolation``, ``crop_pct``, ``class_names``, and what it
-    was (``backbone``, ``strategy``, ``layer``, ``num_classes``, ``sclft_version``)."""
-    dc = model.backbone.data_config
+    """What a runtime needs besides the graph, every value a JSON string: ``preprocessing`` (the complete,
+    versioned image → input recipe; :mod:`sclft.preprocess` implements it), ``preprocessor_config`` (what Hugging
+    Face's image-processor format can say of it), ``input_size`` ``[3, S, S]``, ``mean``, ``std`` (of
+    ``(x / 255 − mean) / std``), ``interpolation``, ``crop_pct``, ``class_names``, and what it was (``backbone``,
+    ``strategy``, ``layer``, ``num_classes``, ``sclft_version``)."""
+    spec = preprocessing(model)
     values: dict[str, Any] = {
-        "input_size": list(dc.get("input_size", (3, 224, 224))), "mean": list(dc.get("mean", ())),
-        "std": list(dc.get("std", ())), "interpolation": dc.get("interpolation"), "crop_pct": dc.get("crop_pct"),
+        "preprocessing": spec, "preprocessor_config": preprocessor_config(spec),
+        "input_size": spec["input_size"], "mean": spec["mean"], "std": spec["std"],
+        "interpolation": spec["interpolation"], "crop_pct": spec["crop_pct"],
         "class_names": model.class_names or [str(k) for k in range(model.num_classes)],
         "num_classes": model.num_classes, "backbone": model.backbone.name, "strategy": model.strategy_name,
-        "layer": model.layer, "input": "float32 NCHW, normalised", "output": "logits", "sclft_version": __version__,
+        "layer": model.layer, "input": "float32 NCHW (N, 3, S, S): images through `preprocessing`",
+        "output": "logits (softmax over the last axis gives sclft predict's probabilities)",
+        "sclft_version": __version__,
     }
     return {k: json.dumps(v) for k, v in values.items()}
 
