@@ -201,8 +201,8 @@ def _check_folder(out: Path, overwrite: bool) -> None:
         raise ValueError(f"--out {out}: a safetensors export is a folder ({WEIGHTS}, {CONFIG}, {PREPROCESSOR}, "
                          "timm's Hub layout) and this is a file; pass a folder path")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ValueError(f"--out {out}: the folder exists and is not empty; pass a new folder (or --overwrite to "
-                         f"replace its {WEIGHTS}, {CONFIG} and {PREPROCESSOR})")
+        raise ValueError(f"--out {out}: the folder exists and is not empty; pass a new folder or empty this one (a "
+                         f"safetensors export writes {WEIGHTS}, {CONFIG} and {PREPROCESSOR} into it)")
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -219,7 +219,7 @@ def _safetensors_folder(net: Classifier, out: Path, meta: dict[str, str]) -> Non
 
         arch = timm_model.pretrained_cfg["architecture"]
         how = (f"timm.create_model('local-dir:FOLDER', pretrained=True), or timm.create_model({arch!r}, "
-               f"num_classes={plain.num_classes}) and load_state_dict(safetensors.torch.load_file(FILE))")
+               f"**config.json['model_args']) and load_state_dict(safetensors.torch.load_file('FOLDER/{WEIGHTS}'))")
         tensors_meta = {**meta, "format": "pt", "timm_architecture": json.dumps(arch), "rebuild": json.dumps(how)}
         data_config = {k: spec[k] for k in ("input_size", "interpolation", "mean", "std", "crop_pct")}
         with atomic_path(out / WEIGHTS) as tmp:
