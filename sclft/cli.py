@@ -265,7 +265,7 @@ def run_probe(args) -> int:
     from .backbones import create_backbone  # torch: only when the command runs (light --help)
     from .backbones.base import POOLERS
     from .data import TransformedDataset, build_transforms, load_dataset, targets_of
-    from .probe import probe
+    from .probing import probe
 
     cfg = _given(args, PROBE_FLAGS)
     if args.jackknife is not None and args.jackknife < 2:
@@ -317,7 +317,7 @@ def run_train(args) -> int:
     cfg = config_from_args(args)  # every option checked before torch, the data or the weights load
     from accelerate import PartialState  # torch: loaded only when the command runs (sclft --help stays light)
 
-    from .train import train  # torch: only when the command runs (light --help)
+    from .training import train  # torch: only when the command runs (light --help)
 
     check_out_dir(cfg.out)
     metrics = train(cfg)
@@ -464,7 +464,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 # exception (module, class) -> exit code; first match wins: a missing file is bad input, other OS errors (disk
 # full, permissions) fail the run. Classes of modules not imported yet cannot have been raised: not imported here.
 FAILURE_CODES = [("sclft.data", "DatasetUnavailableError", 1), ("sclft._hub", "WeightsUnavailableError", 1),
-                 ("sclft.train", "NonFiniteLossError", 1), ("builtins", "FileNotFoundError", 2),
+                 ("sclft.training", "NonFiniteLossError", 1), ("builtins", "FileNotFoundError", 2),
                  ("builtins", "ValueError", 2), ("builtins", "OSError", 1)]
 
 

@@ -418,7 +418,7 @@ def test_cli_train_exits_2_on_a_missing_test_class_before_building_a_model(tmp_p
 
     from sclft.cli import main
 
-    train_mod = importlib.import_module("sclft.train.loop")
+    train_mod = importlib.import_module("sclft.training.loop")
 
     def no_model(*args, **kwargs):
         raise AssertionError("a model was built although the splits are unusable")
@@ -447,7 +447,7 @@ def test_test_subset_is_a_dataset_of_sclft_data(caplog):
 
     assert "test_subset:N:NAME" in list_prefixes()
     # registered by sclft.data itself, not as a side effect of the bench
-    assert _registry._PREFIXES["test_subset"][0].__module__ == "sclft.data.test_subset"
+    assert _registry._PREFIXES["test_subset"][0].__module__ == "sclft.data.cut_split"
     splits = load_dataset("test_subset:3:digits", seed=4)
     assert Counter(targets_of(splits.test)) == {k: 3 for k in range(10)} and splits.options["test_per_class"] == 3
     assert splits.test.indices == load_dataset("test_subset:3:digits", seed=9).test.indices  # fixed seed 0

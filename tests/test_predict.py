@@ -18,7 +18,7 @@ def run(tmp_path_factory, one_thread):
     """A finished run (random timm test_resnet, digits at 16 px) and the digits test split written as PNG files, in
     class folders, in the order of the split."""
     from sclft.data import load_dataset
-    from sclft.train import TrainConfig, train
+    from sclft.training import TrainConfig, train
 
     root = tmp_path_factory.mktemp("predict")
     cfg = TrainConfig(backbone="timm:test_resnet", pretrained=False, data="digits", strategy="scl_ft", layer="layer3.0",

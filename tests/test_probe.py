@@ -50,7 +50,7 @@ def test_probe_subset_pooling_and_tuned_model(backbone_factory):
 def test_layer_auto_survives_a_real_device_move(tmp_path, simulated_device_move):
     """probe() moved the model under inference_mode: the parameters became inference tensors and
     TransferModel's requires_grad_(True) failed (every GPU run with the default --layer auto)."""
-    from sclft.train import TrainConfig, train
+    from sclft.training import TrainConfig, train
 
     metrics = train(TrainConfig(backbone="resnet18", pretrained=False, data="digits", strategy="scl_ft", layer="auto",
                                 image_size=16, train_per_class=5, epochs=1, batch_size=16, progress=False,

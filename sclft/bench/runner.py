@@ -39,10 +39,10 @@ from ..backbones import create_backbone
 from ..config import TrainConfig
 from ..data import TransformedDataset, build_transforms, load_dataset
 from ..io import atomic_write_json
-from ..probe import probe
+from ..probing import probe
 from ..save import load
 from ..selection import select_layer
-from ..train import METRICS_FILE, train
+from ..training import METRICS_FILE, train
 from .layout import BENCH_FILE, FAILURE_FILE, FINGERPRINT_FILE, is_finished, read_json, run_dir, selection_file
 from .plan import RuleTask, Run, expand_suite, probe_runs, rule_tasks, run_fingerprint, selection_cells, shard
 from .suite import Suite
