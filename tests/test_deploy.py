@@ -246,3 +246,23 @@ def test_image_folder_training_data_is_read_upright(tmp_path):
     splits = load_dataset(f"imagefolder:{tmp_path}")
     image, _ = splits.train[0]
     assert image.size == (48, 36) and splits.test[0][0].size == (48, 36)
+
+
+def test_preprocessor_config_loads_in_transformers_and_agrees_on_large_images(exported, tmp_path):
+    """Hugging Face's image processor, configured by the export's ``preprocessor_config``, gives the pixels of
+    ``sclft.preprocess`` for images at least the input size whose crop offsets are whole (its fields cannot say
+    the small-image rule, and it rounds a half-pixel offset down)."""
+    import onnxruntime as ort
+    from transformers import AutoImageProcessor
+
+    from sclft.preprocess import preprocess
+
+    meta = ort.InferenceSession(str(exported / "scl_ft.onnx"), providers=["CPUExecutionProvider"]).get_modelmeta()
+    (tmp_path / "preprocessor_config.json").write_text(meta.custom_metadata_map["preprocessor_config"])
+    spec = json.loads(meta.custom_metadata_map["preprocessing"])
+    processor = AutoImageProcessor.from_pretrained(tmp_path, backend="pil")
+    rng = np.random.default_rng(0)
+    for w, h in [(66, 33), (45, 37), (40, 90)]:  # (left, top): (17, 0), (4, 0 from 0.5), (0 from 0.5, 21)
+        image = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        theirs = processor(image, return_tensors="np")["pixel_values"][0]
+        assert np.abs(theirs - preprocess(image, spec)).max() < 1e-6, (w, h)
