@@ -165,7 +165,7 @@ load_image, preprocess = _module.load_image, _module.preprocess
 """
 
 
-def _deploy(root: Path, blocked: list[str], load_preprocess: str, run: str) -> dict:
+def deploy(root: Path, blocked: list[str], load_preprocess: str, run: str) -> dict:
     site = root / f"site-{'-'.join(blocked)}"
     site.mkdir(exist_ok=True)
     (site / "sitecustomize.py").write_text(BLOCKER.format(blocked=blocked))
@@ -179,14 +179,14 @@ def _deploy(root: Path, blocked: list[str], load_preprocess: str, run: str) -> d
 
 
 def test_onnxruntime_and_numpy_pillow_preprocessing_reproduce_predict_without_torch(exported):
-    result = _deploy(exported, ["torch", "torchvision", "timm"], BY_PACKAGE, ONNX_RUN)
+    result = deploy(exported, ["torch", "torchvision", "timm"], BY_PACKAGE, ONNX_RUN)
     assert result["modules"] == []  # nothing of torch was loaded
     assert set(result["worst"]) == set(STRATEGIES)
     assert all(v <= TOL for v in result["worst"].values()), result["worst"]
 
 
 def test_torchscript_with_the_copied_preprocess_file_reproduces_predict_without_sclft(exported):
-    result = _deploy(exported, ["sclft", "timm", "torchvision"], BY_FILE, TORCHSCRIPT_RUN)
+    result = deploy(exported, ["sclft", "timm", "torchvision"], BY_FILE, TORCHSCRIPT_RUN)
     assert result["modules"] == []
     assert set(result["worst"]) == set(STRATEGIES)
     assert all(v <= TOL for v in result["worst"].values()), result["worst"]
