@@ -36,7 +36,7 @@ def test_log_axis_labels_are_plain_numbers_at_their_ticks(span, axis):
 
 
 def _rank_result(controls: bool):
-    from sclft.rank import RankResult
+    from sclft.ranking import RankResult
 
     rows = []
     for i, (name, pretrained, nc1) in enumerate([("a", True, 3.1), ("b", True, 4.5), ("a (random)", False, 7.9),
