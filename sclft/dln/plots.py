@@ -108,6 +108,7 @@ def plot_separation(results: Sequence[SeparationResult], labels: Sequence[str], 
         depth = result.config.depth
         ax.plot(range(depth), result.separations[:depth], marker="o", label=label)
     log_axis(ax, "y")
+    ax.xaxis.get_major_locator().set_params(integer=True)  # layers are whole numbers
     ax.set_xlabel("layer l")
     ax.set_ylabel(r"$D_l = \mathrm{tr}(\Sigma_W)/\mathrm{tr}(\Sigma_B)$")
     ax.set_title(title, fontsize=10)
