@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .data.imagefolder import IMAGE_EXTENSIONS
+from .devices import resolve_device
 from .preprocess import load_image, to_rgb, upright
 
 log = logging.getLogger("sclft.predict")
@@ -129,15 +130,6 @@ def _collate(items):
     bad = [(i, err) for x, i, err in items if x is None]
     x = torch.stack([x for x, _ in good]) if good else None
     return x, [i for _, i in good], bad
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """``auto`` / None → CUDA when present, else CPU; ``cuda`` without a GPU is a ``ValueError``."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: no CUDA device here (valid: auto, cpu)")
-    return torch.device(device)
 
 
 def autocast(device: torch.device, precision: str | None):

@@ -140,6 +140,25 @@ def test_imagefolder_val_dir_and_missing_layout(image_folder: Path, tmp_path: Pa
         load_dataset(f"imagefolder:{tmp_path / 'nothing'}")
 
 
+
+def test_imagefolder_indexes_what_torchvision_imagefolder_finds(tmp_path: Path):
+    """Nested sub-folders included, class by class in path order; hidden files and class folders left out."""
+    from torchvision.datasets import ImageFolder
+
+    root = tmp_path / "f"
+    for rel in ("train/cat/z.png", "train/cat/a.png", "train/cat/sub/b.png", "train/dog/x.jpg", "test/cat/c.png",
+                "test/dog/d.png"):
+        _png(root / rel, (10, 20, 30))
+    splits = load_dataset(f"imagefolder:{root}")
+    ours = [(str(p), t) for p, t in zip(splits.train.paths, targets_of(splits.train))]
+    assert sorted(ours) == sorted(ImageFolder(str(root / "train")).samples)
+    assert [Path(p).relative_to(root / "train").as_posix() for p, _ in ours] == [
+        "cat/a.png", "cat/sub/b.png", "cat/z.png", "dog/x.jpg"]
+    _png(root / "train" / "cat" / ".hidden.png", (1, 2, 3))
+    _png(root / "train" / ".cache" / "e.png", (1, 2, 3))
+    again = load_dataset(f"imagefolder:{root}")
+    assert again.class_names == ["cat", "dog"] and [str(p) for p in again.train.paths] == [p for p, _ in ours]
+
 # --- Fashion-MNIST IDX --------------------------------------------------------------------------
 
 
