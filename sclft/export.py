@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -118,15 +121,21 @@ def export_model(model, fmt: str, out: str | Path, verify: bool = True, dynamo: 
     meta = export_metadata(plain)
     if fmt == "safetensors":
         _check_folder(out, overwrite)
-        try:
-            _safetensors_folder(net, out, meta)
-        except ExportError:
-            raise
-        except Exception as e:  # timm's config writer and safetensors raise many types
-            raise ExportError(f"cannot export {plain.backbone.name} / {plain.strategy_name} to safetensors: "
-                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
-        if verify:
-            check_safetensors_export(out, net)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        try:  # written and checked beside ``out``, then moved in: a failed export leaves nothing
+            try:
+                _safetensors_folder(net, tmp, meta)
+            except Exception as e:  # timm's config writer and safetensors raise many types
+                raise ExportError(f"cannot export {plain.backbone.name} / {plain.strategy_name} to safetensors: "
+                                  f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+            if verify:
+                check_safetensors_export(tmp, net)
+            out.mkdir(exist_ok=True)
+            for name in (WEIGHTS, CONFIG, PREPROCESSOR):
+                os.replace(tmp / name, out / name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         return out
     with atomic_path(out) as tmp:
         try:
