@@ -24,7 +24,7 @@ from safetensors.torch import save_model
 from torch import nn
 
 from . import __version__
-from .io import atomic_path
+from .io import atomic_path, check_out_file
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ".safetensors"}
 EXTRA_FILE = "sclft.json"  # TorchScript: the metadata as one JSON file inside the archive
@@ -79,13 +79,16 @@ def example_input(model, batch: int = 2) -> torch.Tensor:
     return torch.randn(batch, *size, generator=torch.Generator().manual_seed(0))
 
 
-def export_model(model, fmt: str, out: str | Path, verify: bool = True, dynamo: bool = True) -> Path:
+def export_model(model, fmt: str, out: str | Path, verify: bool = True, dynamo: bool = True,
+                 overwrite: bool = True) -> Path:
     """Write ``model`` (merged, in eval mode) to ``out`` as ``fmt`` (``onnx`` | ``torchscript`` |
     ``safetensors``); ONNX and TorchScript files are checked against PyTorch at two batch sizes (``verify``).
-    ``dynamo=False``: torch's older TorchScript-based ONNX exporter (deprecated by torch, faster)."""
+    ``dynamo=False``: torch's older TorchScript-based ONNX exporter (deprecated by torch, faster). ``out`` is
+    never a device or a file of a run folder, and an existing file is replaced only with ``overwrite``
+    (:func:`sclft.io.check_out_file`)."""
     if fmt not in FORMATS:
         raise ValueError(f"--format {fmt!r}: valid: {', '.join(FORMATS)}")
-    out = Path(out)
+    out = check_out_file(out, "out", overwrite)
     plain = merged(model).cpu().float()
     net = Classifier(plain).eval()
     meta = export_metadata(plain)
