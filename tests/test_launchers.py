@@ -29,8 +29,8 @@ TINY = {
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """(suite file, the in-process runner's bench folder)."""
+def tiny(tmp_path_factory, one_thread):
+    """(suite file, the in-process runner's bench folder, trained with one torch thread as the Ray tasks are)."""
     root = tmp_path_factory.mktemp("tiny")
     path = root / "tiny.yaml"
     path.write_text(yaml.safe_dump(TINY))
@@ -57,6 +57,18 @@ def ray_cluster(tmp_path_factory):
 
 def _ids(out):
     return sorted(p.name for p in (out / "experiments").iterdir())
+
+
+def _results(out):
+    """Every run's metrics.json (timings left out) and nc1_layers.csv, by run id."""
+    def untimed(value):
+        if isinstance(value, dict):
+            return {k: untimed(v) for k, v in value.items() if "seconds" not in k}
+        return [untimed(v) for v in value] if isinstance(value, list) else value
+
+    return {p.name: (untimed(json.loads((p / "metrics.json").read_text())),
+                     (p / "nc1_layers.csv").read_text() if (p / "nc1_layers.csv").is_file() else None)
+            for p in sorted((out / "experiments").iterdir())}
 
 
 def _overlap(tasks):
@@ -113,10 +125,12 @@ def test_ray_gives_the_in_process_runs_and_table_and_packs_two_runs_per_gpu(tiny
     assert cli.main(args) == 0
     assert _ids(out) == _ids(local) == sorted(r.id for r in bench.expand_suite(bench.load_suite(str(path))))
     assert (out / "table.csv").read_text() == (local / "table.csv").read_text()
-    assert {p.parent.name for p in out.glob("experiments/*/nc1_layers.csv")} == \
-        {p.parent.name for p in local.glob("experiments/*/nc1_layers.csv")}
+    # issue 35: every number of every run, not only the table (NC1, train accuracy, history, the probes' NC1), is
+    # the in-process runner's at the same torch thread count (here one: the one_thread fixture, --cpus-per-run 0.5)
+    assert _results(out) == _results(local)
     session = json.loads((out / "bench.json").read_text())["sessions"][-1]
     assert session["launcher"] == "ray" and session["trained"] == 4 and len(session["tasks"]) == 6
+    assert {t["torch_threads"] for t in session["tasks"]} == {1}
     # four tasks' worth of CPUs, two of GPU: the logical GPU decides, two at a time in separate workers
     assert _overlap(session["tasks"]) == 2 and len({t["pid"] for t in session["tasks"]}) >= 2
     assert cli.main(args) == 0  # the same command again: everything was finished

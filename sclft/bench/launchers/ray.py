@@ -37,7 +37,7 @@ def _task(task: Task, suite: Suite, suite_runs, out: str, threads: int, tracker,
 
     torch.set_num_threads(threads)
     _tell(tracker, ("start", task.id, time.time()))
-    return execute(task, suite, suite_runs, Path(out))
+    return {**execute(task, suite, suite_runs, Path(out)), "torch_threads": threads}
 
 
 def _tell(tracker, item) -> None:
