@@ -6,6 +6,7 @@ probes) is trained once in-process as the reference.
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import tempfile
@@ -43,16 +44,21 @@ def tiny(tmp_path_factory, one_thread):
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
     """A Ray instance of the tests' own: ``address="local"`` (never the cluster ``ray start`` recorded in
-    /tmp/ray/ray_current_cluster, nor ``RAY_ADDRESS``), in its own temporary folder (sessions, sockets, logs)."""
+    /tmp/ray/ray_current_cluster, nor ``RAY_ADDRESS``), in its own temporary folder (sessions, sockets, logs), with
+    an authentication token of its own in the environment (Ray would otherwise create ~/.ray/auth_token, which a
+    later ``ray start`` of the user's picks up)."""
     ray = pytest.importorskip("ray")
-    address = os.environ.pop("RAY_ADDRESS", None)
     temp = tempfile.mkdtemp(prefix="sclft-ray-test-")  # short: Ray's socket paths live under it
-    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False, _temp_dir=temp)
-    yield ray
-    ray.shutdown()
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"):  # gone, and restored as they were after
+            mp.setenv(name, "")
+            mp.delenv(name)
+        mp.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))  # the token Ray's default token mode uses (no file)
+        ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False,
+                 _temp_dir=temp)
+        yield ray
+        ray.shutdown()
     shutil.rmtree(temp, ignore_errors=True)
-    if address is not None:
-        os.environ["RAY_ADDRESS"] = address
 
 
 def _ids(out):
