@@ -441,6 +441,38 @@ def run_export(args) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------------------------- push
+@command("push")
+def _push_parser(sub) -> None:
+    p = sub.add_parser("push", help="upload a finished run to the Hugging Face Hub (card, config, weights, exports)")
+    p.add_argument("--checkpoint", required=True, help="a finished `sclft train --out` folder")
+    p.add_argument("--repo-id", required=True, help="the Hub model repository, NAME or OWNER/NAME (created if missing)")
+    p.add_argument("--private", action="store_true", help="create the repository private (an existing one keeps its "
+                                                          "visibility)")
+    p.add_argument("--exports", default=None, metavar="FORMATS",
+                   help="also upload these exports under exports/<format>/: a comma-separated list of onnx, "
+                        "torchscript, safetensors")
+    p.add_argument("--message", default=None, help="commit message (default: sclft run NAME)")
+    p.add_argument("--dry-run", action="store_true", help="list the files that would be uploaded; send nothing")
+    p.set_defaults(func=run_push)
+
+
+def run_push(args) -> int:
+    from .push import parse_exports, push  # huggingface_hub / torch: only when the command runs (light --help)
+
+    exports = parse_exports(args.exports)
+    files, url = push(args.checkpoint, args.repo_id, private=args.private, exports=exports, dry_run=args.dry_run,
+                      message=args.message)
+    for name, size in files:
+        print(f"{size:>12,}  {name}")
+    total = f"{len(files)} files, {sum(s for _, s in files):,} bytes"
+    if url is None:
+        print(f"dry run: would upload {total} to {args.repo_id}" + (" (private)" if args.private else ""))
+    else:
+        print(f"uploaded {total}: {url}")
+    return 0
+
+
 # -------------------------------------------------------------------------------------------- main
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The `sclft` parser. Given ``argv``, only the module of the command it runs is imported; the other

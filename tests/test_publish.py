@@ -113,3 +113,134 @@ def test_a_hub_dataset_is_named_by_its_repo_id_in_the_card(lora_run, tmp_path):
     card = ModelCard(model_card(tmp_path, load(run)))
     assert card.data.datasets == ["uoft-cs/cifar10"]
     assert card.data.eval_results[0].dataset_type == "uoft-cs/cifar10"
+
+
+# ------------------------------------------------------------------------------------------ sclft push
+class FakeHub:
+    """The four Hub endpoints ``create_repo`` + ``upload_folder`` call (huggingface_hub 2.x: create, validate
+    the card's YAML, preupload, commit), served on 127.0.0.1 for ``HF_ENDPOINT``; every file is answered
+    "regular" (sent base64 in the commit), so the commit holds the bytes that would be uploaded."""
+
+    def __init__(self):
+        import base64
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        hub = self
+        self.requests, self.files, self.created = [], {}, []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                hub.requests.append((self.path, self.headers.get("Authorization")))
+                path = self.path.split("?")[0]
+                if path == "/api/repos/create":
+                    payload = json.loads(body)
+                    hub.created.append(payload)
+                    repo = "/".join(p for p in (payload.get("organization"), payload["name"]) if p)
+                    return self._json({"url": f"{hub.endpoint}/{repo}", "name": repo})
+                if path == "/api/validate-yaml":
+                    return self._json({"errors": [], "warnings": []})
+                if re.fullmatch(r"/api/models/[^/]+/[^/]+/preupload/main", path):
+                    files = json.loads(body)["files"]
+                    return self._json({"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                                                 for f in files]})
+                commit = re.fullmatch(r"/api/models/([^/]+/[^/]+)/commit/main", path)
+                if commit:
+                    for line in body.decode().splitlines():
+                        item = json.loads(line)
+                        if item["key"] == "file":
+                            hub.files[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
+                    url = f"{hub.endpoint}/{commit[1]}/commit/{'0' * 40}"
+                    return self._json({"commitUrl": url, "commitOid": "0" * 40, "pullRequestUrl": None})
+                self.send_error(404, f"not served by the test hub: {self.path}")
+
+            def _json(self, obj):
+                data = json.dumps(obj).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+def _sclft(args, env, cwd):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "sclft.cli", *args], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+def _listed(stdout: str) -> list[str]:
+    return [line.split()[-1] for line in stdout.splitlines() if re.match(r"\s*[\d,]+\s+\S+$", line)]
+
+
+def test_push_dry_run_lists_card_config_weights_and_exports(lora_run, capsys, monkeypatch):
+    from sclft.cli import main
+
+    cwd, run = lora_run
+    monkeypatch.chdir(cwd)
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    args = ["push", "--checkpoint", "runs/fm", "--repo-id", "me/fm-lora", "--exports", "safetensors", "--dry-run"]
+    assert main(args) == 0  # HF_HUB_OFFLINE is set in the tests: a dry run sends nothing
+    out = capsys.readouterr().out
+    assert "dry run: would upload" in out
+    assert set(_listed(out)) == {"README.md", "config.json", "model.safetensors", "train_config.json", "metrics.json",
+                                 "manifest.json", "adapter_config.json", "adapter_model.safetensors",
+                                 "exports/safetensors/model.safetensors"}  # no checkpoint/ (training state)
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before  # the run folder is left as it was
+
+
+def test_push_sends_what_the_dry_run_lists_to_the_hf_endpoint(lora_run, tmp_path, capsys):
+    """`sclft push` in a subprocess with HF_ENDPOINT at a local HTTP server: the commit holds exactly the files
+    --dry-run lists, byte for byte, sent with the token. A real upload to huggingface.co was not tried."""
+    from pathlib import Path
+
+    import sclft
+    from sclft.cli import main
+
+    cwd, run = lora_run
+    assert main(["push", "--checkpoint", str(run), "--repo-id", "me/fm-lora", "--dry-run"]) == 0
+    listed = _listed(capsys.readouterr().out)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_TOKEN": "hf_test_token",
+           "PYTHONPATH": str(Path(sclft.__file__).parents[1])}
+    env.pop("HF_HUB_OFFLINE", None)
+    with FakeHub() as hub:
+        done = _sclft(["push", "--checkpoint", "runs/fm", "--repo-id", "me/fm-lora", "--private"],
+                      {**env, "HF_ENDPOINT": hub.endpoint}, cwd)
+    assert done.returncode == 0, done.stderr
+    assert f"{hub.endpoint}/me/fm-lora/commit/" in done.stdout
+    assert sorted(hub.files) == sorted(listed)
+    for name in listed:
+        assert hub.files[name] == (run / name).read_bytes(), name
+    assert hub.created == [{"name": "fm-lora", "organization": "me", "visibility": "private", "type": "model"}]
+    assert hub.requests and all(auth == "Bearer hf_test_token" for _, auth in hub.requests)
+
+
+def test_push_refuses_bad_input_with_exit_2(lora_run, capsys):
+    from sclft.cli import main
+
+    _, run = lora_run
+    for args, words in [(["--repo-id", "me/a b"], "not a Hub repository id"),
+                        (["--repo-id", "me/x", "--exports", "onnx,tflite"], "valid: a comma-separated list of onnx"),
+                        (["--repo-id", "me/x"], "HF_HUB_OFFLINE is set")]:
+        assert main(["push", "--checkpoint", str(run), *args]) == 2
+        assert words in capsys.readouterr().err
+    assert main(["push", "--checkpoint", str(run / "checkpoint"), "--repo-id", "me/x", "--dry-run"]) == 2
