@@ -27,7 +27,7 @@ log = logging.getLogger("sclft.card")
 CARD_FILE = "README.md"
 # TrainConfig fields that do not change the result: left out of the command that reproduces a run
 NOT_IN_COMMAND = {"out", "resume", "overwrite", "progress", "num_workers", "cache", "cache_dir", "tensorboard",
-                  "eval_every", "extra", "strategy_options"}
+                  "report_to", "eval_every", "extra", "strategy_options"}
 ALWAYS_IN_COMMAND = {"backbone", "data", "strategy", "layer"}  # named even at their defaults, for the reader
 
 

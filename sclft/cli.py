@@ -66,7 +66,9 @@ TRAIN_HELP = {
     "eval_every": "evaluate on val/test every N epochs (0: only at the end)",
     "channels_last": "channels_last memory format for conv backbones",
     "compile": "torch.compile the model",
-    "tensorboard": "log metrics to TensorBoard under --out",
+    "tensorboard": "log metrics to TensorBoard under --out (same as --report-to tensorboard)",
+    "report_to": "experiment trackers, comma-separated: tensorboard (OUT/sclft), wandb (OUT/wandb; WANDB_MODE=offline "
+                 "works without an account); a tracker whose package is missing is an error",
     "out": "output directory (metrics.json, model.safetensors, checkpoint/)",
     "resume": "continue an interrupted run from --out/checkpoint (refused if a result-changing option differs)",
     "overwrite": "replace a finished run or another run's checkpoints in --out",

@@ -50,8 +50,8 @@ _FILE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 REQUIRED_FILES = ("model.safetensors", "sampler.safetensors", "optimizer.safetensors", TRAINING_STATE, "config.json")
 # TrainConfig fields that may differ between a run and its --resume: they do not change the trained weights.
 # (``cache`` may switch between memory / disk / auto, not to or from "off": that changes float rounding.)
-RESUME_MAY_DIFFER = ("out", "resume", "overwrite", "progress", "num_workers", "tensorboard", "eval_every",
-                     "cache_dir", "data_dir")
+RESUME_MAY_DIFFER = ("out", "resume", "overwrite", "progress", "num_workers", "tensorboard", "report_to",
+                     "eval_every", "cache_dir", "data_dir")
 
 
 def _rng_file(process_index: int) -> str:

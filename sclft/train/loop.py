@@ -101,7 +101,7 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
         cpu=_cpu_processes(),
         mixed_precision=cfg.precision,
         gradient_accumulation_steps=cfg.grad_accum,
-        log_with="tensorboard" if cfg.tensorboard else None,
+        log_with=cfg.trackers() or None,  # validate() checked each tracker's package is installed
         project_dir=str(out),
         step_scheduler_with_optimizer=False,
         dynamo_backend="inductor" if cfg.compile else "no",
@@ -183,9 +183,10 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
         restore_training_state(accelerator, resume_from, resumed, optimizer, scheduler, sampler_gen)  # no pickle
         start_epoch, history, last_good = int(resumed["epoch"]), list(resumed["history"]), resume_from
         say(f"resumed from {resume_from} (epoch {start_epoch} of {cfg.epochs} done)")
-    if cfg.tensorboard:
+    if cfg.trackers():
         accelerator.init_trackers("sclft", config={k: v for k, v in dataclasses.asdict(cfg).items()
-                                                   if isinstance(v, (int, float, str, bool))})
+                                                   if isinstance(v, (int, float, str, bool))},
+                                  init_kwargs={"wandb": {"dir": str(out)}})
 
     reference = None  # the loss divergence is judged against (see DIVERGENCE_FACTOR)
     for epoch in range(start_epoch, epochs):
