@@ -508,6 +508,27 @@ def _exit_code(e: BaseException) -> int | None:
     return None
 
 
+def _interrupted(args) -> str:
+    """What Ctrl-C prints: for ``sclft train``, ``--resume`` only where a checkpoint of this run exists."""
+    if args.command != "train":
+        return "interrupted"
+    try:
+        cfg = config_from_args(args)
+    except Exception:  # the hint must never replace the interruption with another error
+        return "interrupted"
+    from .train.checkpoint import CHECKPOINT_DIR  # loaded already: the run had started
+    from .train.run_folder import METRICS_FILE, STAGING
+
+    out = Path(cfg.out)
+    if (out / METRICS_FILE).is_file() or (out / STAGING).is_dir():  # --overwrite writes the new run beside the old
+        return (f"interrupted; the previous run in {out} is unchanged; rerun with --overwrite to start the new run "
+                "again")
+    if (out / CHECKPOINT_DIR / "latest.json").is_file():
+        return (f"interrupted; rerun with --resume{' (instead of --overwrite)' if cfg.overwrite else ''} to continue "
+                f"from the last checkpoint in {out / CHECKPOINT_DIR}")
+    return "interrupted before the first checkpoint was written; rerun the same command to start the run again"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -524,7 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit-time flush must not fail again
         return 128 + signal.SIGPIPE
     except KeyboardInterrupt:
-        print("interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
+        print(_interrupted(args), file=sys.stderr)
         return 130
     except Exception as e:
         code = _exit_code(e)

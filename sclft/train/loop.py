@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
-from tqdm.auto import tqdm
 
 from ..card import write_model_card
 from ..config import TrainConfig
@@ -25,6 +24,7 @@ from ..data import load_dataset
 from ..io import atomic_write_json, check_out_dir
 from ..model import TransferModel
 from ..optim import WarmupCosine, build_optimizer
+from ..progress import progress_bar
 from ..save import (
     MANIFEST,
     build_backbone,
@@ -192,8 +192,8 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
     for epoch in range(start_epoch, epochs):
         model.train()
         seen, loss_sum, tic = 0, 0.0, time.time()
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and
-                   accelerator.is_local_main_process), leave=False)
+        bar = progress_bar(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                           progress=cfg.progress and accelerator.is_local_main_process)
         for x, y in bar:
             if optimizer is None:
                 break
