@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 
 from . import nc
 from .data import TransformedDataset, build_transforms, load_dataset
+from .devices import resolve_device
 from .io import read_json_object
 from .progress import progress_bar
 from .save import RunFolderError, check_fields, load
@@ -51,7 +52,7 @@ def evaluate_run(
     if dataset is None:
         raise ValueError(f"{splits.name} has no {split!r} split")
     _, eval_tf = build_transforms(model.backbone.data_config, image_size or run.get("image_size"))
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     model.to(device).eval()
     loader = DataLoader(TransformedDataset(dataset, eval_tf), batch_size=batch_size, num_workers=num_workers)
     feats, labels, correct = [], [], 0

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from .card import CARD_FILE
 
-EXPORT_FILES = {"onnx": "model.onnx", "torchscript": "model.pt", "safetensors": "model.safetensors"}
+# format -> its file in exports/<format>/ (safetensors: sclft export writes a folder, timm's Hub layout)
+EXPORT_FILES = {"onnx": "model.onnx", "torchscript": "model.pt", "safetensors": None}
 EXPORTS_DIR = "exports"
 
 
@@ -92,7 +93,8 @@ def staged(run: str | Path, exports: Sequence[str] = ()) -> Iterator[Path]:
         for fmt in exports:
             from .export import export_model
 
-            export_model(model, fmt, stage / EXPORTS_DIR / fmt / EXPORT_FILES[fmt])
+            folder = stage / EXPORTS_DIR / fmt
+            export_model(model, fmt, folder / EXPORT_FILES[fmt] if EXPORT_FILES[fmt] else folder)
         yield stage
 
 

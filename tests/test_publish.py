@@ -204,7 +204,8 @@ def test_push_dry_run_lists_card_config_weights_and_exports(lora_run, capsys, mo
     assert "dry run: would upload" in out
     assert set(_listed(out)) == {"README.md", "config.json", "model.safetensors", "train_config.json", "metrics.json",
                                  "manifest.json", "adapter_config.json", "adapter_model.safetensors",
-                                 "exports/safetensors/model.safetensors"}  # no checkpoint/ (training state)
+                                 "exports/safetensors/model.safetensors", "exports/safetensors/config.json",
+                                 "exports/safetensors/preprocessor_config.json"}  # no checkpoint/ (training state)
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before  # the run folder is left as it was
 
 
