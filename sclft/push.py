@@ -69,7 +69,7 @@ def staged(run: str | Path, exports: Sequence[str] = ()) -> Iterator[Path]:
     """A temporary folder holding what ``push`` uploads (see the module docstring); removed afterwards."""
     from .predict import check_run
     from .save import check_manifest, read_config
-    from .train.run_folder import run_files
+    from .training.run_folder import run_files
 
     run = check_run(run)
     check_manifest(run)  # an edited run file is refused here, before anything is sent

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from sclft.config import TrainConfig
-from sclft.train import train
+from sclft.training import train
 
 PEFT_HEADING = "### With peft, without sclft"
 

@@ -28,7 +28,7 @@ def umask_022():
 
 @pytest.mark.parametrize("when", ["before", "after"])
 def test_an_interrupted_train_suggests_resume_only_with_a_checkpoint(when, tmp_path, capsys, monkeypatch, umask_022):
-    loop = importlib.import_module("sclft.train.loop")
+    loop = importlib.import_module("sclft.training.loop")
 
     real = loop.save_checkpoint
 

@@ -113,9 +113,9 @@ def create_lite_imagenet(name: str = "efficientnet_lite0", pretrained: bool = Tr
             model.load_state_dict(state, strict=False)
         # not timm's hub weights: the model card must not name timm's hub id or licence for them, but the package's
         source = {} if checkpoint else package_source(name)
+        # (only timm's PretrainedCfg fields: timm.create_model(pretrained_cfg=...) takes this dict back)
         model.pretrained_cfg = {**model.pretrained_cfg, "hf_hub_id": None, "license": source.get("license"),
-                                "origin_url": source.get("url"), "pypi_package": source.get("package"),
-                                "pypi_version": source.get("version")}
+                                "origin_url": source.get("url")}
     return model.eval()
 
 
