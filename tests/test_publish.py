@@ -245,3 +245,37 @@ def test_push_refuses_bad_input_with_exit_2(lora_run, capsys):
         assert main(["push", "--checkpoint", str(run), *args]) == 2
         assert words in capsys.readouterr().err
     assert main(["push", "--checkpoint", str(run / "checkpoint"), "--repo-id", "me/x", "--dry-run"]) == 2
+
+
+@pytest.mark.parametrize("name,arch,classifier", [("timm:resnet18", "resnet18", "fc"),
+                                                  ("timm:vit_tiny_patch16_224", "vit_tiny_patch16_224", "head")])
+def test_the_adapter_holds_the_head_for_each_timm_family(name, arch, classifier, tmp_path):
+    """ResNet (``fc``) and ViT (``head``, built for another input size): on timm's own model with the same frozen
+    weights, peft's loader gives the sclft model's logits."""
+    import copy
+
+    import timm
+    from peft import PeftModel
+
+    from sclft.backbones import create_backbone
+    from sclft.model import TransferModel
+    from sclft.save import save_model
+
+    torch.manual_seed(0)
+    backbone = create_backbone(name, pretrained=False, image_size=32)
+    frozen = copy.deepcopy(backbone.model.state_dict())
+    model = TransferModel(backbone, "lora", 5, r=2).eval()
+    with torch.no_grad():  # a trained adapter and head, not their zero / fresh init
+        for n, p in model.named_parameters():
+            if "lora_B" in n or n.startswith("head."):
+                p.copy_(0.1 * torch.randn_like(p))
+    save_model(model, tmp_path, {"pretrained": False, "seed": 0, "checkpoint": None})
+    adapter = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert adapter["modules_to_save"] == [classifier] and adapter["base_model_name_or_path"] == arch
+    base = timm.create_model(arch, num_classes=5, **({"img_size": 32} if "vit" in arch else {}))
+    result = base.load_state_dict(frozen, strict=False)
+    assert sorted(result.missing_keys) == [f"{classifier}.bias", f"{classifier}.weight"]
+    peft_model = PeftModel.from_pretrained(base, str(tmp_path)).eval()
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(peft_model(x), model(x), rtol=1e-5, atol=1e-5)
