@@ -66,7 +66,9 @@ TRAIN_HELP = {
     "eval_every": "evaluate on val/test every N epochs (0: only at the end)",
     "channels_last": "channels_last memory format for conv backbones",
     "compile": "torch.compile the model",
-    "tensorboard": "log metrics to TensorBoard under --out",
+    "tensorboard": "log metrics to TensorBoard under --out (same as --report-to tensorboard)",
+    "report_to": "experiment trackers, comma-separated: tensorboard (OUT/sclft), wandb (OUT/wandb; WANDB_MODE=offline "
+                 "works without an account); a tracker whose package is missing is an error",
     "out": "output directory (metrics.json, model.safetensors, checkpoint/)",
     "resume": "continue an interrupted run from --out/checkpoint (refused if a result-changing option differs)",
     "overwrite": "replace a finished run or another run's checkpoints in --out",
@@ -464,6 +466,38 @@ def run_export(args) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------------------------- push
+@command("push")
+def _push_parser(sub) -> None:
+    p = sub.add_parser("push", help="upload a finished run to the Hugging Face Hub (card, config, weights, exports)")
+    p.add_argument("--checkpoint", required=True, help="a finished `sclft train --out` folder")
+    p.add_argument("--repo-id", required=True, help="the Hub model repository, NAME or OWNER/NAME (created if missing)")
+    p.add_argument("--private", action="store_true", help="create the repository private (an existing one keeps its "
+                                                          "visibility)")
+    p.add_argument("--exports", default=None, metavar="FORMATS",
+                   help="also upload these exports under exports/<format>/: a comma-separated list of onnx, "
+                        "torchscript, safetensors")
+    p.add_argument("--message", default=None, help="commit message (default: sclft run NAME)")
+    p.add_argument("--dry-run", action="store_true", help="list the files that would be uploaded; send nothing")
+    p.set_defaults(func=run_push)
+
+
+def run_push(args) -> int:
+    from .push import parse_exports, push  # huggingface_hub / torch: only when the command runs (light --help)
+
+    exports = parse_exports(args.exports)
+    files, url = push(args.checkpoint, args.repo_id, private=args.private, exports=exports, dry_run=args.dry_run,
+                      message=args.message)
+    for name, size in files:
+        print(f"{size:>12,}  {name}")
+    total = f"{len(files)} files, {sum(s for _, s in files):,} bytes"
+    if url is None:
+        print(f"dry run: would upload {total} to {args.repo_id}" + (" (private)" if args.private else ""))
+    else:
+        print(f"uploaded {total}: {url}")
+    return 0
+
+
 # -------------------------------------------------------------------------------------------- main
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The `sclft` parser. Given ``argv``, only the module of the command it runs is imported; the other
@@ -497,6 +531,27 @@ def _exit_code(e: BaseException) -> int | None:
     return None
 
 
+def _interrupted(args) -> str:
+    """What Ctrl-C prints: for ``sclft train``, ``--resume`` only where a checkpoint of this run exists."""
+    if args.command != "train":
+        return "interrupted"
+    try:
+        cfg = config_from_args(args)
+    except Exception:  # the hint must never replace the interruption with another error
+        return "interrupted"
+    from .training.checkpoint import CHECKPOINT_DIR  # loaded already: the run had started
+    from .training.run_folder import METRICS_FILE, STAGING
+
+    out = Path(cfg.out)
+    if (out / METRICS_FILE).is_file() or (out / STAGING).is_dir():  # --overwrite writes the new run beside the old
+        return (f"interrupted; the previous run in {out} is unchanged; rerun with --overwrite to start the new run "
+                "again")
+    if (out / CHECKPOINT_DIR / "latest.json").is_file():
+        return (f"interrupted; rerun with --resume{' (instead of --overwrite)' if cfg.overwrite else ''} to continue "
+                f"from the last checkpoint in {out / CHECKPOINT_DIR}")
+    return "interrupted before the first checkpoint was written; rerun the same command to start the run again"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -513,7 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit-time flush must not fail again
         return 128 + signal.SIGPIPE
     except KeyboardInterrupt:
-        print("interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
+        print(_interrupted(args), file=sys.stderr)
         return 130
     except Exception as e:
         code = _exit_code(e)

@@ -21,11 +21,11 @@ from typing import Any
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from .data.imagefolder import IMAGE_EXTENSIONS
 from .devices import resolve_device
 from .preprocess import load_image, to_rgb, upright
+from .progress import progress_bar
 
 log = logging.getLogger("sclft.predict")
 
@@ -170,7 +170,7 @@ def predict_files(model, files: Sequence[Path] | Inputs, top_k: int = 5, batch_s
     loader = DataLoader(_Images(files, model.transform), batch_size=batch_size, num_workers=num_workers,
                         collate_fn=_collate, pin_memory=dev.type == "cuda")
     rows, skipped = [], []
-    with tqdm(total=len(files), desc="predict", unit="img", disable=not progress, leave=False) as bar:
+    with progress_bar(total=len(files), desc="predict", unit="img", progress=progress) as bar:
         for x, indices, bad in loader:
             skipped += [(str(files[i]), err) for i, err in bad]
             if x is not None:

@@ -26,7 +26,6 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from . import nc
 from .backbones import Backbone, create_backbone
@@ -36,6 +35,7 @@ from .devices import resolve_device
 from .io import atomic_write, atomic_write_text
 from .model import TransferModel
 from .plotting import log_axis, subplots
+from .progress import progress_bar
 from .transfer_scores import LAYER_SCORES, layer_scores
 
 CSV_FIELDS = ("layer", "nc1", "separation", "dim")
@@ -173,7 +173,7 @@ class _Extractor:
 
 def _batches(loader: Iterable, extract: _Extractor, names: Sequence[str], device, progress: bool, desc: str
              ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
-    for x, y in tqdm(loader, desc=desc, disable=not progress, leave=False):
+    for x, y in progress_bar(loader, desc=desc, progress=progress):
         out = extract(x.to(device, non_blocking=True), names)
         yield {n: out[n].float().cpu() for n in names}, torch.as_tensor(y).cpu()
 
