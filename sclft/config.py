@@ -9,6 +9,7 @@ CLI builds its flags from it); :class:`SelectionConfig`, the options of ``--laye
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 import math
 import typing
@@ -28,6 +29,8 @@ OPTIMIZERS = ("adamw", "sgd")
 PRECISIONS = ("no", "bf16", "fp16")
 CACHE_MODES = ("auto", "memory", "disk", "off")
 SCHEDULES = ("cosine", "constant")
+# --report-to name -> (the package Accelerate's tracker needs, the sclft extra that installs it)
+TRACKERS = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb")}
 # optimisation fields left unset (None) take the strategy's ``train_defaults``, else these (see resolve_defaults)
 OPTIM_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "weight_decay": 0.05, "schedule": "cosine", "warmup_epochs": 1.0}
 # percent of the model's parameters a block strategy may tune under --layer auto. 10: every block of the lecture's
@@ -111,7 +114,11 @@ class TrainConfig:
                              resume_may_differ=True, in_command=False)
     channels_last: bool = _field(False, help="channels_last memory format for conv backbones")
     compile: bool = _field(False, help="torch.compile the model")
-    tensorboard: bool = _field(False, help="log metrics to TensorBoard under --out", **_HOW)
+    tensorboard: bool = _field(False, help="log metrics to TensorBoard under --out (same as --report-to tensorboard)",
+                               **_HOW)
+    report_to: str | None = _field(None, help="experiment trackers, comma-separated: tensorboard (OUT/sclft), wandb "
+                                              "(OUT/wandb; WANDB_MODE=offline works without an account); a tracker "
+                                              "whose package is missing is an error", **_HOW)
     out: str = _field("runs/sclft", help="output directory (metrics.json, model.safetensors, checkpoint/)", **_HOW)
     resume: bool = _field(False, help="continue an interrupted run from --out/checkpoint (refused if a "
                                       "result-changing option differs)", **_HOW)
@@ -129,6 +136,11 @@ class TrainConfig:
         """The ``--layer auto`` options, typed: ``extra["selection"]`` over :class:`SelectionConfig`'s defaults.
         (``extra`` stays the stored form, so YAML files, ``config.json`` and bench run ids keep their shape.)"""
         return SelectionConfig.from_options((self.extra or {}).get("selection"))
+
+    def trackers(self) -> list[str]:
+        """``report_to`` as a list (``"none"``: no tracker), with ``tensorboard`` added by its alias flag."""
+        names = [s.strip() for s in (self.report_to or "").split(",") if s.strip() and s.strip() != "none"]
+        return list(dict.fromkeys(names + (["tensorboard"] if self.tensorboard else [])))
 
     def validate(self) -> TrainConfig:
         """Check every field's type and value (no file or network access); returns ``self``.
@@ -179,6 +191,13 @@ class TrainConfig:
              f"max_params must be > 0 (a percent of the parameters), got {self.max_params}"),
             ("eval_every", self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}"),
         ]
+        for name in self.trackers():
+            if name not in TRACKERS:
+                raise ConfigError("report_to", _one_of("report_to", (*TRACKERS, "none"), name))
+            module, extra = TRACKERS[name]
+            if importlib.util.find_spec(module) is None:  # Accelerate would skip it with a debug message
+                raise ConfigError("report_to", f"report_to {name}: the {module!r} package is not installed, so "
+                                  f"nothing would be logged; pip install 'sclft[{extra}]' (or {module})")
         for key, ok, message in checks:
             if not ok:
                 raise ConfigError(key, message)

@@ -54,7 +54,6 @@ class Interrupted(KeyboardInterrupt):
 # an error of the operating system that sclft did not classify: the environment's fault (permissions, a full or
 # read-only disk), except that a missing file or folder is one the user named
 _OS_ERRORS = ((FileNotFoundError, EXIT_USAGE), (OSError, EXIT_FAILED))
-INTERRUPTED_HINT = "interrupted; rerun with --resume to continue from the last checkpoint"
 
 
 def exit_code(e: BaseException) -> int | None:

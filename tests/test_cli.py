@@ -97,7 +97,7 @@ def test_a_value_error_inside_a_library_keeps_its_traceback(tmp_path, monkeypatc
 @pytest.mark.parametrize(("module", "name", "code"), [
     ("sclft.config", "ConfigError", 2), ("sclft.save", "RunFolderError", 2), ("sclft.bench.suite", "SuiteError", 2),
     ("sclft.io", "DiskFullError", 1), ("sclft._hub", "WeightsUnavailableError", 1),
-    ("sclft.data", "DatasetUnavailableError", 1), ("sclft.train", "NonFiniteLossError", 1),
+    ("sclft.data", "DatasetUnavailableError", 1), ("sclft.training", "NonFiniteLossError", 1),
     ("sclft.errors", "Interrupted", 130)])
 def test_each_known_failure_carries_its_exit_code(module, name, code, tmp_path, monkeypatch, capsys):
     """The existing error classes keep working (callers catching ValueError / OSError / RuntimeError) and map, in
@@ -133,7 +133,7 @@ def test_every_flag_has_help_and_shows_its_default_once():
     from sclft.cli import COMMAND_MODULES, build_parser
 
     seen = 0
-    for command in ["list", "probe", "train", "eval", "predict", "export", *COMMAND_MODULES]:
+    for command in ["list", "probe", "train", "eval", "predict", "export", "push", *COMMAND_MODULES]:
         for path, action, parser in _flags(build_parser([command])):
             if path[:1] != (command,):
                 continue

@@ -200,7 +200,7 @@ def test_every_train_config_field_declares_its_help_and_properties():
     from sclft import card, cli
     from sclft.bench import layout, plan
     from sclft.config import FIELD_PROPERTIES, fields_where
-    from sclft.train import checkpoint
+    from sclft.training import checkpoint
 
     for f in dataclasses.fields(TrainConfig):
         assert set(f.metadata) == set(FIELD_PROPERTIES), f"{f.name} declares {sorted(f.metadata)}"

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..cli_format import HelpFormatter
 from ..errors import UsageError
-from ..io import check_out_dir
+from ..io import check_out_folder
 from .experiments import NETWORKS, CompletionConfig, completion_experiment, parsimony_experiment, separation_experiment
 from .network import DEVICES, DTYPES, Runtime
 from .parsimony import ParsimonyConfig
@@ -146,7 +146,7 @@ def check_flags(command: str, args: argparse.Namespace) -> None:
             raise UsageError(message)
     if command == "completion":
         _check_memory(args)
-    check_out_dir(args.out)
+    check_out_folder(args.out)
     _runtime(args).torch_device  # noqa: B018 -- --device cuda without a GPU fails here, before any work
 
 

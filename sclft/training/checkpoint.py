@@ -32,7 +32,7 @@ from safetensors.torch import save_file
 
 from ..config import TrainConfig, fields_where
 from ..errors import UsageError
-from ..io import DiskFullError, atomic_write_json, read_json_object, space_for
+from ..io import DiskFullError, atomic_write_json, plain_mode, read_json_object, space_for
 from ..model import TransferModel
 from ..save import (
     SHA256,
@@ -219,6 +219,11 @@ def restore_training_state(accelerator, path: Path, state: dict, optimizer, sche
 
 
 # ------------------------------------------------------------------------------------------ writing
+def _save_tensors(tensors: dict, path: Path, metadata: dict | None = None) -> None:
+    save_file(tensors, str(path), metadata=metadata)
+    plain_mode(path)  # save_file creates 0600
+
+
 def save_checkpoint(accelerator, out: Path, model: TransferModel, epoch: int, sampler_gen: torch.Generator,
                     state: dict, optimizer=None, scheduler=None) -> Path:
     """Write ``checkpoint/epoch-E`` fully (every process writes its RNG state), then atomically point
@@ -239,13 +244,13 @@ def save_checkpoint(accelerator, out: Path, model: TransferModel, epoch: int, sa
     needed = _nbytes(rng) + (_nbytes(tensors) + _nbytes(weights) if main else 0)  # about the whole checkpoint
     try:
         with space_for(tmp, needed):
-            save_file(rng, str(tmp / _rng_file(accelerator.process_index)), metadata=rng_meta)
+            _save_tensors(rng, tmp / _rng_file(accelerator.process_index), metadata=rng_meta)
         accelerator.wait_for_everyone()
         if main:
             with space_for(tmp, needed):
-                save_file(tensors, str(tmp / "optimizer.safetensors"))
-                save_file(weights, str(tmp / "model.safetensors"))
-                save_file({"sampler": sampler_gen.get_state()}, str(tmp / "sampler.safetensors"))
+                _save_tensors(tensors, tmp / "optimizer.safetensors")
+                _save_tensors(weights, tmp / "model.safetensors")
+                _save_tensors({"sampler": sampler_gen.get_state()}, tmp / "sampler.safetensors")
             atomic_write_json(tmp / TRAINING_STATE, {"format": STATE_FORMAT, "epoch": epoch, **state, **objects})
             atomic_write_json(tmp / "config.json", model.config())
             files = {p.name: file_digest(p) for p in sorted(tmp.iterdir()) if p.is_file()}
