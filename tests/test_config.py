@@ -207,13 +207,13 @@ def test_every_train_config_field_declares_its_help_and_properties():
         assert isinstance(f.metadata["help"], str) and len(f.metadata["help"]) > 5, f.name
         assert all(isinstance(f.metadata[p], bool) for p in FIELD_PROPERTIES[1:]), f.name
     # the sets as they were listed by hand before (bench run ids and committed reports depend on them)
-    assert set(plan.UNHASHED_FIELDS) == {"out", "cache_dir", "progress", "num_workers", "tensorboard", "resume",
-                                         "overwrite"} == set(fields_where("hashed", False))
+    assert set(plan.UNHASHED_FIELDS) == {"out", "cache_dir", "progress", "num_workers", "tensorboard", "report_to",
+                                         "resume", "overwrite"} == set(fields_where("hashed", False))
     assert layout.LOCATION_FIELDS == ("data_dir",)
     assert set(checkpoint.RESUME_MAY_DIFFER) == {"out", "resume", "overwrite", "progress", "num_workers",
-                                                 "tensorboard", "eval_every", "cache_dir", "data_dir"}
+                                                 "tensorboard", "report_to", "eval_every", "cache_dir", "data_dir"}
     assert card.NOT_IN_COMMAND == {"out", "resume", "overwrite", "progress", "num_workers", "cache", "cache_dir",
-                                   "tensorboard", "eval_every", "extra", "strategy_options"}
+                                   "tensorboard", "report_to", "eval_every", "extra", "strategy_options"}
     helps: dict[str, str] = {}
     for action in cli.build_parser(["train"])._subparsers._group_actions[0].choices["train"]._actions:
         helps.setdefault(action.dest, action.help)  # --cache before --no-cache
