@@ -205,8 +205,8 @@ def check_out_folder(path: str | os.PathLike, names: tuple[str, ...] = (), flag:
     and none of ``names`` there a device, FIFO, socket or folder (those files, the command's own outputs, are
     rewritten by a rerun). Else an :class:`OutputPathError` (or ``ValueError``) naming the path."""
     folder = Path(path).expanduser()
-    check_out_dir(folder, flag)
     _refuse_run_folder(path, folder, flag)
+    check_out_dir(folder, flag)
     for name in names:
         kind = _special(folder / name)
         if kind is not None:
