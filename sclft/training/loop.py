@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from ..card import write_model_card
 from ..config import TrainConfig
 from ..data import load_dataset
+from ..eval import evaluate
 from ..io import atomic_write_json, check_out_dir
 from ..model import TransferModel
 from ..optim import WarmupCosine, build_optimizer
@@ -40,7 +41,6 @@ from ..strategies import collect_strategy_options, strategy_config
 from ..strategies.base import Strategy
 from .checkpoint import _resume_view, restore_training_state, save_checkpoint
 from .data import _loader, prepare_datasets
-from .evaluate import evaluate
 from .run_folder import METRICS_FILE, _prepare_out, replace_run, run_files, run_lock
 
 log = logging.getLogger("sclft.train")
@@ -175,7 +175,6 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
     eval_loaders = {k: accelerator.prepare(v) for k, v in eval_loaders.items()}
 
     start_epoch, history = 0, []
-    final: dict[str, dict[str, float]] = {}  # split -> final evaluation
     last_good = None  # the newest checkpoint of this run (resumed or written here)
     if resume_from is not None:
         load_model_state(accelerator.unwrap_model(model), resume_from, f"the model this run builds ({cfg.backbone}, "
@@ -186,12 +185,44 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
     if cfg.tensorboard:
         accelerator.init_trackers("sclft", config={k: v for k, v in dataclasses.asdict(cfg).items()
                                                    if isinstance(v, (int, float, str, bool))})
+    run = _Run(cfg, out, accelerator, splits, data, model, train_loader, eval_loaders, optimizer, scheduler,
+               sampler_gen, layer, selection, start_time)
+    final = _epochs(run, start_epoch, epochs, history, last_good)
+    return _final_metrics(run, epochs, history, final, summary, build, backbone)
 
+
+@dataclasses.dataclass
+class _Run:
+    """What the epochs and the final metrics of one run share."""
+
+    cfg: TrainConfig
+    out: Path
+    accelerator: Accelerator
+    splits: Any
+    data: Any
+    model: Any
+    train_loader: Any
+    eval_loaders: dict[str, Any]
+    optimizer: Any
+    scheduler: Any
+    sampler_gen: torch.Generator
+    layer: str | None
+    selection: dict[str, Any] | None
+    start_time: float
+
+
+def _epochs(run: _Run, start_epoch: int, epochs: int, history: list[dict[str, Any]],
+            last_good: Path | None) -> dict[str, dict[str, float]]:
+    """Train epochs ``start_epoch + 1 .. epochs`` (each evaluated when due, then checkpointed); appends to
+    ``history`` and returns the last epoch's evaluations by split."""
+    cfg, out, accelerator, splits, data, model = run.cfg, run.out, run.accelerator, run.splits, run.data, run.model
+    optimizer, scheduler, eval_loaders, say = run.optimizer, run.scheduler, run.eval_loaders, accelerator.print
+    final: dict[str, dict[str, float]] = {}  # split -> final evaluation
     reference = None  # the loss divergence is judged against (see DIVERGENCE_FACTOR)
     for epoch in range(start_epoch, epochs):
         model.train()
         seen, loss_sum, tic = 0, 0.0, time.time()
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and
+        bar = tqdm(run.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and
                    accelerator.is_local_main_process), leave=False)
         for x, y in bar:
             if optimizer is None:
@@ -238,11 +269,18 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
             raise NonFiniteLossError(
                 f"trained parameters became non-finite in epoch {epoch + 1} ({', '.join(broken[:3])}); stopping. "
                 f"Try a lower --lr or --precision no. Last good checkpoint: {last_good or 'none yet'}")
-        last_good = save_checkpoint(accelerator, out, accelerator.unwrap_model(model), epoch + 1, sampler_gen, {
-            "history": history, "seconds": time.time() - start_time, "layer": layer,
-            "layer_selection": selection, "num_processes": accelerator.num_processes,
+        last_good = save_checkpoint(accelerator, out, accelerator.unwrap_model(model), epoch + 1, run.sampler_gen, {
+            "history": history, "seconds": time.time() - run.start_time, "layer": run.layer,
+            "layer_selection": run.selection, "num_processes": accelerator.num_processes,
             "config": _resume_view(dataclasses.asdict(cfg))}, optimizer, scheduler)
+    return final
 
+
+def _final_metrics(run: _Run, epochs: int, history: list[dict[str, Any]], final: dict[str, dict[str, float]],
+                   summary: dict[str, Any], build: dict[str, Any], backbone) -> dict[str, Any]:
+    """Evaluate what the last epoch did not, then write the finished run's files (the manifest last)."""
+    cfg, out, accelerator, splits, data, model = run.cfg, run.out, run.accelerator, run.splits, run.data, run.model
+    eval_loaders, selection, say = run.eval_loaders, run.selection, accelerator.print
     for split in eval_loaders:
         if split not in final:
             final[split] = evaluate(model, eval_loaders[split], data.cached, accelerator, splits.num_classes,
@@ -265,7 +303,7 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
         "total_params": summary["total"],
         "trainable_percent": summary["percent"],
         "epochs": epochs,
-        "seconds": time.time() - start_time,
+        "seconds": time.time() - run.start_time,
         "seed": cfg.seed,
         "train_per_class": cfg.train_per_class,
         "image_size": cfg.image_size or backbone.data_config["input_size"][-1],
