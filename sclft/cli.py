@@ -419,8 +419,9 @@ def _export_parser(sub) -> None:
     p.add_argument("--checkpoint", required=True, help="a finished `sclft train --out` folder")
     p.add_argument("--format", required=True, choices=["onnx", "torchscript", "safetensors"],
                    help="onnx (checked with onnx.checker and onnxruntime), torchscript (traced), safetensors "
-                        "(every tensor of the merged model)")
-    p.add_argument("--out", required=True, help="the file to write (replaced atomically)")
+                        "(a folder in timm's Hub layout: timm rebuilds timm graphs, sclft the others)")
+    p.add_argument("--out", required=True, help="the file to write (replaced atomically); safetensors: a new or "
+                                                "empty folder")
     p.add_argument("--dynamo", action=argparse.BooleanOptionalAction, default=True,
                    help="onnx: torch's dynamo exporter (default); --no-dynamo: its older TorchScript-based one")
     p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
@@ -436,8 +437,10 @@ def run_export(args) -> int:
     model = load(check_run(args.checkpoint))
     path = export_model(model, args.format, args.out, verify=args.verify, dynamo=args.dynamo)
     meta = read_metadata(path, args.format)
+    how = f"; rebuild: {meta['rebuild']}" if "rebuild" in meta else ""
     print(f"wrote {path} ({args.format}; input {meta['input_size']}, {len(meta['class_names'])} classes"
-          + (", logits checked against PyTorch" if args.verify and args.format != "safetensors" else "") + ")")
+          + (", logits checked against PyTorch" if args.verify else "") + how + "; preprocessing: the "
+          "'preprocessing' metadata, sclft.preprocess)")
     return 0
 
 

@@ -23,9 +23,9 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .data.base import to_rgb
 from .data.imagefolder import IMAGE_EXTENSIONS
 from .devices import resolve_device
+from .preprocess import load_image, to_rgb, upright
 
 log = logging.getLogger("sclft.predict")
 
@@ -100,12 +100,11 @@ def _read_list(path: Path) -> list[Path]:
 
 
 def read_image(path: str | Path) -> Image.Image:
-    """``path`` decoded completely as 8-bit RGB; a file Pillow cannot decode (not an image, truncated) is a
+    """``path`` decoded completely, turned upright (EXIF orientation) and as 8-bit RGB
+    (:func:`sclft.preprocess.load_image`); a file Pillow cannot decode (not an image, truncated) is a
     ``ValueError`` naming it."""
     try:
-        with Image.open(path) as image:
-            image.load()  # decode it all now: a truncated file fails here, not later in the transform
-            return to_rgb(image)
+        return load_image(path)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:  # PIL's decode errors
         raise ValueError(f"{path}: not a readable image ({e})") from None
 
@@ -215,7 +214,7 @@ def _as_tensor(model, image) -> torch.Tensor:
         image = read_image(image)
     if not isinstance(image, Image.Image):
         raise TypeError(f"predict takes PIL images, paths or tensors, got {type(image).__name__}")
-    return model.transform(to_rgb(image))
+    return model.transform(to_rgb(upright(image)))
 
 
 # ------------------------------------------------------------------------------------------- run folders
