@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from ._hub import WeightsUnavailableError
 from .backbones import create_backbone
 from .cache import hash_tensors
-from .io import _json_default, atomic_path, atomic_write_json, read_json_object
+from .io import as_json, atomic_path, atomic_write_json, read_json_object
 from .model import TransferModel
 from .strategies import list_strategies
 
@@ -142,7 +142,7 @@ def save_model(model: TransferModel, out: str | Path, build: dict | None = None)
         save_file(weights, str(tmp))
     exported = model.strategy.export(model.backbone, out)  # e.g. lora: a peft adapter beside model.safetensors
     config = {**model.config(), **(build or {}), EXPORTS_KEY: list(exported)}
-    config = json.loads(json.dumps(config, default=_json_default))  # as it reads back
+    config = as_json(config)  # as it reads back
     atomic_write_json(out / "config.json", {**config, MODEL_DIGEST: model_digest(out / "model.safetensors", config)})
     return out
 

@@ -39,8 +39,8 @@ from ..save import (
 from ..selection import select_layer
 from ..strategies import collect_strategy_options, strategy_config
 from ..strategies.base import Strategy
-from .checkpoint import _resume_view, restore_training_state, save_checkpoint
-from .data import _loader, prepare_datasets
+from .checkpoint import restore_training_state, resume_view, save_checkpoint
+from .data import make_loader, prepare_datasets
 from .run_folder import METRICS_FILE, _prepare_out, replace_run, run_files, run_lock
 
 log = logging.getLogger("sclft.train")
@@ -157,8 +157,9 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
 
     sampler_gen = torch.Generator().manual_seed(cfg.seed)
     pin = accelerator.device.type == "cuda"
-    train_loader = _loader(data.train, cfg.batch_size, shuffle_gen=sampler_gen, num_workers=cfg.num_workers, pin=pin)
-    eval_loaders = {k: _loader(v, max(cfg.batch_size, 64), shuffle_gen=None, num_workers=cfg.num_workers, pin=pin)
+    train_loader = make_loader(data.train, cfg.batch_size, shuffle_gen=sampler_gen, num_workers=cfg.num_workers,
+                               pin=pin)
+    eval_loaders = {k: make_loader(v, max(cfg.batch_size, 64), shuffle_gen=None, num_workers=cfg.num_workers, pin=pin)
                     for k, v in data.evals.items()}
     optimizer = build_optimizer(model, cfg)
     if optimizer and resume_from is None:  # before prepare: every process computes the same init
@@ -272,7 +273,7 @@ def _epochs(run: _Run, start_epoch: int, epochs: int, history: list[dict[str, An
         last_good = save_checkpoint(accelerator, out, accelerator.unwrap_model(model), epoch + 1, run.sampler_gen, {
             "history": history, "seconds": time.time() - run.start_time, "layer": run.layer,
             "layer_selection": run.selection, "num_processes": accelerator.num_processes,
-            "config": _resume_view(dataclasses.asdict(cfg))}, optimizer, scheduler)
+            "config": resume_view(dataclasses.asdict(cfg))}, optimizer, scheduler)
     return final
 
 
