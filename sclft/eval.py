@@ -10,12 +10,12 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from . import nc
 from .data import TransformedDataset, build_transforms, load_dataset
 from .devices import resolve_device
 from .io import read_json_object
+from .progress import progress_bar
 from .save import RunFolderError, check_fields, load
 
 
@@ -31,7 +31,7 @@ def evaluate(model, loader: Iterable, from_frozen: bool = False, accelerator=Non
     correct, count, feats, labels = 0, 0, [], []
     unwrapped = accelerator.unwrap_model(model) if accelerator else model
     autocast = accelerator.autocast if accelerator else contextlib.nullcontext
-    for x, y in tqdm(loader, desc=desc, disable=desc is None, leave=False):
+    for x, y in progress_bar(loader, desc=desc, progress=desc is not None):
         x = x.to(device) if device is not None else x
         with autocast():
             f = unwrapped.features_from_frozen(x) if from_frozen else unwrapped.forward_features(x)
@@ -61,8 +61,11 @@ def evaluate_run(
     num_workers: int = 0,
     device: str | None = None,
     progress: bool = True,
+    backbone_weights: str | None = None,
 ) -> dict[str, Any]:
-    """Accuracy and head-input NC1 of the model in ``run_dir`` (data / image size default to the run's)."""
+    """Accuracy and head-input NC1 of the model in ``run_dir`` (data / image size default to the run's;
+    ``backbone_weights``: the weights file a run trained with ``--checkpoint`` used, :func:`sclft.save.load`'s
+    ``checkpoint``)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         what = "is a file, not a run folder" if run_dir.exists() else "no such run folder"
@@ -78,7 +81,7 @@ def evaluate_run(
     data = data or run.get("data")
     if not data:
         raise ValueError("pass --data: the run directory does not record its dataset")
-    model = load(run_dir)
+    model = load(run_dir, checkpoint=backbone_weights)
     splits = load_dataset(data, data_dir or run.get("data_dir"))
     if splits.num_classes != model.num_classes:
         raise ValueError(f"{data} has {splits.num_classes} classes but the model was trained for {model.num_classes}")
