@@ -389,7 +389,7 @@ def test_compressed_product_at_init_is_the_original_projected_on_the_gradient_su
     weights = init_network([30] * (depth + 1), scale, "orthogonal", seed=5)  # what original_network(seed=5) draws
     v = _hand_gradient_basis(problem, weights, scale, rank_estimate)
     product = torch.linalg.multi_dot(weights[::-1])
-    comp = compressed_network(problem, depth, scale, rank_estimate, outer_lr_ratio=0.3, seed=5)
+    comp = compressed_network(problem, depth, scale, rank_estimate, outer_lr_ratio=0.3, seed=5, basis="stacked")
     # U W̃(0) Vᵀ = (W(0)V/ε³)(ε³I)Vᵀ = W(0)VVᵀ; the dropped part W(0)(I − VVᵀ) has every singular value ε³
     assert torch.allclose(comp.product().detach(), product @ v @ v.T, atol=1e-14)
     dropped = torch.linalg.svdvals(product - comp.product().detach())

@@ -1,0 +1,100 @@
+"""sclft against values computed once from the authors' own code (tests/fixtures/authors/: each JSON records the
+repository, commit and command that made it; the generator scripts there feed the authors' functions with inputs
+drawn by numpy's RandomState, which these tests draw again)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sclft.dln.completion import CompletionProblem, compress_weights, compression_basis, train_completion
+from sclft.dln.network import FactorNetwork
+
+FIXTURES = Path(__file__).parent / "fixtures" / "authors"
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: small matrices
+
+
+def _load(name: str) -> dict:
+    return json.loads((FIXTURES / name).read_text())
+
+
+def _orth(rng: np.random.RandomState, n: int) -> np.ndarray:
+    q, r = np.linalg.qr(rng.standard_normal((n, n)))
+    return q * np.sign(np.diag(r))
+
+
+def _max_angle_deg(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Largest principal angle between the column spans of orthonormal ``a`` and ``b`` (degrees), through the
+    sine (the cosine loses the small angles): ‖(I − aaᵀ)b‖₂."""
+    residual = b - a @ (a.T @ b)
+    return float(torch.rad2deg(torch.asin(torch.linalg.matrix_norm(residual, ord=2).clamp(max=1.0))))
+
+
+# ------------------------------------------------------------------------ completion (law-of-parsimony)
+COMPLETION = _load("completion.json")
+
+
+def _completion_inputs():
+    """The fixture's inputs, drawn as its ``inputs.draw`` says."""
+    c = COMPLETION["inputs"]
+    d, r, p, depth, eps = c["dim"], c["rank"], c["observed"], c["depth"], c["eps"]
+    rng = np.random.RandomState(c["seed"])
+    u, s, vh = np.linalg.svd(rng.standard_normal((d, d)))
+    target = (u[:, :r] * s[:r]) @ vh[:r]
+    mask = np.zeros(d * d, dtype=bool)
+    mask[rng.permutation(d * d)[: int(p * d * d)]] = True
+    weights = [eps * _orth(rng, d) for _ in range(depth)]
+    problem = CompletionProblem(torch.from_numpy(target), torch.from_numpy(mask.reshape(d, d)), r)
+    return problem, [torch.from_numpy(w) for w in weights]
+
+
+def _narrow_weights(width: int) -> list[torch.Tensor]:
+    c = COMPLETION["inputs"]
+    d, eps = c["dim"], c["eps"]
+    rng = np.random.RandomState(c["seed"] + 1)
+    return [torch.from_numpy(w) for w in (eps * _orth(rng, d)[:width], eps * _orth(rng, width),
+                                          eps * _orth(rng, d)[:, :width])]
+
+
+@pytest.mark.parametrize("rank_estimate", [5, 10])
+def test_completion_basis_spans_the_authors_compute_factor(rank_estimate):
+    problem, weights = _completion_inputs()
+    ref = COMPLETION["basis"][str(rank_estimate)]
+    theirs = torch.tensor(ref["compute_factor"], dtype=torch.float64)
+    ours = compression_basis(weights, problem, rank_estimate, COMPLETION["inputs"]["eps"])
+    assert ours.shape == theirs.shape == (problem.dim, 2 * rank_estimate)
+    assert _max_angle_deg(ours, theirs) < 1e-6
+    assert _max_angle_deg(theirs, ours) < 1e-6
+    # the stacked basis (sclft's former one) is a different subspace on this problem
+    stacked = compression_basis(weights, problem, rank_estimate, COMPLETION["inputs"]["eps"], basis="stacked")
+    assert _max_angle_deg(stacked, theirs) > 1.0
+
+
+def _iterations(factors: list[torch.Tensor], lr_scales: list[float]) -> tuple[int, float, str]:
+    """Iterations sclft's GD needs to the authors' stop rule, at their step size in sclft's loss units."""
+    problem = _completion_inputs()[0]
+    t = COMPLETION["train"]
+    lr = t["step_size"] * problem.observed_fraction / problem.dim**2  # their ½·mean over d² → sclft's ½·Σ_Ω/p
+    net = FactorNetwork(factors, lr_scales)
+    log = train_completion(net, problem, lr, t["n_inner_loops"] * t["n_outer_loops"],
+                           record_every=t["n_inner_loops"], train_loss_below=t["tol"])
+    return log.steps[-1], log.losses[-1] * problem.observed_fraction / problem.dim**2, log.ended_by
+
+
+def test_completion_iterations_match_the_authors_trainer():
+    problem, weights = _completion_inputs()
+    ref, gamma, eps = COMPLETION["iterations"], COMPLETION["train"]["dlr"], COMPLETION["inputs"]["eps"]
+    runs = {"original": (weights, [1.0] * len(weights)), "narrow_rhat5": (_narrow_weights(10), [1.0] * 3)}
+    for k in (5, 10):
+        compressed = compress_weights(weights, problem, k, eps)
+        runs[f"compressed_rhat{k}"] = (compressed, [gamma] + [1.0] * len(weights) + [gamma])
+    for name, (factors, scales) in runs.items():
+        steps, loss, ended_by = _iterations(factors, scales)
+        assert ended_by == "target", name
+        assert steps == ref[name]["iterations"], name
+        assert loss == pytest.approx(ref[name]["final_train_loss"], rel=1e-6), name
