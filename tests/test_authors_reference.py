@@ -155,3 +155,34 @@ def test_ncti_terms_match_the_reference(name):
     assert (terms.shrinkage is None) == (name == "ncti_svd")
     for key in ("seli", "ncc", "vc"):
         assert getattr(terms, key) == pytest.approx(case[key], rel=1e-9), key
+
+
+# ------------------------------------------------------------------------ Deep LoRA (deep-lora-transformers)
+DEEP_LORA = _load("deep_lora.json")
+
+
+@pytest.mark.parametrize("name", sorted(DEEP_LORA["cases"]))
+def test_deep_lora_initial_factors_match_the_reference(name):
+    from torch import nn
+
+    from sclft.strategies.deep_lora.layer import DeepLoRALayer
+
+    case, eps, rank = DEEP_LORA["cases"][name], DEEP_LORA["eps"], DEEP_LORA["rank"]
+    out, fan_in = case["out"], case["fan_in"]
+    rng = np.random.RandomState(case["seed"])
+    d = max(out, fan_in)
+    w1, w2, w3 = (eps * _orth(rng, d)[:rows, :cols] for rows, cols in ((d, fan_in), (d, d), (out, d)))
+    grad = torch.from_numpy(rng.standard_normal((out, fan_in)))
+    full = DeepLoRALayer(nn.Linear(fan_in, out).double(), rank, eps, compressed=False,
+                         factors=[torch.from_numpy(w) for w in (w1, w2, w3)])
+    comp = DeepLoRALayer.compress(full, grad, rank)
+    v, u = comp.factors[0].detach().T, comp.factors[-1].detach()
+    right, left = (torch.tensor(case[k], dtype=torch.float64) for k in ("right", "left"))
+    def basis(a: torch.Tensor) -> torch.Tensor:  # the non-square side's factor is M·(the other), not orthonormal
+        return torch.linalg.qr(a)[0]
+
+    assert _max_angle_deg(basis(v), basis(right)) < 1e-6 and _max_angle_deg(basis(right), basis(v)) < 1e-6
+    assert _max_angle_deg(basis(u), basis(left)) < 1e-6
+    # the compressed ΔW(0) = U·(εI)³·Vᵀ is the reference's left·(εI)³·rightᵀ
+    assert torch.allclose(u @ v.T, left @ right.T, atol=1e-12)
+    assert all(torch.equal(c.detach(), eps * torch.eye(rank, dtype=torch.float64)) for c in comp.factors[1:-1])
