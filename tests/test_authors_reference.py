@@ -186,3 +186,15 @@ def test_deep_lora_initial_factors_match_the_reference(name):
     # the compressed ΔW(0) = U·(εI)³·Vᵀ is the reference's left·(εI)³·rightᵀ
     assert torch.allclose(u @ v.T, left @ right.T, atol=1e-12)
     assert all(torch.equal(c.detach(), eps * torch.eye(rank, dtype=torch.float64)) for c in comp.factors[1:-1])
+
+
+# ------------------------------------------------------------------------ law of parsimony (law-of-parsimony)
+def test_parsimony_singular_values_match_the_authors_solver():
+    from sclft.dln.parsimony import ParsimonyConfig, run_parsimony
+
+    ref = _load("parsimony.json")["singular_values"]
+    result = run_parsimony(ParsimonyConfig(), record_every=50)
+    for step, layers in ref.items():
+        index = result.steps.index(int(step))
+        ours = result.singular_values[index]  # (layers, d), descending
+        assert torch.allclose(ours, torch.tensor(layers, dtype=torch.float64), rtol=0, atol=1e-13), step
