@@ -198,3 +198,19 @@ def test_parsimony_singular_values_match_the_authors_solver():
         index = result.steps.index(int(step))
         ours = result.singular_values[index]  # (layers, d), descending
         assert torch.allclose(ours, torch.tensor(layers, dtype=torch.float64), rtol=0, atol=1e-13), step
+
+
+# ------------------------------------------------------------------------ NC1 (Zhu et al., tding1/Neural-Collapse)
+def test_nc1_conventions_match_zhu_et_al():
+    """Σ_W ÷ N, Σ_B ÷ K about the sample mean (not the mean of the class means), NC1 ÷ K with normalize=True;
+    the classes are unbalanced (MNIST's train counts), so the centre convention shows."""
+    from sclft.nc import nc1
+
+    ref = _load("nc.json")
+    rng = np.random.RandomState(ref["seed"])
+    y = rng.permutation(np.repeat(np.arange(10), ref["class_counts"]))
+    h = rng.standard_normal((10, ref["dim"]))[y] + rng.standard_normal((len(y), ref["dim"]))
+    ours = nc1(h, y, normalize=True)
+    assert ours == pytest.approx(ref["nc1_over_k"], rel=1e-10)
+    assert ours != pytest.approx(ref["nc1_over_k_centred_on_class_means"], rel=1e-5)
+    assert nc1(h, y) == pytest.approx(10 * ref["nc1_over_k"], rel=1e-10)
