@@ -72,7 +72,9 @@ def _cpu_processes() -> bool:
 def _init_from_first_batch(model: TransferModel, loader, sampler_gen: torch.Generator, cached: bool,
                            cfg: TrainConfig, accelerator) -> None:
     """``Strategy.init_from_data`` with the loss of the first training batch; the batch order and the global
-    RNG are left as they were, so the epochs see the batches a run without the hook sees."""
+    RNG are left as they were, so the epochs see the batches a run without the hook sees. As the Deep LoRA
+    reference takes that gradient (``create_compressed_lora_train_state``: its loss with ``train=False``): in
+    eval mode (no dropout / batch-norm updates), in float32 (no autocast) and without label smoothing."""
     if type(model.strategy).init_from_data is Strategy.init_from_data:
         return
     state = sampler_gen.get_state()
@@ -82,12 +84,15 @@ def _init_from_first_batch(model: TransferModel, loader, sampler_gen: torch.Gene
     x, y = x.to(accelerator.device), y.to(accelerator.device)
 
     def first_loss() -> torch.Tensor:
-        model.train()  # the mode of the first update (TransferModel keeps a frozen backbone in eval mode)
-        with accelerator.autocast():
-            logits = model(x, from_frozen=cached)
-        return F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+        logits = model(x, from_frozen=cached)
+        return F.cross_entropy(logits.float(), y)
 
-    model.strategy.init_from_data(first_loss)
+    mode = model.training
+    model.eval()
+    try:
+        model.strategy.init_from_data(first_loss)
+    finally:
+        model.train(mode)
 
 
 def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
