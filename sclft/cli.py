@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import OPTIM_DEFAULTS, TrainConfig, layered_config
-from .io import atomic_write_json, atomic_write_text, check_out_dir
+from .io import atomic_write_json, atomic_write_text, check_out_dir, check_out_file, check_out_folder
 from .resources import list_yaml
 from .strategies import get_strategy_config, list_strategies, option_owners
 
@@ -66,7 +66,9 @@ TRAIN_HELP = {
     "eval_every": "evaluate on val/test every N epochs (0: only at the end)",
     "channels_last": "channels_last memory format for conv backbones",
     "compile": "torch.compile the model",
-    "tensorboard": "log metrics to TensorBoard under --out",
+    "tensorboard": "log metrics to TensorBoard under --out (same as --report-to tensorboard)",
+    "report_to": "experiment trackers, comma-separated: tensorboard (OUT/sclft), wandb (OUT/wandb; WANDB_MODE=offline "
+                 "works without an account); a tracker whose package is missing is an error",
     "out": "output directory (metrics.json, model.safetensors, checkpoint/)",
     "resume": "continue an interrupted run from --out/checkpoint (refused if a result-changing option differs)",
     "overwrite": "replace a finished run or another run's checkpoints in --out",
@@ -265,17 +267,18 @@ def run_probe(args) -> int:
     from .backbones import create_backbone  # torch: only when the command runs (light --help)
     from .backbones.base import POOLERS
     from .data import TransformedDataset, build_transforms, load_dataset, targets_of
-    from .probe import probe
+    from .probing import probe
 
     cfg = _given(args, PROBE_FLAGS)
     if args.jackknife is not None and args.jackknife < 2:
         raise ValueError(f"--jackknife must be a number of groups >= 2, got {args.jackknife}")
     layers = None if args.layers == "all" else [s.strip() for s in args.layers.split(",")]
+    if args.out:
+        check_out_folder(args.out, ("rank.json",) if args.rank else ("probe.csv", "probe.png"))
     if args.rank:
         return run_rank(args, cfg, layers)
     if not args.out:
         raise ValueError("sclft probe needs --out DIR (or --rank)")
-    check_out_dir(args.out)
     splits = load_dataset(cfg.data, cfg.data_dir, train_per_class=cfg.train_per_class, seed=cfg.seed)
     split = getattr(splits, args.split)
     if split is None:
@@ -317,7 +320,7 @@ def run_train(args) -> int:
     cfg = config_from_args(args)  # every option checked before torch, the data or the weights load
     from accelerate import PartialState  # torch: loaded only when the command runs (sclft --help stays light)
 
-    from .train import train  # torch: only when the command runs (light --help)
+    from .training import train  # torch: only when the command runs (light --help)
 
     check_out_dir(cfg.out)
     metrics = train(cfg)
@@ -336,6 +339,13 @@ def run_train(args) -> int:
 
 
 # -------------------------------------------------------------------------------------------- eval
+def add_backbone_weights_flag(p: argparse.ArgumentParser) -> None:
+    """``--backbone-weights FILE`` of the commands that load a run (eval, predict, export): load(checkpoint=)."""
+    p.add_argument("--backbone-weights", default=None, metavar="FILE",
+                   help="the backbone weights file of a run trained with `--checkpoint FILE` (a run folder never leads "
+                        "to a file outside it; checked against the run's checkpoint_sha256)")
+
+
 EVAL_FLAGS = ["data", "data_dir", "image_size", "batch_size", "num_workers", "progress"]
 
 
@@ -343,6 +353,7 @@ EVAL_FLAGS = ["data", "data_dir", "image_size", "batch_size", "num_workers", "pr
 def _eval_parser(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a trained model directory on a dataset split")
     p.add_argument("--checkpoint", required=True, help="a `sclft train --out` directory")
+    add_backbone_weights_flag(p)
     add_train_flags(p, only=EVAL_FLAGS)
     p.add_argument("--split", default="test", choices=["train", "test", "val"])
     p.set_defaults(func=run_eval)
@@ -354,7 +365,8 @@ def run_eval(args) -> int:
     given = _given(args, EVAL_FLAGS)
     result = evaluate_run(args.checkpoint, data=args.data, split=args.split, data_dir=args.data_dir,
                           image_size=args.image_size, batch_size=args.batch_size or 64,
-                          num_workers=given.num_workers, progress=given.progress)
+                          num_workers=given.num_workers, progress=given.progress,
+                          backbone_weights=args.backbone_weights)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -364,11 +376,14 @@ def run_eval(args) -> int:
 def _predict_parser(sub) -> None:
     p = sub.add_parser("predict", help="classify image files / folders with a trained run (top-k CSV or JSON)")
     p.add_argument("--checkpoint", required=True, help="a finished `sclft train --out` folder")
+    add_backbone_weights_flag(p)
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
                    help="image files, folders (searched recursively) or .txt files listing image paths")
     p.add_argument("--top-k", type=int, default=5, help="classes per image, most probable first (default: 5)")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
-    p.add_argument("--out", default=None, help="FILE.csv or FILE.json (default: CSV on stdout)")
+    p.add_argument("--out", default=None, help="FILE.csv or FILE.json (default: CSV on stdout); never a device or a "
+                                               "file of a run folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default: auto)")
     p.add_argument("--precision", default="no", choices=["no", "bf16", "fp16"], help="autocast dtype (default: no)")
     p.add_argument("--num-workers", type=int, default=0, help="image-decoding worker processes (default: 0)")
@@ -387,11 +402,13 @@ def run_predict(args) -> int:
         raise ValueError(f"--out {args.out}: unknown format {fmt or '(no suffix)'}; valid: {', '.join(OUT_FORMATS)}")
     if args.top_k < 1 or args.batch_size < 1:
         raise ValueError(f"--top-k and --batch-size must be >= 1, got {args.top_k} and {args.batch_size}")
+    if args.out:
+        check_out_file(args.out, "--out", args.overwrite)
     run = check_run(args.checkpoint)
     inputs = gather_images(args.inputs)  # before the model loads: bad input fails at once
     for what in inputs.empty:
         print(f"sclft predict: warning: {what}", file=sys.stderr)
-    model = load(run)
+    model = load(run, checkpoint=args.backbone_weights)
     rows, skipped = predict_files(model, inputs, top_k=args.top_k, batch_size=args.batch_size, device=args.device,
                                   precision=args.precision, num_workers=args.num_workers, progress=args.progress)
     if skipped:
@@ -417,10 +434,14 @@ def run_predict(args) -> int:
 def _export_parser(sub) -> None:
     p = sub.add_parser("export", help="write a trained run as one network: ONNX, TorchScript or safetensors")
     p.add_argument("--checkpoint", required=True, help="a finished `sclft train --out` folder")
+    add_backbone_weights_flag(p)
     p.add_argument("--format", required=True, choices=["onnx", "torchscript", "safetensors"],
                    help="onnx (checked with onnx.checker and onnxruntime), torchscript (traced), safetensors "
-                        "(every tensor of the merged model)")
-    p.add_argument("--out", required=True, help="the file to write (replaced atomically)")
+                        "(a folder in timm's Hub layout: timm rebuilds timm graphs, sclft the others)")
+    p.add_argument("--out", required=True, help="the file to write (atomically; safetensors: a new or empty folder); "
+                                                "never a device or a file of a run folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file (safetensors: the "
+                                                            "export's files in a non-empty folder)")
     p.add_argument("--dynamo", action=argparse.BooleanOptionalAction, default=True,
                    help="onnx: torch's dynamo exporter (default); --no-dynamo: its older TorchScript-based one")
     p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
@@ -429,15 +450,51 @@ def _export_parser(sub) -> None:
 
 
 def run_export(args) -> int:
-    from .export import export_model, read_metadata  # torch: only when the command runs (light --help)
+    # torch: only when the command runs (light --help)
+    from .export import check_export_out, export_model, read_metadata
     from .predict import check_run
     from .save import load
 
-    model = load(check_run(args.checkpoint))
-    path = export_model(model, args.format, args.out, verify=args.verify, dynamo=args.dynamo)
+    check_export_out(args.out, args.format, args.overwrite)
+    model = load(check_run(args.checkpoint), checkpoint=args.backbone_weights)
+    path = export_model(model, args.format, args.out, verify=args.verify, dynamo=args.dynamo, overwrite=args.overwrite)
     meta = read_metadata(path, args.format)
+    how = f"; rebuild: {meta['rebuild']}" if "rebuild" in meta else ""
     print(f"wrote {path} ({args.format}; input {meta['input_size']}, {len(meta['class_names'])} classes"
-          + (", logits checked against PyTorch" if args.verify and args.format != "safetensors" else "") + ")")
+          + (", logits checked against PyTorch" if args.verify else "") + how + "; preprocessing: the "
+          "'preprocessing' metadata, sclft.preprocess)")
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- push
+@command("push")
+def _push_parser(sub) -> None:
+    p = sub.add_parser("push", help="upload a finished run to the Hugging Face Hub (card, config, weights, exports)")
+    p.add_argument("--checkpoint", required=True, help="a finished `sclft train --out` folder")
+    p.add_argument("--repo-id", required=True, help="the Hub model repository, NAME or OWNER/NAME (created if missing)")
+    p.add_argument("--private", action="store_true", help="create the repository private (an existing one keeps its "
+                                                          "visibility)")
+    p.add_argument("--exports", default=None, metavar="FORMATS",
+                   help="also upload these exports under exports/<format>/: a comma-separated list of onnx, "
+                        "torchscript, safetensors")
+    p.add_argument("--message", default=None, help="commit message (default: sclft run NAME)")
+    p.add_argument("--dry-run", action="store_true", help="list the files that would be uploaded; send nothing")
+    p.set_defaults(func=run_push)
+
+
+def run_push(args) -> int:
+    from .push import parse_exports, push  # huggingface_hub / torch: only when the command runs (light --help)
+
+    exports = parse_exports(args.exports)
+    files, url = push(args.checkpoint, args.repo_id, private=args.private, exports=exports, dry_run=args.dry_run,
+                      message=args.message)
+    for name, size in files:
+        print(f"{size:>12,}  {name}")
+    total = f"{len(files)} files, {sum(s for _, s in files):,} bytes"
+    if url is None:
+        print(f"dry run: would upload {total} to {args.repo_id}" + (" (private)" if args.private else ""))
+    else:
+        print(f"uploaded {total}: {url}")
     return 0
 
 
@@ -461,7 +518,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 # exception (module, class) -> exit code; first match wins: a missing file is bad input, other OS errors (disk
 # full, permissions) fail the run. Classes of modules not imported yet cannot have been raised: not imported here.
 FAILURE_CODES = [("sclft.data", "DatasetUnavailableError", 1), ("sclft._hub", "WeightsUnavailableError", 1),
-                 ("sclft.train", "NonFiniteLossError", 1), ("builtins", "FileNotFoundError", 2),
+                 ("sclft.training", "NonFiniteLossError", 1), ("builtins", "FileNotFoundError", 2),
                  ("builtins", "ValueError", 2), ("builtins", "OSError", 1)]
 
 
@@ -472,6 +529,27 @@ def _exit_code(e: BaseException) -> int | None:
         if cls is not None and isinstance(e, cls):
             return code
     return None
+
+
+def _interrupted(args) -> str:
+    """What Ctrl-C prints: for ``sclft train``, ``--resume`` only where a checkpoint of this run exists."""
+    if args.command != "train":
+        return "interrupted"
+    try:
+        cfg = config_from_args(args)
+    except Exception:  # the hint must never replace the interruption with another error
+        return "interrupted"
+    from .training.checkpoint import CHECKPOINT_DIR  # loaded already: the run had started
+    from .training.run_folder import METRICS_FILE, STAGING
+
+    out = Path(cfg.out)
+    if (out / METRICS_FILE).is_file() or (out / STAGING).is_dir():  # --overwrite writes the new run beside the old
+        return (f"interrupted; the previous run in {out} is unchanged; rerun with --overwrite to start the new run "
+                "again")
+    if (out / CHECKPOINT_DIR / "latest.json").is_file():
+        return (f"interrupted; rerun with --resume{' (instead of --overwrite)' if cfg.overwrite else ''} to continue "
+                f"from the last checkpoint in {out / CHECKPOINT_DIR}")
+    return "interrupted before the first checkpoint was written; rerun the same command to start the run again"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -490,7 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit-time flush must not fail again
         return 128 + signal.SIGPIPE
     except KeyboardInterrupt:
-        print("interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
+        print(_interrupted(args), file=sys.stderr)
         return 130
     except Exception as e:
         code = _exit_code(e)

@@ -7,11 +7,12 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from . import nc
 from .data import TransformedDataset, build_transforms, load_dataset
+from .devices import resolve_device
 from .io import read_json_object
+from .progress import progress_bar
 from .save import RunFolderError, check_fields, load
 
 
@@ -26,8 +27,11 @@ def evaluate_run(
     num_workers: int = 0,
     device: str | None = None,
     progress: bool = True,
+    backbone_weights: str | None = None,
 ) -> dict[str, Any]:
-    """Accuracy and head-input NC1 of the model in ``run_dir`` (data / image size default to the run's)."""
+    """Accuracy and head-input NC1 of the model in ``run_dir`` (data / image size default to the run's;
+    ``backbone_weights``: the weights file a run trained with ``--checkpoint`` used, :func:`sclft.save.load`'s
+    ``checkpoint``)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         what = "is a file, not a run folder" if run_dir.exists() else "no such run folder"
@@ -43,7 +47,7 @@ def evaluate_run(
     data = data or run.get("data")
     if not data:
         raise ValueError("pass --data: the run directory does not record its dataset")
-    model = load(run_dir)
+    model = load(run_dir, checkpoint=backbone_weights)
     splits = load_dataset(data, data_dir or run.get("data_dir"))
     if splits.num_classes != model.num_classes:
         raise ValueError(f"{data} has {splits.num_classes} classes but the model was trained for {model.num_classes}")
@@ -51,11 +55,11 @@ def evaluate_run(
     if dataset is None:
         raise ValueError(f"{splits.name} has no {split!r} split")
     _, eval_tf = build_transforms(model.backbone.data_config, image_size or run.get("image_size"))
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     model.to(device).eval()
     loader = DataLoader(TransformedDataset(dataset, eval_tf), batch_size=batch_size, num_workers=num_workers)
     feats, labels, correct = [], [], 0
-    for x, y in tqdm(loader, desc=f"eval {split}", disable=not progress, leave=False):
+    for x, y in progress_bar(loader, desc=f"eval {split}", progress=progress):
         f = model.forward_features(x.to(device))
         correct += int((model.head(f).argmax(1).cpu() == y).sum())
         feats.append(f.float().cpu())
