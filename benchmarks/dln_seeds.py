@@ -180,7 +180,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--dry-run", action="store_true", help="dims 32, seeds 0 1, 60 steps: the pipeline only")
+    parser.add_argument("--report", action="store_true",
+                        help="only rewrite --out's table.md from its summary.json (a run that was cut keeps the runs "
+                             "it finished; their verdicts are over those seeds)")
     args = parser.parse_args(argv)
+    if args.report:
+        import json
+
+        summary = json.loads((Path(args.out) / "summary.json").read_text())
+        done = {b["dim"]: [r["seed"] for r in b["runs"] if len(r["rows"]) == len(summary["arguments"]["networks"])
+                           + bool(summary["arguments"].get("extra_basis"))] for b in summary["dims"]}
+        lines = table(summary) + [f"Report of a cut run (`--report`): seeds with every network finished: {done}; "
+                                  f"planned: {summary['arguments']['seeds']}.", ""]
+        write_atomic(Path(args.out) / "table.md", lambda tmp: Path(tmp).write_text("\n".join(lines)))
+        print("\n".join(lines))
+        return 0
     if args.dry_run:
         args.dims, args.seeds, args.steps, args.rank, args.rank_estimate = [32], [0, 1], 60, 2, 3
     torch.set_num_threads(1)
