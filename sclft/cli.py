@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import OPTIM_DEFAULTS, TrainConfig, layered_config
-from .io import atomic_write_json, atomic_write_text, check_out_dir
+from .io import atomic_write_json, atomic_write_text, check_out_dir, check_out_file, check_out_folder
 from .resources import list_yaml
 from .strategies import get_strategy_config, list_strategies, option_owners
 
@@ -273,11 +273,12 @@ def run_probe(args) -> int:
     if args.jackknife is not None and args.jackknife < 2:
         raise ValueError(f"--jackknife must be a number of groups >= 2, got {args.jackknife}")
     layers = None if args.layers == "all" else [s.strip() for s in args.layers.split(",")]
+    if args.out:
+        check_out_folder(args.out, ("rank.json",) if args.rank else ("probe.csv", "probe.png"))
     if args.rank:
         return run_rank(args, cfg, layers)
     if not args.out:
         raise ValueError("sclft probe needs --out DIR (or --rank)")
-    check_out_dir(args.out)
     splits = load_dataset(cfg.data, cfg.data_dir, train_per_class=cfg.train_per_class, seed=cfg.seed)
     split = getattr(splits, args.split)
     if split is None:
@@ -338,6 +339,13 @@ def run_train(args) -> int:
 
 
 # -------------------------------------------------------------------------------------------- eval
+def add_backbone_weights_flag(p: argparse.ArgumentParser) -> None:
+    """``--backbone-weights FILE`` of the commands that load a run (eval, predict, export): load(checkpoint=)."""
+    p.add_argument("--backbone-weights", default=None, metavar="FILE",
+                   help="the backbone weights file of a run trained with `--checkpoint FILE` (a run folder never leads "
+                        "to a file outside it; checked against the run's checkpoint_sha256)")
+
+
 EVAL_FLAGS = ["data", "data_dir", "image_size", "batch_size", "num_workers", "progress"]
 
 
@@ -345,6 +353,7 @@ EVAL_FLAGS = ["data", "data_dir", "image_size", "batch_size", "num_workers", "pr
 def _eval_parser(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a trained model directory on a dataset split")
     p.add_argument("--checkpoint", required=True, help="a `sclft train --out` directory")
+    add_backbone_weights_flag(p)
     add_train_flags(p, only=EVAL_FLAGS)
     p.add_argument("--split", default="test", choices=["train", "test", "val"])
     p.set_defaults(func=run_eval)
@@ -356,7 +365,8 @@ def run_eval(args) -> int:
     given = _given(args, EVAL_FLAGS)
     result = evaluate_run(args.checkpoint, data=args.data, split=args.split, data_dir=args.data_dir,
                           image_size=args.image_size, batch_size=args.batch_size or 64,
-                          num_workers=given.num_workers, progress=given.progress)
+                          num_workers=given.num_workers, progress=given.progress,
+                          backbone_weights=args.backbone_weights)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -366,11 +376,14 @@ def run_eval(args) -> int:
 def _predict_parser(sub) -> None:
     p = sub.add_parser("predict", help="classify image files / folders with a trained run (top-k CSV or JSON)")
     p.add_argument("--checkpoint", required=True, help="a finished `sclft train --out` folder")
+    add_backbone_weights_flag(p)
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
                    help="image files, folders (searched recursively) or .txt files listing image paths")
     p.add_argument("--top-k", type=int, default=5, help="classes per image, most probable first (default: 5)")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
-    p.add_argument("--out", default=None, help="FILE.csv or FILE.json (default: CSV on stdout)")
+    p.add_argument("--out", default=None, help="FILE.csv or FILE.json (default: CSV on stdout); never a device or a "
+                                               "file of a run folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default: auto)")
     p.add_argument("--precision", default="no", choices=["no", "bf16", "fp16"], help="autocast dtype (default: no)")
     p.add_argument("--num-workers", type=int, default=0, help="image-decoding worker processes (default: 0)")
@@ -389,11 +402,13 @@ def run_predict(args) -> int:
         raise ValueError(f"--out {args.out}: unknown format {fmt or '(no suffix)'}; valid: {', '.join(OUT_FORMATS)}")
     if args.top_k < 1 or args.batch_size < 1:
         raise ValueError(f"--top-k and --batch-size must be >= 1, got {args.top_k} and {args.batch_size}")
+    if args.out:
+        check_out_file(args.out, "--out", args.overwrite)
     run = check_run(args.checkpoint)
     inputs = gather_images(args.inputs)  # before the model loads: bad input fails at once
     for what in inputs.empty:
         print(f"sclft predict: warning: {what}", file=sys.stderr)
-    model = load(run)
+    model = load(run, checkpoint=args.backbone_weights)
     rows, skipped = predict_files(model, inputs, top_k=args.top_k, batch_size=args.batch_size, device=args.device,
                                   precision=args.precision, num_workers=args.num_workers, progress=args.progress)
     if skipped:
@@ -419,11 +434,14 @@ def run_predict(args) -> int:
 def _export_parser(sub) -> None:
     p = sub.add_parser("export", help="write a trained run as one network: ONNX, TorchScript or safetensors")
     p.add_argument("--checkpoint", required=True, help="a finished `sclft train --out` folder")
+    add_backbone_weights_flag(p)
     p.add_argument("--format", required=True, choices=["onnx", "torchscript", "safetensors"],
                    help="onnx (checked with onnx.checker and onnxruntime), torchscript (traced), safetensors "
                         "(a folder in timm's Hub layout: timm rebuilds timm graphs, sclft the others)")
-    p.add_argument("--out", required=True, help="the file to write (replaced atomically); safetensors: a new or "
-                                                "empty folder")
+    p.add_argument("--out", required=True, help="the file to write (atomically; safetensors: a new or empty folder); "
+                                                "never a device or a file of a run folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file (safetensors: the "
+                                                            "export's files in a non-empty folder)")
     p.add_argument("--dynamo", action=argparse.BooleanOptionalAction, default=True,
                    help="onnx: torch's dynamo exporter (default); --no-dynamo: its older TorchScript-based one")
     p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
@@ -432,12 +450,14 @@ def _export_parser(sub) -> None:
 
 
 def run_export(args) -> int:
-    from .export import export_model, read_metadata  # torch: only when the command runs (light --help)
+    # torch: only when the command runs (light --help)
+    from .export import check_export_out, export_model, read_metadata
     from .predict import check_run
     from .save import load
 
-    model = load(check_run(args.checkpoint))
-    path = export_model(model, args.format, args.out, verify=args.verify, dynamo=args.dynamo)
+    check_export_out(args.out, args.format, args.overwrite)
+    model = load(check_run(args.checkpoint), checkpoint=args.backbone_weights)
+    path = export_model(model, args.format, args.out, verify=args.verify, dynamo=args.dynamo, overwrite=args.overwrite)
     meta = read_metadata(path, args.format)
     how = f"; rebuild: {meta['rebuild']}" if "rebuild" in meta else ""
     print(f"wrote {path} ({args.format}; input {meta['input_size']}, {len(meta['class_names'])} classes"

@@ -27,8 +27,11 @@ def evaluate_run(
     num_workers: int = 0,
     device: str | None = None,
     progress: bool = True,
+    backbone_weights: str | None = None,
 ) -> dict[str, Any]:
-    """Accuracy and head-input NC1 of the model in ``run_dir`` (data / image size default to the run's)."""
+    """Accuracy and head-input NC1 of the model in ``run_dir`` (data / image size default to the run's;
+    ``backbone_weights``: the weights file a run trained with ``--checkpoint`` used, :func:`sclft.save.load`'s
+    ``checkpoint``)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         what = "is a file, not a run folder" if run_dir.exists() else "no such run folder"
@@ -44,7 +47,7 @@ def evaluate_run(
     data = data or run.get("data")
     if not data:
         raise ValueError("pass --data: the run directory does not record its dataset")
-    model = load(run_dir)
+    model = load(run_dir, checkpoint=backbone_weights)
     splits = load_dataset(data, data_dir or run.get("data_dir"))
     if splits.num_classes != model.num_classes:
         raise ValueError(f"{data} has {splits.num_classes} classes but the model was trained for {model.num_classes}")

@@ -36,7 +36,7 @@ from torch import nn
 
 from . import __version__
 from .data.transforms import eval_settings
-from .io import atomic_path
+from .io import atomic_path, check_out_file, check_out_folder
 from .preprocess import describe, preprocessor_config
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ""}  # safetensors: a folder
@@ -112,15 +112,13 @@ def export_model(model, fmt: str, out: str | Path, verify: bool = True, dynamo: 
     a folder); ONNX and TorchScript files are checked against PyTorch at two batch sizes (``verify``), a
     safetensors folder by loading it back the way its ``config.json`` says (timm or sclft).
     ``dynamo=False``: torch's older TorchScript-based ONNX exporter (deprecated by torch, faster). A safetensors
-    folder that exists and is not empty is replaced only with ``overwrite``."""
-    if fmt not in FORMATS:
-        raise ValueError(f"--format {fmt!r}: valid: {', '.join(FORMATS)}")
-    out = Path(out)
+    folder that exists and is not empty is replaced only with ``overwrite``; ``out`` is never a device or a file of a
+    run folder (:func:`check_export_out`)."""
+    out = check_export_out(out, fmt, overwrite)
     plain = merged(model).cpu().float()
     net = Classifier(plain).eval()
     meta = export_metadata(plain)
     if fmt == "safetensors":
-        _check_folder(out, overwrite)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
         try:  # written and checked beside ``out``, then moved in: a failed export leaves nothing
@@ -203,6 +201,17 @@ def timm_classifier(net: Classifier) -> nn.Module | None:
     with torch.no_grad():
         same = max_relative_error(model(x), net(x)) <= RTOL
     return model if same else None
+
+
+def check_export_out(out: str | Path, fmt: str, overwrite: bool = False) -> Path:
+    """Check ``--out`` of an export before any work: a file (ONNX, TorchScript) or a folder (safetensors) that is
+    never a device or inside a run folder, replacing what exists only with ``overwrite``."""
+    if fmt not in FORMATS:
+        raise ValueError(f"--format {fmt!r}: valid: {', '.join(FORMATS)}")
+    if fmt != "safetensors":
+        return check_out_file(out, "--out", overwrite)
+    _check_folder(Path(out), overwrite)
+    return check_out_folder(out, (WEIGHTS, CONFIG, PREPROCESSOR))
 
 
 def _check_folder(out: Path, overwrite: bool) -> None:

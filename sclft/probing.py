@@ -34,7 +34,7 @@ from .data import TransformedDataset, build_transforms, load_dataset
 from .devices import resolve_device
 from .io import atomic_write, atomic_write_text
 from .model import TransferModel
-from .plotting import subplots
+from .plotting import log_axis, subplots
 from .progress import progress_bar
 from .transfer_scores import LAYER_SCORES, layer_scores
 
@@ -91,7 +91,7 @@ class ProbeResult:
     def plot(self, path: str | Path, title: str | None = None) -> Path:
         fig, ax = subplots(figsize=(max(6, 0.35 * len(self.rows)), 4))
         ax.plot(range(len(self.rows)), [r["nc1"] for r in self.rows], marker="o")
-        ax.set_yscale("log")
+        log_axis(ax, "y")
         ax.set_xticks(range(len(self.rows)), self.layers, rotation=60, ha="right", fontsize=7)
         ax.set_ylabel("NC1 = tr(Σ_W Σ_B⁺)")
         ax.set_title(title or f"Layer-wise NC1 — {self.backbone} (N={self.num_samples}, K={self.num_classes})")

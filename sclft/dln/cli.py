@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..io import check_out_dir
+from ..io import check_out_folder
 from .experiments import NETWORKS, CompletionConfig, completion_experiment, parsimony_experiment, separation_experiment
 from .network import DEVICES, DTYPES, Runtime
 from .parsimony import ParsimonyConfig
@@ -142,7 +142,7 @@ def check_flags(command: str, args: argparse.Namespace) -> None:
     for holds, message in _joint_rules(command, args):
         if not holds:
             raise ValueError(message)
-    check_out_dir(args.out)
+    check_out_folder(args.out)
     _runtime(args).torch_device  # noqa: B018 -- --device cuda without a GPU fails here, before any work
 
 

@@ -47,7 +47,7 @@ def record_failure(path: Path, text: str) -> Path:
 def probe(run: Run, out: Path) -> str:
     """Layer-wise NC1 of a finished run (``nc1_layers.csv``), unless it is there."""
     path = run_dir(out, run) / "nc1_layers.csv"
-    return str(path if path.is_file() else probe_run(run_dir(out, run)))
+    return str(path if path.is_file() else probe_run(run_dir(out, run), run.config.get("checkpoint")))
 
 
 def apply_rule(suite: Suite, runs: list[Run], out: Path, key: str, seed: int, rule: str) -> dict[str, Any]:
