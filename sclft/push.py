@@ -81,7 +81,8 @@ def staged(run: str | Path, exports: Sequence[str] = ()) -> Iterator[Path]:
         names = [n for n in ("config.json", "model.safetensors", "train_config.json", "metrics.json",
                              *config.get(EXPORTS_KEY, [])) if (run / n).is_file()]
     with tempfile.TemporaryDirectory(prefix="sclft-push-") as tmp:
-        stage = Path(tmp)
+        stage, made = Path(tmp) / "repo", Path(tmp) / "exports"
+        (stage / EXPORTS_DIR).mkdir(parents=True)
         for name in names:
             _place(run / name, stage / name)
         model = None
@@ -91,9 +92,10 @@ def staged(run: str | Path, exports: Sequence[str] = ()) -> Iterator[Path]:
             _place(run / CARD_FILE, stage / CARD_FILE)
         else:
             (stage / CARD_FILE).write_text(model_card(run, model))
-        for fmt in exports:
-            folder = stage / EXPORTS_DIR / fmt
+        for fmt in exports:  # written outside the staged copy of the run (sclft never writes into a run folder)
+            folder = made / fmt
             export_model(model, fmt, folder / EXPORT_FILES[fmt] if EXPORT_FILES[fmt] else folder)
+            shutil.move(folder, stage / EXPORTS_DIR / fmt)
         yield stage
 
 
