@@ -11,6 +11,6 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text or any(action.default is v for v in (None, False, argparse.SUPPRESS)):  # not 0
+        if "(default" in text or any(action.default is v for v in (None, False, argparse.SUPPRESS)):  # not 0
             return text
         return super()._get_help_string(action)

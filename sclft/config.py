@@ -94,7 +94,7 @@ class TrainConfig:
     warmup_epochs: float | None = _field(None, help="linear warm-up length in epochs")
     label_smoothing: float = _field(0.0, help="label smoothing of the cross-entropy")
     grad_accum: int = _field(1, help="gradient accumulation steps")
-    precision: str = _field("no", help="mixed precision: no | bf16 | fp16")
+    precision: str = _field("no", help=f"mixed precision: {' | '.join(PRECISIONS)}")
     image_size: int | None = _field(None, help="input size in pixels (default: the backbone's)")
     augment: bool = _field(False, help="standard random train augmentation (disables the frozen-prefix cache)")
     train_per_class: int | None = _field(None, help="balanced, seeded subset of N training images per class "
@@ -308,13 +308,15 @@ def _default(name: str) -> Any:
     return f.default if f.default is not dataclasses.MISSING else f.default_factory()
 
 
+def unwrap_optional(hint: Any) -> tuple[Any, bool]:
+    """(type, optional) of an annotation: ``int | None`` → (int, True), ``str`` → (str, False)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return (args[0] if args else hint), type(None) in typing.get_args(hint)
+
+
 def _field_kinds(cls) -> dict[str, tuple[type, bool]]:
-    """Field name → (type, optional) from the annotations (``int | None`` → (int, True))."""
-    kinds = {}
-    for name, hint in typing.get_type_hints(cls).items():
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        kinds[name] = (args[0] if args else hint, type(None) in typing.get_args(hint))
-    return kinds
+    """Field name → (type, optional) from the annotations."""
+    return {name: unwrap_optional(hint) for name, hint in typing.get_type_hints(cls).items()}
 
 
 def _is_kind(value: Any, kind: type) -> bool:

@@ -31,13 +31,14 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_model
+from safetensors.torch import load_file, save_model
 from torch import nn
 
 from . import __version__
 from .data.transforms import eval_settings
 from .errors import UsageError
-from .io import atomic_path, check_out_file, check_out_folder
+from .io import OutputPathError, atomic_path, check_out_file, check_out_folder, read_json_object
+from .model import wrap
 from .preprocess import describe, preprocessor_config
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ""}  # safetensors: a folder
@@ -211,8 +212,15 @@ def check_export_out(out: str | Path, fmt: str, overwrite: bool = False) -> Path
         raise UsageError(f"--format {fmt!r}: valid: {', '.join(FORMATS)}")
     if fmt != "safetensors":
         return check_out_file(out, "--out", overwrite)
-    _check_folder(Path(out), overwrite)
-    return check_out_folder(out, (WEIGHTS, CONFIG, PREPROCESSOR))
+    try:
+        folder = check_out_folder(out, (WEIGHTS, CONFIG, PREPROCESSOR))
+    except OutputPathError:  # a device, or inside a run folder
+        raise
+    except ValueError:
+        _check_folder(Path(out), overwrite)  # a file given as the folder: say what the export is
+        raise
+    _check_folder(folder, overwrite)
+    return folder
 
 
 def _check_folder(out: Path, overwrite: bool) -> None:
@@ -264,11 +272,6 @@ def _safetensors_folder(net: Classifier, out: Path, meta: dict[str, str]) -> Non
 def load_safetensors_export(folder: str | Path) -> nn.Module:
     """The network of a ``sclft export --format safetensors`` folder, in eval mode: built by timm where its
     ``config.json`` is timm's, else rebuilt by sclft (backbone, strategy and head as exported, adapters merged)."""
-    from safetensors.torch import load_file
-
-    from .io import read_json_object
-    from .model import wrap
-
     folder = Path(folder)
     config = read_json_object(folder / CONFIG)
     if "architecture" in config:

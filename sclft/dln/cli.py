@@ -17,7 +17,16 @@ from typing import Any
 from ..cli_format import HelpFormatter
 from ..errors import UsageError
 from ..io import check_out_folder
-from .experiments import NETWORKS, CompletionConfig, completion_experiment, parsimony_experiment, separation_experiment
+from .completion import BASES, STOP_RULES, TARGETS
+from .experiments import (
+    AUTHORS_PRESET,
+    NETWORKS,
+    CompletionConfig,
+    authors_lr,
+    completion_experiment,
+    parsimony_experiment,
+    separation_experiment,
+)
 from .network import DEVICES, DTYPES, Runtime
 from .parsimony import ParsimonyConfig
 from .separation import SeparationConfig
@@ -88,6 +97,8 @@ RULES: dict[str, list[Rule]] = {
         ("--gamma", *_non_negative()),
         ("--steps", *_int(1)),
         ("--target-error", *_positive()),
+        ("--train-loss-tol", *_positive()),
+        ("--record-every", *_int(1)),
     ],
 }
 
@@ -251,7 +262,29 @@ def _separation(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Given(argparse.Action):
+    """Store the value and remember the flag was given (``--preset`` fills only the flags not given)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace.given = {*getattr(namespace, "given", ()), self.dest}
+
+
+def apply_preset(args: argparse.Namespace) -> None:
+    """``--preset authors``: the authors' setting (:data:`AUTHORS_PRESET`, η from :func:`authors_lr`) for every
+    flag not given on the command line."""
+    if args.preset != "authors":
+        return
+    given = getattr(args, "given", set())
+    for name, value in AUTHORS_PRESET.items():
+        if name not in given:
+            setattr(args, name, value)
+    if "lr" not in given:
+        args.lr = authors_lr(args.dim, args.observed)
+
+
 def _completion(args: argparse.Namespace) -> int:
+    apply_preset(args)
     check_flags("completion", args)
     config = CompletionConfig(
         dim=args.dim,
@@ -264,6 +297,11 @@ def _completion(args: argparse.Namespace) -> int:
         rank_estimate=args.rank_estimate,
         steps=args.steps,
         target_error=args.target_error,
+        record_every=args.record_every,
+        basis=args.basis,
+        target=args.target,
+        stop=args.stop,
+        train_loss_tol=args.train_loss_tol,
         seed=args.seed,
         networks=tuple(dict.fromkeys(args.networks)),
         factorization=not args.no_factorization,
@@ -291,7 +329,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         parser.add_argument("--out", required=True, help="folder for the PNG figures and the JSON numbers")
         parser.add_argument("--seed", type=int, default=0, help="seed of the data and the initialisation")
         parser.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda when available, else cpu")
-        parser.add_argument("--dtype", choices=tuple(DTYPES), default=dtype, help="floating-point precision")
+        parser.add_argument("--dtype", choices=tuple(DTYPES), default=dtype, action=_Given,
+                            help="floating-point precision")
         parser.add_argument(
             "--max-steps",
             type=int,
@@ -340,17 +379,52 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
     c = leaf("completion", "original vs compressed vs narrow DLN for matrix completion", _completion, "float32")
     comp = CompletionConfig()
-    c.add_argument("--dim", type=int, default=comp.dim, help="side d of the d×d matrix (memory: d², checked first)")
-    c.add_argument("--rank", type=int, default=comp.rank, help="rank r of the matrix to recover")
-    c.add_argument("--rank-estimate", type=int, default=comp.rank_estimate, help="r̂ ≥ r")
-    c.add_argument("--observed", type=float, default=comp.observed, help="observed fraction p of the entries")
-    c.add_argument("--depth", type=int, default=comp.depth, help="layers L")
-    c.add_argument("--scale", type=float, default=comp.scale, help="init scale ε")
-    c.add_argument("--lr", type=float, default=comp.lr, help="GD step size η")
-    c.add_argument("--gamma", type=float, default=comp.gamma, help="outer-factor step ratio γ")
-    c.add_argument("--steps", type=int, default=comp.steps, help="GD steps of each network")
-    c.add_argument("--target-error", type=float, default=comp.target_error,
-                   help="recovery error at which a network counts as done (and stops, unless --keep-going)")
+    c.add_argument(
+        "--preset",
+        choices=("sclft", "authors"),
+        default="sclft",
+        help="authors: their setting (cjyaras/law-of-parsimony: d=1000, r=r̂=5, 20%% observed, ε=1e-3, γ=0.01, "
+        "η=5e3·p/d² here, Gaussian rank-r target, stop at train loss < 1e-10 checked every 100 steps, float64) "
+        "for every flag not given",
+    )
+    for flag, kind, help_text in (
+        ("--dim", int, "side d of the d×d matrix (memory: d², checked first)"),
+        ("--rank", int, "rank r of the matrix to recover"),
+        ("--rank-estimate", int, "r̂ ≥ r (r̂ directions from each side: the compressed width is 2r̂)"),
+        ("--observed", float, "observed fraction p of the entries"),
+        ("--depth", int, "layers L"),
+        ("--scale", float, "init scale ε"),
+        ("--lr", float, "step η on ½‖Ω⊙(W−Φ)‖²/p (the authors' η on ½·mean over d² entries is η·p/d² here)"),
+        ("--gamma", float, "outer-factor step ratio γ (the authors: 0.01)"),
+        ("--steps", int, "GD steps of each network"),
+        ("--target-error", float, "recovery error of --stop recovery"),
+        ("--train-loss-tol", float, "train loss ½·mean over d² entries of --stop train_loss (the authors' units)"),
+        ("--record-every", int, "record (and check the stop rule) every this many steps"),
+    ):
+        name = flag[2:].replace("-", "_")
+        c.add_argument(flag, type=kind, default=getattr(comp, name), action=_Given, help=help_text)
+    c.add_argument(
+        "--basis",
+        choices=BASES,
+        default=comp.basis,
+        action=_Given,
+        help="compressed V: each_side = r̂ top singular directions from each side of the first gradient (the "
+        "authors' compute_factor); stacked = top 2r̂ of [G; GᵀW₁/ε] (sclft's earlier basis)",
+    )
+    c.add_argument(
+        "--target",
+        choices=TARGETS,
+        default=comp.target,
+        action=_Given,
+        help="Φ: haar = Haar factors with σ evenly in [1, 2]; gaussian = rank-r truncation of a Gaussian (authors)",
+    )
+    c.add_argument(
+        "--stop",
+        choices=STOP_RULES,
+        default=comp.stop,
+        action=_Given,
+        help="recovery: recovery error ≤ --target-error; train_loss: train loss < --train-loss-tol (authors)",
+    )
     c.add_argument(
         "--networks",
         nargs="+",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -92,6 +92,10 @@ class Strategy:
     def lr_scales(self) -> dict[int, float]:
         """Learning-rate multipliers by ``id(parameter)`` for parameters that train at another step than the
         run's ``lr`` (Deep LoRA's outer factors at γ); the rest train at 1×."""
+        return {}
+
+    def optimizer_options(self) -> dict[str, Any]:
+        """Extra keyword arguments of the run's AdamW (Deep LoRA: the reference's ``eps``)."""
         return {}
 
     def init_from_data(self, first_loss: Callable[[], torch.Tensor]) -> None:
