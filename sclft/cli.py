@@ -23,6 +23,7 @@ from typing import Any
 from .config import OPTIM_DEFAULTS, TrainConfig, layered_config
 from .io import atomic_write_json, atomic_write_text, check_out_dir
 from .resources import list_yaml
+from .run_folder import METRICS_FILE, WEIGHTS_FILE
 from .strategies import get_strategy_config, list_strategies, option_owners
 
 # sub-command name -> (module exposing ``add_parser(subparsers)``, its one-line help); the parser sets
@@ -67,7 +68,7 @@ TRAIN_HELP = {
     "channels_last": "channels_last memory format for conv backbones",
     "compile": "torch.compile the model",
     "tensorboard": "log metrics to TensorBoard under --out",
-    "out": "output directory (metrics.json, model.safetensors, checkpoint/)",
+    "out": "output directory: the run folder (results, weights, model card, checkpoints)",
     "resume": "continue an interrupted run from --out/checkpoint (refused if a result-changing option differs)",
     "overwrite": "replace a finished run or another run's checkpoints in --out",
     "progress": "progress bars",
@@ -306,7 +307,7 @@ def run_probe(args) -> int:
 # -------------------------------------------------------------------------------------------- train
 @command("train")
 def _train_parser(sub) -> None:
-    p = sub.add_parser("train", help="train one model; writes OUT/metrics.json, OUT/model.safetensors, checkpoints")
+    p = sub.add_parser("train", help=f"train one model; writes OUT/{METRICS_FILE}, OUT/{WEIGHTS_FILE}, checkpoints")
     p.add_argument("--config", help="YAML file of TrainConfig fields, or the NAME of a packaged one "
                                     "(sclft list configs); explicit flags win")
     add_train_flags(p)
@@ -331,7 +332,7 @@ def run_train(args) -> int:
         f"NC1 train {metrics['nc1_train']:.3g}, trainable {metrics['trainable_percent']:.2f}% "
         f"({metrics['trainable_params']:,} params), {metrics['seconds']:.0f} s"
     )
-    print(f"wrote {Path(cfg.out) / 'metrics.json'}")
+    print(f"wrote {Path(cfg.out) / METRICS_FILE}")
     return 0
 
 
@@ -379,8 +380,8 @@ def _predict_parser(sub) -> None:
 
 
 def run_predict(args) -> int:
-    from .predict import OUT_FORMATS, check_run, format_rows, gather_images, predict_files  # torch: only when run
-    from .save import load
+    from .predict import OUT_FORMATS, format_rows, gather_images, predict_files  # torch: only when run
+    from .run_folder import check_run, load
 
     fmt = Path(args.out).suffix.lower() if args.out else ".csv"
     if fmt not in OUT_FORMATS:
@@ -430,8 +431,7 @@ def _export_parser(sub) -> None:
 
 def run_export(args) -> int:
     from .export import export_model, read_metadata  # torch: only when the command runs (light --help)
-    from .predict import check_run
-    from .save import load
+    from .run_folder import check_run, load
 
     model = load(check_run(args.checkpoint))
     path = export_model(model, args.format, args.out, verify=args.verify, dynamo=args.dynamo)

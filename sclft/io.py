@@ -119,6 +119,11 @@ def _json_default(o: Any):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` as it reads back from the JSON :func:`atomic_write_json` writes (tuples as lists, numbers plain)."""
+    return json.loads(json.dumps(obj, default=_json_default))
+
+
 def check_out_dir(path: str | Path, flag: str = "--out") -> None:
     """Fail before any work when ``path`` cannot become a writable folder (e.g. it lies under a file)."""
     probe = Path(path).expanduser()

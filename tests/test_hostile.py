@@ -277,7 +277,7 @@ CASES = [
          ("no space left on", ".partial", "MB free"), code=1, patch=disk_full("os.posix_fallocate", enospc)),
     Case("disk-full-overwrite-keeps-the-old-run", ["train", *REAL, "--cache-dir", "{tmp}/cache", "--out", "{run}",
          "--overwrite"], ("no space left on", "model.safetensors"), code=1, real=True,
-         patch=disk_full("sclft.save.save_file", storage_full)),
+         patch=disk_full("sclft.run_folder.weights.save_file", storage_full)),
     # ---- issue 29.8: messages name the thing
     Case("eval-config-truncated", EVAL_RUN, ("config.json", "not readable JSON"), real=True,
          setup=damage("runs/real/config.json", truncate)),
@@ -417,7 +417,7 @@ def test_load_refuses_a_config_whose_lora_rank_was_changed(tmp_path, older):
     """issue 29.3: ``r`` edited in config.json is never silently another model: the digest refuses the edit, and
     without it (a run of an older sclft) the adapter tensors' shapes do."""
     from sclft import wrap
-    from sclft.save import RunFolderError, load, save_model
+    from sclft.run_folder import RunFolderError, load, save_model
 
     save_model(wrap("resnet18", strategy="lora", num_classes=3, pretrained=False, r=2), tmp_path,
                {"pretrained": False, "seed": 0})

@@ -11,7 +11,7 @@ from conftest import random_backbone
 from sclft.backbones import create_backbone
 from sclft.cli import build_parser, config_from_args, main
 from sclft.model import TransferModel
-from sclft.save import build_backbone
+from sclft.run_folder import build_backbone
 from sclft.strategies import list_strategies, strategy_config
 from sclft.strategies.lora import load_adapter, save_adapter
 from sclft.train import TrainConfig, load, train

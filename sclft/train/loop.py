@@ -22,26 +22,30 @@ from tqdm.auto import tqdm
 from ..card import write_model_card
 from ..config import TrainConfig
 from ..data import load_dataset
-from ..io import atomic_write_json, check_out_dir
+from ..io import check_out_dir
 from ..model import TransferModel
 from ..optim import WarmupCosine, build_optimizer
-from ..save import (
-    MANIFEST,
+from ..run_folder import (
+    CHECKPOINT_DIR,
+    CHECKPOINT_POINTER,
+    STAGING,
+    RunFolderError,
     build_backbone,
     file_digest,
     frozen_digest,
     load_model_state,
-    save_model,
+    replace_run,
+    run_files,
+    run_lock,
     trainable_state,
-    write_manifest,
+    write_run,
 )
 from ..selection import select_layer
 from ..strategies import collect_strategy_options, strategy_config
 from ..strategies.base import Strategy
-from .checkpoint import _resume_view, restore_training_state, save_checkpoint
+from .checkpoint import _resume_view, check_resume, latest_checkpoint, restore_training_state, save_checkpoint
 from .data import _loader, prepare_datasets
 from .evaluate import evaluate
-from .run_folder import METRICS_FILE, _prepare_out, replace_run, run_files, run_lock
 
 log = logging.getLogger("sclft.train")
 
@@ -88,6 +92,31 @@ def _init_from_first_batch(model: TransferModel, loader, sampler_gen: torch.Gene
         return F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
 
     model.strategy.init_from_data(first_loss)
+
+
+def _prepare_out(out: Path, cfg: TrainConfig, accelerator) -> tuple[tuple[Path, dict] | None, Path]:
+    """Check ``out`` against ``resume``/``overwrite``; returns the checkpoint to resume (and its state) and the
+    folder to write the run into: ``out``, or for ``--overwrite`` of an existing run a staging folder inside it
+    (the old run stays intact until :func:`~sclft.run_folder.replace_run` swaps the finished new one in)."""
+    if cfg.resume and cfg.overwrite:
+        raise ValueError("--resume and --overwrite contradict each other: choose one")
+    if cfg.resume:
+        path = latest_checkpoint(out)
+        if path is None:
+            raise RunFolderError(f"--resume: there is no checkpoint to resume in {out / CHECKPOINT_DIR} (no "
+                                 f"{CHECKPOINT_POINTER}); run without --resume to start the run")
+        return (path, check_resume(path, cfg, accelerator.num_processes)), out
+    found = run_files(out)
+    if found and not cfg.overwrite:
+        raise RunFolderError(f"{out} already holds a run ({', '.join(found)}); pass --overwrite to replace it, "
+                             "--resume to continue it, or choose another --out")
+    if not found:
+        return None, out
+    staging = out / STAGING
+    if accelerator.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)  # left by an overwrite that did not finish
+        staging.mkdir()
+    return None, staging
 
 
 def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
@@ -278,12 +307,8 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
         metrics["val_accuracy"] = final["val"]["accuracy"]
     if selection is not None:
         metrics["layer_selection"] = selection
-    if accelerator.is_main_process:
-        save_model(unwrapped, out, build)
-        atomic_write_json(out / "train_config.json", dataclasses.asdict(cfg))
-        atomic_write_json(out / METRICS_FILE, metrics)
-        write_model_card(out, unwrapped)  # README.md: the Hugging Face model card, from the files just written
-        write_manifest(out, [n for n in run_files(out) if "/" not in n and n != MANIFEST])  # last: the run is done
+    if accelerator.is_main_process:  # the card is written from the files just written; the manifest last
+        write_run(out, unwrapped, build, dataclasses.asdict(cfg), metrics, card=write_model_card)
     accelerator.end_training()
     if splits.skipped:
         say(f"note: {len(splits.skipped)} unreadable image(s) were skipped (see the log for their paths)")
