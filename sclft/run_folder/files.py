@@ -93,7 +93,7 @@ def check_manifest(path: Path, names: Iterable[str] | None = None) -> dict[str, 
                                                                 NAME.fullmatch(n) for n, d in v.items()),
                                             "an object: plain file name -> sha256")})
     listed: dict[str, str] = manifest["files"]
-    wanted = set(listed) if names is None else set(names)
+    wanted = set(listed) | set(RUN_FILES) if names is None else set(names)
     unlisted = [n for n in RUN_FILES if n != MANIFEST_FILE and n in wanted and n not in listed
                 and (path / n).is_file()]
     if unlisted:

@@ -103,7 +103,9 @@ def write_run(out: Path, model, build: dict[str, Any], train_config: dict[str, A
     """The files of a finished run, each written atomically: ``model.safetensors`` and ``config.json``
     (:func:`~sclft.run_folder.weights.save_model`), ``train_config.json``, ``metrics.json``, the model card
     (``card(out, model)``, e.g. :func:`sclft.card.write_model_card`) and last ``manifest.json``, the sha256 of
-    every run file: a folder with a manifest holds a complete run."""
+    every run file: a folder with a manifest holds a complete run (a manifest of an earlier run of ``out``, e.g.
+    one continued by ``--resume``, goes first: it no longer describes the files)."""
+    (out / MANIFEST_FILE).unlink(missing_ok=True)
     save_model(model, out, build)
     atomic_write_json(out / TRAIN_CONFIG_FILE, train_config)
     atomic_write_json(out / METRICS_FILE, metrics)
