@@ -38,7 +38,7 @@ from .io import atomic_write_json, space_for
 
 log = logging.getLogger("sclft.cache")
 STORAGES = ("auto", "memory", "disk")
-FORMAT_VERSION = 3  # bump when the stored layout or the meaning of a key part changes
+FORMAT_VERSION = 4  # bump when the stored layout or the meaning of a key part changes (4: images read EXIF-upright)
 DEFAULT_CACHE_DIR = Path(os.environ.get("SCLFT_CACHE_DIR", Path.home() / ".cache" / "sclft" / "features"))
 
 _FINGERPRINTS: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, str]] = weakref.WeakKeyDictionary()

@@ -266,7 +266,7 @@ def run_probe(args) -> int:
     from .backbones import create_backbone  # torch: only when the command runs (light --help)
     from .backbones.base import POOLERS
     from .data import TransformedDataset, build_transforms, load_dataset, targets_of
-    from .probe import probe
+    from .probing import probe
 
     cfg = _given(args, PROBE_FLAGS)
     if args.jackknife is not None and args.jackknife < 2:
@@ -318,7 +318,7 @@ def run_train(args) -> int:
     cfg = config_from_args(args)  # every option checked before torch, the data or the weights load
     from accelerate import PartialState  # torch: loaded only when the command runs (sclft --help stays light)
 
-    from .train import train  # torch: only when the command runs (light --help)
+    from .training import train  # torch: only when the command runs (light --help)
 
     check_out_dir(cfg.out)
     metrics = train(cfg)
@@ -420,8 +420,9 @@ def _export_parser(sub) -> None:
     p.add_argument("--checkpoint", required=True, help="a finished `sclft train --out` folder")
     p.add_argument("--format", required=True, choices=["onnx", "torchscript", "safetensors"],
                    help="onnx (checked with onnx.checker and onnxruntime), torchscript (traced), safetensors "
-                        "(every tensor of the merged model)")
-    p.add_argument("--out", required=True, help="the file to write (replaced atomically)")
+                        "(a folder in timm's Hub layout: timm rebuilds timm graphs, sclft the others)")
+    p.add_argument("--out", required=True, help="the file to write (replaced atomically); safetensors: a new or "
+                                                "empty folder")
     p.add_argument("--dynamo", action=argparse.BooleanOptionalAction, default=True,
                    help="onnx: torch's dynamo exporter (default); --no-dynamo: its older TorchScript-based one")
     p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
@@ -436,8 +437,10 @@ def run_export(args) -> int:
     model = load(check_run(args.checkpoint))
     path = export_model(model, args.format, args.out, verify=args.verify, dynamo=args.dynamo)
     meta = read_metadata(path, args.format)
+    how = f"; rebuild: {meta['rebuild']}" if "rebuild" in meta else ""
     print(f"wrote {path} ({args.format}; input {meta['input_size']}, {len(meta['class_names'])} classes"
-          + (", logits checked against PyTorch" if args.verify and args.format != "safetensors" else "") + ")")
+          + (", logits checked against PyTorch" if args.verify else "") + how + "; preprocessing: the "
+          "'preprocessing' metadata, sclft.preprocess)")
     return 0
 
 
@@ -461,7 +464,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 # exception (module, class) -> exit code; first match wins: a missing file is bad input, other OS errors (disk
 # full, permissions) fail the run. Classes of modules not imported yet cannot have been raised: not imported here.
 FAILURE_CODES = [("sclft.data", "DatasetUnavailableError", 1), ("sclft._hub", "WeightsUnavailableError", 1),
-                 ("sclft.train", "NonFiniteLossError", 1), ("builtins", "FileNotFoundError", 2),
+                 ("sclft.training", "NonFiniteLossError", 1), ("builtins", "FileNotFoundError", 2),
                  ("builtins", "ValueError", 2), ("builtins", "OSError", 1)]
 
 

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from . import nc
 from .data import TransformedDataset, build_transforms, load_dataset
+from .devices import resolve_device
 from .run_folder import check_run, load, read_train_config
 
 
@@ -40,7 +41,7 @@ def evaluate_run(
     if dataset is None:
         raise ValueError(f"{splits.name} has no {split!r} split")
     _, eval_tf = build_transforms(model.backbone.data_config, image_size or run.get("image_size"))
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     model.to(device).eval()
     loader = DataLoader(TransformedDataset(dataset, eval_tf), batch_size=batch_size, num_workers=num_workers)
     feats, labels, correct = [], [], 0

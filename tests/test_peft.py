@@ -14,7 +14,7 @@ from sclft.model import TransferModel
 from sclft.run_folder import build_backbone
 from sclft.strategies import list_strategies, strategy_config
 from sclft.strategies.lora import load_adapter, save_adapter
-from sclft.train import TrainConfig, load, train
+from sclft.training import TrainConfig, load, train
 
 peft = pytest.importorskip("peft")
 writer = importlib.import_module("sclft.run_folder.writing")  # where train() hands the model to save_model

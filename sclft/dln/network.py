@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from ..devices import resolve_device
+
 __all__ = [
     "DTYPE",
     "DTYPES",
@@ -96,11 +98,7 @@ class Runtime:
 
     @property
     def torch_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("--device cuda: no CUDA device is available here; use --device cpu or auto")
-        return torch.device(self.device)
+        return resolve_device(self.device)
 
     @property
     def torch_dtype(self) -> torch.dtype:

@@ -27,7 +27,7 @@ from .data import DatasetSplits, LabelSubset, TransformedDataset, build_transfor
 from .data.subsets import few_shot_indices
 from .io import atomic_write, atomic_write_json, atomic_write_text
 from .plotting import subplots
-from .probe import PENULTIMATE, probe
+from .probing import PENULTIMATE, probe
 from .run_folder import build_backbone
 from .transfer_scores import ncti_from_rows
 

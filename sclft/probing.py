@@ -32,6 +32,7 @@ from . import nc
 from .backbones import Backbone, create_backbone
 from .cache import available_memory
 from .data import TransformedDataset, build_transforms, load_dataset
+from .devices import resolve_device
 from .io import atomic_write, atomic_write_text
 from .model import TransferModel
 from .plotting import subplots
@@ -276,7 +277,7 @@ def probe(
         model = create_backbone(model, pretrained=pretrained)
     backbone = model.backbone if isinstance(model, TransferModel) else model
     names = [*(backbone.blocks if layers == "all" else [backbone.check_block(n) for n in layers]), PENULTIMATE]
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     loader = _as_loader(data, backbone, batch_size, num_workers)
     extract = _Extractor(model, pooling, one_pass)
     budget = memory_budget if memory_budget is not None else available_memory() // 4
