@@ -8,7 +8,7 @@ here (train, resume, eval, predict, export, :func:`load`, the model card, the be
 ``metrics.json``            the results (test accuracy, NC1, history …)
 ``README.md``               the model card (not in the manifest: a user may edit it; never replaces theirs)
 ``manifest.json``           written last: the sha256 of every file above but the card
-``checkpoint/``             resume state (:mod:`sclft.train.checkpoint` writes and checks what is inside)
+``checkpoint/``             resume state (:mod:`sclft.training.checkpoint` writes and checks what is inside)
 ``.sclft.lock``             names the one process writing the folder
 ==========================  ===================================================================================
 
