@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_write_json, read_json_object
+from ..io import atomic_write_json, read_json, read_json_object
 from ..strategies import list_strategies
 
 CONFIG_FILE = "config.json"  # how to rebuild the model: model config + build (weights source, seed, digests)
@@ -246,9 +246,9 @@ def check_run(path: str | Path, flag: str = "--checkpoint") -> Path:
         raise ValueError(f"{flag} {path}: not a sclft run folder (no {CONFIG_FILE}; expected the --out folder of a "
                          "finished `sclft train`)")
     try:
-        cfg = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise ValueError(f"{flag} {path}: {config} is not readable JSON ({e}); the run folder is damaged") from None
+        cfg = read_json(config)
+    except ValueError as e:  # names the file and the fault: unreadable, not UTF-8, not JSON
+        raise ValueError(f"{flag} {path}: {e}; the run folder is damaged") from None
     if not isinstance(cfg, dict) or not {"backbone", "strategy", "num_classes"} <= set(cfg):
         keys = ", ".join(sorted(cfg)[:6]) if isinstance(cfg, dict) else type(cfg).__name__
         raise ValueError(f"{flag} {path}: not a sclft run folder ({config} lacks backbone / strategy / num_classes; "
