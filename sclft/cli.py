@@ -20,10 +20,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import OPTIM_DEFAULTS, TrainConfig, layered_config
+from .config import OPTIM_DEFAULTS, PRECISIONS, TrainConfig, layered_config, unwrap_optional
 from .io import atomic_write_json, atomic_write_text, check_out_dir
 from .resources import list_yaml
-from .run_folder import METRICS_FILE, WEIGHTS_FILE
+from .run_folder import METRICS_FILE, WEIGHTS_FILE, check_out_file, check_out_folder
 from .strategies import get_strategy_config, list_strategies, option_owners
 
 # sub-command name -> (module exposing ``add_parser(subparsers)``, its one-line help); the parser sets
@@ -52,7 +52,7 @@ TRAIN_HELP = {
     "warmup_epochs": "linear warm-up length in epochs",
     "label_smoothing": "label smoothing of the cross-entropy",
     "grad_accum": "gradient accumulation steps",
-    "precision": "mixed precision: no | bf16 | fp16",
+    "precision": f"mixed precision: {' | '.join(PRECISIONS)}",
     "image_size": "input size in pixels (default: the backbone's)",
     "augment": "standard random train augmentation (disables the frozen-prefix cache)",
     "train_per_class": "balanced, seeded subset of N training images per class",
@@ -67,7 +67,9 @@ TRAIN_HELP = {
     "eval_every": "evaluate on val/test every N epochs (0: only at the end)",
     "channels_last": "channels_last memory format for conv backbones",
     "compile": "torch.compile the model",
-    "tensorboard": "log metrics to TensorBoard under --out",
+    "tensorboard": "log metrics to TensorBoard under --out (same as --report-to tensorboard)",
+    "report_to": "experiment trackers, comma-separated: tensorboard (OUT/sclft), wandb (OUT/wandb; WANDB_MODE=offline "
+                 "works without an account); a tracker whose package is missing is an error",
     "out": "output directory: the run folder (results, weights, model card, checkpoints)",
     "resume": "continue an interrupted run from --out/checkpoint (refused if a result-changing option differs)",
     "overwrite": "replace a finished run or another run's checkpoints in --out",
@@ -88,9 +90,7 @@ def command(name: str):
 
 
 def _field_type(f: dataclasses.Field) -> type:
-    hint = typing.get_type_hints(TrainConfig)[f.name]
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if args else hint
+    return unwrap_optional(typing.get_type_hints(TrainConfig)[f.name])[0]
 
 
 def add_train_flags(parser: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
@@ -119,9 +119,7 @@ def add_strategy_option_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("strategy options", "valid only with the strategy named in [brackets]")
     for name, owners in option_owners().items():
         f = next(f for f in dataclasses.fields(owners[0]) if f.name == name)
-        hint = typing.get_type_hints(owners[0])[name]
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        kind = args[0] if args else hint
+        kind = unwrap_optional(typing.get_type_hints(owners[0])[name])[0]
         default = f.default if f.default is not dataclasses.MISSING else None
         help_text = f"[{', '.join(o.name for o in owners)}] {f.metadata.get('help', '')}"
         help_text += f" (default: {default})" if default is not None else ""
@@ -272,11 +270,12 @@ def run_probe(args) -> int:
     if args.jackknife is not None and args.jackknife < 2:
         raise ValueError(f"--jackknife must be a number of groups >= 2, got {args.jackknife}")
     layers = None if args.layers == "all" else [s.strip() for s in args.layers.split(",")]
+    if args.out:
+        check_out_folder(args.out, ("rank.json",) if args.rank else ("probe.csv", "probe.png"))
     if args.rank:
         return run_rank(args, cfg, layers)
     if not args.out:
         raise ValueError("sclft probe needs --out DIR (or --rank)")
-    check_out_dir(args.out)
     splits = load_dataset(cfg.data, cfg.data_dir, train_per_class=cfg.train_per_class, seed=cfg.seed)
     split = getattr(splits, args.split)
     if split is None:
@@ -337,6 +336,13 @@ def run_train(args) -> int:
 
 
 # -------------------------------------------------------------------------------------------- eval
+def add_backbone_weights_flag(p: argparse.ArgumentParser) -> None:
+    """``--backbone-weights FILE`` of the commands that load a run (eval, predict, export): load(checkpoint=)."""
+    p.add_argument("--backbone-weights", default=None, metavar="FILE",
+                   help="the backbone weights file of a run trained with `--checkpoint FILE` (a run folder never leads "
+                        "to a file outside it; checked against the run's checkpoint_sha256)")
+
+
 EVAL_FLAGS = ["data", "data_dir", "image_size", "batch_size", "num_workers", "progress"]
 
 
@@ -344,6 +350,7 @@ EVAL_FLAGS = ["data", "data_dir", "image_size", "batch_size", "num_workers", "pr
 def _eval_parser(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a trained model directory on a dataset split")
     p.add_argument("--checkpoint", required=True, help="a `sclft train --out` directory")
+    add_backbone_weights_flag(p)
     add_train_flags(p, only=EVAL_FLAGS)
     p.add_argument("--split", default="test", choices=["train", "test", "val"])
     p.set_defaults(func=run_eval)
@@ -355,7 +362,8 @@ def run_eval(args) -> int:
     given = _given(args, EVAL_FLAGS)
     result = evaluate_run(args.checkpoint, data=args.data, split=args.split, data_dir=args.data_dir,
                           image_size=args.image_size, batch_size=args.batch_size or 64,
-                          num_workers=given.num_workers, progress=given.progress)
+                          num_workers=given.num_workers, progress=given.progress,
+                          backbone_weights=args.backbone_weights)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -365,13 +373,16 @@ def run_eval(args) -> int:
 def _predict_parser(sub) -> None:
     p = sub.add_parser("predict", help="classify image files / folders with a trained run (top-k CSV or JSON)")
     p.add_argument("--checkpoint", required=True, help="a finished `sclft train --out` folder")
+    add_backbone_weights_flag(p)
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
                    help="image files, folders (searched recursively) or .txt files listing image paths")
     p.add_argument("--top-k", type=int, default=5, help="classes per image, most probable first (default: 5)")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
-    p.add_argument("--out", default=None, help="FILE.csv or FILE.json (default: CSV on stdout)")
+    p.add_argument("--out", default=None, help="FILE.csv or FILE.json (default: CSV on stdout); never a device or a "
+                                               "file of a run folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default: auto)")
-    p.add_argument("--precision", default="no", choices=["no", "bf16", "fp16"], help="autocast dtype (default: no)")
+    p.add_argument("--precision", default="no", choices=PRECISIONS, help="autocast dtype (default: no)")
     p.add_argument("--num-workers", type=int, default=0, help="image-decoding worker processes (default: 0)")
     p.add_argument("--strict", action="store_true", help="an unreadable file is an error (exit 2) instead of a "
                                                          "warning; nothing is written")
@@ -388,11 +399,13 @@ def run_predict(args) -> int:
         raise ValueError(f"--out {args.out}: unknown format {fmt or '(no suffix)'}; valid: {', '.join(OUT_FORMATS)}")
     if args.top_k < 1 or args.batch_size < 1:
         raise ValueError(f"--top-k and --batch-size must be >= 1, got {args.top_k} and {args.batch_size}")
+    if args.out:
+        check_out_file(args.out, "--out", args.overwrite)
     run = check_run(args.checkpoint)
     inputs = gather_images(args.inputs)  # before the model loads: bad input fails at once
     for what in inputs.empty:
         print(f"sclft predict: warning: {what}", file=sys.stderr)
-    model = load(run)
+    model = load(run, checkpoint=args.backbone_weights)
     rows, skipped = predict_files(model, inputs, top_k=args.top_k, batch_size=args.batch_size, device=args.device,
                                   precision=args.precision, num_workers=args.num_workers, progress=args.progress)
     if skipped:
@@ -418,11 +431,14 @@ def run_predict(args) -> int:
 def _export_parser(sub) -> None:
     p = sub.add_parser("export", help="write a trained run as one network: ONNX, TorchScript or safetensors")
     p.add_argument("--checkpoint", required=True, help="a finished `sclft train --out` folder")
+    add_backbone_weights_flag(p)
     p.add_argument("--format", required=True, choices=["onnx", "torchscript", "safetensors"],
                    help="onnx (checked with onnx.checker and onnxruntime), torchscript (traced), safetensors "
                         "(a folder in timm's Hub layout: timm rebuilds timm graphs, sclft the others)")
-    p.add_argument("--out", required=True, help="the file to write (replaced atomically); safetensors: a new or "
-                                                "empty folder")
+    p.add_argument("--out", required=True, help="the file to write (atomically; safetensors: a new or empty folder); "
+                                                "never a device or a file of a run folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file (safetensors: the "
+                                                            "export's files in a non-empty folder)")
     p.add_argument("--dynamo", action=argparse.BooleanOptionalAction, default=True,
                    help="onnx: torch's dynamo exporter (default); --no-dynamo: its older TorchScript-based one")
     p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
@@ -431,16 +447,50 @@ def _export_parser(sub) -> None:
 
 
 def run_export(args) -> int:
-    from .export import export_model, read_metadata  # torch: only when the command runs (light --help)
+    # torch: only when the command runs (light --help)
+    from .export import check_export_out, export_model, read_metadata
     from .run_folder import check_run, load
 
-    model = load(check_run(args.checkpoint))
-    path = export_model(model, args.format, args.out, verify=args.verify, dynamo=args.dynamo)
+    check_export_out(args.out, args.format, args.overwrite)
+    model = load(check_run(args.checkpoint), checkpoint=args.backbone_weights)
+    path = export_model(model, args.format, args.out, verify=args.verify, dynamo=args.dynamo, overwrite=args.overwrite)
     meta = read_metadata(path, args.format)
     how = f"; rebuild: {meta['rebuild']}" if "rebuild" in meta else ""
     print(f"wrote {path} ({args.format}; input {meta['input_size']}, {len(meta['class_names'])} classes"
           + (", logits checked against PyTorch" if args.verify else "") + how + "; preprocessing: the "
           "'preprocessing' metadata, sclft.preprocess)")
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- push
+@command("push")
+def _push_parser(sub) -> None:
+    p = sub.add_parser("push", help="upload a finished run to the Hugging Face Hub (card, config, weights, exports)")
+    p.add_argument("--checkpoint", required=True, help="a finished `sclft train --out` folder")
+    p.add_argument("--repo-id", required=True, help="the Hub model repository, NAME or OWNER/NAME (created if missing)")
+    p.add_argument("--private", action="store_true", help="create the repository private (an existing one keeps its "
+                                                          "visibility)")
+    p.add_argument("--exports", default=None, metavar="FORMATS",
+                   help="also upload these exports under exports/<format>/: a comma-separated list of onnx, "
+                        "torchscript, safetensors")
+    p.add_argument("--message", default=None, help="commit message (default: sclft run NAME)")
+    p.add_argument("--dry-run", action="store_true", help="list the files that would be uploaded; send nothing")
+    p.set_defaults(func=run_push)
+
+
+def run_push(args) -> int:
+    from .push import parse_exports, push  # huggingface_hub / torch: only when the command runs (light --help)
+
+    exports = parse_exports(args.exports)
+    files, url = push(args.checkpoint, args.repo_id, private=args.private, exports=exports, dry_run=args.dry_run,
+                      message=args.message)
+    for name, size in files:
+        print(f"{size:>12,}  {name}")
+    total = f"{len(files)} files, {sum(s for _, s in files):,} bytes"
+    if url is None:
+        print(f"dry run: would upload {total} to {args.repo_id}" + (" (private)" if args.private else ""))
+    else:
+        print(f"uploaded {total}: {url}")
     return 0
 
 
@@ -477,6 +527,26 @@ def _exit_code(e: BaseException) -> int | None:
     return None
 
 
+def _interrupted(args) -> str:
+    """What Ctrl-C prints: for ``sclft train``, ``--resume`` only where a checkpoint of this run exists."""
+    if args.command != "train":
+        return "interrupted"
+    try:
+        cfg = config_from_args(args)
+    except Exception:  # the hint must never replace the interruption with another error
+        return "interrupted"
+    from .run_folder import CHECKPOINT_DIR, STAGING, has_checkpoint  # loaded already: the run had started
+
+    out = Path(cfg.out)
+    if (out / METRICS_FILE).is_file() or (out / STAGING).is_dir():  # --overwrite writes the new run beside the old
+        return (f"interrupted; the previous run in {out} is unchanged; rerun with --overwrite to start the new run "
+                "again")
+    if has_checkpoint(out):
+        return (f"interrupted; rerun with --resume{' (instead of --overwrite)' if cfg.overwrite else ''} to continue "
+                f"from the last checkpoint in {out / CHECKPOINT_DIR}")
+    return "interrupted before the first checkpoint was written; rerun the same command to start the run again"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -493,7 +563,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit-time flush must not fail again
         return 128 + signal.SIGPIPE
     except KeyboardInterrupt:
-        print("interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
+        print(_interrupted(args), file=sys.stderr)
         return 130
     except Exception as e:
         code = _exit_code(e)

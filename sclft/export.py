@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,13 +32,15 @@ from typing import Any
 import torch
 from huggingface_hub.constants import CONFIG_NAME, SAFETENSORS_SINGLE_FILE
 from safetensors import safe_open
-from safetensors.torch import save_model
+from safetensors.torch import load_file, save_model
 from torch import nn
 
 from . import __version__
 from .data.transforms import eval_settings
-from .io import atomic_path
+from .io import OutputPathError, atomic_path, read_json_object
+from .model import wrap
 from .preprocess import describe, preprocessor_config
+from .run_folder import check_out_file, check_out_folder
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ""}  # safetensors: a folder
 EXTRA_FILE = "sclft.json"  # TorchScript: the metadata as one JSON file inside the archive
@@ -111,24 +116,28 @@ def export_model(model, fmt: str, out: str | Path, verify: bool = True, dynamo: 
     a folder); ONNX and TorchScript files are checked against PyTorch at two batch sizes (``verify``), a
     safetensors folder by loading it back the way its ``config.json`` says (timm or sclft).
     ``dynamo=False``: torch's older TorchScript-based ONNX exporter (deprecated by torch, faster). A safetensors
-    folder that exists and is not empty is replaced only with ``overwrite``."""
-    if fmt not in FORMATS:
-        raise ValueError(f"--format {fmt!r}: valid: {', '.join(FORMATS)}")
-    out = Path(out)
+    folder that exists and is not empty is replaced only with ``overwrite``; ``out`` is never a device or a file of a
+    run folder (:func:`check_export_out`)."""
+    out = check_export_out(out, fmt, overwrite)
     plain = merged(model).cpu().float()
     net = Classifier(plain).eval()
     meta = export_metadata(plain)
     if fmt == "safetensors":
-        _check_folder(out, overwrite)
-        try:
-            _safetensors_folder(net, out, meta)
-        except ExportError:
-            raise
-        except Exception as e:  # timm's config writer and safetensors raise many types
-            raise ExportError(f"cannot export {plain.backbone.name} / {plain.strategy_name} to safetensors: "
-                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
-        if verify:
-            check_safetensors_export(out, net)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        try:  # written and checked beside ``out``, then moved in: a failed export leaves nothing
+            try:
+                _safetensors_folder(net, tmp, meta)
+            except Exception as e:  # timm's config writer and safetensors raise many types
+                raise ExportError(f"cannot export {plain.backbone.name} / {plain.strategy_name} to safetensors: "
+                                  f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+            if verify:
+                check_safetensors_export(tmp, net)
+            out.mkdir(exist_ok=True)
+            for name in (WEIGHTS, CONFIG, PREPROCESSOR):
+                os.replace(tmp / name, out / name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         return out
     with atomic_path(out) as tmp:
         try:
@@ -198,6 +207,24 @@ def timm_classifier(net: Classifier) -> nn.Module | None:
     return model if same else None
 
 
+def check_export_out(out: str | Path, fmt: str, overwrite: bool = False) -> Path:
+    """Check ``--out`` of an export before any work: a file (ONNX, TorchScript) or a folder (safetensors) that is
+    never a device or inside a run folder, replacing what exists only with ``overwrite``."""
+    if fmt not in FORMATS:
+        raise ValueError(f"--format {fmt!r}: valid: {', '.join(FORMATS)}")
+    if fmt != "safetensors":
+        return check_out_file(out, "--out", overwrite)
+    try:
+        folder = check_out_folder(out, (WEIGHTS, CONFIG, PREPROCESSOR))
+    except OutputPathError:  # a device, or inside a run folder
+        raise
+    except ValueError:
+        _check_folder(Path(out), overwrite)  # a file given as the folder: say what the export is
+        raise
+    _check_folder(folder, overwrite)
+    return folder
+
+
 def _check_folder(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: a safetensors export is a folder ({WEIGHTS}, {CONFIG}, {PREPROCESSOR}, "
@@ -247,11 +274,6 @@ def _safetensors_folder(net: Classifier, out: Path, meta: dict[str, str]) -> Non
 def load_safetensors_export(folder: str | Path) -> nn.Module:
     """The network of a ``sclft export --format safetensors`` folder, in eval mode: built by timm where its
     ``config.json`` is timm's, else rebuilt by sclft (backbone, strategy and head as exported, adapters merged)."""
-    from safetensors.torch import load_file
-
-    from .io import read_json_object
-    from .model import wrap
-
     folder = Path(folder)
     config = read_json_object(folder / CONFIG)
     if "architecture" in config:

@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -70,22 +71,32 @@ def space_for(path: str | os.PathLike, needed: int | Callable[[], int]) -> Itera
 @contextmanager
 def atomic_path(path: str | os.PathLike, needed: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is fsynced and renamed over ``path``. A full disk
-    is a :class:`DiskFullError` (``needed``: the bytes to be written, else what was written when it failed)."""
+    is a :class:`DiskFullError` (``needed``: the bytes to be written, else what was written when it failed).
+    A device, FIFO, socket or folder at ``path`` is never replaced (:class:`OutputPathError`)."""
     path = Path(path)
+    kind = special_kind(path)
+    if kind is not None:
+        raise OutputPathError(f"{path}: {os.path.realpath(path)} is {kind}; sclft writes only regular files")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp creates 0600; results get the mode a plain open() would give
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         with space_for(path, needed or (lambda: tmp_path.stat().st_size if tmp_path.exists() else 0)):
             yield tmp_path
+            plain_mode(tmp_path)  # mkstemp's 0600, or the 0600 of a writer that replaced the file (save_file)
             with open(tmp_path, "rb") as f:
                 os.fsync(f.fileno())
             os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def plain_mode(path: str | os.PathLike) -> None:
+    """Give ``path`` the mode a plain ``open()`` would (0644 under the usual umask): ``mkstemp`` and
+    safetensors' ``save_file`` create 0600, which a colleague cannot read in a shared run folder."""
+    os.chmod(path, 0o666 & ~_umask())
 
 
 def _umask() -> int:
@@ -106,10 +117,16 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n")
 
 
-def _json_default(o: Any):
+def as_json(obj: Any) -> Any:
+    """``obj`` as :func:`atomic_write_json` writes it and :func:`read_json` reads it back (tuples as lists...)."""
+    return json.loads(json.dumps(obj, default=json_default))
+
+
+def json_default(o: Any):
+    """What ``json.dumps`` writes for numpy / torch scalars (``.item()``), sets, tuples and paths."""
     if hasattr(o, "item"):
         return o.item()
     if isinstance(o, (set, tuple)):
@@ -117,11 +134,6 @@ def _json_default(o: Any):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def json_safe(obj: Any) -> Any:
-    """``obj`` as it reads back from the JSON :func:`atomic_write_json` writes (tuples as lists, numbers plain)."""
-    return json.loads(json.dumps(obj, default=_json_default))
 
 
 def check_out_dir(path: str | Path, flag: str = "--out") -> None:
@@ -133,6 +145,26 @@ def check_out_dir(path: str | Path, flag: str = "--out") -> None:
         raise ValueError(f"{flag} {path}: {probe} exists and is not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ValueError(f"{flag} {path}: {probe} is not writable")
+
+
+class OutputPathError(ValueError):
+    """An output path that must not be written: a device or other special file, a file of a sclft run or bench
+    folder, or an existing file without ``--overwrite`` (bad input: exit 2)."""
+
+
+_KINDS = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
+
+
+def special_kind(path: Path) -> str | None:
+    """What ``path`` (links followed) is when it exists and is not a regular file, else None."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"not checkable ({e.strerror or e})"
+    return None if stat.S_ISREG(mode) else next((name for test, name in _KINDS if test(mode)), "not a regular file")
 
 
 def read_json(path: str | os.PathLike, error: Callable[[str], Exception] = ValueError) -> Any:

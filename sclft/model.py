@@ -96,8 +96,8 @@ class TransferModel(nn.Module):
 
     def predict(self, images, top_k: int = 5, batch_size: int = 64) -> list[dict]:
         """Top-k class names and probabilities, one ``{"label", "prob", "index"}`` per image; ``images``: PIL
-        images, paths, ``(3, H, W)`` tensors already transformed, or an ``(N, 3, H, W)`` batch (see
-        :mod:`sclft.predict`)."""
+        images, paths, ``(3, S, S)`` tensors already transformed (``S``: the input size of the run, as
+        ``self.transform`` makes them), or an ``(N, 3, S, S)`` batch (see :mod:`sclft.predict`)."""
         return predict_images(self, images, top_k=top_k, batch_size=batch_size)
 
     # ------------------------------------------------------------------ modes

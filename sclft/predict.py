@@ -21,15 +21,16 @@ from typing import Any
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
+from .config import PRECISIONS
 from .data.imagefolder import IMAGE_EXTENSIONS
 from .devices import resolve_device
 from .preprocess import load_image, to_rgb, upright
+from .progress import progress_bar
 
 log = logging.getLogger("sclft.predict")
 
-PRECISIONS = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # the mixed ones of config.PRECISIONS
 LIST_SUFFIX = ".txt"  # a file of paths, one a line (relative ones resolve against the list's folder)
 
 
@@ -135,7 +136,7 @@ def _collate(items):
 def autocast(device: torch.device, precision: str | None):
     if precision not in PRECISIONS and precision is not None:
         raise ValueError(f"precision {precision!r}: valid: {', '.join(PRECISIONS)}")
-    dtype = PRECISIONS.get(precision or "no")
+    dtype = AUTOCAST_DTYPES.get(precision)
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
@@ -170,7 +171,7 @@ def predict_files(model, files: Sequence[Path] | Inputs, top_k: int = 5, batch_s
     loader = DataLoader(_Images(files, model.transform), batch_size=batch_size, num_workers=num_workers,
                         collate_fn=_collate, pin_memory=dev.type == "cuda")
     rows, skipped = [], []
-    with tqdm(total=len(files), desc="predict", unit="img", disable=not progress, leave=False) as bar:
+    with progress_bar(total=len(files), desc="predict", unit="img", progress=progress) as bar:
         for x, indices, bad in loader:
             skipped += [(str(files[i]), err) for i, err in bad]
             if x is not None:
@@ -184,8 +185,9 @@ def predict_files(model, files: Sequence[Path] | Inputs, top_k: int = 5, batch_s
 
 @torch.inference_mode()
 def predict_images(model, images, top_k: int = 5, batch_size: int = 64) -> list[dict[str, Any]]:
-    """``TransferModel.predict``: PIL images, paths, or tensors (one ``(3, H, W)`` / a batch ``(N, 3, H, W)``,
-    already transformed) → one top-k row per image, on the model's device."""
+    """``TransferModel.predict``: PIL images, paths, or tensors (one ``(3, S, S)`` / a batch ``(N, 3, S, S)``,
+    already transformed: ``S`` the run's input size, finite values; else a ``ValueError``) → one top-k row per
+    image, on the model's device."""
     _check_top_k(top_k, model.num_classes)
     if isinstance(images, torch.Tensor):
         images = list(images) if images.dim() == 4 else [images]
@@ -206,9 +208,17 @@ def predict_images(model, images, top_k: int = 5, batch_size: int = 64) -> list[
 
 def _as_tensor(model, image) -> torch.Tensor:
     if isinstance(image, torch.Tensor):
-        if image.dim() != 3:
-            raise ValueError(f"predict takes (3, H, W) image tensors or an (N, 3, H, W) batch, got "
-                             f"{tuple(image.shape)}")
+        size = tuple(model.backbone.data_config.get("input_size", ()))
+        if image.dim() != 3 or (size and tuple(image.shape) != size):
+            raise ValueError(f"predict takes transformed image tensors of the run's input size {size} (one, or an "
+                             f"(N, {', '.join(map(str, size))}) batch; model.transform makes one from an image), got "
+                             f"{tuple(image.shape)}; or pass PIL images or paths")
+        if not image.is_floating_point():
+            raise ValueError(f"predict: an image tensor of dtype {image.dtype}; expected normalised float values, "
+                             "as model.transform makes")
+        if not bool(torch.isfinite(image).all()):
+            raise ValueError("predict: an image tensor holds NaN or infinite values; expected finite normalised "
+                             "values, as model.transform makes")
         return image
     if isinstance(image, (str, Path)):
         image = read_image(image)

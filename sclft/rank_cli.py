@@ -1,18 +1,18 @@
-"""``sclft rank``: score candidate backbones (and input sizes) on the downstream training data (:mod:`sclft.rank`)."""
+"""``sclft rank``: score candidate backbones (and input sizes) on the training data (:mod:`sclft.ranking`)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from .io import check_out_dir
+from .run_folder import check_out_folder
 
 
 def _main(args: argparse.Namespace) -> int:
     from .ranking import rank  # torch: only when the command runs (light --help)
 
     if args.out:
-        check_out_dir(args.out)
+        check_out_folder(args.out, ("rank.csv", "rank.json", "rank.png"))
     res = rank(args.backbones, args.data, image_sizes=args.image_size, train_per_class=args.train_per_class,
                seed=args.seed, by=args.by, controls=args.controls, data_dir=args.data_dir,
                batch_size=args.batch_size, device=args.device, progress=args.progress, checkpoint=args.checkpoint)

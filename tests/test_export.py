@@ -199,3 +199,12 @@ def test_an_exporter_failure_says_what_could_not_be_exported(tmp_path, monkeypat
     with pytest.raises(ExportError, match=r"cannot export timm:test_vit / scl_ft to onnx: RuntimeError: .*aten::fancy"):
         export_model(_model("timm:test_vit", "scl_ft"), "onnx", tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()  # nothing half-written
+
+
+def test_a_safetensors_export_that_does_not_load_back_leaves_nothing(tmp_path, monkeypatch):
+    import sclft.export
+
+    monkeypatch.setattr(sclft.export, "load_safetensors_export", lambda folder: (lambda x: torch.zeros(len(x), 3)))
+    with pytest.raises(ExportError, match="differs from PyTorch"):
+        export_model(_model("timm:test_vit", "linear_probe"), "safetensors", tmp_path / "export")
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor its temporary sibling

@@ -145,6 +145,23 @@ RESUME_RUN = ["train", *REAL, "--cache-dir", "{tmp}/cache", "--out", "{run}", "-
 def set_in(key: str, value) -> Callable[[dict], None]:
     return lambda d: d.__setitem__(key, value)
 
+
+def checkpoint_outside(tmp: Path) -> None:
+    """``{run}``'s config.json names ``{tmp}/weights.pt`` by absolute path, with that file's true sha256."""
+    digest = hashlib.sha256((tmp / "weights.pt").read_bytes()).hexdigest()
+    edit_json("runs/real/config.json", lambda d: d.update(checkpoint=str(tmp / "weights.pt"),
+                                                          checkpoint_sha256=digest), older=True)(tmp)
+
+
+def opened(path) -> str:
+    raise AssertionError(f"{path} was opened")
+
+
+PREDICT = ["predict", "--no-progress", "--checkpoint", "{run}", "{tmp}/imgs"]
+EXPORT = ["export", "--checkpoint", "{run}", "--format", "safetensors"]
+ONE_IMAGE = {"imgs/a.png": (16, 16)}
+BENCH = {"bench/bench.json": "{}", "bench/experiments/.keep": "", "bench/table.csv": "the suite's table\n"}
+
 CASES = [
     # ---- YAML configs (the earlier run is the --out: it must survive)
     yaml_case("yaml-syntax", "lr: [1\nepochs: 2\n", ("invalid YAML", "line 2")),
@@ -217,9 +234,14 @@ CASES = [
          real=True,
          setup=edit_json("runs/real/config.json", set_in("checkpoint", "../../../etc/hostname"), older=True)),
     Case("eval-config-checkpoint-wrong-digest", EVAL_RUN, ("config.json", "'checkpoint'", "checkpoint_sha256"),
-         real=True, setup=edit_json("runs/real/config.json", lambda d: d.update(checkpoint="file",
-                                                                                checkpoint_sha256="0" * 64),
-                                    older=True)),
+         real=True, files={"runs/real/weights.bin": b"not the weights"},
+         setup=edit_json("runs/real/config.json", lambda d: d.update(checkpoint="weights.bin",
+                                                                     checkpoint_sha256="0" * 64), older=True)),
+    # issue 35: a file outside the run folder is never opened, even with its right sha256 recorded
+    Case("eval-config-checkpoint-outside-with-its-digest", EVAL_RUN,
+         ("config.json", "'checkpoint'", "outside the run folder", "not opened", "--backbone-weights"), real=True,
+         files={"weights.pt": b"\x80\x04 a pickle somewhere else"}, setup=checkpoint_outside,
+         patch=lambda mp: mp.setattr("sclft.run_folder.weights.file_digest", opened)),
     # ---- issue 29.3: every field of a run file checked (schema, tensors), edits detected as edits
     Case("resume-epoch-99", RESUME_RUN, ("training_state.json", "'epoch'", "99"), real=True,
          setup=edit_json(f"{CKPT}/training_state.json", set_in("epoch", 99))),
@@ -327,6 +349,35 @@ CASES += [
     Case("probe-rank-unknown-layer", ["probe", *TINY[:9], "--rank", "--layers", "layer9"], ("layer9", "valid layers")),
     Case("probe-jackknife-above-samples", ["probe", *TINY[:9], "--jackknife", "6", "--out", "{new}"],
          ("--jackknife 6", "at most 5")),
+]
+
+# ---- issue 35 "lost": an output path is checked before any work: never a special file, never a file of a run or
+# bench folder, an existing file only with --overwrite (FIFOs and /dev/null: test_output_never_replaces_a_special_file)
+CASES += [
+    Case("predict-out-existing-file", [*PREDICT, "--out", "{tmp}/mine.csv"], ("mine.csv", "exists", "--overwrite"),
+         real=True, files={"mine.csv": "the user's own table\n"}, setup=lambda tmp: images(tmp, ONE_IMAGE)),
+    Case("predict-out-other-runs-metrics", [*PREDICT, "--out", "{old}/metrics.json"],
+         ("runs/old/metrics.json", "run folder"), real=True, setup=lambda tmp: images(tmp, ONE_IMAGE)),
+    Case("predict-out-other-runs-metrics-overwrite", [*PREDICT, "--out", "{old}/metrics.json", "--overwrite"],
+         ("runs/old/metrics.json", "run folder"), real=True, setup=lambda tmp: images(tmp, ONE_IMAGE)),
+    Case("predict-out-new-file-in-a-run", [*PREDICT, "--out", "{run}/checkpoint/preds.csv"],
+         ("preds.csv", "run folder"), real=True, setup=lambda tmp: images(tmp, ONE_IMAGE)),
+    Case("predict-out-bench-table", [*PREDICT, "--out", "{tmp}/bench/table.csv", "--overwrite"],
+         ("bench/table.csv", "run folder"), real=True, files=BENCH, setup=lambda tmp: images(tmp, ONE_IMAGE)),
+    Case("predict-out-a-folder", [*PREDICT, "--out", "{tmp}/imgs.csv"], ("imgs.csv", "a folder"), real=True,
+         setup=lambda tmp: (images(tmp, ONE_IMAGE), (tmp / "imgs.csv").mkdir())),
+    Case("export-out-the-runs-weights", [*EXPORT, "--out", "{run}/model.safetensors", "--overwrite"],
+         ("runs/real/model.safetensors", "run folder"), real=True),
+    Case("export-out-existing-file", [*EXPORT, "--format", "torchscript", "--out", "{file}"],
+         ("file", "exists", "--overwrite"), real=True),
+    Case("export-safetensors-out-a-file", [*EXPORT, "--out", "{file}"], ("file", "is a file", "folder"), real=True),
+    Case("export-out-symlink-into-a-run", [*EXPORT, "--out", "{tmp}/link/model.safetensors"],
+         ("link/model.safetensors", "run folder"), real=True,
+         setup=lambda tmp: (tmp / "link").symlink_to(tmp / "runs" / "real")),
+    Case("probe-out-a-run-folder", ["probe", *TINY[:9], "--out", "{old}"], ("runs/old", "run folder")),
+    Case("rank-out-a-run-folder", ["rank", "--backbones", "resnet18", "--data", "digits", "--out", "{old}"],
+         ("runs/old", "run folder")),
+    Case("dln-out-inside-a-run-folder", ["dln", "parsimony", "--out", "{old}/dln"], ("runs/old/dln", "run folder")),
 ]
 
 
@@ -516,6 +567,83 @@ def test_load_refuses_a_config_whose_lora_rank_was_changed(tmp_path, older):
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(RunFolderError, match="model_sha256" if not older else r"lora_A.* \[2, .*needs \[4, "):
         load(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------ issue 35
+def test_output_never_replaces_a_special_file(tmp_path, real_run, capsys):
+    """A FIFO given as --out stays a FIFO (predict and export refuse it before any work); /dev/null is checked
+    through the library's check alone (as root a regression would turn the device node into a regular file)."""
+    import stat
+
+    from sclft.io import OutputPathError, atomic_write_text
+    from sclft.run_folder import check_out_file
+
+    fifo = tmp_path / "out.csv"
+    os.mkfifo(fifo)
+    images(tmp_path, ONE_IMAGE)
+    for argv in (["predict", "--no-progress", "--checkpoint", str(real_run), str(tmp_path / "imgs")],
+                 ["export", "--checkpoint", str(real_run), "--format", "onnx"]):
+        for overwrite in ([], ["--overwrite"]):
+            code, _, err = run_cli([*argv, "--out", str(fifo), *overwrite], capsys, False)
+            assert code == 2 and str(fifo) in err and "FIFO" in err and "Traceback" not in err
+            assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    with pytest.raises(OutputPathError, match="/dev/null.*character device"):
+        check_out_file("/dev/null", overwrite=True)
+    with pytest.raises(OutputPathError, match="FIFO"):  # every atomic write refuses one too
+        atomic_write_text(fifo, "x")
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode) and stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+def test_overwrite_replaces_the_users_file_and_only_then(tmp_path, real_run, capsys):
+    images(tmp_path, ONE_IMAGE)
+    out = tmp_path / "preds.json"
+    out.write_text("mine\n")
+    argv = ["predict", "--no-progress", "--checkpoint", str(real_run), str(tmp_path / "imgs"), "--out", str(out)]
+    assert run_cli(argv, capsys, False)[0] == 2 and out.read_text() == "mine\n"
+    assert run_cli([*argv, "--overwrite"], capsys, False)[0] == 0
+    rows = json.loads(out.read_text())
+    assert [Path(r["filename"]).name for r in rows] == ["a.png"] and len(rows[0]["prob"]) == 5
+
+
+def test_predict_refuses_tensors_of_another_size_and_nan(real_run):
+    from sclft.run_folder import load
+
+    model = load(real_run)
+    assert model.backbone.data_config["input_size"] == (3, 16, 16)  # the run's --image-size
+    good = torch.zeros(3, 16, 16)
+    assert len(model.predict(good)) == 1 and len(model.predict(torch.stack([good, good]))) == 2
+    with pytest.raises(ValueError, match=r"input size \(3, 16, 16\).*got \(3, 7, 7\)"):
+        model.predict(torch.zeros(3, 7, 7))
+    with pytest.raises(ValueError, match=r"got \(16, 16\)"):
+        model.predict(torch.zeros(16, 16))
+    for bad in (torch.full((3, 16, 16), float("nan")), good.clone().index_fill_(1, torch.tensor([3]), float("inf"))):
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            model.predict(bad)
+    with pytest.raises(ValueError, match="dtype torch.uint8"):
+        model.predict(torch.zeros(3, 16, 16, dtype=torch.uint8))
+
+
+def test_a_backbone_weights_file_outside_the_run_is_read_only_when_passed(tmp_path, capsys):
+    """A run trained with ``--checkpoint FILE`` names FILE in config.json; load() does not follow it (it is outside
+    the run folder) and ``--backbone-weights FILE`` / ``checkpoint=`` rebuilds the model, checked by its digest."""
+    import timm
+
+    from sclft.run_folder import RunFolderError, load
+
+    weights = tmp_path / "resnet18.safetensors"
+    save_file(timm.create_model("resnet18", pretrained=False).state_dict(), str(weights))
+    run = tmp_path / "run"
+    assert main(["train", *REAL, "--pretrained", "--checkpoint", str(weights), "--cache-dir", str(tmp_path / "c"),
+                 "--out", str(run)]) == 0
+    with pytest.raises(RunFolderError, match="outside the run folder.*--backbone-weights"):
+        load(run)
+    assert load(run, checkpoint=str(weights)).num_classes == 10
+    capsys.readouterr()
+    code, out, err = run_cli(["eval", "--checkpoint", str(run), "--no-progress"], capsys, False)
+    assert code == 2 and "outside the run folder" in err and "Traceback" not in err
+    code, out, err = run_cli(["eval", "--checkpoint", str(run), "--no-progress", "--backbone-weights", str(weights)],
+                             capsys, False)
+    assert code == 0 and json.loads(out)["num_samples"] > 0
 
 
 def _report(tmp: Path, capsys, *flags: str) -> tuple[int, str]:

@@ -182,7 +182,7 @@ def test_the_run_writes_a_model_card_from_its_metrics(run, tmp_path):
     run_dir, _ = run
     metrics = json.loads((run_dir / "metrics.json").read_text())
     card = ModelCard.load(run_dir / "README.md")
-    assert card.data.library_name == "sclft" and card.data.datasets == ["digits"]
+    assert card.data.library_name == "sclft" and card.data.datasets is None  # digits is not a Hub dataset
     assert card.data.base_model is None  # random weights: no base model
     result = card.data.eval_results[0]
     assert (result.metric_type, result.dataset_split, result.metric_value) == ("accuracy", "test",

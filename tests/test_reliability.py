@@ -267,11 +267,11 @@ def test_load_refuses_a_changed_backbone_weights_file(tmp_path):
     train(tiny(tmp_path, strategy="linear_probe", layer="auto", epochs=1, pretrained=True, checkpoint=str(weights)))
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["checkpoint"] == str(weights) and len(config["checkpoint_sha256"]) == 64
-    load(tmp_path / "run")  # unchanged: loads
-    torch.manual_seed(1)
+    load(tmp_path / "run", checkpoint=str(weights))  # unchanged: loads (given by the caller: issue 35, a run folder
+    torch.manual_seed(1)                               # never leads outside itself)
     save_file(timm.create_model("resnet18", pretrained=False).state_dict(), str(weights))
     with pytest.raises(ValueError, match="changed since training"):
-        load(tmp_path / "run")
+        load(tmp_path / "run", checkpoint=str(weights))
 
 
 # ------------------------------------------------------------------------------------------ files

@@ -57,10 +57,12 @@ class RunResult:
     error: str | None = None  # "ExceptionType: message" of a failed run
 
 
-def probe_run(folder: Path) -> Path:
-    """Layer-wise NC1 of a trained run on its training data → ``folder/nc1_layers.csv``."""
+def probe_run(folder: Path, checkpoint: str | None = None) -> Path:
+    """Layer-wise NC1 of a trained run on its training data → ``folder/nc1_layers.csv`` (``checkpoint``: the
+    backbone weights file of the suite's config, which the run folder names but :func:`load` never follows
+    outside the folder)."""
     cfg = read_run(folder).train_config
-    model = load(folder)
+    model = load(folder, checkpoint=checkpoint)
     splits = load_dataset(cfg["data"], cfg.get("data_dir"), train_per_class=cfg.get("train_per_class"),
                           val_fraction=cfg.get("val_fraction", 0.0), seed=cfg["seed"])
     _, eval_tf = build_transforms(model.backbone.data_config, cfg.get("image_size"))
@@ -125,7 +127,7 @@ def execute_run(suite: Suite, run: Run | str, out: str | Path, say: Callable[[st
             f"{metrics['seconds']:.0f} s")
         result = RunResult(run.id, "trained", metrics)
     if run.id in probe_runs(runs) and not (folder / "nc1_layers.csv").is_file():
-        probe_run(folder)
+        probe_run(folder, run.config.get("checkpoint"))
     return result
 
 

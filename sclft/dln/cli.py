@@ -14,8 +14,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..io import check_out_dir
-from .experiments import NETWORKS, CompletionConfig, completion_experiment, parsimony_experiment, separation_experiment
+from ..run_folder import check_out_folder
+from .completion import BASES, STOP_RULES, TARGETS
+from .experiments import (
+    AUTHORS_PRESET,
+    NETWORKS,
+    CompletionConfig,
+    authors_lr,
+    completion_experiment,
+    parsimony_experiment,
+    separation_experiment,
+)
 from .network import DEVICES, DTYPES, Runtime
 from .parsimony import ParsimonyConfig
 from .separation import SeparationConfig
@@ -86,6 +95,8 @@ RULES: dict[str, list[Rule]] = {
         ("--gamma", *_non_negative()),
         ("--steps", *_int(1)),
         ("--target-error", *_positive()),
+        ("--train-loss-tol", *_positive()),
+        ("--record-every", *_int(1)),
     ],
 }
 
@@ -142,7 +153,7 @@ def check_flags(command: str, args: argparse.Namespace) -> None:
     for holds, message in _joint_rules(command, args):
         if not holds:
             raise ValueError(message)
-    check_out_dir(args.out)
+    check_out_folder(args.out)
     _runtime(args).torch_device  # noqa: B018 -- --device cuda without a GPU fails here, before any work
 
 
@@ -221,7 +232,29 @@ def _separation(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Given(argparse.Action):
+    """Store the value and remember the flag was given (``--preset`` fills only the flags not given)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace.given = {*getattr(namespace, "given", ()), self.dest}
+
+
+def apply_preset(args: argparse.Namespace) -> None:
+    """``--preset authors``: the authors' setting (:data:`AUTHORS_PRESET`, η from :func:`authors_lr`) for every
+    flag not given on the command line."""
+    if args.preset != "authors":
+        return
+    given = getattr(args, "given", set())
+    for name, value in AUTHORS_PRESET.items():
+        if name not in given:
+            setattr(args, name, value)
+    if "lr" not in given:
+        args.lr = authors_lr(args.dim, args.observed)
+
+
 def _completion(args: argparse.Namespace) -> int:
+    apply_preset(args)
     check_flags("completion", args)
     config = CompletionConfig(
         dim=args.dim,
@@ -234,6 +267,11 @@ def _completion(args: argparse.Namespace) -> int:
         rank_estimate=args.rank_estimate,
         steps=args.steps,
         target_error=args.target_error,
+        record_every=args.record_every,
+        basis=args.basis,
+        target=args.target,
+        stop=args.stop,
+        train_loss_tol=args.train_loss_tol,
         seed=args.seed,
         networks=tuple(dict.fromkeys(args.networks)),
         factorization=not args.no_factorization,
@@ -261,7 +299,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         parser.add_argument("--out", required=True, help="folder for the PNG figures and the JSON numbers")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda when available, else cpu")
-        parser.add_argument("--dtype", choices=tuple(DTYPES), default=dtype)
+        parser.add_argument("--dtype", choices=tuple(DTYPES), default=dtype, action=_Given)
         parser.add_argument(
             "--max-steps",
             type=int,
@@ -309,16 +347,52 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
     c = leaf("completion", "original vs compressed vs narrow DLN for matrix completion", _completion, "float32")
     comp = CompletionConfig()
-    c.add_argument("--dim", type=int, default=comp.dim)
-    c.add_argument("--rank", type=int, default=comp.rank)
-    c.add_argument("--rank-estimate", type=int, default=comp.rank_estimate, help="r̂ ≥ r")
-    c.add_argument("--observed", type=float, default=comp.observed)
-    c.add_argument("--depth", type=int, default=comp.depth)
-    c.add_argument("--scale", type=float, default=comp.scale)
-    c.add_argument("--lr", type=float, default=comp.lr)
-    c.add_argument("--gamma", type=float, default=comp.gamma, help="outer-factor step ratio γ")
-    c.add_argument("--steps", type=int, default=comp.steps)
-    c.add_argument("--target-error", type=float, default=comp.target_error)
+    c.add_argument(
+        "--preset",
+        choices=("sclft", "authors"),
+        default="sclft",
+        help="authors: their setting (cjyaras/law-of-parsimony: d=1000, r=r̂=5, 20%% observed, ε=1e-3, γ=0.01, "
+        "η=5e3·p/d² here, Gaussian rank-r target, stop at train loss < 1e-10 checked every 100 steps, float64) "
+        "for every flag not given",
+    )
+    for flag, kind, help_text in (
+        ("--dim", int, None),
+        ("--rank", int, None),
+        ("--rank-estimate", int, "r̂ ≥ r (r̂ directions from each side: the compressed width is 2r̂)"),
+        ("--observed", float, None),
+        ("--depth", int, None),
+        ("--scale", float, "init scale ε"),
+        ("--lr", float, "step η on ½‖Ω⊙(W−Φ)‖²/p (the authors' η on ½·mean over d² entries is η·p/d² here)"),
+        ("--gamma", float, "outer-factor step ratio γ (the authors: 0.01)"),
+        ("--steps", int, None),
+        ("--target-error", float, "recovery error of --stop recovery"),
+        ("--train-loss-tol", float, "train loss ½·mean over d² entries of --stop train_loss (the authors' units)"),
+        ("--record-every", int, "record (and check the stop rule) every this many steps"),
+    ):
+        name = flag[2:].replace("-", "_")
+        c.add_argument(flag, type=kind, default=getattr(comp, name), action=_Given, help=help_text)
+    c.add_argument(
+        "--basis",
+        choices=BASES,
+        default=comp.basis,
+        action=_Given,
+        help="compressed V: each_side = r̂ top singular directions from each side of the first gradient (the "
+        "authors' compute_factor); stacked = top 2r̂ of [G; GᵀW₁/ε] (sclft's earlier basis)",
+    )
+    c.add_argument(
+        "--target",
+        choices=TARGETS,
+        default=comp.target,
+        action=_Given,
+        help="Φ: haar = Haar factors with σ evenly in [1, 2]; gaussian = rank-r truncation of a Gaussian (authors)",
+    )
+    c.add_argument(
+        "--stop",
+        choices=STOP_RULES,
+        default=comp.stop,
+        action=_Given,
+        help="recovery: recovery error ≤ --target-error; train_loss: train loss < --train-loss-tol (authors)",
+    )
     c.add_argument(
         "--networks",
         nargs="+",

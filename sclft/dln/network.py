@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
 from ..devices import resolve_device
+from ..progress import progress_bar
 
 __all__ = [
     "DTYPE",
@@ -242,15 +242,17 @@ def train(
     record_every: int = 1,
     metric: Callable[[list[torch.Tensor]], float] | None = None,
     stop_below: float | None = None,
+    loss_below: float | None = None,
     on_record: Callable[[int, list[torch.Tensor]], None] | None = None,
 ) -> TrainLog:
     """Run ``steps`` GD steps on ``loss_fn(factors)``; record at step 0, every ``record_every`` and the end.
 
     ``metric`` (e.g. a recovery error) is evaluated at each record; training stops early once it is
-    ≤ ``stop_below``, or when the network's runtime budget (``max_steps``, ``max_seconds`` of wall clock)
-    is spent — the last step is then recorded too. Time spent in ``metric`` and ``on_record`` is excluded
-    from ``seconds`` (wall clock) and ``cpu_seconds`` (this process's CPU time: on a shared CPU, the cost of
-    the steps themselves), not from the wall-clock budget.
+    ≤ ``stop_below`` or the recorded loss is < ``loss_below`` (ended_by ``target`` either way), or when the
+    network's runtime budget (``max_steps``, ``max_seconds`` of wall clock) is spent — the last step is then
+    recorded too. Time spent in ``metric`` and ``on_record`` is excluded from ``seconds`` (wall clock) and
+    ``cpu_seconds`` (this process's CPU time: on a shared CPU, the cost of the steps themselves), not from the
+    wall-clock budget.
     """
     runtime, device = network.runtime, network.factors[0].device
     groups = [{"params": [f], "lr": config.lr * scale} for f, scale in zip(network.factors, network.lr_scales)]
@@ -258,9 +260,8 @@ def train(
     log = TrainLog(name=network.name, planned_steps=steps)
     elapsed, cpu_elapsed, wall_start = 0.0, 0.0, time.perf_counter()
     last = steps if runtime.max_steps is None else min(steps, runtime.max_steps)
-    bar = tqdm(
-        total=last, desc=network.name, disable=not runtime.progress, leave=True, mininterval=0.5, dynamic_ncols=True
-    )
+    bar = progress_bar(total=last, desc=network.name, progress=runtime.progress, leave=True, mininterval=0.5,
+                       dynamic_ncols=True)
 
     def record(step: int, loss_value: float) -> bool:
         log.steps.append(step)
@@ -275,7 +276,7 @@ def train(
         bar.set_postfix_str(
             f"loss={loss_value:.3g}" + ("" if math.isnan(value) else f" error={value:.3g}"), refresh=False
         )
-        return stop_below is not None and value <= stop_below
+        return (stop_below is not None and value <= stop_below) or (loss_below is not None and loss_value < loss_below)
 
     with torch.no_grad():
         initial_loss = float(loss_fn(network.factors))

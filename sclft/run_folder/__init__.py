@@ -16,8 +16,9 @@ here (train, resume, eval, predict, export, :func:`load`, the model card, the be
 rebuilds the model (every file checked); :func:`check_run` says whether a folder is a finished run;
 :func:`write_run` writes one, manifest last; :func:`replace_run` swaps an ``--overwrite`` run in.
 
-The names and the checked readers (:mod:`.files`) import no torch (``sclft --help`` names files through them);
-the model's and the writer's functions load on first use (PEP 562).
+The names, the checked readers (:mod:`.files`) and the output-path check (:mod:`.outputs`: never a device, never
+inside a run or bench folder) import no torch (``sclft --help`` names files through them); the model's and the
+writer's functions load on first use (PEP 562).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from .files import (
     unfinished_reason,
     write_manifest,
 )
+from .outputs import check_out_file, check_out_folder, sclft_folder
 
 # the names of every file sclft writes into a run folder: nowhere else in sclft as literals (tests/test_run_folder.py)
 FILE_NAMES = (*RUN_FILES, CARD_FILE, CHECKPOINT_POINTER, LOCK_FILE)
@@ -61,7 +63,8 @@ FILE_NAMES = (*RUN_FILES, CARD_FILE, CHECKPOINT_POINTER, LOCK_FILE)
 __all__ = [
     "CARD_FILE", "CHECKPOINT_DIR", "CHECKPOINT_POINTER", "CONFIG_FILE", "EXPORTS_KEY", "FILE_NAMES", "LOCK_FILE",
     "MANIFEST_FILE", "METRICS_FILE", "MODEL_DIGEST", "RUN_FILES", "SHA256", "STAGING", "TRAIN_CONFIG_FILE",
-    "WEIGHTS_FILE", "RunFolderError", "RunRecord", "build_backbone", "check_fields", "check_manifest", "check_run",
+    "WEIGHTS_FILE", "RunFolderError", "RunRecord", "build_backbone", "check_fields", "check_manifest", "check_out_file",
+    "check_out_folder", "check_run", "sclft_folder",
     "file_digest", "frozen_digest", "has_checkpoint", "is_finished", "is_sclft_card", "load", "load_model_state",
     "load_tensors", "model_digest", "read_config", "read_metrics", "read_run", "read_train_config", "replace_run",
     "run_files", "run_lock", "save_model", "trainable_state", "unfinished_reason", "write_manifest", "write_run",

@@ -17,7 +17,8 @@ from safetensors.torch import load_file, save_file
 from .._hub import WeightsUnavailableError
 from ..backbones import create_backbone
 from ..cache import hash_tensors
-from ..io import atomic_path, atomic_write_json, json_safe
+from ..card import base_model_id
+from ..io import as_json, atomic_path, atomic_write_json
 from ..model import TransferModel
 from .files import (
     CONFIG_FILE,
@@ -109,8 +110,12 @@ def save_model(model: TransferModel, out: str | Path, build: dict | None = None)
     weights = trainable_state(model)
     with atomic_path(out / WEIGHTS_FILE, sum(t.numel() * t.element_size() for t in weights.values())) as tmp:
         save_file(weights, str(tmp))
-    exported = model.strategy.export(model.backbone, out)  # e.g. lora: a peft adapter beside model.safetensors
-    config = json_safe({**model.config(), **(build or {}), EXPORTS_KEY: list(exported)})  # as it reads back
+    build = build or {}
+    base = base_model_id(model, build.get("pretrained", True), build.get("checkpoint"))
+    # e.g. lora: a peft adapter (with the head) beside model.safetensors
+    exported = model.strategy.export(model.backbone, out, head=model.head, base_model=base)
+    config = {**model.config(), **build, EXPORTS_KEY: list(exported)}
+    config = as_json(config)  # as it reads back
     atomic_write_json(out / CONFIG_FILE, {**config, MODEL_DIGEST: model_digest(out / WEIGHTS_FILE, config)})
     return out
 
@@ -188,22 +193,24 @@ def load(path: str | Path, pretrained: bool | None = None, checkpoint: str | Non
 
 def _recorded_checkpoint(run: Path, checkpoint, digest) -> str:
     """The backbone weights file a run's ``config.json`` names, followed only when it lies inside the run folder
-    or its content has the sha256 the run recorded (``checkpoint_sha256``): a run folder is untrusted input."""
+    (relative paths are read from the run folder): a run folder is untrusted input, and its files never lead
+    outside it. A file outside is not even opened, whatever ``checkpoint_sha256`` says; the caller passes it
+    (``load(RUN, checkpoint=FILE)``, CLI ``--backbone-weights FILE``), and it is checked against that digest."""
     file = run / CONFIG_FILE
     if not isinstance(checkpoint, str):
         raise RunFolderError(f"{file}: field 'checkpoint' is {checkpoint!r}; valid: a path or null")
-    target = Path(checkpoint).expanduser()
+    given = Path(checkpoint).expanduser()
+    target = given if given.is_absolute() else run / given
+    if not target.resolve().is_relative_to(run.resolve()):
+        raise RunFolderError(f"{file}: field 'checkpoint' names {checkpoint}, outside the run folder; a run folder's "
+                             "files never lead outside it, so it is not opened. Pass the backbone weights the run "
+                             f"trained with yourself if you trust the file: CLI --backbone-weights {checkpoint}, "
+                             f"Python load(RUN, checkpoint={checkpoint!r}) (checked against checkpoint_sha256)")
     if not target.is_file():
-        raise RunFolderError(f"{file}: field 'checkpoint' names {checkpoint}, which is not a file; pass "
-                             "checkpoint= (CLI: the original weights file) to rebuild the model")
-    if target.resolve().is_relative_to(run.resolve()):
-        return str(target)
-    if not (isinstance(digest, str) and SHA256.fullmatch(digest)):
-        raise RunFolderError(f"{file}: field 'checkpoint' names {checkpoint}, outside the run folder, and no valid "
-                             "checkpoint_sha256 vouches for it; it is not opened. Pass checkpoint= explicitly if you "
-                             "trust that file")
-    if file_digest(target) != digest:
-        raise RunFolderError(f"{file}: field 'checkpoint' names {checkpoint}, outside the run folder, whose sha256 is "
-                             f"not the checkpoint_sha256 recorded ({digest[:12]}...): it changed since training or is "
-                             "another file; it is not opened. Pass checkpoint= the original weights file")
+        raise RunFolderError(f"{file}: field 'checkpoint' names {checkpoint}, which is not a file in the run folder; "
+                             "pass the original weights file (CLI --backbone-weights FILE, Python checkpoint=FILE)")
+    if isinstance(digest, str) and SHA256.fullmatch(digest) and file_digest(target) != digest:
+        raise RunFolderError(f"{file}: field 'checkpoint' names {checkpoint}, whose sha256 is not the "
+                             f"checkpoint_sha256 recorded ({digest[:12]}...): it changed since training or is another "
+                             "file. Pass the original weights file (CLI --backbone-weights FILE)")
     return str(target)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -93,6 +93,10 @@ class Strategy:
         run's ``lr`` (Deep LoRA's outer factors at γ); the rest train at 1×."""
         return {}
 
+    def optimizer_options(self) -> dict[str, Any]:
+        """Extra keyword arguments of the run's AdamW (Deep LoRA: the reference's ``eps``)."""
+        return {}
+
     def init_from_data(self, first_loss: Callable[[], torch.Tensor]) -> None:
         """Data-dependent init before the first update of a new run (not on resume); ``first_loss()`` computes
         the training loss of the first batch (Deep LoRA: its outer factors from that gradient)."""
@@ -101,8 +105,10 @@ class Strategy:
         """Fold the strategy's trained updates into the backbone's own weights, leaving plain modules (for
         ``sclft export``); the forward must not change beyond rounding. Default: nothing to fold."""
 
-    def export(self, backbone: Backbone, directory: Path) -> list[str]:
-        """Write extra files beside ``model.safetensors`` (``lora``: a peft adapter); returns their names."""
+    def export(self, backbone: Backbone, directory: Path, head: nn.Module | None = None,
+               base_model: str | None = None) -> list[str]:
+        """Write extra files beside ``model.safetensors`` (``lora``: a peft adapter with ``head`` and the name of
+        the frozen weights, ``base_model``); returns their names."""
         return []
 
     def __repr__(self) -> str:

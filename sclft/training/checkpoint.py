@@ -31,7 +31,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..config import TrainConfig
-from ..io import DiskFullError, atomic_write_json, read_json_object, space_for
+from ..io import DiskFullError, atomic_write_json, plain_mode, read_json_object, space_for
 from ..model import TransferModel
 from ..run_folder import (
     CHECKPOINT_DIR,
@@ -53,8 +53,8 @@ _FILE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 REQUIRED_FILES = (WEIGHTS_FILE, "sampler.safetensors", "optimizer.safetensors", TRAINING_STATE, CONFIG_FILE)
 # TrainConfig fields that may differ between a run and its --resume: they do not change the trained weights.
 # (``cache`` may switch between memory / disk / auto, not to or from "off": that changes float rounding.)
-RESUME_MAY_DIFFER = ("out", "resume", "overwrite", "progress", "num_workers", "tensorboard", "eval_every",
-                     "cache_dir", "data_dir")
+RESUME_MAY_DIFFER = ("out", "resume", "overwrite", "progress", "num_workers", "tensorboard", "report_to",
+                     "eval_every", "cache_dir", "data_dir")
 
 
 def _rng_file(process_index: int) -> str:
@@ -222,6 +222,11 @@ def restore_training_state(accelerator, path: Path, state: dict, optimizer, sche
 
 
 # ------------------------------------------------------------------------------------------ writing
+def _save_tensors(tensors: dict, path: Path, metadata: dict | None = None) -> None:
+    save_file(tensors, str(path), metadata=metadata)
+    plain_mode(path)  # save_file creates 0600
+
+
 def save_checkpoint(accelerator, out: Path, model: TransferModel, epoch: int, sampler_gen: torch.Generator,
                     state: dict, optimizer=None, scheduler=None) -> Path:
     """Write ``checkpoint/epoch-E`` fully (every process writes its RNG state), then atomically point
@@ -242,13 +247,13 @@ def save_checkpoint(accelerator, out: Path, model: TransferModel, epoch: int, sa
     needed = _nbytes(rng) + (_nbytes(tensors) + _nbytes(weights) if main else 0)  # about the whole checkpoint
     try:
         with space_for(tmp, needed):
-            save_file(rng, str(tmp / _rng_file(accelerator.process_index)), metadata=rng_meta)
+            _save_tensors(rng, tmp / _rng_file(accelerator.process_index), metadata=rng_meta)
         accelerator.wait_for_everyone()
         if main:
             with space_for(tmp, needed):
-                save_file(tensors, str(tmp / "optimizer.safetensors"))
-                save_file(weights, str(tmp / WEIGHTS_FILE))
-                save_file({"sampler": sampler_gen.get_state()}, str(tmp / "sampler.safetensors"))
+                _save_tensors(tensors, tmp / "optimizer.safetensors")
+                _save_tensors(weights, tmp / WEIGHTS_FILE)
+                _save_tensors({"sampler": sampler_gen.get_state()}, tmp / "sampler.safetensors")
             atomic_write_json(tmp / TRAINING_STATE, {"format": STATE_FORMAT, "epoch": epoch, **state, **objects})
             atomic_write_json(tmp / CONFIG_FILE, model.config())
             files = {p.name: file_digest(p) for p in sorted(tmp.iterdir()) if p.is_file()}
@@ -349,7 +354,7 @@ def read_training_state(path: Path) -> dict:
     return state
 
 
-def _resume_view(config: dict) -> dict:
+def resume_view(config: dict) -> dict:
     """The config fields that decide the trained weights (see RESUME_MAY_DIFFER)."""
     view = {k: v for k, v in config.items() if k not in RESUME_MAY_DIFFER}
     if "cache" in view:
@@ -362,7 +367,7 @@ def check_resume(path: Path, cfg: TrainConfig, num_processes: int) -> dict:
     ValueError naming every field that differs, with the checkpoint's value and the new one."""
     state = read_training_state(path)
     old = {**state["config"], "num_processes": state.get("num_processes")}
-    new = {**_resume_view(dataclasses.asdict(cfg)), "num_processes": num_processes}
+    new = {**resume_view(dataclasses.asdict(cfg)), "num_processes": num_processes}
     diffs = [f"{k}: {old.get(k)!r} in the checkpoint, {new.get(k)!r} now" for k in sorted(set(old) | set(new))
              if json.dumps(old.get(k), sort_keys=True) != json.dumps(new.get(k), sort_keys=True)]
     if diffs:

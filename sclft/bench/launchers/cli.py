@@ -20,8 +20,9 @@ def add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--deadline", type=float, metavar="SECONDS", default=None,
                    help="ray/slurm: stop unfinished runs after SECONDS (finished ones count and the reports are "
                         "built; the same command resumes)")
-    g.add_argument("--address", default=None, help="ray: cluster to join (auto, ray://HOST:PORT); default: start a "
-                                                   "local Ray instance (--out must be on a filesystem every node sees)")
+    g.add_argument("--address", default=None, help="ray: cluster to join (auto, HOST:PORT, ray://HOST:PORT; --out must "
+                                                   "be on a filesystem every node sees); default: start a new local "
+                                                   "Ray instance of its own for the bench (never joins another)")
     g.add_argument("--gpus-per-run", type=float, metavar="F", default=None,
                    help="ray: logical GPUs per task (0.1 packs ten runs on a GPU; default 1 if the cluster has GPUs)")
     g.add_argument("--cpus-per-run", type=float, metavar="N", default=1.0,

@@ -4,14 +4,25 @@ Each task asks for logical resources (``num_gpus=--gpus-per-run``, ``num_cpus=--
 pack several small runs onto one device, Ray's scheduler places them, and Ray retries a task whose worker died
 or that raised (``max_retries=--retries``, ``retry_exceptions=True``). A task that still fails leaves its
 traceback in the run's ``error.log`` and the others go on. A probe waits for its training run (its argument is
-that task's result). With no ``--address`` a local Ray instance is started; ``auto`` or ``ray://HOST:PORT`` joins
-a cluster, whose nodes must see ``--out`` (a shared filesystem). The reports are built once, on the driver.
+that task's result). With no ``--address`` a new local Ray instance is started for the bench and stopped after it
+(``ray.init(address="local")`` in its own temporary folder: ``RAY_ADDRESS`` and a cluster already running on the
+machine are left alone); ``--address auto`` joins the running cluster (``RAY_ADDRESS``, else the one ``ray start``
+recorded), ``HOST:PORT`` or ``ray://HOST:PORT`` a given one, whose nodes must see ``--out`` (a shared filesystem).
+The reports are built once, on the driver.
+
+The progress bar's bookkeeping (which tasks started) goes through a small queue actor, restarted by Ray if its
+process dies; it is never a single point of failure: a task that cannot reach it runs anyway, and a driver that
+loses it stops counting running tasks and collects the results as before.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +36,41 @@ def _task(task: Task, suite: Suite, suite_runs, out: str, threads: int, tracker,
     import torch  # in the Ray worker that runs the task
 
     torch.set_num_threads(threads)
-    tracker.put(("start", task.id, time.time()))
-    return execute(task, suite, suite_runs, Path(out))
+    _tell(tracker, ("start", task.id, time.time()))
+    return {**execute(task, suite, suite_runs, Path(out)), "torch_threads": threads}
 
 
-def connect(address: str | None, num_cpus: int | None = None) -> bool:
-    """Join the cluster at ``address`` (``auto``, ``ray://HOST:PORT``), or start a local instance; True when this
-    call started Ray (the caller shuts it down). An already initialised Ray (e.g. by a script) is used as is."""
+def _tell(tracker, item) -> None:
+    """Best-effort bookkeeping: a progress actor that is gone (killed, its node lost) never fails a task."""
+    try:
+        tracker.put(item, timeout=10)
+    except Exception:  # noqa: BLE001 -- ActorDiedError, ray.util.queue.Full ...: it only feeds the progress bar
+        pass
+
+
+@contextmanager
+def connect(address: str | None, num_cpus: int | None = None) -> Iterator[bool]:
+    """Join the cluster at ``address`` (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``), or start a new local instance
+    in a temporary folder of its own, never joining another (``address="local"``: ``RAY_ADDRESS`` and the cluster
+    ``ray start`` recorded are ignored); yields True when it started Ray, and then shuts it down and removes the
+    folder. An already initialised Ray (e.g. by a script) is used as is and left running."""
     ray = require("ray")
     if ray.is_initialized():
-        return False
+        yield False
+        return
     if address:
         ray.init(address=address, log_to_driver=False)
+        temp = None
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
-    return True
+        temp = tempfile.mkdtemp(prefix="sclft-ray-")  # short: Ray's socket paths live under it
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                 _temp_dir=temp)
+    try:
+        yield True
+    finally:
+        ray.shutdown()
+        if temp:
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 def run_ray(suite: Suite, out: str | Path, *, address: str | None = None, gpus_per_run: float | None = None,
@@ -59,14 +90,13 @@ def run_ray(suite: Suite, out: str | Path, *, address: str | None = None, gpus_p
     check_inputs(tasks)
     skipped = len(runs) - sum(t.kind == "train" for t in tasks)
 
-    started_ray = connect(address)
     tic = time.time()
-    try:
+    with connect(address):
         if gpus_per_run is None:  # one GPU per run where the cluster has GPUs
             gpus_per_run = 1.0 if ray.cluster_resources().get("GPU", 0) else 0.0
         remote = ray.remote(_task).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=retries,
                                            retry_exceptions=True)
-        tracker = Queue(actor_options={"num_cpus": 0})
+        tracker = Queue(actor_options={"num_cpus": 0, "max_restarts": -1, "max_task_retries": -1})
         shared = ray.put(suite), ray.put(suite_runs)
         refs: dict[Any, Task] = {}
         by_id: dict[str, Any] = {}
@@ -75,9 +105,6 @@ def run_ray(suite: Suite, out: str | Path, *, address: str | None = None, gpus_p
             ref = remote.remote(t, *shared, str(out), max(1, int(cpus_per_run)), tracker, *deps)
             refs[ref], by_id[t.id] = t, ref
         result = _wait(ray, refs, tracker, out, limit, skipped)
-    finally:
-        if started_ray:
-            ray.shutdown()
     trained = sum(1 for r in result["results"] if r["kind"] == "train")
     session = summary(suite, len(runs), skipped, trained,
                       result["failed"], time.time() - tic, launcher="ray",
@@ -99,7 +126,14 @@ def _wait(ray, refs: dict[Any, Task], tracker, out: Path, limit: Deadline, skipp
         while pending:
             left = limit.left()
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0 if left is None else max(0.0, min(1.0, left)))
-            started.update(item[1] for item in tracker.get_nowait_batch(tracker.qsize()))
+            if tracker is not None:
+                try:
+                    started.update(item[1] for item in tracker.get_nowait_batch(tracker.qsize()))
+                except RayError as exc:  # the progress actor is gone for good: count no running tasks from now
+                    tracker = None
+                    started.clear()
+                    bar.write(f"progress actor lost ({type(exc).__name__}); running tasks are no longer counted, "
+                              "results are collected as before")
             finished = failures = 0
             for ref in ready:
                 task = pending.pop(ref)

@@ -68,3 +68,11 @@ class DeepLoRA(AdapterStrategy):
 
     def lr_scales(self):
         return {id(p): self.config.gamma for layer in self.layers for p in layer.outer}
+
+    def optimizer_options(self):
+        return {"eps": self.config.adam_eps}
+
+    def build_head(self, backbone, num_classes, class_names):
+        head = super().build_head(backbone, num_classes, class_names)
+        head.requires_grad_(self.config.train_head)  # false: the reference's frozen head
+        return head
