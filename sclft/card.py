@@ -20,15 +20,14 @@ from huggingface_hub import EvalResult, ModelCardData
 
 from .backbones import backbone_entries
 from .backbones.efficientnet_lite import VARIANTS, package_source
-from .config import TrainConfig
+from .config import TrainConfig, fields_where
 from .io import atomic_write_text
 from .run_folder import CARD_FILE, METRICS_FILE, WEIGHTS_FILE, is_sclft_card, read_run
 
 log = logging.getLogger("sclft.card")
 
 # TrainConfig fields that do not change the result: left out of the command that reproduces a run
-NOT_IN_COMMAND = {"out", "resume", "overwrite", "progress", "num_workers", "cache", "cache_dir", "tensorboard",
-                  "report_to", "eval_every", "extra", "strategy_options"}
+NOT_IN_COMMAND = set(fields_where("in_command", False))  # declared by each TrainConfig field
 ALWAYS_IN_COMMAND = {"backbone", "data", "strategy", "layer"}  # named even at their defaults, for the reader
 
 

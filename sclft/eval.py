@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from . import nc
 from .data import TransformedDataset, build_transforms, load_dataset
 from .devices import resolve_device
+from .errors import UsageError
 from .progress import progress_bar
 from .run_folder import check_run, load, read_train_config
 
@@ -69,14 +70,14 @@ def evaluate_run(
     run = read_train_config(run_dir)
     data = data or run.get("data")
     if not data:
-        raise ValueError("pass --data: the run directory does not record its dataset")
+        raise UsageError("pass --data: the run directory does not record its dataset")
     model = load(run_dir, checkpoint=backbone_weights)
     splits = load_dataset(data, data_dir or run.get("data_dir"))
     if splits.num_classes != model.num_classes:
-        raise ValueError(f"{data} has {splits.num_classes} classes but the model was trained for {model.num_classes}")
+        raise UsageError(f"{data} has {splits.num_classes} classes but the model was trained for {model.num_classes}")
     dataset = getattr(splits, split)
     if dataset is None:
-        raise ValueError(f"{splits.name} has no {split!r} split")
+        raise UsageError(f"{splits.name} has no {split!r} split")
     _, eval_tf = build_transforms(model.backbone.data_config, image_size or run.get("image_size"))
     device = resolve_device(device)
     model.to(device).eval()

@@ -37,6 +37,7 @@ from torch import nn
 
 from . import __version__
 from .data.transforms import eval_settings
+from .errors import UsageError
 from .io import OutputPathError, atomic_path, read_json_object
 from .model import wrap
 from .preprocess import describe, preprocessor_config
@@ -50,7 +51,7 @@ WEIGHTS, CONFIG, PREPROCESSOR = SAFETENSORS_SINGLE_FILE, CONFIG_NAME, "preproces
 PREFIX = "sclft."  # tensor names of a safetensors export that is not a timm graph
 
 
-class ExportError(ValueError):
+class ExportError(UsageError):
     """The model cannot be exported in the asked format (the message says why)."""
 
 
@@ -211,7 +212,7 @@ def check_export_out(out: str | Path, fmt: str, overwrite: bool = False) -> Path
     """Check ``--out`` of an export before any work: a file (ONNX, TorchScript) or a folder (safetensors) that is
     never a device or inside a run folder, replacing what exists only with ``overwrite``."""
     if fmt not in FORMATS:
-        raise ValueError(f"--format {fmt!r}: valid: {', '.join(FORMATS)}")
+        raise UsageError(f"--format {fmt!r}: valid: {', '.join(FORMATS)}")
     if fmt != "safetensors":
         return check_out_file(out, "--out", overwrite)
     try:
@@ -227,10 +228,10 @@ def check_export_out(out: str | Path, fmt: str, overwrite: bool = False) -> Path
 
 def _check_folder(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out}: a safetensors export is a folder ({WEIGHTS}, {CONFIG}, {PREPROCESSOR}, "
+        raise UsageError(f"--out {out}: a safetensors export is a folder ({WEIGHTS}, {CONFIG}, {PREPROCESSOR}, "
                          "timm's Hub layout) and this is a file; pass a folder path")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ValueError(f"--out {out}: the folder exists and is not empty; pass a new folder or empty this one (a "
+        raise UsageError(f"--out {out}: the folder exists and is not empty; pass a new folder or empty this one (a "
                          f"safetensors export writes {WEIGHTS}, {CONFIG} and {PREPROCESSOR} into it)")
 
 
@@ -281,7 +282,7 @@ def load_safetensors_export(folder: str | Path) -> nn.Module:
 
         return timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
     if config.get("library_name") != "sclft":
-        raise ValueError(f"{folder / CONFIG}: neither timm's config (no 'architecture') nor an sclft export")
+        raise UsageError(f"{folder / CONFIG}: neither timm's config (no 'architecture') nor an sclft export")
     options = {k: v for k, v in (config.get("strategy_options") or {}).items() if v is not None}
     model = wrap(config["backbone"], config["strategy"], config["num_classes"], config["layer"], pretrained=False,
                  class_names=config.get("class_names"), image_size=config.get("image_size"), **options)

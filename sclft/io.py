@@ -13,8 +13,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .errors import UnavailableError, UsageError
 
-class DiskFullError(OSError):
+
+class DiskFullError(UnavailableError, OSError):
     """No space left on the device a file is written to: an environment fault (exit 1), not bad input."""
 
 
@@ -142,12 +144,12 @@ def check_out_dir(path: str | Path, flag: str = "--out") -> None:
     while not probe.exists() and probe.parent != probe:
         probe = probe.parent
     if not probe.is_dir():
-        raise ValueError(f"{flag} {path}: {probe} exists and is not a folder")
+        raise UsageError(f"{flag} {path}: {probe} exists and is not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise ValueError(f"{flag} {path}: {probe} is not writable")
+        raise UsageError(f"{flag} {path}: {probe} is not writable")
 
 
-class OutputPathError(ValueError):
+class OutputPathError(UsageError):
     """An output path that must not be written: a device or other special file, a file of a sclft run or bench
     folder, or an existing file without ``--overwrite`` (bad input: exit 2)."""
 
@@ -167,7 +169,7 @@ def special_kind(path: Path) -> str | None:
     return None if stat.S_ISREG(mode) else next((name for test, name in _KINDS if test(mode)), "not a regular file")
 
 
-def read_json(path: str | os.PathLike, error: Callable[[str], Exception] = ValueError) -> Any:
+def read_json(path: str | os.PathLike, error: Callable[[str], Exception] = UsageError) -> Any:
     """The JSON value in ``path``; a file that cannot be read or parsed is ``error(message naming the file)``
     (truncated, not UTF-8, not JSON), never a bare ``JSONDecodeError`` that names no file."""
     path = Path(path)
@@ -181,7 +183,7 @@ def read_json(path: str | os.PathLike, error: Callable[[str], Exception] = Value
         raise error(f"{path} is not readable JSON ({e}); the file is truncated or damaged") from None
 
 
-def read_json_object(path: str | os.PathLike, error: Callable[[str], Exception] = ValueError) -> dict[str, Any]:
+def read_json_object(path: str | os.PathLike, error: Callable[[str], Exception] = UsageError) -> dict[str, Any]:
     """:func:`read_json` of a file that must hold a JSON object."""
     value = read_json(path, error)
     if not isinstance(value, dict):

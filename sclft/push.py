@@ -25,6 +25,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from .card import CARD_FILE, model_card
+from .errors import UnavailableError, UsageError
 from .export import export_model
 from .run_folder import (
     CONFIG_FILE,
@@ -44,7 +45,7 @@ EXPORT_FILES = {"onnx": "model.onnx", "torchscript": "model.pt", "safetensors": 
 EXPORTS_DIR = "exports"
 
 
-class PushError(OSError):
+class PushError(UnavailableError, OSError):
     """The Hub refused or could not be reached: the upload failed (exit 1), nothing in the run folder changed."""
 
 
@@ -56,7 +57,7 @@ def parse_exports(text: str | Sequence[str] | None) -> list[str]:
     names = [s.strip() for s in items if s.strip()]
     bad = [n for n in names if n not in EXPORT_FILES]
     if bad or not names:
-        raise ValueError(f"--exports {text!r}: unknown format {', '.join(bad) or '(none)'}; valid: a comma-separated "
+        raise UsageError(f"--exports {text!r}: unknown format {', '.join(bad) or '(none)'}; valid: a comma-separated "
                          f"list of {', '.join(EXPORT_FILES)}")
     return list(dict.fromkeys(names))
 
@@ -66,7 +67,7 @@ def check_repo_id(repo_id: str) -> str:
     try:
         validate_repo_id(repo_id)
     except HFValidationError as e:
-        raise ValueError(f"--repo-id {repo_id!r} is not a Hub repository id ({str(e).splitlines()[0]}); "
+        raise UsageError(f"--repo-id {repo_id!r} is not a Hub repository id ({str(e).splitlines()[0]}); "
                          "valid: NAME or OWNER/NAME of letters, digits, '-', '_', '.'") from None
     return repo_id
 
@@ -121,7 +122,7 @@ def push(run: str | Path, repo_id: str, private: bool = False, exports: Sequence
     check_repo_id(repo_id)
     exports = parse_exports(exports)
     if not dry_run and constants.HF_HUB_OFFLINE:
-        raise ValueError("HF_HUB_OFFLINE is set: nothing can be uploaded; unset it, or list the files with --dry-run")
+        raise UsageError("HF_HUB_OFFLINE is set: nothing can be uploaded; unset it, or list the files with --dry-run")
     with staged(run, exports) as stage:
         files = listing(stage)
         if dry_run:

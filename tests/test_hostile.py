@@ -20,8 +20,10 @@ from __future__ import annotations
 import errno
 import hashlib
 import importlib
+import io
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -467,6 +469,52 @@ CASES += [
           "0.52"), files={"tiny.yaml": TINY_SUITE}, real=True,
          setup=then(bench_of_real(), bench_of_real("other"), edit_metrics("other", forge=True, test_accuracy=0.52))),
 ]
+
+
+class _Planted:
+    """A pickle whose loading would create ``pwned`` in the working folder (the case's tmp: the snapshot sees it)."""
+
+    def __reduce__(self):
+        return open, ("pwned", "w")
+
+
+def _torch_pickle() -> bytes:
+    buf = io.BytesIO()
+    torch.save({"state": _Planted()}, buf)
+    return buf.getvalue()
+
+
+LAYER_SUITE = ("backbones: [resnet18]\ndatasets: [{name: digits, test_per_class: 4}]\n"
+               "groups: {ablation: {strategies: [linear_probe, layer_ft], layers: [layer1.0, layer2.0]}}\n")
+RANK = ["rank", "--backbones", "resnet18", "--data", "digits", "--train-per-class", "2"]
+
+# ---- issue 35 "Tracebacks" and "Ignored" (helper errcfg): each a message and exit 2, nothing run or written
+CASES += [
+    Case("checkpoint-random-bytes", train("--checkpoint", "{tmp}/w.pth"), ("--checkpoint", "w.pth", "safely"),
+         files={"w.pth": bytes(range(256)) * 8}),
+    Case("checkpoint-pickle", train("--checkpoint", "{tmp}/w.pth"), ("--checkpoint", "w.pth", "safely"),
+         files={"w.pth": pickle.dumps({"state": _Planted()})}),
+    Case("checkpoint-torch-pickle", train("--checkpoint", "{tmp}/w.pth"), ("w.pth", "not weights sclft can load"),
+         files={"w.pth": _torch_pickle()}),
+    Case("rank-checkpoint-pickle", [*RANK, "--checkpoint", "{tmp}/w.pth"], ("--checkpoint", "w.pth", "safely"),
+         files={"w.pth": _torch_pickle()}),
+    Case("rank-checkpoint-random-bytes", [*RANK, "--checkpoint", "{tmp}/w.bin"], ("w.bin", "safely"),
+         files={"w.bin": b"\x00garbage" * 100}),
+    Case("predict-device-tpu", ["predict", "--checkpoint", "{old}", "--device", "tpu", "{file}"],
+         ("--device tpu", "valid here: auto, cpu")),
+    Case("rank-device-tpu", [*RANK, "--device", "tpu"], ("--device tpu", "valid here: auto, cpu")),
+    Case("dln-completion-dim-too-large", ["dln", "completion", "--dim", "200000", "--out", "{new}"],
+         ("--dim 200000", "GiB", "available")),
+    Case("bench-layers-drop-blockless-strategies", ["bench", "--suite", "{tmp}/s.yaml", "--out", "{new}"],
+         ("groups.ablation.layers", "linear_probe"), files={"s.yaml": LAYER_SUITE}),
+    Case("bench-address-without-ray", ["bench", "--suite", "smoke", "--out", "{new}", "--address", "auto"],
+         ("--address", "--launcher ray")),
+    Case("bench-gpus-per-run-in-process", ["bench", "--suite", "smoke", "--out", "{new}", "--gpus-per-run", "0.5"],
+         ("--gpus-per-run", "--launcher ray", "local")),
+]
+if not torch.cuda.is_available():
+    CASES.append(Case("rank-device-cuda-without-gpu", [*RANK, "--device", "cuda"], ("--device cuda", "no such device")))
+
 
 def fake_run(root: Path) -> None:
     """The files of a finished run (content is what matters here: it must not change)."""

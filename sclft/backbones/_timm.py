@@ -9,6 +9,7 @@ from huggingface_hub.constants import PYTORCH_WEIGHTS_NAME, SAFETENSORS_SINGLE_F
 from torch import nn
 
 from .._hub import hub_reachable, weights_error
+from ..errors import MissingFileError, UsageError
 from ._hub_cache import cached_hub_file
 from ._registry import register_prefix, spec_from_module
 from .base import BackboneSpec
@@ -24,11 +25,11 @@ def _hub_source(model_name: str) -> str:
 def create_timm_model(model_name: str, pretrained: bool, checkpoint: str | None = None, **kwargs) -> nn.Module:
     """``timm.create_model(..., num_classes=0)``; ``checkpoint`` loads a local file (timm ``file=`` overlay)."""
     if not timm.is_model(model_name):
-        raise ValueError(f"unknown timm model {model_name!r}; see timm.list_models() for valid names")
+        raise UsageError(f"unknown timm model {model_name!r}; see timm.list_models() for valid names")
     if checkpoint:
         path = Path(checkpoint).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"checkpoint file not found: {path}")
+            raise MissingFileError(f"checkpoint file not found: {path}")
         try:
             return timm.create_model(
                 model_name, pretrained=True, num_classes=0, pretrained_cfg_overlay={"file": str(path)}, **kwargs

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import versions as version_info
+from ..config import fields_where
 from ..io import read_json  # re-exported: the bench's readers import it from here
 from ..run_folder import METRICS_FILE, RunFolderError, read_train_config, run_lock, unfinished_reason
 from ..run_folder import is_finished as finished_run
@@ -36,7 +37,7 @@ SELECTION_SUBDIR = "selection"
 BENCH_FILE = "bench.json"
 
 # hashed into run ids, but only say where a machine keeps its data: runs matched across machines may differ in them
-LOCATION_FIELDS = ("data_dir",)
+LOCATION_FIELDS = fields_where("location")
 
 Roots = Path | str | Sequence[Path | str]
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import versions as version_info
+from ..errors import UsageError
 from ..io import atomic_write_json, atomic_write_text
 from ..run_folder import MANIFEST_FILE, METRICS_FILE, RunFolderError, read_run
 from .layout import Coverage, describe_versions, find, find_runs, read_json, selection_file
@@ -54,7 +55,7 @@ from .suite import Suite
 COVERAGE_FILE = "runs.md"  # written when runs are missing or mix library versions
 
 
-class NothingToReport(ValueError):
+class NothingToReport(UsageError):
     """No finished run of the suite (and no stored selection cell) in any of the folders."""
 
 
@@ -63,9 +64,9 @@ def _stored_cells(path: Path) -> list[dict[str, Any]]:
     try:
         cells = read_json(path)
     except ValueError as e:
-        raise ValueError(f"--report {path}: not a selection.json ({e})") from None
+        raise UsageError(f"--report {path}: not a selection.json ({e})") from None
     if not isinstance(cells, list) or not all(isinstance(c, dict) and keys <= set(c) for c in cells):
-        raise ValueError(f"--report {path}: not a selection.json (the list of selection cells `sclft bench` "
+        raise UsageError(f"--report {path}: not a selection.json (the list of selection cells `sclft bench` "
                          f"writes, each with {', '.join(sorted(keys))}); a bench folder is passed as a folder")
     return cells
 
@@ -143,7 +144,7 @@ def build_reports(suite: Suite, out: str | Path, sources: Iterable[str | Path] =
     sources = [Path(p) for p in sources]
     missing = [str(p) for p in sources if not p.exists()]
     if missing:
-        raise ValueError(f"--report: no such bench folder or selection.json: {', '.join(missing)}")
+        raise UsageError(f"--report: no such bench folder or selection.json: {', '.join(missing)}")
     stored = [c for p in sources if p.is_file() for c in _stored_cells(p)]  # earlier selection.json files
     roots = [out, *(p for p in sources if not p.is_file())]
     runs = expand_suite(suite)

@@ -39,6 +39,7 @@ from ..backbones import create_backbone
 from ..config import TrainConfig
 from ..data import TransformedDataset, build_transforms, load_dataset
 from ..devices import resolve_device
+from ..errors import UsageError
 from ..io import atomic_write_json
 from ..probing import probe
 from ..run_folder import CHECKPOINT_DIR, RunFolderError, has_checkpoint, load, read_run
@@ -77,7 +78,7 @@ def _find_run(suite: Suite, run: Run | str, runs: list[Run] | None) -> tuple[Run
         return run, runs
     match = next((r for r in runs if r.id == run), None)
     if match is None:
-        raise ValueError(f"suite {suite.name!r} has no run {run!r} (with the installed library versions)")
+        raise UsageError(f"suite {suite.name!r} has no run {run!r} (with the installed library versions)")
     return match, runs
 
 

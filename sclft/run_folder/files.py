@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import UsageError
 from ..io import atomic_write_json, read_json, read_json_object
 from ..strategies import list_strategies
 
@@ -36,7 +37,7 @@ EXPORTS_KEY = "exported_files"  # config.json: files beside model.safetensors wr
 MODEL_DIGEST = "model_sha256"  # config.json: sha256 of model.safetensors with every other field of config.json
 
 
-class RunFolderError(ValueError):
+class RunFolderError(UsageError):
     """The ``--out`` folder cannot be used as asked: in use, holds another run, or its run files are damaged."""
 
 
@@ -232,29 +233,29 @@ def has_checkpoint(path: Path) -> bool:
 
 # ------------------------------------------------------------------------------------------ finished runs
 def check_run(path: str | Path, flag: str = "--checkpoint") -> Path:
-    """``path`` as a finished ``sclft train --out`` folder, else a ``ValueError`` that says what it is instead:
+    """``path`` as a finished ``sclft train --out`` folder, else a :class:`UsageError` that says what it is instead:
     missing, a file, an unfinished run (checkpoints but no ``metrics.json`` yet), or not a sclft run."""
     path = Path(path)
     if not path.is_dir():
         what = "is a file, not a run folder" if path.exists() else "no such run folder"
-        raise ValueError(f"{flag} {path}: {what} (expected the --out folder of a finished `sclft train`)")
+        raise UsageError(f"{flag} {path}: {what} (expected the --out folder of a finished `sclft train`)")
     config = path / CONFIG_FILE
     if not config.is_file():
         if has_checkpoint(path):
-            raise ValueError(f"{flag} {path}: an unfinished sclft run (checkpoints, no model yet); finish it with "
+            raise UsageError(f"{flag} {path}: an unfinished sclft run (checkpoints, no model yet); finish it with "
                              "`sclft train ... --resume` first")
-        raise ValueError(f"{flag} {path}: not a sclft run folder (no {CONFIG_FILE}; expected the --out folder of a "
+        raise UsageError(f"{flag} {path}: not a sclft run folder (no {CONFIG_FILE}; expected the --out folder of a "
                          "finished `sclft train`)")
     try:
         cfg = read_json(config)
     except ValueError as e:  # names the file and the fault: unreadable, not UTF-8, not JSON
-        raise ValueError(f"{flag} {path}: {e}; the run folder is damaged") from None
+        raise UsageError(f"{flag} {path}: {e}; the run folder is damaged") from None
     if not isinstance(cfg, dict) or not {"backbone", "strategy", "num_classes"} <= set(cfg):
         keys = ", ".join(sorted(cfg)[:6]) if isinstance(cfg, dict) else type(cfg).__name__
-        raise ValueError(f"{flag} {path}: not a sclft run folder ({config} lacks backbone / strategy / num_classes; "
+        raise UsageError(f"{flag} {path}: not a sclft run folder ({config} lacks backbone / strategy / num_classes; "
                          f"it has {keys}): another tool's model folder?")
     if not (path / METRICS_FILE).is_file():
-        raise ValueError(f"{flag} {path}: an unfinished sclft run (no {METRICS_FILE}: training did not finish); "
+        raise UsageError(f"{flag} {path}: an unfinished sclft run (no {METRICS_FILE}: training did not finish); "
                          "finish it with `sclft train ... --resume` first")
     return path
 

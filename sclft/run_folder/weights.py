@@ -18,6 +18,7 @@ from .._hub import WeightsUnavailableError
 from ..backbones import create_backbone
 from ..cache import hash_tensors
 from ..card import base_model_id
+from ..errors import MissingFileError, UsageError
 from ..io import as_json, atomic_path, atomic_write_json
 from ..model import TransferModel
 from .files import (
@@ -141,7 +142,7 @@ def load(path: str | Path, pretrained: bool | None = None, checkpoint: str | Non
     path = Path(path)
     config_file, weights = path / CONFIG_FILE, path / WEIGHTS_FILE
     if not config_file.is_file():
-        raise FileNotFoundError(f"{path} is not a trained sclft model: no {CONFIG_FILE} (expected a `sclft train "
+        raise MissingFileError(f"{path} is not a trained sclft model: no {CONFIG_FILE} (expected a `sclft train "
                                 "--out` directory)")
     digests = check_manifest(path)
     cfg = read_config(path)
@@ -163,7 +164,7 @@ def load(path: str | Path, pretrained: bool | None = None, checkpoint: str | Non
     if checkpoint:  # given by the caller: trusted, but it must be the file the run trained with
         if cfg.get("checkpoint_sha256") and Path(checkpoint).is_file() \
                 and file_digest(checkpoint) != cfg["checkpoint_sha256"]:
-            raise ValueError(f"cannot rebuild {path} as trained: the backbone weights file {checkpoint} changed since "
+            raise UsageError(f"cannot rebuild {path} as trained: the backbone weights file {checkpoint} changed since "
                              f"training (sha256 {cfg['checkpoint_sha256'][:12]}... expected); pass checkpoint= the "
                              "original file")
     elif from_run:
@@ -185,7 +186,7 @@ def load(path: str | Path, pretrained: bool | None = None, checkpoint: str | Non
     # the tensors present must be the ones this model trains
     load_model_state(model, path, f"the model {config_file} describes ({fields})")
     if cfg.get("frozen_sha256") and frozen_digest(model) != cfg["frozen_sha256"]:
-        raise ValueError(f"cannot rebuild {path} as trained: the frozen {cfg['backbone']} weights built from "
+        raise UsageError(f"cannot rebuild {path} as trained: the frozen {cfg['backbone']} weights built from "
                          f"pretrained={pretrained}, checkpoint={checkpoint}, seed={build['seed']} differ from the "
                          f"ones it was trained on ({CONFIG_FILE} frozen_sha256)")
     return model.eval()

@@ -30,7 +30,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..config import TrainConfig
+from ..config import TrainConfig, fields_where
+from ..errors import UsageError
 from ..io import DiskFullError, atomic_write_json, plain_mode, read_json_object, space_for
 from ..model import TransferModel
 from ..run_folder import (
@@ -53,8 +54,7 @@ _FILE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 REQUIRED_FILES = (WEIGHTS_FILE, "sampler.safetensors", "optimizer.safetensors", TRAINING_STATE, CONFIG_FILE)
 # TrainConfig fields that may differ between a run and its --resume: they do not change the trained weights.
 # (``cache`` may switch between memory / disk / auto, not to or from "off": that changes float rounding.)
-RESUME_MAY_DIFFER = ("out", "resume", "overwrite", "progress", "num_workers", "tensorboard", "report_to",
-                     "eval_every", "cache_dir", "data_dir")
+RESUME_MAY_DIFFER = fields_where("resume_may_differ")  # declared by each TrainConfig field
 
 
 def _rng_file(process_index: int) -> str:
@@ -158,10 +158,10 @@ def _set_rng_state(file: Path) -> None:
         version, gauss_next = json.loads(meta["python"])
         torch_state = tensors["torch"]
         if torch_state.dtype != torch.uint8 or torch_state.shape != torch.get_rng_state().shape:
-            raise ValueError(f"torch state of shape {list(torch_state.shape)} {torch_state.dtype}")
+            raise UsageError(f"torch state of shape {list(torch_state.shape)} {torch_state.dtype}")
         numpy_keys = tensors["numpy"].numpy()
         if numpy_keys.shape != (624,) or numpy_keys.min() < 0 or numpy_keys.max() >= 2**32:
-            raise ValueError("numpy keys must be 624 integers in [0, 2**32)")
+            raise UsageError("numpy keys must be 624 integers in [0, 2**32)")
         np_state = (kind, numpy_keys.astype(np.uint32), int(pos), int(has_gauss), float(gauss))
         py_state = (int(version), tuple(int(v) for v in tensors["python"].tolist()),
                     None if gauss_next is None else float(gauss_next))
@@ -371,7 +371,7 @@ def check_resume(path: Path, cfg: TrainConfig, num_processes: int) -> dict:
     diffs = [f"{k}: {old.get(k)!r} in the checkpoint, {new.get(k)!r} now" for k in sorted(set(old) | set(new))
              if json.dumps(old.get(k), sort_keys=True) != json.dumps(new.get(k), sort_keys=True)]
     if diffs:
-        raise ValueError(f"--resume: {path} was trained with a different configuration, so continuing would "
+        raise UsageError(f"--resume: {path} was trained with a different configuration, so continuing would "
                          "not give the run it started; differing: " + "; ".join(diffs)
                          + f". Use the original values, or train into a new --out. (May differ: "
                          f"{', '.join(RESUME_MAY_DIFFER)}.)")

@@ -21,6 +21,7 @@ from accelerate.utils import set_seed
 from ..card import write_model_card
 from ..config import TrainConfig
 from ..data import load_dataset
+from ..errors import RunFailedError, UsageError
 from ..eval import evaluate
 from ..io import check_out_dir
 from ..model import TransferModel
@@ -50,7 +51,7 @@ from .data import make_loader, prepare_datasets
 log = logging.getLogger("sclft.train")
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(RunFailedError, RuntimeError):
     """The loss (or a trained parameter) became NaN/inf; the last good checkpoint of this run is kept."""
 
 
@@ -104,7 +105,7 @@ def _prepare_out(out: Path, cfg: TrainConfig, accelerator) -> tuple[tuple[Path, 
     folder to write the run into: ``out``, or for ``--overwrite`` of an existing run a staging folder inside it
     (the old run stays intact until :func:`~sclft.run_folder.replace_run` swaps the finished new one in)."""
     if cfg.resume and cfg.overwrite:
-        raise ValueError("--resume and --overwrite contradict each other: choose one")
+        raise UsageError("--resume and --overwrite contradict each other: choose one")
     if cfg.resume:
         path = latest_checkpoint(out)
         if path is None:
