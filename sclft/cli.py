@@ -23,8 +23,9 @@ from typing import Any
 
 from .config import OPTIM_DEFAULTS, PRECISIONS, TrainConfig, layered_config, unwrap_optional
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, Interrupted, UsageError, exit_code
-from .io import atomic_write_json, atomic_write_text, check_out_dir, check_out_file, check_out_folder
+from .io import atomic_write_json, atomic_write_text, check_out_dir
 from .resources import list_yaml
+from .run_folder import METRICS_FILE, WEIGHTS_FILE, check_out_file, check_out_folder
 from .strategies import get_strategy_config, list_strategies, option_owners
 
 # sub-command name -> (module exposing ``add_parser(subparsers)``, its one-line help); the parser sets
@@ -298,7 +299,7 @@ def run_probe(args) -> int:
 # -------------------------------------------------------------------------------------------- train
 @command("train")
 def _train_parser(sub) -> None:
-    p = sub.add_parser("train", help="train one model; writes OUT/metrics.json, OUT/model.safetensors, checkpoints")
+    p = sub.add_parser("train", help=f"train one model; writes OUT/{METRICS_FILE}, OUT/{WEIGHTS_FILE}, checkpoints")
     p.add_argument("--config", help="YAML file of TrainConfig fields, or the NAME of a packaged one "
                                     "(sclft list configs); explicit flags win")
     add_train_flags(p)
@@ -323,7 +324,7 @@ def run_train(args) -> int:
         f"NC1 train {metrics['nc1_train']:.3g}, trainable {metrics['trainable_percent']:.2f}% "
         f"({metrics['trainable_params']:,} params), {metrics['seconds']:.0f} s"
     )
-    print(f"wrote {Path(cfg.out) / 'metrics.json'}")
+    print(f"wrote {Path(cfg.out) / METRICS_FILE}")
     return 0
 
 
@@ -384,8 +385,8 @@ def _predict_parser(sub) -> None:
 
 
 def run_predict(args) -> int:
-    from .predict import OUT_FORMATS, check_run, format_rows, gather_images, predict_files, resolve_device  # torch
-    from .save import load
+    from .predict import OUT_FORMATS, format_rows, gather_images, predict_files, resolve_device  # torch
+    from .run_folder import check_run, load
 
     fmt = Path(args.out).suffix.lower() if args.out else ".csv"
     if fmt not in OUT_FORMATS:
@@ -443,8 +444,7 @@ def _export_parser(sub) -> None:
 def run_export(args) -> int:
     # torch: only when the command runs (light --help)
     from .export import check_export_out, export_model, read_metadata
-    from .predict import check_run
-    from .save import load
+    from .run_folder import check_run, load
 
     check_export_out(args.out, args.format, args.overwrite)
     model = load(check_run(args.checkpoint), checkpoint=args.backbone_weights)
@@ -514,14 +514,13 @@ def _interrupted(args) -> str:
         cfg = config_from_args(args)
     except Exception:  # the hint must never replace the interruption with another error
         return "interrupted"
-    from .training.checkpoint import CHECKPOINT_DIR  # loaded already: the run had started
-    from .training.run_folder import METRICS_FILE, STAGING
+    from .run_folder import CHECKPOINT_DIR, STAGING, has_checkpoint  # loaded already: the run had started
 
     out = Path(cfg.out)
     if (out / METRICS_FILE).is_file() or (out / STAGING).is_dir():  # --overwrite writes the new run beside the old
         return (f"interrupted; the previous run in {out} is unchanged; rerun with --overwrite to start the new run "
                 "again")
-    if (out / CHECKPOINT_DIR / "latest.json").is_file():
+    if has_checkpoint(out):
         return (f"interrupted; rerun with --resume{' (instead of --overwrite)' if cfg.overwrite else ''} to continue "
                 f"from the last checkpoint in {out / CHECKPOINT_DIR}")
     return "interrupted before the first checkpoint was written; rerun the same command to start the run again"

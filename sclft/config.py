@@ -119,7 +119,8 @@ class TrainConfig:
     report_to: str | None = _field(None, help="experiment trackers, comma-separated: tensorboard (OUT/sclft), wandb "
                                               "(OUT/wandb; WANDB_MODE=offline works without an account); a tracker "
                                               "whose package is missing is an error", **_HOW)
-    out: str = _field("runs/sclft", help="output directory (metrics.json, model.safetensors, checkpoint/)", **_HOW)
+    out: str = _field("runs/sclft", help="output directory: the run folder (results, weights, model card, "
+                                         "checkpoints)", **_HOW)
     resume: bool = _field(False, help="continue an interrupted run from --out/checkpoint (refused if a "
                                       "result-changing option differs)", **_HOW)
     overwrite: bool = _field(False, help="replace a finished run or another run's checkpoints in --out", **_HOW)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub.constants import CONFIG_NAME, SAFETENSORS_SINGLE_FILE
 from safetensors import safe_open
 from safetensors.torch import load_file, save_model
 from torch import nn
@@ -37,14 +38,16 @@ from torch import nn
 from . import __version__
 from .data.transforms import eval_settings
 from .errors import UsageError
-from .io import OutputPathError, atomic_path, check_out_file, check_out_folder, read_json_object
+from .io import OutputPathError, atomic_path, read_json_object
 from .model import wrap
 from .preprocess import describe, preprocessor_config
+from .run_folder import check_out_file, check_out_folder
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ""}  # safetensors: a folder
 EXTRA_FILE = "sclft.json"  # TorchScript: the metadata as one JSON file inside the archive
 RTOL = 1e-4  # exported logits vs PyTorch: max |a - b| <= RTOL * max |b|
-WEIGHTS, CONFIG, PREPROCESSOR = "model.safetensors", "config.json", "preprocessor_config.json"  # a safetensors export
+# a safetensors export: a Hugging Face model folder (the Hub's names, as timm's save_for_hf writes them)
+WEIGHTS, CONFIG, PREPROCESSOR = SAFETENSORS_SINGLE_FILE, CONFIG_NAME, "preprocessor_config.json"
 PREFIX = "sclft."  # tensor names of a safetensors export that is not a timm graph
 
 
@@ -246,7 +249,7 @@ def _safetensors_folder(net: Classifier, out: Path, meta: dict[str, str]) -> Non
 
         arch = timm_model.pretrained_cfg["architecture"]
         how = (f"timm.create_model('local-dir:FOLDER', pretrained=True), or timm.create_model({arch!r}, "
-               f"**config.json['model_args']) and load_state_dict(safetensors.torch.load_file('FOLDER/{WEIGHTS}'))")
+               f"**{CONFIG}['model_args']) and load_state_dict(safetensors.torch.load_file('FOLDER/{WEIGHTS}'))")
         tensors_meta = {**meta, "format": "pt", "timm_architecture": json.dumps(arch), "rebuild": json.dumps(how)}
         data_config = {k: spec[k] for k in ("input_size", "interpolation", "mean", "std", "crop_pct")}
         with atomic_path(out / WEIGHTS) as tmp:

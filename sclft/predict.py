@@ -228,35 +228,6 @@ def _as_tensor(model, image) -> torch.Tensor:
     return model.transform(to_rgb(upright(image)))
 
 
-# ------------------------------------------------------------------------------------------- run folders
-def check_run(path: str | Path, flag: str = "--checkpoint") -> Path:
-    """``path`` as a finished ``sclft train --out`` folder, else a ``ValueError`` that says what it is instead:
-    missing, a file, an unfinished run (checkpoints but no ``metrics.json`` yet), or not a sclft run."""
-    path = Path(path)
-    if not path.is_dir():
-        what = "is a file, not a run folder" if path.exists() else "no such run folder"
-        raise UsageError(f"{flag} {path}: {what} (expected the --out folder of a finished `sclft train`)")
-    config = path / "config.json"
-    if not config.is_file():
-        if (path / "checkpoint" / "latest.json").is_file():
-            raise UsageError(f"{flag} {path}: an unfinished sclft run (checkpoints, no model yet); finish it with "
-                             "`sclft train ... --resume` first")
-        raise UsageError(f"{flag} {path}: not a sclft run folder (no config.json; expected the --out folder of a "
-                         "finished `sclft train`)")
-    try:
-        cfg = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise UsageError(f"{flag} {path}: {config} is not readable JSON ({e}); the run folder is damaged") from None
-    if not isinstance(cfg, dict) or not {"backbone", "strategy", "num_classes"} <= set(cfg):
-        keys = ", ".join(sorted(cfg)[:6]) if isinstance(cfg, dict) else type(cfg).__name__
-        raise UsageError(f"{flag} {path}: not a sclft run folder ({config} lacks backbone / strategy / num_classes; "
-                         f"it has {keys}): another tool's model folder?")
-    if not (path / "metrics.json").is_file():
-        raise UsageError(f"{flag} {path}: an unfinished sclft run (no metrics.json: training did not finish); "
-                         "finish it with `sclft train ... --resume` first")
-    return path
-
-
 # ------------------------------------------------------------------------------------------- output
 OUT_FORMATS = (".csv", ".json")
 

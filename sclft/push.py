@@ -27,8 +27,18 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 from .card import CARD_FILE, model_card
 from .errors import UnavailableError, UsageError
 from .export import export_model
-from .predict import check_run
-from .save import EXPORTS_KEY, MANIFEST, check_manifest, load, read_config
+from .run_folder import (
+    CONFIG_FILE,
+    EXPORTS_KEY,
+    MANIFEST_FILE,
+    METRICS_FILE,
+    TRAIN_CONFIG_FILE,
+    WEIGHTS_FILE,
+    check_manifest,
+    check_run,
+    load,
+    read_config,
+)
 
 # format -> its file in exports/<format>/ (safetensors: sclft export writes a folder, timm's Hub layout)
 EXPORT_FILES = {"onnx": "model.onnx", "torchscript": "model.pt", "safetensors": None}
@@ -77,10 +87,10 @@ def staged(run: str | Path, exports: Sequence[str] = ()) -> Iterator[Path]:
     found = check_manifest(run)  # an edited run file is refused here, before anything is sent
     config = read_config(run)
     if found:  # the run's own list of its files (written last), and the list itself
-        names = [*found, MANIFEST]
+        names = [*found, MANIFEST_FILE]
     else:  # a run written before manifests: the files sclft writes, where present
-        names = [n for n in ("config.json", "model.safetensors", "train_config.json", "metrics.json",
-                             *config.get(EXPORTS_KEY, [])) if (run / n).is_file()]
+        names = [n for n in (CONFIG_FILE, WEIGHTS_FILE, TRAIN_CONFIG_FILE, METRICS_FILE, *config.get(EXPORTS_KEY, []))
+                 if (run / n).is_file()]
     with tempfile.TemporaryDirectory(prefix="sclft-push-") as tmp:
         stage, made = Path(tmp) / "repo", Path(tmp) / "exports"
         (stage / EXPORTS_DIR).mkdir(parents=True)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from .cli_format import HelpFormatter
-from .io import check_out_folder
+from .run_folder import check_out_folder
 
 
 def _main(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ from .errors import UsageError
 from .io import atomic_write, atomic_write_json, atomic_write_text
 from .plotting import log_axis, subplots
 from .probing import PENULTIMATE, probe
-from .save import build_backbone
+from .run_folder import build_backbone
 from .transfer_scores import ncti_from_rows
 
 # score -> True if higher is better (the table is sorted by `by`, best first)

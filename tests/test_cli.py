@@ -95,7 +95,8 @@ def test_a_value_error_inside_a_library_keeps_its_traceback(tmp_path, monkeypatc
 
 
 @pytest.mark.parametrize(("module", "name", "code"), [
-    ("sclft.config", "ConfigError", 2), ("sclft.save", "RunFolderError", 2), ("sclft.bench.suite", "SuiteError", 2),
+    ("sclft.config", "ConfigError", 2), ("sclft.run_folder", "RunFolderError", 2),
+    ("sclft.bench.suite", "SuiteError", 2),
     ("sclft.io", "DiskFullError", 1), ("sclft._hub", "WeightsUnavailableError", 1),
     ("sclft.data", "DatasetUnavailableError", 1), ("sclft.training", "NonFiniteLossError", 1),
     ("sclft.errors", "Interrupted", 130)])

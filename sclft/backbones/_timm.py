@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import timm
+from huggingface_hub.constants import PYTORCH_WEIGHTS_NAME, SAFETENSORS_SINGLE_FILE
 from torch import nn
 
 from .._hub import hub_reachable, weights_error
@@ -41,7 +42,8 @@ def create_timm_model(model_name: str, pretrained: bool, checkpoint: str | None 
         if source.startswith("hf-hub:") and not hub_reachable() and not _in_local_cache(model_name):
             raise weights_error(
                 f"{model_name!r}", source, "the Hugging Face Hub is not reachable and the weights are not cached",
-                "checkpoint=PATH (CLI: --checkpoint PATH) with a downloaded model.safetensors / pytorch_model.bin",
+                f"checkpoint=PATH (CLI: --checkpoint PATH) with a downloaded {SAFETENSORS_SINGLE_FILE} / "
+                f"{PYTORCH_WEIGHTS_NAME}",
             )
         try:
             return timm.create_model(model_name, pretrained=True, num_classes=0, **kwargs)
@@ -55,7 +57,7 @@ def _in_local_cache(model_name: str) -> bool:
     cfg = timm.models.get_pretrained_cfg(model_name)
     if cfg is None or not cfg.hf_hub_id:
         return False
-    files = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors")
+    files = (SAFETENSORS_SINGLE_FILE, PYTORCH_WEIGHTS_NAME, "open_clip_model.safetensors")
     return cached_hub_file(cfg.hf_hub_id, files) is not None
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..cli_format import HelpFormatter
 from ..errors import UsageError
-from ..io import check_out_folder
+from ..run_folder import check_out_folder
 from .completion import BASES, STOP_RULES, TARGETS
 from .experiments import (
     AUTHORS_PRESET,
