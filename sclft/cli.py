@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import typing
+import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
