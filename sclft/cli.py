@@ -144,7 +144,6 @@ def _list_strategies() -> list[str]:
 def _list_suites() -> list[str]:
     """Each packaged suite with its run count, estimated cost (as ``sclft bench --dry-run`` totals it) and
     description."""
-    import warnings
 
     from .bench.cost import suite_cost  # torch: only when the command runs (light --help)
     from .bench.suite import load_suite
