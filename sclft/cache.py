@@ -33,7 +33,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from . import versions
-from .io import atomic_write_json, space_for
+from .io import atomic_write_json, read_json, space_for
 from .progress import progress_bar
 
 log = logging.getLogger("sclft.cache")
@@ -177,7 +177,7 @@ def _choose_storage(storage: str, nbytes: int) -> str:
 def load_disk_cache(path: Path, key: str, num_samples: int | None = None) -> CachedFeatures | None:
     """The complete disk cache at ``path`` if it was written for ``key`` (and has ``num_samples`` rows)."""
     try:
-        meta = json.loads((path / "meta.json").read_text())
+        meta = read_json(path / "meta.json")
         if meta.get("key") != key or meta.get("format") != FORMAT_VERSION:
             return None
         features = np.load(path / "features.npy", mmap_mode="r", allow_pickle=False)  # never unpickle a cache file

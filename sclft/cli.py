@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import OPTIM_DEFAULTS, TrainConfig, layered_config
+from .config import OPTIM_DEFAULTS, PRECISIONS, TrainConfig, layered_config, unwrap_optional
 from .io import atomic_write_json, atomic_write_text, check_out_dir, check_out_file, check_out_folder
 from .resources import list_yaml
 from .strategies import get_strategy_config, list_strategies, option_owners
@@ -51,7 +51,7 @@ TRAIN_HELP = {
     "warmup_epochs": "linear warm-up length in epochs",
     "label_smoothing": "label smoothing of the cross-entropy",
     "grad_accum": "gradient accumulation steps",
-    "precision": "mixed precision: no | bf16 | fp16",
+    "precision": f"mixed precision: {' | '.join(PRECISIONS)}",
     "image_size": "input size in pixels (default: the backbone's)",
     "augment": "standard random train augmentation (disables the frozen-prefix cache)",
     "train_per_class": "balanced, seeded subset of N training images per class",
@@ -89,9 +89,7 @@ def command(name: str):
 
 
 def _field_type(f: dataclasses.Field) -> type:
-    hint = typing.get_type_hints(TrainConfig)[f.name]
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if args else hint
+    return unwrap_optional(typing.get_type_hints(TrainConfig)[f.name])[0]
 
 
 def add_train_flags(parser: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
@@ -120,9 +118,7 @@ def add_strategy_option_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("strategy options", "valid only with the strategy named in [brackets]")
     for name, owners in option_owners().items():
         f = next(f for f in dataclasses.fields(owners[0]) if f.name == name)
-        hint = typing.get_type_hints(owners[0])[name]
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        kind = args[0] if args else hint
+        kind = unwrap_optional(typing.get_type_hints(owners[0])[name])[0]
         default = f.default if f.default is not dataclasses.MISSING else None
         help_text = f"[{', '.join(o.name for o in owners)}] {f.metadata.get('help', '')}"
         help_text += f" (default: {default})" if default is not None else ""
@@ -385,7 +381,7 @@ def _predict_parser(sub) -> None:
                                                "file of a run folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default: auto)")
-    p.add_argument("--precision", default="no", choices=["no", "bf16", "fp16"], help="autocast dtype (default: no)")
+    p.add_argument("--precision", default="no", choices=PRECISIONS, help="autocast dtype (default: no)")
     p.add_argument("--num-workers", type=int, default=0, help="image-decoding worker processes (default: 0)")
     p.add_argument("--strict", action="store_true", help="an unreadable file is an error (exit 2) instead of a "
                                                          "warning; nothing is written")

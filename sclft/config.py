@@ -231,13 +231,15 @@ def _default(name: str) -> Any:
     return f.default if f.default is not dataclasses.MISSING else f.default_factory()
 
 
+def unwrap_optional(hint: Any) -> tuple[Any, bool]:
+    """(type, optional) of an annotation: ``int | None`` → (int, True), ``str`` → (str, False)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return (args[0] if args else hint), type(None) in typing.get_args(hint)
+
+
 def _field_kinds(cls) -> dict[str, tuple[type, bool]]:
-    """Field name → (type, optional) from the annotations (``int | None`` → (int, True))."""
-    kinds = {}
-    for name, hint in typing.get_type_hints(cls).items():
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        kinds[name] = (args[0] if args else hint, type(None) in typing.get_args(hint))
-    return kinds
+    """Field name → (type, optional) from the annotations."""
+    return {name: unwrap_optional(hint) for name, hint in typing.get_type_hints(cls).items()}
 
 
 def _is_kind(value: Any, kind: type) -> bool:

@@ -1,7 +1,10 @@
-"""Evaluating a trained run directory on a dataset split."""
+"""Evaluating a model: accuracy and head-input NC1 over a loader (the trainer's evaluation too), and a trained
+run directory on a dataset split."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,37 @@ from .devices import resolve_device
 from .io import read_json_object
 from .progress import progress_bar
 from .save import RunFolderError, check_fields, load
+
+
+@torch.no_grad()
+def evaluate(model, loader: Iterable, from_frozen: bool = False, accelerator=None, num_classes: int | None = None,
+             with_nc1: bool = False, device: torch.device | None = None, desc: str | None = None) -> dict[str, float]:
+    """Accuracy (and NC1 of the head-input features) of a :class:`~sclft.model.TransferModel` over ``loader``.
+
+    With an Accelerate ``accelerator``: under its autocast, the batches (on its device) gathered across its
+    processes; without one, batches are moved to ``device``. ``desc``: a progress bar of that title.
+    """
+    model.eval()
+    correct, count, feats, labels = 0, 0, [], []
+    unwrapped = accelerator.unwrap_model(model) if accelerator else model
+    autocast = accelerator.autocast if accelerator else contextlib.nullcontext
+    for x, y in progress_bar(loader, desc=desc, progress=desc is not None):
+        x = x.to(device) if device is not None else x
+        with autocast():
+            f = unwrapped.features_from_frozen(x) if from_frozen else unwrapped.forward_features(x)
+            logits = unwrapped.head(f)
+        pred, y = logits.argmax(1), y.to(logits.device)
+        if accelerator:
+            pred, y = accelerator.gather_for_metrics((pred, y))
+        correct += int((pred == y).sum())
+        count += int(y.numel())
+        if with_nc1:
+            feats.append((accelerator.gather_for_metrics(f.float()) if accelerator else f.float()).cpu())
+            labels.append(y.cpu())
+    out = {"accuracy": correct / max(count, 1)}
+    if with_nc1:
+        out["nc1"] = nc.nc1(torch.cat(feats), torch.cat(labels), num_classes)
+    return out
 
 
 @torch.inference_mode()
@@ -58,19 +92,7 @@ def evaluate_run(
     device = resolve_device(device)
     model.to(device).eval()
     loader = DataLoader(TransformedDataset(dataset, eval_tf), batch_size=batch_size, num_workers=num_workers)
-    feats, labels, correct = [], [], 0
-    for x, y in progress_bar(loader, desc=f"eval {split}", progress=progress):
-        f = model.forward_features(x.to(device))
-        correct += int((model.head(f).argmax(1).cpu() == y).sum())
-        feats.append(f.float().cpu())
-        labels.append(y)
-    y = torch.cat(labels)
-    return {
-        "run": str(run_dir),
-        "dataset": data,
-        "split": split,
-        "num_samples": int(len(y)),
-        "accuracy": correct / len(y),
-        "nc1": nc.nc1(torch.cat(feats), y, model.num_classes),
-    }
+    result = evaluate(model, loader, num_classes=model.num_classes, with_nc1=True, device=device,
+                      desc=f"eval {split}" if progress else None)
+    return {"run": str(run_dir), "dataset": data, "split": split, "num_samples": len(loader.dataset), **result}
 

@@ -36,7 +36,7 @@ from torch import nn
 
 from . import __version__
 from .data.transforms import eval_settings
-from .io import atomic_path, check_out_file, check_out_folder
+from .io import OutputPathError, atomic_path, check_out_file, check_out_folder
 from .preprocess import describe, preprocessor_config
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ""}  # safetensors: a folder
@@ -210,8 +210,15 @@ def check_export_out(out: str | Path, fmt: str, overwrite: bool = False) -> Path
         raise ValueError(f"--format {fmt!r}: valid: {', '.join(FORMATS)}")
     if fmt != "safetensors":
         return check_out_file(out, "--out", overwrite)
-    _check_folder(Path(out), overwrite)
-    return check_out_folder(out, (WEIGHTS, CONFIG, PREPROCESSOR))
+    try:
+        folder = check_out_folder(out, (WEIGHTS, CONFIG, PREPROCESSOR))
+    except OutputPathError:  # a device, or inside a run folder
+        raise
+    except ValueError:
+        _check_folder(Path(out), overwrite)  # a file given as the folder: say what the export is
+        raise
+    _check_folder(folder, overwrite)
+    return folder
 
 
 def _check_folder(out: Path, overwrite: bool) -> None:

@@ -117,10 +117,16 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n")
 
 
-def _json_default(o: Any):
+def as_json(obj: Any) -> Any:
+    """``obj`` as :func:`atomic_write_json` writes it and :func:`read_json` reads it back (tuples as lists...)."""
+    return json.loads(json.dumps(obj, default=json_default))
+
+
+def json_default(o: Any):
+    """What ``json.dumps`` writes for numpy / torch scalars (``.item()``), sets, tuples and paths."""
     if hasattr(o, "item"):
         return o.item()
     if isinstance(o, (set, tuple)):
@@ -205,8 +211,8 @@ def check_out_folder(path: str | os.PathLike, names: tuple[str, ...] = (), flag:
     and none of ``names`` there a device, FIFO, socket or folder (those files, the command's own outputs, are
     rewritten by a rerun). Else an :class:`OutputPathError` (or ``ValueError``) naming the path."""
     folder = Path(path).expanduser()
-    check_out_dir(folder, flag)
     _refuse_run_folder(path, folder, flag)
+    check_out_dir(folder, flag)
     for name in names:
         kind = _special(folder / name)
         if kind is not None:

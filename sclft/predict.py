@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from .config import PRECISIONS
 from .data.imagefolder import IMAGE_EXTENSIONS
 from .devices import resolve_device
 from .preprocess import load_image, to_rgb, upright
@@ -29,7 +30,7 @@ from .progress import progress_bar
 
 log = logging.getLogger("sclft.predict")
 
-PRECISIONS = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # the mixed ones of config.PRECISIONS
 LIST_SUFFIX = ".txt"  # a file of paths, one a line (relative ones resolve against the list's folder)
 
 
@@ -135,7 +136,7 @@ def _collate(items):
 def autocast(device: torch.device, precision: str | None):
     if precision not in PRECISIONS and precision is not None:
         raise ValueError(f"precision {precision!r}: valid: {', '.join(PRECISIONS)}")
-    dtype = PRECISIONS.get(precision or "no")
+    dtype = AUTOCAST_DTYPES.get(precision)
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 

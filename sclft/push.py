@@ -20,7 +20,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from .card import CARD_FILE
+from huggingface_hub import HfApi, constants
+from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+from .card import CARD_FILE, model_card
+from .export import export_model
+from .predict import check_run
+from .save import EXPORTS_KEY, MANIFEST, check_manifest, load, read_config
 
 # format -> its file in exports/<format>/ (safetensors: sclft export writes a folder, timm's Hub layout)
 EXPORT_FILES = {"onnx": "model.onnx", "torchscript": "model.pt", "safetensors": None}
@@ -46,8 +53,6 @@ def parse_exports(text: str | Sequence[str] | None) -> list[str]:
 
 def check_repo_id(repo_id: str) -> str:
     """``NAME`` or ``OWNER/NAME`` as the Hub accepts it (huggingface_hub's ``validate_repo_id``)."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
     try:
         validate_repo_id(repo_id)
     except HFValidationError as e:
@@ -67,32 +72,26 @@ def _place(src: Path, dst: Path) -> None:
 @contextmanager
 def staged(run: str | Path, exports: Sequence[str] = ()) -> Iterator[Path]:
     """A temporary folder holding what ``push`` uploads (see the module docstring); removed afterwards."""
-    from .predict import check_run
-    from .save import check_manifest, read_config
-    from .training.run_folder import run_files
-
     run = check_run(run)
-    check_manifest(run)  # an edited run file is refused here, before anything is sent
-    read_config(run)
-    names = [n for n in run_files(run) if "/" not in n]
+    found = check_manifest(run)  # an edited run file is refused here, before anything is sent
+    config = read_config(run)
+    if found:  # the run's own list of its files (written last), and the list itself
+        names = [*found, MANIFEST]
+    else:  # a run written before manifests: the files sclft writes, where present
+        names = [n for n in ("config.json", "model.safetensors", "train_config.json", "metrics.json",
+                             *config.get(EXPORTS_KEY, [])) if (run / n).is_file()]
     with tempfile.TemporaryDirectory(prefix="sclft-push-") as tmp:
         stage = Path(tmp)
         for name in names:
             _place(run / name, stage / name)
         model = None
         if not (run / CARD_FILE).is_file() or exports:
-            from .save import load
-
             model = load(run)
         if (run / CARD_FILE).is_file():
             _place(run / CARD_FILE, stage / CARD_FILE)
         else:
-            from .card import model_card
-
             (stage / CARD_FILE).write_text(model_card(run, model))
         for fmt in exports:
-            from .export import export_model
-
             folder = stage / EXPORTS_DIR / fmt
             export_model(model, fmt, folder / EXPORT_FILES[fmt] if EXPORT_FILES[fmt] else folder)
         yield stage
@@ -107,8 +106,6 @@ def push(run: str | Path, repo_id: str, private: bool = False, exports: Sequence
          message: str | None = None) -> tuple[list[tuple[str, int]], str | None]:
     """Upload ``run`` to the Hub model repository ``repo_id`` (created if missing; ``private`` for a new one);
     returns the files (path, bytes) and the commit URL (None with ``dry_run``: nothing is sent)."""
-    from huggingface_hub import HfApi, constants
-
     check_repo_id(repo_id)
     exports = parse_exports(exports)
     if not dry_run and constants.HF_HUB_OFFLINE:
@@ -117,8 +114,6 @@ def push(run: str | Path, repo_id: str, private: bool = False, exports: Sequence
         files = listing(stage)
         if dry_run:
             return files, None
-        from huggingface_hub.errors import HfHubHTTPError
-
         api = HfApi()
         try:
             api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)

@@ -1,4 +1,4 @@
-"""``sclft rank``: score candidate backbones (and input sizes) on the downstream training data (:mod:`sclft.rank`)."""
+"""``sclft rank``: score candidate backbones (and input sizes) on the training data (:mod:`sclft.ranking`)."""
 
 from __future__ import annotations
 

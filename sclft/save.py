@@ -21,7 +21,7 @@ from ._hub import WeightsUnavailableError
 from .backbones import create_backbone
 from .cache import hash_tensors
 from .card import base_model_id
-from .io import _json_default, atomic_path, atomic_write_json, read_json_object
+from .io import as_json, atomic_path, atomic_write_json, read_json_object
 from .model import TransferModel
 from .strategies import list_strategies
 
@@ -146,7 +146,7 @@ def save_model(model: TransferModel, out: str | Path, build: dict | None = None)
     # e.g. lora: a peft adapter (with the head) beside model.safetensors
     exported = model.strategy.export(model.backbone, out, head=model.head, base_model=base)
     config = {**model.config(), **build, EXPORTS_KEY: list(exported)}
-    config = json.loads(json.dumps(config, default=_json_default))  # as it reads back
+    config = as_json(config)  # as it reads back
     atomic_write_json(out / "config.json", {**config, MODEL_DIGEST: model_digest(out / "model.safetensors", config)})
     return out
 

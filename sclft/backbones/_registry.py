@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -10,9 +9,9 @@ from torch import nn
 
 from .base import Backbone, BackboneSpec
 
-# (pretrained, checkpoint[, image_size]) -> spec; a factory that takes ``image_size`` builds the model
-# for that input size (ViT position embeddings, CLIP); one that does not (older plug-ins) is called without it
-SpecFactory = Callable[..., BackboneSpec]
+# (pretrained, checkpoint, image_size) -> spec; ``image_size`` (None: the family's default) is the input side the
+# model is built for (ViT position embeddings, CLIP); CNNs take any size and ignore it
+SpecFactory = Callable[[bool, "str | None", "int | None"], BackboneSpec]
 
 
 @dataclass(frozen=True)
@@ -24,7 +23,7 @@ class BackboneEntry:
 
 
 _BACKBONES: dict[str, BackboneEntry] = {}
-# prefix -> fn(rest_of_name, pretrained, checkpoint[, image_size]) -> spec
+# prefix -> fn(rest_of_name, pretrained, checkpoint, image_size) -> spec
 # ("timm:resnet34", "open_clip:ViT-B-16/openai")
 _PREFIXES: dict[str, Callable[..., BackboneSpec]] = {}
 # adapters for an nn.Module the user built: (matches(module), to_spec(module)) tried in order
@@ -87,12 +86,6 @@ def backbone_entries() -> list[BackboneEntry]:
     return [_BACKBONES[n] for n in list_backbones()]
 
 
-def _call(factory: Callable[..., BackboneSpec], *args, image_size: int | None) -> BackboneSpec:
-    if image_size is not None and "image_size" in inspect.signature(factory).parameters:
-        return factory(*args, image_size=image_size)
-    return factory(*args)
-
-
 def create_backbone(
     name_or_module: str | nn.Module | Backbone,
     pretrained: bool = True,
@@ -112,10 +105,10 @@ def create_backbone(
     name = str(name_or_module)
     spec = None
     if name in _BACKBONES:
-        spec = _call(_BACKBONES[name].factory, pretrained, checkpoint, image_size=image_size)
+        spec = _BACKBONES[name].factory(pretrained, checkpoint, image_size)
     prefix, sep, rest = name.partition(":")
     if spec is None and sep and prefix in _PREFIXES:
-        spec = _call(_PREFIXES[prefix], rest, pretrained, checkpoint, image_size=image_size)
+        spec = _PREFIXES[prefix](rest, pretrained, checkpoint, image_size)
     if spec is not None:
         if image_size is not None:
             spec.data_config["input_size"] = (3, image_size, image_size)

@@ -103,10 +103,6 @@ class Backbone(nn.Module):
         """Ordered candidate block names (tunable blocks and probe points)."""
         return [n for n in self._order if self._stages[n].candidate]
 
-    @property
-    def stage_names(self) -> list[str]:
-        return list(self._order)
-
     def check_block(self, block: str) -> str:
         if block not in self._stages or not self._stages[block].candidate:
             raise ValueError(

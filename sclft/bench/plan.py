@@ -130,7 +130,7 @@ def split_id(rid: str) -> tuple[str, str]:
 
 
 @functools.cache
-def _meta_backbone(name: str):
+def meta_backbone(name: str):
     """A backbone built without weights (on the meta device when the family allows): block names and sizes."""
     try:
         with torch.device("meta"):
@@ -140,7 +140,7 @@ def _meta_backbone(name: str):
 
 
 def blocks_of(name: str) -> tuple[str, ...]:
-    return tuple(_meta_backbone(name).blocks)
+    return tuple(meta_backbone(name).blocks)
 
 
 def _num_classes(dataset: Dataset) -> int:
@@ -160,7 +160,7 @@ def _group_layers(suite: Suite, group: Group, backbone: Backbone, dataset: Datas
         return list(group.layers)
     budget = suite.budget(group)
     num_classes = _num_classes(dataset) if budget is not None else 10
-    return candidate_blocks(_meta_backbone(backbone.name), list(group.candidates or ()) or None, budget, num_classes)
+    return candidate_blocks(meta_backbone(backbone.name), list(group.candidates or ()) or None, budget, num_classes)
 
 
 def expand_suite(suite: Suite) -> list[Run]:

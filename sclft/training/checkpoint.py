@@ -351,7 +351,7 @@ def read_training_state(path: Path) -> dict:
     return state
 
 
-def _resume_view(config: dict) -> dict:
+def resume_view(config: dict) -> dict:
     """The config fields that decide the trained weights (see RESUME_MAY_DIFFER)."""
     view = {k: v for k, v in config.items() if k not in RESUME_MAY_DIFFER}
     if "cache" in view:
@@ -364,7 +364,7 @@ def check_resume(path: Path, cfg: TrainConfig, num_processes: int) -> dict:
     ValueError naming every field that differs, with the checkpoint's value and the new one."""
     state = read_training_state(path)
     old = {**state["config"], "num_processes": state.get("num_processes")}
-    new = {**_resume_view(dataclasses.asdict(cfg)), "num_processes": num_processes}
+    new = {**resume_view(dataclasses.asdict(cfg)), "num_processes": num_processes}
     diffs = [f"{k}: {old.get(k)!r} in the checkpoint, {new.get(k)!r} now" for k in sorted(set(old) | set(new))
              if json.dumps(old.get(k), sort_keys=True) != json.dumps(new.get(k), sort_keys=True)]
     if diffs:

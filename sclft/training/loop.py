@@ -21,6 +21,7 @@ from accelerate.utils import set_seed
 from ..card import write_model_card
 from ..config import TrainConfig
 from ..data import load_dataset
+from ..eval import evaluate
 from ..io import atomic_write_json, check_out_dir
 from ..model import TransferModel
 from ..optim import WarmupCosine, build_optimizer
@@ -38,9 +39,8 @@ from ..save import (
 from ..selection import select_layer
 from ..strategies import collect_strategy_options, strategy_config
 from ..strategies.base import Strategy
-from .checkpoint import _resume_view, restore_training_state, save_checkpoint
-from .data import _loader, prepare_datasets
-from .evaluate import evaluate
+from .checkpoint import restore_training_state, resume_view, save_checkpoint
+from .data import make_loader, prepare_datasets
 from .run_folder import METRICS_FILE, _prepare_out, replace_run, run_files, run_lock
 
 log = logging.getLogger("sclft.train")
@@ -162,8 +162,9 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
 
     sampler_gen = torch.Generator().manual_seed(cfg.seed)
     pin = accelerator.device.type == "cuda"
-    train_loader = _loader(data.train, cfg.batch_size, shuffle_gen=sampler_gen, num_workers=cfg.num_workers, pin=pin)
-    eval_loaders = {k: _loader(v, max(cfg.batch_size, 64), shuffle_gen=None, num_workers=cfg.num_workers, pin=pin)
+    train_loader = make_loader(data.train, cfg.batch_size, shuffle_gen=sampler_gen, num_workers=cfg.num_workers,
+                               pin=pin)
+    eval_loaders = {k: make_loader(v, max(cfg.batch_size, 64), shuffle_gen=None, num_workers=cfg.num_workers, pin=pin)
                     for k, v in data.evals.items()}
     optimizer = build_optimizer(model, cfg)
     if optimizer and resume_from is None:  # before prepare: every process computes the same init
@@ -180,7 +181,6 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
     eval_loaders = {k: accelerator.prepare(v) for k, v in eval_loaders.items()}
 
     start_epoch, history = 0, []
-    final: dict[str, dict[str, float]] = {}  # split -> final evaluation
     last_good = None  # the newest checkpoint of this run (resumed or written here)
     if resume_from is not None:
         load_model_state(accelerator.unwrap_model(model), resume_from, f"the model this run builds ({cfg.backbone}, "
@@ -192,12 +192,44 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
         accelerator.init_trackers("sclft", config={k: v for k, v in dataclasses.asdict(cfg).items()
                                                    if isinstance(v, (int, float, str, bool))},
                                   init_kwargs={"wandb": {"dir": str(out)}})
+    run = _Run(cfg, out, accelerator, splits, data, model, train_loader, eval_loaders, optimizer, scheduler,
+               sampler_gen, layer, selection, start_time)
+    final = _epochs(run, start_epoch, epochs, history, last_good)
+    return _final_metrics(run, epochs, history, final, summary, build, backbone)
 
+
+@dataclasses.dataclass
+class _Run:
+    """What the epochs and the final metrics of one run share."""
+
+    cfg: TrainConfig
+    out: Path
+    accelerator: Accelerator
+    splits: Any
+    data: Any
+    model: Any
+    train_loader: Any
+    eval_loaders: dict[str, Any]
+    optimizer: Any
+    scheduler: Any
+    sampler_gen: torch.Generator
+    layer: str | None
+    selection: dict[str, Any] | None
+    start_time: float
+
+
+def _epochs(run: _Run, start_epoch: int, epochs: int, history: list[dict[str, Any]],
+            last_good: Path | None) -> dict[str, dict[str, float]]:
+    """Train epochs ``start_epoch + 1 .. epochs`` (each evaluated when due, then checkpointed); appends to
+    ``history`` and returns the last epoch's evaluations by split."""
+    cfg, out, accelerator, splits, data, model = run.cfg, run.out, run.accelerator, run.splits, run.data, run.model
+    optimizer, scheduler, eval_loaders, say = run.optimizer, run.scheduler, run.eval_loaders, accelerator.print
+    final: dict[str, dict[str, float]] = {}  # split -> final evaluation
     reference = None  # the loss divergence is judged against (see DIVERGENCE_FACTOR)
     for epoch in range(start_epoch, epochs):
         model.train()
         seen, loss_sum, tic = 0, 0.0, time.time()
-        bar = progress_bar(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        bar = progress_bar(run.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                            progress=cfg.progress and accelerator.is_local_main_process)
         for x, y in bar:
             if optimizer is None:
@@ -244,11 +276,18 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
             raise NonFiniteLossError(
                 f"trained parameters became non-finite in epoch {epoch + 1} ({', '.join(broken[:3])}); stopping. "
                 f"Try a lower --lr or --precision no. Last good checkpoint: {last_good or 'none yet'}")
-        last_good = save_checkpoint(accelerator, out, accelerator.unwrap_model(model), epoch + 1, sampler_gen, {
-            "history": history, "seconds": time.time() - start_time, "layer": layer,
-            "layer_selection": selection, "num_processes": accelerator.num_processes,
-            "config": _resume_view(dataclasses.asdict(cfg))}, optimizer, scheduler)
+        last_good = save_checkpoint(accelerator, out, accelerator.unwrap_model(model), epoch + 1, run.sampler_gen, {
+            "history": history, "seconds": time.time() - run.start_time, "layer": run.layer,
+            "layer_selection": run.selection, "num_processes": accelerator.num_processes,
+            "config": resume_view(dataclasses.asdict(cfg))}, optimizer, scheduler)
+    return final
 
+
+def _final_metrics(run: _Run, epochs: int, history: list[dict[str, Any]], final: dict[str, dict[str, float]],
+                   summary: dict[str, Any], build: dict[str, Any], backbone) -> dict[str, Any]:
+    """Evaluate what the last epoch did not, then write the finished run's files (the manifest last)."""
+    cfg, out, accelerator, splits, data, model = run.cfg, run.out, run.accelerator, run.splits, run.data, run.model
+    eval_loaders, selection, say = run.eval_loaders, run.selection, accelerator.print
     for split in eval_loaders:
         if split not in final:
             final[split] = evaluate(model, eval_loaders[split], data.cached, accelerator, splits.num_classes,
@@ -271,7 +310,7 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
         "total_params": summary["total"],
         "trainable_percent": summary["percent"],
         "epochs": epochs,
-        "seconds": time.time() - start_time,
+        "seconds": time.time() - run.start_time,
         "seed": cfg.seed,
         "train_per_class": cfg.train_per_class,
         "image_size": cfg.image_size or backbone.data_config["input_size"][-1],
