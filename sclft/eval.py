@@ -14,9 +14,9 @@ from torch.utils.data import DataLoader
 from . import nc
 from .data import TransformedDataset, build_transforms, load_dataset
 from .devices import resolve_device
-from .io import read_json_object
+from .errors import UsageError
 from .progress import progress_bar
-from .save import RunFolderError, check_fields, load
+from .run_folder import check_run, load, read_train_config
 
 
 @torch.no_grad()
@@ -64,30 +64,20 @@ def evaluate_run(
     backbone_weights: str | None = None,
 ) -> dict[str, Any]:
     """Accuracy and head-input NC1 of the model in ``run_dir`` (data / image size default to the run's;
-    ``backbone_weights``: the weights file a run trained with ``--checkpoint`` used, :func:`sclft.save.load`'s
+    ``backbone_weights``: the weights file a run trained with ``--checkpoint`` used, :func:`sclft.run_folder.load`'s
     ``checkpoint``)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        what = "is a file, not a run folder" if run_dir.exists() else "no such run folder"
-        raise ValueError(f"--checkpoint {run_dir}: {what} (expected a `sclft train --out` folder)")
-    if not (run_dir / "config.json").is_file():
-        raise ValueError(f"--checkpoint {run_dir}: not a trained sclft model (no config.json; expected a "
-                         "`sclft train --out` folder of a finished run)")
-    run_file = run_dir / "train_config.json"
-    run = read_json_object(run_file, RunFolderError) if run_file.is_file() else {}
-    check_fields(run_file, run, {k: v for k, v in {
-        "data": (str, None, "a dataset name"), "data_dir": ((str, type(None)), None, "a folder or null"),
-        "image_size": ((int, type(None)), lambda v: v > 0, "a positive integer or null")}.items() if k in run})
+    run_dir = check_run(run_dir)
+    run = read_train_config(run_dir)
     data = data or run.get("data")
     if not data:
-        raise ValueError("pass --data: the run directory does not record its dataset")
+        raise UsageError("pass --data: the run directory does not record its dataset")
     model = load(run_dir, checkpoint=backbone_weights)
     splits = load_dataset(data, data_dir or run.get("data_dir"))
     if splits.num_classes != model.num_classes:
-        raise ValueError(f"{data} has {splits.num_classes} classes but the model was trained for {model.num_classes}")
+        raise UsageError(f"{data} has {splits.num_classes} classes but the model was trained for {model.num_classes}")
     dataset = getattr(splits, split)
     if dataset is None:
-        raise ValueError(f"{splits.name} has no {split!r} split")
+        raise UsageError(f"{splits.name} has no {split!r} split")
     _, eval_tf = build_transforms(model.backbone.data_config, image_size or run.get("image_size"))
     device = resolve_device(device)
     model.to(device).eval()

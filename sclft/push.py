@@ -25,16 +25,27 @@ from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from .card import CARD_FILE, model_card
+from .errors import UnavailableError, UsageError
 from .export import export_model
-from .predict import check_run
-from .save import EXPORTS_KEY, MANIFEST, check_manifest, load, read_config
+from .run_folder import (
+    CONFIG_FILE,
+    EXPORTS_KEY,
+    MANIFEST_FILE,
+    METRICS_FILE,
+    TRAIN_CONFIG_FILE,
+    WEIGHTS_FILE,
+    check_manifest,
+    check_run,
+    load,
+    read_config,
+)
 
 # format -> its file in exports/<format>/ (safetensors: sclft export writes a folder, timm's Hub layout)
 EXPORT_FILES = {"onnx": "model.onnx", "torchscript": "model.pt", "safetensors": None}
 EXPORTS_DIR = "exports"
 
 
-class PushError(OSError):
+class PushError(UnavailableError, OSError):
     """The Hub refused or could not be reached: the upload failed (exit 1), nothing in the run folder changed."""
 
 
@@ -46,7 +57,7 @@ def parse_exports(text: str | Sequence[str] | None) -> list[str]:
     names = [s.strip() for s in items if s.strip()]
     bad = [n for n in names if n not in EXPORT_FILES]
     if bad or not names:
-        raise ValueError(f"--exports {text!r}: unknown format {', '.join(bad) or '(none)'}; valid: a comma-separated "
+        raise UsageError(f"--exports {text!r}: unknown format {', '.join(bad) or '(none)'}; valid: a comma-separated "
                          f"list of {', '.join(EXPORT_FILES)}")
     return list(dict.fromkeys(names))
 
@@ -56,7 +67,7 @@ def check_repo_id(repo_id: str) -> str:
     try:
         validate_repo_id(repo_id)
     except HFValidationError as e:
-        raise ValueError(f"--repo-id {repo_id!r} is not a Hub repository id ({str(e).splitlines()[0]}); "
+        raise UsageError(f"--repo-id {repo_id!r} is not a Hub repository id ({str(e).splitlines()[0]}); "
                          "valid: NAME or OWNER/NAME of letters, digits, '-', '_', '.'") from None
     return repo_id
 
@@ -76,12 +87,13 @@ def staged(run: str | Path, exports: Sequence[str] = ()) -> Iterator[Path]:
     found = check_manifest(run)  # an edited run file is refused here, before anything is sent
     config = read_config(run)
     if found:  # the run's own list of its files (written last), and the list itself
-        names = [*found, MANIFEST]
+        names = [*found, MANIFEST_FILE]
     else:  # a run written before manifests: the files sclft writes, where present
-        names = [n for n in ("config.json", "model.safetensors", "train_config.json", "metrics.json",
-                             *config.get(EXPORTS_KEY, [])) if (run / n).is_file()]
+        names = [n for n in (CONFIG_FILE, WEIGHTS_FILE, TRAIN_CONFIG_FILE, METRICS_FILE, *config.get(EXPORTS_KEY, []))
+                 if (run / n).is_file()]
     with tempfile.TemporaryDirectory(prefix="sclft-push-") as tmp:
-        stage = Path(tmp)
+        stage, made = Path(tmp) / "repo", Path(tmp) / "exports"
+        (stage / EXPORTS_DIR).mkdir(parents=True)
         for name in names:
             _place(run / name, stage / name)
         model = None
@@ -91,9 +103,10 @@ def staged(run: str | Path, exports: Sequence[str] = ()) -> Iterator[Path]:
             _place(run / CARD_FILE, stage / CARD_FILE)
         else:
             (stage / CARD_FILE).write_text(model_card(run, model))
-        for fmt in exports:
-            folder = stage / EXPORTS_DIR / fmt
+        for fmt in exports:  # written outside the staged copy of the run (sclft never writes into a run folder)
+            folder = made / fmt
             export_model(model, fmt, folder / EXPORT_FILES[fmt] if EXPORT_FILES[fmt] else folder)
+            shutil.move(folder, stage / EXPORTS_DIR / fmt)
         yield stage
 
 
@@ -109,7 +122,7 @@ def push(run: str | Path, repo_id: str, private: bool = False, exports: Sequence
     check_repo_id(repo_id)
     exports = parse_exports(exports)
     if not dry_run and constants.HF_HUB_OFFLINE:
-        raise ValueError("HF_HUB_OFFLINE is set: nothing can be uploaded; unset it, or list the files with --dry-run")
+        raise UsageError("HF_HUB_OFFLINE is set: nothing can be uploaded; unset it, or list the files with --dry-run")
     with staged(run, exports) as stage:
         files = listing(stage)
         if dry_run:

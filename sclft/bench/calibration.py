@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from ..backbones import create_backbone
 from ..cache import DEFAULT_CACHE_DIR
 from ..devices import resolve_device
+from ..errors import UsageError
 from ..io import atomic_write_json, read_json
 from ..model import TransferModel
 from ..predict import autocast as predict_autocast
@@ -69,7 +70,7 @@ def load_calibration(cache_dir: str | Path | None = None) -> dict[str, dict[str,
         records = read_json(path)["records"]
         return {key(r["backbone"], r["cost_class"], r["image_size"], r["precision"], r["device"]): r for r in records}
     except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{path}: not a calibration file written by sclft bench --calibrate ({exc}); delete it and "
+        raise UsageError(f"{path}: not a calibration file written by sclft bench --calibrate ({exc}); delete it and "
                          "calibrate again") from None
 
 

@@ -54,6 +54,18 @@ def estimate_seconds(run: Run, suite: Suite, calibration: dict[str, dict] | None
     return images / float(suite.backbone(run.backbone).images_per_second or suite.images_per_second), "assumed"
 
 
+def suite_cost(suite: Suite, cache_dir: str | Path | None = None) -> tuple[int, float, str]:
+    """(runs, estimated seconds of all of them, basis) of a suite, as ``--dry-run`` totals them (measured where
+    this machine's calibration has a record, else assumed from the suite's images/s)."""
+    calibration = load_calibration(cache_dir)
+    device = device_name() if calibration else "cpu"
+    runs = expand_suite(suite)
+    estimates = [estimate_seconds(r, suite, calibration, device) for r in runs]
+    bases = {b for _, b in estimates}
+    return len(runs), sum(s for s, _ in estimates), "measured" if bases == {"measured"} else (
+        "partly measured" if "measured" in bases else "assumed")
+
+
 def dry_run(suite: Suite, out: Path | None, say: Callable[[str], None] = print, shard_spec: str | None = None,
             cache_dir: str | Path | None = None) -> float:
     """List the runs (of shard ``I/N``) with their estimated minutes, each marked measured or assumed; the

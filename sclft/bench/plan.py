@@ -23,14 +23,15 @@ import torch
 from .. import picks
 from .. import versions as version_info
 from ..backbones import create_backbone
-from ..config import TrainConfig
+from ..config import TrainConfig, fields_where
 from ..data import load_dataset
+from ..errors import UsageError
 from ..selection import candidate_blocks
 from ..strategies import get_strategy_config, option_owners, strategy_config
 from .suite import Backbone, Dataset, Group, Suite, SuiteError
 
-# what a run's id leaves out of its hash: fields that do not change the result
-UNHASHED_FIELDS = ("out", "cache_dir", "progress", "num_workers", "tensorboard", "report_to", "resume", "overwrite")
+# what a run's id leaves out of its hash: fields that do not change the result (declared by each TrainConfig field)
+UNHASHED_FIELDS = fields_where("hashed", False)
 
 
 @dataclass
@@ -205,7 +206,7 @@ def shard(items: list, spec: str | None) -> list:
         return list(items)
     index, sep, count = spec.partition("/")
     if not (sep and index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
-        raise ValueError(f"--shard must be I/N with 1 <= I <= N (e.g. 2/8), got {spec!r}")
+        raise UsageError(f"--shard must be I/N with 1 <= I <= N (e.g. 2/8), got {spec!r}")
     return list(items)[int(index) - 1::int(count)]
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import UsageError
 from .network import (
     DTYPE,
     FactorNetwork,
@@ -103,7 +104,7 @@ def make_problem(
     best rank-``rank`` approximation of a d×d standard Gaussian (the authors' ``generate_data``; its singular
     values are ≈ 2√d, so their step size is ~d⁻¹ᐟ² of one that suits σ ∈ [1, 2])."""
     if target not in TARGETS:
-        raise ValueError(f"unknown target {target!r}; choose one of {TARGETS}")
+        raise UsageError(f"unknown target {target!r}; choose one of {TARGETS}")
     gen = generator(seed)
     if target == "gaussian":
         u, s, vh = torch.linalg.svd(torch.randn(dim, dim, generator=gen, dtype=DTYPE))
@@ -191,7 +192,7 @@ def compression_basis(
     (the authors' ``compute_factor`` / ``compute_factor_v2``); ``stacked``: the top-2r̂ right singular vectors
     of ``[G; GᵀW_1(0)/ε]`` (their ``compute_factor_v3``)."""
     if basis not in BASES:
-        raise ValueError(f"unknown basis {basis!r}; choose one of {BASES}")
+        raise UsageError(f"unknown basis {basis!r}; choose one of {BASES}")
     factors = [w.detach().to("cpu", DTYPE).requires_grad_(True) for w in weights]
     problem = CompletionProblem(problem.target.to("cpu", DTYPE), problem.mask.cpu(), problem.rank)
     completion_loss(end_to_end(factors), problem).backward()
@@ -230,7 +231,7 @@ def compressed_network(
 
     The outer factors ``V_{1,1}ᵀ`` and ``U_{L,1}`` train at ``outer_lr_ratio × η`` (the lecture's γ)."""
     if 2 * rank_estimate > problem.dim:
-        raise ValueError(f"2·rank_estimate = {2 * rank_estimate} exceeds the width {problem.dim}")
+        raise UsageError(f"2·rank_estimate = {2 * rank_estimate} exceeds the width {problem.dim}")
     weights = original_network(problem, depth, scale, seed).weights()  # float64 CPU: the basis is built there
     factors = compress_weights(weights, problem, rank_estimate, scale, basis)
     scales = [outer_lr_ratio] + [1.0] * depth + [outer_lr_ratio]

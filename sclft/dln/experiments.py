@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from ..errors import UsageError
 from .completion import (
     BASES,
     STOP_RULES,
@@ -132,7 +133,7 @@ class CompletionConfig:
     def __post_init__(self) -> None:
         for name, valid in (("basis", BASES), ("target", TARGETS), ("stop", STOP_RULES)):
             if getattr(self, name) not in valid:
-                raise ValueError(f"{name} {getattr(self, name)!r}: choose one of {', '.join(valid)}")
+                raise UsageError(f"{name} {getattr(self, name)!r}: choose one of {', '.join(valid)}")
 
 
 AUTHORS_STEP = 5e3  # their step size on ½·mean over d² entries (fig_compare_iteration_time.ipynb)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..devices import resolve_device
+from ..errors import UsageError
 from ..progress import progress_bar
 
 __all__ = [
@@ -70,7 +71,7 @@ def init_weight(rows: int, cols: int, scale: float, kind: str, gen: torch.Genera
         return std * torch.randn(rows, cols, generator=gen, dtype=DTYPE)
     if kind == "uniform":  # U(−a, a) has variance a²/3
         return std * math.sqrt(3.0) * (2.0 * torch.rand(rows, cols, generator=gen, dtype=DTYPE) - 1.0)
-    raise ValueError(f"unknown init kind {kind!r}; choose one of {INIT_KINDS}")
+    raise UsageError(f"unknown init kind {kind!r}; choose one of {INIT_KINDS}")
 
 
 def init_network(dims: Sequence[int], scale: float, kind: str = "orthogonal", seed: int = 0) -> list[torch.Tensor]:
@@ -92,9 +93,9 @@ class Runtime:
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
-            raise ValueError(f"device {self.device!r}: choose one of {', '.join(DEVICES)}")
+            raise UsageError(f"device {self.device!r}: choose one of {', '.join(DEVICES)}")
         if self.dtype not in DTYPES:
-            raise ValueError(f"dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
+            raise UsageError(f"dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
 
     @property
     def torch_device(self) -> torch.device:
@@ -142,7 +143,7 @@ class FactorNetwork:
         if not self.lr_scales:
             self.lr_scales = [1.0] * len(self.factors)
         if len(self.lr_scales) != len(self.factors):
-            raise ValueError("need one learning-rate scale per factor")
+            raise UsageError("need one learning-rate scale per factor")
 
     def product(self) -> torch.Tensor:
         return end_to_end(self.factors)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..backbones import Backbone
+from ..errors import UsageError
 from .config import StrategyConfig
 
 
@@ -46,7 +47,7 @@ class Strategy:
         if config is None:
             config = self.config_class.from_options(options)
         elif options:
-            raise ValueError(f"pass the options of {self.name!r} in its config or as keywords, not both")
+            raise UsageError(f"pass the options of {self.name!r} in its config or as keywords, not both")
         elif not isinstance(config, self.config_class):
             raise TypeError(f"strategy {self.name!r} takes a {self.config_class.__name__}, got {type(config).__name__}")
         self.config = config.validate()

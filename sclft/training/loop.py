@@ -21,32 +21,37 @@ from accelerate.utils import set_seed
 from ..card import write_model_card
 from ..config import TrainConfig
 from ..data import load_dataset
+from ..errors import RunFailedError, UsageError
 from ..eval import evaluate
-from ..io import atomic_write_json, check_out_dir
+from ..io import check_out_dir
 from ..model import TransferModel
 from ..optim import WarmupCosine, build_optimizer
 from ..progress import progress_bar
-from ..save import (
-    MANIFEST,
+from ..run_folder import (
+    CHECKPOINT_DIR,
+    CHECKPOINT_POINTER,
+    STAGING,
+    RunFolderError,
     build_backbone,
     file_digest,
     frozen_digest,
     load_model_state,
-    save_model,
+    replace_run,
+    run_files,
+    run_lock,
     trainable_state,
-    write_manifest,
+    write_run,
 )
 from ..selection import select_layer
 from ..strategies import collect_strategy_options, strategy_config
 from ..strategies.base import Strategy
-from .checkpoint import restore_training_state, resume_view, save_checkpoint
+from .checkpoint import check_resume, latest_checkpoint, restore_training_state, resume_view, save_checkpoint
 from .data import make_loader, prepare_datasets
-from .run_folder import METRICS_FILE, _prepare_out, replace_run, run_files, run_lock
 
 log = logging.getLogger("sclft.train")
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(RunFailedError, RuntimeError):
     """The loss (or a trained parameter) became NaN/inf; the last good checkpoint of this run is kept."""
 
 
@@ -93,6 +98,31 @@ def _init_from_first_batch(model: TransferModel, loader, sampler_gen: torch.Gene
         model.strategy.init_from_data(first_loss)
     finally:
         model.train(mode)
+
+
+def _prepare_out(out: Path, cfg: TrainConfig, accelerator) -> tuple[tuple[Path, dict] | None, Path]:
+    """Check ``out`` against ``resume``/``overwrite``; returns the checkpoint to resume (and its state) and the
+    folder to write the run into: ``out``, or for ``--overwrite`` of an existing run a staging folder inside it
+    (the old run stays intact until :func:`~sclft.run_folder.replace_run` swaps the finished new one in)."""
+    if cfg.resume and cfg.overwrite:
+        raise UsageError("--resume and --overwrite contradict each other: choose one")
+    if cfg.resume:
+        path = latest_checkpoint(out)
+        if path is None:
+            raise RunFolderError(f"--resume: there is no checkpoint to resume in {out / CHECKPOINT_DIR} (no "
+                                 f"{CHECKPOINT_POINTER}); run without --resume to start the run")
+        return (path, check_resume(path, cfg, accelerator.num_processes)), out
+    found = run_files(out)
+    if found and not cfg.overwrite:
+        raise RunFolderError(f"{out} already holds a run ({', '.join(found)}); pass --overwrite to replace it, "
+                             "--resume to continue it, or choose another --out")
+    if not found:
+        return None, out
+    staging = out / STAGING
+    if accelerator.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)  # left by an overwrite that did not finish
+        staging.mkdir()
+    return None, staging
 
 
 def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
@@ -323,12 +353,8 @@ def _final_metrics(run: _Run, epochs: int, history: list[dict[str, Any]], final:
         metrics["val_accuracy"] = final["val"]["accuracy"]
     if selection is not None:
         metrics["layer_selection"] = selection
-    if accelerator.is_main_process:
-        save_model(unwrapped, out, build)
-        atomic_write_json(out / "train_config.json", dataclasses.asdict(cfg))
-        atomic_write_json(out / METRICS_FILE, metrics)
-        write_model_card(out, unwrapped)  # README.md: the Hugging Face model card, from the files just written
-        write_manifest(out, [n for n in run_files(out) if "/" not in n and n != MANIFEST])  # last: the run is done
+    if accelerator.is_main_process:  # the card is written from the files just written; the manifest last
+        write_run(out, unwrapped, build, dataclasses.asdict(cfg), metrics, card=write_model_card)
     accelerator.end_training()
     if splits.skipped:
         say(f"note: {len(splits.skipped)} unreadable image(s) were skipped (see the log for their paths)")

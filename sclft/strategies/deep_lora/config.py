@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from ...errors import UsageError
 from .._adapter_config import AdapterConfig, check_number
 from .._registry import register_strategy
 
@@ -54,5 +55,5 @@ class DeepLoRAConfig(AdapterConfig):
         check_number(self, "gamma", float, 0.0)
         check_number(self, "adam_eps", float, 0.0, low_open=True)
         if not isinstance(self.train_head, bool):
-            raise ValueError(f"deep_lora: train_head must be true or false, got {self.train_head!r}")
+            raise UsageError(f"deep_lora: train_head must be true or false, got {self.train_head!r}")
         return self
