@@ -13,8 +13,9 @@ compressed/original and narrow/compressed iterations. Per d, :func:`verdicts` ap
 
 A seed where a network missed the target (budget or ``--steps``) makes the comparisons it enters ``undecided``,
 unless the network that missed is the one the claim says is slower and the other reached the target. ``--extra-basis``
-adds a compressed run with another basis per seed (reported, not decided). Writes ``suite.json``, ``summary.json``
-(after every run, so a cut run keeps what it measured) and ``table.md``; no machine paths.
+adds a compressed run with another basis per seed (reported, not decided). Writes ``suite.json``, ``runs.json``
+(the runs and the per-dimension verdicts; after every run, so a cut run keeps what it measured) and ``table.md``;
+no machine paths.
 
     python benchmarks/dln_seeds.py --out benchmarks/results/dln/seeds --dims 250 --seeds 0 1 2 3 4
 """
@@ -181,13 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--dry-run", action="store_true", help="dims 32, seeds 0 1, 60 steps: the pipeline only")
     parser.add_argument("--report", action="store_true",
-                        help="only rewrite --out's table.md from its summary.json (a run that was cut keeps the runs "
+                        help="only rewrite --out's table.md from its runs.json (a run that was cut keeps the runs "
                              "it finished; their verdicts are over those seeds)")
     args = parser.parse_args(argv)
     if args.report:
         import json
 
-        summary = json.loads((Path(args.out) / "summary.json").read_text())
+        summary = json.loads((Path(args.out) / "runs.json").read_text())
         done = {b["dim"]: [r["seed"] for r in b["runs"] if len(r["rows"]) == len(summary["arguments"]["networks"])
                            + bool(summary["arguments"].get("extra_basis"))] for b in summary["dims"]}
         lines = table(summary) + [f"Report of a cut run (`--report`): seeds with every network finished: {done}; "
@@ -234,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                 run["rows"][kind] = row
                 block["verdicts"] = verdicts(block["runs"], args.tolerance)
                 summary["total_seconds"] = time.perf_counter() - started
-                write_json(summary, out / "summary.json")
+                write_json(summary, out / "runs.json")
                 print(f"d={dim} seed={seed}: {row['stop_note']}", flush=True)
     lines = table(summary)
     write_atomic(out / "table.md", lambda tmp: Path(tmp).write_text("\n".join(lines)))
