@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         blocks.append({"dim": dim, "runs": rows, "ratios": completion_ratios(rows, clock)})
         labels = [row["network"] for row in rows]
         save_figure(
-            plot_completion([log for log, _ in runs], labels, f"d={dim}, ε={args.scale}"),
+            plot_completion([log for log, _ in runs], labels, f"d={dim}, ε={args.scale}", problem.fully_observed),
             out / f"speed_d{dim}.png",
             dpi=60,
         )

@@ -28,7 +28,7 @@ import numpy as np
 from sclft.bench import Suite, expand_suite, find_runs, load_suite
 from sclft.bench.suite import Dataset
 from sclft.io import atomic_write_text
-from sclft.rank import SCORES, Candidate, misordered_controls, rank, transfer_correlation
+from sclft.ranking import SCORES, Candidate, misordered_controls, rank, transfer_correlation
 from sclft.transfer_scores import ncti_from_rows
 
 SCORE_NAMES = tuple(SCORES)  # nc1, separation, logme, ncti

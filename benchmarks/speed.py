@@ -4,7 +4,7 @@
    with the jackknife standard errors of the ``profile`` rule ÷ without.
 2. ``layer_ft``: naive (full forward every step, frozen parameters ``requires_grad=False``) ÷ ours
    (cached frozen prefix, tail only), seconds per epoch after the first (goal ≥ 3×).
-3. ``linear_probe``: 10 epochs end to end, naive ÷ ``sclft.train.train`` (goal ≥ 8×).
+3. ``linear_probe``: 10 epochs end to end, naive ÷ ``sclft.train`` (goal ≥ 8×).
 4. ``nc1``: explicit D×D covariances + pinv ÷ ours for D=2048, K=100, N=5000 (time and peak memory),
    and ours on flattened conv features with D ≥ 100,000 (where D×D does not fit).
 5. ``memory``: peak memory of one training step per strategy, naive vs ours.
@@ -59,7 +59,7 @@ from sclft.cache import build_cache, frozen_cache_key
 from sclft.data import TransformedDataset, build_transforms, load_dataset
 from sclft.io import atomic_write_json, atomic_write_text
 from sclft.strategies import get_strategy
-from sclft.train import train as sclft_train
+from sclft.training import train as sclft_train
 
 MEASURES: dict[str, Callable[[argparse.Namespace], list[dict]]] = {}
 NAIVE_MODELS: dict[str, Callable[[int], torch.nn.Module]] = {

@@ -1,12 +1,16 @@
-"""Fast, actionable failure when pretrained weights would need the (unreachable) model hub."""
+"""Fast, actionable failure when pretrained weights would need the (unreachable) model hub.
+
+The Hub's address and offline mode are huggingface_hub's (``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, read by
+``huggingface_hub.constants``), so a mirror is probed, not huggingface.co.
+"""
 
 from __future__ import annotations
 
-import os
 import socket
 from functools import lru_cache
+from urllib.parse import urlsplit
 
-HUB_HOST = "huggingface.co"
+from huggingface_hub import constants
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -14,8 +18,13 @@ class WeightsUnavailableError(RuntimeError):
 
 
 def hub_offline_flag() -> bool:
-    """True when the user asked huggingface_hub to stay offline (HF_HUB_OFFLINE=1)."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    """True in huggingface_hub's offline mode (``HF_HUB_OFFLINE=1``)."""
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def hub_host() -> str:
+    """``host[:port]`` of the Hub huggingface_hub talks to (``HF_ENDPOINT``, default huggingface.co)."""
+    return urlsplit(constants.ENDPOINT).netloc
 
 
 @lru_cache(maxsize=1)
@@ -23,8 +32,10 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     """One DNS lookup + TCP connect, so an offline machine fails in seconds, not after minutes of retries."""
     if hub_offline_flag():
         return False
+    url = urlsplit(constants.ENDPOINT)
     try:
-        with socket.create_connection((HUB_HOST, 443), timeout=timeout):
+        with socket.create_connection((url.hostname, url.port or (80 if url.scheme == "http" else 443)),
+                                      timeout=timeout):
             return True
     except OSError:
         return False

@@ -31,14 +31,14 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from . import versions
 from .io import atomic_write_json, space_for
+from .progress import progress_bar
 
 log = logging.getLogger("sclft.cache")
 STORAGES = ("auto", "memory", "disk")
-FORMAT_VERSION = 3  # bump when the stored layout or the meaning of a key part changes
+FORMAT_VERSION = 4  # bump when the stored layout or the meaning of a key part changes (4: images read EXIF-upright)
 DEFAULT_CACHE_DIR = Path(os.environ.get("SCLFT_CACHE_DIR", Path.home() / ".cache" / "sclft" / "features"))
 
 _FINGERPRINTS: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, str]] = weakref.WeakKeyDictionary()
@@ -299,7 +299,7 @@ def build_cache(
     labels = torch.empty(n, dtype=torch.long)
     start = 0
     try:
-        for x, y in tqdm(loader, desc="caching frozen features", disable=not progress, leave=False):
+        for x, y in progress_bar(loader, desc="caching frozen features", progress=progress):
             z = model.frozen_forward(x.to(device, non_blocking=True)).to(dtype).cpu()
             if features is None:
                 shape = (n, *z.shape[1:])

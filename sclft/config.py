@@ -9,6 +9,7 @@ CLI builds its flags from it); :class:`SelectionConfig`, the options of ``--laye
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 import math
 import typing
@@ -27,6 +28,8 @@ OPTIMIZERS = ("adamw", "sgd")
 PRECISIONS = ("no", "bf16", "fp16")
 CACHE_MODES = ("auto", "memory", "disk", "off")
 SCHEDULES = ("cosine", "constant")
+# --report-to name -> (the package Accelerate's tracker needs, the sclft extra that installs it)
+TRACKERS = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb")}
 # optimisation fields left unset (None) take the strategy's ``train_defaults``, else these (see resolve_defaults)
 OPTIM_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "weight_decay": 0.05, "schedule": "cosine", "warmup_epochs": 1.0}
 DEFAULT_MAX_PARAMS = 8.0  # percent of the model's parameters a block strategy may tune under --layer auto
@@ -76,7 +79,8 @@ class TrainConfig:
     eval_every: int = 1  # evaluate on val/test every N epochs (0: only at the end)
     channels_last: bool = False
     compile: bool = False
-    tensorboard: bool = False
+    tensorboard: bool = False  # alias of report_to="tensorboard"
+    report_to: str | None = None  # experiment trackers (Accelerate's), comma-separated: tensorboard, wandb
     out: str = "runs/sclft"
     resume: bool = False
     overwrite: bool = False  # replace a finished run (or another run's checkpoints) in ``out``
@@ -88,6 +92,11 @@ class TrainConfig:
         """The ``--layer auto`` options, typed: ``extra["selection"]`` over :class:`SelectionConfig`'s defaults.
         (``extra`` stays the stored form, so YAML files, ``config.json`` and bench run ids keep their shape.)"""
         return SelectionConfig.from_options((self.extra or {}).get("selection"))
+
+    def trackers(self) -> list[str]:
+        """``report_to`` as a list (``"none"``: no tracker), with ``tensorboard`` added by its alias flag."""
+        names = [s.strip() for s in (self.report_to or "").split(",") if s.strip() and s.strip() != "none"]
+        return list(dict.fromkeys(names + (["tensorboard"] if self.tensorboard else [])))
 
     def validate(self) -> TrainConfig:
         """Check every field's type and value (no file or network access); returns ``self``.
@@ -137,6 +146,13 @@ class TrainConfig:
              f"max_params must be > 0 (a percent of the parameters), got {self.max_params}"),
             ("eval_every", self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}"),
         ]
+        for name in self.trackers():
+            if name not in TRACKERS:
+                raise ConfigError("report_to", _one_of("report_to", (*TRACKERS, "none"), name))
+            module, extra = TRACKERS[name]
+            if importlib.util.find_spec(module) is None:  # Accelerate would skip it with a debug message
+                raise ConfigError("report_to", f"report_to {name}: the {module!r} package is not installed, so "
+                                  f"nothing would be logged; pip install 'sclft[{extra}]' (or {module})")
         for key, ok, message in checks:
             if not ok:
                 raise ConfigError(key, message)

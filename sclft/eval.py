@@ -7,11 +7,12 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from . import nc
 from .data import TransformedDataset, build_transforms, load_dataset
+from .devices import resolve_device
 from .io import read_json_object
+from .progress import progress_bar
 from .save import RunFolderError, check_fields, load
 
 
@@ -54,11 +55,11 @@ def evaluate_run(
     if dataset is None:
         raise ValueError(f"{splits.name} has no {split!r} split")
     _, eval_tf = build_transforms(model.backbone.data_config, image_size or run.get("image_size"))
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     model.to(device).eval()
     loader = DataLoader(TransformedDataset(dataset, eval_tf), batch_size=batch_size, num_workers=num_workers)
     feats, labels, correct = [], [], 0
-    for x, y in tqdm(loader, desc=f"eval {split}", disable=not progress, leave=False):
+    for x, y in progress_bar(loader, desc=f"eval {split}", progress=progress):
         f = model.forward_features(x.to(device))
         correct += int((model.head(f).argmax(1).cpu() == y).sum())
         feats.append(f.float().cpu())

@@ -79,18 +79,24 @@ def atomic_path(path: str | os.PathLike, needed: int | None = None) -> Iterator[
         raise OutputPathError(f"{path}: {os.path.realpath(path)} is {kind}; sclft writes only regular files")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp creates 0600; results get the mode a plain open() would give
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         with space_for(path, needed or (lambda: tmp_path.stat().st_size if tmp_path.exists() else 0)):
             yield tmp_path
+            plain_mode(tmp_path)  # mkstemp's 0600, or the 0600 of a writer that replaced the file (save_file)
             with open(tmp_path, "rb") as f:
                 os.fsync(f.fileno())
             os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def plain_mode(path: str | os.PathLike) -> None:
+    """Give ``path`` the mode a plain ``open()`` would (0644 under the usual umask): ``mkstemp`` and
+    safetensors' ``save_file`` create 0600, which a colleague cannot read in a shared run folder."""
+    os.chmod(path, 0o666 & ~_umask())
 
 
 def _umask() -> int:

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 from typing import Any
 
 import torch
@@ -61,8 +62,16 @@ class WarmupCosine:
         if schedule == "constant":
             self.timm = StepLRScheduler(optimizer, decay_t=max(1, self.total_steps), decay_rate=1.0, **warmup)
         else:
-            self.timm = CosineLRScheduler(optimizer, t_initial=max(1, self.total_steps - self.warmup_steps + 1),
-                                          lr_min=0.0, **warmup)
+            t_initial = max(1, self.total_steps - self.warmup_steps + 1)
+            # t_initial 1: the run is all warm-up (e.g. 1 epoch with warmup_epochs 1), on purpose; timm warns
+            # that its cosine then has no effect, which is the schedule asked for, so that warning is not shown
+            quiet = logging.getLogger("timm.scheduler.cosine_lr")
+            level = quiet.level
+            quiet.setLevel(logging.ERROR if t_initial == 1 else level)
+            try:
+                self.timm = CosineLRScheduler(optimizer, t_initial=t_initial, lr_min=0.0, **warmup)
+            finally:
+                quiet.setLevel(level)
         self.updates = 0
         self.timm.step_update(1)  # the lr of the first update
 

@@ -21,10 +21,11 @@ from typing import Any
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
-from .data.base import to_rgb
 from .data.imagefolder import IMAGE_EXTENSIONS
+from .devices import resolve_device
+from .preprocess import load_image, to_rgb, upright
+from .progress import progress_bar
 
 log = logging.getLogger("sclft.predict")
 
@@ -99,12 +100,11 @@ def _read_list(path: Path) -> list[Path]:
 
 
 def read_image(path: str | Path) -> Image.Image:
-    """``path`` decoded completely as 8-bit RGB; a file Pillow cannot decode (not an image, truncated) is a
+    """``path`` decoded completely, turned upright (EXIF orientation) and as 8-bit RGB
+    (:func:`sclft.preprocess.load_image`); a file Pillow cannot decode (not an image, truncated) is a
     ``ValueError`` naming it."""
     try:
-        with Image.open(path) as image:
-            image.load()  # decode it all now: a truncated file fails here, not later in the transform
-            return to_rgb(image)
+        return load_image(path)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:  # PIL's decode errors
         raise ValueError(f"{path}: not a readable image ({e})") from None
 
@@ -130,15 +130,6 @@ def _collate(items):
     bad = [(i, err) for x, i, err in items if x is None]
     x = torch.stack([x for x, _ in good]) if good else None
     return x, [i for _, i in good], bad
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """``auto`` / None → CUDA when present, else CPU; ``cuda`` without a GPU is a ``ValueError``."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: no CUDA device here (valid: auto, cpu)")
-    return torch.device(device)
 
 
 def autocast(device: torch.device, precision: str | None):
@@ -179,7 +170,7 @@ def predict_files(model, files: Sequence[Path] | Inputs, top_k: int = 5, batch_s
     loader = DataLoader(_Images(files, model.transform), batch_size=batch_size, num_workers=num_workers,
                         collate_fn=_collate, pin_memory=dev.type == "cuda")
     rows, skipped = [], []
-    with tqdm(total=len(files), desc="predict", unit="img", disable=not progress, leave=False) as bar:
+    with progress_bar(total=len(files), desc="predict", unit="img", progress=progress) as bar:
         for x, indices, bad in loader:
             skipped += [(str(files[i]), err) for i, err in bad]
             if x is not None:
@@ -232,7 +223,7 @@ def _as_tensor(model, image) -> torch.Tensor:
         image = read_image(image)
     if not isinstance(image, Image.Image):
         raise TypeError(f"predict takes PIL images, paths or tensors, got {type(image).__name__}")
-    return model.transform(to_rgb(image))
+    return model.transform(to_rgb(upright(image)))
 
 
 # ------------------------------------------------------------------------------------------- run folders

@@ -9,7 +9,7 @@ from .io import check_out_folder
 
 
 def _main(args: argparse.Namespace) -> int:
-    from .rank import rank  # torch: only when the command runs (light --help)
+    from .ranking import rank  # torch: only when the command runs (light --help)
 
     if args.out:
         check_out_folder(args.out, ("rank.csv", "rank.json", "rank.png"))
@@ -28,7 +28,7 @@ def _main(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``rank`` on the top-level ``sclft`` parser."""
-    from .rank import DEFAULT_BY, SCORES  # torch: only when the command runs (light --help)
+    from .ranking import DEFAULT_BY, SCORES  # torch: only when the command runs (light --help)
 
     p = subparsers.add_parser(
         "rank", help="rank candidate backbones by NC1, LogME and NCTI on the training data (one probe each)",

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from ._hub import WeightsUnavailableError
 from .backbones import create_backbone
 from .cache import hash_tensors
+from .card import base_model_id
 from .io import _json_default, atomic_path, atomic_write_json, read_json_object
 from .model import TransferModel
 from .strategies import list_strategies
@@ -140,8 +141,11 @@ def save_model(model: TransferModel, out: str | Path, build: dict | None = None)
     weights = trainable_state(model)
     with atomic_path(out / "model.safetensors", sum(t.numel() * t.element_size() for t in weights.values())) as tmp:
         save_file(weights, str(tmp))
-    exported = model.strategy.export(model.backbone, out)  # e.g. lora: a peft adapter beside model.safetensors
-    config = {**model.config(), **(build or {}), EXPORTS_KEY: list(exported)}
+    build = build or {}
+    base = base_model_id(model, build.get("pretrained", True), build.get("checkpoint"))
+    # e.g. lora: a peft adapter (with the head) beside model.safetensors
+    exported = model.strategy.export(model.backbone, out, head=model.head, base_model=base)
+    config = {**model.config(), **build, EXPORTS_KEY: list(exported)}
     config = json.loads(json.dumps(config, default=_json_default))  # as it reads back
     atomic_write_json(out / "config.json", {**config, MODEL_DIGEST: model_digest(out / "model.safetensors", config)})
     return out

@@ -69,7 +69,7 @@ from .picks import (  # noqa: F401  (the pure picks and the rule registry, re-ex
     register_rule,
     repeated_blocks,
 )
-from .probe import probe
+from .probing import probe
 from .strategies import default_block_strategy, strategy_config
 from .transfer_scores import LAYER_SCORES
 

@@ -171,7 +171,7 @@ def _classes(suite, dry_run: bool):
 
 def _timed_run(run, data: str, epochs: int, per_class: int | None, out: Path) -> dict:
     """One run of the class at the suite's settings on the stand-in data (random weights), in this process."""
-    from sclft.train import TrainConfig, train
+    from sclft.training import TrainConfig, train
 
     config = {**run.config, "data": data, "pretrained": False, "epochs": epochs, "eval_every": 0,
               "train_per_class": per_class, "progress": False, "out": str(out), "overwrite": True}

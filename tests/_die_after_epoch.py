@@ -5,7 +5,7 @@ import importlib
 import os
 import sys
 
-train_mod = importlib.import_module("sclft.train.loop")
+train_mod = importlib.import_module("sclft.training.loop")
 _save = train_mod.save_checkpoint
 
 

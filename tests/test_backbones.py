@@ -66,8 +66,11 @@ def test_passthrough_and_user_modules():
 
 
 def test_offline_pretrained_gives_actionable_error(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub
+
     from sclft import _hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # HF_HUB_OFFLINE=1, as read at its import
 
     _hub.hub_reachable.cache_clear()
     with pytest.raises(sclft.WeightsUnavailableError) as err:
@@ -234,7 +237,7 @@ def test_cached_clip_weights_load_offline(tmp_path, monkeypatch):
 
     from sclft import _hub
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # HF_HUB_OFFLINE=1, as read at its import
     _hub.hub_reachable.cache_clear()
     cache = tmp_path / "hub"
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))

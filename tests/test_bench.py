@@ -304,7 +304,7 @@ def test_run_ids_cover_every_config_field_defaults_and_library_versions(monkeypa
     suite = bench.load_suite("smoke")
     run = next(r for r in bench.expand_suite(suite) if r.strategy == "scl_ft")
     seen = bench.plan.run_fingerprint(run.config)
-    left_out = {"out", "cache_dir", "progress", "num_workers", "tensorboard", "resume", "overwrite"}
+    left_out = {"out", "cache_dir", "progress", "num_workers", "tensorboard", "report_to", "resume", "overwrite"}
     assert set(seen["config"]) == {f.name for f in dataclasses.fields(TrainConfig)} - left_out
     assert seen["config"]["strategy_options"] == {"fuse": "add", "match": "repeat", "skip_pooling": None}  # defaults
     # unset optimisation fields are fingerprinted as resolved (the strategy's default, else the global one)

@@ -13,7 +13,7 @@ from sclft.data import build_transforms, load_dataset
 from sclft.data.base import LabelSubset, targets_of
 from sclft.data.subsets import few_shot_indices
 
-train_mod = importlib.import_module("sclft.train.loop")  # the module (sclft.train is also the function)
+train_mod = importlib.import_module("sclft.training.loop")
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest
 

@@ -140,6 +140,25 @@ def test_imagefolder_val_dir_and_missing_layout(image_folder: Path, tmp_path: Pa
         load_dataset(f"imagefolder:{tmp_path / 'nothing'}")
 
 
+
+def test_imagefolder_indexes_what_torchvision_imagefolder_finds(tmp_path: Path):
+    """Nested sub-folders included, class by class in path order; hidden files and class folders left out."""
+    from torchvision.datasets import ImageFolder
+
+    root = tmp_path / "f"
+    for rel in ("train/cat/z.png", "train/cat/a.png", "train/cat/sub/b.png", "train/dog/x.jpg", "test/cat/c.png",
+                "test/dog/d.png"):
+        _png(root / rel, (10, 20, 30))
+    splits = load_dataset(f"imagefolder:{root}")
+    ours = [(str(p), t) for p, t in zip(splits.train.paths, targets_of(splits.train))]
+    assert sorted(ours) == sorted(ImageFolder(str(root / "train")).samples)
+    assert [Path(p).relative_to(root / "train").as_posix() for p, _ in ours] == [
+        "cat/a.png", "cat/sub/b.png", "cat/z.png", "dog/x.jpg"]
+    _png(root / "train" / "cat" / ".hidden.png", (1, 2, 3))
+    _png(root / "train" / ".cache" / "e.png", (1, 2, 3))
+    again = load_dataset(f"imagefolder:{root}")
+    assert again.class_names == ["cat", "dog"] and [str(p) for p in again.train.paths] == [p for p, _ in ours]
+
 # --- Fashion-MNIST IDX --------------------------------------------------------------------------
 
 
@@ -418,7 +437,7 @@ def test_cli_train_exits_2_on_a_missing_test_class_before_building_a_model(tmp_p
 
     from sclft.cli import main
 
-    train_mod = importlib.import_module("sclft.train.loop")
+    train_mod = importlib.import_module("sclft.training.loop")
 
     def no_model(*args, **kwargs):
         raise AssertionError("a model was built although the splits are unusable")
@@ -447,7 +466,7 @@ def test_test_subset_is_a_dataset_of_sclft_data(caplog):
 
     assert "test_subset:N:NAME" in list_prefixes()
     # registered by sclft.data itself, not as a side effect of the bench
-    assert _registry._PREFIXES["test_subset"][0].__module__ == "sclft.data.test_subset"
+    assert _registry._PREFIXES["test_subset"][0].__module__ == "sclft.data.cut_split"
     splits = load_dataset("test_subset:3:digits", seed=4)
     assert Counter(targets_of(splits.test)) == {k: 3 for k in range(10)} and splits.options["test_per_class"] == 3
     assert splits.test.indices == load_dataset("test_subset:3:digits", seed=9).test.indices  # fixed seed 0

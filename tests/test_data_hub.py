@@ -197,3 +197,34 @@ def test_missing_fashion_mnist_says_apt_get(monkeypatch, tmp_path: Path, hf_cach
         assert str(data_dir or tmp_path / "no-such-dir") in message and no_network == []
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert APT_LINE in readme  # the README and the error give the same command
+
+
+def test_the_hub_probe_follows_huggingface_hub_endpoint_and_offline_mode(tmp_path: Path):
+    """HF_ENDPOINT (a mirror) is the host probed, as huggingface_hub resolves it; HF_HUB_OFFLINE=1 probes nothing."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from huggingface_hub import constants; from sclft import _hub; "
+            "print(constants.ENDPOINT, _hub.hub_host(), _hub.hub_reachable(), _hub.hub_offline_flag())")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    with socket.socket() as mirror, socket.socket() as closed:
+        mirror.bind(("127.0.0.1", 0))
+        mirror.listen(1)
+        mirror.settimeout(60)
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: a connect is refused
+        port, dead = mirror.getsockname()[1], closed.getsockname()[1]
+
+        def run(endpoint: str, **extra: str) -> list[str]:
+            out = subprocess.run([sys.executable, "-c", code], env={**env, "HF_ENDPOINT": endpoint, **extra},
+                                 capture_output=True, text=True, check=True).stdout
+            return out.split()
+
+        assert run(f"http://127.0.0.1:{port}/") == [f"http://127.0.0.1:{port}", f"127.0.0.1:{port}", "True", "False"]
+        mirror.accept()[0].close()  # the probe connected to the mirror, not to huggingface.co
+        assert run(f"http://127.0.0.1:{dead}")[2:] == ["False", "False"]
+        assert run(f"http://127.0.0.1:{port}", HF_HUB_OFFLINE="1")[2:] == ["False", "True"]
+        mirror.settimeout(0)
+        with pytest.raises(BlockingIOError):  # offline: no second connection
+            mirror.accept()

@@ -203,7 +203,7 @@ def test_probe_and_bench_plots_leave_the_users_matplotlib_backend_alone(tmp_path
 
     code = (
         "import matplotlib; matplotlib.use('svg'); import matplotlib.pyplot as plt; from pathlib import Path; "
-        "from sclft.probe import ProbeResult; from sclft.bench import render; "
+        "from sclft.probing import ProbeResult; from sclft.bench import render; "
         "rows = [{'layer': f'b{i}', 'nc1': 1.0 / (i + 1), 'separation': 1.0, 'dim': 4} for i in range(3)]; "
         "r = ProbeResult.__new__(ProbeResult); r.rows, r.backbone, r.num_samples, r.num_classes = rows, 'x', 9, 3; "
         f"r.plot(Path({str(tmp_path)!r}) / 'p.png'); "

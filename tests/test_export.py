@@ -121,17 +121,69 @@ def test_merged_deep_lora_folds_delta_into_the_weight():
         assert max_relative_error(Classifier(plain)(x), model(x)) <= 1e-5
 
 
-def test_safetensors_export_holds_every_tensor_and_the_metadata(tmp_path):
+# ------------------------------------------------------------------------------------------- safetensors
+# (timm graphs: what a timm user writes; others: refused by timm, rebuilt by sclft)
+TIMM_GRAPHS = [("efficientnet_lite0", "lora", "tf_efficientnet_lite0"), ("resnet18", "bitfit", "resnet18"),
+               ("timm:test_vit", "deep_lora", "test_vit"), ("timm:test_vit", "linear_probe", "test_vit")]
+
+
+@pytest.mark.parametrize(("backbone", "strategy", "architecture"), TIMM_GRAPHS)
+def test_safetensors_export_of_a_timm_graph_is_rebuilt_by_timm(backbone, strategy, architecture, tmp_path):
+    import json
+
+    import timm
     from safetensors.torch import load_file
 
+    model = _model(backbone, strategy)
+    out = export_model(model, "safetensors", tmp_path / "export")
+    config = json.loads((out / "config.json").read_text())
+    assert config["architecture"] == architecture and config["num_classes"] == 3
+    assert config["label_names"] == ["ant", "bee", "cat"] and config["pretrained_cfg"]["input_size"] == [3, SIZE, SIZE]
+    x = _images(3)
+    with torch.no_grad():
+        ref = model(x)
+        by_dir = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
+        assert max_relative_error(by_dir(x), ref) <= RTOL
+        by_state = timm.create_model(architecture, **config["model_args"]).eval()  # num_classes, img_size ...
+        by_state.load_state_dict(load_file(str(out / "model.safetensors")))  # strict: every key is timm's
+        assert max_relative_error(by_state(x), ref) <= RTOL
+    meta = read_metadata(out, "safetensors")
+    assert meta["timm_architecture"] == architecture and meta["preprocessing"]["input_size"] == [3, SIZE, SIZE]
+    hf = json.loads((out / "preprocessor_config.json").read_text())
+    assert hf["crop_size"] == {"height": SIZE, "width": SIZE}
+
+
+def test_safetensors_export_of_the_scl_ft_skip_does_not_load_into_timm(tmp_path):
+    import json
+
+    import timm
+    from safetensors.torch import load_file
+
+    from sclft.export import load_safetensors_export
+
     model = _model("resnet18", "scl_ft")
-    path = export_model(model, "safetensors", tmp_path / "m.safetensors")
-    tensors = load_file(str(path))
-    expected = model.state_dict()
-    assert set(tensors) == set(expected)
-    assert all(torch.equal(tensors[k], expected[k]) for k in expected)
-    meta = read_metadata(path, "safetensors")
-    assert meta["class_names"] == ["ant", "bee", "cat"] and meta["layer"] == "layer3.0"
+    out = export_model(model, "safetensors", tmp_path / "export")
+    tensors = load_file(str(out / "model.safetensors"))
+    assert all(k.startswith("sclft.") for k in tensors)
+    with pytest.raises(RuntimeError, match="Missing key"):  # the architecture the file would seem to be
+        timm.create_model("resnet18", num_classes=3).load_state_dict(tensors)
+    with pytest.raises(Exception, match="architecture"):
+        timm.create_model(f"local-dir:{out}", pretrained=True)
+    meta = read_metadata(out, "safetensors")
+    assert meta["timm_architecture"] is None and "load_safetensors_export" in meta["rebuild"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["library_name"] == "sclft" and config["strategy"] == "scl_ft" and config["layer"] == "layer3.0"
+    x = _images(3)
+    with torch.no_grad():
+        assert max_relative_error(load_safetensors_export(out)(x), model(x)) <= RTOL
+
+
+def test_safetensors_export_folder_is_not_replaced_without_overwrite(tmp_path):
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not empty"):
+        export_model(_model("timm:test_vit", "linear_probe"), "safetensors", tmp_path / "export")
+    assert (tmp_path / "export" / "notes.txt").read_text() == "mine"
 
 
 def test_unknown_format_names_the_valid_ones(tmp_path):
@@ -147,3 +199,12 @@ def test_an_exporter_failure_says_what_could_not_be_exported(tmp_path, monkeypat
     with pytest.raises(ExportError, match=r"cannot export timm:test_vit / scl_ft to onnx: RuntimeError: .*aten::fancy"):
         export_model(_model("timm:test_vit", "scl_ft"), "onnx", tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()  # nothing half-written
+
+
+def test_a_safetensors_export_that_does_not_load_back_leaves_nothing(tmp_path, monkeypatch):
+    import sclft.export
+
+    monkeypatch.setattr(sclft.export, "load_safetensors_export", lambda folder: (lambda x: torch.zeros(len(x), 3)))
+    with pytest.raises(ExportError, match="differs from PyTorch"):
+        export_model(_model("timm:test_vit", "linear_probe"), "safetensors", tmp_path / "export")
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor its temporary sibling

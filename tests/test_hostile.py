@@ -125,7 +125,7 @@ def disk_full(target: str, error: Callable[[], Exception]) -> Callable[[pytest.M
     def patch(mp: pytest.MonkeyPatch) -> None:
         def full(*args, **kwargs):
             raise error()
-        mp.setattr(importlib.import_module(module), name, full)  # (sclft.train is also a function)
+        mp.setattr(importlib.import_module(module), name, full)
     return patch
 
 
@@ -294,7 +294,7 @@ CASES = [
          setup=another_runs_weights),
     # ---- issue 29.5: a full disk is an environment fault (exit 1) that names the device; nothing earlier is lost
     Case("disk-full-checkpoint", train(*REAL[len(TINY):]), ("no space left on", "needed ~", "MB"), code=1,
-         patch=disk_full("sclft.train.checkpoint.save_file", enospc)),
+         patch=disk_full("sclft.training.checkpoint.save_file", enospc)),
     Case("disk-full-feature-cache", train(*REAL[len(TINY):], "--cache", "disk"),
          ("no space left on", ".partial", "MB free"), code=1, patch=disk_full("os.posix_fallocate", enospc)),
     Case("disk-full-overwrite-keeps-the-old-run", ["train", *REAL, "--cache-dir", "{tmp}/cache", "--out", "{run}",

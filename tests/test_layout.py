@@ -1,4 +1,4 @@
-"""The import layout: the library (everything in ``sclft/`` but the trainer ``sclft/train/``, the bench
+"""The import layout: the library (everything in ``sclft/`` but the trainer ``sclft/training/``, the bench
 ``sclft/bench/`` and the CLI) imports neither the trainer nor the bench (open_clip's library / training split),
 no ``sclft`` module imports itself through others (both count imports inside functions), and an import left
 inside a function says why (keeps ``--help`` light, an optional dependency, a slow import one feature needs)."""
@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "sclft"
-APPLICATIONS = ("train", "bench")
+APPLICATIONS = ("training", "bench")
 
 
 def imported_modules(path: Path, package_dir: Path = PACKAGE) -> set[str]:
@@ -74,8 +74,8 @@ def library_files() -> list[Path]:
 def test_import_resolution_sees_relative_and_function_level_imports(tmp_path):
     probe = tmp_path / "sclft" / "strategies" / "scl_ft" / "_layout_probe.py"
     probe.parent.mkdir(parents=True)
-    probe.write_text("def f():\n    from ...train import train\n    from ... import bench\n")
-    assert {"sclft.train", "sclft.bench"} <= imported_modules(probe, tmp_path / "sclft")
+    probe.write_text("def f():\n    from ...training import train\n    from ... import bench\n")
+    assert {"sclft.training", "sclft.bench"} <= imported_modules(probe, tmp_path / "sclft")
 
 
 def test_the_library_imports_neither_the_trainer_nor_the_bench():
@@ -104,7 +104,7 @@ def test_circles_are_found_through_function_level_and_package_imports(tmp_path):
 
 def test_no_import_circle_among_sclft_modules():
     graph = import_graph()
-    assert "sclft.config" in graph and "sclft.selection" in graph["sclft.train.loop"]
+    assert "sclft.config" in graph and "sclft.selection" in graph["sclft.training.loop"]
     assert circles(graph) == []
 
 
@@ -137,3 +137,14 @@ def test_deferred_imports_say_why(tmp_path):
     assert deferred_imports_without_reason(probe) == [10]
     missing = {str(p.relative_to(PACKAGE)): deferred_imports_without_reason(p) for p in sorted(PACKAGE.rglob("*.py"))}
     assert {k: v for k, v in missing.items() if v} == {}
+
+
+def test_a_public_function_has_no_module_of_its_name():
+    """``sclft.train`` / ``probe`` / ``rank`` are functions; ``import sclft.train`` must not find a module instead."""
+    import sclft
+
+    functions = [n for n in sclft.__all__ if sclft._EXPORTS.get(n)]  # None: the export is a module (``sclft.nc``)
+    assert {"train", "probe", "rank"} <= set(functions)
+    clashing = [n for n in functions if (PACKAGE / f"{n}.py").exists() or (PACKAGE / n).is_dir()]
+    assert clashing == []
+    assert type(sclft) is type(ast)  # a plain module: no __class__ swap hides the submodules

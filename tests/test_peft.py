@@ -14,10 +14,10 @@ from sclft.model import TransferModel
 from sclft.save import build_backbone
 from sclft.strategies import list_strategies, strategy_config
 from sclft.strategies.lora import load_adapter, save_adapter
-from sclft.train import TrainConfig, load, train
+from sclft.training import TrainConfig, load, train
 
 peft = pytest.importorskip("peft")
-train_mod = importlib.import_module("sclft.train.loop")
+train_mod = importlib.import_module("sclft.training.loop")
 
 # peft's own matching of the same layers, written independently of our per-family defaults
 PEFT_REFERENCE = {

@@ -18,7 +18,7 @@ def run(tmp_path_factory, one_thread):
     """A finished run (random timm test_resnet, digits at 16 px) and the digits test split written as PNG files, in
     class folders, in the order of the split."""
     from sclft.data import load_dataset
-    from sclft.train import TrainConfig, train
+    from sclft.training import TrainConfig, train
 
     root = tmp_path_factory.mktemp("predict")
     cfg = TrainConfig(backbone="timm:test_resnet", pretrained=False, data="digits", strategy="scl_ft", layer="layer3.0",
@@ -182,7 +182,7 @@ def test_the_run_writes_a_model_card_from_its_metrics(run, tmp_path):
     run_dir, _ = run
     metrics = json.loads((run_dir / "metrics.json").read_text())
     card = ModelCard.load(run_dir / "README.md")
-    assert card.data.library_name == "sclft" and card.data.datasets == ["digits"]
+    assert card.data.library_name == "sclft" and card.data.datasets is None  # digits is not a Hub dataset
     assert card.data.base_model is None  # random weights: no base model
     result = card.data.eval_results[0]
     assert (result.metric_type, result.dataset_split, result.metric_value) == ("accuracy", "test",
@@ -218,3 +218,24 @@ def test_a_readme_of_the_users_own_is_left_alone(run, tmp_path):
     (folder / "README.md").write_text("# my notes\n")
     assert write_model_card(folder, model=None) is None
     assert (folder / "README.md").read_text() == "# my notes\n"
+
+
+def test_trained_run_through_the_cli_and_a_torch_free_deployer_agree(run, capsys, tmp_path):
+    """The issue's case: 8-px digits (smaller than the 16-px input) through `sclft export` + onnxruntime + the
+    numpy / Pillow preprocessing, in a process that cannot import torch, give `sclft predict`'s probabilities."""
+    from test_deploy import BY_PACKAGE, ONNX_RUN, deploy
+
+    run_dir, images = run
+    files = sorted(images.rglob("*.png"))[:40]
+    code, _, _ = _predict(capsys, "--checkpoint", run_dir, *files, "--top-k", 10, "--out", tmp_path / "p.json")
+    assert code == 0
+    assert main(["export", "--checkpoint", str(run_dir), "--format", "onnx", "--no-dynamo", "--out",
+                 str(tmp_path / "m.onnx")]) == 0
+    probs = {}
+    for row in json.loads((tmp_path / "p.json").read_text()):
+        probs[Path(row["filename"]).name] = [dict(zip(row["index"], row["prob"]))[k] for k in range(10)]
+    assert len(probs) == len(files)  # names unique across the class folders
+    (tmp_path / "cases.json").write_text(json.dumps({"images": [str(f) for f in files], "cases": {
+        "run": {"onnx": str(tmp_path / "m.onnx"), "probs": probs}}}))
+    result = deploy(tmp_path, ["torch", "torchvision", "timm"], BY_PACKAGE, ONNX_RUN)
+    assert result["modules"] == [] and result["worst"]["run"] <= 1e-4, result

@@ -50,7 +50,7 @@ def test_probe_subset_pooling_and_tuned_model(backbone_factory):
 def test_layer_auto_survives_a_real_device_move(tmp_path, simulated_device_move):
     """probe() moved the model under inference_mode: the parameters became inference tensors and
     TransferModel's requires_grad_(True) failed (every GPU run with the default --layer auto)."""
-    from sclft.train import TrainConfig, train
+    from sclft.training import TrainConfig, train
 
     metrics = train(TrainConfig(backbone="resnet18", pretrained=False, data="digits", strategy="scl_ft", layer="auto",
                                 image_size=16, train_per_class=5, epochs=1, batch_size=16, progress=False,
@@ -87,3 +87,17 @@ def test_probe_jackknife_standard_errors_in_memory_and_streamed(tmp_path, backbo
     one = torch.cat([torch.nonzero(y != 9).flatten(), torch.nonzero(y == 9).flatten()[:1]])  # class 9: one sample
     assert math.isnan(sclft.probe(b, (x[one], y[one]), layers=layers[:1], progress=False, jackknife=5)
                       ["layer2.1"]["nc1_se"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_refused_by_name_before_any_work(backbone_factory):
+    """One device rule (sclft.devices.resolve_device) for probe, eval, predict, the bench and the theory lab."""
+    from sclft.devices import resolve_device
+
+    assert resolve_device(None) == resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match=r"^--device cuda:1: no CUDA device here \(valid: auto, cpu\)$"):
+        resolve_device("cuda:1")
+    x, y = _digits(20)
+    with pytest.raises(ValueError, match="--device cuda: no CUDA device"):
+        sclft.probe(backbone_factory("resnet18"), (x, y), progress=False, device="cuda")

@@ -12,10 +12,10 @@ import torch
 
 from sclft import cli, nc, transfer_scores
 from sclft.data import TransformedDataset, build_transforms, load_dataset
-from sclft.rank import Candidate, parse_candidates, rank
+from sclft.ranking import Candidate, parse_candidates, rank
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-rank_module = importlib.import_module("sclft.rank")  # `sclft.rank` is the function
+rank_module = importlib.import_module("sclft.ranking")
 
 
 def test_candidates_from_names_sizes_and_controls():
@@ -83,7 +83,7 @@ def test_rank_cli_writes_the_table_and_refuses_bad_candidates_before_probing(tmp
     def no_probe(*a, **k):
         raise AssertionError("a probe ran before the candidates were checked")
 
-    monkeypatch.setattr(importlib.import_module("sclft.probe"), "probe", no_probe)
+    monkeypatch.setattr(importlib.import_module("sclft.probing"), "probe", no_probe)
     assert cli.main(["rank", "--backbones", "efficientnet_lite0@16", "nope_net", "--data", "digits"]) == 2
     assert "unknown backbone 'nope_net'" in capsys.readouterr().err
     assert cli.main(["rank", "--backbones", "efficientnet_lite0@16", "resnet18", "--data", "digits"]) == 1  # offline
@@ -191,7 +191,7 @@ def test_selection_scores_verdicts_compare_rules_on_their_common_cells():
 
 
 def test_probe_scores_each_layer_in_memory_and_nan_when_streamed(digits, tmp_path):
-    from sclft.probe import probe
+    from sclft.probing import probe
 
     b = rank_module.build_candidates([Candidate("efficientnet_lite0", 16, pretrained=False)])[0]
     _, tf = build_transforms(b.data_config, 16)

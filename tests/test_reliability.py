@@ -19,8 +19,8 @@ from safetensors.torch import load_file, save_file
 from sclft.cli import main as cli_main
 from sclft.io import atomic_write_json
 
-train_mod = importlib.import_module("sclft.train.loop")  # the module (sclft.train is also the function)
-from sclft.train import LOCK_FILE, NonFiniteLossError, RunFolderError, TrainConfig, latest_checkpoint, load, train  # noqa: E402
+train_mod = importlib.import_module("sclft.training.loop")
+from sclft.training import LOCK_FILE, NonFiniteLossError, RunFolderError, TrainConfig, latest_checkpoint, load, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(backbone="resnet18", pretrained=False, data="digits", strategy="layer_ft", layer="layer3.0", image_size=16,

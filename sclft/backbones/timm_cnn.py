@@ -6,18 +6,20 @@ from functools import partial
 
 import timm
 import torchvision
+from timm.data.constants import DEFAULT_CROP_PCT, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 from ._registry import register_backbone, register_module_adapter
 from ._timm import create_timm_model, timm_data_config
 from .base import BackboneSpec, Stage, submodule
 
+# torchvision's ImageNet preprocessing (bilinear, 224 px), with timm's constants
 IMAGENET_DATA_CONFIG = {
     "input_size": (3, 224, 224),
-    "mean": (0.485, 0.456, 0.406),
-    "std": (0.229, 0.224, 0.225),
+    "mean": IMAGENET_DEFAULT_MEAN,
+    "std": IMAGENET_DEFAULT_STD,
     "interpolation": "bilinear",
-    "crop_pct": 0.875,
+    "crop_pct": DEFAULT_CROP_PCT,
 }
 
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from ..backbones import create_backbone
 from ..cache import DEFAULT_CACHE_DIR
+from ..devices import resolve_device
 from ..io import atomic_write_json
 from ..model import TransferModel
 from ..predict import autocast as predict_autocast
@@ -87,7 +88,7 @@ def measure(run: Run, num_classes: int, device: str | None = None, steps: int = 
     """Time ``steps`` training steps of the run's cost class and of a full inference pass (after ``warmup``)."""
     klass, strategy = cost_class(run)
     name, size, precision = run.config["backbone"], image_size(run), run.config.get("precision", "no")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device)
 
     def autocast():
         return predict_autocast(dev, precision)

@@ -23,7 +23,7 @@ from typing import Any
 
 from .. import versions as version_info
 from ..io import read_json  # re-exported: the bench's readers import it from here
-from ..train.run_folder import METRICS_FILE, run_lock
+from ..training.run_folder import METRICS_FILE, run_lock
 from .plan import Run, config_fingerprint, split_id
 
 RUNS_SUBDIR = "experiments"  # OUT/experiments/<run-id>/: one training run each

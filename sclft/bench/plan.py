@@ -30,7 +30,7 @@ from ..strategies import get_strategy_config, option_owners, strategy_config
 from .suite import Backbone, Dataset, Group, Suite, SuiteError
 
 # what a run's id leaves out of its hash: fields that do not change the result
-UNHASHED_FIELDS = ("out", "cache_dir", "progress", "num_workers", "tensorboard", "resume", "overwrite")
+UNHASHED_FIELDS = ("out", "cache_dir", "progress", "num_workers", "tensorboard", "report_to", "resume", "overwrite")
 
 
 @dataclass

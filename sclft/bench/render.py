@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..io import atomic_write
-from ..plotting import subplots
+from ..plotting import log_axis, subplots
 from ..selection import DEFAULT_PROFILE_PICK, DEFAULT_RULE
 from ..strategies import get_strategy_config, strategy_rank
 from .scoring import mean_std, method_name, method_order, spearman, summarize_rules
@@ -136,28 +136,45 @@ def _figure(n: int, columns: int = 4):
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=90))
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=90, bbox_inches="tight"))  # + figure legends
     return path
+
+
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+_LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)), (0, (7, 2)), (0, (3, 1, 1, 1)))
+
+
+def method_styles(strategies) -> dict[str, dict[str, Any]]:
+    """Line style per method of a figure, in table order: its own colour, marker and dash pattern, and the
+    earlier ones wider with bigger hollow markers, so lines that coincide (layers a method leaves as they
+    were) stay visible under the ones drawn after them."""
+    styles = {}
+    for i, strategy in enumerate(method_order(strategies)):
+        k = i % len(_MARKERS)
+        styles[strategy] = {"color": f"C{i % 10}", "marker": _MARKERS[k], "linestyle": _LINESTYLES[k],
+                            "lw": max(2.6 - 0.5 * k, 1.0), "ms": max(8.0 - 1.6 * k, 3.0), "mfc": "none", "mew": 1.3,
+                            "label": method_name(strategy)}
+    return styles
 
 
 def plot_nc1_layers(panels: dict[tuple[str, str], list[tuple[str, list[dict[str, str]]]]], path: Path) -> Path | None:
     """Layer-wise NC1 (log) after each strategy: ``panels[(backbone, dataset)]`` = [(strategy, rows of its
-    ``nc1_layers.csv``)], one panel each, one line per strategy."""
+    ``nc1_layers.csv``)], one panel each, one line per strategy (:func:`method_style`)."""
     if not panels:
         return None
     fig, axes = _figure(len(panels))
+    styles = method_styles(strategy for lines in panels.values() for strategy, _ in lines)
     for ax, ((backbone, dataset), lines) in zip(axes, panels.items()):
         names: list[str] = []
         for strategy, rows in sorted(lines, key=lambda line: strategy_rank(line[0])):
             names = [row["layer"] for row in rows]
-            ax.plot(range(len(rows)), [float(row["nc1"]) for row in rows], marker="o", ms=3,
-                    label=method_name(strategy))
-        ax.set_yscale("log")
+            ax.plot(range(len(rows)), [float(row["nc1"]) for row in rows], **styles[strategy])
+        log_axis(ax, "y")
         ax.set_xticks(range(len(names)), names, rotation=70, ha="right", fontsize=7)
         ax.set_ylabel("NC1 (train data)")
         ax.set_title(f"{backbone} / {dataset}")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, title="lines coincide on layers left as pretrained", title_fontsize=7)
     return _save(fig, path)
 
 
@@ -166,14 +183,19 @@ def plot_data_size(rows: list[dict[str, Any]], path: Path) -> Path | None:
     if not cells:
         return None
     fig, axes = _figure(len(cells))
+    styles = method_styles(r["strategy"] for r in rows)
     for ax, cell in zip(axes, cells):
         here = [r for r in rows if (r["backbone"], r["dataset"]) == cell]
         for strategy in method_order(r["strategy"] for r in here):
             pts = [r for r in here if r["strategy"] == strategy]
             stats = [mean_std(r["test"]) for r in pts]
+            style = {**styles[strategy], "mfc": None, "ms": 5}  # filled: error bars cross hollow markers
             ax.errorbar([r["train_per_class"] for r in pts], [100 * m for m, _ in stats],
-                        yerr=[100 * s for _, s in stats], marker="o", capsize=3, label=method_name(strategy))
-        ax.set_xscale("log")
+                        yerr=[100 * s for _, s in stats], capsize=3, **style)
+        sizes = sorted({r["train_per_class"] for r in here})
+        log_axis(ax, "x")
+        ax.set_xticks(sizes, [str(n) for n in sizes])  # the sizes trained, as ticks
+        ax.xaxis.set_minor_formatter("")
         ax.set_xlabel("training examples per class")
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(" / ".join(cell))
@@ -200,10 +222,12 @@ def plot_selection(cells: list[dict[str, Any]], path: Path) -> Path | None:
         if all(b in c["nc1_profile"] for b in c["blocks"]):
             twin.plot(x, [c["nc1_profile"][b] for b in c["blocks"]], "s--", color="C1", ms=3, label="NC1 pretrained")
         twin.plot(x, [c["nc1_after"][b] for b in c["blocks"]], "^:", color="C2", ms=3, label="NC1 after FT")
-        twin.set_yscale("log")
+        log_axis(twin, "y")
         twin.set_ylabel("NC1 (train data)")
         handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-        ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="lower left")
+    # one legend for every panel (same three lines), above them: in a panel it hid points
+    fig.legend(handles, [h.get_label() for h in handles], loc="lower center", bbox_to_anchor=(0.5, 1.0),
+               ncols=len(handles), fontsize=10, frameon=False)
     return _save(fig, path)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from .. import versions as version_info
 from ..io import atomic_write_json, atomic_write_text
-from ..train.run_folder import METRICS_FILE
+from ..training.run_folder import METRICS_FILE
 from .layout import Coverage, describe_versions, find, find_runs, read_json, selection_file
 from .plan import RuleTask, Run, expand_suite, probe_runs
 from .render import (

@@ -38,11 +38,12 @@ from .. import versions as version_info
 from ..backbones import create_backbone
 from ..config import TrainConfig
 from ..data import TransformedDataset, build_transforms, load_dataset
+from ..devices import resolve_device
 from ..io import atomic_write_json
-from ..probe import probe
+from ..probing import probe
 from ..save import load
 from ..selection import select_layer
-from ..train import METRICS_FILE, train
+from ..training import METRICS_FILE, train
 from .layout import BENCH_FILE, FAILURE_FILE, FINGERPRINT_FILE, is_finished, read_json, run_dir, selection_file
 from .plan import RuleTask, Run, expand_suite, probe_runs, rule_tasks, run_fingerprint, selection_cells, shard
 from .suite import Suite
@@ -56,10 +57,6 @@ class RunResult:
     error: str | None = None  # "ExceptionType: message" of a failed run
 
 
-def _device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def probe_run(folder: Path, checkpoint: str | None = None) -> Path:
     """Layer-wise NC1 of a trained run on its training data → ``folder/nc1_layers.csv`` (``checkpoint``: the
     backbone weights file of the suite's config, which the run folder names but :func:`load` never follows
@@ -70,7 +67,7 @@ def probe_run(folder: Path, checkpoint: str | None = None) -> Path:
                           val_fraction=cfg.get("val_fraction", 0.0), seed=cfg["seed"])
     _, eval_tf = build_transforms(model.backbone.data_config, cfg.get("image_size"))
     result = probe(model, TransformedDataset(splits.train, eval_tf), batch_size=max(cfg.get("batch_size", 64), 64),
-                   device=_device(), progress=False, num_classes=splits.num_classes)
+                   device=resolve_device(), progress=False, num_classes=splits.num_classes)
     return result.to_csv(folder / "nc1_layers.csv")
 
 
@@ -153,7 +150,7 @@ def execute_rule(suite: Suite, task: RuleTask, out: str | Path, say: Callable[[s
     splits = load_dataset(cfg.data, cfg.data_dir, train_per_class=cfg.train_per_class,
                           val_fraction=cfg.val_fraction, seed=cfg.seed)
     backbone = create_backbone(cfg.backbone, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint)
-    result = select_layer(backbone, splits, cfg, device=_device())
+    result = select_layer(backbone, splits, cfg, device=resolve_device())
     atomic_write_json(path, {"cell": task.cell, "seed": task.seed, **result})
     _rule_failure_file(out, task).unlink(missing_ok=True)  # an earlier attempt's
     say(f"selection {task.cell} s{task.seed} {task.rule}: {result['layer']} ({result['seconds']:.1f} s)")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 
-from . import embedded, fashion_mnist, hub, imagefolder, test_subset  # noqa: F401  (register the sources)
+from . import cut_split, embedded, fashion_mnist, hub, imagefolder  # noqa: F401  (register the sources)
 from ._registry import list_datasets, list_prefixes, register_dataset, resolve
 from .base import (
     ArrayImageDataset,

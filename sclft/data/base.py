@@ -13,6 +13,8 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset, Subset
 
+from ..preprocess import to_rgb, upright
+
 __all__ = [
     "DatasetUnavailableError",
     "DatasetSplitError",
@@ -35,27 +37,6 @@ class DatasetUnavailableError(RuntimeError):
 
 class DatasetSplitError(ValueError):
     """The splits cannot be trained and evaluated on: an empty split, a class missing, labels out of range."""
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """``image`` as 8-bit RGB, scaling high-bit-depth modes instead of clipping them.
-
-    Pillow's own ``convert("RGB")`` clips 16-bit (``I;16*``, ``I``) and float (``F``) pixels to
-    0..255, which turns a 16-bit image black and white. Here 16-bit values keep their top 8 bits
-    (``v >> 8``; ``I`` is read as 16-bit, the mode Pillow gives 16-bit PNG / TIFF data, clipped to
-    0..65535) and float values are taken as 0..1 (``round(255 v)``, clipped), as torchvision's
-    ``decode_image`` + ``convert_image_dtype`` do. Other modes use Pillow's conversion.
-    """
-    mode = image.mode
-    if mode == "RGB":
-        return image
-    if mode == "I" or mode.startswith("I;16"):
-        values = np.clip(np.asarray(image).astype(np.int64), 0, 65535) >> 8
-        image = Image.fromarray(values.astype(np.uint8), "L")
-    elif mode == "F":
-        values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0)
-        image = Image.fromarray(np.round(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8), "L")
-    return image.convert("RGB")
 
 
 class ImageDataset(Dataset):
@@ -85,7 +66,7 @@ class ImageDataset(Dataset):
         for offset in range(len(self)):
             i = (index + offset) % len(self)
             try:
-                return to_rgb(self._load(i)), self.targets[i]
+                return to_rgb(upright(self._load(i))), self.targets[i]
             except (OSError, ValueError, SyntaxError) as exc:  # PIL's decode failures
                 where = self.describe(i)
                 if where not in self.skipped:

@@ -97,7 +97,7 @@ def local_copy_hint(name: str, repo_id: str) -> str:
 
 def _unavailable(name: str, repo_id: str, exc: BaseException, reachable: bool) -> DatasetUnavailableError:
     if not reachable:
-        why = (f"the Hub ({_hub.HUB_HOST}) is not reachable" +
+        why = (f"the Hub ({_hub.hub_host()}) is not reachable" +
                (" (HF_HUB_OFFLINE is set)" if _hub.hub_offline_flag() else "") +
                " and the dataset is not in the local Hugging Face datasets cache")
     else:

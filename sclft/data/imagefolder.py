@@ -65,27 +65,44 @@ def _utf8(path: Path) -> Path:
     return path
 
 
-def _class_dirs(folder: Path) -> list[Path]:
-    return sorted(_utf8(d) for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+def _class_names(folder: Path) -> list[str]:
+    """The class sub-folders of ``folder`` (torchvision's ``find_classes``), hidden ones left out."""
+    from torchvision.datasets.folder import find_classes  # torchvision's import takes seconds: image folders only
+
+    try:
+        names, _ = find_classes(folder)
+    except FileNotFoundError:
+        names = []
+    return [_utf8(folder / name).name for name in names if not name.startswith(".")]
 
 
 def _index(split_dir: Path, class_names: list[str], skipped: list[str]) -> ImageFolderDataset:
-    unknown = sorted(d.name for d in _class_dirs(split_dir) if d.name not in class_names)
+    unknown = sorted(name for name in _class_names(split_dir) if name not in class_names)
     if unknown:
         raise ValueError(f"{split_dir} has classes not present in train: {unknown}")
-    paths, targets, tiny = [], [], []
-    for label, cls in enumerate(class_names):
-        folder = split_dir / cls
-        files = sorted(folder.rglob("*")) if folder.is_dir() else []
-        for path in files:
-            if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS:
-                size = _readable(_utf8(path))
-                if size:
-                    paths.append(path)
-                    targets.append(label)
-                    tiny += [path] if size[0] * size[1] <= 1 else []
-                else:
-                    skipped.append(str(path))
+    sizes: dict[str, tuple[int, int]] = {}
+    unreadable: list[Path] = []
+
+    def is_valid_file(name: str) -> bool:
+        """An image file (not hidden, a PIL extension, a UTF-8 name) that decodes; its size kept."""
+        path = Path(name)
+        if not (path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS):
+            return False
+        size = _readable(_utf8(path))
+        if size is None:
+            unreadable.append(path)
+            return False
+        sizes[name] = size
+        return True
+
+    from torchvision.datasets.folder import make_dataset  # torchvision's import takes seconds: image folders only
+
+    samples = make_dataset(split_dir, {c: i for i, c in enumerate(class_names)}, is_valid_file=is_valid_file,
+                           allow_empty=True)
+    samples.sort(key=lambda sample: Path(sample[0]))  # class by class, in path order (what rglob gave)
+    skipped += map(str, sorted(unreadable))
+    paths, targets = [Path(path) for path, _ in samples], [label for _, label in samples]
+    tiny = [Path(path) for path, _ in samples if sizes[path][0] * sizes[path][1] <= 1]
     if paths and len(tiny) == len(paths):
         raise ValueError(f"every image in {split_dir} is 1x1 pixel ({', '.join(map(str, tiny[:3]))}"
                          f"{' ...' if len(tiny) > 3 else ''}): there is nothing to learn or measure in them; "
@@ -101,7 +118,7 @@ def load_imagefolder(path: str, data_dir: str | None = None) -> DatasetSplits:
     if not (root / "train").is_dir() or not (root / "test").is_dir():
         raise DatasetUnavailableError(f"image folder {str(root)!r} needs 'train/<class>/' and 'test/<class>/' "
                                       "sub-folders")
-    class_names = [d.name for d in _class_dirs(root / "train")]
+    class_names = _class_names(root / "train")
     if not class_names:
         raise ValueError(f"{root / 'train'} has no class sub-folders")
     skipped: list[str] = []

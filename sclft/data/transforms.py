@@ -21,7 +21,7 @@ from typing import Any
 
 from PIL import Image
 
-__all__ = ["build_transforms"]
+__all__ = ["build_transforms", "eval_settings"]
 
 Transform = Callable[[Image.Image], Any]
 
@@ -39,28 +39,37 @@ class _ResolutionAware:
         return f"{type(self).__name__}(size={self.size},\n large={self.large},\n small={self.small})"
 
 
+def eval_settings(data_config: Mapping[str, Any], image_size: int | None = None) -> dict[str, Any]:
+    """The resolved eval settings of ``data_config``: ``input_size`` ``(3, H, W)``, ``interpolation``, ``mean``,
+    ``std``, ``crop_pct`` (missing keys take timm's ImageNet defaults; ``image_size`` overrides ``H`` and ``W``)."""
+    from timm.data.constants import DEFAULT_CROP_PCT, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD  # slow import
+
+    height, width = tuple(data_config.get("input_size", (3, 224, 224)))[-2:]
+    size = (image_size, image_size) if image_size else (int(height), int(width))
+    return dict(
+        input_size=(3, *size),
+        interpolation=data_config.get("interpolation") or "bicubic",
+        mean=tuple(data_config.get("mean", IMAGENET_DEFAULT_MEAN)),
+        std=tuple(data_config.get("std", IMAGENET_DEFAULT_STD)),
+        crop_pct=float(data_config.get("crop_pct") or DEFAULT_CROP_PCT),
+    )
+
+
 def build_transforms(
     data_config: Mapping[str, Any], image_size: int | None = None, augment: bool = False
 ) -> tuple[Transform, Transform]:
     """Return ``(train_transform, eval_transform)``: PIL RGB image → float tensor ``(3, S, S)``.
 
     ``data_config`` follows timm (``input_size``, ``mean``, ``std``, ``interpolation``,
-    ``crop_pct``); missing keys take timm's ImageNet defaults. ``image_size`` overrides ``S``.
+    ``crop_pct``); missing keys take timm's ImageNet defaults (:func:`eval_settings`). ``image_size``
+    overrides ``S``. :mod:`sclft.preprocess` is the same eval transform in numpy and Pillow.
     """
     from timm.data import create_transform  # imported here: timm is slow to import
-    from timm.data.constants import DEFAULT_CROP_PCT, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-    height, width = tuple(data_config.get("input_size", (3, 224, 224)))[-2:]
-    size = (image_size, image_size) if image_size else (int(height), int(width))
-    common = dict(
-        input_size=(3, *size),
-        interpolation=data_config.get("interpolation", "bicubic"),
-        mean=tuple(data_config.get("mean", IMAGENET_DEFAULT_MEAN)),
-        std=tuple(data_config.get("std", IMAGENET_DEFAULT_STD)),
-    )
-    crop_pct = float(data_config.get("crop_pct") or DEFAULT_CROP_PCT)
+    common = eval_settings(data_config, image_size)
+    crop_pct = common.pop("crop_pct")
     eval_tf = _ResolutionAware(
-        min(size),
+        min(common["input_size"][1:]),
         large=create_transform(**common, crop_pct=crop_pct, crop_mode="center"),
         small=create_transform(**common, crop_pct=1.0, crop_mode="center"),
     )

@@ -180,8 +180,9 @@ def build_networks(
     return [(name, build[name]()) for name in names]
 
 
-def _plot_runs(runs: list[tuple[TrainLog, dict]], title: str, path: Path) -> None:
-    save_figure(plot_completion([log for log, _ in runs], [row["network"] for _, row in runs], title), path)
+def _plot_runs(runs: list[tuple[TrainLog, dict]], title: str, path: Path, problem: CompletionProblem) -> None:
+    logs, labels = [log for log, _ in runs], [row["network"] for _, row in runs]
+    save_figure(plot_completion(logs, labels, title, problem.fully_observed), path)
 
 
 def completion_experiment(config: CompletionConfig, out: Path) -> dict:
@@ -198,7 +199,7 @@ def completion_experiment(config: CompletionConfig, out: Path) -> dict:
             net.name = f"{net.name} (full observation)"
             factorisation.append(run_network(kind, net, full, c))
     head = f"d={c.dim}, r={c.rank}, r̂={c.rank_estimate}, L={c.depth}, ε={c.scale}, η={c.lr}"
-    _plot_runs(completion, f"completion, {c.observed:.0%} observed, {head}", out / "completion.png")
+    _plot_runs(completion, f"completion, {c.observed:.0%} observed, {head}", out / "completion.png", problem)
     summary = {
         "config": asdict(c),
         "completion": [row for _, row in completion],
@@ -210,7 +211,7 @@ def completion_experiment(config: CompletionConfig, out: Path) -> dict:
         },
     }
     if factorisation:
-        _plot_runs(factorisation, f"factorisation (full observation), {head}", out / "factorization.png")
+        _plot_runs(factorisation, f"factorisation (full observation), {head}", out / "factorization.png", full)
         orig_log, comp_log = (log for log, _ in factorisation)
         summary["factorization_max_error_gap"] = max(abs(a - b) for a, b in zip(orig_log.metrics, comp_log.metrics))
     write_json(summary, out / "completion.json")

@@ -16,7 +16,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
+
+from ..devices import resolve_device
+from ..progress import progress_bar
 
 __all__ = [
     "DTYPE",
@@ -96,11 +98,7 @@ class Runtime:
 
     @property
     def torch_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("--device cuda: no CUDA device is available here; use --device cpu or auto")
-        return torch.device(self.device)
+        return resolve_device(self.device)
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -260,9 +258,8 @@ def train(
     log = TrainLog(name=network.name, planned_steps=steps)
     elapsed, cpu_elapsed, wall_start = 0.0, 0.0, time.perf_counter()
     last = steps if runtime.max_steps is None else min(steps, runtime.max_steps)
-    bar = tqdm(
-        total=last, desc=network.name, disable=not runtime.progress, leave=True, mininterval=0.5, dynamic_ncols=True
-    )
+    bar = progress_bar(total=last, desc=network.name, progress=runtime.progress, leave=True, mininterval=0.5,
+                       dynamic_ncols=True)
 
     def record(step: int, loss_value: float) -> bool:
         log.steps.append(step)

@@ -12,7 +12,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from ..plotting import colormap, subplots
+from ..plotting import colormap, log_axis, subplots
 from .network import TrainLog
 from .parsimony import ParsimonyResult
 from .separation import SeparationResult
@@ -72,7 +72,11 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 60) -> Path:
 
 
 def plot_parsimony(result: ParsimonyResult, title: str = "") -> Figure:
-    """One row per layer: singular values, right- and left-vector angles over the iterations."""
+    """One row per layer: singular values, right- and left-vector angles over the iterations; a line per
+    singular value, coloured by its index (the colour bar)."""
+    from matplotlib.cm import ScalarMappable  # matplotlib loads only when a figure is drawn
+    from matplotlib.colors import Normalize
+
     depth = result.singular_values.shape[1]
     fig, axes = subplots(depth, 3, figsize=(11, 2.6 * depth), squeeze=False)
     cmap = colormap("viridis")
@@ -92,6 +96,8 @@ def plot_parsimony(result: ParsimonyResult, title: str = "") -> Figure:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    bar = fig.colorbar(ScalarMappable(Normalize(1, count), cmap), ax=list(axes.flat), fraction=0.025, pad=0.02)
+    bar.set_label(f"index i of the singular value (1 = largest, {count} = smallest)")
     return fig
 
 
@@ -100,7 +106,9 @@ def plot_separation(results: Sequence[SeparationResult], labels: Sequence[str], 
     fig, ax = subplots(figsize=(5, 4))
     for result, label in zip(results, labels):
         depth = result.config.depth
-        ax.semilogy(range(depth), result.separations[:depth], marker="o", label=label)
+        ax.plot(range(depth), result.separations[:depth], marker="o", label=label)
+    log_axis(ax, "y")
+    ax.xaxis.get_major_locator().set_params(integer=True)  # layers are whole numbers
     ax.set_xlabel("layer l")
     ax.set_ylabel(r"$D_l = \mathrm{tr}(\Sigma_W)/\mathrm{tr}(\Sigma_B)$")
     ax.set_title(title, fontsize=10)
@@ -113,7 +121,8 @@ def plot_separation_losses(results: Sequence[SeparationResult], labels: Sequence
     """Training loss against the iteration, one line per result."""
     fig, ax = subplots(figsize=(5, 4))
     for result, label in zip(results, labels):
-        ax.semilogy(result.steps, result.losses, label=label)
+        ax.plot(result.steps, result.losses, label=label)
+    log_axis(ax, "y")
     ax.set_xlabel("iteration")
     ax.set_ylabel("training loss")
     ax.set_title(title, fontsize=10)
@@ -122,16 +131,21 @@ def plot_separation_losses(results: Sequence[SeparationResult], labels: Sequence
     return fig
 
 
-def plot_completion(logs: Sequence[TrainLog], labels: Sequence[str], title: str) -> Figure:
-    """Recovery error against iterations and against wall-clock seconds."""
+def plot_completion(
+    logs: Sequence[TrainLog], labels: Sequence[str], title: str, fully_observed: bool = False
+) -> Figure:
+    """Recovery error against iterations and against wall-clock seconds; it is measured on the unobserved
+    entries, or on all of them when ``fully_observed`` (factorisation), and the axis says which."""
+    entries = "all entries" if fully_observed else "unobserved entries"
     fig, (by_step, by_time) = subplots(1, 2, figsize=(10, 4))
     for log, label in zip(logs, labels):
-        by_step.semilogy(log.steps, log.metrics, label=label)
-        by_time.semilogy(log.seconds, log.metrics, label=label)
+        by_step.plot(log.steps, log.metrics, label=label)
+        by_time.plot(log.seconds, log.metrics, label=label)
     by_step.set_xlabel("iteration")
     by_time.set_xlabel("wall-clock seconds (training only)")
     for ax in (by_step, by_time):
-        ax.set_ylabel("recovery error (unobserved entries)")
+        log_axis(ax, "y")
+        ax.set_ylabel(f"recovery error ({entries})")
         ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()

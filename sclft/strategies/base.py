@@ -101,8 +101,10 @@ class Strategy:
         """Fold the strategy's trained updates into the backbone's own weights, leaving plain modules (for
         ``sclft export``); the forward must not change beyond rounding. Default: nothing to fold."""
 
-    def export(self, backbone: Backbone, directory: Path) -> list[str]:
-        """Write extra files beside ``model.safetensors`` (``lora``: a peft adapter); returns their names."""
+    def export(self, backbone: Backbone, directory: Path, head: nn.Module | None = None,
+               base_model: str | None = None) -> list[str]:
+        """Write extra files beside ``model.safetensors`` (``lora``: a peft adapter with ``head`` and the name of
+        the frozen weights, ``base_model``); returns their names."""
         return []
 
     def __repr__(self) -> str:

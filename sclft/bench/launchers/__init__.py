@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tqdm.auto import tqdm
+from ...progress import progress_bar
 
 LAUNCHERS = ("local", "ray", "slurm")
 EXTRAS = {"ray": "ray", "submitit": "slurm"}  # import name -> the sclft extra that installs it
@@ -59,7 +59,7 @@ class Progress:
     """One tqdm bar over a launcher's tasks: done / running / failed / left, with tqdm's ETA."""
 
     def __init__(self, total: int, skipped: int = 0, desc: str = "bench"):
-        self.bar = tqdm(total=total, desc=desc, unit="task", dynamic_ncols=True)
+        self.bar = progress_bar(total=total, desc=desc, unit="task", leave=True, dynamic_ncols=True)
         self.done, self.failed, self.running, self.total, self.skipped = 0, 0, 0, total, skipped
         self.update(0)
 

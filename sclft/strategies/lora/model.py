@@ -3,11 +3,15 @@
 The adapters are peft's own layers (``peft.tuners.lora``: Linear, Conv2d, and MultiheadAttention for
 open_clip). The explicit list of adapted layers is given to peft as ``target_modules``, so the saved
 ``adapter_config.json`` + ``adapter_model.safetensors`` load with ``PeftModel.from_pretrained`` on the same
-timm / open_clip model.
+timm / open_clip model. For a timm model the trained head is saved too, as peft saves a classifier in
+``modules_to_save`` (peft's "custom models" guide for timm): ``PeftModel.from_pretrained`` on
+``timm.create_model(architecture, num_classes=K)`` with the frozen weights is then the whole trained model.
+``task_type`` stays null: peft's task types are text tasks whose wrappers call the model with ``input_ids``.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
@@ -56,9 +60,24 @@ class LoRA(AdapterStrategy):
         backbone.model.__dict__.pop("peft_config", None)  # set by inject_adapter_in_model; no adapter is left
         self.targets = {}
 
-    def export(self, backbone, directory):
-        save_adapter(backbone, directory)
+    def export(self, backbone, directory, head=None, base_model=None):
+        save_adapter(backbone, directory, head=head, base_model=base_model)
         return [ADAPTER_WEIGHTS, ADAPTER_CONFIG]
+
+
+def classifier_name(backbone) -> str | None:
+    """The path of the classifier a peft user's ``timm.create_model(architecture, num_classes=K)`` has
+    (timm's ``pretrained_cfg["classifier"]``: ``classifier``, ``fc``, ``head``), whose input is the feature our
+    head reads; None for a model that is not timm's (open_clip: the head is only in ``model.safetensors``)."""
+    model = backbone.model
+    name = (getattr(model, "pretrained_cfg", None) or {}).get("classifier")
+    if not isinstance(name, str) or not hasattr(model, "reset_classifier"):
+        return None
+    try:
+        model.get_submodule(name)
+    except AttributeError:
+        return None
+    return name
 
 
 def adapter_state_dict(backbone) -> dict:
@@ -67,17 +86,29 @@ def adapter_state_dict(backbone) -> dict:
     return {PEFT_PREFIX + k: v.detach().cpu().contiguous() for k, v in state.items()}
 
 
-def save_adapter(model, directory: str | Path) -> Path:
+def save_adapter(model, directory: str | Path, head: nn.Module | None = None, base_model: str | None = None) -> Path:
     """Write ``adapter_model.safetensors`` + ``adapter_config.json`` (peft ``save_pretrained`` layout) for a
-    ``TransferModel`` (or its backbone) with the ``lora`` strategy."""
+    ``TransferModel`` (or its backbone and ``head``) with the ``lora`` strategy: the head as the timm
+    classifier in ``modules_to_save`` (see :func:`classifier_name`), ``base_model`` as
+    ``base_model_name_or_path``."""
     backbone = getattr(model, "backbone", model)
+    head = head if head is not None else getattr(model, "head", None)
     config = getattr(backbone.model, "peft_config", {}).get(ADAPTER_NAME)
     if config is None:
         raise ValueError("save_adapter needs a model built with strategy='lora' (no peft adapter found)")
+    config = copy.deepcopy(config)  # the model's own config stays as injected
+    state = adapter_state_dict(backbone)
+    classifier = classifier_name(backbone) if head is not None else None
+    if classifier:
+        config.modules_to_save = [classifier]
+        state.update({f"{PEFT_PREFIX}{classifier}.{k}": v.detach().cpu().contiguous()
+                      for k, v in head.state_dict().items()})
+    config.base_model_name_or_path = base_model
+    config.inference_mode = True  # as PeftModel.save_pretrained writes a trained adapter
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     with atomic_path(directory / ADAPTER_WEIGHTS) as tmp:
-        save_file(adapter_state_dict(backbone), str(tmp), metadata={"format": "pt"})
+        save_file(state, str(tmp), metadata={"format": "pt"})
     config.save_pretrained(str(directory))  # peft's own adapter_config.json
     return directory
 
@@ -86,6 +117,11 @@ def load_adapter(model, directory: str | Path) -> None:
     """Load ``adapter_model.safetensors`` written by :func:`save_adapter` (or peft) into a ``lora`` model."""
     backbone = getattr(model, "backbone", model)
     state = {k.removeprefix(PEFT_PREFIX): v for k, v in load_file(str(Path(directory) / ADAPTER_WEIGHTS)).items()}
+    classifier = classifier_name(backbone)
+    saved_head = {k[len(classifier) + 1:]: state.pop(k) for k in list(state)
+                  if classifier and k.startswith(classifier + ".")}
+    if saved_head and getattr(model, "head", None) is not None:
+        model.head.load_state_dict(saved_head)
     result = set_peft_model_state_dict(backbone.model, state, adapter_name=ADAPTER_NAME)
     unexpected = getattr(result, "unexpected_keys", [])
     if unexpected:

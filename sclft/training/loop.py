@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
-from tqdm.auto import tqdm
 
 from ..card import write_model_card
 from ..config import TrainConfig
@@ -25,6 +24,7 @@ from ..data import load_dataset
 from ..io import atomic_write_json, check_out_dir
 from ..model import TransferModel
 from ..optim import WarmupCosine, build_optimizer
+from ..progress import progress_bar
 from ..save import (
     MANIFEST,
     build_backbone,
@@ -101,7 +101,7 @@ def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
         cpu=_cpu_processes(),
         mixed_precision=cfg.precision,
         gradient_accumulation_steps=cfg.grad_accum,
-        log_with="tensorboard" if cfg.tensorboard else None,
+        log_with=cfg.trackers() or None,  # validate() checked each tracker's package is installed
         project_dir=str(out),
         step_scheduler_with_optimizer=False,
         dynamo_backend="inductor" if cfg.compile else "no",
@@ -183,16 +183,17 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
         restore_training_state(accelerator, resume_from, resumed, optimizer, scheduler, sampler_gen)  # no pickle
         start_epoch, history, last_good = int(resumed["epoch"]), list(resumed["history"]), resume_from
         say(f"resumed from {resume_from} (epoch {start_epoch} of {cfg.epochs} done)")
-    if cfg.tensorboard:
+    if cfg.trackers():
         accelerator.init_trackers("sclft", config={k: v for k, v in dataclasses.asdict(cfg).items()
-                                                   if isinstance(v, (int, float, str, bool))})
+                                                   if isinstance(v, (int, float, str, bool))},
+                                  init_kwargs={"wandb": {"dir": str(out)}})
 
     reference = None  # the loss divergence is judged against (see DIVERGENCE_FACTOR)
     for epoch in range(start_epoch, epochs):
         model.train()
         seen, loss_sum, tic = 0, 0.0, time.time()
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and
-                   accelerator.is_local_main_process), leave=False)
+        bar = progress_bar(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                           progress=cfg.progress and accelerator.is_local_main_process)
         for x, y in bar:
             if optimizer is None:
                 break

@@ -31,7 +31,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..config import TrainConfig
-from ..io import DiskFullError, atomic_write_json, read_json_object, space_for
+from ..io import DiskFullError, atomic_write_json, plain_mode, read_json_object, space_for
 from ..model import TransferModel
 from ..save import (
     SHA256,
@@ -50,8 +50,8 @@ _FILE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 REQUIRED_FILES = ("model.safetensors", "sampler.safetensors", "optimizer.safetensors", TRAINING_STATE, "config.json")
 # TrainConfig fields that may differ between a run and its --resume: they do not change the trained weights.
 # (``cache`` may switch between memory / disk / auto, not to or from "off": that changes float rounding.)
-RESUME_MAY_DIFFER = ("out", "resume", "overwrite", "progress", "num_workers", "tensorboard", "eval_every",
-                     "cache_dir", "data_dir")
+RESUME_MAY_DIFFER = ("out", "resume", "overwrite", "progress", "num_workers", "tensorboard", "report_to",
+                     "eval_every", "cache_dir", "data_dir")
 
 
 def _rng_file(process_index: int) -> str:
@@ -219,6 +219,11 @@ def restore_training_state(accelerator, path: Path, state: dict, optimizer, sche
 
 
 # ------------------------------------------------------------------------------------------ writing
+def _save_tensors(tensors: dict, path: Path, metadata: dict | None = None) -> None:
+    save_file(tensors, str(path), metadata=metadata)
+    plain_mode(path)  # save_file creates 0600
+
+
 def save_checkpoint(accelerator, out: Path, model: TransferModel, epoch: int, sampler_gen: torch.Generator,
                     state: dict, optimizer=None, scheduler=None) -> Path:
     """Write ``checkpoint/epoch-E`` fully (every process writes its RNG state), then atomically point
@@ -239,13 +244,13 @@ def save_checkpoint(accelerator, out: Path, model: TransferModel, epoch: int, sa
     needed = _nbytes(rng) + (_nbytes(tensors) + _nbytes(weights) if main else 0)  # about the whole checkpoint
     try:
         with space_for(tmp, needed):
-            save_file(rng, str(tmp / _rng_file(accelerator.process_index)), metadata=rng_meta)
+            _save_tensors(rng, tmp / _rng_file(accelerator.process_index), metadata=rng_meta)
         accelerator.wait_for_everyone()
         if main:
             with space_for(tmp, needed):
-                save_file(tensors, str(tmp / "optimizer.safetensors"))
-                save_file(weights, str(tmp / "model.safetensors"))
-                save_file({"sampler": sampler_gen.get_state()}, str(tmp / "sampler.safetensors"))
+                _save_tensors(tensors, tmp / "optimizer.safetensors")
+                _save_tensors(weights, tmp / "model.safetensors")
+                _save_tensors({"sampler": sampler_gen.get_state()}, tmp / "sampler.safetensors")
             atomic_write_json(tmp / TRAINING_STATE, {"format": STATE_FORMAT, "epoch": epoch, **state, **objects})
             atomic_write_json(tmp / "config.json", model.config())
             files = {p.name: file_digest(p) for p in sorted(tmp.iterdir()) if p.is_file()}

@@ -26,15 +26,16 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from . import nc
 from .backbones import Backbone, create_backbone
 from .cache import available_memory
 from .data import TransformedDataset, build_transforms, load_dataset
+from .devices import resolve_device
 from .io import atomic_write, atomic_write_text
 from .model import TransferModel
-from .plotting import subplots
+from .plotting import log_axis, subplots
+from .progress import progress_bar
 from .transfer_scores import LAYER_SCORES, layer_scores
 
 CSV_FIELDS = ("layer", "nc1", "separation", "dim")
@@ -90,7 +91,7 @@ class ProbeResult:
     def plot(self, path: str | Path, title: str | None = None) -> Path:
         fig, ax = subplots(figsize=(max(6, 0.35 * len(self.rows)), 4))
         ax.plot(range(len(self.rows)), [r["nc1"] for r in self.rows], marker="o")
-        ax.set_yscale("log")
+        log_axis(ax, "y")
         ax.set_xticks(range(len(self.rows)), self.layers, rotation=60, ha="right", fontsize=7)
         ax.set_ylabel("NC1 = tr(Σ_W Σ_B⁺)")
         ax.set_title(title or f"Layer-wise NC1 — {self.backbone} (N={self.num_samples}, K={self.num_classes})")
@@ -172,7 +173,7 @@ class _Extractor:
 
 def _batches(loader: Iterable, extract: _Extractor, names: Sequence[str], device, progress: bool, desc: str
              ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
-    for x, y in tqdm(loader, desc=desc, disable=not progress, leave=False):
+    for x, y in progress_bar(loader, desc=desc, progress=progress):
         out = extract(x.to(device, non_blocking=True), names)
         yield {n: out[n].float().cpu() for n in names}, torch.as_tensor(y).cpu()
 
@@ -276,7 +277,7 @@ def probe(
         model = create_backbone(model, pretrained=pretrained)
     backbone = model.backbone if isinstance(model, TransferModel) else model
     names = [*(backbone.blocks if layers == "all" else [backbone.check_block(n) for n in layers]), PENULTIMATE]
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     loader = _as_loader(data, backbone, batch_size, num_workers)
     extract = _Extractor(model, pooling, one_pass)
     budget = memory_budget if memory_budget is not None else available_memory() // 4

@@ -1,6 +1,6 @@
 """Accelerate training loop: AMP, gradient accumulation, per-epoch eval, atomic checkpoints, resume.
 
->>> from sclft.train import TrainConfig, train
+>>> from sclft.training import TrainConfig, train
 >>> metrics = train(TrainConfig(backbone="efficientnet_lite0", data="digits", epochs=3, out="runs/demo"))
 
 ``accelerate launch -m sclft.cli train ...`` runs the same code on several GPUs (and, on a machine
@@ -14,7 +14,7 @@ Run folder (``--out``): ``metrics.json``, ``model.safetensors`` (trained tensors
 sampler state (safetensors) and ``training_state.json`` (epoch, history, elapsed seconds, layer selection, the
 config it was trained with, optimizer groups, schedule, GradScaler); ``latest.json`` names the newest
 complete one and the sha256 of its files; ``manifest.json``, written last, the sha256 of the finished run's
-files. Nothing is pickled (``sclft.train.checkpoint``). ``.sclft.lock`` names the one process that writes the
+files. Nothing is pickled (``sclft.training.checkpoint``). ``.sclft.lock`` names the one process that writes the
 folder. A folder that holds a finished run or another run's checkpoints is only replaced with
 ``overwrite=True`` (once the new run finished), and ``resume=True`` refuses a config that differs in anything
 that changes the result.

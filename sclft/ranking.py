@@ -26,14 +26,15 @@ from pathlib import Path
 from .data import DatasetSplits, LabelSubset, TransformedDataset, build_transforms, load_dataset, targets_of
 from .data.subsets import few_shot_indices
 from .io import atomic_write, atomic_write_json, atomic_write_text
-from .plotting import subplots
-from .probe import PENULTIMATE, probe
+from .plotting import log_axis, subplots
+from .probing import PENULTIMATE, probe
 from .save import build_backbone
 from .transfer_scores import ncti_from_rows
 
 # score -> True if higher is better (the table is sorted by `by`, best first)
 SCORES = {"nc1": False, "separation": False, "logme": True, "ncti": True}
 DEFAULT_BY = "nc1"
+PRETRAINED_COLOR, CONTROL_COLOR = "C0", "C3"  # the bars of rank.png
 FIELDS = ("rank", "candidate", "backbone", "image_size", "pretrained", "nc1", "separation", "logme", "ncti",
           "ncti_seli", "ncti_ncc", "ncti_vc", "probe_seconds", "params")
 
@@ -115,29 +116,40 @@ class RankResult:
                                         "num_classes": self.num_classes, "rows": rows})
 
     def plot(self, path: str | Path) -> Path:
-        """One panel per score (and the probe seconds): a bar per candidate, in table order (best at the top)."""
+        """Write :meth:`figure` as a PNG."""
+        fig = self.figure()
+        atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100, bbox_inches="tight"))
+        return Path(path)
+
+    def figure(self):
+        """One panel per score (and the probe seconds): a bar per candidate, in table order (best at the top);
+        random-weight controls in their own colour, named by a legend below the panels."""
         panels = [("nc1", "NC1 (log; lower first)"), ("separation", "separation D (lower first)"),
                   ("logme", "LogME (higher first)"), ("ncti", "NCTI (higher first)"), ("probe_seconds", "probe s")]
         fig, axes = subplots(1, len(panels), figsize=(3.2 * len(panels), 0.9 + 0.32 * len(self.rows)),
                              sharey=True, squeeze=False)
         labels = [r["candidate"] for r in self.rows][::-1]
+        colors = [PRETRAINED_COLOR if r["pretrained"] else CONTROL_COLOR for r in self.rows][::-1]
         for ax, (key, title) in zip(axes[0], panels):
             values = [r[key] if isinstance(r[key], (int, float)) and math.isfinite(r[key]) else 0.0
                       for r in self.rows][::-1]
-            ax.barh(range(len(labels)), values, color=["C3" if "(random)" in n else "C0" for n in labels])
+            ax.barh(range(len(labels)), values, color=colors)
             if key == "nc1" and all(v > 0 for v in values):
-                from matplotlib.ticker import NullFormatter  # matplotlib loads only when a figure is drawn
-
-                ax.set_xscale("log")
-                ax.xaxis.set_minor_formatter(NullFormatter())
+                log_axis(ax, "x")
+                ax.set_xlim(min(values) / 1.5, max(values) * 1.5)  # bars start at 0: no automatic log limits
             ax.set_title(title, fontsize=9)
-            ax.grid(True, axis="x", alpha=0.3)
+            ax.grid(True, axis="x", which="both", alpha=0.3)
         axes[0][0].set_yticks(range(len(labels)), labels, fontsize=7)
         fig.suptitle(f"{self.data}: {len(self.rows)} candidates, N={self.num_samples}, sorted by {self.by}",
                      fontsize=10)
         fig.tight_layout()
-        atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
-        return Path(path)
+        if CONTROL_COLOR in colors:  # colour says pretrained or control: name both, below the panels
+            from matplotlib.patches import Patch  # matplotlib loads only when a figure is drawn
+
+            fig.legend(handles=[Patch(color=PRETRAINED_COLOR, label="pretrained weights"),
+                                Patch(color=CONTROL_COLOR, label="random weights (control)")],
+                       loc="upper center", bbox_to_anchor=(0.5, 0.0), ncols=2, fontsize=8, frameon=False)
+        return fig
 
 
 def _fmt(value, spec: str) -> str:
