@@ -36,7 +36,7 @@ from torch import nn
 
 from . import __version__
 from .data.transforms import eval_settings
-from .io import atomic_path, check_out_file, check_out_folder
+from .io import atomic_path, check_out_file, check_out_folder, refuse_run_folder
 from .preprocess import describe, preprocessor_config
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ""}  # safetensors: a folder
@@ -210,6 +210,7 @@ def check_export_out(out: str | Path, fmt: str, overwrite: bool = False) -> Path
         raise ValueError(f"--format {fmt!r}: valid: {', '.join(FORMATS)}")
     if fmt != "safetensors":
         return check_out_file(out, "--out", overwrite)
+    refuse_run_folder(out, out)  # first: RUN/model.safetensors is the run's, whatever else it is
     _check_folder(Path(out), overwrite)
     return check_out_folder(out, (WEIGHTS, CONFIG, PREPROCESSOR))
 

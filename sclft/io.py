@@ -146,22 +146,29 @@ class OutputPathError(ValueError):
     folder, or an existing file without ``--overwrite`` (bad input: exit 2)."""
 
 
-# what makes a folder a sclft run folder (``sclft train --out``: a lock, checkpoints, or config.json beside a model /
-# metrics / manifest) or a bench folder (``sclft bench --out``: bench.json beside experiments/)
+# what makes a folder a sclft run folder (``sclft train --out``: a lock, checkpoints, or config.json beside metrics /
+# manifest / a model) or a bench folder (``sclft bench --out``: bench.json beside experiments/); a safetensors export
+# folder (config.json, model.safetensors and preprocessor_config.json, timm's Hub layout) is not a run
 _RUN_MARKERS = (".sclft.lock", "checkpoint/latest.json")
-_RUN_PAIRS = (("config.json", "model.safetensors"), ("config.json", "metrics.json"), ("config.json", "manifest.json"),
-              ("bench.json", "experiments"))
+_RUN_PAIRS = (("config.json", "metrics.json"), ("config.json", "manifest.json"), ("bench.json", "experiments"))
+_EXPORT_MARKER = "preprocessor_config.json"
+
+
+def _is_sclft_folder(folder: Path) -> bool:
+    if any((folder / m).exists() for m in _RUN_MARKERS) or \
+            any(all((folder / n).exists() for n in pair) for pair in _RUN_PAIRS):
+        return True
+    return all((folder / n).exists() for n in ("config.json", "model.safetensors")) and \
+        not (folder / _EXPORT_MARKER).exists()  # a run's model files copied on their own (load() takes them)
+
+
 _KINDS = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
           (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
 
 
 def sclft_folder(path: str | os.PathLike) -> Path | None:
     """The sclft run or bench folder that holds ``path`` (it or its nearest such ancestor), or None."""
-    for folder in [Path(path), *Path(path).parents]:
-        if any((folder / m).exists() for m in _RUN_MARKERS) or \
-                any(all((folder / n).exists() for n in pair) for pair in _RUN_PAIRS):
-            return folder
-    return None
+    return next((folder for folder in [Path(path), *Path(path).parents] if _is_sclft_folder(folder)), None)
 
 
 def _special(path: Path) -> str | None:
@@ -175,7 +182,9 @@ def _special(path: Path) -> str | None:
     return None if stat.S_ISREG(mode) else next((name for test, name in _KINDS if test(mode)), "not a regular file")
 
 
-def _refuse_run_folder(path: str | os.PathLike, folder: Path, flag: str) -> None:
+def refuse_run_folder(path: str | os.PathLike, folder: str | os.PathLike, flag: str = "--out") -> None:
+    """An :class:`OutputPathError` when ``folder`` (links resolved), where ``path`` would be written, is a sclft run
+    or bench folder or lies inside one."""
     run = sclft_folder(os.path.realpath(folder))
     if run is not None:
         raise OutputPathError(f"{flag} {path}: inside the sclft run folder {run}, whose files belong to that run and "
@@ -192,7 +201,7 @@ def check_out_file(path: str | os.PathLike, flag: str = "--out", overwrite: bool
     if kind is not None:
         raise OutputPathError(f"{flag} {path}: {os.path.realpath(given)} is {kind}; sclft writes only regular files "
                               "(give the path of a file)")
-    _refuse_run_folder(path, given.parent, flag)
+    refuse_run_folder(path, given.parent, flag)
     if given.exists() and not overwrite:
         raise OutputPathError(f"{flag} {path}: the file exists; pass --overwrite to replace it, or choose another path")
     check_out_dir(given.parent, flag)
@@ -205,8 +214,8 @@ def check_out_folder(path: str | os.PathLike, names: tuple[str, ...] = (), flag:
     and none of ``names`` there a device, FIFO, socket or folder (those files, the command's own outputs, are
     rewritten by a rerun). Else an :class:`OutputPathError` (or ``ValueError``) naming the path."""
     folder = Path(path).expanduser()
+    refuse_run_folder(path, folder, flag)
     check_out_dir(folder, flag)
-    _refuse_run_folder(path, folder, flag)
     for name in names:
         kind = _special(folder / name)
         if kind is not None:

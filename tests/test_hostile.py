@@ -368,7 +368,9 @@ CASES += [
          setup=lambda tmp: (images(tmp, ONE_IMAGE), (tmp / "imgs.csv").mkdir())),
     Case("export-out-the-runs-weights", [*EXPORT, "--out", "{run}/model.safetensors", "--overwrite"],
          ("runs/real/model.safetensors", "run folder"), real=True),
-    Case("export-out-existing-file", [*EXPORT, "--out", "{file}"], ("file", "exists", "--overwrite"), real=True),
+    Case("export-out-existing-file", ["export", "--checkpoint", "{run}", "--format", "onnx", "--out", "{file}"],
+         ("file", "exists", "--overwrite"), real=True),
+    Case("export-out-a-file-not-a-folder", [*EXPORT, "--out", "{file}"], ("file", "is a file"), real=True),
     Case("export-out-symlink-into-a-run", [*EXPORT, "--out", "{tmp}/link/model.safetensors"],
          ("link/model.safetensors", "run folder"), real=True,
          setup=lambda tmp: (tmp / "link").symlink_to(tmp / "runs" / "real")),
@@ -554,3 +556,15 @@ def test_a_backbone_weights_file_outside_the_run_is_read_only_when_passed(tmp_pa
     code, out, err = run_cli(["eval", "--checkpoint", str(run), "--no-progress", "--backbone-weights", str(weights)],
                              capsys, False)
     assert code == 0 and json.loads(out)["num_samples"] > 0
+
+
+def test_a_safetensors_export_folder_is_replaced_with_overwrite_and_is_not_a_run(tmp_path, real_run, capsys):
+    """An export folder (config.json + model.safetensors + preprocessor_config.json) is the user's output, not a run
+    folder: exporting again needs --overwrite, then works."""
+    out = tmp_path / "export"
+    argv = ["export", "--checkpoint", str(real_run), "--format", "safetensors", "--out", str(out)]
+    assert run_cli(argv, capsys, False)[0] == 0 and (out / "preprocessor_config.json").is_file()
+    before = snapshot(out)
+    code, _, err = run_cli(argv, capsys, False)
+    assert code == 2 and "not empty" in err and snapshot(out) == before
+    assert run_cli([*argv, "--overwrite"], capsys, False)[0] == 0
