@@ -167,7 +167,8 @@ def _wait(ray, refs: dict[Any, Task], tracker, out: Path, limit: Deadline, skipp
 def _cancel(ray, pending: dict[Any, Task], refs: dict[Any, Task]) -> None:
     """Cancel the unfinished tasks. A task still waiting for an unfinished one (a probe for its training run) is
     not cancelled itself: cancelling the run fails it. (Cancelling both at once can abort the driver process, with
-    no Python error, in Ray's reference counting: ``Check failed: submitted_task_ref_count``, seen with Ray 2.60.)"""
+    no Python error, in Ray's reference counting: ``Check failed: submitted_task_ref_count``, seen with Ray 2.60; the
+    race of ray-project/ray#55131, a cancel and an inlined dependency both releasing the task's references.)"""
     by_id = {task.id: ref for ref, task in refs.items()}
     for ref, task in pending.items():
         if not (task.after and by_id.get(task.after) in pending):
