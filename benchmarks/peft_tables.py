@@ -11,10 +11,11 @@ seconds) / epochs: includes the one-off cache pass and the final evaluation) and
 """
 
 import csv
-import json
 import statistics
 import sys
 from pathlib import Path
+
+from sclft.run_folder import is_finished, read_run
 
 DEFAULT_CSV = Path(__file__).resolve().parent / "results" / "peft" / "peft.csv"
 ORDER = ["linear_probe", "scl_ft", "bitfit", "lora", "deep_lora", "full_ft"]
@@ -31,7 +32,8 @@ def _variant(run_id: str, strategy: str) -> str:
 
 
 def _runs(folder: Path) -> list[Path]:
-    return sorted([*folder.glob("experiments/*/metrics.json"), *folder.glob("shard_*/experiments/*/metrics.json")])
+    """The finished run folders under ``folder`` (and its shard folders)."""
+    return sorted(p for p in [*folder.glob("experiments/*"), *folder.glob("shard_*/experiments/*")] if is_finished(p))
 
 
 def main(sources: list[tuple[str, Path]], memory: Path | None, csv_path: Path = DEFAULT_CSV) -> None:
@@ -42,10 +44,10 @@ def main(sources: list[tuple[str, Path]], memory: Path | None, csv_path: Path = 
     seen = set()
     for label, folder in sources:
         for f in _runs(folder):
-            m = json.loads(f.read_text())
+            m = read_run(f).metrics  # checked against the run's manifest
             if m["strategy"] not in ORDER:  # a shared folder may hold other suites' runs
                 continue
-            variant = _variant(f.parent.name, m["strategy"])
+            variant = _variant(f.name, m["strategy"])
             key = (m["dataset"], m["train_per_class"], m["strategy"], variant)
             if (key, m["seed"]) not in seen:
                 seen.add((key, m["seed"]))

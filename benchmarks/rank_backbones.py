@@ -29,6 +29,7 @@ from sclft.bench import Suite, expand_suite, find_runs, load_suite
 from sclft.bench.suite import Dataset
 from sclft.io import atomic_write_text
 from sclft.ranking import SCORES, Candidate, misordered_controls, rank, transfer_correlation
+from sclft.run_folder import read_run
 from sclft.transfer_scores import ncti_from_rows
 
 SCORE_NAMES = tuple(SCORES)  # nc1, separation, logme, ncti
@@ -63,7 +64,7 @@ def _accuracies(suite: Suite, runs_dir: Path) -> dict[tuple[str, str, int | None
     runs = expand_suite(suite)
     found = find_runs(runs_dir, runs).found
     return {(r.dataset, r.strategy, r.train_per_class, r.backbone, r.seed):
-            json.loads((found[r.id].path / "metrics.json").read_text())["test_accuracy"] for r in runs if r.id in found}
+            read_run(found[r.id].path).metrics["test_accuracy"] for r in runs if r.id in found}
 
 
 def _verdict(mean: float, per_seed: list[float], threshold: float = 0.0) -> str:

@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _EXPORTS = {
     "nc": None, "wrap": "model", "TransferModel": "model", "probe": "probing", "ProbeResult": "probing",
-    "train": "training", "load": "save", "TrainConfig": "config", "Backbone": "backbones",
+    "train": "training", "load": "run_folder", "TrainConfig": "config", "Backbone": "backbones",
     "create_backbone": "backbones", "list_backbones": "backbones", "list_strategies": "strategies",
     "WeightsUnavailableError": "_hub", "rank": "ranking",
 }

@@ -12,8 +12,10 @@ from urllib.parse import urlsplit
 
 from huggingface_hub import constants
 
+from .errors import UnavailableError
 
-class WeightsUnavailableError(RuntimeError):
+
+class WeightsUnavailableError(UnavailableError, RuntimeError):
     """Pretrained weights could not be loaded (offline, or a bad local file)."""
 
 

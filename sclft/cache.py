@@ -33,7 +33,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from . import versions
-from .io import atomic_write_json, space_for
+from .errors import UsageError
+from .io import atomic_write_json, read_json, space_for
 from .progress import progress_bar
 
 log = logging.getLogger("sclft.cache")
@@ -115,7 +116,7 @@ class CachedFeatures(Dataset):
         return int(self.features.nbytes)
 
 
-class NonFiniteFeaturesError(ValueError):
+class NonFiniteFeaturesError(UsageError):
     """The frozen features (cached or just computed) hold NaN/inf: the backbone or its input is broken."""
 
 
@@ -168,7 +169,7 @@ def available_memory() -> int:
 
 def _choose_storage(storage: str, nbytes: int) -> str:
     if storage not in STORAGES:
-        raise ValueError(f"unknown cache storage {storage!r}; valid: {', '.join(STORAGES)}")
+        raise UsageError(f"unknown cache storage {storage!r}; valid: {', '.join(STORAGES)}")
     if storage != "auto":
         return storage
     return "memory" if nbytes <= available_memory() // 4 else "disk"
@@ -177,7 +178,7 @@ def _choose_storage(storage: str, nbytes: int) -> str:
 def load_disk_cache(path: Path, key: str, num_samples: int | None = None) -> CachedFeatures | None:
     """The complete disk cache at ``path`` if it was written for ``key`` (and has ``num_samples`` rows)."""
     try:
-        meta = json.loads((path / "meta.json").read_text())
+        meta = read_json(path / "meta.json")
         if meta.get("key") != key or meta.get("format") != FORMAT_VERSION:
             return None
         features = np.load(path / "features.npy", mmap_mode="r", allow_pickle=False)  # never unpickle a cache file
@@ -283,7 +284,7 @@ def build_cache(
     the cached tensors become inputs of the trained tail, which autograd must be allowed to save.
     """
     if storage not in STORAGES:
-        raise ValueError(f"unknown cache storage {storage!r}; valid: {', '.join(STORAGES)}")
+        raise UsageError(f"unknown cache storage {storage!r}; valid: {', '.join(STORAGES)}")
     path = (Path(cache_dir) if cache_dir else DEFAULT_CACHE_DIR) / key
     if storage in ("auto", "disk"):
         found = load_disk_cache(path, key, len(dataset))
@@ -317,7 +318,7 @@ def build_cache(
     finally:
         model.train(was_training)
     if features is None:
-        raise ValueError("cannot cache an empty dataset")
+        raise UsageError("cannot cache an empty dataset")
     if isinstance(features, torch.Tensor):
         check_finite(features, f"the in-memory feature cache ({key})")
         return CachedFeatures(features, labels, "memory")

@@ -20,15 +20,14 @@ from huggingface_hub import EvalResult, ModelCardData
 
 from .backbones import backbone_entries
 from .backbones.efficientnet_lite import VARIANTS, package_source
-from .config import TrainConfig
+from .config import TrainConfig, fields_where
 from .io import atomic_write_text
+from .run_folder import CARD_FILE, METRICS_FILE, WEIGHTS_FILE, is_sclft_card, read_run
 
 log = logging.getLogger("sclft.card")
 
-CARD_FILE = "README.md"
 # TrainConfig fields that do not change the result: left out of the command that reproduces a run
-NOT_IN_COMMAND = {"out", "resume", "overwrite", "progress", "num_workers", "cache", "cache_dir", "tensorboard",
-                  "report_to", "eval_every", "extra", "strategy_options"}
+NOT_IN_COMMAND = set(fields_where("in_command", False))  # declared by each TrainConfig field
 ALWAYS_IN_COMMAND = {"backbone", "data", "strategy", "layer"}  # named even at their defaults, for the reader
 
 
@@ -123,9 +122,8 @@ base.load_state_dict(dict(zip(names, [t for k, t in imagenet.items() if not k.st
 def model_card(run_dir: str | Path, model) -> str:
     """The text of ``run_dir/README.md`` for the finished run ``model`` was trained in."""
     run_dir = Path(run_dir)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    run = json.loads((run_dir / "train_config.json").read_text())
-    config = json.loads((run_dir / "config.json").read_text())
+    record = read_run(run_dir, with_config=True, finished=False)  # checked: manifest (if written yet), schemas
+    metrics, run, config = record.metrics, record.train_config, record.config
     weights = base_weights(model) if run.get("pretrained", True) and not run.get("checkpoint") else {}
     backbone, strategy, dataset = metrics["backbone"], metrics["strategy"], metrics["dataset"]
     acc, name = metrics["test_accuracy"], f"{backbone}-{strategy}-{dataset}".replace(":", "-").replace("/", "-")
@@ -143,7 +141,7 @@ def model_card(run_dir: str | Path, model) -> str:
         block = "none (the strategy tunes no single block)"
     elif selection:
         rule = selection.get("rule", "?") + (f":{selection['pick']}" if selection.get("pick") else "")
-        block = f"`{metrics['layer']}`, chosen by `--layer auto` (rule `{rule}`; evidence in `metrics.json`)"
+        block = f"`{metrics['layer']}`, chosen by `--layer auto` (rule `{rule}`; evidence in `{METRICS_FILE}`)"
     else:
         block = f"`{metrics['layer']}`, given with `--layer`"
     if not run.get("pretrained", True):
@@ -181,7 +179,7 @@ def model_card(run_dir: str | Path, model) -> str:
 # {backbone} / {strategy} on {dataset}
 
 `{backbone}` fine-tuned on `{dataset}` with sclft's `{strategy}` strategy. Values from this folder's
-`metrics.json`.
+`{METRICS_FILE}`.
 
 {table}
 
@@ -221,7 +219,7 @@ def _peft_section(model, config: dict[str, Any], run: dict[str, Any]) -> str:
     if code is None:
         why = ("the frozen weights were random or a local file, which only sclft rebuilds"
                if not run.get("pretrained", True) or run.get("checkpoint") else
-               "the backbone is not a timm model, so the head is only in `model.safetensors`")
+               f"the backbone is not a timm model, so the head is only in `{WEIGHTS_FILE}`")
         return (f"\nThe LoRA adapter (`adapter_config.json`, `adapter_model.safetensors`) is peft's format; load the "
                 f"whole model with `sclft.load` ({why}).\n")
     return f"""
@@ -247,7 +245,7 @@ def write_model_card(run_dir: str | Path, model) -> Path | None:
     """Write ``run_dir/README.md``; a ``README.md`` that is not a sclft card (the user's own) is left alone,
     with a warning."""
     path = Path(run_dir) / CARD_FILE
-    if path.exists() and "library_name: sclft" not in path.read_text(errors="replace")[:2000]:
+    if path.exists() and not is_sclft_card(path):
         log.warning("%s exists and is not a sclft model card: left as it is (no model card written)", path)
         return None
     return atomic_write_text(path, model_card(run_dir, model))

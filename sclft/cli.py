@@ -1,7 +1,8 @@
 """`sclft` command line: list, probe, train, eval here; bench and dln from their own modules.
 
-Exit codes: 0 success, 1 the run failed (data or weights unavailable, non-finite or diverged loss), 2 bad input.
-Set SCLFT_DEBUG=1 to see full tracebacks.
+Exit codes (:mod:`sclft.errors`): 0 success, 1 the environment lacks something (data, weights, a device, disk
+space) or the run failed (non-finite or diverged loss), 2 bad input, 130 interrupted. Any other exception is a bug
+and keeps its traceback; SCLFT_DEBUG=1 shows the traceback of the expected failures too.
 """
 
 from __future__ import annotations
@@ -15,14 +16,17 @@ import os
 import signal
 import sys
 import typing
+import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import OPTIM_DEFAULTS, TrainConfig, layered_config
-from .io import atomic_write_json, atomic_write_text, check_out_dir, check_out_file, check_out_folder
+from .config import OPTIM_DEFAULTS, PRECISIONS, TrainConfig, layered_config, unwrap_optional
+from .errors import EXIT_INTERRUPTED, EXIT_USAGE, Interrupted, UsageError, exit_code
+from .io import atomic_write_json, atomic_write_text, check_out_dir
 from .resources import list_yaml
+from .run_folder import METRICS_FILE, WEIGHTS_FILE, check_out_file, check_out_folder
 from .strategies import get_strategy_config, list_strategies, option_owners
 
 # sub-command name -> (module exposing ``add_parser(subparsers)``, its one-line help); the parser sets
@@ -34,46 +38,6 @@ COMMAND_MODULES = {
 }
 _BUILTIN: dict[str, Callable[[Any], None]] = {}
 
-# help text for TrainConfig fields that become `sclft train` flags
-TRAIN_HELP = {
-    "backbone": "backbone name (sclft list backbones), timm:<name> or open_clip:<arch>/<tag>",
-    "data": "dataset name (sclft list datasets), imagefolder:PATH or hf:<repo_id>",
-    "strategy": "transfer strategy (sclft list strategies); its options are the flags under 'strategy options'",
-    "layer": "block to tune, or 'auto' to choose it by NC1 on the training data",
-    "layer_rule": "rule for --layer auto: auto | profile | fixed | trial | tuned",
-    "max_params": "--layer auto: choose only among blocks training at most this percent of the parameters",
-    "epochs": "training epochs",
-    "lr": "peak learning rate (after warm-up; then --schedule)",
-    "batch_size": "images per step",
-    "optimizer": "adamw | sgd",
-    "weight_decay": "weight decay (not applied to norms and biases)",
-    "schedule": "learning rate after the warm-up: cosine (decay to 0) | constant",
-    "warmup_epochs": "linear warm-up length in epochs",
-    "label_smoothing": "label smoothing of the cross-entropy",
-    "grad_accum": "gradient accumulation steps",
-    "precision": "mixed precision: no | bf16 | fp16",
-    "image_size": "input size in pixels (default: the backbone's)",
-    "augment": "standard random train augmentation (disables the frozen-prefix cache)",
-    "train_per_class": "balanced, seeded subset of N training images per class",
-    "val_fraction": "hold out this fraction of train as a validation split",
-    "seed": "random seed",
-    "data_dir": "local copy of the dataset (no download)",
-    "pretrained": "load pretrained weights (--no-pretrained: random init)",
-    "checkpoint": "local weights file for the backbone (instead of downloading)",
-    "cache": "frozen-prefix activation cache: auto | memory | disk | off",
-    "cache_dir": "directory for disk caches (default ~/.cache/sclft/features)",
-    "num_workers": "data-loading worker processes",
-    "eval_every": "evaluate on val/test every N epochs (0: only at the end)",
-    "channels_last": "channels_last memory format for conv backbones",
-    "compile": "torch.compile the model",
-    "tensorboard": "log metrics to TensorBoard under --out (same as --report-to tensorboard)",
-    "report_to": "experiment trackers, comma-separated: tensorboard (OUT/sclft), wandb (OUT/wandb; WANDB_MODE=offline "
-                 "works without an account); a tracker whose package is missing is an error",
-    "out": "output directory (metrics.json, model.safetensors, checkpoint/)",
-    "resume": "continue an interrupted run from --out/checkpoint (refused if a result-changing option differs)",
-    "overwrite": "replace a finished run or another run's checkpoints in --out",
-    "progress": "progress bars",
-}
 _NOT_FLAGS = {"extra", "strategy_options"}
 _OPTION_DEST = "strategy_option:"  # argparse dest prefix of the strategy-option flags
 
@@ -89,9 +53,7 @@ def command(name: str):
 
 
 def _field_type(f: dataclasses.Field) -> type:
-    hint = typing.get_type_hints(TrainConfig)[f.name]
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if args else hint
+    return unwrap_optional(typing.get_type_hints(TrainConfig)[f.name])[0]
 
 
 def add_train_flags(parser: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
@@ -104,7 +66,9 @@ def add_train_flags(parser: argparse.ArgumentParser, only: Sequence[str] | None 
         default = f.default if f.default is not dataclasses.MISSING else None
         if default is None and f.name in OPTIM_DEFAULTS:
             default = f"the strategy's, else {OPTIM_DEFAULTS[f.name]}"
-        help_text = f"{TRAIN_HELP.get(f.name, '')} (default: {default})"
+        help_text = f.metadata["help"]  # declared with the field (sclft.config.TrainConfig)
+        if default is not None and "(default" not in help_text:  # a default shown once; None: none, or said
+            help_text += f" (default: {default})"
         if kind is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
@@ -120,9 +84,7 @@ def add_strategy_option_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("strategy options", "valid only with the strategy named in [brackets]")
     for name, owners in option_owners().items():
         f = next(f for f in dataclasses.fields(owners[0]) if f.name == name)
-        hint = typing.get_type_hints(owners[0])[name]
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        kind = args[0] if args else hint
+        kind = unwrap_optional(typing.get_type_hints(owners[0])[name])[0]
         default = f.default if f.default is not dataclasses.MISSING else None
         help_text = f"[{', '.join(o.name for o in owners)}] {f.metadata.get('help', '')}"
         help_text += f" (default: {default})" if default is not None else ""
@@ -158,7 +120,7 @@ def _given(args: argparse.Namespace, names: Sequence[str]):
 @command("list")
 def _list_parser(sub) -> None:
     p = sub.add_parser("list", help="list backbones, datasets, strategies, configs or bench suites")
-    p.add_argument("what", choices=list(LISTERS))
+    p.add_argument("what", choices=list(LISTERS), help=f"what to list: {', '.join(LISTERS)}")
     p.set_defaults(func=run_list)
 
 
@@ -179,6 +141,29 @@ def _list_strategies() -> list[str]:
     return [f"{n:<14} {get_strategy_config(n).description}" for n in list_strategies()]
 
 
+def _list_suites() -> list[str]:
+    """Each packaged suite with its run count, estimated cost (as ``sclft bench --dry-run`` totals it) and
+    description."""
+
+    from .bench.cost import suite_cost  # torch: only when the command runs (light --help)
+    from .bench.suite import load_suite
+
+    rows = []
+    logging.disable(logging.WARNING)  # the block budget's fallback notes of expanding each suite are not the listing
+    try:
+        for name in list_yaml("suites"):
+            suite = load_suite(name)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                runs, seconds, basis = suite_cost(suite)
+            cost = f"{seconds / 3600:.1f} {suite.cost_unit}-hours" if seconds >= 3600 else \
+                f"{seconds / 60:.0f} {suite.cost_unit}-minutes"
+            rows.append(f"{name:<22} {runs:>4} runs  ~{cost:<17} ({basis})  {suite.description}")
+    finally:
+        logging.disable(logging.NOTSET)
+    return rows
+
+
 def _list_packaged(kind: str) -> Callable[[], list[str]]:
     def lister() -> list[str]:
         return list_yaml(kind)
@@ -192,7 +177,7 @@ LISTERS: dict[str, Callable[[], list[str]]] = {
     "datasets": _list_datasets,
     "strategies": _list_strategies,
     "configs": _list_packaged("configs"),  # sclft train --config NAME
-    "suites": _list_packaged("suites"),  # sclft bench --suite NAME
+    "suites": _list_suites,  # sclft bench --suite NAME
 }
 
 
@@ -209,10 +194,13 @@ PROBE_FLAGS = ["backbone", "data", "data_dir", "image_size", "batch_size", "trai
 @command("probe")
 def _probe_parser(sub) -> None:
     p = sub.add_parser("probe", help="layer-wise NC1 of a pretrained backbone on the downstream training data")
+    p.add_argument("--config", help="YAML file of TrainConfig fields (or NAME: sclft list configs); probe reads the "
+                                    "ones of its flags below and extra.selection (with --rank); explicit flags win")
     add_train_flags(p, only=PROBE_FLAGS)
     p.add_argument("--layers", default="all", help="'all' or comma-separated block names")
     p.add_argument("--pooling", default=None, help="avg | avg2x2 | flatten (conv); cls | mean_tokens | flatten (ViT)")
-    p.add_argument("--split", default="train", choices=["train", "test", "val"])
+    p.add_argument("--split", default="train", choices=["train", "test", "val"],
+                   help="split to probe (default: train)")
     p.add_argument("--normalize", action="store_true", help="divide NC1 by K (Papyan et al.)")
     p.add_argument("--jackknife", type=int, default=None, metavar="G",
                    help="also each layer's standard error of NC1 (nc1_se): a delete-one-group jackknife, G >= 2 groups")
@@ -238,11 +226,12 @@ def run_rank(args, cfg: TrainConfig, layers: list[str] | None) -> int:
     if args.jackknife is not None and rule != "profile":
         unused.append(f"--jackknife (layer rule {rule} computes no standard error)")
     if unused:
-        raise ValueError(f"{', '.join(unused)}: not used by --rank (the layer rule reads the training split its own "
+        raise UsageError(f"{', '.join(unused)}: not used by --rank (the layer rule reads the training split its own "
                          "way); drop them, or probe without --rank")
     selection = {**({"candidates": layers} if layers else {}),
                  **({"profile_jackknife": args.jackknife} if args.jackknife is not None else {})}
-    cfg = dataclasses.replace(cfg, extra={"selection": selection}).validate()
+    given = (cfg.extra or {}).get("selection") or {}  # e.g. the pick of --layer-rule profile:logme, or --config's
+    cfg = dataclasses.replace(cfg, extra={**cfg.extra, "selection": {**given, **selection}}).validate()
     splits = load_dataset(cfg.data, cfg.data_dir, train_per_class=cfg.train_per_class, seed=cfg.seed)
     backbone = create_backbone(cfg.backbone, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint,
                                image_size=cfg.image_size)
@@ -269,30 +258,31 @@ def run_probe(args) -> int:
     from .data import TransformedDataset, build_transforms, load_dataset, targets_of
     from .probing import probe
 
-    cfg = _given(args, PROBE_FLAGS)
+    flags = {n: getattr(args, n) for n in PROBE_FLAGS if getattr(args, n, None) is not None}
+    cfg = layered_config(args.config, flags) if args.config else _given(args, PROBE_FLAGS)
     if args.jackknife is not None and args.jackknife < 2:
-        raise ValueError(f"--jackknife must be a number of groups >= 2, got {args.jackknife}")
+        raise UsageError(f"--jackknife must be a number of groups >= 2, got {args.jackknife}")
     layers = None if args.layers == "all" else [s.strip() for s in args.layers.split(",")]
     if args.out:
         check_out_folder(args.out, ("rank.json",) if args.rank else ("probe.csv", "probe.png"))
     if args.rank:
         return run_rank(args, cfg, layers)
     if not args.out:
-        raise ValueError("sclft probe needs --out DIR (or --rank)")
+        raise UsageError("sclft probe needs --out DIR (or --rank)")
     splits = load_dataset(cfg.data, cfg.data_dir, train_per_class=cfg.train_per_class, seed=cfg.seed)
     split = getattr(splits, args.split)
     if split is None:
-        raise ValueError(f"{splits.name} has no {args.split!r} split")
+        raise UsageError(f"{splits.name} has no {args.split!r} split")
     largest = max(Counter(targets_of(split)).values())
     if args.jackknife is not None and args.jackknife > largest:  # the groups beyond it would stay empty
-        raise ValueError(f"--jackknife {args.jackknife}: more groups than samples of any class in the {args.split} "
+        raise UsageError(f"--jackknife {args.jackknife}: more groups than samples of any class in the {args.split} "
                          f"split (at most {largest}); use --jackknife {largest} or fewer")
     backbone = create_backbone(cfg.backbone, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint,
                                image_size=cfg.image_size)
     for name in layers or []:
         backbone.check_block(name)
     if args.pooling is not None and args.pooling not in POOLERS[backbone.layout]:
-        raise ValueError(f"--pooling {args.pooling!r} is not valid for {backbone.name} ({backbone.layout} layout); "
+        raise UsageError(f"--pooling {args.pooling!r} is not valid for {backbone.name} ({backbone.layout} layout); "
                          f"valid: {', '.join(POOLERS[backbone.layout])}")
     _, eval_tf = build_transforms(backbone.data_config, cfg.image_size)
     res = probe(backbone, TransformedDataset(split, eval_tf), layers or "all", pooling=args.pooling,
@@ -309,7 +299,7 @@ def run_probe(args) -> int:
 # -------------------------------------------------------------------------------------------- train
 @command("train")
 def _train_parser(sub) -> None:
-    p = sub.add_parser("train", help="train one model; writes OUT/metrics.json, OUT/model.safetensors, checkpoints")
+    p = sub.add_parser("train", help=f"train one model; writes OUT/{METRICS_FILE}, OUT/{WEIGHTS_FILE}, checkpoints")
     p.add_argument("--config", help="YAML file of TrainConfig fields, or the NAME of a packaged one "
                                     "(sclft list configs); explicit flags win")
     add_train_flags(p)
@@ -334,7 +324,7 @@ def run_train(args) -> int:
         f"NC1 train {metrics['nc1_train']:.3g}, trainable {metrics['trainable_percent']:.2f}% "
         f"({metrics['trainable_params']:,} params), {metrics['seconds']:.0f} s"
     )
-    print(f"wrote {Path(cfg.out) / 'metrics.json'}")
+    print(f"wrote {Path(cfg.out) / METRICS_FILE}")
     return 0
 
 
@@ -355,7 +345,8 @@ def _eval_parser(sub) -> None:
     p.add_argument("--checkpoint", required=True, help="a `sclft train --out` directory")
     add_backbone_weights_flag(p)
     add_train_flags(p, only=EVAL_FLAGS)
-    p.add_argument("--split", default="test", choices=["train", "test", "val"])
+    p.add_argument("--split", default="test", choices=["train", "test", "val"],
+                   help="split to evaluate (default: test)")
     p.set_defaults(func=run_eval)
 
 
@@ -385,7 +376,7 @@ def _predict_parser(sub) -> None:
                                                "file of a run folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default: auto)")
-    p.add_argument("--precision", default="no", choices=["no", "bf16", "fp16"], help="autocast dtype (default: no)")
+    p.add_argument("--precision", default="no", choices=PRECISIONS, help="autocast dtype (default: no)")
     p.add_argument("--num-workers", type=int, default=0, help="image-decoding worker processes (default: 0)")
     p.add_argument("--strict", action="store_true", help="an unreadable file is an error (exit 2) instead of a "
                                                          "warning; nothing is written")
@@ -394,14 +385,15 @@ def _predict_parser(sub) -> None:
 
 
 def run_predict(args) -> int:
-    from .predict import OUT_FORMATS, check_run, format_rows, gather_images, predict_files  # torch: only when run
-    from .save import load
+    from .predict import OUT_FORMATS, format_rows, gather_images, predict_files, resolve_device  # torch
+    from .run_folder import check_run, load
 
     fmt = Path(args.out).suffix.lower() if args.out else ".csv"
     if fmt not in OUT_FORMATS:
-        raise ValueError(f"--out {args.out}: unknown format {fmt or '(no suffix)'}; valid: {', '.join(OUT_FORMATS)}")
+        raise UsageError(f"--out {args.out}: unknown format {fmt or '(no suffix)'}; valid: {', '.join(OUT_FORMATS)}")
     if args.top_k < 1 or args.batch_size < 1:
-        raise ValueError(f"--top-k and --batch-size must be >= 1, got {args.top_k} and {args.batch_size}")
+        raise UsageError(f"--top-k and --batch-size must be >= 1, got {args.top_k} and {args.batch_size}")
+    resolve_device(args.device)  # before the model loads
     if args.out:
         check_out_file(args.out, "--out", args.overwrite)
     run = check_run(args.checkpoint)
@@ -414,12 +406,12 @@ def run_predict(args) -> int:
     if skipped:
         listed = "\n".join(f"  {reason}" for _, reason in skipped)
         if args.strict:
-            raise ValueError(f"{len(skipped)} of {len(inputs.files)} file(s) are not readable images "
+            raise UsageError(f"{len(skipped)} of {len(inputs.files)} file(s) are not readable images "
                              f"(--strict; nothing written):\n{listed}")
         print(f"sclft predict: warning: skipped {len(skipped)} of {len(inputs.files)} file(s) that are not readable "
               f"images:\n{listed}", file=sys.stderr)
     if not rows:
-        raise ValueError(f"none of the {len(inputs.files)} file(s) is a readable image; nothing to predict")
+        raise UsageError(f"none of the {len(inputs.files)} file(s) is a readable image; nothing to predict")
     text = format_rows(rows, fmt, args.top_k)
     if args.out:
         atomic_write_text(args.out, text)
@@ -452,8 +444,7 @@ def _export_parser(sub) -> None:
 def run_export(args) -> int:
     # torch: only when the command runs (light --help)
     from .export import check_export_out, export_model, read_metadata
-    from .predict import check_run
-    from .save import load
+    from .run_folder import check_run, load
 
     check_export_out(args.out, args.format, args.overwrite)
     model = load(check_run(args.checkpoint), checkpoint=args.backbone_weights)
@@ -515,22 +506,6 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-# exception (module, class) -> exit code; first match wins: a missing file is bad input, other OS errors (disk
-# full, permissions) fail the run. Classes of modules not imported yet cannot have been raised: not imported here.
-FAILURE_CODES = [("sclft.data", "DatasetUnavailableError", 1), ("sclft._hub", "WeightsUnavailableError", 1),
-                 ("sclft.training", "NonFiniteLossError", 1), ("builtins", "FileNotFoundError", 2),
-                 ("builtins", "ValueError", 2), ("builtins", "OSError", 1)]
-
-
-def _exit_code(e: BaseException) -> int | None:
-    """The exit code of a known failure, or None (an unexpected error: show the traceback)."""
-    for module, name, code in FAILURE_CODES:
-        cls = getattr(sys.modules.get(module), name, None)
-        if cls is not None and isinstance(e, cls):
-            return code
-    return None
-
-
 def _interrupted(args) -> str:
     """What Ctrl-C prints: for ``sclft train``, ``--resume`` only where a checkpoint of this run exists."""
     if args.command != "train":
@@ -539,19 +514,16 @@ def _interrupted(args) -> str:
         cfg = config_from_args(args)
     except Exception:  # the hint must never replace the interruption with another error
         return "interrupted"
-    from .training.checkpoint import CHECKPOINT_DIR  # loaded already: the run had started
-    from .training.run_folder import METRICS_FILE, STAGING
+    from .run_folder import CHECKPOINT_DIR, STAGING, has_checkpoint  # loaded already: the run had started
 
     out = Path(cfg.out)
     if (out / METRICS_FILE).is_file() or (out / STAGING).is_dir():  # --overwrite writes the new run beside the old
         return (f"interrupted; the previous run in {out} is unchanged; rerun with --overwrite to start the new run "
                 "again")
-    if (out / CHECKPOINT_DIR / "latest.json").is_file():
+    if has_checkpoint(out):
         return (f"interrupted; rerun with --resume{' (instead of --overwrite)' if cfg.overwrite else ''} to continue "
                 f"from the last checkpoint in {out / CHECKPOINT_DIR}")
     return "interrupted before the first checkpoint was written; rerun the same command to start the run again"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -559,7 +531,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe fails here, inside the handler, not at interpreter exit
@@ -567,11 +539,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `sclft list ... | head`: the reader has gone; stop quietly, as a CLI killed by SIGPIPE
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit-time flush must not fail again
         return 128 + signal.SIGPIPE
-    except KeyboardInterrupt:
-        print(_interrupted(args), file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or an Interrupted that says what was kept
+        print(f"sclft {args.command}: {e}" if isinstance(e, Interrupted) else _interrupted(args), file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as e:
-        code = _exit_code(e)
+        code = exit_code(e)  # None: not an expected failure but a bug (also inside torch, numpy, timm): traceback
         if code is None or os.environ.get("SCLFT_DEBUG"):
             raise
         print(f"sclft {args.command}: error: {e}", file=sys.stderr)

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .picks import DEFAULT_FIXED_PICK, FIXED_PICKS, PROFILE_PICKS, list_rules
+from .errors import UsageError
+from .picks import DEFAULT_FIXED_PICK, DEFAULT_PROFILE_PICK, FIXED_PICKS, PROFILE_PICKS, list_rules
 from .resources import read_yaml
 from .strategies import collect_strategy_options, get_strategy_config, list_strategies, strategy_config
 
@@ -32,10 +33,15 @@ SCHEDULES = ("cosine", "constant")
 TRACKERS = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb")}
 # optimisation fields left unset (None) take the strategy's ``train_defaults``, else these (see resolve_defaults)
 OPTIM_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "weight_decay": 0.05, "schedule": "cosine", "warmup_epochs": 1.0}
-DEFAULT_MAX_PARAMS = 8.0  # percent of the model's parameters a block strategy may tune under --layer auto
+# percent of the model's parameters a block strategy may tune under --layer auto. 10: every block of the lecture's
+# ViT-B/32 and CLIP ViT-B/32 qualifies (each trains 8.07-8.2 % with a 10-100 class head; under the former 8 none did
+# and every run fell back with a warning), while ResNet-50's candidates and EfficientNet-Lite0's on 10 classes
+# (digits) stay those of 8 (their next blocks: 19 %, 14.5 %), so those default picks do not change. Lite0 gains
+# blocks.5.0 from 47 classes up (8.3 %), blocks.4.1-4.2 at 100 (8.5 %). `sclft probe --rank` prints each share.
+DEFAULT_MAX_PARAMS = 10.0
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A TrainConfig field has a bad value; ``key`` names the field (the CLI says where it came from)."""
 
     def __init__(self, key: str, message: str):
@@ -43,49 +49,88 @@ class ConfigError(ValueError):
         self.key = key
 
 
+# the properties every TrainConfig field declares in its ``metadata`` (test_config checks that each does):
+# help: the `sclft train` flag's help text; hashed: part of a bench run's id (sclft.bench.plan.UNHASHED_FIELDS are
+# those that are not); location: where a machine keeps something, matched across machines (bench.layout);
+# resume_may_differ: may change on --resume without changing the trained weights (train.checkpoint);
+# in_command: appears in the model card's reproduce command (card.NOT_IN_COMMAND are those that do not)
+FIELD_PROPERTIES = ("help", "hashed", "location", "resume_may_differ", "in_command")
+
+
+def _field(default: Any = dataclasses.MISSING, *, help: str, hashed: bool = True, location: bool = False,
+           resume_may_differ: bool = False, in_command: bool = True, **kw) -> Any:
+    """A TrainConfig field with its :data:`FIELD_PROPERTIES`; the defaults fit a field that changes the result."""
+    return field(default=default, **kw, metadata={"help": help, "hashed": hashed, "location": location,
+                                                  "resume_may_differ": resume_may_differ, "in_command": in_command})
+
+
+# a field that only says how a run is carried out (where, how fast, what is shown): not hashed, may change on
+# resume, not in the reproduce command
+_HOW = {"hashed": False, "resume_may_differ": True, "in_command": False}
+
+
 @dataclass
 class TrainConfig:
-    """Everything a run needs; the CLI flags and ``sclft/configs/*.yaml`` map onto these fields."""
+    """Everything a run needs; the CLI flags and ``sclft/configs/*.yaml`` map onto these fields. Each field declares
+    its help text and properties (:data:`FIELD_PROPERTIES`); :func:`fields_where` derives the sets of them."""
 
-    backbone: str = "efficientnet_lite0"
-    data: str = "digits"
-    strategy: str = "scl_ft"
-    layer: str = "auto"  # a block name, or "auto" (chosen by NC1, see sclft.selection)
-    layer_rule: str = "auto"
-    max_params: float | None = DEFAULT_MAX_PARAMS  # --layer auto: only blocks training at most this % of the parameters
-    epochs: int = 10
-    lr: float | None = None  # None (also weight_decay, schedule, warmup_epochs): see resolve_defaults
-    batch_size: int = 64
-    optimizer: str = "adamw"
-    weight_decay: float | None = None
-    momentum: float = 0.9
-    schedule: str | None = None  # "cosine" (to 0) or "constant", after the linear warm-up
-    warmup_epochs: float | None = None
-    label_smoothing: float = 0.0
-    grad_accum: int = 1
-    precision: str = "no"
-    image_size: int | None = None
-    augment: bool = False
-    train_per_class: int | None = None
-    val_fraction: float = 0.0
-    seed: int = 0
-    data_dir: str | None = None
-    pretrained: bool = True
-    checkpoint: str | None = None
-    strategy_options: dict = field(default_factory=dict)  # the chosen strategy's options, e.g. {"fuse": "concat"}
-    cache: str = "auto"
-    cache_dir: str | None = None
-    num_workers: int = 0
-    eval_every: int = 1  # evaluate on val/test every N epochs (0: only at the end)
-    channels_last: bool = False
-    compile: bool = False
-    tensorboard: bool = False  # alias of report_to="tensorboard"
-    report_to: str | None = None  # experiment trackers (Accelerate's), comma-separated: tensorboard, wandb
-    out: str = "runs/sclft"
-    resume: bool = False
-    overwrite: bool = False  # replace a finished run (or another run's checkpoints) in ``out``
-    progress: bool = True
-    extra: dict = field(default_factory=dict)  # {"selection": SelectionConfig options}, see ``selection``
+    backbone: str = _field("efficientnet_lite0", help="backbone name (sclft list backbones), timm:<name> or "
+                                                      "open_clip:<arch>/<tag>")
+    data: str = _field("digits", help="dataset name (sclft list datasets), imagefolder:PATH or hf:<repo_id>")
+    strategy: str = _field("scl_ft", help="transfer strategy (sclft list strategies); its options are the flags "
+                                          "under 'strategy options'")
+    layer: str = _field("auto", help="block to tune, or 'auto' to choose it by NC1 on the training data")
+    layer_rule: str = _field("auto", help="rule for --layer auto: auto | profile | fixed | trial | tuned, or "
+                                          "RULE:PICK as the results tables write it (profile:logme, fixed:middle)")
+    max_params: float | None = _field(DEFAULT_MAX_PARAMS, help="--layer auto: choose only among blocks training at "
+                                                               "most this percent of the parameters")
+    epochs: int = _field(10, help="training epochs")
+    lr: float | None = _field(None, help="peak learning rate (after warm-up; then --schedule)")
+    batch_size: int = _field(64, help="images per step")
+    optimizer: str = _field("adamw", help="adamw | sgd")
+    weight_decay: float | None = _field(None, help="weight decay (not applied to norms and biases)")
+    momentum: float = _field(0.9, help="SGD momentum (Nesterov; --optimizer sgd)")
+    schedule: str | None = _field(None, help="learning rate after the warm-up: cosine (decay to 0) | constant")
+    warmup_epochs: float | None = _field(None, help="linear warm-up length in epochs")
+    label_smoothing: float = _field(0.0, help="label smoothing of the cross-entropy")
+    grad_accum: int = _field(1, help="gradient accumulation steps")
+    precision: str = _field("no", help=f"mixed precision: {' | '.join(PRECISIONS)}")
+    image_size: int | None = _field(None, help="input size in pixels (default: the backbone's)")
+    augment: bool = _field(False, help="standard random train augmentation (disables the frozen-prefix cache)")
+    train_per_class: int | None = _field(None, help="balanced, seeded subset of N training images per class "
+                                                    "(default: all)")
+    val_fraction: float = _field(0.0, help="hold out this fraction of train as a validation split")
+    seed: int = _field(0, help="random seed")
+    data_dir: str | None = _field(None, help="local copy of the dataset (no download)", location=True,
+                                  resume_may_differ=True)
+    pretrained: bool = _field(True, help="load pretrained weights (--no-pretrained: random init)")
+    checkpoint: str | None = _field(None, help="local weights file for the backbone (instead of downloading)")
+    strategy_options: dict = _field(help="the chosen strategy's options, e.g. {'fuse': 'concat'} (flags of their "
+                                         "own)", in_command=False, default_factory=dict)
+    cache: str = _field("auto", help="frozen-prefix activation cache: auto | memory | disk | off", in_command=False)
+    cache_dir: str | None = _field(None, help="directory for disk caches (default: ~/.cache/sclft/features)", **_HOW)
+    num_workers: int = _field(0, help="data-loading worker processes", **_HOW)
+    eval_every: int = _field(1, help="evaluate on val/test every N epochs (0: only at the end)",
+                             resume_may_differ=True, in_command=False)
+    channels_last: bool = _field(False, help="channels_last memory format for conv backbones")
+    compile: bool = _field(False, help="torch.compile the model")
+    tensorboard: bool = _field(False, help="log metrics to TensorBoard under --out (same as --report-to tensorboard)",
+                               **_HOW)
+    report_to: str | None = _field(None, help="experiment trackers, comma-separated: tensorboard (OUT/sclft), wandb "
+                                              "(OUT/wandb; WANDB_MODE=offline works without an account); a tracker "
+                                              "whose package is missing is an error", **_HOW)
+    out: str = _field("runs/sclft", help="output directory: the run folder (results, weights, model card, "
+                                         "checkpoints)", **_HOW)
+    resume: bool = _field(False, help="continue an interrupted run from --out/checkpoint (refused if a "
+                                      "result-changing option differs)", **_HOW)
+    overwrite: bool = _field(False, help="replace a finished run or another run's checkpoints in --out", **_HOW)
+    progress: bool = _field(True, help="progress bars", **_HOW)
+    extra: dict = _field(help="{'selection': SelectionConfig options} (YAML; see TrainConfig.selection)",
+                         in_command=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.layer_rule, str) and ":" in self.layer_rule:  # RULE:PICK, as the results tables write it
+            self.layer_rule, self.extra = split_rule_pick(self.layer_rule, self.extra)
 
     @property
     def selection(self) -> SelectionConfig:
@@ -133,7 +178,8 @@ class TrainConfig:
             ("optimizer", self.optimizer in OPTIMIZERS, _one_of("optimizer", OPTIMIZERS, self.optimizer)),
             ("precision", self.precision in PRECISIONS, _one_of("precision", PRECISIONS, self.precision)),
             ("cache", self.cache in CACHE_MODES, _one_of("cache", CACHE_MODES, self.cache)),
-            ("layer_rule", self.layer_rule in rules, _one_of("layer_rule", rules, self.layer_rule)),
+            ("layer_rule", self.layer_rule in rules, _one_of("layer_rule", rules, self.layer_rule)
+             + f", or RULE:PICK ({', '.join(f'{r}:…' for r in RULE_PICKS)}; e.g. profile:logme)"),
             ("val_fraction", 0.0 <= self.val_fraction < 1.0,
              f"val_fraction must be in [0, 1), got {self.val_fraction}"),
             ("train_per_class", self.train_per_class is None or self.train_per_class >= 1,
@@ -211,7 +257,7 @@ class TrainConfig:
         kinds = _field_kinds(cls)
         unknown = sorted(set(values) - set(kinds))
         if unknown:
-            raise ValueError(f"{source}: unknown config keys: {', '.join(map(str, unknown))}; "
+            raise UsageError(f"{source}: unknown config keys: {', '.join(map(str, unknown))}; "
                              f"valid keys: {', '.join(sorted(kinds))}")
         return {k: _coerce(v, *kinds[k], f"{source}: {k}") for k, v in values.items()}
 
@@ -221,9 +267,41 @@ class TrainConfig:
         return cls(**cls.coerce(collect_strategy_options(values), source))
 
 
+# RULE:PICK spellings of ``layer_rule`` (as the results tables name a rule): rule -> (its selection option, picks)
+RULE_PICKS = {"profile": ("profile_pick", PROFILE_PICKS), "fixed": ("fixed_pick", FIXED_PICKS)}
+
+
+def split_rule_pick(spelling: str, extra: Any) -> tuple[str, Any]:
+    """``layer_rule: profile:logme`` → rule ``profile`` and ``extra.selection.profile_pick: logme`` (one config,
+    however spelled: the same bench run id). A pick also given in ``extra`` must agree."""
+    rule, _, pick = spelling.partition(":")
+    if rule not in RULE_PICKS:
+        raise ConfigError("layer_rule", f"layer_rule {spelling!r}: only {' and '.join(RULE_PICKS)} take a pick "
+                                        f"(e.g. profile:{DEFAULT_PROFILE_PICK}, fixed:{DEFAULT_FIXED_PICK})")
+    key, valid = RULE_PICKS[rule]
+    if pick not in valid:
+        raise ConfigError("layer_rule", f"layer_rule {spelling!r}: unknown {rule} pick {pick!r}; valid: "
+                                        f"{', '.join(f'{rule}:{p}' for p in valid)}")
+    if not isinstance(extra, Mapping) or not isinstance(extra.get("selection", {}), Mapping):
+        return rule, extra  # validate() names what is wrong with extra
+    selection = dict(extra.get("selection") or {})
+    if selection.get(key) not in (None, pick):
+        raise ConfigError("layer_rule", f"layer_rule {spelling!r} and extra.selection.{key} {selection[key]!r} "
+                                        "disagree; give the pick once")
+    return rule, {**extra, "selection": {**selection, key: pick}}
+
+
 # keys of TrainConfig.extra; "selection" holds SelectionConfig options
 EXTRA_KEYS = ("selection",)
 _KIND_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping"}
+
+
+def fields_where(prop: str, value: bool = True) -> tuple[str, ...]:
+    """TrainConfig field names whose ``metadata[prop]`` is ``value``, in field order (e.g. the unhashed fields:
+    ``fields_where("hashed", False)``)."""
+    if prop not in FIELD_PROPERTIES[1:]:
+        raise KeyError(f"{prop!r}: not a field property; valid: {', '.join(FIELD_PROPERTIES[1:])}")
+    return tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata[prop] is value)
 
 
 def _default(name: str) -> Any:
@@ -231,13 +309,15 @@ def _default(name: str) -> Any:
     return f.default if f.default is not dataclasses.MISSING else f.default_factory()
 
 
+def unwrap_optional(hint: Any) -> tuple[Any, bool]:
+    """(type, optional) of an annotation: ``int | None`` → (int, True), ``str`` → (str, False)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return (args[0] if args else hint), type(None) in typing.get_args(hint)
+
+
 def _field_kinds(cls) -> dict[str, tuple[type, bool]]:
-    """Field name → (type, optional) from the annotations (``int | None`` → (int, True))."""
-    kinds = {}
-    for name, hint in typing.get_type_hints(cls).items():
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        kinds[name] = (args[0] if args else hint, type(None) in typing.get_args(hint))
-    return kinds
+    """Field name → (type, optional) from the annotations."""
+    return {name: unwrap_optional(hint) for name, hint in typing.get_type_hints(cls).items()}
 
 
 def _is_kind(value: Any, kind: type) -> bool:
@@ -253,21 +333,21 @@ def _coerce(value: Any, kind: type, optional: bool, where: str) -> Any:
     if value is None:
         if optional:
             return None
-        raise ValueError(f"{where} must be {_KIND_WORDS.get(kind, kind.__name__)}, got null")
+        raise UsageError(f"{where} must be {_KIND_WORDS.get(kind, kind.__name__)}, got null")
     if kind is str and isinstance(value, bool):
-        raise ValueError(f"{where} must be a string, got {value!r}: YAML reads an unquoted yes/no/on/off/true/false "
+        raise UsageError(f"{where} must be a string, got {value!r}: YAML reads an unquoted yes/no/on/off/true/false "
                          f"as a boolean; quote it, e.g. '{'no' if value is False else 'yes'}'")
     if kind in (int, float, str) and isinstance(value, (int, float, str)) and not isinstance(value, bool):
         if kind is int and isinstance(value, float):
             if value.is_integer():
                 return int(value)
-            raise ValueError(f"{where} must be an integer, got {value!r}")
+            raise UsageError(f"{where} must be an integer, got {value!r}")
         try:
             return kind(value)
         except ValueError:
-            raise ValueError(f"{where} must be {_KIND_WORDS[kind]}, got {value!r}") from None
+            raise UsageError(f"{where} must be {_KIND_WORDS[kind]}, got {value!r}") from None
     if not _is_kind(value, kind):
-        raise ValueError(f"{where} must be {_KIND_WORDS.get(kind, kind.__name__)}, got {value!r}")
+        raise UsageError(f"{where} must be {_KIND_WORDS.get(kind, kind.__name__)}, got {value!r}")
     return value
 
 
@@ -279,7 +359,7 @@ def _check_extra(extra: dict) -> None:
     """``extra`` holds only :data:`EXTRA_KEYS`; its ``selection`` options make a valid :class:`SelectionConfig`."""
     unknown = sorted(set(extra) - set(EXTRA_KEYS))
     if unknown:
-        raise ValueError(f"unknown extra keys: {', '.join(map(str, unknown))}; valid: {', '.join(EXTRA_KEYS)}")
+        raise UsageError(f"unknown extra keys: {', '.join(map(str, unknown))}; valid: {', '.join(EXTRA_KEYS)}")
     SelectionConfig.from_options(extra.get("selection"))
 
 
@@ -328,7 +408,7 @@ class SelectionConfig:
             except TypeError:  # e.g. an unhashable value tested against the pick names
                 good = False
             if not good:
-                raise ValueError(f"extra.selection.{f.name} must be {what}, got {value!r}")
+                raise UsageError(f"extra.selection.{f.name} must be {what}, got {value!r}")
         if self.candidates is not None:
             self.candidates = list(self.candidates)
         return self
@@ -346,10 +426,10 @@ class SelectionConfig:
         if options is None:
             options = {}
         if not isinstance(options, Mapping):
-            raise ValueError(f"extra.selection must be a mapping of selection options, got {options!r}")
+            raise UsageError(f"extra.selection must be a mapping of selection options, got {options!r}")
         unknown = sorted(set(options) - set(cls.option_names()))
         if unknown:
-            raise ValueError(f"unknown selection options: {', '.join(map(str, unknown))}; "
+            raise UsageError(f"unknown selection options: {', '.join(map(str, unknown))}; "
                              f"valid: {', '.join(cls.option_names())}")
         return cls(**options)
 
@@ -367,7 +447,7 @@ def load_yaml_config(path: str | Path) -> tuple[dict[str, Any], Path]:
     if values is None:
         return {}, p
     if not isinstance(values, dict):
-        raise ValueError(f"{p}: expected a mapping of TrainConfig fields (key: value lines), got a "
+        raise UsageError(f"{p}: expected a mapping of TrainConfig fields (key: value lines), got a "
                          f"{type(values).__name__}")
     return values, p
 
@@ -378,19 +458,19 @@ def _per_strategy(section: Any, source: str) -> dict[str, dict[str, Any]]:
         return {}
     example = "per_strategy: {linear_probe: {lr: 0.01}}"
     if not isinstance(section, dict):
-        raise ValueError(f"{source}: per_strategy must be a mapping of strategy name to fields, e.g. {example}; "
+        raise UsageError(f"{source}: per_strategy must be a mapping of strategy name to fields, e.g. {example}; "
                          f"got a {type(section).__name__}")
     out = {}
     for name, values in section.items():
         where = f"{source}: per_strategy.{name}"
         if name not in list_strategies():
-            raise ValueError(f"{where}: unknown strategy {name!r}; valid strategies: {', '.join(list_strategies())}")
+            raise UsageError(f"{where}: unknown strategy {name!r}; valid strategies: {', '.join(list_strategies())}")
         if values is None:
             values = {}
         if not isinstance(values, dict):
-            raise ValueError(f"{where} must be a mapping of TrainConfig fields, e.g. {example}; got {values!r}")
+            raise UsageError(f"{where} must be a mapping of TrainConfig fields, e.g. {example}; got {values!r}")
         if "strategy" in values:
-            raise ValueError(f"{where}: 'strategy' cannot be set inside per_strategy")
+            raise UsageError(f"{where}: 'strategy' cannot be set inside per_strategy")
         out[name] = TrainConfig.coerce(collect_strategy_options(values), where)
     return out
 
@@ -399,7 +479,7 @@ def _check_foreign(strategy: str, given: Mapping[str, Any], name_of: Callable[[s
     """An explicitly given field that only other strategies use is an error (its default value is not)."""
     for option, owners in TrainConfig.foreign_options(strategy).items():
         if option in given and given[option] != _default(option):
-            raise ValueError(f"{name_of(option)} {given[option]} is an option of {' and '.join(owners)}; "
+            raise UsageError(f"{name_of(option)} {given[option]} is an option of {' and '.join(owners)}; "
                              f"strategy {strategy!r} does not use it")
 
 
@@ -409,7 +489,7 @@ def _check_options(strategy: str, options: Mapping[str, Any], name_of: Callable[
         try:
             strategy_config(strategy, **{k: v})
         except ValueError as e:
-            raise ValueError(f"{name_of(k)}: {e}") from None
+            raise UsageError(f"{name_of(k)}: {e}") from None
 
 
 def layered_config(config: str | Path | None = None, flags: Mapping[str, Any] | None = None,
@@ -436,7 +516,7 @@ def layered_config(config: str | Path | None = None, flags: Mapping[str, Any] | 
     try:
         get_strategy_config(strategy)
     except ValueError as e:
-        raise ValueError(f"{flag_name('strategy') if 'strategy' in flags else f'{source}: strategy'}: {e}") from None
+        raise UsageError(f"{flag_name('strategy') if 'strategy' in flags else f'{source}: strategy'}: {e}") from None
     section = sections.get(strategy, {})
     in_section = lambda o: f"{source}: per_strategy.{strategy}.{o}"  # noqa: E731
     _check_foreign(strategy, flags, flag_name)
@@ -455,4 +535,4 @@ def layered_config(config: str | Path | None = None, flags: Mapping[str, Any] | 
     try:
         return TrainConfig.from_dict(values).validate()
     except ConfigError as e:  # say where the bad value came from
-        raise ValueError(f"{origin[e.key]}: {e}" if e.key in origin else str(e)) from None
+        raise UsageError(f"{origin[e.key]}: {e}" if e.key in origin else str(e)) from None

@@ -30,23 +30,28 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub.constants import CONFIG_NAME, SAFETENSORS_SINGLE_FILE
 from safetensors import safe_open
-from safetensors.torch import save_model
+from safetensors.torch import load_file, save_model
 from torch import nn
 
 from . import __version__
 from .data.transforms import eval_settings
-from .io import atomic_path, check_out_file, check_out_folder, refuse_run_folder
+from .errors import UsageError
+from .io import OutputPathError, atomic_path, read_json_object
+from .model import wrap
 from .preprocess import describe, preprocessor_config
+from .run_folder import check_out_file, check_out_folder
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ""}  # safetensors: a folder
 EXTRA_FILE = "sclft.json"  # TorchScript: the metadata as one JSON file inside the archive
 RTOL = 1e-4  # exported logits vs PyTorch: max |a - b| <= RTOL * max |b|
-WEIGHTS, CONFIG, PREPROCESSOR = "model.safetensors", "config.json", "preprocessor_config.json"  # a safetensors export
+# a safetensors export: a Hugging Face model folder (the Hub's names, as timm's save_for_hf writes them)
+WEIGHTS, CONFIG, PREPROCESSOR = SAFETENSORS_SINGLE_FILE, CONFIG_NAME, "preprocessor_config.json"
 PREFIX = "sclft."  # tensor names of a safetensors export that is not a timm graph
 
 
-class ExportError(ValueError):
+class ExportError(UsageError):
     """The model cannot be exported in the asked format (the message says why)."""
 
 
@@ -207,20 +212,26 @@ def check_export_out(out: str | Path, fmt: str, overwrite: bool = False) -> Path
     """Check ``--out`` of an export before any work: a file (ONNX, TorchScript) or a folder (safetensors) that is
     never a device or inside a run folder, replacing what exists only with ``overwrite``."""
     if fmt not in FORMATS:
-        raise ValueError(f"--format {fmt!r}: valid: {', '.join(FORMATS)}")
+        raise UsageError(f"--format {fmt!r}: valid: {', '.join(FORMATS)}")
     if fmt != "safetensors":
         return check_out_file(out, "--out", overwrite)
-    refuse_run_folder(out, out)  # first: RUN/model.safetensors is the run's, whatever else it is
-    _check_folder(Path(out), overwrite)
-    return check_out_folder(out, (WEIGHTS, CONFIG, PREPROCESSOR))
+    try:
+        folder = check_out_folder(out, (WEIGHTS, CONFIG, PREPROCESSOR))
+    except OutputPathError:  # a device, or inside a run folder
+        raise
+    except ValueError:
+        _check_folder(Path(out), overwrite)  # a file given as the folder: say what the export is
+        raise
+    _check_folder(folder, overwrite)
+    return folder
 
 
 def _check_folder(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out}: a safetensors export is a folder ({WEIGHTS}, {CONFIG}, {PREPROCESSOR}, "
+        raise UsageError(f"--out {out}: a safetensors export is a folder ({WEIGHTS}, {CONFIG}, {PREPROCESSOR}, "
                          "timm's Hub layout) and this is a file; pass a folder path")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ValueError(f"--out {out}: the folder exists and is not empty; pass a new folder or empty this one (a "
+        raise UsageError(f"--out {out}: the folder exists and is not empty; pass a new folder or empty this one (a "
                          f"safetensors export writes {WEIGHTS}, {CONFIG} and {PREPROCESSOR} into it)")
 
 
@@ -238,7 +249,7 @@ def _safetensors_folder(net: Classifier, out: Path, meta: dict[str, str]) -> Non
 
         arch = timm_model.pretrained_cfg["architecture"]
         how = (f"timm.create_model('local-dir:FOLDER', pretrained=True), or timm.create_model({arch!r}, "
-               f"**config.json['model_args']) and load_state_dict(safetensors.torch.load_file('FOLDER/{WEIGHTS}'))")
+               f"**{CONFIG}['model_args']) and load_state_dict(safetensors.torch.load_file('FOLDER/{WEIGHTS}'))")
         tensors_meta = {**meta, "format": "pt", "timm_architecture": json.dumps(arch), "rebuild": json.dumps(how)}
         data_config = {k: spec[k] for k in ("input_size", "interpolation", "mean", "std", "crop_pct")}
         with atomic_path(out / WEIGHTS) as tmp:
@@ -264,11 +275,6 @@ def _safetensors_folder(net: Classifier, out: Path, meta: dict[str, str]) -> Non
 def load_safetensors_export(folder: str | Path) -> nn.Module:
     """The network of a ``sclft export --format safetensors`` folder, in eval mode: built by timm where its
     ``config.json`` is timm's, else rebuilt by sclft (backbone, strategy and head as exported, adapters merged)."""
-    from safetensors.torch import load_file
-
-    from .io import read_json_object
-    from .model import wrap
-
     folder = Path(folder)
     config = read_json_object(folder / CONFIG)
     if "architecture" in config:
@@ -276,7 +282,7 @@ def load_safetensors_export(folder: str | Path) -> nn.Module:
 
         return timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
     if config.get("library_name") != "sclft":
-        raise ValueError(f"{folder / CONFIG}: neither timm's config (no 'architecture') nor an sclft export")
+        raise UsageError(f"{folder / CONFIG}: neither timm's config (no 'architecture') nor an sclft export")
     options = {k: v for k, v in (config.get("strategy_options") or {}).items() if v is not None}
     model = wrap(config["backbone"], config["strategy"], config["num_classes"], config["layer"], pretrained=False,
                  class_names=config.get("class_names"), image_size=config.get("image_size"), **options)

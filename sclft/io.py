@@ -13,8 +13,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .errors import UnavailableError, UsageError
 
-class DiskFullError(OSError):
+
+class DiskFullError(UnavailableError, OSError):
     """No space left on the device a file is written to: an environment fault (exit 1), not bad input."""
 
 
@@ -74,7 +76,7 @@ def atomic_path(path: str | os.PathLike, needed: int | None = None) -> Iterator[
     is a :class:`DiskFullError` (``needed``: the bytes to be written, else what was written when it failed).
     A device, FIFO, socket or folder at ``path`` is never replaced (:class:`OutputPathError`)."""
     path = Path(path)
-    kind = _special(path)
+    kind = special_kind(path)
     if kind is not None:
         raise OutputPathError(f"{path}: {os.path.realpath(path)} is {kind}; sclft writes only regular files")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,10 +119,16 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n")
 
 
-def _json_default(o: Any):
+def as_json(obj: Any) -> Any:
+    """``obj`` as :func:`atomic_write_json` writes it and :func:`read_json` reads it back (tuples as lists...)."""
+    return json.loads(json.dumps(obj, default=json_default))
+
+
+def json_default(o: Any):
+    """What ``json.dumps`` writes for numpy / torch scalars (``.item()``), sets, tuples and paths."""
     if hasattr(o, "item"):
         return o.item()
     if isinstance(o, (set, tuple)):
@@ -136,42 +144,21 @@ def check_out_dir(path: str | Path, flag: str = "--out") -> None:
     while not probe.exists() and probe.parent != probe:
         probe = probe.parent
     if not probe.is_dir():
-        raise ValueError(f"{flag} {path}: {probe} exists and is not a folder")
+        raise UsageError(f"{flag} {path}: {probe} exists and is not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise ValueError(f"{flag} {path}: {probe} is not writable")
+        raise UsageError(f"{flag} {path}: {probe} is not writable")
 
 
-class OutputPathError(ValueError):
+class OutputPathError(UsageError):
     """An output path that must not be written: a device or other special file, a file of a sclft run or bench
     folder, or an existing file without ``--overwrite`` (bad input: exit 2)."""
-
-
-# what makes a folder a sclft run folder (``sclft train --out``: a lock, checkpoints, or config.json beside metrics /
-# manifest / a model) or a bench folder (``sclft bench --out``: bench.json beside experiments/); a safetensors export
-# folder (config.json, model.safetensors and preprocessor_config.json, timm's Hub layout) is not a run
-_RUN_MARKERS = (".sclft.lock", "checkpoint/latest.json")
-_RUN_PAIRS = (("config.json", "metrics.json"), ("config.json", "manifest.json"), ("bench.json", "experiments"))
-_EXPORT_MARKER = "preprocessor_config.json"
-
-
-def _is_sclft_folder(folder: Path) -> bool:
-    if any((folder / m).exists() for m in _RUN_MARKERS) or \
-            any(all((folder / n).exists() for n in pair) for pair in _RUN_PAIRS):
-        return True
-    return all((folder / n).exists() for n in ("config.json", "model.safetensors")) and \
-        not (folder / _EXPORT_MARKER).exists()  # a run's model files copied on their own (load() takes them)
 
 
 _KINDS = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
           (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
 
 
-def sclft_folder(path: str | os.PathLike) -> Path | None:
-    """The sclft run or bench folder that holds ``path`` (it or its nearest such ancestor), or None."""
-    return next((folder for folder in [Path(path), *Path(path).parents] if _is_sclft_folder(folder)), None)
-
-
-def _special(path: Path) -> str | None:
+def special_kind(path: Path) -> str | None:
     """What ``path`` (links followed) is when it exists and is not a regular file, else None."""
     try:
         mode = os.stat(path).st_mode
@@ -182,48 +169,7 @@ def _special(path: Path) -> str | None:
     return None if stat.S_ISREG(mode) else next((name for test, name in _KINDS if test(mode)), "not a regular file")
 
 
-def refuse_run_folder(path: str | os.PathLike, folder: str | os.PathLike, flag: str = "--out") -> None:
-    """An :class:`OutputPathError` when ``folder`` (links resolved), where ``path`` would be written, is a sclft run
-    or bench folder or lies inside one."""
-    run = sclft_folder(os.path.realpath(folder))
-    if run is not None:
-        raise OutputPathError(f"{flag} {path}: inside the sclft run folder {run}, whose files belong to that run and "
-                              "are never replaced or added to by other commands; write elsewhere")
-
-
-def check_out_file(path: str | os.PathLike, flag: str = "--out", overwrite: bool = False) -> Path:
-    """Check an output file before any work: ``path`` (symbolic links followed) must not be a device, FIFO,
-    socket or folder, must not lie inside a sclft run or bench folder (its files are the run's own: eval,
-    predict and reports would refuse or misread the run), and may exist only with ``overwrite``; its folder
-    must be one that can be created and written. Else an :class:`OutputPathError` naming the path."""
-    given = Path(path).expanduser()
-    kind = _special(given)
-    if kind is not None:
-        raise OutputPathError(f"{flag} {path}: {os.path.realpath(given)} is {kind}; sclft writes only regular files "
-                              "(give the path of a file)")
-    refuse_run_folder(path, given.parent, flag)
-    if given.exists() and not overwrite:
-        raise OutputPathError(f"{flag} {path}: the file exists; pass --overwrite to replace it, or choose another path")
-    check_out_dir(given.parent, flag)
-    return given
-
-
-def check_out_folder(path: str | os.PathLike, names: tuple[str, ...] = (), flag: str = "--out") -> Path:
-    """Check an output folder of a command that writes fixed file names into it (``probe``, ``rank``, ``dln``)
-    before any work: a folder that can be created and written, not a sclft run or bench folder nor inside one,
-    and none of ``names`` there a device, FIFO, socket or folder (those files, the command's own outputs, are
-    rewritten by a rerun). Else an :class:`OutputPathError` (or ``ValueError``) naming the path."""
-    folder = Path(path).expanduser()
-    refuse_run_folder(path, folder, flag)
-    check_out_dir(folder, flag)
-    for name in names:
-        kind = _special(folder / name)
-        if kind is not None:
-            raise OutputPathError(f"{flag} {path}: {folder / name} is {kind}; sclft writes only regular files")
-    return folder
-
-
-def read_json(path: str | os.PathLike, error: Callable[[str], Exception] = ValueError) -> Any:
+def read_json(path: str | os.PathLike, error: Callable[[str], Exception] = UsageError) -> Any:
     """The JSON value in ``path``; a file that cannot be read or parsed is ``error(message naming the file)``
     (truncated, not UTF-8, not JSON), never a bare ``JSONDecodeError`` that names no file."""
     path = Path(path)
@@ -237,7 +183,7 @@ def read_json(path: str | os.PathLike, error: Callable[[str], Exception] = Value
         raise error(f"{path} is not readable JSON ({e}); the file is truncated or damaged") from None
 
 
-def read_json_object(path: str | os.PathLike, error: Callable[[str], Exception] = ValueError) -> dict[str, Any]:
+def read_json_object(path: str | os.PathLike, error: Callable[[str], Exception] = UsageError) -> dict[str, Any]:
     """:func:`read_json` of a file that must hold a JSON object."""
     value = read_json(path, error)
     if not isinstance(value, dict):

@@ -10,6 +10,7 @@ from torch import nn
 
 from .backbones import Backbone, create_backbone
 from .data import build_transforms
+from .errors import UsageError
 from .predict import predict_images
 from .strategies import StrategyConfig, get_strategy, strategy_config
 
@@ -37,7 +38,7 @@ class TransferModel(nn.Module):
         _check_num_classes(num_classes)
         config = strategy_config(strategy, **strategy_options)
         if config.uses_layer and layer is None:
-            raise ValueError(
+            raise UsageError(
                 f"strategy {config.name!r} tunes one block: pass layer=NAME; valid layers: {', '.join(backbone.blocks)}"
             )
         self.backbone = backbone
@@ -136,7 +137,7 @@ class TransferModel(nn.Module):
 
 def _check_num_classes(num_classes: Any) -> None:
     if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2 (the size of the new head), got {num_classes!r}")
+        raise UsageError(f"num_classes must be an integer >= 2 (the size of the new head), got {num_classes!r}")
 
 
 def wrap(

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .errors import UsageError
+
 __all__ = [
     "nc1", "separation", "class_statistics", "accumulate", "ClassStatistics", "NCAccumulator",
     "nc2_equinorm", "nc2_equiangular",
@@ -55,16 +57,16 @@ def _as_labels(labels: ArrayLike, device) -> torch.Tensor:
     if y.is_floating_point() or y.is_complex():
         bad = ~(torch.isfinite(y) & (y == y.round())) if not y.is_complex() else torch.ones_like(y, dtype=torch.bool)
         if bool(bad.any()):
-            raise ValueError(f"labels must be whole class ids 0..K-1, got {y[bad][0].item()!r}")
+            raise UsageError(f"labels must be whole class ids 0..K-1, got {y[bad][0].item()!r}")
     elif y.dtype == torch.bool:
-        raise ValueError("labels must be class ids 0..K-1, got booleans")
+        raise UsageError("labels must be class ids 0..K-1, got booleans")
     return y.to(device=device, dtype=torch.long)
 
 
 def _check_finite(h: torch.Tensor) -> None:
     if h.is_floating_point() and not bool(torch.isfinite(h).all()):
         rows = int((~torch.isfinite(h)).reshape(h.shape[0], -1).any(1).sum())
-        raise ValueError(f"features contain non-finite values (NaN or inf) in {rows} of {h.shape[0]} rows; "
+        raise UsageError(f"features contain non-finite values (NaN or inf) in {rows} of {h.shape[0]} rows; "
                          "NC metrics need finite features")
 
 
@@ -72,12 +74,12 @@ def _check_counts(counts: torch.Tensor, k: int) -> None:
     missing = torch.nonzero(counts == 0).flatten().tolist()
     if missing:
         shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
-        raise ValueError(
+        raise UsageError(
             f"{len(missing)} of {k} classes have no samples (class ids: {shown}); NC metrics need every "
             "class present. Pass num_classes matching the labels, or relabel the classes to 0..K-1."
         )
     if k < 2:
-        raise ValueError("NC metrics need at least two classes; got a single class")
+        raise UsageError("NC metrics need at least two classes; got a single class")
 
 
 def _check_inputs(features: ArrayLike, labels: ArrayLike, num_classes: int | None):
@@ -86,14 +88,14 @@ def _check_inputs(features: ArrayLike, labels: ArrayLike, num_classes: int | Non
     if h.ndim != 2:
         h = h.reshape(h.shape[0], -1)
     if h.shape[0] != y.shape[0]:
-        raise ValueError(f"features have {h.shape[0]} rows but labels have {y.shape[0]} entries")
+        raise UsageError(f"features have {h.shape[0]} rows but labels have {y.shape[0]} entries")
     if y.numel() == 0:
-        raise ValueError("no samples: features and labels are empty")
+        raise UsageError("no samples: features and labels are empty")
     if int(y.min()) < 0:
-        raise ValueError(f"labels must be in 0..K-1, got {int(y.min())}")
+        raise UsageError(f"labels must be in 0..K-1, got {int(y.min())}")
     k = int(num_classes) if num_classes is not None else int(y.max()) + 1
     if int(y.max()) >= k:
-        raise ValueError(f"label {int(y.max())} is out of range for num_classes={k}")
+        raise UsageError(f"label {int(y.max())} is out of range for num_classes={k}")
     _check_counts(torch.bincount(y, minlength=k), k)
     return h, y, k
 
@@ -142,7 +144,7 @@ class NCAccumulator:
         self.k = int(num_classes) if num_classes is not None else 0
         self.projections = projections
         if jackknife and (int(jackknife) < 2 or not projections):
-            raise ValueError(f"jackknife must be 0 (off) or a number of groups >= 2 with projections, got {jackknife}")
+            raise UsageError(f"jackknife must be 0 (off) or a number of groups >= 2 with projections, got {jackknife}")
         self.groups = int(jackknife)
         self.jk: _Jackknife | None = None
         self.phase = 0  # 0: summing, 1: projecting, 2: done
@@ -162,7 +164,7 @@ class NCAccumulator:
         h = h.reshape(h.shape[0], -1)
         y = _as_labels(labels, h.device)
         if h.shape[0] != y.shape[0]:
-            raise ValueError(f"features have {h.shape[0]} rows but labels have {y.shape[0]} entries")
+            raise UsageError(f"features have {h.shape[0]} rows but labels have {y.shape[0]} entries")
         if not len(y):
             return
         _check_finite(h)
@@ -175,13 +177,13 @@ class NCAccumulator:
 
     def _add_sums(self, h: torch.Tensor, y: torch.Tensor) -> None:
         if int(y.min()) < 0:
-            raise ValueError(f"labels must be in 0..K-1, got {int(y.min())}")
+            raise UsageError(f"labels must be in 0..K-1, got {int(y.min())}")
         k = max(self.k, int(y.max()) + 1)
         if self.sums is None:
             self.sums = torch.zeros(k, h.shape[1], dtype=torch.float64, device=h.device)
             self.counts = torch.zeros(k, dtype=torch.long, device=h.device)
         elif self.sums.shape[1] != h.shape[1]:
-            raise ValueError(f"feature width changed from {self.sums.shape[1]} to {h.shape[1]}")
+            raise UsageError(f"feature width changed from {self.sums.shape[1]} to {h.shape[1]}")
         if k > self.sums.shape[0]:
             grow = k - self.sums.shape[0]
             self.sums = torch.cat([self.sums, self.sums.new_zeros(grow, self.sums.shape[1])])
@@ -215,9 +217,9 @@ class NCAccumulator:
         """Close pass 1 (means, and the SVD of the centred means) or pass 2 (the statistics)."""
         if self.phase == 0:
             if self.sums is None:
-                raise ValueError("no samples: features and labels are empty")
+                raise UsageError("no samples: features and labels are empty")
             if self.k and self.sums.shape[0] > self.k:
-                raise ValueError(f"label {self.sums.shape[0] - 1} is out of range for num_classes={self.k}")
+                raise UsageError(f"label {self.sums.shape[0] - 1} is out of range for num_classes={self.k}")
             self.k = self.sums.shape[0]
             _check_counts(self.counts, self.k)
             means = self.sums / self.counts.to(torch.float64).unsqueeze(1)
@@ -229,7 +231,7 @@ class NCAccumulator:
                 self.jk.end_sums()
         elif self.phase == 1:
             if self.n_second != self.n:
-                raise ValueError(f"pass 2 saw {self.n_second} samples but pass 1 saw {self.n}; feed the same data")
+                raise UsageError(f"pass 2 saw {self.n_second} samples but pass 1 saw {self.n}; feed the same data")
             self.stats.trace_within = self.within / self.n
             if self.jk is not None:
                 self.jk.end_spread()
@@ -272,7 +274,7 @@ class NCAccumulator:
         stats = self._done()
         trace_between = float((stats.centred_means**2).sum()) / stats.num_classes
         if trace_between == 0.0:
-            raise ValueError("all class means coincide: tr(Σ_B) is zero and the separation is undefined")
+            raise UsageError("all class means coincide: tr(Σ_B) is zero and the separation is undefined")
         return stats.trace_within / trace_between
 
 
@@ -282,7 +284,7 @@ def _mean_directions(centred_means: torch.Tensor) -> tuple[torch.Tensor, torch.T
     u, s, _ = torch.linalg.svd(m, full_matrices=False)
     keep = s > s.max() * max(m.shape) * torch.finfo(torch.float64).eps
     if not bool(keep.any()):
-        raise ValueError("all class means coincide: Σ_B is zero and NC1 is undefined")
+        raise UsageError("all class means coincide: Σ_B is zero and NC1 is undefined")
     return u[:, keep].contiguous(), s[keep]
 
 
@@ -351,11 +353,11 @@ class _Jackknife:
     def end_spread(self) -> None:
         scale = float(self.sums.abs().amax()) if self.sums.numel() else 1.0
         if not self.error and not torch.allclose(self.order_check, self.sums.sum(1), rtol=1e-9, atol=1e-9 * scale):
-            raise ValueError("with jackknife groups, pass 2 must feed the samples in the same order as pass 1")
+            raise UsageError("with jackknife groups, pass 2 must feed the samples in the same order as pass 1")
 
     def se(self) -> float:
         if self.error:
-            raise ValueError(self.error)
+            raise UsageError(self.error)
         k = self.sums.shape[1]
         reps = k * self.proj / torch.tensor(self.n, dtype=torch.float64, device=self.device)
         g = len(reps)

@@ -46,7 +46,9 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
         return None
     for g in groups:  # timm applies lr_scale in its schedulers; the first update must see it too
         g["lr"] = cfg.lr * g.get("lr_scale", 1.0)
-    kwargs = {"momentum": cfg.momentum} if cfg.optimizer == "sgd" else {}
+    strategy = getattr(model, "strategy", None)
+    kwargs = {"momentum": cfg.momentum} if cfg.optimizer == "sgd" else dict(
+        strategy.optimizer_options() if hasattr(strategy, "optimizer_options") else {})
     return create_optimizer_v2(groups, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
 
 

@@ -20,6 +20,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from .errors import UsageError
 from .transfer_scores import ncti_from_rows
 
 Curve = Sequence[tuple[str, float]]  # (block, NC1) in network order
@@ -40,7 +41,7 @@ _RULES: dict[str, Callable[..., dict[str, Any]] | str] = {
 
 def _add(registry: dict, kind: str, name: str, value: Any) -> None:
     if not isinstance(name, str) or not name or name in registry:
-        raise ValueError(f"{kind} name {name!r} is empty or already registered")
+        raise UsageError(f"{kind} name {name!r} is empty or already registered")
     registry[name] = value
 
 
@@ -65,7 +66,7 @@ def get_rule(name: str) -> Callable[..., dict[str, Any]]:
     """The function of rule ``name`` ("auto": :data:`DEFAULT_RULE`), importing its module on first use."""
     name = DEFAULT_RULE if name == "auto" else name
     if name not in _RULES:
-        raise ValueError(f"unknown layer rule {name!r}; valid rules: auto, {', '.join(list_rules())}")
+        raise UsageError(f"unknown layer rule {name!r}; valid rules: auto, {', '.join(list_rules())}")
     rule = _RULES[name]
     if isinstance(rule, str):
         module, _, attr = rule.partition(":")

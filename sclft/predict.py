@@ -22,18 +22,20 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from .config import PRECISIONS
 from .data.imagefolder import IMAGE_EXTENSIONS
 from .devices import resolve_device
+from .errors import MissingFileError, UsageError
 from .preprocess import load_image, to_rgb, upright
 from .progress import progress_bar
 
 log = logging.getLogger("sclft.predict")
 
-PRECISIONS = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # the mixed ones of config.PRECISIONS
 LIST_SUFFIX = ".txt"  # a file of paths, one a line (relative ones resolve against the list's folder)
 
 
-class NoImagesError(ValueError):
+class NoImagesError(UsageError):
     """The inputs hold no image file (an empty folder, a list with no paths): nothing to predict."""
 
 
@@ -78,7 +80,7 @@ def gather_images(inputs: Iterable[str | Path]) -> Inputs:
         elif path.is_file():
             add(path)
         else:
-            raise FileNotFoundError(f"{path}: no such file or folder (pass image files, folders or .txt lists)")
+            raise MissingFileError(f"{path}: no such file or folder (pass image files, folders or .txt lists)")
     if not found.files:
         exts = ", ".join(sorted(IMAGE_EXTENSIONS)[:8])
         raise NoImagesError(f"no image to predict: {'; '.join(found.empty)}; folders are searched recursively for "
@@ -90,12 +92,12 @@ def _read_list(path: Path) -> list[Path]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError:
-        raise ValueError(f"{path}: a .txt input must be a UTF-8 list of image paths, one a line") from None
+        raise UsageError(f"{path}: a .txt input must be a UTF-8 list of image paths, one a line") from None
     paths = [Path(s.strip()) for s in lines if s.strip() and not s.lstrip().startswith("#")]
     missing = [str(p) for p in paths if not (p if p.is_absolute() else path.parent / p).is_file()]
     if missing:
-        raise FileNotFoundError(f"{path}: {len(missing)} listed path(s) are not files: {', '.join(missing[:5])}"
-                                f"{' ...' if len(missing) > 5 else ''} (relative paths are read from {path.parent})")
+        raise MissingFileError(f"{path}: {len(missing)} listed path(s) are not files: {', '.join(missing[:5])}"
+                               f"{' ...' if len(missing) > 5 else ''} (relative paths are read from {path.parent})")
     return [p if p.is_absolute() else path.parent / p for p in paths]
 
 
@@ -106,7 +108,7 @@ def read_image(path: str | Path) -> Image.Image:
     try:
         return load_image(path)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:  # PIL's decode errors
-        raise ValueError(f"{path}: not a readable image ({e})") from None
+        raise UsageError(f"{path}: not a readable image ({e})") from None
 
 
 class _Images(torch.utils.data.Dataset):
@@ -134,8 +136,8 @@ def _collate(items):
 
 def autocast(device: torch.device, precision: str | None):
     if precision not in PRECISIONS and precision is not None:
-        raise ValueError(f"precision {precision!r}: valid: {', '.join(PRECISIONS)}")
-    dtype = PRECISIONS.get(precision or "no")
+        raise UsageError(f"precision {precision!r}: valid: {', '.join(PRECISIONS)}")
+    dtype = AUTOCAST_DTYPES.get(precision)
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
@@ -150,7 +152,7 @@ def topk_rows(logits: torch.Tensor, k: int, class_names: Sequence[str] | None) -
 
 def _check_top_k(k: int, num_classes: int) -> None:
     if not isinstance(k, int) or k < 1:
-        raise ValueError(f"top_k must be a whole number >= 1, got {k!r}")
+        raise UsageError(f"top_k must be a whole number >= 1, got {k!r}")
     if k > num_classes:
         log.warning("top_k %d > %d classes: giving all %d", k, num_classes, num_classes)
 
@@ -163,7 +165,7 @@ def predict_files(model, files: Sequence[Path] | Inputs, top_k: int = 5, batch_s
     and ``(filename, reason)`` for every file that could not be read (skipped)."""
     files = files.files if isinstance(files, Inputs) else list(files)
     if batch_size < 1:
-        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+        raise UsageError(f"batch size must be >= 1, got {batch_size}")
     _check_top_k(top_k, model.num_classes)
     dev = resolve_device(device)
     model.to(dev).eval()
@@ -209,14 +211,14 @@ def _as_tensor(model, image) -> torch.Tensor:
     if isinstance(image, torch.Tensor):
         size = tuple(model.backbone.data_config.get("input_size", ()))
         if image.dim() != 3 or (size and tuple(image.shape) != size):
-            raise ValueError(f"predict takes transformed image tensors of the run's input size {size} (one, or an "
+            raise UsageError(f"predict takes transformed image tensors of the run's input size {size} (one, or an "
                              f"(N, {', '.join(map(str, size))}) batch; model.transform makes one from an image), got "
                              f"{tuple(image.shape)}; or pass PIL images or paths")
         if not image.is_floating_point():
-            raise ValueError(f"predict: an image tensor of dtype {image.dtype}; expected normalised float values, "
+            raise UsageError(f"predict: an image tensor of dtype {image.dtype}; expected normalised float values, "
                              "as model.transform makes")
         if not bool(torch.isfinite(image).all()):
-            raise ValueError("predict: an image tensor holds NaN or infinite values; expected finite normalised "
+            raise UsageError("predict: an image tensor holds NaN or infinite values; expected finite normalised "
                              "values, as model.transform makes")
         return image
     if isinstance(image, (str, Path)):
@@ -224,35 +226,6 @@ def _as_tensor(model, image) -> torch.Tensor:
     if not isinstance(image, Image.Image):
         raise TypeError(f"predict takes PIL images, paths or tensors, got {type(image).__name__}")
     return model.transform(to_rgb(upright(image)))
-
-
-# ------------------------------------------------------------------------------------------- run folders
-def check_run(path: str | Path, flag: str = "--checkpoint") -> Path:
-    """``path`` as a finished ``sclft train --out`` folder, else a ``ValueError`` that says what it is instead:
-    missing, a file, an unfinished run (checkpoints but no ``metrics.json`` yet), or not a sclft run."""
-    path = Path(path)
-    if not path.is_dir():
-        what = "is a file, not a run folder" if path.exists() else "no such run folder"
-        raise ValueError(f"{flag} {path}: {what} (expected the --out folder of a finished `sclft train`)")
-    config = path / "config.json"
-    if not config.is_file():
-        if (path / "checkpoint" / "latest.json").is_file():
-            raise ValueError(f"{flag} {path}: an unfinished sclft run (checkpoints, no model yet); finish it with "
-                             "`sclft train ... --resume` first")
-        raise ValueError(f"{flag} {path}: not a sclft run folder (no config.json; expected the --out folder of a "
-                         "finished `sclft train`)")
-    try:
-        cfg = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise ValueError(f"{flag} {path}: {config} is not readable JSON ({e}); the run folder is damaged") from None
-    if not isinstance(cfg, dict) or not {"backbone", "strategy", "num_classes"} <= set(cfg):
-        keys = ", ".join(sorted(cfg)[:6]) if isinstance(cfg, dict) else type(cfg).__name__
-        raise ValueError(f"{flag} {path}: not a sclft run folder ({config} lacks backbone / strategy / num_classes; "
-                         f"it has {keys}): another tool's model folder?")
-    if not (path / "metrics.json").is_file():
-        raise ValueError(f"{flag} {path}: an unfinished sclft run (no metrics.json: training did not finish); "
-                         "finish it with `sclft train ... --resume` first")
-    return path
 
 
 # ------------------------------------------------------------------------------------------- output

@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+from .errors import UsageError
+
 VERSION = 1  # of the preprocessing description; bump when a step or field changes meaning
 FILTERS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")  # Pillow's, by timm's names
 
@@ -86,7 +88,7 @@ def describe(input_size: Sequence[int], interpolation: str, mean: Sequence[float
     every export carries (JSON) under ``preprocessing``."""
     channels, height, width = (int(v) for v in input_size)
     if interpolation not in FILTERS:
-        raise ValueError(f"interpolation {interpolation!r}: valid: {', '.join(FILTERS)}")
+        raise UsageError(f"interpolation {interpolation!r}: valid: {', '.join(FILTERS)}")
     return {
         "version": VERSION,
         "reference": "sclft.preprocess.preprocess (numpy + Pillow)",
@@ -124,11 +126,11 @@ def preprocess(image: Image.Image, spec: Mapping[str, Any]) -> np.ndarray:
     """One upright RGB image (:func:`load_image`, or :func:`to_rgb` of your own) → float32 ``(3, S, S)`` as
     ``spec`` (an export's ``preprocessing`` metadata, :func:`describe`) says."""
     if spec.get("version") != VERSION:
-        raise ValueError(f"preprocessing version {spec.get('version')!r}: this implementation follows version "
+        raise UsageError(f"preprocessing version {spec.get('version')!r}: this implementation follows version "
                          f"{VERSION}; use the sclft release that wrote the export")
     _, height, width = spec["input_size"]
     if height != width:
-        raise ValueError(f"input size {height}x{width}: only square inputs are described (version {VERSION})")
+        raise UsageError(f"input size {height}x{width}: only square inputs are described (version {VERSION})")
     side = int(height)
     image = to_rgb(image)
     crop_pct = 1.0 if min(image.size) < side else float(spec["crop_pct"])

@@ -20,14 +20,32 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from .card import CARD_FILE
+from huggingface_hub import HfApi, constants
+from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+from .card import CARD_FILE, model_card
+from .errors import UnavailableError, UsageError
+from .export import export_model
+from .run_folder import (
+    CONFIG_FILE,
+    EXPORTS_KEY,
+    MANIFEST_FILE,
+    METRICS_FILE,
+    TRAIN_CONFIG_FILE,
+    WEIGHTS_FILE,
+    check_manifest,
+    check_run,
+    load,
+    read_config,
+)
 
 # format -> its file in exports/<format>/ (safetensors: sclft export writes a folder, timm's Hub layout)
 EXPORT_FILES = {"onnx": "model.onnx", "torchscript": "model.pt", "safetensors": None}
 EXPORTS_DIR = "exports"
 
 
-class PushError(OSError):
+class PushError(UnavailableError, OSError):
     """The Hub refused or could not be reached: the upload failed (exit 1), nothing in the run folder changed."""
 
 
@@ -39,19 +57,17 @@ def parse_exports(text: str | Sequence[str] | None) -> list[str]:
     names = [s.strip() for s in items if s.strip()]
     bad = [n for n in names if n not in EXPORT_FILES]
     if bad or not names:
-        raise ValueError(f"--exports {text!r}: unknown format {', '.join(bad) or '(none)'}; valid: a comma-separated "
+        raise UsageError(f"--exports {text!r}: unknown format {', '.join(bad) or '(none)'}; valid: a comma-separated "
                          f"list of {', '.join(EXPORT_FILES)}")
     return list(dict.fromkeys(names))
 
 
 def check_repo_id(repo_id: str) -> str:
     """``NAME`` or ``OWNER/NAME`` as the Hub accepts it (huggingface_hub's ``validate_repo_id``)."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
     try:
         validate_repo_id(repo_id)
     except HFValidationError as e:
-        raise ValueError(f"--repo-id {repo_id!r} is not a Hub repository id ({str(e).splitlines()[0]}); "
+        raise UsageError(f"--repo-id {repo_id!r} is not a Hub repository id ({str(e).splitlines()[0]}); "
                          "valid: NAME or OWNER/NAME of letters, digits, '-', '_', '.'") from None
     return repo_id
 
@@ -67,34 +83,30 @@ def _place(src: Path, dst: Path) -> None:
 @contextmanager
 def staged(run: str | Path, exports: Sequence[str] = ()) -> Iterator[Path]:
     """A temporary folder holding what ``push`` uploads (see the module docstring); removed afterwards."""
-    from .predict import check_run
-    from .save import check_manifest, read_config
-    from .training.run_folder import run_files
-
     run = check_run(run)
-    check_manifest(run)  # an edited run file is refused here, before anything is sent
-    read_config(run)
-    names = [n for n in run_files(run) if "/" not in n]
+    found = check_manifest(run)  # an edited run file is refused here, before anything is sent
+    config = read_config(run)
+    if found:  # the run's own list of its files (written last), and the list itself
+        names = [*found, MANIFEST_FILE]
+    else:  # a run written before manifests: the files sclft writes, where present
+        names = [n for n in (CONFIG_FILE, WEIGHTS_FILE, TRAIN_CONFIG_FILE, METRICS_FILE, *config.get(EXPORTS_KEY, []))
+                 if (run / n).is_file()]
     with tempfile.TemporaryDirectory(prefix="sclft-push-") as tmp:
-        stage = Path(tmp)
+        stage, made = Path(tmp) / "repo", Path(tmp) / "exports"
+        (stage / EXPORTS_DIR).mkdir(parents=True)
         for name in names:
             _place(run / name, stage / name)
         model = None
         if not (run / CARD_FILE).is_file() or exports:
-            from .save import load
-
             model = load(run)
         if (run / CARD_FILE).is_file():
             _place(run / CARD_FILE, stage / CARD_FILE)
         else:
-            from .card import model_card
-
             (stage / CARD_FILE).write_text(model_card(run, model))
-        for fmt in exports:
-            from .export import export_model
-
-            folder = stage / EXPORTS_DIR / fmt
+        for fmt in exports:  # written outside the staged copy of the run (sclft never writes into a run folder)
+            folder = made / fmt
             export_model(model, fmt, folder / EXPORT_FILES[fmt] if EXPORT_FILES[fmt] else folder)
+            shutil.move(folder, stage / EXPORTS_DIR / fmt)
         yield stage
 
 
@@ -107,18 +119,14 @@ def push(run: str | Path, repo_id: str, private: bool = False, exports: Sequence
          message: str | None = None) -> tuple[list[tuple[str, int]], str | None]:
     """Upload ``run`` to the Hub model repository ``repo_id`` (created if missing; ``private`` for a new one);
     returns the files (path, bytes) and the commit URL (None with ``dry_run``: nothing is sent)."""
-    from huggingface_hub import HfApi, constants
-
     check_repo_id(repo_id)
     exports = parse_exports(exports)
     if not dry_run and constants.HF_HUB_OFFLINE:
-        raise ValueError("HF_HUB_OFFLINE is set: nothing can be uploaded; unset it, or list the files with --dry-run")
+        raise UsageError("HF_HUB_OFFLINE is set: nothing can be uploaded; unset it, or list the files with --dry-run")
     with staged(run, exports) as stage:
         files = listing(stage)
         if dry_run:
             return files, None
-        from huggingface_hub.errors import HfHubHTTPError
-
         api = HfApi()
         try:
             api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)

@@ -1,16 +1,19 @@
-"""``sclft rank``: score candidate backbones (and input sizes) on the downstream training data (:mod:`sclft.rank`)."""
+"""``sclft rank``: score candidate backbones (and input sizes) on the training data (:mod:`sclft.ranking`)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from .io import check_out_folder
+from .cli_format import HelpFormatter
+from .run_folder import check_out_folder
 
 
 def _main(args: argparse.Namespace) -> int:
-    from .ranking import rank  # torch: only when the command runs (light --help)
+    from .devices import resolve_device  # torch: only when the command runs (light --help)
+    from .ranking import rank
 
+    resolve_device(args.device)  # a device that does not exist here fails before any weights or data load
     if args.out:
         check_out_folder(args.out, ("rank.csv", "rank.json", "rank.png"))
     res = rank(args.backbones, args.data, image_sizes=args.image_size, train_per_class=args.train_per_class,
@@ -32,7 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
     p = subparsers.add_parser(
         "rank", help="rank candidate backbones by NC1, LogME and NCTI on the training data (one probe each)",
-        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--backbones", nargs="+", required=True, metavar="NAME[@SIZE]",
                    help="candidates: registry names (sclft list backbones), timm:<name>, open_clip:<arch>/<tag>; "
                         "NAME@SIZE fixes the input size of that candidate")
@@ -44,11 +47,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--by", choices=tuple(SCORES), default=DEFAULT_BY, help="score the table is sorted by")
     p.add_argument("--controls", action="store_true",
                    help="add a random-weight twin of every candidate (negative controls)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the training subset and of the random twins")
     p.add_argument("--data-dir", default=None, help="local copy of the dataset (no download)")
     p.add_argument("--checkpoint", default=None, help="local weights file (only with a single backbone name)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    p.add_argument("--device", default=None, help="cpu | cuda[:N] | mps (default: cuda when available)")
     p.add_argument("--progress", action="store_true", help="progress bars")
     p.add_argument("--out", default=None, help="writes OUT/rank.csv, OUT/rank.json and OUT/rank.png")
     p.set_defaults(func=_main)

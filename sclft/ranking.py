@@ -25,10 +25,11 @@ from pathlib import Path
 
 from .data import DatasetSplits, LabelSubset, TransformedDataset, build_transforms, load_dataset, targets_of
 from .data.subsets import few_shot_indices
+from .errors import UsageError
 from .io import atomic_write, atomic_write_json, atomic_write_text
 from .plotting import log_axis, subplots
 from .probing import PENULTIMATE, probe
-from .save import build_backbone
+from .run_folder import build_backbone
 from .transfer_scores import ncti_from_rows
 
 # score -> True if higher is better (the table is sorted by `by`, best first)
@@ -58,17 +59,17 @@ def parse_candidates(specs: Sequence[str], image_sizes: Sequence[int] | None = N
     """``NAME`` / ``NAME@SIZE`` strings → candidates (``NAME`` once per ``image_sizes`` entry, or at its default
     size); ``controls`` appends a random-weight twin of each. Malformed sizes and duplicates are errors."""
     if not specs:
-        raise ValueError("rank needs at least one backbone (--backbones A B ...)")
+        raise UsageError("rank needs at least one backbone (--backbones A B ...)")
     sizes: list[int | None] = list(image_sizes) if image_sizes else [None]
     for s in sizes:
         if s is not None and (not isinstance(s, int) or s < 8):
-            raise ValueError(f"--image-size {s!r}: an input side in pixels (>= 8) is needed")
+            raise UsageError(f"--image-size {s!r}: an input side in pixels (>= 8) is needed")
     out: list[Candidate] = []
     for spec in specs:
         name, at, size = str(spec).rpartition("@") if "@" in str(spec) else (str(spec), "", "")
         if at:
             if not size.isdigit() or int(size) < 8 or not name:
-                raise ValueError(f"--backbones {spec!r}: expected NAME or NAME@SIZE with SIZE an input side in "
+                raise UsageError(f"--backbones {spec!r}: expected NAME or NAME@SIZE with SIZE an input side in "
                                  "pixels (>= 8), e.g. efficientnet_lite0@64")
             out.append(Candidate(name, int(size)))
         else:
@@ -76,7 +77,7 @@ def parse_candidates(specs: Sequence[str], image_sizes: Sequence[int] | None = N
     seen: set[Candidate] = set()
     for c in out:
         if c in seen:
-            raise ValueError(f"--backbones: {c.label} is given twice")
+            raise UsageError(f"--backbones: {c.label} is given twice")
         seen.add(c)
     return out + ([Candidate(c.backbone, c.image_size, pretrained=False) for c in out] if controls else [])
 
@@ -167,7 +168,7 @@ def build_candidates(candidates: Sequence[Candidate], checkpoint: str | None = N
     cannot be reached :class:`sclft.WeightsUnavailableError`, before any probe. A random-weight control is the
     network ``sclft train --no-pretrained --seed SEED`` starts from."""
     if checkpoint and len({c.backbone for c in candidates if c.pretrained}) > 1:
-        raise ValueError(f"--checkpoint {checkpoint}: one weights file cannot serve several backbones "
+        raise UsageError(f"--checkpoint {checkpoint}: one weights file cannot serve several backbones "
                          f"({', '.join(sorted({c.backbone for c in candidates}))})")
     return [build_backbone(c.backbone, c.pretrained, checkpoint if c.pretrained else None, seed, c.image_size)
             for c in candidates]
@@ -182,9 +183,9 @@ def rank(backbones: Sequence[str | Candidate], data, *, image_sizes: Sequence[in
     every candidate, each with its own eval transform at its size). Returns the rows best first by ``by``
     (``nc1`` | ``separation`` | ``logme`` | ``ncti``). See the module doc for ``backbones`` and ``controls``."""
     if by not in SCORES:
-        raise ValueError(f"unknown score {by!r} to rank by; valid: {', '.join(SCORES)}")
+        raise UsageError(f"unknown score {by!r} to rank by; valid: {', '.join(SCORES)}")
     if train_per_class < 2:  # before any backbone is built
-        raise ValueError(f"train_per_class must be at least 2 (NC1 needs a within-class spread), got {train_per_class}")
+        raise UsageError(f"train_per_class must be at least 2 (NC1 needs a within-class spread), got {train_per_class}")
     cands = [b if isinstance(b, Candidate) else None for b in backbones]
     if all(c is not None for c in cands):
         cands = list(cands) + ([Candidate(c.backbone, c.image_size, False) for c in cands] if controls else [])
@@ -230,7 +231,7 @@ def transfer_correlation(scores: Mapping[str, float], accuracy: Mapping[str, flo
 
     names = list(accuracy)
     if set(scores) != set(names) or len(names) < 2:
-        raise ValueError(f"scores and accuracies must cover the same two or more candidates; got {sorted(scores)} "
+        raise UsageError(f"scores and accuracies must cover the same two or more candidates; got {sorted(scores)} "
                          f"and {sorted(names)}")
     sign = 1.0 if higher_is_better else -1.0
     s = [sign * scores[n] for n in names]

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from .errors import UsageError
+
 __all__ = ["KINDS", "find_yaml", "list_yaml", "read_yaml"]
 
 # kind -> (folder inside the package, what a user calls it, the CLI flag that takes it)
@@ -24,7 +26,7 @@ _EXTENSIONS = (".yaml", ".yml")
 
 def _folder(kind: str):
     if kind not in KINDS:
-        raise ValueError(f"unknown kind of packaged YAML {kind!r}; valid: {', '.join(KINDS)}")
+        raise UsageError(f"unknown kind of packaged YAML {kind!r}; valid: {', '.join(KINDS)}")
     folder = resources.files("sclft")
     for part in KINDS[kind][0].split("/"):
         folder = folder.joinpath(part)
@@ -51,8 +53,8 @@ def find_yaml(kind: str, name: str | Path) -> Path:
             return Path(str(entry))  # installed as plain files (wheel, editable, checkout)
     _, what, flag = KINDS[kind]
     if path.exists():
-        raise ValueError(f"{flag} {name}: is a folder, not a YAML file")
-    raise ValueError(f"{flag} {name}: no such file and no packaged {what} of that name "
+        raise UsageError(f"{flag} {name}: is a folder, not a YAML file")
+    raise UsageError(f"{flag} {name}: no such file and no packaged {what} of that name "
                      f"(give a YAML path or one of: {', '.join(list_yaml(kind)) or 'none'})")
 
 
@@ -64,10 +66,10 @@ def read_yaml(kind: str, name: str | Path) -> tuple[object, Path]:
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8")), path
     except OSError as e:
-        raise ValueError(f"{flag} {path}: cannot read it ({e.strerror or e})") from None
+        raise UsageError(f"{flag} {path}: cannot read it ({e.strerror or e})") from None
     except UnicodeDecodeError:
-        raise ValueError(f"{flag} {path}: not a text (UTF-8) file") from None
+        raise UsageError(f"{flag} {path}: not a text (UTF-8) file") from None
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
-        raise ValueError(f"{flag} {path}: invalid YAML{at}: {getattr(e, 'problem', None) or e}") from None
+        raise UsageError(f"{flag} {path}: invalid YAML{at}: {getattr(e, 'problem', None) or e}") from None

@@ -51,6 +51,7 @@ from .cache import build_cache
 from .config import SelectionConfig
 from .data import DatasetSplits, LabelSubset, TransformedDataset, build_transforms, targets_of
 from .data.subsets import few_shot_indices, stratified_split_indices
+from .errors import UsageError
 from .model import TransferModel
 from .optim import WarmupCosine, build_optimizer
 from .picks import (  # noqa: F401  (the pure picks and the rule registry, re-exported)
@@ -157,7 +158,7 @@ def profile_rule(backbone: Backbone, splits: DatasetSplits, cfg, device="cpu") -
     subset = _balanced(splits, opts.profile_per_class, cfg.seed)
     per_class = min(Counter(subset.targets).values())
     if per_class < 2:  # NC1 reads the spread within each class: with one image per class it is 0 at every block
-        raise ValueError(f"the profile rule needs at least 2 training images of every class; the smallest class "
+        raise UsageError(f"the profile rule needs at least 2 training images of every class; the smallest class "
                          f"of {splits.name} has {per_class}: train on more images per class (--train-per-class), "
                          f"or name the block (--layer NAME) or a data-free rule (--layer-rule fixed)")
     if opts.profile_jackknife > per_class:  # said aloud when the groups were asked for (not the default)

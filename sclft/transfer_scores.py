@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .errors import UsageError
+
 __all__ = ["LogME", "logme", "logme_evidence", "NCTITerms", "ncti_terms", "ncti", "NCTI_TERMS"]
 
 LOGME_MAX_ITER = 11  # the reference's loop bound ("should converge after at most 10 steps")
@@ -45,7 +47,7 @@ def _matrix(features) -> np.ndarray:
     f = np.asarray(getattr(features, "detach", lambda: features)(), dtype=np.float64)
     f = f.reshape(f.shape[0], -1)
     if not np.isfinite(f).all():
-        raise ValueError("features contain non-finite values (NaN or inf); transferability scores need finite "
+        raise UsageError("features contain non-finite values (NaN or inf); transferability scores need finite "
                          "features")
     return f
 
@@ -53,16 +55,16 @@ def _matrix(features) -> np.ndarray:
 def _labels(labels, n: int) -> tuple[np.ndarray, int]:
     y = np.asarray(getattr(labels, "detach", lambda: labels)()).reshape(-1)
     if len(y) != n:
-        raise ValueError(f"{len(y)} labels for {n} feature rows")
+        raise UsageError(f"{len(y)} labels for {n} feature rows")
     if y.dtype.kind not in "iu" and not (y.dtype.kind == "f" and np.all(y == np.round(y))):
-        raise ValueError(f"labels must be whole class ids 0..K-1, got dtype {y.dtype}")
+        raise UsageError(f"labels must be whole class ids 0..K-1, got dtype {y.dtype}")
     y = y.astype(np.int64)
     if y.min() < 0:
-        raise ValueError(f"labels must be class ids 0..K-1, got {int(y.min())}")
+        raise UsageError(f"labels must be class ids 0..K-1, got {int(y.min())}")
     k = int(y.max()) + 1
     missing = sorted(set(range(k)) - set(y.tolist()))
     if k < 2 or missing:
-        raise ValueError(f"transferability scores need at least two classes, each with a sample (labels 0..{k - 1}; "
+        raise UsageError(f"transferability scores need at least two classes, each with a sample (labels 0..{k - 1}; "
                          f"missing: {missing[:10]})")
     return y, k
 

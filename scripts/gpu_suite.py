@@ -182,7 +182,7 @@ def _timed_run(run, data: str, epochs: int, per_class: int | None, out: Path) ->
 def paper_timing(s: Suite, subset: int, budget: float) -> dict:
     from sclft.bench import load_suite
     from sclft.bench.calibration import calibration_path, cost_class, device_name, load_calibration, run_key
-    from sclft.bench.cost import _sizes, _tail, estimate_seconds
+    from sclft.bench.cost import estimate_seconds, run_sizes, trained_share
 
     suite = load_suite(s.work / "paper_dry.yaml" if s.dry_run else "paper")
     classes = _classes(suite, s.dry_run)
@@ -222,10 +222,10 @@ def paper_timing(s: Suite, subset: int, budget: float) -> dict:
         forward = record["forward_images_per_second"] if record else None
         total = 0.0
         for run in runs:  # each run of the class from the class's figures, at the suite's sizes
-            n_train, n_test, epochs, evals = _sizes(run, suite)
+            n_train, n_test, epochs, evals = run_sizes(run, suite)
             _, strategy = cost_class(run)
-            tail, cached = _tail(run, strategy), klass != "none"
-            share = (_tail(rep, strategy) / tail) if klass == "prefix" and tail else 1.0
+            tail, cached = trained_share(run, strategy), klass != "none"
+            share = (trained_share(rep, strategy) / tail) if klass == "prefix" and tail else 1.0
             if row["timed"]:
                 rate = row["train_images_per_second"] * share
                 extra = 0.0

@@ -64,7 +64,7 @@ def test_selection_config_is_typed_and_carried_by_train_config():
     # the names it checks are the torch-free registries' (a pick registered there is valid at once)
     assert set(picks.FIXED_PICKS) == {"middle", "two_thirds", "last", "first_repeated"}
     assert {"min", "repeated_min", "one_se"} <= set(picks.PROFILE_PICKS)
-    assert TrainConfig.max_params == 8.0 and picks.list_rules() == ["fixed", "profile", "trial", "tuned"]
+    assert TrainConfig.max_params == 10.0 and picks.list_rules() == ["fixed", "profile", "trial", "tuned"]
     assert TrainConfig(max_params=None).validate().max_params is None  # no budget: every candidate
 
 
@@ -189,3 +189,74 @@ def test_trial_rule_restores_the_backbone_when_a_trial_fails(backbone_factory, m
         selection.select_layer(b, load_dataset("digits", train_per_class=2, seed=0), cfg)
     assert all(torch.equal(before[k], v) for k, v in b.state_dict().items())
     assert [p.requires_grad for p in b.parameters()] == flags and b.training
+
+
+def test_every_train_config_field_declares_its_help_and_properties():
+    """issue 32.3: a field is declared once. Each TrainConfig field carries its help text and whether it is hashed
+    in bench run ids, a location, may differ on --resume and appears in the reproduce command; the five places
+    that used to list them by hand read them from there."""
+    import dataclasses
+
+    from sclft import card, cli
+    from sclft.bench import layout, plan
+    from sclft.config import FIELD_PROPERTIES, fields_where
+    from sclft.training import checkpoint
+
+    for f in dataclasses.fields(TrainConfig):
+        assert set(f.metadata) == set(FIELD_PROPERTIES), f"{f.name} declares {sorted(f.metadata)}"
+        assert isinstance(f.metadata["help"], str) and len(f.metadata["help"]) > 5, f.name
+        assert all(isinstance(f.metadata[p], bool) for p in FIELD_PROPERTIES[1:]), f.name
+    # the sets as they were listed by hand before (bench run ids and committed reports depend on them)
+    assert set(plan.UNHASHED_FIELDS) == {"out", "cache_dir", "progress", "num_workers", "tensorboard", "report_to",
+                                         "resume", "overwrite"} == set(fields_where("hashed", False))
+    assert layout.LOCATION_FIELDS == ("data_dir",)
+    assert set(checkpoint.RESUME_MAY_DIFFER) == {"out", "resume", "overwrite", "progress", "num_workers",
+                                                 "tensorboard", "report_to", "eval_every", "cache_dir", "data_dir"}
+    assert card.NOT_IN_COMMAND == {"out", "resume", "overwrite", "progress", "num_workers", "cache", "cache_dir",
+                                   "tensorboard", "report_to", "eval_every", "extra", "strategy_options"}
+    helps: dict[str, str] = {}
+    for action in cli.build_parser(["train"])._subparsers._group_actions[0].choices["train"]._actions:
+        helps.setdefault(action.dest, action.help)  # --cache before --no-cache
+    for f in dataclasses.fields(TrainConfig):
+        if f.name not in ("extra", "strategy_options"):  # YAML only; strategy options have flags of their own
+            assert helps[f.name].startswith(f.metadata["help"]), f.name
+
+
+def test_layer_rule_pick_spelling_in_train_probe_and_bench(tmp_path):
+    """issue 32.8: ``--layer-rule profile:logme`` (the tables' RULE:PICK) is the rule plus its pick option: one
+    config however spelled (the same bench run id), accepted by train, probe (also through --config) and suites."""
+    import json
+
+    import yaml
+
+    from sclft import bench, cli
+
+    spelled = layered_config(None, {"layer_rule": "profile:logme"})
+    assert (spelled.layer_rule, spelled.selection.profile_pick) == ("profile", "logme")
+    assert spelled == layered_config(None, {"layer_rule": "profile", "extra": {"selection": {"profile_pick": "logme"}}})
+    with pytest.raises(ValueError, match="--layer-rule: .*'trial:logme'.*only profile and fixed take a pick"):
+        layered_config(None, {"layer_rule": "trial:logme"})
+    with pytest.raises(ValueError, match="unknown profile pick 'best'.*profile:logme"):
+        layered_config(None, {"layer_rule": "profile:best"})
+
+    head = {"backbones": ["efficientnet_lite0"], "datasets": [{"name": "digits", "test_per_class": 4}]}
+    ids = []
+    for defaults in ({"layer_rule": "profile:logme"},
+                     {"layer_rule": "profile", "extra": {"selection": {"profile_pick": "logme"}}}):
+        path = tmp_path / f"s{len(ids)}.yaml"
+        path.write_text(yaml.safe_dump({**head, "defaults": defaults, "groups": {"table": {"strategies": ["scl_ft"]}}}))
+        ids.append([r.id for r in bench.expand_suite(bench.load_suite(str(path)))])
+    assert ids[0] == ids[1] and len(ids[0]) == 1
+    path.write_text(yaml.safe_dump({**head, "groups": {"selection": {"strategies": ["scl_ft"], "layers": "all",
+                                                                     "rules": ["profile:logme"]}}}))
+    with pytest.raises(bench.SuiteError, match="rules: profile:logme.*list profile"):
+        bench.load_suite(str(path))
+
+    cfg = tmp_path / "probe.yaml"
+    cfg.write_text(yaml.safe_dump({"backbone": "resnet18", "pretrained": False, "image_size": 16, "epochs": 3,
+                                   "train_per_class": 5, "progress": False}))
+    assert cli.main(["probe", "--config", str(cfg), "--rank", "--layer-rule", "profile:logme", "--layers",
+                     "layer1.0,layer2.1", "--max-params", "100", "--out", str(tmp_path / "p")]) == 0
+    saved = json.loads((tmp_path / "p" / "rank.json").read_text())
+    best_logme = max(saved["scores"], key=lambda b: saved["scores"][b]["logme"])
+    assert (saved["rule"], saved["pick"], saved["layer"]) == ("profile", "logme", best_logme)

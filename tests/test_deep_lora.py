@@ -262,3 +262,37 @@ def test_paired_report_verdicts_match_scipys_paired_t():
     assert data["claims"]["deep_lora:accuracy:r=2"] == {"cells": ["holds"], "overall": "holds"}
     assert cell["variants"][0]["methods"]["lora"]["seconds_per_epoch"] == 2.0
     assert "| r=2 | 5 |" in paired_report(data)
+
+
+def test_reference_recipe_adamw_eps_frozen_head_and_first_gradient_in_eval_mode(tmp_path, monkeypatch):
+    """dlt/train.py: AdamW ε = 1e-6, only the factors train (train_head=false), the first gradient from the loss
+    with train=False (eval mode), float32, plain cross-entropy (no label smoothing)."""
+    from sclft.cli import main
+    from sclft.strategies.deep_lora.model import DeepLoRA
+
+    model = TransferModel(_fresh("efficientnet_lite0"), "deep_lora", 10, r=2, blocks="blocks.6.0")
+    adamw = build_optimizer(model, TrainConfig(strategy="deep_lora", lr=0.1))
+    assert {g["eps"] for g in adamw.param_groups} == {1e-6}
+    lora = TransferModel(_fresh("efficientnet_lite0"), "lora", 10, r=2, blocks="blocks.6.0")
+    assert {g["eps"] for g in build_optimizer(lora, TrainConfig(strategy="lora", lr=0.1)).param_groups} == {1e-8}
+    frozen = TransferModel(_fresh("efficientnet_lite0"), "deep_lora", 10, r=2, blocks="blocks.6.0", train_head=False)
+    trained = {id(p) for g in build_optimizer(frozen, TrainConfig(strategy="deep_lora", lr=0.1)).param_groups
+               for p in g["params"]}
+    assert id(frozen.head.weight) not in trained and not frozen.head.weight.requires_grad
+    assert all(id(f) in trained for layer in frozen.strategy.layers for f in layer.factors)
+
+    seen = []
+    real = DeepLoRA.init_from_data
+
+    def spy(self, first_loss):
+        loss = first_loss()
+        seen.append((self.layers[0].base_layer.training, loss.dtype, torch.is_autocast_enabled()))
+        return real(self, first_loss)
+
+    monkeypatch.setattr(DeepLoRA, "init_from_data", spy)
+    args = ["train", "--backbone", "efficientnet_lite0", "--no-pretrained", "--data", "test_subset:2:digits",
+            "--train-per-class", "2", "--image-size", "16", "--epochs", "1", "--no-progress", "--label-smoothing",
+            "0.3", "--cache-dir", str(tmp_path / "cache"), "--strategy", "deep_lora", "--r", "2",
+            "--blocks", "blocks.6.0", "--out", str(tmp_path / "run")]
+    assert main(args) == 0
+    assert seen == [(False, torch.float32, False)]

@@ -389,7 +389,7 @@ def test_compressed_product_at_init_is_the_original_projected_on_the_gradient_su
     weights = init_network([30] * (depth + 1), scale, "orthogonal", seed=5)  # what original_network(seed=5) draws
     v = _hand_gradient_basis(problem, weights, scale, rank_estimate)
     product = torch.linalg.multi_dot(weights[::-1])
-    comp = compressed_network(problem, depth, scale, rank_estimate, outer_lr_ratio=0.3, seed=5)
+    comp = compressed_network(problem, depth, scale, rank_estimate, outer_lr_ratio=0.3, seed=5, basis="stacked")
     # U W̃(0) Vᵀ = (W(0)V/ε³)(ε³I)Vᵀ = W(0)VVᵀ; the dropped part W(0)(I − VVᵀ) has every singular value ε³
     assert torch.allclose(comp.product().detach(), product @ v @ v.T, atol=1e-14)
     dropped = torch.linalg.svdvals(product - comp.product().detach())
@@ -453,3 +453,44 @@ def test_dln_gpu_script_dry_run_writes_the_speed_table_without_machine_paths(tmp
     for name in ("summary.json", "suite.json", "table.md"):
         assert str(tmp_path) not in (tmp_path / "speed" / name).read_text()
     assert json.loads((tmp_path / "completion_d1000" / "completion.json").read_text())["completion"]
+
+
+def test_preset_authors_fills_only_the_flags_not_given():
+    from sclft.cli import build_parser
+    from sclft.dln.cli import apply_preset
+
+    argv = ["dln", "completion", "--out", "x", "--preset", "authors", "--dim", "400", "--gamma", "0.3"]
+    args = build_parser(argv).parse_args(argv)
+    apply_preset(args)
+    # given: kept; the rest: the authors' (law-of-parsimony fig_compare_iteration_time.ipynb)
+    assert (args.dim, args.gamma) == (400, 0.3)
+    assert (args.rank, args.rank_estimate, args.observed, args.scale, args.dtype) == (5, 5, 0.2, 1e-3, "float64")
+    assert (args.target, args.stop, args.basis, args.record_every) == ("gaussian", "train_loss", "each_side", 100)
+    assert args.lr == pytest.approx(5e3 * 0.2 / 400**2)  # their η on ½·mean over d² entries, here on ½‖·‖²/p
+    plain = build_parser(argv[:4]).parse_args(argv[:4])
+    apply_preset(plain)
+    assert (plain.dim, plain.gamma, plain.basis) == (200, 0.3, "each_side")
+
+
+def test_seeds_benchmark_verdicts_follow_the_preregistered_rule():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "dln_seeds.py"
+    spec = importlib.util.spec_from_file_location("dln_seeds", path)
+    seeds = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(seeds)
+
+    def runs(*triples):
+        return [{"seed": i, "rows": {k: {"iterations_to_target": v} for k, v in zip(("original", "compressed",
+                                                                                      "narrow"), t)}}
+                for i, t in enumerate(triples)]
+
+    v = seeds.verdicts(runs((100, 105, 200), (100, 95, 150)), 0.1)
+    assert (v["about_as_many_iterations"], v["narrow_needs_more_iterations"]) == ("holds", "holds")
+    v = seeds.verdicts(runs((100, 120, 130), (100, 105, 90)), 0.1)  # one seed in, one out; narrow faster in one
+    assert (v["about_as_many_iterations"], v["narrow_needs_more_iterations"]) == ("undecided", "undecided")
+    v = seeds.verdicts(runs((100, 130, 100), (100, 125, 110)), 0.1)
+    assert (v["about_as_many_iterations"], v["narrow_needs_more_iterations"]) == ("more", "fails")
+    v = seeds.verdicts(runs((100, 130, math.nan), (math.nan, 125, 300)), 0.1)  # narrow missed: it is the slower one
+    assert (v["about_as_many_iterations"], v["narrow_needs_more_iterations"]) == ("undecided", "holds")

@@ -39,3 +39,17 @@ def test_links_stay_in_the_repository_and_resolve(page: Path):
 
 def test_readme_links_the_design():
     assert "](docs/design.md)" in (ROOT / "README.md").read_text()
+
+
+def test_the_module_map_names_every_module():
+    """docs/design.md §3: every top-level module and package of ``sclft/`` (and of the trainer) is on the map."""
+    design = (ROOT / "docs" / "design.md").read_text()
+    section = design[design.index("## 3. Architecture"):design.index("## 4.")]
+    block = section[section.index("```") + 3:]
+    block = block[:block.index("```")]
+    named = set(re.findall(r"[\w<>]+(?:\.py|/)", block))
+    package = ROOT / "sclft"
+    modules = {p.name for p in package.glob("*.py") if p.name != "__init__.py"}
+    modules |= {p.name + "/" for p in package.iterdir() if (p / "__init__.py").is_file()}
+    modules |= {p.name for p in (package / "training").glob("*.py") if p.name != "__init__.py"}
+    assert modules - named == set()

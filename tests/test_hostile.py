@@ -20,8 +20,10 @@ from __future__ import annotations
 import errno
 import hashlib
 import importlib
+import io
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -241,7 +243,7 @@ CASES = [
     Case("eval-config-checkpoint-outside-with-its-digest", EVAL_RUN,
          ("config.json", "'checkpoint'", "outside the run folder", "not opened", "--backbone-weights"), real=True,
          files={"weights.pt": b"\x80\x04 a pickle somewhere else"}, setup=checkpoint_outside,
-         patch=lambda mp: mp.setattr("sclft.save.file_digest", opened)),
+         patch=lambda mp: mp.setattr("sclft.run_folder.weights.file_digest", opened)),
     # ---- issue 29.3: every field of a run file checked (schema, tensors), edits detected as edits
     Case("resume-epoch-99", RESUME_RUN, ("training_state.json", "'epoch'", "99"), real=True,
          setup=edit_json(f"{CKPT}/training_state.json", set_in("epoch", 99))),
@@ -299,7 +301,7 @@ CASES = [
          ("no space left on", ".partial", "MB free"), code=1, patch=disk_full("os.posix_fallocate", enospc)),
     Case("disk-full-overwrite-keeps-the-old-run", ["train", *REAL, "--cache-dir", "{tmp}/cache", "--out", "{run}",
          "--overwrite"], ("no space left on", "model.safetensors"), code=1, real=True,
-         patch=disk_full("sclft.save.save_file", storage_full)),
+         patch=disk_full("sclft.run_folder.weights.save_file", storage_full)),
     # ---- issue 29.8: messages name the thing
     Case("eval-config-truncated", EVAL_RUN, ("config.json", "not readable JSON"), real=True,
          setup=damage("runs/real/config.json", truncate)),
@@ -368,9 +370,9 @@ CASES += [
          setup=lambda tmp: (images(tmp, ONE_IMAGE), (tmp / "imgs.csv").mkdir())),
     Case("export-out-the-runs-weights", [*EXPORT, "--out", "{run}/model.safetensors", "--overwrite"],
          ("runs/real/model.safetensors", "run folder"), real=True),
-    Case("export-out-existing-file", ["export", "--checkpoint", "{run}", "--format", "onnx", "--out", "{file}"],
+    Case("export-out-existing-file", [*EXPORT, "--format", "torchscript", "--out", "{file}"],
          ("file", "exists", "--overwrite"), real=True),
-    Case("export-out-a-file-not-a-folder", [*EXPORT, "--out", "{file}"], ("file", "is a file"), real=True),
+    Case("export-safetensors-out-a-file", [*EXPORT, "--out", "{file}"], ("file", "is a file", "folder"), real=True),
     Case("export-out-symlink-into-a-run", [*EXPORT, "--out", "{tmp}/link/model.safetensors"],
          ("link/model.safetensors", "run folder"), real=True,
          setup=lambda tmp: (tmp / "link").symlink_to(tmp / "runs" / "real")),
@@ -379,6 +381,139 @@ CASES += [
          ("runs/old", "run folder")),
     Case("dln-out-inside-a-run-folder", ["dln", "parsimony", "--out", "{old}/dln"], ("runs/old/dln", "run folder")),
 ]
+
+
+# ---- Silent (issue 35): the bench reports read every run through the run-folder owner. A bench folder of
+# tiny.yaml's two runs, each a copy of {run} (a finished run, manifest and all) with the run's train_config.json.
+TINY_SUITE = """name: tiny
+description: two runs, copies of the hostile tests' real run
+images_per_second: 150
+backbones: [resnet18]
+datasets: [digits]
+defaults: {image_size: 16, epochs: 1, pretrained: false, batch_size: 16, eval_every: 0}
+groups:
+  table: {strategies: [layer_ft], seeds: [0, 1], train_per_class: [5], layers: [layer1.0]}
+"""
+RUN_ID = "resnet18-digits-layer_ft-layer1.0-n5-s0-"  # the first run's id without its hash (library versions)
+
+
+def bench_of_real(folder: str = "bench", versions: dict | None = None) -> Callable[[Path], None]:
+    """A setup: ``{tmp}/<folder>/experiments/<id>/`` for each run of tiny.yaml, a copy of ``{run}`` whose
+    ``train_config.json`` is that run's config (its sha256 recorded as ``sclft train`` records it); with
+    ``versions``: the ids and ``fingerprint.json`` of runs trained under those library versions."""
+    def setup(tmp: Path) -> None:
+        import dataclasses
+
+        import sclft.versions
+        from sclft import bench
+        from sclft.config import TrainConfig
+
+        installed = sclft.versions.library_versions
+        sclft.versions.library_versions = (lambda: versions) if versions else installed
+        try:
+            runs = bench.expand_suite(bench.load_suite(str(tmp / "tiny.yaml")))
+        finally:
+            sclft.versions.library_versions = installed
+        for run in runs:
+            dest = tmp / folder / "experiments" / run.id
+            shutil.copytree(tmp / "runs" / "real", dest, ignore=shutil.ignore_patterns("checkpoint"))
+            cfg = TrainConfig.from_dict({**run.config, "out": str(dest)})
+            (dest / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg)))
+            forge_digest(dest / "train_config.json")
+            if versions:
+                (dest / "fingerprint.json").write_text(json.dumps({"id": run.id,
+                                                                   **bench.run_fingerprint(run.config, versions)}))
+    return setup
+
+
+def first_run(tmp: Path, folder: str = "bench") -> Path:
+    return next(p for p in sorted((tmp / folder / "experiments").iterdir()) if p.name.startswith(RUN_ID))
+
+
+def edit_metrics(folder: str = "bench", forge: bool = False, **values) -> Callable[[Path], None]:
+    def setup(tmp: Path) -> None:
+        file = first_run(tmp, folder) / "metrics.json"
+        file.write_text(json.dumps({**json.loads(file.read_text()), **values}))
+        if forge:
+            forge_digest(file)
+    return setup
+
+
+def unlist_metrics(tmp: Path) -> None:
+    file = first_run(tmp) / "manifest.json"
+    manifest = json.loads(file.read_text())
+    del manifest["files"]["metrics.json"]
+    file.write_text(json.dumps(manifest))
+
+
+def then(*setups: Callable[[Path], None]) -> Callable[[Path], None]:
+    def setup(tmp: Path) -> None:
+        for step in setups:
+            step(tmp)
+    return setup
+
+
+REPORT = ["bench", "--suite", "{tmp}/tiny.yaml", "--out", "{tmp}/bench"]
+CASES += [
+    Case("report-edited-metrics", [*REPORT, "--report-only"],
+         (RUN_ID, "metrics.json was changed after the run finished", "manifest.json"), files={"tiny.yaml": TINY_SUITE},
+         real=True, setup=then(bench_of_real(), edit_metrics(test_accuracy=0.52))),
+    Case("report-metrics-unlisted-in-manifest", [*REPORT, "--report-only"],
+         (RUN_ID, "manifest.json does not list metrics.json"), files={"tiny.yaml": TINY_SUITE}, real=True,
+         setup=then(bench_of_real(), edit_metrics(test_accuracy=0.52), unlist_metrics)),
+    Case("report-metrics-out-of-range", [*REPORT, "--report-only"],
+         (RUN_ID, "metrics.json", "test_accuracy", "52", "[0, 1]"), files={"tiny.yaml": TINY_SUITE}, real=True,
+         setup=then(bench_of_real(), edit_metrics(forge=True, test_accuracy=52))),
+    Case("report-same-run-two-results", [*REPORT, "--report", "{tmp}/other"],
+         (f"bench/experiments/{RUN_ID}", f"other/experiments/{RUN_ID}", "different results", "test_accuracy",
+          "0.52"), files={"tiny.yaml": TINY_SUITE}, real=True,
+         setup=then(bench_of_real(), bench_of_real("other"), edit_metrics("other", forge=True, test_accuracy=0.52))),
+]
+
+
+class _Planted:
+    """A pickle whose loading would create ``pwned`` in the working folder (the case's tmp: the snapshot sees it)."""
+
+    def __reduce__(self):
+        return open, ("pwned", "w")
+
+
+def _torch_pickle() -> bytes:
+    buf = io.BytesIO()
+    torch.save({"state": _Planted()}, buf)
+    return buf.getvalue()
+
+
+LAYER_SUITE = ("backbones: [resnet18]\ndatasets: [{name: digits, test_per_class: 4}]\n"
+               "groups: {ablation: {strategies: [linear_probe, layer_ft], layers: [layer1.0, layer2.0]}}\n")
+RANK = ["rank", "--backbones", "resnet18", "--data", "digits", "--train-per-class", "2"]
+
+# ---- issue 35 "Tracebacks" and "Ignored" (helper errcfg): each a message and exit 2, nothing run or written
+CASES += [
+    Case("checkpoint-random-bytes", train("--checkpoint", "{tmp}/w.pth"), ("--checkpoint", "w.pth", "safely"),
+         files={"w.pth": bytes(range(256)) * 8}),
+    Case("checkpoint-pickle", train("--checkpoint", "{tmp}/w.pth"), ("--checkpoint", "w.pth", "safely"),
+         files={"w.pth": pickle.dumps({"state": _Planted()})}),
+    Case("checkpoint-torch-pickle", train("--checkpoint", "{tmp}/w.pth"), ("w.pth", "not weights sclft can load"),
+         files={"w.pth": _torch_pickle()}),
+    Case("rank-checkpoint-pickle", [*RANK, "--checkpoint", "{tmp}/w.pth"], ("--checkpoint", "w.pth", "safely"),
+         files={"w.pth": _torch_pickle()}),
+    Case("rank-checkpoint-random-bytes", [*RANK, "--checkpoint", "{tmp}/w.bin"], ("w.bin", "safely"),
+         files={"w.bin": b"\x00garbage" * 100}),
+    Case("predict-device-tpu", ["predict", "--checkpoint", "{old}", "--device", "tpu", "{file}"],
+         ("--device tpu", "valid here: auto, cpu")),
+    Case("rank-device-tpu", [*RANK, "--device", "tpu"], ("--device tpu", "valid here: auto, cpu")),
+    Case("dln-completion-dim-too-large", ["dln", "completion", "--dim", "200000", "--out", "{new}"],
+         ("--dim 200000", "GiB", "available")),
+    Case("bench-layers-drop-blockless-strategies", ["bench", "--suite", "{tmp}/s.yaml", "--out", "{new}"],
+         ("groups.ablation.layers", "linear_probe"), files={"s.yaml": LAYER_SUITE}),
+    Case("bench-address-without-ray", ["bench", "--suite", "smoke", "--out", "{new}", "--address", "auto"],
+         ("--address", "--launcher ray")),
+    Case("bench-gpus-per-run-in-process", ["bench", "--suite", "smoke", "--out", "{new}", "--gpus-per-run", "0.5"],
+         ("--gpus-per-run", "--launcher ray", "local")),
+]
+if not torch.cuda.is_available():
+    CASES.append(Case("rank-device-cuda-without-gpu", [*RANK, "--device", "cuda"], ("--device cuda", "no such device")))
 
 
 def fake_run(root: Path) -> None:
@@ -468,7 +603,7 @@ def test_load_refuses_a_config_whose_lora_rank_was_changed(tmp_path, older):
     """issue 29.3: ``r`` edited in config.json is never silently another model: the digest refuses the edit, and
     without it (a run of an older sclft) the adapter tensors' shapes do."""
     from sclft import wrap
-    from sclft.save import RunFolderError, load, save_model
+    from sclft.run_folder import RunFolderError, load, save_model
 
     save_model(wrap("resnet18", strategy="lora", num_classes=3, pretrained=False, r=2), tmp_path,
                {"pretrained": False, "seed": 0})
@@ -488,7 +623,8 @@ def test_output_never_replaces_a_special_file(tmp_path, real_run, capsys):
     through the library's check alone (as root a regression would turn the device node into a regular file)."""
     import stat
 
-    from sclft.io import OutputPathError, atomic_write_text, check_out_file
+    from sclft.io import OutputPathError, atomic_write_text
+    from sclft.run_folder import check_out_file
 
     fifo = tmp_path / "out.csv"
     os.mkfifo(fifo)
@@ -518,7 +654,7 @@ def test_overwrite_replaces_the_users_file_and_only_then(tmp_path, real_run, cap
 
 
 def test_predict_refuses_tensors_of_another_size_and_nan(real_run):
-    from sclft.save import load
+    from sclft.run_folder import load
 
     model = load(real_run)
     assert model.backbone.data_config["input_size"] == (3, 16, 16)  # the run's --image-size
@@ -540,7 +676,7 @@ def test_a_backbone_weights_file_outside_the_run_is_read_only_when_passed(tmp_pa
     the run folder) and ``--backbone-weights FILE`` / ``checkpoint=`` rebuilds the model, checked by its digest."""
     import timm
 
-    from sclft.save import RunFolderError, load
+    from sclft.run_folder import RunFolderError, load
 
     weights = tmp_path / "resnet18.safetensors"
     save_file(timm.create_model("resnet18", pretrained=False).state_dict(), str(weights))
@@ -568,3 +704,80 @@ def test_a_safetensors_export_folder_is_replaced_with_overwrite_and_is_not_a_run
     code, _, err = run_cli(argv, capsys, False)
     assert code == 2 and "not empty" in err and snapshot(out) == before
     assert run_cli([*argv, "--overwrite"], capsys, False)[0] == 0
+
+
+def _report(tmp: Path, capsys, *flags: str) -> tuple[int, str]:
+    code, _, err = run_cli([a.replace("{tmp}", str(tmp)) for a in [*REPORT, *flags]], capsys, False)
+    assert "Traceback" not in err
+    return code, err
+
+
+def test_report_counts_a_run_that_lost_its_manifest_as_unfinished(real_run, tmp_path, capsys):
+    """Issue 35: with manifest.json deleted, an edited metrics.json is not believed either: the run (weights, no
+    manifest) is a missing run, named with its reason in runs.md and the note; its files stay as they were."""
+    shutil.copytree(real_run, tmp_path / "runs" / "real")
+    (tmp_path / "tiny.yaml").write_text(TINY_SUITE)
+    bench_of_real()(tmp_path)
+    edit_metrics(test_accuracy=0.52)(tmp_path)
+    damaged = first_run(tmp_path)
+    (damaged / "manifest.json").unlink()
+    before = snapshot(tmp_path / "bench" / "experiments")
+    code, err = _report(tmp_path, capsys, "--report-only")
+    assert code == 0 and "Runs: 1 of 2 found (1 missing)" in err, err
+    table = (tmp_path / "bench" / "table.md").read_text()
+    assert "52.00" not in table and "Runs: 1 of 2 found (1 missing); see runs.md." in table
+    listing = (tmp_path / "bench" / "runs.md").read_text()
+    assert f"| {damaged.name} | unfinished or damaged (bench/experiments/{damaged.name}: model.safetensors but no " \
+           "manifest.json" in listing
+    assert snapshot(tmp_path / "bench" / "experiments") == before
+
+
+def test_report_of_runs_of_other_library_versions_says_so(real_run, tmp_path, capsys):
+    """Issue 35: a report built only from runs of other library versions carries the note and runs.md; the same
+    run given twice with the same results (a copied folder) is no conflict."""
+    import sclft.versions
+
+    installed = sclft.versions.library_versions()
+    other = {**installed, "timm": "0.0.1"}
+    shutil.copytree(real_run, tmp_path / "runs" / "real")
+    (tmp_path / "tiny.yaml").write_text(TINY_SUITE)
+    bench_of_real(versions=other)(tmp_path)
+    shutil.copytree(tmp_path / "bench", tmp_path / "copy")
+    code, err = _report(tmp_path, capsys, "--report", "{tmp}/copy")
+    note = f"Runs: 2 of 2 found, all trained with timm 0.0.1 (installed {installed['timm']}); see runs.md."
+    assert code == 0 and note in err, err
+    assert note in (tmp_path / "bench" / "table.md").read_text()
+    listing = (tmp_path / "bench" / "runs.md").read_text()
+    assert "2 of 2 runs found" in listing and f"* 2 run(s): timm 0.0.1 (installed {installed['timm']})" in listing
+    metrics = json.loads((first_run(tmp_path) / "metrics.json").read_text())
+    assert f"{100 * metrics['test_accuracy']:.2f}" in (tmp_path / "bench" / "table.md").read_text()
+
+
+def test_overwrite_never_replaces_a_readme_of_the_users_own(real_run, tmp_path, caplog):
+    """Issue 35 (lost): ``train --overwrite`` keeps the user's own README.md (the new run writes no card over it),
+    and when the old README.md is sclft's card, the warning that lists the replaced files names it."""
+    import logging
+
+    out = tmp_path / "run"
+    shutil.copytree(real_run, out)
+    card = (out / "README.md").read_text()
+    assert "library_name: sclft" in card
+    (out / "README.md").write_text("# my notes\n")
+    argv = ["train", *REAL, "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--overwrite"]
+    with caplog.at_level(logging.WARNING):
+        assert main(argv) == 0
+    assert (out / "README.md").read_text() == "# my notes\n"
+    assert f"{out / 'README.md'} exists and is not a sclft model card: left as it is" in caplog.text
+    replaced = next(r.getMessage() for r in caplog.records if "--overwrite: replaced" in r.getMessage())
+    assert "metrics.json" in replaced and "README.md" not in replaced
+    assert not (out / ".sclft-overwrite").exists() and not (out / ".sclft-replaced").exists()
+
+    (out / "README.md").write_text(card)  # sclft's card of the old run: replaced, and said so
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert main(argv) == 0
+    replaced = next(r.getMessage() for r in caplog.records if "--overwrite: replaced" in r.getMessage())
+    for name in ("metrics.json", "model.safetensors", "config.json", "train_config.json", "manifest.json",
+                 "checkpoint", "README.md"):
+        assert name in replaced, (name, replaced)
+    assert "library_name: sclft" in (out / "README.md").read_text()

@@ -11,13 +11,13 @@ from conftest import random_backbone
 from sclft.backbones import create_backbone
 from sclft.cli import build_parser, config_from_args, main
 from sclft.model import TransferModel
-from sclft.save import build_backbone
+from sclft.run_folder import build_backbone
 from sclft.strategies import list_strategies, strategy_config
 from sclft.strategies.lora import load_adapter, save_adapter
 from sclft.training import TrainConfig, load, train
 
 peft = pytest.importorskip("peft")
-train_mod = importlib.import_module("sclft.training.loop")
+writer = importlib.import_module("sclft.run_folder.writing")  # where train() hands the model to save_model
 
 # peft's own matching of the same layers, written independently of our per-family defaults
 PEFT_REFERENCE = {
@@ -195,14 +195,14 @@ def test_round_trips_cover_every_trainable_strategy():
 def test_train_then_load_gives_the_trained_models_logits(tmp_path, monkeypatch, strategy, layer, options, cached):
     x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     captured = {}
-    original = train_mod.save_model
+    original = writer.save_model
 
     def capture(model, out, *args, **kwargs):  # the trained model itself, as train() saves it
         captured["logits"] = model.eval()(x).detach().clone()
         captured["trainable"] = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         return original(model, out, *args, **kwargs)
 
-    monkeypatch.setattr(train_mod, "save_model", capture)
+    monkeypatch.setattr(writer, "save_model", capture)
     cfg = TrainConfig(backbone=TINY_BACKBONE, pretrained=False, data=TINY_DATA, strategy=strategy, layer=layer,
                       strategy_options=options, image_size=16, train_per_class=3, epochs=1, batch_size=16, lr=1e-2,
                       progress=False, cache_dir=str(tmp_path / "cache"), out=str(tmp_path / "run"))

@@ -58,7 +58,7 @@ def test_predict_on_the_test_images_gives_the_accuracy_eval_reports(run, capsys,
 def test_loaded_model_carries_names_transform_and_predict(run):
     from PIL import Image
 
-    from sclft.save import load
+    from sclft.run_folder import load
 
     run_dir, images = run
     model = load(run_dir)
@@ -152,7 +152,7 @@ def test_export_cli_onnx_runs_in_onnxruntime_like_pytorch(run, capsys, tmp_path)
     import onnx
 
     from sclft.export import RTOL, load_exported, max_relative_error
-    from sclft.save import load
+    from sclft.run_folder import load
 
     run_dir, _ = run
     assert main(["export", "--checkpoint", str(run_dir), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 0
@@ -177,7 +177,7 @@ def test_the_run_writes_a_model_card_from_its_metrics(run, tmp_path):
 
     from sclft.card import model_card
     from sclft.cli import build_parser, config_from_args
-    from sclft.save import load
+    from sclft.run_folder import load
 
     run_dir, _ = run
     metrics = json.loads((run_dir / "metrics.json").read_text())

@@ -103,7 +103,7 @@ def test_a_hub_dataset_is_named_by_its_repo_id_in_the_card(lora_run, tmp_path):
     from huggingface_hub import ModelCard
 
     from sclft.card import model_card
-    from sclft.save import load
+    from sclft.run_folder import load
 
     _, run = lora_run
     for name in ("config.json", "train_config.json"):
@@ -259,7 +259,7 @@ def test_the_adapter_holds_the_head_for_each_timm_family(name, arch, classifier,
 
     from sclft.backbones import create_backbone
     from sclft.model import TransferModel
-    from sclft.save import save_model
+    from sclft.run_folder import save_model
 
     torch.manual_seed(0)
     backbone = create_backbone(name, pretrained=False, image_size=32)

@@ -237,3 +237,21 @@ def test_tuned_rule_reads_the_short_fits_on_their_training_samples(backbone_fact
     assert out["layer"] == min(out["nc1_fit"], key=out["nc1_fit"].get) == out["ranking"][0]["block"]
     assert out["nc1_fit"] != out["nc1"]  # fit samples, not the held-out ones
     assert all(torch.equal(before[k], v) for k, v in b.state_dict().items())
+
+
+def test_the_default_budget_admits_vit_b_blocks_and_keeps_efficientnet_lite0s_candidates():
+    """issue 32.8: under the default --max-params every block of ViT-B/32 and CLIP ViT-B/32 (8.07-8.2 % each) is a
+    candidate (the flagship `--backbone vit_b32 --data dtd` no longer falls back), and EfficientNet-Lite0's candidates
+    on 10 classes (digits) and ResNet-50's are those of the former default 8 %, so their default picks stay."""
+    from sclft.bench.plan import meta_backbone
+
+    budget = TrainConfig.max_params
+    for name in ("vit_b32", "clip_vit_b32"):
+        b = meta_backbone(name)
+        for k in (10, 47, 100):
+            assert selection.candidate_blocks(b, None, max_params=budget, num_classes=k) == b.blocks[:-1], (name, k)
+    for name, classes in (("efficientnet_lite0", (10,)), ("resnet50", (10, 100))):
+        b = meta_backbone(name)
+        for k in classes:
+            assert (selection.candidate_blocks(b, None, max_params=budget, num_classes=k)
+                    == selection.candidate_blocks(b, None, max_params=8.0, num_classes=k)), (name, k)

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from sclft.training import NonFiniteLossError, TrainConfig, latest_checkpoint, load, train
 
 train_mod = importlib.import_module("sclft.training.loop")
+writer = importlib.import_module("sclft.run_folder.writing")  # where train() hands the model to save_model
 
 METRIC_KEYS = {
     "backbone", "dataset", "strategy", "layer", "num_classes", "test_accuracy", "train_accuracy", "nc1_train",
@@ -34,13 +35,13 @@ def trained_models(monkeypatch) -> list:
     """Deep copies of the in-memory models ``train()`` hands to ``save_model`` (the trained model itself, the
     reference a reloaded model must reproduce), in eval mode, one per finished run."""
     models = []
-    real_save = train_mod.save_model
+    real_save = writer.save_model
 
     def save_and_keep(model, out, *args, **kwargs):
         models.append(copy.deepcopy(model).eval())
         return real_save(model, out, *args, **kwargs)
 
-    monkeypatch.setattr(train_mod, "save_model", save_and_keep)
+    monkeypatch.setattr(writer, "save_model", save_and_keep)
     return models
 
 
@@ -185,14 +186,14 @@ def test_transformers_train_at_any_image_size_and_load_back(tmp_path, tiny_image
     """`--image-size 64` on a ViT died with "Input height (64) doesn't match model (224)"."""
     x = torch.randn(2, 3, 32, 32)
     trained = {}
-    real_save = train_mod.save_model
+    real_save = writer.save_model
 
     def save_and_remember(model, out, *args, **kwargs):
         with torch.no_grad():
             trained["logits"] = model.eval()(x)  # the in-memory trained model, before anything is reloaded
         return real_save(model, out, *args, **kwargs)
 
-    monkeypatch.setattr(train_mod, "save_model", save_and_remember)
+    monkeypatch.setattr(writer, "save_model", save_and_remember)
     metrics = train(tiny(tmp_path, backbone=backbone, layer=layer, data=tiny_imagefolder, image_size=32, epochs=1,
                          train_per_class=None, eval_every=0))
     assert metrics["image_size"] == 32

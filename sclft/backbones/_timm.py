@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import timm
+from huggingface_hub.constants import PYTORCH_WEIGHTS_NAME, SAFETENSORS_SINGLE_FILE
 from torch import nn
 
 from .._hub import hub_reachable, weights_error
+from ..errors import MissingFileError, UsageError
 from ._hub_cache import cached_hub_file
 from ._registry import register_prefix, spec_from_module
 from .base import BackboneSpec
@@ -23,11 +25,11 @@ def _hub_source(model_name: str) -> str:
 def create_timm_model(model_name: str, pretrained: bool, checkpoint: str | None = None, **kwargs) -> nn.Module:
     """``timm.create_model(..., num_classes=0)``; ``checkpoint`` loads a local file (timm ``file=`` overlay)."""
     if not timm.is_model(model_name):
-        raise ValueError(f"unknown timm model {model_name!r}; see timm.list_models() for valid names")
+        raise UsageError(f"unknown timm model {model_name!r}; see timm.list_models() for valid names")
     if checkpoint:
         path = Path(checkpoint).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"checkpoint file not found: {path}")
+            raise MissingFileError(f"checkpoint file not found: {path}")
         try:
             return timm.create_model(
                 model_name, pretrained=True, num_classes=0, pretrained_cfg_overlay={"file": str(path)}, **kwargs
@@ -40,7 +42,8 @@ def create_timm_model(model_name: str, pretrained: bool, checkpoint: str | None 
         if source.startswith("hf-hub:") and not hub_reachable() and not _in_local_cache(model_name):
             raise weights_error(
                 f"{model_name!r}", source, "the Hugging Face Hub is not reachable and the weights are not cached",
-                "checkpoint=PATH (CLI: --checkpoint PATH) with a downloaded model.safetensors / pytorch_model.bin",
+                f"checkpoint=PATH (CLI: --checkpoint PATH) with a downloaded {SAFETENSORS_SINGLE_FILE} / "
+                f"{PYTORCH_WEIGHTS_NAME}",
             )
         try:
             return timm.create_model(model_name, pretrained=True, num_classes=0, **kwargs)
@@ -54,7 +57,7 @@ def _in_local_cache(model_name: str) -> bool:
     cfg = timm.models.get_pretrained_cfg(model_name)
     if cfg is None or not cfg.hf_hub_id:
         return False
-    files = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors")
+    files = (SAFETENSORS_SINGLE_FILE, PYTORCH_WEIGHTS_NAME, "open_clip_model.safetensors")
     return cached_hub_file(cfg.hf_hub_id, files) is not None
 
 

@@ -21,6 +21,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..errors import UsageError
+
 Layout = Literal["conv", "tokens"]
 # layout -> pooling mode -> fn(stage_output, num_prefix_tokens) -> (N, D)
 POOLERS: dict[str, dict[str, Callable[[torch.Tensor, int], torch.Tensor]]] = {
@@ -103,13 +105,9 @@ class Backbone(nn.Module):
         """Ordered candidate block names (tunable blocks and probe points)."""
         return [n for n in self._order if self._stages[n].candidate]
 
-    @property
-    def stage_names(self) -> list[str]:
-        return list(self._order)
-
     def check_block(self, block: str) -> str:
         if block not in self._stages or not self._stages[block].candidate:
-            raise ValueError(
+            raise UsageError(
                 f"unknown layer {block!r} for backbone {self.name!r}; valid layers: {', '.join(self.blocks)}"
             )
         return block
@@ -181,7 +179,7 @@ class Backbone(nn.Module):
         mode = mode or self.default_pooling
         poolers = POOLERS[self.layout]
         if mode not in poolers:
-            raise ValueError(
+            raise UsageError(
                 f"pooling {mode!r} is not valid for a {self.layout} backbone; choose one of {sorted(poolers)}"
             )
         return poolers[mode](h, self.num_prefix_tokens)

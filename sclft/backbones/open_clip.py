@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .._hub import hub_reachable, weights_error
+from ..errors import MissingFileError, UsageError
 from ._hub_cache import cached_hub_file
 from ._registry import register_backbone, register_module_adapter, register_prefix
 from .base import BackboneSpec, Stage
@@ -60,13 +61,13 @@ def create_clip_model(arch: str, tag: str | None, pretrained: bool, checkpoint: 
     ``image_size``, for that input size (``force_image_size``; pretrained position embeddings resampled)."""
     oc = _open_clip()
     if arch not in oc.list_models():
-        raise ValueError(f"unknown open_clip architecture {arch!r}; see open_clip.list_models()")
+        raise UsageError(f"unknown open_clip architecture {arch!r}; see open_clip.list_models()")
     kwargs = {"force_quick_gelu": uses_quick_gelu(arch, tag)}
     if image_size:
         kwargs["force_image_size"] = image_size
     if checkpoint:
         if not Path(checkpoint).expanduser().is_file():
-            raise FileNotFoundError(f"checkpoint file not found: {checkpoint}")
+            raise MissingFileError(f"checkpoint file not found: {checkpoint}")
         return oc.create_model(arch, pretrained=str(Path(checkpoint).expanduser()), **kwargs)
     if not pretrained:
         return oc.create_model(arch, **kwargs)
@@ -74,7 +75,7 @@ def create_clip_model(arch: str, tag: str | None, pretrained: bool, checkpoint: 
     cfg = oc.get_pretrained_cfg(arch, tag)
     if not cfg:
         tags = ", ".join(oc.list_pretrained_tags_by_model(arch))
-        raise ValueError(f"unknown pretrained tag {tag!r} for {arch!r}; valid tags: {tags}")
+        raise UsageError(f"unknown pretrained tag {tag!r} for {arch!r}; valid tags: {tags}")
     source = f"hf-hub:{cfg['hf_hub']}" if cfg.get("hf_hub") else cfg.get("url", f"{arch}/{tag}")
     hint = "checkpoint=PATH (CLI: --checkpoint PATH) with the downloaded open_clip weights file"
     if not hub_reachable():

@@ -11,7 +11,6 @@ weights (speed does not depend on them), random images. Stored in ``calibration.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,11 +22,12 @@ import torch.nn.functional as F
 from ..backbones import create_backbone
 from ..cache import DEFAULT_CACHE_DIR
 from ..devices import resolve_device
-from ..io import atomic_write_json
+from ..errors import UsageError
+from ..io import atomic_write_json, read_json
 from ..model import TransferModel
 from ..predict import autocast as predict_autocast
 from ..strategies import collect_strategy_options, strategy_config
-from .plan import Run, _meta_backbone, blocks_of, expand_suite
+from .plan import Run, blocks_of, expand_suite, meta_backbone
 from .suite import Suite
 
 CALIBRATION_FILE = "calibration.json"
@@ -50,7 +50,7 @@ def cost_class(run: Run) -> tuple[str, Any]:
 
 
 def image_size(run: Run) -> int:
-    return int(run.config.get("image_size") or _meta_backbone(run.config["backbone"]).data_config["input_size"][-1])
+    return int(run.config.get("image_size") or meta_backbone(run.config["backbone"]).data_config["input_size"][-1])
 
 
 def key(backbone: str, klass: str, size: int, precision: str, device: str) -> str:
@@ -67,10 +67,10 @@ def load_calibration(cache_dir: str | Path | None = None) -> dict[str, dict[str,
     if not path.is_file():
         return {}
     try:
-        records = json.loads(path.read_text())["records"]
+        records = read_json(path)["records"]
         return {key(r["backbone"], r["cost_class"], r["image_size"], r["precision"], r["device"]): r for r in records}
     except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{path}: not a calibration file written by sclft bench --calibrate ({exc}); delete it and "
+        raise UsageError(f"{path}: not a calibration file written by sclft bench --calibrate ({exc}); delete it and "
                          "calibrate again") from None
 
 

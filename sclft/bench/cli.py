@@ -6,11 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from .._hub import WeightsUnavailableError
-from ..data import DatasetUnavailableError
+from ..errors import EXIT_FAILED, UsageError
 from .calibration import calibrate
 from .cost import dry_run
-from .launchers.cli import add_launcher_arguments
+from .launchers.cli import add_launcher_arguments, check_launcher_flags
 from .layout import bench_lock
 from .reports import NothingToReport, build_reports
 from .runner import run_suite
@@ -20,19 +19,20 @@ from .suite import load_suite
 def _check_usage(args: argparse.Namespace) -> None:
     reporting = args.report is not None or args.report_only
     if args.dry_run and reporting:
-        raise ValueError("--dry-run lists the runs a suite would train and their cost; --report/--report-only "
+        raise UsageError("--dry-run lists the runs a suite would train and their cost; --report/--report-only "
                          "build the reports from finished runs and train nothing: give one of them")
     if args.suite is None and not args.calibrate:
-        raise ValueError("--suite is required (a name from `sclft list suites`, or a YAML path)")
+        raise UsageError("--suite is required (a name from `sclft list suites`, or a YAML path)")
     if args.out is None and not (args.dry_run or args.calibrate):
-        raise ValueError("--out is required (the bench folder), except with --dry-run or --calibrate")
+        raise UsageError("--out is required (the bench folder), except with --dry-run or --calibrate")
     if args.strict_versions and not reporting:
-        raise ValueError("--strict-versions applies to --report/--report-only (training always uses the "
+        raise UsageError("--strict-versions applies to --report/--report-only (training always uses the "
                          "installed versions: a run of other versions is a new run)")
 
 
-def _main(args: argparse.Namespace) -> int:
+def _main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     _check_usage(args)
+    check_launcher_flags(args, parser)
     suite = load_suite(args.suite or "paper").with_datasets(args.dataset or [])
     if args.cache_dir:
         suite = suite.with_defaults(cache_dir=args.cache_dir)
@@ -42,33 +42,29 @@ def _main(args: argparse.Namespace) -> int:
         calibrate(suite, args.cache_dir)
         if not args.dry_run:
             return 0
-    try:
-        if args.dry_run:
-            dry_run(suite, out, shard_spec=args.shard, cache_dir=args.cache_dir)
-            return 0
-        with bench_lock(out):  # one writer per bench folder (a launcher's workers write only their runs' folders)
-            if args.launcher != "local" and not (args.report is not None or args.report_only):
-                from .launchers.cli import launch  # the engines are optional dependencies
+    if args.dry_run:
+        dry_run(suite, out, shard_spec=args.shard, cache_dir=args.cache_dir)
+        return 0
+    with bench_lock(out):  # one writer per bench folder (a launcher's workers write only their runs' folders)
+        if args.launcher != "local" and not (args.report is not None or args.report_only):
+            from .launchers.cli import launch  # the engines are optional dependencies
 
-                return launch(args, suite, out)
-            if args.report is not None or args.report_only:
-                for path in build_reports(suite, out, args.report or [], args.strict_versions, say=say):
-                    print(path)
-                return 0
-            summary = run_suite(suite, out, shard_spec=args.shard)
-            try:
-                build_reports(suite, out, say=say)
-            except NothingToReport:
-                pass  # every run failed: said below
-    except (DatasetUnavailableError, WeightsUnavailableError) as exc:
-        print(f"sclft bench: error: {exc}", file=sys.stderr)
-        return 1
+            return launch(args, suite, out)
+        if args.report is not None or args.report_only:
+            for path in build_reports(suite, out, args.report or [], args.strict_versions, say=say):
+                print(path)
+            return 0
+        summary = run_suite(suite, out, shard_spec=args.shard)
+        try:
+            build_reports(suite, out, say=say)
+        except NothingToReport:
+            pass  # every run failed: said below
     print(f"{summary['runs']} runs ({summary['skipped']} already done, {summary['trained']} trained) "
           f"in {summary['seconds']:.0f} s; reports in {out}")
     if summary["failed"]:
         print(f"sclft bench: {len(summary['failed'])} run(s) failed (see error.log in each; rerun the same "
               f"command to retry them): {', '.join(summary['failed'])}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     return 0
 
 
@@ -105,5 +101,5 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "machine can share one (concurrent writers are safe); does not change run ids")
 
     add_launcher_arguments(parser)
-    parser.set_defaults(func=_main)
+    parser.set_defaults(func=lambda args: _main(args, parser))
     return parser

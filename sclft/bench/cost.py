@@ -13,7 +13,7 @@ from .plan import Run, blocks_of, expand_suite, selection_cells, shard
 from .suite import Suite
 
 
-def _sizes(run: Run, suite: Suite) -> tuple[int, int, int, int]:
+def run_sizes(run: Run, suite: Suite) -> tuple[int, int, int, int]:
     """(training images, test images, epochs, evaluations) of a run."""
     d = suite.dataset(run.dataset)
     k = d.num_classes or 10
@@ -23,7 +23,7 @@ def _sizes(run: Run, suite: Suite) -> tuple[int, int, int, int]:
     return n_train, n_test, epochs, max(1, epochs // every) if every else 1
 
 
-def _tail(run: Run, strategy) -> float:
+def trained_share(run: Run, strategy) -> float:
     """The trained share of the network: from the start block to the end ("auto": the class's cost)."""
     start = strategy.start_block(run.config.get("layer"))
     blocks = blocks_of(run.config["backbone"])
@@ -40,9 +40,9 @@ def estimate_seconds(run: Run, suite: Suite, calibration: dict[str, dict] | None
     where the run's start block differs from the one measured), evaluations and the caching pass at the measured
     inference rate. Test evaluation counts once per ``eval_every`` epochs (once for ``eval_every: 0``).
     """
-    n_train, n_test, epochs, evals = _sizes(run, suite)
+    n_train, n_test, epochs, evals = run_sizes(run, suite)
     klass, strategy = cost_class(run)
-    tail, cached = _tail(run, strategy), klass != "none"
+    tail, cached = trained_share(run, strategy), klass != "none"
     record = calibration.get(run_key(run, device)) if calibration else None
     if record is not None:
         train = record["train_images_per_second"] * (record["tail"] / tail if klass == "prefix" and tail else 1.0)
@@ -52,6 +52,18 @@ def estimate_seconds(run: Run, suite: Suite, calibration: dict[str, dict] | None
     images = epochs * 3 * tail * n_train + (evals * n_test + n_train) * (tail if cached else 1.0)
     images += (n_train + n_test) if cached else 0
     return images / float(suite.backbone(run.backbone).images_per_second or suite.images_per_second), "assumed"
+
+
+def suite_cost(suite: Suite, cache_dir: str | Path | None = None) -> tuple[int, float, str]:
+    """(runs, estimated seconds of all of them, basis) of a suite, as ``--dry-run`` totals them (measured where
+    this machine's calibration has a record, else assumed from the suite's images/s)."""
+    calibration = load_calibration(cache_dir)
+    device = device_name() if calibration else "cpu"
+    runs = expand_suite(suite)
+    estimates = [estimate_seconds(r, suite, calibration, device) for r in runs]
+    bases = {b for _, b in estimates}
+    return len(runs), sum(s for s, _ in estimates), "measured" if bases == {"measured"} else (
+        "partly measured" if "measured" in bases else "assumed")
 
 
 def dry_run(suite: Suite, out: Path | None, say: Callable[[str], None] = print, shard_spec: str | None = None,

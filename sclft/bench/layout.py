@@ -10,7 +10,9 @@ and finding the finished runs of a suite across several (merged) bench folders.
 :func:`find_runs` matches each run of a suite to a finished folder: the folder of its exact id, else one of
 the same config trained under other library versions (its id differs only in the hash; the data may have been
 read from another ``data_dir``); with
-``strict_versions`` such a run is refused. Every run not found gets a reason.
+``strict_versions`` such a run is refused. Every run not found gets a reason. A run counts once finished as
+:func:`sclft.run_folder.is_finished` says (its manifest written, or a record kept without weights); every copy of
+it in the folders is kept in :attr:`Found.copies`, so a report can refuse copies that disagree.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import versions as version_info
+from ..config import fields_where
 from ..io import read_json  # re-exported: the bench's readers import it from here
-from ..training.run_folder import METRICS_FILE, run_lock
+from ..run_folder import METRICS_FILE, RunFolderError, read_train_config, run_lock, unfinished_reason
+from ..run_folder import is_finished as finished_run
 from .plan import Run, config_fingerprint, split_id
 
 RUNS_SUBDIR = "experiments"  # OUT/experiments/<run-id>/: one training run each
@@ -33,7 +37,7 @@ SELECTION_SUBDIR = "selection"
 BENCH_FILE = "bench.json"
 
 # hashed into run ids, but only say where a machine keeps its data: runs matched across machines may differ in them
-LOCATION_FIELDS = ("data_dir",)
+LOCATION_FIELDS = fields_where("location")
 
 Roots = Path | str | Sequence[Path | str]
 
@@ -48,7 +52,7 @@ def run_dir(out: Path | str, rid: str) -> Path:
 
 
 def is_finished(out: Path | str, rid: str) -> bool:
-    return (run_dir(out, rid) / METRICS_FILE).is_file()
+    return finished_run(run_dir(out, rid))
 
 
 def selection_file(cell: str, seed: int, rule: str) -> str:
@@ -74,6 +78,7 @@ class Found:
     path: Path  # the run folder
     versions: dict[str, Any] | None  # library versions it was trained with (None: not recorded)
     exact: bool  # the folder of the run's own id (same versions as installed)
+    copies: list[Path] = field(default_factory=list)  # every finished folder of that name in the bench folders
 
 
 @dataclass
@@ -121,25 +126,29 @@ def find_runs(out: Roots, runs: Iterable[Run], strict_versions: bool = False) ->
     for folder in folders:
         if folder.is_dir():
             for p in sorted(folder.iterdir()):
-                if (p / METRICS_FILE).is_file() and p.name.count("-") >= 1:
+                if finished_run(p) and p.name.count("-") >= 1:
                     by_name.setdefault(split_id(p.name)[0], []).append(p)
     coverage = Coverage()
     for r in runs:
-        exact = next((f / r.id for f in folders if (f / r.id / METRICS_FILE).is_file()), None)
-        if exact is not None:
-            coverage.found[r.id] = Found(exact, installed, True)
+        copies = [f / r.id for f in folders if finished_run(f / r.id)]
+        if copies:
+            coverage.found[r.id] = Found(copies[0], installed, True, copies)
             continue
         other = _same_config(r, by_name.get(split_id(r.id)[0], []))
         if other is not None and not strict_versions:
-            coverage.found[r.id] = Found(*other, False)
+            name = other[0].name
+            coverage.found[r.id] = Found(*other, False, [f / name for f in folders if finished_run(f / name)])
             continue
         if other is not None:
             reason = (f"version mismatch refused by --strict-versions: the same config, {other[0].name}, was trained "
                       f"with {_differences(other[1], installed)}")
         elif failed := next((f for f in folders if (f / r.id / FAILURE_FILE).is_file()), None):
             reason = f"failed (traceback in {failed.parent.name}/{RUNS_SUBDIR}/{r.id}/{FAILURE_FILE})"
+        elif damaged := next((f / r.id for f in folders if (f / r.id / METRICS_FILE).is_file()), None):
+            reason = f"unfinished or damaged ({damaged.parent.parent.name}/{RUNS_SUBDIR}/{r.id}: " \
+                     f"{unfinished_reason(damaged)})"
         elif any((f / r.id).is_dir() for f in folders):
-            reason = "unfinished (interrupted or still running: no metrics.json)"
+            reason = f"unfinished (interrupted or still running: no {METRICS_FILE})"
         else:
             reason = "never trained"
         coverage.missing[r.id] = reason
@@ -155,9 +164,9 @@ def _same_config(run: Run, candidates: list[Path]) -> tuple[Path, dict[str, Any]
     want = _matched(run.config)
     for path in candidates:
         try:
-            if _matched(read_json(path / "train_config.json")) != want:
+            if _matched(read_train_config(path)) != want:
                 continue
-        except (ValueError, TypeError, KeyError):
+        except (RunFolderError, ValueError, TypeError, KeyError):
             continue  # a folder whose config this version cannot read is not this run
         recorded = read_json(path / FINGERPRINT_FILE) if (path / FINGERPRINT_FILE).is_file() else {}
         versions = recorded.get("versions") if isinstance(recorded, dict) else None

@@ -23,14 +23,15 @@ import torch
 from .. import picks
 from .. import versions as version_info
 from ..backbones import create_backbone
-from ..config import TrainConfig
+from ..config import TrainConfig, fields_where
 from ..data import load_dataset
+from ..errors import UsageError
 from ..selection import candidate_blocks
 from ..strategies import get_strategy_config, option_owners, strategy_config
 from .suite import Backbone, Dataset, Group, Suite, SuiteError
 
-# what a run's id leaves out of its hash: fields that do not change the result
-UNHASHED_FIELDS = ("out", "cache_dir", "progress", "num_workers", "tensorboard", "report_to", "resume", "overwrite")
+# what a run's id leaves out of its hash: fields that do not change the result (declared by each TrainConfig field)
+UNHASHED_FIELDS = fields_where("hashed", False)
 
 
 @dataclass
@@ -130,7 +131,7 @@ def split_id(rid: str) -> tuple[str, str]:
 
 
 @functools.cache
-def _meta_backbone(name: str):
+def meta_backbone(name: str):
     """A backbone built without weights (on the meta device when the family allows): block names and sizes."""
     try:
         with torch.device("meta"):
@@ -140,7 +141,7 @@ def _meta_backbone(name: str):
 
 
 def blocks_of(name: str) -> tuple[str, ...]:
-    return tuple(_meta_backbone(name).blocks)
+    return tuple(meta_backbone(name).blocks)
 
 
 def _num_classes(dataset: Dataset) -> int:
@@ -160,7 +161,7 @@ def _group_layers(suite: Suite, group: Group, backbone: Backbone, dataset: Datas
         return list(group.layers)
     budget = suite.budget(group)
     num_classes = _num_classes(dataset) if budget is not None else 10
-    return candidate_blocks(_meta_backbone(backbone.name), list(group.candidates or ()) or None, budget, num_classes)
+    return candidate_blocks(meta_backbone(backbone.name), list(group.candidates or ()) or None, budget, num_classes)
 
 
 def expand_suite(suite: Suite) -> list[Run]:
@@ -205,7 +206,7 @@ def shard(items: list, spec: str | None) -> list:
         return list(items)
     index, sep, count = spec.partition("/")
     if not (sep and index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
-        raise ValueError(f"--shard must be I/N with 1 <= I <= N (e.g. 2/8), got {spec!r}")
+        raise UsageError(f"--shard must be I/N with 1 <= I <= N (e.g. 2/8), got {spec!r}")
     return list(items)[int(index) - 1::int(count)]
 
 

@@ -5,19 +5,29 @@ every report into the first folder. It trains nothing and never runs inside :fun
 Runs are matched across folders by :func:`~sclft.bench.layout.find_runs`: a run trained under other library
 versions (same config, another id hash) counts unless ``strict_versions``; when the runs mix version sets or
 some are missing, every Markdown report ends with a note and ``runs.md`` lists the version sets and each
-missing run with its reason (never trained, failed, unfinished, version mismatch refused).
+missing run with its reason (never trained, failed, unfinished, version mismatch refused); the same when every
+run was trained under other library versions than the installed ones.
+
+Each run's results are read through the run-folder owner (:func:`sclft.run_folder.read_run`): a result file
+changed after the run finished (its sha256 no longer the one ``manifest.json`` recorded) is refused with an
+error naming it, a run whose weights lost their manifest counts as unfinished (a missing run, with its reason),
+and a run found in several folders with different results is refused naming both copies: the report never
+picks one silently. Records kept without weights or manifest (a committed ``runs.tar.gz``) are read as they
+are; ``say`` is told how many such unverified runs a report uses.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from .. import versions as version_info
+from ..errors import UsageError
 from ..io import atomic_write_json, atomic_write_text
-from ..training.run_folder import METRICS_FILE
+from ..run_folder import MANIFEST_FILE, METRICS_FILE, RunFolderError, read_run
 from .layout import Coverage, describe_versions, find, find_runs, read_json, selection_file
 from .plan import RuleTask, Run, expand_suite, probe_runs
 from .render import (
@@ -45,7 +55,7 @@ from .suite import Suite
 COVERAGE_FILE = "runs.md"  # written when runs are missing or mix library versions
 
 
-class NothingToReport(ValueError):
+class NothingToReport(UsageError):
     """No finished run of the suite (and no stored selection cell) in any of the folders."""
 
 
@@ -54,9 +64,9 @@ def _stored_cells(path: Path) -> list[dict[str, Any]]:
     try:
         cells = read_json(path)
     except ValueError as e:
-        raise ValueError(f"--report {path}: not a selection.json ({e})") from None
+        raise UsageError(f"--report {path}: not a selection.json ({e})") from None
     if not isinstance(cells, list) or not all(isinstance(c, dict) and keys <= set(c) for c in cells):
-        raise ValueError(f"--report {path}: not a selection.json (the list of selection cells `sclft bench` "
+        raise UsageError(f"--report {path}: not a selection.json (the list of selection cells `sclft bench` "
                          f"writes, each with {', '.join(sorted(keys))}); a bench folder is passed as a folder")
     return cells
 
@@ -76,9 +86,10 @@ def coverage_text(suite: Suite, coverage: Coverage, folders: list[Path]) -> tupl
     """(One-line note for every report, the ``runs.md`` text); both empty when every run was found under one
     set of library versions."""
     sets = coverage.version_sets()
-    if not coverage.missing and len(sets) <= 1:
-        return "", ""
     installed = version_info.library_versions()
+    other = len(sets) == 1 and sets[0][0] != installed  # every run of other (or unrecorded) versions
+    if not coverage.missing and len(sets) <= 1 and not other:
+        return "", ""
     found = len(coverage.found)
     total = found + len(coverage.missing)
     note = f"Runs: {found} of {total} found"
@@ -87,6 +98,8 @@ def coverage_text(suite: Suite, coverage: Coverage, folders: list[Path]) -> tupl
         varying = sorted({k for v, _ in sets if v for k in v if any((w or {}).get(k) != v[k] for w, _ in sets)})
         labels = [("not recorded" if v is None else ", ".join(f"{k} {v.get(k)}" for k in varying)) for v, _ in sets]
         note += f", mixing {len(sets)} sets of library versions ({'; '.join(labels)})"
+    elif other:
+        note += f", all trained with {describe_versions(sets[0][0], installed)}"
     note += f"; see {COVERAGE_FILE}."
     lines = [f"# Runs of the {suite.name} suite\n", f"{found} of {total} runs found in "
              f"{', '.join(p.name or str(p) for p in folders)}.\n", "## Library versions\n"]
@@ -95,6 +108,29 @@ def coverage_text(suite: Suite, coverage: Coverage, folders: list[Path]) -> tupl
         lines += [f"\n## Missing runs ({len(coverage.missing)})\n",
                   markdown(["run", "reason"], [[rid, reason] for rid, reason in coverage.missing.items()])]
     return note, "\n".join(lines) + "\n"
+
+
+def read_metrics(coverage: Coverage) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """(run id -> ``metrics.json`` of each found run, the ids of those no manifest vouches for), each copy read
+    through :func:`~sclft.run_folder.read_run`. A changed file is a :class:`RunFolderError` naming it; so are two
+    copies of one run (the same id in several folders) whose results differ, naming both."""
+    metrics: dict[str, dict[str, Any]] = {}
+    unverified: list[str] = []
+    for rid, found in coverage.found.items():
+        first, *others = [read_run(p) for p in (found.copies or [found.path])]
+        for other in others:
+            if other.metrics != first.metrics:
+                a, b = first.metrics, other.metrics
+                keys = sorted(k for k in {*a, *b} if a.get(k) != b.get(k))
+                shown = "; ".join(f"{k}: {json.dumps(a.get(k))[:40]} / {json.dumps(b.get(k))[:40]}" for k in keys[:4])
+                raise RunFolderError(
+                    f"--report: {first.path / METRICS_FILE} and {other.path / METRICS_FILE} hold run {found.path.name} "
+                    f"with different results ({shown}{' ...' if len(keys) > 4 else ''}): the report would use only "
+                    "one of them. Give only the folder whose run you mean, or remove the other copy")
+        metrics[rid] = first.metrics
+        if not first.verified:
+            unverified.append(rid)
+    return metrics, unverified
 
 
 def build_reports(suite: Suite, out: str | Path, sources: Iterable[str | Path] = (), strict_versions: bool = False,
@@ -108,7 +144,7 @@ def build_reports(suite: Suite, out: str | Path, sources: Iterable[str | Path] =
     sources = [Path(p) for p in sources]
     missing = [str(p) for p in sources if not p.exists()]
     if missing:
-        raise ValueError(f"--report: no such bench folder or selection.json: {', '.join(missing)}")
+        raise UsageError(f"--report: no such bench folder or selection.json: {', '.join(missing)}")
     stored = [c for p in sources if p.is_file() for c in _stored_cells(p)]  # earlier selection.json files
     roots = [out, *(p for p in sources if not p.is_file())]
     runs = expand_suite(suite)
@@ -123,7 +159,7 @@ def build_reports(suite: Suite, out: str | Path, sources: Iterable[str | Path] =
             f"no finished run of suite {suite.name!r} in {', '.join(map(str, roots))} ({len(runs)} runs expected, "
             f"e.g. experiments/{runs[0].id}; {'; '.join(reasons[:3])}): nothing to report. Train them with "
             f"`sclft bench --suite {suite.file or suite.name} --out DIR`, or give the folders that hold them")
-    metrics = {rid: read_json(f.path / METRICS_FILE) for rid, f in coverage.found.items()}
+    metrics, unverified = read_metrics(coverage)
     note, listing = coverage_text(suite, coverage, roots)
     tail = f"\n{note}\n" if note else ""
     written: list[Path] = []
@@ -164,6 +200,9 @@ def build_reports(suite: Suite, out: str | Path, sources: Iterable[str | Path] =
                 summary["paired"] = paired
     if summary:
         written.append(atomic_write_json(out / "summary.json", {"suite": suite.name, **summary}))
+    if say and unverified:
+        say(f"note: {len(unverified)} of {len(metrics)} runs have no {MANIFEST_FILE} (records kept without their "
+            f"weights, e.g. {unverified[0]}): their {METRICS_FILE} cannot be checked against the run's digests")
     if listing:
         written.append(atomic_write_text(out / COVERAGE_FILE, listing))
         if say:

@@ -3,7 +3,8 @@
 The API a launcher builds on (``run_suite`` is the in-process one; Ray / Slurm launchers call the same):
 
 * :func:`execute_run` ``(suite, run_id, out)`` — trains one run of :func:`~sclft.bench.plan.expand_suite` into
-  ``out/experiments/<run_id>``: skipped when its ``metrics.json`` exists, an interrupted run resumes, a
+  ``out/experiments/<run_id>``: skipped when it finished (:func:`sclft.run_folder.is_finished`; its results,
+  read checked against its manifest, are returned), an interrupted run resumes, a
   failure writes ``error.log`` there and returns ``status="failed"`` (it does not raise), a success drops
   the resume state, writes ``fingerprint.json`` and probes the runs the NC1 plot needs. Safe to call from
   several processes on one folder for *different* runs (each run folder has ``sclft train``'s lock).
@@ -20,7 +21,6 @@ are built by :func:`sclft.bench.reports.build_reports`, never here.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -39,11 +39,12 @@ from ..backbones import create_backbone
 from ..config import TrainConfig
 from ..data import TransformedDataset, build_transforms, load_dataset
 from ..devices import resolve_device
+from ..errors import UsageError
 from ..io import atomic_write_json
 from ..probing import probe
-from ..save import load
+from ..run_folder import CHECKPOINT_DIR, RunFolderError, has_checkpoint, load, read_run
 from ..selection import select_layer
-from ..training import METRICS_FILE, train
+from ..training import train
 from .layout import BENCH_FILE, FAILURE_FILE, FINGERPRINT_FILE, is_finished, read_json, run_dir, selection_file
 from .plan import RuleTask, Run, expand_suite, probe_runs, rule_tasks, run_fingerprint, selection_cells, shard
 from .suite import Suite
@@ -61,7 +62,7 @@ def probe_run(folder: Path, checkpoint: str | None = None) -> Path:
     """Layer-wise NC1 of a trained run on its training data → ``folder/nc1_layers.csv`` (``checkpoint``: the
     backbone weights file of the suite's config, which the run folder names but :func:`load` never follows
     outside the folder)."""
-    cfg = json.loads((folder / "train_config.json").read_text())
+    cfg = read_run(folder).train_config
     model = load(folder, checkpoint=checkpoint)
     splits = load_dataset(cfg["data"], cfg.get("data_dir"), train_per_class=cfg.get("train_per_class"),
                           val_fraction=cfg.get("val_fraction", 0.0), seed=cfg["seed"])
@@ -77,7 +78,7 @@ def _find_run(suite: Suite, run: Run | str, runs: list[Run] | None) -> tuple[Run
         return run, runs
     match = next((r for r in runs if r.id == run), None)
     if match is None:
-        raise ValueError(f"suite {suite.name!r} has no run {run!r} (with the installed library versions)")
+        raise UsageError(f"suite {suite.name!r} has no run {run!r} (with the installed library versions)")
     return match, runs
 
 
@@ -88,7 +89,7 @@ def train_run(run: Run, out: str | Path) -> dict[str, Any]:
     folder = run_dir(out, run.id)
     cache_dir = run.config.get("cache_dir") or str(Path(out) / "cache")
     # this run's own folder without metrics.json: an interrupted run continues, other leftovers go
-    resume = (folder / "checkpoint" / "latest.json").is_file()
+    resume = has_checkpoint(folder)
     try:
         metrics = train(TrainConfig.from_dict({**run.config, "out": str(folder), "cache_dir": cache_dir,
                                                "resume": resume, "overwrite": not resume}))
@@ -98,7 +99,7 @@ def train_run(run: Run, out: str | Path) -> dict[str, Any]:
         raise
     (folder / FAILURE_FILE).unlink(missing_ok=True)  # an earlier attempt's
     atomic_write_json(folder / FINGERPRINT_FILE, {"id": run.id, **run_fingerprint(run.config)})
-    shutil.rmtree(folder / "checkpoint", ignore_errors=True)  # resume state; the final model stays
+    shutil.rmtree(folder / CHECKPOINT_DIR, ignore_errors=True)  # resume state; the final model stays
     return metrics
 
 
@@ -111,8 +112,12 @@ def execute_run(suite: Suite, run: Run | str, out: str | Path, say: Callable[[st
     run, runs = _find_run(suite, run, runs)
     folder = run_dir(out, run.id)
     if is_finished(out, run.id):
-        result = RunResult(run.id, "done", json.loads((folder / METRICS_FILE).read_text()))
-        shutil.rmtree(folder / "checkpoint", ignore_errors=True)
+        try:
+            result = RunResult(run.id, "done", read_run(folder).metrics)  # checked against its manifest
+        except RunFolderError as exc:  # e.g. an edited metrics.json: reported, never trained over
+            say(f"  FAILED ({exc})")
+            return RunResult(run.id, "failed", error=f"{type(exc).__name__}: {exc}")
+        shutil.rmtree(folder / CHECKPOINT_DIR, ignore_errors=True)
     else:
         try:
             metrics = train_run(run, out)

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from ..config import TrainConfig
+from ..errors import UsageError
 from ..resources import find_yaml, read_yaml
-from ..strategies import collect_strategy_options, list_strategies, option_owners
+from ..strategies import collect_strategy_options, get_strategy_config, list_strategies, option_owners
 
 GROUPS = ("table", "data_size", "selection", "ablation")  # each feeds one report (sclft.bench.reports)
 TOP_KEYS = ("name", "description", "images_per_second", "cost_unit", "backbones", "datasets", "defaults",
@@ -34,7 +35,7 @@ GRID_FIELDS = {"backbone": "backbones", "data": "datasets", "strategy": "strateg
                "overwrite": "(the bench decides)"}
 
 
-class SuiteError(ValueError):
+class SuiteError(UsageError):
     """A suite file that does not follow the schema (message: file, key, what is valid)."""
 
 
@@ -332,6 +333,10 @@ def _group(name: str, g: Any, source: str, strategies: list[str], backbones: lis
     if "layers" in g:
         kw["layers"] = "all" if g["layers"] == "all" else tuple(_list(
             g["layers"], source, f"{key}.layers", "all, or [blocks.4.0, blocks.5.0]"))
+        blockless = [s for s in kw["strategies"] if not get_strategy_config(s).uses_layer]
+        if blockless and "auto" not in kw["layers"]:  # their runs would have no layer to sweep: none would run
+            raise _fail(source, f"{key}.layers", f"sweeps blocks, but {', '.join(blockless)} tune(s) no block "
+                        "and would not run; give them a group without `layers`")
     for k, valid_labels in (("backbones", backbones), ("datasets", datasets)):
         if k in g:
             kw[k] = tuple(_list(g[k], source, f"{key}.{k}", f"[{valid_labels[0]}]", choices=valid_labels))
@@ -346,6 +351,10 @@ def _group(name: str, g: Any, source: str, strategies: list[str], backbones: lis
         kw["rules"] = tuple(_list(g["rules"], source, f"{key}.rules", "[profile, trial]"))
     kw["options"] = _mapping(g.get("options"), source, f"{key}.options", "{profile_per_class: 100}")
     for rule in kw.get("rules", ()):  # rule names and options as `sclft train` checks them
+        if isinstance(rule, str) and ":" in rule:
+            base = rule.partition(":")[0]
+            raise _fail(source, f"{key}.rules", f"{rule}: the group applies whole rules, and the evidence of {base} "
+                        f"already scores each of its picks (the rows RULE:PICK of the tables); list {base}")
         try:
             TrainConfig(layer_rule=rule, extra={"selection": dict(kw["options"])}).validate()
         except ValueError as e:

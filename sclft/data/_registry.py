@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+from ..errors import UsageError
+
 __all__ = ["register_dataset", "list_datasets", "list_prefixes", "resolve"]
 
 F = TypeVar("F", bound=Callable)
@@ -27,7 +29,7 @@ def register_dataset(name: str, *, prefix: bool = False, usage: str = "") -> Cal
     def deco(fn: F) -> F:
         table = _PREFIXES if prefix else _LOADERS
         if name in _LOADERS or name in _PREFIXES:
-            raise ValueError(f"dataset {name!r} is already registered")
+            raise UsageError(f"dataset {name!r} is already registered")
         table[name] = (fn, usage or f"{name}:ARG") if prefix else fn
         return fn
 
@@ -53,4 +55,4 @@ def resolve(name: str) -> Callable[[str | None], object]:
         fn = _PREFIXES[head][0]
         return lambda data_dir: fn(arg, data_dir)
     valid = ", ".join(list_datasets() + list_prefixes())
-    raise ValueError(f"unknown dataset {name!r}; valid names: {valid}")
+    raise UsageError(f"unknown dataset {name!r}; valid names: {valid}")

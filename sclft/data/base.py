@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset, Subset
 
+from ..errors import UnavailableError, UsageError
 from ..preprocess import to_rgb, upright
 
 __all__ = [
@@ -31,11 +32,11 @@ __all__ = [
 log = logging.getLogger("sclft.data")
 
 
-class DatasetUnavailableError(RuntimeError):
+class DatasetUnavailableError(UnavailableError, RuntimeError):
     """The dataset cannot be loaded here (offline, not cached, no local copy)."""
 
 
-class DatasetSplitError(ValueError):
+class DatasetSplitError(UsageError):
     """The splits cannot be trained and evaluated on: an empty split, a class missing, labels out of range."""
 
 
@@ -80,7 +81,7 @@ class ArrayImageDataset(ImageDataset):
 
     def __init__(self, images: np.ndarray, targets: Sequence[int], content_id: str = ""):
         if images.dtype != np.uint8 or images.ndim not in (3, 4) or len(images) != len(targets):
-            raise ValueError(f"expected N uint8 images (N,H,W[,3]) and N labels, got {images.shape} {images.dtype}")
+            raise UsageError(f"expected N uint8 images (N,H,W[,3]) and N labels, got {images.shape} {images.dtype}")
         super().__init__(targets, content_id=content_id)
         self.images = images
 
@@ -209,7 +210,7 @@ class DatasetSplits:
         """Stable key naming exactly which samples ``split`` holds (for feature caches)."""
         dataset = {"train": self.train, "test": self.test, "val": self.val}.get(split)
         if dataset is None:
-            raise ValueError(f"{self.name} has no {split!r} split")
+            raise UsageError(f"{self.name} has no {split!r} split")
         base, indices = _root_and_indices(dataset)
         digest = hashlib.sha1(indices.astype("<i8").tobytes()).hexdigest()[:16]
         # how train/val were drawn does not change the test samples: keep their caches shared across seeds

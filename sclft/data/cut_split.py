@@ -7,6 +7,7 @@ test split apart.
 
 from __future__ import annotations
 
+from ..errors import UsageError
 from ._registry import register_dataset, resolve
 from .base import DatasetSplits, LabelSubset, targets_of
 from .subsets import few_shot_indices
@@ -19,7 +20,7 @@ def load_test_subset(argument: str, data_dir: str | None = None) -> DatasetSplit
     """Dataset ``NAME`` (any registered name) with ``N`` test images per class."""
     count, sep, name = argument.partition(":")
     if not sep or not count.isdigit() or int(count) < 1:
-        raise ValueError(f"expected test_subset:N:NAME with N >= 1, got test_subset:{argument}")
+        raise UsageError(f"expected test_subset:N:NAME with N >= 1, got test_subset:{argument}")
     splits = resolve(name)(data_dir)
     keep = few_shot_indices(targets_of(splits.test), int(count), 0, splits.class_names, "test_per_class", "test")
     splits.test = LabelSubset(splits.test, keep)

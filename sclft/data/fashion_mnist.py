@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UsageError
 from ._registry import register_dataset
 from .base import ArrayImageDataset, DatasetSplits, DatasetUnavailableError, file_stamp
 from .hub import HubSpec, load_hub, local_copy_hint
@@ -38,12 +39,12 @@ def read_idx(path: str | Path) -> np.ndarray:
     with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as fh:
         raw = fh.read()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path} is not an IDX file")
+        raise UsageError(f"{path} is not an IDX file")
     ndim = raw[3]
     shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
     data = np.frombuffer(raw, _IDX_DTYPES[raw[2]], offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: header says {shape} but holds {data.size} values")
+        raise UsageError(f"{path}: header says {shape} but holds {data.size} values")
     return data.reshape(shape).astype(data.dtype.newbyteorder("="))
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from PIL import Image
 
 from .. import _hub
+from ..errors import UsageError
 from ._registry import register_dataset
 from .base import DatasetSplits, DatasetUnavailableError, ImageDataset
 
@@ -137,7 +138,7 @@ def _open_local(path: Path) -> Any:
     if (path / "dataset_dict.json").is_file():
         return datasets.load_from_disk(str(path))
     if (path / "state.json").is_file():
-        raise ValueError(f"{path} holds a single saved split; save a DatasetDict with 'train' and 'test' splits")
+        raise UsageError(f"{path} holds a single saved split; save a DatasetDict with 'train' and 'test' splits")
     with _datasets_offline():  # a local folder never needs the Hub
         return datasets.load_dataset(str(path))
 
@@ -182,7 +183,7 @@ def _image_column(features: Any) -> str:
 
     found = [c for c, f in features.items() if isinstance(f, HFImage)]
     if not found:
-        raise ValueError(f"no image column among {list(features)}")
+        raise UsageError(f"no image column among {list(features)}")
     return found[0]
 
 
@@ -194,7 +195,7 @@ def _label_column(features: Any) -> str:
                        [c for c in LABEL_COLUMN_NAMES if c in features]):
         if candidates:
             return candidates[0]
-    raise ValueError(f"cannot tell which column holds the labels among {list(features)}")
+    raise UsageError(f"cannot tell which column holds the labels among {list(features)}")
 
 
 def _label_space(dd: Any, splits: Sequence[str], column: str) -> tuple[list[str], dict[Hashable, int]]:
@@ -213,14 +214,14 @@ def load_hub(name: str, spec: HubSpec, data_dir: str | None = None) -> DatasetSp
     dd, source = _open(name, spec, data_dir)
     roles = {role: _pick_split(dd, role) for role in SPLIT_ALIASES}
     if roles["train"] is None or roles["test"] is None:
-        raise ValueError(f"dataset {name!r} ({source}) needs 'train' and 'test' splits; found {list(dd)}")
+        raise UsageError(f"dataset {name!r} ({source}) needs 'train' and 'test' splits; found {list(dd)}")
     present = [s for s in roles.values() if s is not None]
     features = dd[roles["train"]].features
     image_col = spec.image_column or _image_column(features)
     label_col = spec.label_column or _label_column(features)
     for column in (image_col, label_col):
         if column not in features:
-            raise ValueError(f"dataset {name!r} ({source}) has no column {column!r}; columns: {list(features)}")
+            raise UsageError(f"dataset {name!r} ({source}) has no column {column!r}; columns: {list(features)}")
     class_names, to_index = _label_space(dd, present, label_col)
     skipped: list[str] = []
 

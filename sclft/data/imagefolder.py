@@ -14,6 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..errors import UsageError
 from ._registry import register_dataset
 from .base import DatasetSplits, DatasetUnavailableError, ImageDataset, file_stamp
 
@@ -60,7 +61,7 @@ def _utf8(path: Path) -> Path:
     try:
         path.name.encode("utf-8")
     except UnicodeEncodeError:
-        raise ValueError(f"{path.parent}: the file name {os.fsencode(path.name)!r} is not valid UTF-8; rename it "
+        raise UsageError(f"{path.parent}: the file name {os.fsencode(path.name)!r} is not valid UTF-8; rename it "
                          "(sclft records file and class names as text)") from None
     return path
 
@@ -79,7 +80,7 @@ def _class_names(folder: Path) -> list[str]:
 def _index(split_dir: Path, class_names: list[str], skipped: list[str]) -> ImageFolderDataset:
     unknown = sorted(name for name in _class_names(split_dir) if name not in class_names)
     if unknown:
-        raise ValueError(f"{split_dir} has classes not present in train: {unknown}")
+        raise UsageError(f"{split_dir} has classes not present in train: {unknown}")
     sizes: dict[str, tuple[int, int]] = {}
     unreadable: list[Path] = []
 
@@ -104,7 +105,7 @@ def _index(split_dir: Path, class_names: list[str], skipped: list[str]) -> Image
     paths, targets = [Path(path) for path, _ in samples], [label for _, label in samples]
     tiny = [Path(path) for path, _ in samples if sizes[path][0] * sizes[path][1] <= 1]
     if paths and len(tiny) == len(paths):
-        raise ValueError(f"every image in {split_dir} is 1x1 pixel ({', '.join(map(str, tiny[:3]))}"
+        raise UsageError(f"every image in {split_dir} is 1x1 pixel ({', '.join(map(str, tiny[:3]))}"
                          f"{' ...' if len(tiny) > 3 else ''}): there is nothing to learn or measure in them; "
                          "use images of at least 2x2 pixels")
     return ImageFolderDataset(paths, targets, skipped, split_dir)
@@ -120,7 +121,7 @@ def load_imagefolder(path: str, data_dir: str | None = None) -> DatasetSplits:
                                       "sub-folders")
     class_names = _class_names(root / "train")
     if not class_names:
-        raise ValueError(f"{root / 'train'} has no class sub-folders")
+        raise UsageError(f"{root / 'train'} has no class sub-folders")
     skipped: list[str] = []
     val_dir = next((root / d for d in VAL_DIRS if (root / d).is_dir()), None)
     return DatasetSplits(

@@ -13,6 +13,8 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ..errors import UsageError
+
 __all__ = ["DatasetPrompts", "register_prompts", "templates_for", "readable_class_names", "IMAGENET_TEMPLATES",
            "GENERIC_TEMPLATES"]
 
@@ -63,9 +65,9 @@ def register_prompts(dataset: str, templates: Sequence[str], class_names: dict[s
     """Templates (``"… {} …"``) and optional readable-name overrides for a dataset name of the registry."""
     bad = [t for t in templates if "{}" not in t]
     if not templates or bad:
-        raise ValueError(f"prompt templates must each contain '{{}}' for the class name; got {bad or 'none'}")
+        raise UsageError(f"prompt templates must each contain '{{}}' for the class name; got {bad or 'none'}")
     if dataset in _PROMPTS:
-        raise ValueError(f"prompts for dataset {dataset!r} are already registered")
+        raise UsageError(f"prompts for dataset {dataset!r} are already registered")
     _PROMPTS[dataset] = DatasetPrompts(tuple(templates), dict(class_names or {}))
 
 

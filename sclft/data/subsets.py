@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..errors import UsageError
+
 __all__ = ["per_class_permutations", "few_shot_indices", "stratified_split_indices"]
 
 log = logging.getLogger("sclft.data")
@@ -37,7 +39,7 @@ def few_shot_indices(
     class (by ``class_names[c]`` when given), the ``split`` and the ``option`` that asked for more.
     """
     if per_class < 1:
-        raise ValueError(f"{option} must be >= 1, got {per_class}")
+        raise UsageError(f"{option} must be >= 1, got {per_class}")
     chosen = []
     for c, order in per_class_permutations(targets, seed, stream=1).items():
         if len(order) < per_class:
@@ -54,7 +56,7 @@ def stratified_split_indices(targets: Sequence[int], fraction: float, seed: int)
     Every class with at least two samples keeps one or more for training.
     """
     if not 0.0 < fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {fraction}")
+        raise UsageError(f"val_fraction must be in (0, 1), got {fraction}")
     keep, held = [], []
     for order in per_class_permutations(targets, seed, stream=0).values():
         n_held = min(int(round(fraction * len(order))), max(len(order) - 1, 0))

@@ -14,8 +14,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..io import check_out_folder
-from .experiments import NETWORKS, CompletionConfig, completion_experiment, parsimony_experiment, separation_experiment
+from ..cli_format import HelpFormatter
+from ..errors import UsageError
+from ..run_folder import check_out_folder
+from .completion import BASES, STOP_RULES, TARGETS
+from .experiments import (
+    AUTHORS_PRESET,
+    NETWORKS,
+    CompletionConfig,
+    authors_lr,
+    completion_experiment,
+    parsimony_experiment,
+    separation_experiment,
+)
 from .network import DEVICES, DTYPES, Runtime
 from .parsimony import ParsimonyConfig
 from .separation import SeparationConfig
@@ -86,6 +97,8 @@ RULES: dict[str, list[Rule]] = {
         ("--gamma", *_non_negative()),
         ("--steps", *_int(1)),
         ("--target-error", *_positive()),
+        ("--train-loss-tol", *_positive()),
+        ("--record-every", *_int(1)),
     ],
 }
 
@@ -138,12 +151,40 @@ def check_flags(command: str, args: argparse.Namespace) -> None:
         value = getattr(args, flag[2:].replace("-", "_"))
         if not all(ok(v) for v in (value if isinstance(value, list) else [value])):
             shown = " ".join(map(str, value)) if isinstance(value, list) else value
-            raise ValueError(f"{flag} must be {valid}{' (each value)' if isinstance(value, list) else ''}, got {shown}")
+            raise UsageError(f"{flag} must be {valid}{' (each value)' if isinstance(value, list) else ''}, got {shown}")
     for holds, message in _joint_rules(command, args):
         if not holds:
-            raise ValueError(message)
+            raise UsageError(message)
+    if command == "completion":
+        _check_memory(args)
     check_out_folder(args.out)
     _runtime(args).torch_device  # noqa: B018 -- --device cuda without a GPU fails here, before any work
+
+
+def completion_bytes(dim: int, depth: int) -> int:
+    """Memory the original (``dim``-wide) completion network needs, about: (5·depth + 3) ``dim×dim`` float64
+    matrices — its weights (built in float64), their gradients, the products between them, target, mask and
+    residual. Measured: peak RSS of ``--networks original --no-factorization --max-steps 3 --device cpu`` grew by
+    1018 MiB from --dim 3000 to 4000 at depth 3, 145 bytes per added entry; this formula gives 144."""
+    return dim * dim * 8 * (5 * depth + 3)
+
+
+def available_bytes() -> int | None:
+    """Memory available to a new allocation on this machine (Linux ``MemAvailable``), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+
+
+def _check_memory(args: argparse.Namespace) -> None:
+    """``sclft dln completion``: refuse a --dim whose networks cannot fit in memory, before allocating any."""
+    needed, free = completion_bytes(args.dim, args.depth), available_bytes()
+    if free is not None and needed > free:
+        raise UsageError(f"--dim {args.dim} --depth {args.depth}: the original network needs about "
+                         f"{needed / 2**30:,.1f} GiB ({args.depth} weights of {args.dim}×{args.dim}, their gradients "
+                         f"and products, in float64), but {free / 2**30:,.1f} GiB are available; use a smaller --dim")
 
 
 def _runtime(args: argparse.Namespace) -> Runtime:
@@ -221,7 +262,29 @@ def _separation(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Given(argparse.Action):
+    """Store the value and remember the flag was given (``--preset`` fills only the flags not given)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace.given = {*getattr(namespace, "given", ()), self.dest}
+
+
+def apply_preset(args: argparse.Namespace) -> None:
+    """``--preset authors``: the authors' setting (:data:`AUTHORS_PRESET`, η from :func:`authors_lr`) for every
+    flag not given on the command line."""
+    if args.preset != "authors":
+        return
+    given = getattr(args, "given", set())
+    for name, value in AUTHORS_PRESET.items():
+        if name not in given:
+            setattr(args, name, value)
+    if "lr" not in given:
+        args.lr = authors_lr(args.dim, args.observed)
+
+
 def _completion(args: argparse.Namespace) -> int:
+    apply_preset(args)
     check_flags("completion", args)
     config = CompletionConfig(
         dim=args.dim,
@@ -234,6 +297,11 @@ def _completion(args: argparse.Namespace) -> int:
         rank_estimate=args.rank_estimate,
         steps=args.steps,
         target_error=args.target_error,
+        record_every=args.record_every,
+        basis=args.basis,
+        target=args.target,
+        stop=args.stop,
+        train_loss_tol=args.train_loss_tol,
         seed=args.seed,
         networks=tuple(dict.fromkeys(args.networks)),
         factorization=not args.no_factorization,
@@ -257,11 +325,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     commands = dln.add_subparsers(dest="dln_command", metavar="EXPERIMENT", required=True)
 
     def leaf(name: str, help_text: str, func, dtype: str) -> argparse.ArgumentParser:
-        parser = commands.add_parser(name, help=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        parser = commands.add_parser(name, help=help_text, formatter_class=HelpFormatter)
         parser.add_argument("--out", required=True, help="folder for the PNG figures and the JSON numbers")
-        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--seed", type=int, default=0, help="seed of the data and the initialisation")
         parser.add_argument("--device", choices=DEVICES, default="auto", help="auto: cuda when available, else cpu")
-        parser.add_argument("--dtype", choices=tuple(DTYPES), default=dtype)
+        parser.add_argument("--dtype", choices=tuple(DTYPES), default=dtype, action=_Given,
+                            help="floating-point precision")
         parser.add_argument(
             "--max-steps",
             type=int,
@@ -280,45 +349,82 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
     p = leaf("parsimony", "SVD of each layer during GD: only 2r directions move", _parsimony, "float64")
     defaults = ParsimonyConfig()
-    p.add_argument("--depth", type=int, default=defaults.depth)
-    p.add_argument("--dim", type=int, default=defaults.dim)
-    p.add_argument("--rank", type=int, default=defaults.rank)
-    p.add_argument("--samples", type=int, default=defaults.samples)
+    p.add_argument("--depth", type=int, default=defaults.depth, help="layers L of the network")
+    p.add_argument("--dim", type=int, default=defaults.dim, help="input = output = layer width d")
+    p.add_argument("--rank", type=int, default=defaults.rank, help="rank r of the target map")
+    p.add_argument("--samples", type=int, default=defaults.samples, help="training samples N (>= --dim)")
     p.add_argument("--scale", type=float, default=defaults.scale, help="init scale ε")
-    p.add_argument("--lr", type=float, default=defaults.lr)
-    p.add_argument("--steps", type=int, default=defaults.steps)
-    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    p.add_argument("--momentum", type=float, default=defaults.momentum)
-    p.add_argument("--init", choices=("orthogonal", "normal", "uniform"), default=defaults.init)
+    p.add_argument("--lr", type=float, default=defaults.lr, help="GD step size η")
+    p.add_argument("--steps", type=int, default=defaults.steps, help="GD steps")
+    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="weight decay λ")
+    p.add_argument("--momentum", type=float, default=defaults.momentum, help="heavy-ball momentum")
+    p.add_argument("--init", choices=("orthogonal", "normal", "uniform"), default=defaults.init,
+                   help="initialisation of each layer (scaled by --scale)")
     p.add_argument("--no-whiten", action="store_true", help="Gaussian inputs instead of XXᵀ = I")
 
     s = leaf("separation", "per-layer separation D_l of a trained DLN", _separation, "float64")
     sep = SeparationConfig()
-    s.add_argument("--classes", type=int, default=sep.num_classes)
-    s.add_argument("--per-class", type=int, default=sep.per_class)
-    s.add_argument("--width", type=int, default=sep.width)
+    s.add_argument("--classes", type=int, default=sep.num_classes, help="classes K")
+    s.add_argument("--per-class", type=int, default=sep.per_class, help="samples per class")
+    s.add_argument("--width", type=int, default=sep.width, help="input dimension = layer width d")
     s.add_argument(
         "--depths", type=int, nargs="+", default=[6, 8, 10], help="depth sweep (the first is used for the init sweep)"
     )
     s.add_argument("--scale", type=float, default=sep.scale, help="ε of the depth and init sweeps")
-    s.add_argument("--lr", type=float, default=sep.lr)
-    s.add_argument("--steps", type=int, default=2000)
+    s.add_argument("--lr", type=float, default=sep.lr, help="GD step size η")
+    s.add_argument("--steps", type=int, default=2000, help="GD steps of each run")
     s.add_argument("--scales", type=float, nargs="+", default=[0.5, 0.25, 0.125], help="ε sweep")
-    s.add_argument("--scale-depth", type=int, default=4)
-    s.add_argument("--scale-lr", type=float, default=10.0)
+    s.add_argument("--scale-depth", type=int, default=4, help="depth of the ε sweep")
+    s.add_argument("--scale-lr", type=float, default=10.0, help="step size of the ε sweep")
 
     c = leaf("completion", "original vs compressed vs narrow DLN for matrix completion", _completion, "float32")
     comp = CompletionConfig()
-    c.add_argument("--dim", type=int, default=comp.dim)
-    c.add_argument("--rank", type=int, default=comp.rank)
-    c.add_argument("--rank-estimate", type=int, default=comp.rank_estimate, help="r̂ ≥ r")
-    c.add_argument("--observed", type=float, default=comp.observed)
-    c.add_argument("--depth", type=int, default=comp.depth)
-    c.add_argument("--scale", type=float, default=comp.scale)
-    c.add_argument("--lr", type=float, default=comp.lr)
-    c.add_argument("--gamma", type=float, default=comp.gamma, help="outer-factor step ratio γ")
-    c.add_argument("--steps", type=int, default=comp.steps)
-    c.add_argument("--target-error", type=float, default=comp.target_error)
+    c.add_argument(
+        "--preset",
+        choices=("sclft", "authors"),
+        default="sclft",
+        help="authors: their setting (cjyaras/law-of-parsimony: d=1000, r=r̂=5, 20%% observed, ε=1e-3, γ=0.01, "
+        "η=5e3·p/d² here, Gaussian rank-r target, stop at train loss < 1e-10 checked every 100 steps, float64) "
+        "for every flag not given",
+    )
+    for flag, kind, help_text in (
+        ("--dim", int, "side d of the d×d matrix (memory: d², checked first)"),
+        ("--rank", int, "rank r of the matrix to recover"),
+        ("--rank-estimate", int, "r̂ ≥ r (r̂ directions from each side: the compressed width is 2r̂)"),
+        ("--observed", float, "observed fraction p of the entries"),
+        ("--depth", int, "layers L"),
+        ("--scale", float, "init scale ε"),
+        ("--lr", float, "step η on ½‖Ω⊙(W−Φ)‖²/p (the authors' η on ½·mean over d² entries is η·p/d² here)"),
+        ("--gamma", float, "outer-factor step ratio γ (the authors: 0.01)"),
+        ("--steps", int, "GD steps of each network"),
+        ("--target-error", float, "recovery error of --stop recovery"),
+        ("--train-loss-tol", float, "train loss ½·mean over d² entries of --stop train_loss (the authors' units)"),
+        ("--record-every", int, "record (and check the stop rule) every this many steps"),
+    ):
+        name = flag[2:].replace("-", "_")
+        c.add_argument(flag, type=kind, default=getattr(comp, name), action=_Given, help=help_text)
+    c.add_argument(
+        "--basis",
+        choices=BASES,
+        default=comp.basis,
+        action=_Given,
+        help="compressed V: each_side = r̂ top singular directions from each side of the first gradient (the "
+        "authors' compute_factor); stacked = top 2r̂ of [G; GᵀW₁/ε] (sclft's earlier basis)",
+    )
+    c.add_argument(
+        "--target",
+        choices=TARGETS,
+        default=comp.target,
+        action=_Given,
+        help="Φ: haar = Haar factors with σ evenly in [1, 2]; gaussian = rank-r truncation of a Gaussian (authors)",
+    )
+    c.add_argument(
+        "--stop",
+        choices=STOP_RULES,
+        default=comp.stop,
+        action=_Given,
+        help="recovery: recovery error ≤ --target-error; train_loss: train loss < --train-loss-tol (authors)",
+    )
     c.add_argument(
         "--networks",
         nargs="+",

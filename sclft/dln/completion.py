@@ -8,8 +8,11 @@ error on the unobserved entries (on all entries when everything is observed).
 The compressed network (Yaras et al. 2023) exploits the law of parsimony: from an ε-orthogonal
 ``d``-wide init, GD only moves a ``2r̂``-dimensional subspace of each layer, so
 ``W_{L:1}(t) ≈ U_{L,1} W̃_L(t)⋯W̃_1(t) V_{1,1}ᵀ`` with ``W̃_l(0) = εI_{2r̂}``. ``V_{1,1}`` spans the
-top right singular vectors of the first layer's gradient at init and ``W_1(0)ᵀ`` times its top left
-singular vectors; ``U_{L,1} = W_{L:1}(0)V_{1,1}/ε^L``. For completion Ω⊙Φ is not low rank, so the
+top-r̂ right singular vectors of the first layer's gradient G at init and ``W_1(0)ᵀ/ε`` times its top-r̂ left
+singular vectors — r̂ from each side, as the authors' ``compute_factor`` (cjyaras/law-of-parsimony
+``network.py``, used by their notebooks) and the paper build it; ``U_{L,1} = W_{L:1}(0)V_{1,1}/ε^L``.
+``basis="stacked"`` is their ``compute_factor_v3`` (top 2r̂ right singular vectors of ``[G; GᵀW_1/ε]``), which
+without a spectral gap misses part of that span. For completion Ω⊙Φ is not low rank, so the
 outer factors are trained too, at the discrepant step γη (γ = 0 freezes them).
 
 Cost per GD step: the original network multiplies ``d×d`` factors, ``O(L·d³)`` flops (``L·d²`` parameters);
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import UsageError
 from .network import (
     DTYPE,
     FactorNetwork,
@@ -48,8 +52,17 @@ __all__ = [
     "compressed_network",
     "narrow_network",
     "compression_basis",
+    "compress_weights",
     "train_completion",
+    "BASES",
+    "TARGETS",
+    "STOP_RULES",
+    "per_entry_loss",
 ]
+
+BASES = ("each_side", "stacked")  # compression_basis: the authors' compute_factor / compute_factor_v3
+TARGETS = ("haar", "gaussian")  # make_problem: sclft's Haar factors with σ ∈ [1, 2] / the authors' generate_data
+STOP_RULES = ("recovery", "train_loss")  # recovery error ≤ target / the authors' per-entry train loss < tol
 
 
 @dataclass
@@ -83,18 +96,28 @@ def make_problem(
     observed_fraction: float = 0.2,
     seed: int = 0,
     singular_values: tuple[float, float] = (1.0, 2.0),
+    target: str = "haar",
 ) -> CompletionProblem:
-    """Random rank-``rank`` Φ = U diag(s) Vᵀ (Haar U, V; s evenly spaced in ``singular_values``)
-    and a uniformly random mask with ``round(observed_fraction·d²)`` observed entries."""
+    """Random rank-``rank`` Φ and a uniformly random mask with ``round(observed_fraction·d²)`` observed entries.
+
+    ``target="haar"``: Φ = U diag(s) Vᵀ (Haar U, V; s evenly spaced in ``singular_values``). ``"gaussian"``: the
+    best rank-``rank`` approximation of a d×d standard Gaussian (the authors' ``generate_data``; its singular
+    values are ≈ 2√d, so their step size is ~d⁻¹ᐟ² of one that suits σ ∈ [1, 2])."""
+    if target not in TARGETS:
+        raise UsageError(f"unknown target {target!r}; choose one of {TARGETS}")
     gen = generator(seed)
-    left = random_orthogonal(dim, gen)[:, :rank]
-    right = random_orthogonal(dim, gen)[:, :rank]
-    spectrum = torch.linspace(singular_values[1], singular_values[0], rank, dtype=DTYPE)
-    target = (left * spectrum) @ right.T
+    if target == "gaussian":
+        u, s, vh = torch.linalg.svd(torch.randn(dim, dim, generator=gen, dtype=DTYPE))
+        phi = (u[:, :rank] * s[:rank]) @ vh[:rank]
+    else:
+        left = random_orthogonal(dim, gen)[:, :rank]
+        right = random_orthogonal(dim, gen)[:, :rank]
+        spectrum = torch.linspace(singular_values[1], singular_values[0], rank, dtype=DTYPE)
+        phi = (left * spectrum) @ right.T
     count = int(round(observed_fraction * dim * dim))
     mask = torch.zeros(dim * dim, dtype=torch.bool)
     mask[torch.randperm(dim * dim, generator=gen)[:count]] = True
-    return CompletionProblem(target, mask.reshape(dim, dim), rank)
+    return CompletionProblem(phi, mask.reshape(dim, dim), rank)
 
 
 def completion_loss(product: torch.Tensor, problem: CompletionProblem) -> torch.Tensor:
@@ -131,6 +154,12 @@ def fused_completion_loss(
     return _MaskedHalfSquare.apply(product, target, weight, fraction)
 
 
+def per_entry_loss(loss: float, problem: CompletionProblem) -> float:
+    """``completion_loss`` in the authors' units: ``½·mean over all d² entries of (Ω ⊙ (W − Φ))²`` (their
+    ``create_loss(target, mask)``), i.e. ``loss · p / d²``. A step size η there is ``η·p/d²`` here."""
+    return loss * problem.observed_fraction / problem.dim**2
+
+
 def recovery_error(product: torch.Tensor, problem: CompletionProblem) -> float:
     """Relative Frobenius error on the unobserved entries (all entries if nothing is hidden)."""
     hidden = torch.ones_like(problem.mask) if problem.fully_observed else ~problem.mask
@@ -151,16 +180,41 @@ def _on(runtime: Runtime | None) -> dict:
 
 
 def compression_basis(
-    weights: list[torch.Tensor], problem: CompletionProblem, rank_estimate: int, scale: float
+    weights: list[torch.Tensor],
+    problem: CompletionProblem,
+    rank_estimate: int,
+    scale: float,
+    basis: str = "each_side",
 ) -> torch.Tensor:
-    """``V_{1,1}`` (d×2r̂): top-2r̂ right singular vectors of ``[G; GᵀW_1(0)/ε]``, G = ∇_{W_1}ℓ at init."""
+    """``V_{1,1}`` (d×2r̂, orthonormal columns) from ``G = ∇_{W_1}ℓ`` at init (``weights``).
+
+    ``each_side``: the span of G's top-r̂ right singular vectors and ``W_1(0)ᵀ/ε`` times its top-r̂ left ones
+    (the authors' ``compute_factor`` / ``compute_factor_v2``); ``stacked``: the top-2r̂ right singular vectors
+    of ``[G; GᵀW_1(0)/ε]`` (their ``compute_factor_v3``)."""
+    if basis not in BASES:
+        raise UsageError(f"unknown basis {basis!r}; choose one of {BASES}")
     factors = [w.detach().to("cpu", DTYPE).requires_grad_(True) for w in weights]
     problem = CompletionProblem(problem.target.to("cpu", DTYPE), problem.mask.cpu(), problem.rank)
     completion_loss(end_to_end(factors), problem).backward()
-    grad = factors[0].grad
-    stacked = torch.cat([grad, grad.T @ factors[0].detach() / scale], dim=0)
-    _, _, vh = torch.linalg.svd(stacked, full_matrices=False)
-    return vh[: 2 * rank_estimate].T.contiguous()
+    grad, first = factors[0].grad, factors[0].detach()
+    k = rank_estimate
+    if basis == "stacked":
+        _, _, vh = torch.linalg.svd(torch.cat([grad, grad.T @ first / scale], dim=0), full_matrices=False)
+        return vh[: 2 * k].T.contiguous()
+    u_g, _, vh_g = torch.linalg.svd(grad, full_matrices=False)
+    both = torch.cat([vh_g[:k].T, first.T @ u_g[:, :k] / scale], dim=1)
+    return torch.linalg.svd(both, full_matrices=False)[0][:, : 2 * k].contiguous()
+
+
+def compress_weights(
+    weights: list[torch.Tensor], problem: CompletionProblem, rank_estimate: int, scale: float, basis: str = "each_side"
+) -> list[torch.Tensor]:
+    """``[V_{1,1}ᵀ, εI, …, εI, U_{L,1}]`` (float64 CPU) of the original network's init ``weights``."""
+    weights = [w.detach().to("cpu", DTYPE) for w in weights]
+    right = compression_basis(weights, problem, rank_estimate, scale, basis)
+    left = end_to_end(weights) @ right / scale ** len(weights)
+    cores = [scale * torch.eye(2 * rank_estimate, dtype=DTYPE) for _ in weights]
+    return [right.T.contiguous()] + cores + [left]
 
 
 def compressed_network(
@@ -171,19 +225,17 @@ def compressed_network(
     outer_lr_ratio: float,
     seed: int = 0,
     runtime: Runtime | None = None,
+    basis: str = "each_side",
 ) -> FactorNetwork:
     """``U_{L,1} · W̃_L ⋯ W̃_1 · V_{1,1}ᵀ`` built from the same init as ``original_network(…, seed)``.
 
     The outer factors ``V_{1,1}ᵀ`` and ``U_{L,1}`` train at ``outer_lr_ratio × η`` (the lecture's γ)."""
     if 2 * rank_estimate > problem.dim:
-        raise ValueError(f"2·rank_estimate = {2 * rank_estimate} exceeds the width {problem.dim}")
+        raise UsageError(f"2·rank_estimate = {2 * rank_estimate} exceeds the width {problem.dim}")
     weights = original_network(problem, depth, scale, seed).weights()  # float64 CPU: the basis is built there
-    right = compression_basis(weights, problem, rank_estimate, scale)
-    left = end_to_end(weights) @ right / scale**depth
-    width = 2 * rank_estimate
-    cores = [scale * torch.eye(width, dtype=DTYPE) for _ in range(depth)]
+    factors = compress_weights(weights, problem, rank_estimate, scale, basis)
     scales = [outer_lr_ratio] + [1.0] * depth + [outer_lr_ratio]
-    return FactorNetwork([right.T] + cores + [left], scales, name=f"compressed γ={outer_lr_ratio:g}", **_on(runtime))
+    return FactorNetwork(factors, scales, name=f"compressed γ={outer_lr_ratio:g}", **_on(runtime))
 
 
 def narrow_network(
@@ -203,9 +255,11 @@ def train_completion(
     *,
     record_every: int = 10,
     stop_below: float | None = None,
+    train_loss_below: float | None = None,
 ) -> TrainLog:
     """GD on the completion loss; the log's metric is the recovery error. The problem is moved to the
-    network's runtime (device, dtype)."""
+    network's runtime (device, dtype). Training stops at a record where the recovery error is ≤ ``stop_below``
+    or the train loss in the authors' units (:func:`per_entry_loss`) is < ``train_loss_below``."""
     problem = problem.to(network.runtime)
     fraction = problem.observed_fraction
     weight = problem.mask.to(problem.target.dtype) / fraction
@@ -217,4 +271,5 @@ def train_completion(
         record_every=record_every,
         metric=lambda factors: recovery_error(end_to_end(factors), problem),
         stop_below=stop_below,
+        loss_below=None if train_loss_below is None else train_loss_below * problem.dim**2 / fraction,
     )

@@ -10,12 +10,17 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from ..errors import UsageError
 from .completion import (
+    BASES,
+    STOP_RULES,
+    TARGETS,
     CompletionProblem,
     compressed_network,
     make_problem,
     narrow_network,
     original_network,
+    per_entry_loss,
     train_completion,
 )
 from .network import FactorNetwork, Runtime, TrainLog, run_status
@@ -25,6 +30,8 @@ from .separation import SeparationConfig, run_separation
 
 __all__ = [
     "NETWORKS",
+    "AUTHORS_PRESET",
+    "authors_lr",
     "CompletionConfig",
     "build_networks",
     "completion_experiment",
@@ -91,12 +98,16 @@ NETWORKS = ("original", "compressed", "frozen", "narrow")  # frozen: compressed 
 
 @dataclass
 class CompletionConfig:
-    """Small defaults of the lecture's §4 setup (authors: d = 1000, ε = 1e-3, γ = 0.01 under their scaling).
+    """Small defaults of the lecture's §4 setup; :data:`AUTHORS_PRESET` is the authors' setting.
 
-    At d = 200 the noise in Ω⊙Φ/p is as large as Φ's smallest singular value, so the gradient at
-    init finds Φ's subspace only roughly; r̂ = 2r gives the compressed network room to correct it.
-    float32 by default: the target error (1e-4) is far above its precision and it is ~2× faster than float64.
-    Each network stops at the target error unless ``stop_at_target`` is off."""
+    sclft's defaults (d = 200, Φ with σ ∈ [1, 2], η = 0.15 on ½‖Ω⊙(W−Φ)‖²/p, float32, stop at recovery error
+    1e-4) keep a run to seconds on a CPU; the basis is the authors' (``each_side``, r̂ directions from each side
+    of the first gradient). γ = 0.3 is the ratio of the outer factors' step to the cores' (the authors use 0.01:
+    the same γ gives the same trajectory under either loss scaling, only η converts). At d = 200 the noise in
+    Ω⊙Φ/p is as large as Φ's smallest singular value, so the gradient at init finds Φ's subspace only roughly
+    and the outer factors must rotate; r̂ = 2r gives the compressed network room for that. Each network stops at
+    the target (``stop``: ``recovery`` error ≤ ``target_error``, or ``train_loss`` < ``train_loss_tol`` in the
+    authors' per-entry units) unless ``stop_at_target`` is off."""
 
     dim: int = 200
     rank: int = 5
@@ -113,21 +124,54 @@ class CompletionConfig:
     networks: tuple[str, ...] = NETWORKS
     factorization: bool = True
     stop_at_target: bool = True
+    basis: str = "each_side"
+    target: str = "haar"
+    stop: str = "recovery"
+    train_loss_tol: float = 1e-10
     runtime: Runtime = field(default_factory=lambda: Runtime(dtype="float32"))
+
+    def __post_init__(self) -> None:
+        for name, valid in (("basis", BASES), ("target", TARGETS), ("stop", STOP_RULES)):
+            if getattr(self, name) not in valid:
+                raise UsageError(f"{name} {getattr(self, name)!r}: choose one of {', '.join(valid)}")
+
+
+AUTHORS_STEP = 5e3  # their step size on ½·mean over d² entries (fig_compare_iteration_time.ipynb)
+# cjyaras/law-of-parsimony fig_compare_iteration_time.ipynb / fig_equiv_traj_mc.ipynb: d = 1000, r = r̂ = 5,
+# 20 % observed, L = 3, ε = 1e-3, dlr (γ) = 0.01, 2000 × 100 steps checked every 100, stop at train loss < 1e-10,
+# Gaussian rank-r target, float64; η = authors_lr(dim, observed)
+AUTHORS_PRESET: dict = {
+    "dim": 1000, "rank": 5, "observed": 0.2, "depth": 3, "scale": 1e-3, "gamma": 0.01, "rank_estimate": 5,
+    "steps": 200_000, "record_every": 100, "basis": "each_side", "target": "gaussian", "stop": "train_loss",
+    "train_loss_tol": 1e-10, "dtype": "float64",
+}
+
+
+def authors_lr(dim: int, observed: float) -> float:
+    """The authors' step 5e3 on ½·mean over d² entries as a step on sclft's ½‖Ω⊙(W−Φ)‖²/p: ``5e3·p/d²``."""
+    return AUTHORS_STEP * observed / dim**2
 
 
 def run_network(
     kind: str, network: FactorNetwork, problem: CompletionProblem, config: CompletionConfig
 ) -> tuple[TrainLog, dict]:
-    stop = config.target_error if config.stop_at_target else None
-    log = train_completion(network, problem, config.lr, config.steps, record_every=config.record_every, stop_below=stop)
-    hit = log.first_step_below(config.target_error)
+    on_loss = config.stop == "train_loss"
+    stop = {"train_loss_below" if on_loss else "stop_below": (config.train_loss_tol if on_loss else config.target_error)
+            } if config.stop_at_target else {}
+    log = train_completion(network, problem, config.lr, config.steps, record_every=config.record_every, **stop)
+    if on_loss:
+        limit = config.train_loss_tol * problem.dim**2 / problem.observed_fraction  # in sclft's loss units
+        hit = next(((st, sec, cpu) for st, loss, sec, cpu in zip(log.steps, log.losses, log.seconds, log.cpu_seconds)
+                    if loss < limit), None)
+    else:
+        hit = log.first_step_below(config.target_error)
     row = {
         "network": network.name,
         "kind": kind,
         "parameters": network.num_parameters,
         "final_recovery_error": log.metrics[-1],
         "final_loss": log.losses[-1],
+        "final_train_loss_per_entry": per_entry_loss(log.losses[-1], problem),
         "iterations_to_target": hit[0] if hit else math.nan,
         "seconds_to_target": hit[1] if hit else math.nan,
         "seconds_per_iteration": log.seconds[-1] / max(log.steps[-1], 1),
@@ -172,9 +216,11 @@ def build_networks(
     build = {
         "original": lambda: original_network(problem, c.depth, c.scale, c.seed, c.runtime),
         "compressed": lambda: compressed_network(
-            problem, c.depth, c.scale, c.rank_estimate, c.gamma, c.seed, c.runtime
+            problem, c.depth, c.scale, c.rank_estimate, c.gamma, c.seed, c.runtime, c.basis
         ),
-        "frozen": lambda: compressed_network(problem, c.depth, c.scale, c.rank_estimate, 0.0, c.seed, c.runtime),
+        "frozen": lambda: compressed_network(
+            problem, c.depth, c.scale, c.rank_estimate, 0.0, c.seed, c.runtime, c.basis
+        ),
         "narrow": lambda: narrow_network(problem, c.depth, c.scale, 2 * c.rank_estimate, c.seed, c.runtime),
     }
     return [(name, build[name]()) for name in names]
@@ -190,15 +236,15 @@ def completion_experiment(config: CompletionConfig, out: Path) -> dict:
     off, factorisation (original vs compressed γ=0); writes ``completion.png``, ``factorization.png`` and
     ``completion.json``."""
     c = config
-    problem = make_problem(c.dim, c.rank, c.observed, c.seed)
+    problem = make_problem(c.dim, c.rank, c.observed, c.seed, target=c.target)
     completion = [run_network(kind, net, problem, c) for kind, net in build_networks(problem, c, c.networks)]
     factorisation = []
     if c.factorization:
-        full = make_problem(c.dim, c.rank, 1.0, c.seed)
+        full = make_problem(c.dim, c.rank, 1.0, c.seed, target=c.target)
         for kind, net in build_networks(full, c, ("original", "frozen")):
             net.name = f"{net.name} (full observation)"
             factorisation.append(run_network(kind, net, full, c))
-    head = f"d={c.dim}, r={c.rank}, r̂={c.rank_estimate}, L={c.depth}, ε={c.scale}, η={c.lr}"
+    head = f"d={c.dim}, r={c.rank}, r̂={c.rank_estimate}, L={c.depth}, ε={c.scale}, η={c.lr:.3g}, γ={c.gamma:g}"
     _plot_runs(completion, f"completion, {c.observed:.0%} observed, {head}", out / "completion.png", problem)
     summary = {
         "config": asdict(c),

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..devices import resolve_device
+from ..errors import UsageError
 from ..progress import progress_bar
 
 __all__ = [
@@ -70,7 +71,7 @@ def init_weight(rows: int, cols: int, scale: float, kind: str, gen: torch.Genera
         return std * torch.randn(rows, cols, generator=gen, dtype=DTYPE)
     if kind == "uniform":  # U(−a, a) has variance a²/3
         return std * math.sqrt(3.0) * (2.0 * torch.rand(rows, cols, generator=gen, dtype=DTYPE) - 1.0)
-    raise ValueError(f"unknown init kind {kind!r}; choose one of {INIT_KINDS}")
+    raise UsageError(f"unknown init kind {kind!r}; choose one of {INIT_KINDS}")
 
 
 def init_network(dims: Sequence[int], scale: float, kind: str = "orthogonal", seed: int = 0) -> list[torch.Tensor]:
@@ -92,9 +93,9 @@ class Runtime:
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
-            raise ValueError(f"device {self.device!r}: choose one of {', '.join(DEVICES)}")
+            raise UsageError(f"device {self.device!r}: choose one of {', '.join(DEVICES)}")
         if self.dtype not in DTYPES:
-            raise ValueError(f"dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
+            raise UsageError(f"dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
 
     @property
     def torch_device(self) -> torch.device:
@@ -142,7 +143,7 @@ class FactorNetwork:
         if not self.lr_scales:
             self.lr_scales = [1.0] * len(self.factors)
         if len(self.lr_scales) != len(self.factors):
-            raise ValueError("need one learning-rate scale per factor")
+            raise UsageError("need one learning-rate scale per factor")
 
     def product(self) -> torch.Tensor:
         return end_to_end(self.factors)
@@ -242,15 +243,17 @@ def train(
     record_every: int = 1,
     metric: Callable[[list[torch.Tensor]], float] | None = None,
     stop_below: float | None = None,
+    loss_below: float | None = None,
     on_record: Callable[[int, list[torch.Tensor]], None] | None = None,
 ) -> TrainLog:
     """Run ``steps`` GD steps on ``loss_fn(factors)``; record at step 0, every ``record_every`` and the end.
 
     ``metric`` (e.g. a recovery error) is evaluated at each record; training stops early once it is
-    ≤ ``stop_below``, or when the network's runtime budget (``max_steps``, ``max_seconds`` of wall clock)
-    is spent — the last step is then recorded too. Time spent in ``metric`` and ``on_record`` is excluded
-    from ``seconds`` (wall clock) and ``cpu_seconds`` (this process's CPU time: on a shared CPU, the cost of
-    the steps themselves), not from the wall-clock budget.
+    ≤ ``stop_below`` or the recorded loss is < ``loss_below`` (ended_by ``target`` either way), or when the
+    network's runtime budget (``max_steps``, ``max_seconds`` of wall clock) is spent — the last step is then
+    recorded too. Time spent in ``metric`` and ``on_record`` is excluded from ``seconds`` (wall clock) and
+    ``cpu_seconds`` (this process's CPU time: on a shared CPU, the cost of the steps themselves), not from the
+    wall-clock budget.
     """
     runtime, device = network.runtime, network.factors[0].device
     groups = [{"params": [f], "lr": config.lr * scale} for f, scale in zip(network.factors, network.lr_scales)]
@@ -274,7 +277,7 @@ def train(
         bar.set_postfix_str(
             f"loss={loss_value:.3g}" + ("" if math.isnan(value) else f" error={value:.3g}"), refresh=False
         )
-        return stop_below is not None and value <= stop_below
+        return (stop_below is not None and value <= stop_below) or (loss_below is not None and loss_value < loss_below)
 
     with torch.no_grad():
         initial_loss = float(loss_fn(network.factors))

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
+from ..errors import UsageError
 from .network import (
     DTYPE,
     FactorNetwork,
@@ -68,7 +69,7 @@ def make_regression_data(
     Whitened: X has orthonormal rows (``XXᵀ = I``). Otherwise X is Gaussian with entries of variance
     1/N (``XXᵀ ≈ I`` only on average; its condition number is far from 1 when N ≈ 2d)."""
     if samples < dim:
-        raise ValueError("need samples ≥ dim for whitened inputs")
+        raise UsageError("need samples ≥ dim for whitened inputs")
     gen = generator(seed)
     if whitened:
         inputs = random_orthogonal(samples, gen)[:dim]

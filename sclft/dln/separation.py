@@ -42,8 +42,10 @@ __all__ = [
 
 @dataclass
 class SeparationConfig:
-    """Defaults: the authors' reference setup (K = 5, 10 per class, d = width = 50, ε = 0.5, η = 1). float64 by
-    default: D_l falls by ~ε² per layer and the theorem's conditions are checked to ~1e-15."""
+    """Defaults: the setting of ``fig_collapse.ipynb`` in cjyaras/law-of-parsimony (K = 5, 10 per class, width =
+    input dimension = 50, ε = 0.5, η = 1 on ½·mean over the K·N outputs; its depth is 8, the default here 6), not
+    one from Heimine/PNC_DLN. float64 by default: D_l falls by ~ε² per layer and the theorem's conditions are
+    checked to ~1e-15."""
 
     num_classes: int = 5
     per_class: int = 10

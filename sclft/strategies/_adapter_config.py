@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..errors import UsageError
 from .config import StrategyConfig
 
 ALL_BLOCKS = "all"
@@ -22,14 +23,14 @@ def check_number(config: StrategyConfig, name: str, kind: type, low: float, high
     if kind is int and ok_type and float(value).is_integer():
         value = int(value)
     elif kind is int or not ok_type:
-        raise ValueError(f"{config.name}: {name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+        raise UsageError(f"{config.name}: {name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
     else:
         value = float(value)
     below = value <= low if low_open else value < low
     above = high is not None and (value >= high if high_open else value > high)
     if below or above:
         lo, hi = ("(" if low_open else "["), ("" if high is None else (")" if high_open else "]"))
-        raise ValueError(f"{config.name}: {name} must be in {lo}{low:g}, {'∞)' if high is None else f'{high:g}{hi}'}, "
+        raise UsageError(f"{config.name}: {name} must be in {lo}{low:g}, {'∞)' if high is None else f'{high:g}{hi}'}, "
                          f"got {value!r}")
     setattr(config, name, value)
 
@@ -57,11 +58,11 @@ class AdapterConfig(StrategyConfig):
         if self.target_modules is not None:
             targets = (self.target_modules,) if isinstance(self.target_modules, str) else self.target_modules
             if not targets or not all(isinstance(t, str) and t.strip() for t in targets):
-                raise ValueError(f"{self.name}: target_modules must be a non-empty list of layer names (or unset "
+                raise UsageError(f"{self.name}: target_modules must be a non-empty list of layer names (or unset "
                                  f"for the family's defaults), got {self.target_modules!r}")
             self.target_modules = tuple(t.strip() for t in targets)
         if not isinstance(self.blocks, str) or not self.blocks:
-            raise ValueError(f"{self.name}: blocks must be {ALL_BLOCKS!r} or a block name, got {self.blocks!r}")
+            raise UsageError(f"{self.name}: blocks must be {ALL_BLOCKS!r} or a block name, got {self.blocks!r}")
         return self
 
     def frozen_scope(self) -> str:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from ..backbones import Backbone
+from ..errors import UsageError
 from ._adapter_config import ALL_BLOCKS
 from .base import Strategy
 
@@ -27,7 +28,7 @@ def resolve_blocks(backbone: Backbone, blocks: str) -> list[str]:
     if blocks == ALL_BLOCKS:
         return list(backbone.blocks)
     if blocks not in backbone.blocks:
-        raise ValueError(f"unknown blocks={blocks!r} for backbone {backbone.name!r}; valid: {ALL_BLOCKS!r} or a "
+        raise UsageError(f"unknown blocks={blocks!r} for backbone {backbone.name!r}; valid: {ALL_BLOCKS!r} or a "
                          f"start block: {', '.join(backbone.blocks)}")
     return backbone.blocks[backbone.blocks.index(blocks):]
 
@@ -51,13 +52,13 @@ def find_targets(backbone: Backbone, blocks: Sequence[str], targets: Sequence[st
                 for t in targets:
                     if (path == t or path.endswith("." + t)) and path not in found:
                         if not isinstance(module, kinds):
-                            raise ValueError(f"{method}: target {t!r} matches {path} ({type(module).__name__}); "
+                            raise UsageError(f"{method}: target {t!r} matches {path} ({type(module).__name__}); "
                                              f"{method} adapts {', '.join(k.__name__ for k in kinds)} layers")
                         found[path] = module
                         hits[t] += 1
     missing = [t for t, n in hits.items() if n == 0]
     if (missing and strict) or not found:
-        raise ValueError(f"{method}: target_modules {', '.join(missing)} match no layer in blocks "
+        raise UsageError(f"{method}: target_modules {', '.join(missing)} match no layer in blocks "
                          f"{blocks[0]}…{blocks[-1]} of {backbone.name!r}; layer names there: "
                          f"{', '.join(sorted(seen_leaves)) or 'none'}")
     return found
@@ -66,7 +67,7 @@ def find_targets(backbone: Backbone, blocks: Sequence[str], targets: Sequence[st
 def default_targets(backbone: Backbone, table: dict[str, tuple[str, ...]], method: str) -> tuple[str, ...]:
     """The family's default target names (some may be absent from a given model, e.g. conv3 in a ResNet-18)."""
     if backbone.family not in table:
-        raise ValueError(f"{method} has no default target_modules for the {backbone.family!r} family; pass "
+        raise UsageError(f"{method} has no default target_modules for the {backbone.family!r} family; pass "
                          f"target_modules (families with defaults: {', '.join(sorted(table))})")
     return table[backbone.family]
 

@@ -7,6 +7,7 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
+from ..errors import UsageError
 from .config import CACHE_SCOPES, StrategyConfig
 
 _CONFIGS: dict[str, type[StrategyConfig]] = {}
@@ -24,11 +25,11 @@ def register_strategy(config_cls: type[StrategyConfig]) -> type[StrategyConfig]:
         raise TypeError(f"register_strategy takes a StrategyConfig dataclass, got {config_cls!r}")
     name = config_cls.name
     if not name or name in _CONFIGS:
-        raise ValueError(f"strategy name {name!r} is empty or already registered")
+        raise UsageError(f"strategy name {name!r} is empty or already registered")
     if not config_cls.model_class:
-        raise ValueError(f"strategy {name!r}: model_class must name its Strategy class as 'module:Class'")
+        raise UsageError(f"strategy {name!r}: model_class must name its Strategy class as 'module:Class'")
     if config_cls.cache_scope not in CACHE_SCOPES:
-        raise ValueError(f"strategy {name!r}: cache_scope must be one of {', '.join(CACHE_SCOPES)}")
+        raise UsageError(f"strategy {name!r}: cache_scope must be one of {', '.join(CACHE_SCOPES)}")
     _CONFIGS[name] = config_cls
     return config_cls
 
@@ -46,7 +47,7 @@ def strategy_rank(name: str) -> int:
 
 def get_strategy_config(name: str) -> type[StrategyConfig]:
     if name not in _CONFIGS:
-        raise ValueError(f"unknown strategy {name!r}; valid strategies: {', '.join(list_strategies())}")
+        raise UsageError(f"unknown strategy {name!r}; valid strategies: {', '.join(list_strategies())}")
     return _CONFIGS[name]
 
 
@@ -68,7 +69,7 @@ def strategy_config(strategy: str | StrategyConfig, **options: Any) -> StrategyC
     """A validated config from a name and keyword options, or a config instance (then no options)."""
     if isinstance(strategy, StrategyConfig):
         if options:
-            raise ValueError(f"pass options inside the {type(strategy).__name__} or as keywords with a strategy "
+            raise UsageError(f"pass options inside the {type(strategy).__name__} or as keywords with a strategy "
                              f"name, not both (got {', '.join(sorted(options))})")
         return strategy.validate()
     cls = get_strategy_config(strategy)
@@ -76,7 +77,7 @@ def strategy_config(strategy: str | StrategyConfig, **options: Any) -> StrategyC
     foreign = sorted(k for k in options if k not in cls.option_names() and k in owners)
     if foreign:
         k = foreign[0]
-        raise ValueError(f"option {k!r} belongs to strategy {', '.join(c.name for c in owners[k])}, not to "
+        raise UsageError(f"option {k!r} belongs to strategy {', '.join(c.name for c in owners[k])}, not to "
                          f"{strategy!r} (its options: {', '.join(cls.option_names()) or 'none'})")
     return cls.from_options(options)
 
@@ -105,7 +106,7 @@ def collect_strategy_options(values: Mapping[str, Any], base: Mapping[str, Any] 
     options = dict(values.get("strategy_options") or {})
     for key in [k for k in values if k in option_owners()]:
         if key in options and options[key] != values[key]:
-            raise ValueError(f"option {key!r} given twice: {key}: {values[key]!r} and "
+            raise UsageError(f"option {key!r} given twice: {key}: {values[key]!r} and "
                              f"strategy_options.{key}: {options[key]!r}")
         options[key] = values.pop(key)
     if options or "strategy_options" in values:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from ..backbones import Backbone
+from ..errors import UsageError
 from .config import StrategyConfig
 
 
@@ -46,7 +47,7 @@ class Strategy:
         if config is None:
             config = self.config_class.from_options(options)
         elif options:
-            raise ValueError(f"pass the options of {self.name!r} in its config or as keywords, not both")
+            raise UsageError(f"pass the options of {self.name!r} in its config or as keywords, not both")
         elif not isinstance(config, self.config_class):
             raise TypeError(f"strategy {self.name!r} takes a {self.config_class.__name__}, got {type(config).__name__}")
         self.config = config.validate()
@@ -91,6 +92,10 @@ class Strategy:
     def lr_scales(self) -> dict[int, float]:
         """Learning-rate multipliers by ``id(parameter)`` for parameters that train at another step than the
         run's ``lr`` (Deep LoRA's outer factors at γ); the rest train at 1×."""
+        return {}
+
+    def optimizer_options(self) -> dict[str, Any]:
+        """Extra keyword arguments of the run's AdamW (Deep LoRA: the reference's ``eps``)."""
         return {}
 
     def init_from_data(self, first_loss: Callable[[], torch.Tensor]) -> None:

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ..errors import UsageError
+
 CACHE_SCOPES = ("features", "prefix", "none")
 
 
@@ -47,9 +49,9 @@ class StrategyConfig:
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):  # nan / inf pass every bound check
-                raise ValueError(f"{self.name}: {f.name} must be a finite number, got {value!r}")
+                raise UsageError(f"{self.name}: {f.name} must be a finite number, got {value!r}")
             if choices is not None and value not in choices and not (value is None and f.default is None):
-                raise ValueError(f"{self.name}: unknown {f.name} {value!r}; valid: {', '.join(map(str, choices))}")
+                raise UsageError(f"{self.name}: unknown {f.name} {value!r}; valid: {', '.join(map(str, choices))}")
         return self
 
     def options(self) -> dict[str, Any]:
@@ -80,5 +82,5 @@ class StrategyConfig:
         unknown = sorted(set(options) - set(cls.option_names()))
         if unknown:
             valid = ", ".join(cls.option_names()) or "none (it takes no options)"
-            raise ValueError(f"strategy {cls.name!r} has no option {', '.join(unknown)}; valid options: {valid}")
+            raise UsageError(f"strategy {cls.name!r} has no option {', '.join(unknown)}; valid options: {valid}")
         return cls(**options)

@@ -17,14 +17,13 @@ complete one and the sha256 of its files; ``manifest.json``, written last, the s
 files. Nothing is pickled (``sclft.training.checkpoint``). ``.sclft.lock`` names the one process that writes the
 folder. A folder that holds a finished run or another run's checkpoints is only replaced with
 ``overwrite=True`` (once the new run finished), and ``resume=True`` refuses a config that differs in anything
-that changes the result.
+that changes the result. The format has one owner, :mod:`sclft.run_folder`.
 """
 
 from ..config import ConfigError, TrainConfig
-from ..save import RunFolderError, load, save_model
-from .checkpoint import CHECKPOINT_DIR, latest_checkpoint
+from ..run_folder import CHECKPOINT_DIR, LOCK_FILE, METRICS_FILE, RunFolderError, load, save_model
+from .checkpoint import latest_checkpoint
 from .loop import NonFiniteLossError, train
-from .run_folder import LOCK_FILE, METRICS_FILE
 
 __all__ = ["train", "TrainConfig", "ConfigError", "NonFiniteLossError", "RunFolderError", "load", "save_model",
            "latest_checkpoint", "CHECKPOINT_DIR", "METRICS_FILE", "LOCK_FILE"]

@@ -30,28 +30,31 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..config import TrainConfig
+from ..config import TrainConfig, fields_where
+from ..errors import UsageError
 from ..io import DiskFullError, atomic_write_json, plain_mode, read_json_object, space_for
 from ..model import TransferModel
-from ..save import (
+from ..run_folder import (
+    CHECKPOINT_DIR,
+    CHECKPOINT_POINTER,
+    CONFIG_FILE,
     SHA256,
+    WEIGHTS_FILE,
     RunFolderError,
-    _load_tensors,
     check_fields,
     file_digest,
+    load_tensors,
     trainable_state,
 )
 
-CHECKPOINT_DIR = "checkpoint"
 TRAINING_STATE = "training_state.json"
 STATE_FORMAT = 3  # bump when the checkpoint layout changes (older checkpoints are refused, not misread)
 _CHECKPOINT_NAME = re.compile(r"epoch-(\d{4,})")
 _FILE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
-REQUIRED_FILES = ("model.safetensors", "sampler.safetensors", "optimizer.safetensors", TRAINING_STATE, "config.json")
+REQUIRED_FILES = (WEIGHTS_FILE, "sampler.safetensors", "optimizer.safetensors", TRAINING_STATE, CONFIG_FILE)
 # TrainConfig fields that may differ between a run and its --resume: they do not change the trained weights.
 # (``cache`` may switch between memory / disk / auto, not to or from "off": that changes float rounding.)
-RESUME_MAY_DIFFER = ("out", "resume", "overwrite", "progress", "num_workers", "tensorboard", "report_to",
-                     "eval_every", "cache_dir", "data_dir")
+RESUME_MAY_DIFFER = fields_where("resume_may_differ")  # declared by each TrainConfig field
 
 
 def _rng_file(process_index: int) -> str:
@@ -147,7 +150,7 @@ def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 
 def _set_rng_state(file: Path) -> None:
-    tensors = _load_tensors(file)
+    tensors = load_tensors(file)
     try:
         with safe_open(str(file), framework="pt") as f:
             meta = f.metadata() or {}
@@ -155,10 +158,10 @@ def _set_rng_state(file: Path) -> None:
         version, gauss_next = json.loads(meta["python"])
         torch_state = tensors["torch"]
         if torch_state.dtype != torch.uint8 or torch_state.shape != torch.get_rng_state().shape:
-            raise ValueError(f"torch state of shape {list(torch_state.shape)} {torch_state.dtype}")
+            raise UsageError(f"torch state of shape {list(torch_state.shape)} {torch_state.dtype}")
         numpy_keys = tensors["numpy"].numpy()
         if numpy_keys.shape != (624,) or numpy_keys.min() < 0 or numpy_keys.max() >= 2**32:
-            raise ValueError("numpy keys must be 624 integers in [0, 2**32)")
+            raise UsageError("numpy keys must be 624 integers in [0, 2**32)")
         np_state = (kind, numpy_keys.astype(np.uint32), int(pos), int(has_gauss), float(gauss))
         py_state = (int(version), tuple(int(v) for v in tensors["python"].tolist()),
                     None if gauss_next is None else float(gauss_next))
@@ -186,13 +189,13 @@ def restore_training_state(accelerator, path: Path, state: dict, optimizer, sche
     step counter, the sampler's generator, this process's RNG), each checked against the object it goes into.
     Called by every process."""
     file = path / TRAINING_STATE
-    sampler = _load_tensors(path / "sampler.safetensors")
+    sampler = load_tensors(path / "sampler.safetensors")
     now = sampler_gen.get_state()
     if set(sampler) != {"sampler"} or sampler["sampler"].dtype != now.dtype or sampler["sampler"].shape != now.shape:
         raise RunFolderError(f"{path / 'sampler.safetensors'} must hold one tensor \"sampler\" ({now.dtype}, shape "
                              f"{list(now.shape)}): a torch.Generator state; got {sorted(sampler)}")
     if optimizer is not None:
-        _load_optimizer(optimizer, state["optimizer"], _load_tensors(path / "optimizer.safetensors"), file,
+        _load_optimizer(optimizer, state["optimizer"], load_tensors(path / "optimizer.safetensors"), file,
                         path / "optimizer.safetensors")
     if scheduler is not None:
         sched = state.get("scheduler")
@@ -249,14 +252,14 @@ def save_checkpoint(accelerator, out: Path, model: TransferModel, epoch: int, sa
         if main:
             with space_for(tmp, needed):
                 _save_tensors(tensors, tmp / "optimizer.safetensors")
-                _save_tensors(weights, tmp / "model.safetensors")
+                _save_tensors(weights, tmp / WEIGHTS_FILE)
                 _save_tensors({"sampler": sampler_gen.get_state()}, tmp / "sampler.safetensors")
             atomic_write_json(tmp / TRAINING_STATE, {"format": STATE_FORMAT, "epoch": epoch, **state, **objects})
-            atomic_write_json(tmp / "config.json", model.config())
+            atomic_write_json(tmp / CONFIG_FILE, model.config())
             files = {p.name: file_digest(p) for p in sorted(tmp.iterdir()) if p.is_file()}
             shutil.rmtree(target, ignore_errors=True)
             tmp.rename(target)
-            atomic_write_json(root / "latest.json", {"format": STATE_FORMAT, "epoch": epoch, "path": target.name,
+            atomic_write_json(root / CHECKPOINT_POINTER, {"format": STATE_FORMAT, "epoch": epoch, "path": target.name,
                                                      "files": files})
             for old in root.glob("epoch-*"):
                 if old != target:
@@ -278,7 +281,7 @@ def latest_checkpoint(out: str | Path) -> Path | None:
     None when there is no pointer. A pointer that is not JSON, lacks a field, points outside ``checkpoint/``,
     or names a missing, incomplete or edited checkpoint is a :class:`RunFolderError` (nothing is deleted)."""
     root = Path(out) / CHECKPOINT_DIR
-    pointer = root / "latest.json"
+    pointer = root / CHECKPOINT_POINTER
     if not pointer.is_file():
         return None
     info = read_json_object(pointer, RunFolderError)
@@ -351,7 +354,7 @@ def read_training_state(path: Path) -> dict:
     return state
 
 
-def _resume_view(config: dict) -> dict:
+def resume_view(config: dict) -> dict:
     """The config fields that decide the trained weights (see RESUME_MAY_DIFFER)."""
     view = {k: v for k, v in config.items() if k not in RESUME_MAY_DIFFER}
     if "cache" in view:
@@ -364,11 +367,11 @@ def check_resume(path: Path, cfg: TrainConfig, num_processes: int) -> dict:
     ValueError naming every field that differs, with the checkpoint's value and the new one."""
     state = read_training_state(path)
     old = {**state["config"], "num_processes": state.get("num_processes")}
-    new = {**_resume_view(dataclasses.asdict(cfg)), "num_processes": num_processes}
+    new = {**resume_view(dataclasses.asdict(cfg)), "num_processes": num_processes}
     diffs = [f"{k}: {old.get(k)!r} in the checkpoint, {new.get(k)!r} now" for k in sorted(set(old) | set(new))
              if json.dumps(old.get(k), sort_keys=True) != json.dumps(new.get(k), sort_keys=True)]
     if diffs:
-        raise ValueError(f"--resume: {path} was trained with a different configuration, so continuing would "
+        raise UsageError(f"--resume: {path} was trained with a different configuration, so continuing would "
                          "not give the run it started; differing: " + "; ".join(diffs)
                          + f". Use the original values, or train into a new --out. (May differ: "
                          f"{', '.join(RESUME_MAY_DIFFER)}.)")

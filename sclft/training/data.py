@@ -13,8 +13,8 @@ from ..data import DatasetSplits, TransformedDataset, build_transforms
 from ..model import TransferModel
 
 
-def _loader(dataset: Dataset, batch_size: int, *, shuffle_gen: torch.Generator | None, num_workers: int,
-            pin: bool) -> DataLoader:
+def make_loader(dataset: Dataset, batch_size: int, *, shuffle_gen: torch.Generator | None, num_workers: int,
+                pin: bool) -> DataLoader:
     sampler = RandomSampler(dataset, generator=shuffle_gen) if shuffle_gen is not None else None
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=num_workers,
                       pin_memory=pin, drop_last=False)

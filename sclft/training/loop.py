@@ -21,32 +21,37 @@ from accelerate.utils import set_seed
 from ..card import write_model_card
 from ..config import TrainConfig
 from ..data import load_dataset
-from ..io import atomic_write_json, check_out_dir
+from ..errors import RunFailedError, UsageError
+from ..eval import evaluate
+from ..io import check_out_dir
 from ..model import TransferModel
 from ..optim import WarmupCosine, build_optimizer
 from ..progress import progress_bar
-from ..save import (
-    MANIFEST,
+from ..run_folder import (
+    CHECKPOINT_DIR,
+    CHECKPOINT_POINTER,
+    STAGING,
+    RunFolderError,
     build_backbone,
     file_digest,
     frozen_digest,
     load_model_state,
-    save_model,
+    replace_run,
+    run_files,
+    run_lock,
     trainable_state,
-    write_manifest,
+    write_run,
 )
 from ..selection import select_layer
 from ..strategies import collect_strategy_options, strategy_config
 from ..strategies.base import Strategy
-from .checkpoint import _resume_view, restore_training_state, save_checkpoint
-from .data import _loader, prepare_datasets
-from .evaluate import evaluate
-from .run_folder import METRICS_FILE, _prepare_out, replace_run, run_files, run_lock
+from .checkpoint import check_resume, latest_checkpoint, restore_training_state, resume_view, save_checkpoint
+from .data import make_loader, prepare_datasets
 
 log = logging.getLogger("sclft.train")
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(RunFailedError, RuntimeError):
     """The loss (or a trained parameter) became NaN/inf; the last good checkpoint of this run is kept."""
 
 
@@ -72,7 +77,9 @@ def _cpu_processes() -> bool:
 def _init_from_first_batch(model: TransferModel, loader, sampler_gen: torch.Generator, cached: bool,
                            cfg: TrainConfig, accelerator) -> None:
     """``Strategy.init_from_data`` with the loss of the first training batch; the batch order and the global
-    RNG are left as they were, so the epochs see the batches a run without the hook sees."""
+    RNG are left as they were, so the epochs see the batches a run without the hook sees. As the Deep LoRA
+    reference takes that gradient (``create_compressed_lora_train_state``: its loss with ``train=False``): in
+    eval mode (no dropout / batch-norm updates), in float32 (no autocast) and without label smoothing."""
     if type(model.strategy).init_from_data is Strategy.init_from_data:
         return
     state = sampler_gen.get_state()
@@ -82,12 +89,40 @@ def _init_from_first_batch(model: TransferModel, loader, sampler_gen: torch.Gene
     x, y = x.to(accelerator.device), y.to(accelerator.device)
 
     def first_loss() -> torch.Tensor:
-        model.train()  # the mode of the first update (TransferModel keeps a frozen backbone in eval mode)
-        with accelerator.autocast():
-            logits = model(x, from_frozen=cached)
-        return F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+        logits = model(x, from_frozen=cached)
+        return F.cross_entropy(logits.float(), y)
 
-    model.strategy.init_from_data(first_loss)
+    mode = model.training
+    model.eval()
+    try:
+        model.strategy.init_from_data(first_loss)
+    finally:
+        model.train(mode)
+
+
+def _prepare_out(out: Path, cfg: TrainConfig, accelerator) -> tuple[tuple[Path, dict] | None, Path]:
+    """Check ``out`` against ``resume``/``overwrite``; returns the checkpoint to resume (and its state) and the
+    folder to write the run into: ``out``, or for ``--overwrite`` of an existing run a staging folder inside it
+    (the old run stays intact until :func:`~sclft.run_folder.replace_run` swaps the finished new one in)."""
+    if cfg.resume and cfg.overwrite:
+        raise UsageError("--resume and --overwrite contradict each other: choose one")
+    if cfg.resume:
+        path = latest_checkpoint(out)
+        if path is None:
+            raise RunFolderError(f"--resume: there is no checkpoint to resume in {out / CHECKPOINT_DIR} (no "
+                                 f"{CHECKPOINT_POINTER}); run without --resume to start the run")
+        return (path, check_resume(path, cfg, accelerator.num_processes)), out
+    found = run_files(out)
+    if found and not cfg.overwrite:
+        raise RunFolderError(f"{out} already holds a run ({', '.join(found)}); pass --overwrite to replace it, "
+                             "--resume to continue it, or choose another --out")
+    if not found:
+        return None, out
+    staging = out / STAGING
+    if accelerator.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)  # left by an overwrite that did not finish
+        staging.mkdir()
+    return None, staging
 
 
 def train(cfg: TrainConfig | None = None, **overrides: Any) -> dict[str, Any]:
@@ -157,8 +192,9 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
 
     sampler_gen = torch.Generator().manual_seed(cfg.seed)
     pin = accelerator.device.type == "cuda"
-    train_loader = _loader(data.train, cfg.batch_size, shuffle_gen=sampler_gen, num_workers=cfg.num_workers, pin=pin)
-    eval_loaders = {k: _loader(v, max(cfg.batch_size, 64), shuffle_gen=None, num_workers=cfg.num_workers, pin=pin)
+    train_loader = make_loader(data.train, cfg.batch_size, shuffle_gen=sampler_gen, num_workers=cfg.num_workers,
+                               pin=pin)
+    eval_loaders = {k: make_loader(v, max(cfg.batch_size, 64), shuffle_gen=None, num_workers=cfg.num_workers, pin=pin)
                     for k, v in data.evals.items()}
     optimizer = build_optimizer(model, cfg)
     if optimizer and resume_from is None:  # before prepare: every process computes the same init
@@ -175,7 +211,6 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
     eval_loaders = {k: accelerator.prepare(v) for k, v in eval_loaders.items()}
 
     start_epoch, history = 0, []
-    final: dict[str, dict[str, float]] = {}  # split -> final evaluation
     last_good = None  # the newest checkpoint of this run (resumed or written here)
     if resume_from is not None:
         load_model_state(accelerator.unwrap_model(model), resume_from, f"the model this run builds ({cfg.backbone}, "
@@ -187,12 +222,44 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
         accelerator.init_trackers("sclft", config={k: v for k, v in dataclasses.asdict(cfg).items()
                                                    if isinstance(v, (int, float, str, bool))},
                                   init_kwargs={"wandb": {"dir": str(out)}})
+    run = _Run(cfg, out, accelerator, splits, data, model, train_loader, eval_loaders, optimizer, scheduler,
+               sampler_gen, layer, selection, start_time)
+    final = _epochs(run, start_epoch, epochs, history, last_good)
+    return _final_metrics(run, epochs, history, final, summary, build, backbone)
 
+
+@dataclasses.dataclass
+class _Run:
+    """What the epochs and the final metrics of one run share."""
+
+    cfg: TrainConfig
+    out: Path
+    accelerator: Accelerator
+    splits: Any
+    data: Any
+    model: Any
+    train_loader: Any
+    eval_loaders: dict[str, Any]
+    optimizer: Any
+    scheduler: Any
+    sampler_gen: torch.Generator
+    layer: str | None
+    selection: dict[str, Any] | None
+    start_time: float
+
+
+def _epochs(run: _Run, start_epoch: int, epochs: int, history: list[dict[str, Any]],
+            last_good: Path | None) -> dict[str, dict[str, float]]:
+    """Train epochs ``start_epoch + 1 .. epochs`` (each evaluated when due, then checkpointed); appends to
+    ``history`` and returns the last epoch's evaluations by split."""
+    cfg, out, accelerator, splits, data, model = run.cfg, run.out, run.accelerator, run.splits, run.data, run.model
+    optimizer, scheduler, eval_loaders, say = run.optimizer, run.scheduler, run.eval_loaders, accelerator.print
+    final: dict[str, dict[str, float]] = {}  # split -> final evaluation
     reference = None  # the loss divergence is judged against (see DIVERGENCE_FACTOR)
     for epoch in range(start_epoch, epochs):
         model.train()
         seen, loss_sum, tic = 0, 0.0, time.time()
-        bar = progress_bar(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        bar = progress_bar(run.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                            progress=cfg.progress and accelerator.is_local_main_process)
         for x, y in bar:
             if optimizer is None:
@@ -239,11 +306,18 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
             raise NonFiniteLossError(
                 f"trained parameters became non-finite in epoch {epoch + 1} ({', '.join(broken[:3])}); stopping. "
                 f"Try a lower --lr or --precision no. Last good checkpoint: {last_good or 'none yet'}")
-        last_good = save_checkpoint(accelerator, out, accelerator.unwrap_model(model), epoch + 1, sampler_gen, {
-            "history": history, "seconds": time.time() - start_time, "layer": layer,
-            "layer_selection": selection, "num_processes": accelerator.num_processes,
-            "config": _resume_view(dataclasses.asdict(cfg))}, optimizer, scheduler)
+        last_good = save_checkpoint(accelerator, out, accelerator.unwrap_model(model), epoch + 1, run.sampler_gen, {
+            "history": history, "seconds": time.time() - run.start_time, "layer": run.layer,
+            "layer_selection": run.selection, "num_processes": accelerator.num_processes,
+            "config": resume_view(dataclasses.asdict(cfg))}, optimizer, scheduler)
+    return final
 
+
+def _final_metrics(run: _Run, epochs: int, history: list[dict[str, Any]], final: dict[str, dict[str, float]],
+                   summary: dict[str, Any], build: dict[str, Any], backbone) -> dict[str, Any]:
+    """Evaluate what the last epoch did not, then write the finished run's files (the manifest last)."""
+    cfg, out, accelerator, splits, data, model = run.cfg, run.out, run.accelerator, run.splits, run.data, run.model
+    eval_loaders, selection, say = run.eval_loaders, run.selection, accelerator.print
     for split in eval_loaders:
         if split not in final:
             final[split] = evaluate(model, eval_loaders[split], data.cached, accelerator, splits.num_classes,
@@ -266,7 +340,7 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
         "total_params": summary["total"],
         "trainable_percent": summary["percent"],
         "epochs": epochs,
-        "seconds": time.time() - start_time,
+        "seconds": time.time() - run.start_time,
         "seed": cfg.seed,
         "train_per_class": cfg.train_per_class,
         "image_size": cfg.image_size or backbone.data_config["input_size"][-1],
@@ -279,12 +353,8 @@ def _train(cfg: TrainConfig, out: Path, accelerator, resume: tuple[Path, dict] |
         metrics["val_accuracy"] = final["val"]["accuracy"]
     if selection is not None:
         metrics["layer_selection"] = selection
-    if accelerator.is_main_process:
-        save_model(unwrapped, out, build)
-        atomic_write_json(out / "train_config.json", dataclasses.asdict(cfg))
-        atomic_write_json(out / METRICS_FILE, metrics)
-        write_model_card(out, unwrapped)  # README.md: the Hugging Face model card, from the files just written
-        write_manifest(out, [n for n in run_files(out) if "/" not in n and n != MANIFEST])  # last: the run is done
+    if accelerator.is_main_process:  # the card is written from the files just written; the manifest last
+        write_run(out, unwrapped, build, dataclasses.asdict(cfg), metrics, card=write_model_card)
     accelerator.end_training()
     if splits.skipped:
         say(f"note: {len(splits.skipped)} unreadable image(s) were skipped (see the log for their paths)")

@@ -16,13 +16,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...errors import UsageError
 from ...progress import progress_bar
 
 LAUNCHERS = ("local", "ray", "slurm")
 EXTRAS = {"ray": "ray", "submitit": "slurm"}  # import name -> the sclft extra that installs it
 
 
-class MissingEngineError(ValueError):
+class MissingEngineError(UsageError):
     """The launcher's engine is not installed (a usage error: exit 2, with the install command)."""
 
 
@@ -45,7 +46,7 @@ class Deadline:
 
     def __post_init__(self):
         if self.seconds is not None and not self.seconds > 0:
-            raise ValueError(f"--deadline must be a positive number of seconds, got {self.seconds}")
+            raise UsageError(f"--deadline must be a positive number of seconds, got {self.seconds}")
 
     def left(self) -> float | None:
         return None if self.seconds is None else self.seconds - (time.monotonic() - self.start)

@@ -6,7 +6,6 @@ so the engine can retry it; the traceback of the last attempt is left in the run
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ...io import read_json
 from ..layout import FAILURE_FILE, selection_file
 from ..layout import is_finished as _is_finished
 from ..layout import run_dir as _run_dir
@@ -52,7 +52,7 @@ def probe(run: Run, out: Path) -> str:
 
 def apply_rule(suite: Suite, runs: list[Run], out: Path, key: str, seed: int, rule: str) -> dict[str, Any]:
     """One selection rule on one sweep cell and seed → ``out/selection/…json`` (:func:`~..runner.execute_rule`)."""
-    result = json.loads(execute_rule(suite, RuleTask(key, seed, rule), out, say=lambda _: None, runs=runs).read_text())
+    result = read_json(execute_rule(suite, RuleTask(key, seed, rule), out, say=lambda _: None, runs=runs))
     return {"layer": result["layer"], "seconds": result["seconds"]}
 
 

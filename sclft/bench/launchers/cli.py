@@ -7,8 +7,25 @@ import shlex
 import sys
 from pathlib import Path
 
+from ...errors import EXIT_FAILED, Interrupted, UsageError
 from ..suite import Suite
 from . import LAUNCHERS
+
+# flag (argparse dest) -> the launchers that use it: given with another launcher, it is an error, not ignored
+LAUNCHER_FLAGS = {"deadline": ("ray", "slurm"), "address": ("ray",), "gpus_per_run": ("ray",),
+                  "cpus_per_run": ("ray",), "retries": ("ray",), "shards": ("slurm",), "slurm_partition": ("slurm",),
+                  "gpus_per_job": ("slurm",), "array_parallelism": ("slurm",), "timeout_min": ("slurm",),
+                  "no_wait": ("slurm",), "slurm_cluster": ("slurm",)}
+
+
+def check_launcher_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """A launcher flag given with a launcher that does not use it (``--address`` without ``--launcher ray``,
+    ``--gpus-per-run`` with the in-process runner) is bad input, not silently unused."""
+    for dest, owners in LAUNCHER_FLAGS.items():
+        if args.launcher not in owners and getattr(args, dest) != parser.get_default(dest):
+            flag = "--" + dest.replace("_", "-")
+            raise UsageError(f"{flag} is an option of --launcher {' and '.join(owners)}; --launcher {args.launcher} "
+                             f"does not use it (drop it, or add --launcher {owners[0]})")
 
 
 def add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,9 +58,10 @@ def add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def launch(args: argparse.Namespace, suite: Suite, out: Path) -> int:
-    """Run the suite with ``--launcher ray|slurm``; the exit code (1: failed or unfinished runs, 130: Ctrl-C)."""
+    """Run the suite with ``--launcher ray|slurm``; the exit code (1: failed or unfinished runs; Ctrl-C raises
+    :class:`~sclft.errors.Interrupted`)."""
     if args.shard:
-        raise ValueError(f"--shard is one job of an array; --launcher {args.launcher} runs the whole suite "
+        raise UsageError(f"--shard is one job of an array; --launcher {args.launcher} runs the whole suite "
                          "(--launcher slurm makes the array itself: --shards N)")
     try:
         if args.launcher == "ray":
@@ -66,18 +84,17 @@ def launch(args: argparse.Namespace, suite: Suite, out: Path) -> int:
                       f"them with:\n  {session['merge_command']}")
                 return 0
     except KeyboardInterrupt:
-        print(f"sclft bench: interrupted; the unfinished tasks were cancelled and every finished run in {out} is "
-              "kept: rerun the same command to resume", file=sys.stderr)
-        return 130
+        raise Interrupted(f"interrupted; the unfinished tasks were cancelled and every finished run in {out} is "
+                          "kept: rerun the same command to resume") from None
     print(f"{session['runs']} runs ({session['skipped']} already done, {session['trained']} trained) in "
           f"{session['seconds']:.0f} s; reports in {out}")
     code = 0
     if session.get("stopped") == "deadline":
         print(f"sclft bench: deadline of {args.deadline:g} s reached: {len(session['unfinished'])} unfinished task(s) "
               "stopped; the reports hold the finished runs; rerun the same command to resume", file=sys.stderr)
-        code = 1
+        code = EXIT_FAILED
     if session["failed"]:
         print(f"sclft bench: {len(session['failed'])} task(s) failed (see error.log in each; rerun the same command "
               f"to retry them): {', '.join(session['failed'])}", file=sys.stderr)
-        code = 1
+        code = EXIT_FAILED
     return code

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ...errors import UsageError
 from ..suite import Suite
 from . import Deadline, Progress, require, summary
 from ._tasks import Task, check_inputs, execute, failure_file, finish, plan, record_failure
@@ -80,7 +81,7 @@ def run_ray(suite: Suite, out: str | Path, *, address: str | None = None, gpus_p
     tasks and re-raises; finished runs stay, and the same call resumes."""
     limit = Deadline(deadline)
     if cpus_per_run <= 0 or (gpus_per_run is not None and gpus_per_run < 0) or retries < 0:
-        raise ValueError(f"--cpus-per-run must be > 0, --gpus-per-run >= 0 and --retries >= 0; got {cpus_per_run}, "
+        raise UsageError(f"--cpus-per-run must be > 0, --gpus-per-run >= 0 and --retries >= 0; got {cpus_per_run}, "
                          f"{gpus_per_run}, {retries}")
     ray = require("ray")
     from ray.util.queue import Queue  # optional dependency (sclft[ray])

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ...errors import UnavailableError, UsageError
 from ..runner import run_suite
 from ..suite import Suite
 from . import Deadline, require, summary
@@ -38,11 +39,11 @@ def run_slurm(suite: Suite, out: str | Path, *, shards: int = 4, partition: str 
     merged reports in ``out``. Returns the session summary (``jobs``, ``job_ids``, ``merge_command`` with no wait)."""
     limit = Deadline(deadline)
     if shards < 1 or gpus_per_job < 0 or timeout_min < 1 or (array_parallelism is not None and array_parallelism < 1):
-        raise ValueError(f"--shards, --timeout-min and --array-parallelism must be >= 1 and --gpus-per-job >= 0; "
+        raise UsageError(f"--shards, --timeout-min and --array-parallelism must be >= 1 and --gpus-per-job >= 0; "
                          f"got {shards}, {timeout_min}, {array_parallelism}, {gpus_per_job}")
     if cluster == "slurm" and shutil.which("sbatch") is None:
-        raise OSError("--launcher slurm: sbatch is not on PATH (no Slurm here); submit from a Slurm login node, or "
-                      "--slurm-cluster local to run the array on this machine")
+        raise UnavailableError("--launcher slurm: sbatch is not on PATH (no Slurm here); submit from a Slurm login "
+                               "node, or --slurm-cluster local to run the array on this machine")
     submitit = require("submitit")
     out = Path(out).absolute()
     suite = suite.with_defaults(cache_dir=suite.defaults.get("cache_dir") or str(out / "cache"))

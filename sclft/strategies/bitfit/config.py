@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ...errors import UsageError
 from .._registry import register_strategy
 from ..config import StrategyConfig
 
@@ -25,5 +26,5 @@ class BitFitConfig(StrategyConfig):
     def validate(self) -> BitFitConfig:
         super().validate()
         if not isinstance(self.norm, bool):
-            raise ValueError(f"bitfit: norm must be true or false, got {self.norm!r}")
+            raise UsageError(f"bitfit: norm must be true or false, got {self.norm!r}")
         return self

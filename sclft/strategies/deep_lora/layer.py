@@ -19,6 +19,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ...dln.network import end_to_end, init_weight
+from ...errors import UsageError
 
 SUPPORTED = (nn.Linear, nn.Conv2d)
 D64 = torch.float64
@@ -73,7 +74,7 @@ class DeepLoRALayer(nn.Module):
                  generator: torch.Generator | None = None, factors: list[torch.Tensor] | None = None):
         super().__init__()
         if not isinstance(base, SUPPORTED) or getattr(base, "groups", 1) != 1:
-            raise ValueError(f"deep_lora wraps nn.Linear and ungrouped nn.Conv2d layers, not {base!r}")
+            raise UsageError(f"deep_lora wraps nn.Linear and ungrouped nn.Conv2d layers, not {base!r}")
         self.base_layer = base
         self.eps, self.compressed = float(eps), bool(compressed)
         out, fan_in = base.weight.shape[0], base.weight[0].numel()
@@ -134,7 +135,7 @@ class DeepLoRALayer(nn.Module):
     def compress(cls, full: DeepLoRALayer, grad: torch.Tensor, rank: int) -> DeepLoRALayer:
         """The compressed layer (width ``rank``) of an uncompressed one, from ``grad`` = ∂ℓ/∂ΔW at its init."""
         if full.compressed:
-            raise ValueError("compress() takes an uncompressed layer (compressed=False)")
+            raise UsageError("compress() takes an uncompressed layer (compressed=False)")
         frame = end_to_end([f.detach().to(D64) for f in full.factors]) / full.eps**3
         k = min(rank, *frame.shape)
         v, u = spectral_factors(frame, grad, k)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ...errors import UsageError
 from .._adapters import AdapterStrategy, replace_module
 from .config import DEFAULT_TARGETS, DeepLoRAConfig
 from .layer import SUPPORTED, DeepLoRALayer
@@ -25,10 +26,10 @@ class DeepLoRA(AdapterStrategy):
         for path in self.targets:
             parent_path = path.rpartition(".")[0]
             if parent_path and isinstance(backbone.model.get_submodule(parent_path), nn.MultiheadAttention):
-                raise ValueError(f"deep_lora: {path} is inside nn.MultiheadAttention, which does not call its "
+                raise UsageError(f"deep_lora: {path} is inside nn.MultiheadAttention, which does not call its "
                                  "forward; target the MLP layers instead")
         if not self.targets:
-            raise ValueError("deep_lora: no ungrouped Linear/Conv2d layer among the targets")
+            raise UsageError("deep_lora: no ungrouped Linear/Conv2d layer among the targets")
         self.layers: list[DeepLoRALayer] = []
 
     def attach(self, backbone):
@@ -68,3 +69,11 @@ class DeepLoRA(AdapterStrategy):
 
     def lr_scales(self):
         return {id(p): self.config.gamma for layer in self.layers for p in layer.outer}
+
+    def optimizer_options(self):
+        return {"eps": self.config.adam_eps}
+
+    def build_head(self, backbone, num_classes, class_names):
+        head = super().build_head(backbone, num_classes, class_names)
+        head.requires_grad_(self.config.train_head)  # false: the reference's frozen head
+        return head

@@ -19,6 +19,7 @@ from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ...errors import UsageError
 from ...io import atomic_path
 from .._adapters import AdapterStrategy, replace_module
 from .config import DEFAULT_TARGETS, LoRAConfig
@@ -95,7 +96,7 @@ def save_adapter(model, directory: str | Path, head: nn.Module | None = None, ba
     head = head if head is not None else getattr(model, "head", None)
     config = getattr(backbone.model, "peft_config", {}).get(ADAPTER_NAME)
     if config is None:
-        raise ValueError("save_adapter needs a model built with strategy='lora' (no peft adapter found)")
+        raise UsageError("save_adapter needs a model built with strategy='lora' (no peft adapter found)")
     config = copy.deepcopy(config)  # the model's own config stays as injected
     state = adapter_state_dict(backbone)
     classifier = classifier_name(backbone) if head is not None else None
@@ -125,4 +126,4 @@ def load_adapter(model, directory: str | Path) -> None:
     result = set_peft_model_state_dict(backbone.model, state, adapter_name=ADAPTER_NAME)
     unexpected = getattr(result, "unexpected_keys", [])
     if unexpected:
-        raise ValueError(f"adapter in {directory} does not fit this model (unexpected keys: {unexpected[:3]} ...)")
+        raise UsageError(f"adapter in {directory} does not fit this model (unexpected keys: {unexpected[:3]} ...)")

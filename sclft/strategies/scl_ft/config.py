@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ...errors import UsageError
 from .._registry import register_strategy
 from ..config import StrategyConfig
 
@@ -36,5 +37,5 @@ class SCLFTConfig(StrategyConfig):
     def validate(self) -> SCLFTConfig:
         super().validate()
         if self.skip_pooling is not None and not isinstance(self.skip_pooling, str):
-            raise ValueError(f"scl_ft: skip_pooling must be a pooling name or None, got {self.skip_pooling!r}")
+            raise UsageError(f"scl_ft: skip_pooling must be a pooling name or None, got {self.skip_pooling!r}")
         return self

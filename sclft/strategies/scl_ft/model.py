@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ...backbones.base import POOLERS
+from ...errors import UsageError
 from ..base import BlockStrategy
 from .config import FUSE_MODES, MATCH_MODES, SCLFTConfig  # noqa: F401  (FUSE_MODES re-exported)
 
@@ -34,7 +35,7 @@ def match_width(v: torch.Tensor, width: int, mode: str = "repeat") -> torch.Tens
         return v.repeat(1, math.ceil(width / c))[:, :width]
     if mode == "zero_pad":
         return F.pad(v, (0, width - c))
-    raise ValueError(f"unknown match mode {mode!r}; valid: {', '.join(MATCH_MODES)}")
+    raise UsageError(f"unknown match mode {mode!r}; valid: {', '.join(MATCH_MODES)}")
 
 
 class SCLFT(BlockStrategy):
@@ -45,10 +46,10 @@ class SCLFT(BlockStrategy):
         super().__init__(backbone, layer, config, **options)
         pooling = self.config.skip_pooling
         if pooling is not None and pooling not in POOLERS[backbone.layout]:
-            raise ValueError(f"unknown skip_pooling {pooling!r} for a {backbone.layout} backbone; "
+            raise UsageError(f"unknown skip_pooling {pooling!r} for a {backbone.layout} backbone; "
                              f"valid: {', '.join(POOLERS[backbone.layout])}")
         if self.config.fuse == "concat" and pooling not in (None, *WIDTH_PRESERVING_POOLERS):
-            raise ValueError(f"skip_pooling {pooling!r} changes the skip's width, which fuse=concat cannot size the "
+            raise UsageError(f"skip_pooling {pooling!r} changes the skip's width, which fuse=concat cannot size the "
                              f"head for; with fuse=concat use {' | '.join(WIDTH_PRESERVING_POOLERS)}, or fuse=add")
         self.fuse, self.match, self.skip_pooling = self.config.fuse, self.config.match, pooling
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from ...errors import UsageError
 from .._registry import register_strategy
 from ..config import StrategyConfig
 
@@ -34,7 +35,7 @@ class ZeroShotConfig(StrategyConfig):
         if self.templates is not None:
             if isinstance(self.templates, str) or not all(isinstance(t, str) and "{}" in t for t in self.templates) \
                     or not self.templates:
-                raise ValueError(f"zero_shot: templates must be a non-empty list of strings with {{}} for the class "
+                raise UsageError(f"zero_shot: templates must be a non-empty list of strings with {{}} for the class "
                                  f"name, e.g. ['a photo of a {{}}.'], got {self.templates!r}")
             self.templates = tuple(self.templates)
         return self

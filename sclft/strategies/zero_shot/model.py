@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...data import prompts
+from ...errors import UsageError
 from ..base import Strategy
 from .config import ZeroShotConfig
 
@@ -35,7 +36,7 @@ class ZeroShot(Strategy):
     def __init__(self, backbone, layer=None, config: ZeroShotConfig | None = None, **options):
         super().__init__(backbone, layer, config, **options)
         if "encode_text" not in backbone.extras:
-            raise ValueError(
+            raise UsageError(
                 f"zero_shot needs a CLIP backbone with its text tower (e.g. clip_vit_b32); {backbone.name!r} has none"
             )
         self.dataset = self.config.prompts
@@ -46,7 +47,7 @@ class ZeroShot(Strategy):
 
     def build_head(self, backbone, num_classes, class_names):
         if not class_names or len(class_names) != num_classes:
-            raise ValueError("zero_shot needs class_names: one name per class")
+            raise UsageError("zero_shot needs class_names: one name per class")
         names = prompts.readable_class_names(self.dataset, class_names)
         with torch.no_grad():
             text = backbone.extras["encode_text"](names, self.templates)  # (D, K)

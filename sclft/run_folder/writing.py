@@ -1,4 +1,5 @@
-"""The ``--out`` folder: one writer at a time (a lock file), and what ``resume`` / ``overwrite`` allow."""
+"""Writing a run folder: one writer at a time (a lock file), the finished run's files written atomically with
+``manifest.json`` last, and ``--overwrite`` swapping a finished new run in for the old one."""
 
 from __future__ import annotations
 
@@ -8,18 +9,33 @@ import logging
 import os
 import shutil
 import socket
+from collections.abc import Callable
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-from ..config import TrainConfig
-from ..save import EXPORTS_KEY, MANIFEST, RunFolderError
-from .checkpoint import CHECKPOINT_DIR, check_resume, latest_checkpoint
+from ..io import atomic_write_json
+from .files import (
+    CARD_FILE,
+    CHECKPOINT_DIR,
+    CHECKPOINT_POINTER,
+    LOCK_FILE,
+    MANIFEST_FILE,
+    METRICS_FILE,
+    RUN_FILES,
+    TRAIN_CONFIG_FILE,
+    RunFolderError,
+    exported_files,
+    is_sclft_card,
+    write_manifest,
+)
+from .weights import save_model
 
 log = logging.getLogger("sclft.train")
 
-METRICS_FILE = "metrics.json"
-LOCK_FILE = ".sclft.lock"
+STAGING = ".sclft-overwrite"  # --overwrite: the new run is written here, beside the old one, and swapped in
+_REPLACED = ".sclft-replaced"  # --overwrite: the old run's files, until the new ones are in place
 
 
 def _lock_holder(file: Path) -> dict | None:
@@ -75,62 +91,51 @@ def run_lock(out: Path):
             os.close(fd)
 
 
-RUN_FILES = (METRICS_FILE, "model.safetensors", "config.json", "train_config.json", MANIFEST)
-
-
-def _exported_files(out: Path) -> list[str]:
-    """The files a finished run's strategy exported beside its model (``config.json`` lists them; plain
-    names only, so a damaged list cannot reach outside ``out``)."""
-    try:
-        names = json.loads((out / "config.json").read_text()).get(EXPORTS_KEY) or []
-    except (OSError, ValueError, AttributeError):
-        return []
-    return [n for n in names if isinstance(n, str) and n and Path(n).name == n and n not in RUN_FILES]
-
-
 def run_files(out: Path) -> list[str]:
     """What in ``out`` belongs to a finished run (with the files its strategy exported, e.g. lora's peft
     adapter) or to another run's checkpoints."""
-    names = [*RUN_FILES, *_exported_files(out), f"{CHECKPOINT_DIR}/latest.json"]
+    names = [*RUN_FILES, *exported_files(out), f"{CHECKPOINT_DIR}/{CHECKPOINT_POINTER}"]
     return [n for n in names if (out / n).exists()]
 
 
-STAGING = ".sclft-overwrite"  # --overwrite: the new run is written here, beside the old one, and swapped in
-
-
-def _prepare_out(out: Path, cfg: TrainConfig, accelerator) -> tuple[tuple[Path, dict] | None, Path]:
-    """Check ``out`` against ``resume``/``overwrite``; returns the checkpoint to resume (and its state) and the
-    folder to write the run into: ``out``, or for ``--overwrite`` of an existing run a staging folder inside it
-    (the old run stays intact until :func:`replace_run` swaps the finished new one in)."""
-    if cfg.resume and cfg.overwrite:
-        raise ValueError("--resume and --overwrite contradict each other: choose one")
-    if cfg.resume:
-        path = latest_checkpoint(out)
-        if path is None:
-            raise RunFolderError(f"--resume: there is no checkpoint to resume in {out / CHECKPOINT_DIR} (no "
-                                 "latest.json); run without --resume to start the run")
-        return (path, check_resume(path, cfg, accelerator.num_processes)), out
-    found = run_files(out)
-    if found and not cfg.overwrite:
-        raise RunFolderError(f"{out} already holds a run ({', '.join(found)}); pass --overwrite to replace it, "
-                             "--resume to continue it, or choose another --out")
-    if not found:
-        return None, out
-    staging = out / STAGING
-    if accelerator.is_main_process:
-        shutil.rmtree(staging, ignore_errors=True)  # left by an overwrite that did not finish
-        staging.mkdir()
-    return None, staging
+def write_run(out: Path, model, build: dict[str, Any], train_config: dict[str, Any], metrics: dict[str, Any],
+              card: Callable[[Path, Any], Path | None] | None = None) -> Path:
+    """The files of a finished run, each written atomically: ``model.safetensors`` and ``config.json``
+    (:func:`~sclft.run_folder.weights.save_model`), ``train_config.json``, ``metrics.json``, the model card
+    (``card(out, model)``, e.g. :func:`sclft.card.write_model_card`) and last ``manifest.json``, the sha256 of
+    every run file: a folder with a manifest holds a complete run (a manifest of an earlier run of ``out``, e.g.
+    one continued by ``--resume``, goes first: it no longer describes the files)."""
+    (out / MANIFEST_FILE).unlink(missing_ok=True)
+    save_model(model, out, build)
+    atomic_write_json(out / TRAIN_CONFIG_FILE, train_config)
+    atomic_write_json(out / METRICS_FILE, metrics)
+    if card is not None:
+        card(out, model)
+    return write_manifest(out, [n for n in run_files(out) if "/" not in n and n != MANIFEST_FILE])
 
 
 def replace_run(out: Path, staging: Path) -> None:
-    """Swap the finished run in ``staging`` in for the run in ``out`` (its files and checkpoints)."""
-    old = out / ".sclft-replaced"
-    shutil.rmtree(old, ignore_errors=True)
-    old.mkdir()
+    """Swap the finished run in ``staging`` in for the run in ``out`` (its files and checkpoints). Only files
+    sclft wrote are replaced: a ``README.md`` of the user's own stays (the new run's card is dropped), and a
+    new run file whose name a file of the user's already holds in ``out`` is refused before anything moves."""
     previous = list(dict.fromkeys(n.split("/")[0] for n in run_files(out)))
     if (out / CHECKPOINT_DIR).exists() and CHECKPOINT_DIR not in previous:
         previous.append(CHECKPOINT_DIR)
+    card = out / CARD_FILE
+    if (staging / CARD_FILE).exists() and card.exists():
+        if is_sclft_card(card):
+            previous.append(CARD_FILE)
+        else:
+            (staging / CARD_FILE).unlink()
+            log.warning("%s exists and is not a sclft model card: left as it is (no model card written)", card)
+    foreign = sorted(p.name for p in staging.iterdir() if (out / p.name).exists() and p.name not in previous)
+    if foreign:
+        raise RunFolderError(f"--overwrite: the new run writes {', '.join(foreign)}, and {out} holds file(s) of "
+                             "those names that are not files of the previous run (yours?): nothing was replaced. "
+                             "Move them, or choose another --out")
+    old = out / _REPLACED
+    shutil.rmtree(old, ignore_errors=True)
+    old.mkdir()
     for name in previous:
         os.replace(out / name, old / name)
     for p in sorted(staging.iterdir()):
