@@ -694,6 +694,18 @@ def test_a_backbone_weights_file_outside_the_run_is_read_only_when_passed(tmp_pa
     assert code == 0 and json.loads(out)["num_samples"] > 0
 
 
+def test_a_safetensors_export_folder_is_replaced_with_overwrite_and_is_not_a_run(tmp_path, real_run, capsys):
+    """An export folder (config.json + model.safetensors + preprocessor_config.json) is the user's output, not a run
+    folder: exporting again needs --overwrite, then works."""
+    out = tmp_path / "export"
+    argv = ["export", "--checkpoint", str(real_run), "--format", "safetensors", "--out", str(out)]
+    assert run_cli(argv, capsys, False)[0] == 0 and (out / "preprocessor_config.json").is_file()
+    before = snapshot(out)
+    code, _, err = run_cli(argv, capsys, False)
+    assert code == 2 and "not empty" in err and snapshot(out) == before
+    assert run_cli([*argv, "--overwrite"], capsys, False)[0] == 0
+
+
 def _report(tmp: Path, capsys, *flags: str) -> tuple[int, str]:
     code, _, err = run_cli([a.replace("{tmp}", str(tmp)) for a in [*REPORT, *flags]], capsys, False)
     assert "Traceback" not in err

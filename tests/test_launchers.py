@@ -222,7 +222,9 @@ def test_ctrl_c_cancels_the_outstanding_tasks_and_says_how_to_resume(tiny, ray_c
     monkeypatch.setattr(ray_cluster, "cancel", record)
     out = tmp_path / "ray"
     assert cli.main(["bench", "--suite", str(path), "--out", str(out), "--launcher", "ray"]) == 130
-    assert len(cancelled) == 6  # four runs, two probes
+    assert len(cancelled) == 4  # four runs; the two probes wait for theirs and fail with them (not cancelled too:
+    # cancelling a task and one waiting for it at once can abort the driver in Ray, issue 35)
+    assert not list(out.glob("experiments/*/metrics.json")) and not list(out.glob("experiments/*/nc1_layers.csv"))
     assert "interrupted; the unfinished tasks were cancelled" in capsys.readouterr().err
 
 

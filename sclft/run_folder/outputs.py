@@ -9,20 +9,25 @@ from pathlib import Path
 from ..io import OutputPathError, check_out_dir, special_kind
 from .files import CHECKPOINT_DIR, CHECKPOINT_POINTER, CONFIG_FILE, LOCK_FILE, MANIFEST_FILE, METRICS_FILE, WEIGHTS_FILE
 
-# what makes a folder a sclft run folder (``sclft train --out``: a lock, checkpoints, or config.json beside a model /
-# metrics / manifest) or a bench folder (``sclft bench --out``: bench.json beside experiments/)
+# what makes a folder a sclft run folder (``sclft train --out``: a lock, checkpoints, or config.json beside metrics /
+# manifest / a model) or a bench folder (``sclft bench --out``: bench.json beside experiments/); a safetensors export
+# folder (config.json, model.safetensors and preprocessor_config.json: timm's Hub layout) is not a run
 _RUN_MARKERS = (LOCK_FILE, f"{CHECKPOINT_DIR}/{CHECKPOINT_POINTER}")
-_RUN_PAIRS = ((CONFIG_FILE, WEIGHTS_FILE), (CONFIG_FILE, METRICS_FILE), (CONFIG_FILE, MANIFEST_FILE),
-              ("bench.json", "experiments"))
+_RUN_PAIRS = ((CONFIG_FILE, METRICS_FILE), (CONFIG_FILE, MANIFEST_FILE), ("bench.json", "experiments"))
+_EXPORT_MARKER = "preprocessor_config.json"
+
+
+def _is_sclft_folder(folder: Path) -> bool:
+    if any((folder / m).exists() for m in _RUN_MARKERS) or \
+            any(all((folder / n).exists() for n in pair) for pair in _RUN_PAIRS):
+        return True
+    return all((folder / n).exists() for n in (CONFIG_FILE, WEIGHTS_FILE)) and \
+        not (folder / _EXPORT_MARKER).exists()  # a run's model files copied on their own (load() takes them)
 
 
 def sclft_folder(path: str | os.PathLike) -> Path | None:
     """The sclft run or bench folder that holds ``path`` (it or its nearest such ancestor), or None."""
-    for folder in [Path(path), *Path(path).parents]:
-        if any((folder / m).exists() for m in _RUN_MARKERS) or \
-                any(all((folder / n).exists() for n in pair) for pair in _RUN_PAIRS):
-            return folder
-    return None
+    return next((folder for folder in [Path(path), *Path(path).parents] if _is_sclft_folder(folder)), None)
 
 
 def _refuse_run_folder(path: str | os.PathLike, folder: Path, flag: str) -> None:

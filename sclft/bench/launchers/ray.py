@@ -154,17 +154,23 @@ def _wait(ray, refs: dict[Any, Task], tracker, out: Path, limit: Deadline, skipp
             if pending and limit.passed():
                 cancelled = [t.id for t in pending.values()]
                 bar.write(f"deadline {limit.seconds:g} s reached: cancelling {len(cancelled)} unfinished task(s)")
-                _cancel(ray, pending)
+                _cancel(ray, pending, refs)
                 break
     except KeyboardInterrupt:
         bar.write(f"interrupted: cancelling {len(pending)} unfinished task(s); finished runs are kept")
-        _cancel(ray, pending)
+        _cancel(ray, pending, refs)
         raise
     finally:
         bar.close()
     return {"results": results, "failed": failed, "cancelled": cancelled}
 
 
-def _cancel(ray, pending: dict[Any, Task]) -> None:
-    for ref in pending:
-        ray.cancel(ref, force=True)
+def _cancel(ray, pending: dict[Any, Task], refs: dict[Any, Task]) -> None:
+    """Cancel the unfinished tasks. A task still waiting for an unfinished one (a probe for its training run) is
+    not cancelled itself: cancelling the run fails it. (Cancelling both at once can abort the driver process, with
+    no Python error, in Ray's reference counting: ``Check failed: submitted_task_ref_count``, seen with Ray 2.60; the
+    race of ray-project/ray#55131, a cancel and an inlined dependency both releasing the task's references.)"""
+    by_id = {task.id: ref for ref, task in refs.items()}
+    for ref, task in pending.items():
+        if not (task.after and by_id.get(task.after) in pending):
+            ray.cancel(ref, force=True)
