@@ -2,7 +2,8 @@
 
 Rule: a string constant equal to a registered strategy name may appear outside ``sclft/strategies/`` only as
 the default value of a function parameter (``strategy: str = "scl_ft"``) or of an annotated class attribute
-(a dataclass field such as ``TrainConfig.strategy``). Everywhere else — comparisons (``==``, ``!=``, ``in``,
+(a dataclass field such as ``TrainConfig.strategy``, also when declared with its metadata: ``_field("scl_ft", ...)``,
+``field(default="scl_ft", ...)``). Everywhere else — comparisons (``==``, ``!=``, ``in``,
 including tuple/list/set literals compared against), dict keys and values, subscripts, call arguments,
 assignments — it is an error: ask the strategy's config instead (``uses_layer``, ``cache_scope``,
 ``display_name``, ``cost``, ``default_block_strategy()``). Docstrings and help texts mention names inside
@@ -23,7 +24,13 @@ def _allowed_constants(tree: ast.AST) -> set[int]:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
             allowed |= {id(d) for d in [*node.args.defaults, *node.args.kw_defaults] if d is not None}
         elif isinstance(node, ast.ClassDef):
-            allowed |= {id(s.value) for s in node.body if isinstance(s, ast.AnnAssign) and s.value is not None}
+            for s in node.body:
+                if not isinstance(s, ast.AnnAssign) or s.value is None:
+                    continue
+                allowed.add(id(s.value))
+                if isinstance(s.value, ast.Call):  # a field declared with its metadata: _field(DEFAULT, help=...)
+                    allowed |= {id(a) for a in s.value.args[:1]}
+                    allowed |= {id(k.value) for k in s.value.keywords if k.arg == "default"}
     return allowed
 
 
@@ -39,8 +46,10 @@ def test_rule_catches_comparisons_keys_and_tuples():
     bad = ('if s == "scl_ft": pass\nx = s in ("layer_ft", "scl_ft")\nd = {"scl_ft": 1}\nf(strategy="scl_ft")\n')
     assert sorted(line for line, _ in find_strategy_names(bad, names)) == [1, 2, 2, 3, 4]
     ok = ('def f(strategy: str = "scl_ft", *, s="layer_ft"): pass\n'
-          'class C:\n    strategy: str = "scl_ft"\n    """uses scl_ft"""\n')
+          'class C:\n    strategy: str = "scl_ft"\n    """uses scl_ft"""\n'
+          'class D:\n    a: str = _field("scl_ft", help="x")\n    b: str = field(default="layer_ft")\n')
     assert find_strategy_names(ok, names) == []
+    assert [line for line, _ in find_strategy_names('class D:\n    a: str = _field("x", "scl_ft")\n', names)] == [2]
 
 
 def test_no_strategy_names_outside_strategies():

@@ -96,8 +96,8 @@ def test_cuda_without_a_gpu_is_refused_by_name_before_any_work(backbone_factory)
 
     assert resolve_device(None) == resolve_device("auto") == torch.device("cpu")
     assert resolve_device("cpu") == torch.device("cpu")
-    with pytest.raises(ValueError, match=r"^--device cuda:1: no CUDA device here \(valid: auto, cpu\)$"):
+    with pytest.raises(ValueError, match=r"^--device cuda:1: no such device here \(valid here: auto, cpu\)$"):
         resolve_device("cuda:1")
     x, y = _digits(20)
-    with pytest.raises(ValueError, match="--device cuda: no CUDA device"):
+    with pytest.raises(ValueError, match="--device cuda: no such device here"):
         sclft.probe(backbone_factory("resnet18"), (x, y), progress=False, device="cuda")
