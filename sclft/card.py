@@ -20,7 +20,7 @@ from huggingface_hub import EvalResult, ModelCardData
 
 from .backbones import backbone_entries
 from .backbones.efficientnet_lite import VARIANTS, package_source
-from .config import TrainConfig, fields_where
+from .config import TrainConfig, fields_where, flag_name
 from .io import atomic_write_text
 from .run_folder import CARD_FILE, METRICS_FILE, WEIGHTS_FILE, is_sclft_card, read_run
 
@@ -74,9 +74,9 @@ def reproduce_command(run: dict[str, Any], out: str) -> str:
     args = ["sclft", "train"]
 
     def flag(name: str, value: Any) -> None:
-        opt = "--" + name.replace("_", "-")
+        opt = flag_name(name)
         if isinstance(value, bool):
-            args.append(opt if value else f"--no-{name.replace('_', '-')}")
+            args.append(opt if value else "--no-" + opt[2:])
         elif isinstance(value, (list, tuple)):
             args.extend([opt, *map(str, value)])
         elif value is not None:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import OPTIM_DEFAULTS, PRECISIONS, TrainConfig, layered_config, unwrap_optional
+from .config import OPTIM_DEFAULTS, PRECISIONS, TrainConfig, flag_name, layered_config, unwrap_optional
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, Interrupted, UsageError, exit_code
 from .io import atomic_write_json, atomic_write_text, check_out_dir
 from .resources import list_yaml
@@ -61,7 +61,7 @@ def add_train_flags(parser: argparse.ArgumentParser, only: Sequence[str] | None 
     for f in dataclasses.fields(TrainConfig):
         if f.name in _NOT_FLAGS or (only is not None and f.name not in only):
             continue
-        flag = "--" + f.name.replace("_", "-")
+        flag = flag_name(f.name)
         kind = _field_type(f)
         default = f.default if f.default is not dataclasses.MISSING else None
         if default is None and f.name in OPTIM_DEFAULTS:
@@ -99,7 +99,7 @@ def add_strategy_option_flags(parser: argparse.ArgumentParser) -> None:
             kwargs.update(nargs="+", type=typing.get_args(kind)[0])
         else:
             kwargs.update(type=kind)  # choices are checked by the config, which names the valid values
-        group.add_argument("--" + name.replace("_", "-"), **kwargs)
+        group.add_argument(flag_name(name), **kwargs)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

@@ -16,12 +16,13 @@ import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .errors import UsageError
 from .picks import DEFAULT_FIXED_PICK, DEFAULT_PROFILE_PICK, FIXED_PICKS, PROFILE_PICKS, list_rules
 from .resources import read_yaml
 from .strategies import collect_strategy_options, get_strategy_config, list_strategies, strategy_config
+from .strategies.config import OptionSet
 
 log = logging.getLogger("sclft.config")
 
@@ -364,12 +365,14 @@ def _check_extra(extra: dict) -> None:
 
 
 @dataclass
-class SelectionConfig:
+class SelectionConfig(OptionSet):
     """Options of the layer-selection rules (``--layer auto``, :mod:`sclft.selection`), checked on construction.
 
     Given as ``extra: {selection: {...}}`` in YAML and ``config.json``; ``TrainConfig.selection`` builds it.
     Pick names are those of :mod:`sclft.picks` (torch-free), so a typo fails before any data or weights load.
     """
+
+    OPTIONS_OF: ClassVar[str] = "extra.selection"
 
     candidates: list[str] | None = None  # block names; None: every block but the last (selection.candidate_blocks)
     profile_per_class: int = 100  # samples per class probed by `profile`
@@ -417,21 +420,8 @@ class SelectionConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def option_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
-
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any] | None = None) -> SelectionConfig:
-        """From a mapping of option names (``extra["selection"]``); unknown names raise ``ValueError``."""
-        if options is None:
-            options = {}
-        if not isinstance(options, Mapping):
-            raise UsageError(f"extra.selection must be a mapping of selection options, got {options!r}")
-        unknown = sorted(set(options) - set(cls.option_names()))
-        if unknown:
-            raise UsageError(f"unknown selection options: {', '.join(map(str, unknown))}; "
-                             f"valid: {', '.join(cls.option_names())}")
-        return cls(**options)
+    def unknown_options(cls, unknown: list[str]) -> str:
+        return f"unknown selection options: {', '.join(unknown)}; valid: {', '.join(cls.option_names())}"
 
 
 # ------------------------------------------------------------------------------------------ layering

@@ -21,8 +21,34 @@ from ..errors import UsageError
 CACHE_SCOPES = ("features", "prefix", "none")
 
 
+class OptionSet:
+    """A dataclass of named options built from a mapping (strategy configs, ``SelectionConfig``)."""
+
+    OPTIONS_OF: ClassVar[str] = "options"  # what the mapping is, for the error of one that is not a mapping
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def unknown_options(cls, unknown: list[str]) -> str:
+        return f"unknown options: {', '.join(unknown)}; valid: {', '.join(cls.option_names())}"
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any] | None = None):
+        """Build from a mapping of option names to values; unknown names raise ``UsageError``."""
+        if options is None:
+            options = {}
+        if not isinstance(options, Mapping):
+            raise UsageError(f"{cls.OPTIONS_OF} must be a mapping of option names to values, got {options!r}")
+        unknown = sorted(map(str, set(options) - set(cls.option_names())))
+        if unknown:
+            raise UsageError(cls.unknown_options(unknown))
+        return cls(**options)
+
+
 @dataclass
-class StrategyConfig:
+class StrategyConfig(OptionSet):
     """Base class of strategy configs. Options are dataclass fields with a default and
     ``metadata={"help": ..., "choices": (...)}`` (``choices`` optional, checked by :meth:`validate`)."""
 
@@ -72,15 +98,6 @@ class StrategyConfig:
         return self
 
     @classmethod
-    def option_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
-
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any] | None = None) -> StrategyConfig:
-        """Build from a mapping of option names to values; unknown names raise ``ValueError``."""
-        options = dict(options or {})
-        unknown = sorted(set(options) - set(cls.option_names()))
-        if unknown:
-            valid = ", ".join(cls.option_names()) or "none (it takes no options)"
-            raise UsageError(f"strategy {cls.name!r} has no option {', '.join(unknown)}; valid options: {valid}")
-        return cls(**options)
+    def unknown_options(cls, unknown: list[str]) -> str:
+        valid = ", ".join(cls.option_names()) or "none (it takes no options)"
+        return f"strategy {cls.name!r} has no option {', '.join(unknown)}; valid options: {valid}"

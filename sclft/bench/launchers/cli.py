@@ -7,6 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from ...config import flag_name
 from ...errors import EXIT_FAILED, Interrupted, UsageError
 from ..suite import Suite
 from . import LAUNCHERS
@@ -23,7 +24,7 @@ def check_launcher_flags(args: argparse.Namespace, parser: argparse.ArgumentPars
     ``--gpus-per-run`` with the in-process runner) is bad input, not silently unused."""
     for dest, owners in LAUNCHER_FLAGS.items():
         if args.launcher not in owners and getattr(args, dest) != parser.get_default(dest):
-            flag = "--" + dest.replace("_", "-")
+            flag = flag_name(dest)
             raise UsageError(f"{flag} is an option of --launcher {' and '.join(owners)}; --launcher {args.launcher} "
                              f"does not use it (drop it, or add --launcher {owners[0]})")
 
