@@ -38,6 +38,9 @@ from sclft.dln.experiments import CompletionConfig, build_networks, run_network
 from sclft.dln.network import Runtime
 from sclft.dln.plots import write_atomic, write_json
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script, also when loaded by its path
+from dln_speed import cpu_name, portable  # noqa: E402
+
 KINDS = ("original", "compressed", "narrow")
 
 
@@ -141,21 +144,6 @@ def table(summary: dict) -> list[str]:
         )
     lines += ["", f"Tolerance of \"about as many\": ±{a['tolerance']:.0%}. — : target not reached.", ""]
     return lines
-
-
-def cpu_name() -> str:
-    """The CPU model as the kernel names it (no paths), else the architecture."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def portable(path: str) -> str:
-    return Path(path).name if Path(path).is_absolute() else path
 
 
 def main(argv: list[str] | None = None) -> int:
