@@ -15,6 +15,7 @@ import functools
 import hashlib
 import itertools
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -164,6 +165,24 @@ def _group_layers(suite: Suite, group: Group, backbone: Backbone, dataset: Datas
     return candidate_blocks(meta_backbone(backbone.name), list(group.candidates or ()) or None, budget, num_classes)
 
 
+def epochs_for_updates(updates: int, config: dict[str, Any], dataset: Dataset) -> int:
+    """The fewest epochs that give ``updates`` optimiser updates on one process: an epoch is
+    ⌈⌈n / batch_size⌉ / grad_accum⌉ updates (the last batch is kept), n = train_per_class × classes
+    (capped by the entry's ``train_size``), or the entry's ``train_size`` without a per-class size."""
+    defaults = TrainConfig()
+    batch = config.get("batch_size", defaults.batch_size)
+    accum = config.get("grad_accum", defaults.grad_accum)
+    tpc = config.get("train_per_class")
+    n = tpc * _num_classes(dataset) if tpc else None
+    if dataset.train_size:
+        n = min(n, dataset.train_size) if n else dataset.train_size
+    if not n:
+        raise SuiteError(f"min_updates needs the training-set size of {dataset.label}: give the group "
+                         "train_per_class or the dataset entry train_size")
+    per_epoch = math.ceil(math.ceil(n / batch) / accum)
+    return math.ceil(updates / per_epoch)
+
+
 def expand_suite(suite: Suite) -> list[Run]:
     """All runs of the suite in its fixed order, deduplicated by id (a run shared by several groups trains
     once). Each run's config is checked by ``TrainConfig.validate()``; a bad one names the suite and group."""
@@ -179,15 +198,17 @@ def expand_suite(suite: Suite) -> list[Run]:
             for strategy, seed, tpc, variant, layer in grid:
                 strategy_cls = get_strategy_config(strategy)
                 uses_layer = strategy_cls.uses_layer
-                if not uses_layer and (layer != "auto" or set(variant) - set(strategy_cls.option_names())):
-                    continue  # block sweeps and block variants concern block strategies; option variants their owners
+                if not uses_layer and layer != "auto":
+                    continue  # block sweeps concern block strategies
                 if (set(variant) & set(option_owners())) - set(strategy_cls.option_names()):
-                    continue  # a variant of another strategy's options
+                    continue  # a variant of strategy options concerns their owners; of run fields (lr), every strategy
                 config = {**suite.defaults, **suite.per_strategy.get(strategy, {}), **b.overrides, **d.overrides,
                           **group.overrides, **variant, "backbone": b.name, "data": d.ref, "strategy": strategy,
                           "seed": seed, "train_per_class": tpc, "layer": layer if uses_layer else "auto"}
                 if d.data_dir:
                     config["data_dir"] = d.data_dir
+                if group.min_updates:
+                    config["epochs"] = epochs_for_updates(group.min_updates, config, d)
                 try:
                     TrainConfig.from_dict(config).validate()
                 except ValueError as e:

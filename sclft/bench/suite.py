@@ -27,7 +27,7 @@ TOP_KEYS = ("name", "description", "images_per_second", "cost_unit", "backbones"
 BACKBONE_KEYS = ("name", "label", "images_per_second", "datasets", "extra_strategies", "overrides")
 DATASET_KEYS = ("name", "label", "test_per_class", "data_dir", "num_classes", "train_size", "test_size", "overrides")
 GROUP_KEYS = ("strategies", "seeds", "train_per_class", "variants", "layers", "backbones", "datasets", "overrides",
-              "candidates", "max_params", "rules", "options")
+              "candidates", "max_params", "rules", "options", "min_updates", "tune")
 SELECTION_ONLY = ("rules", "options")  # the selection group applies layer rules; other groups only train
 # run fields the grid sets per run: a value in defaults / per_strategy / overrides / variants would be ignored
 GRID_FIELDS = {"backbone": "backbones", "data": "datasets", "strategy": "strategies", "seed": "seeds",
@@ -84,6 +84,8 @@ class Group:
     has_max_params: bool = False  # ``max_params: null`` (no budget) differs from not given
     rules: tuple[str, ...] = ()
     options: dict[str, Any] = field(default_factory=dict)
+    min_updates: int | None = None  # each run's epochs: the fewest giving this many optimiser updates
+    tune: tuple[str, ...] = ()  # ablation: variant fields chosen per method on validation accuracy
 
 
 @dataclass(frozen=True)
@@ -347,6 +349,20 @@ def _group(name: str, g: Any, source: str, strategies: list[str], backbones: lis
         if g["max_params"] is not None:
             _number(g["max_params"], source, f"{key}.max_params")
         kw.update(max_params=g["max_params"], has_max_params=True)
+    if g.get("min_updates") is not None:
+        kw["min_updates"] = int(_number(g["min_updates"], source, f"{key}.min_updates", integer=True))
+        if any("epochs" in v for v in (kw["overrides"], *kw.get("variants", ()))):
+            raise _fail(source, f"{key}.min_updates", "sets each run's epochs; drop `epochs` from the group's "
+                        "overrides and variants (or drop min_updates)")
+    if "tune" in g:
+        if name != "ablation":
+            raise _fail(source, f"{key}.tune", "only the ablation group's paired report tunes variant fields")
+        kw["tune"] = tuple(_list(g["tune"], source, f"{key}.tune", "[lr]"))
+        varied = {k for v in kw.get("variants", ()) for k in v}
+        for k in kw["tune"]:
+            if k not in varied:
+                raise _fail(source, f"{key}.tune", f"{k!r} is not a key of any variant; tune chooses among the "
+                            f"variants' values (variant keys: {', '.join(sorted(varied)) or 'none'})")
     if "rules" in g:
         kw["rules"] = tuple(_list(g["rules"], source, f"{key}.rules", "[profile, trial]"))
     kw["options"] = _mapping(g.get("options"), source, f"{key}.options", "{profile_per_class: 100}")
