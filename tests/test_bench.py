@@ -458,7 +458,37 @@ SUITE_CASES = [
      "rules: [profile], options: {bogus: 1}}}\n", ("groups.selection.options", "bogus", "profile_per_class")),
     ("group-dataset-unknown", SMOKE_HEAD + "groups: {table: {strategies: [scl_ft], datasets: [cifar10]}}\n",
      ("groups.table.datasets", "cifar10", "digits")),
+    ("min-updates-with-epochs", SMOKE_HEAD + "groups: {ablation: {strategies: [lora], min_updates: 200, "
+     "variants: [{epochs: 3}]}}\n", ("groups.ablation.min_updates", "drop `epochs`")),
+    ("min-updates-zero", SMOKE_HEAD + "groups: {table: {strategies: [lora], min_updates: 0}}\n",
+     ("groups.table.min_updates", "positive integer")),
+    ("tune-outside-ablation", SMOKE_HEAD + "groups: {table: {strategies: [lora], tune: [lr]}}\n",
+     ("groups.table.tune", "ablation")),
+    ("tune-not-a-variant-key", SMOKE_HEAD + "groups: {ablation: {strategies: [lora, deep_lora], "
+     "variants: [{r: 2}, {r: 8}], tune: [lr]}}\n", ("groups.ablation.tune", "'lr'", "variant keys: r")),
 ]
+
+
+def test_min_updates_gives_each_run_the_fewest_epochs_reaching_that_many_updates():
+    """Against torch's own count of a DataLoader's batches (the last, partial one kept); lr variants (run fields)
+    apply to strategies without a block as well."""
+    import math
+
+    from torch.utils.data import DataLoader
+
+    suite = bench.Suite.from_dict({
+        "backbones": ["efficientnet_lite0"], "datasets": [{"name": "digits", "num_classes": 10}],
+        "defaults": {"batch_size": 16},
+        "groups": {"ablation": {"strategies": ["lora", "scl_ft"], "train_per_class": [5, 10, 20], "min_updates": 200,
+                                "variants": [{"lr": 0.001}, {"lr": 0.01, "grad_accum": 2}], "tune": ["lr"]}}})
+    runs = bench.expand_suite(suite)
+    assert {(r.strategy, r.variant) for r in runs} >= {("lora", "lr=0.001"), ("lora", "grad_accum=2,lr=0.01")}
+    for r in runs:
+        batches = len(DataLoader(range(10 * r.train_per_class), batch_size=16))
+        per_epoch = math.ceil(batches / r.config.get("grad_accum", 1))
+        epochs = r.config["epochs"]
+        assert epochs * per_epoch >= 200 > (epochs - 1) * per_epoch, (r.variant, r.train_per_class, epochs)
+    assert {r.train_per_class: r.config["epochs"] for r in runs if r.variant == "lr=0.001"} == {5: 50, 10: 29, 20: 16}
 
 
 @pytest.mark.parametrize("text, says", [c[1:] for c in SUITE_CASES], ids=[c[0] for c in SUITE_CASES])

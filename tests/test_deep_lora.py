@@ -296,3 +296,47 @@ def test_reference_recipe_adamw_eps_frozen_head_and_first_gradient_in_eval_mode(
             "--blocks", "blocks.6.0", "--out", str(tmp_path / "run")]
     assert main(args) == 0
     assert seen == [(False, torch.float32, False)]
+
+
+def test_paired_report_tunes_lr_per_method_on_validation_never_on_test():
+    """``tune: [lr]``: each method is compared at the lr with its best mean validation accuracy; a better test
+    accuracy at another lr must not move the choice."""
+    from scipy.stats import ttest_rel
+
+    from sclft.bench.plan import Run
+    from sclft.bench.render import paired_report
+    from sclft.bench.scoring import paired_rows
+
+    # (val, test) per seed; lora's best validation lr is 1e-3 (its test is best at 1e-2), deep_lora's is 1e-2
+    table = {("lora", "0.001"): ([0.80] * 5, [0.70, 0.72, 0.71, 0.69, 0.73]),
+             ("lora", "0.01"): ([0.60] * 5, [0.90] * 5),
+             ("deep_lora", "0.001"): ([0.50] * 5, [0.95] * 5),
+             ("deep_lora", "0.01"): ([0.70, 0.72, 0.74, 0.70, 0.70], [0.72, 0.75, 0.75, 0.74, 0.79])}
+    runs, metrics = [], {}
+    for (strategy, lr), (val, test) in table.items():
+        for seed, (v, t) in enumerate(zip(val, test, strict=True)):
+            rid = f"{strategy}-{lr}-{seed}"
+            runs.append(Run(rid, "b", "d", {"strategy": strategy, "seed": seed, "train_per_class": 5},
+                            f"lr={lr},r=8", {"ablation"}))
+            metrics[rid] = {"test_accuracy": t, "val_accuracy": v, "trainable_percent": 1.0, "seconds": 6.0,
+                            "epochs": 3}
+    data = paired_rows(runs, metrics, "lora", ("lr",))
+    ((cell,),) = [data["cells"]]
+    (entry,) = cell["variants"]
+    assert entry["variant"] == "r=8"
+    assert entry["methods"]["lora"]["chosen"]["variant"] == "lr=0.001,r=8"
+    assert entry["methods"]["deep_lora"]["chosen"]["variant"] == "lr=0.01,r=8"
+    assert entry["methods"]["deep_lora"]["chosen"]["val_accuracy"] == pytest.approx(0.712)
+    ref = ttest_rel(table[("deep_lora", "0.01")][1], table[("lora", "0.001")][1])
+    assert entry["accuracy"]["t"] == pytest.approx(ref.statistic) and ref.pvalue < 0.05
+    assert entry["accuracy"]["verdict"] == "holds"
+    assert "lr=0.001 (val 80.0 %) / lr=0.01 (val 71.2 %)" in paired_report(data)
+
+    for m in metrics.values():  # a tie on validation: the first lr in the suite's order
+        m["val_accuracy"] = 0.5
+    tied = paired_rows(runs, metrics, "lora", ("lr",))["cells"][0]["variants"][0]["methods"]
+    assert tied["lora"]["chosen"]["variant"] == tied["deep_lora"]["chosen"]["variant"] == "lr=0.001,r=8"
+
+    del metrics["lora-0.01-3"]["val_accuracy"]
+    with pytest.raises(ValueError, match=r"lora-0.01-3 has none: give the runs a validation split \(val_fraction"):
+        paired_rows(runs, metrics, "lora", ("lr",))

@@ -231,6 +231,11 @@ def plot_selection(cells: list[dict[str, Any]], path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def _tuned_part(variant: str, tune: list[str]) -> str:
+    """The ``tune`` fields of a variant label (``lr=0.001,r=8`` → ``lr=0.001``)."""
+    return ",".join(p for p in variant.split(",") if p.partition("=")[0] in tune)
+
+
 def paired_report(data: dict[str, Any]) -> str:
     """Markdown of :func:`sclft.bench.scoring.paired_rows`: per cell a row per variant (both methods' accuracy,
     trainable %, s/epoch, the paired difference and its verdict), the rank-range comparison, then the claims."""
@@ -239,6 +244,12 @@ def paired_report(data: dict[str, Any]) -> str:
              "(points), mean ± sd over seeds; t = mean / (sd/√n); verdict at two-sided 5 % (Student t, n − 1 d.f.): "
              "holds / fails / undecided. s/epoch = run seconds / epochs (model build and final evaluation "
              "included). rank range = max − min accuracy over the variants, per seed."]
+    tuned = next((c["tuned"] for c in data["cells"] if c.get("tuned")), [])
+    if tuned:
+        parts.append(f"Each method at its own {', '.join(tuned)}, chosen per cell and variant on the mean "
+                     "validation accuracy over the seeds (ties: the first in the suite's order); \"chosen\" gives it "
+                     "and that mean (every candidate's mean is in summary.json). Test accuracy is read only at the "
+                     "chosen values.")
     for c in data["cells"]:
         name = method_name(c["method"])
         body = []
@@ -248,10 +259,15 @@ def paired_report(data: dict[str, Any]) -> str:
                          f"{100 * d['mean']:+.2f} ± {100 * d['sd']:.2f}", f"{d['t']:.2f}", d["verdict"],
                          f"{b['params_percent']:.2f} / {m['params_percent']:.2f}",
                          f"{b['seconds_per_epoch']:.1f} / {m['seconds_per_epoch']:.1f}"])
+            if c.get("tuned"):
+                body[-1].insert(1, " / ".join(f"{_tuned_part(x['chosen']['variant'], c['tuned'])} "
+                                              f"(val {100 * x['chosen']['val_accuracy']:.1f} %)" for x in (b, m)))
         title = f"{c['backbone']} / {c['dataset']} · {c['train_per_class'] or 'all'}/class: {name} vs {base}"
-        parts += [f"\n### {title}\n",
-                  markdown(["variant", "seeds", f"{base} acc (%)", f"{name} acc (%)", "Δ (points)", "t", "better?",
-                            "% params (base / method)", "s/epoch (base / method)"], body)]
+        head = ["variant", "seeds", f"{base} acc (%)", f"{name} acc (%)", "Δ (points)", "t", "better?",
+                "% params (base / method)", "s/epoch (base / method)"]
+        if c.get("tuned"):
+            head.insert(1, "chosen (base / method)")
+        parts += [f"\n### {title}\n", markdown(head, body)]
         if "rank_range" in c:
             rr = c["rank_range"]
             parts.append(f"\nrank range: {base} {pm(rr[c['baseline']], 100.0)}, {name} {pm(rr[c['method']], 100.0)} "

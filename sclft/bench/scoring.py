@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UsageError
 from ..selection import FIXED_PICKS, PROFILE_PICKS, profile_pick
 from ..strategies import get_strategy_config, strategy_rank
 from .plan import RuleTask, Run, selection_cells
@@ -278,18 +279,50 @@ def _overall(verdicts: list[str]) -> str:
     return "undecided"
 
 
-def paired_rows(runs: list[Run], metrics: dict[str, dict[str, Any]], baseline: str) -> dict[str, Any]:
+def _untuned(variant: str, tune: tuple[str, ...]) -> str:
+    """A variant label without its ``tune`` fields (``lr=0.001,r=8`` → ``r=8``)."""
+    return ",".join(p for p in variant.split(",") if p and p.partition("=")[0] not in tune)
+
+
+def _choose(here: Rows, tune: tuple[str, ...]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Per (strategy, variant without ``tune`` fields): the variant with the highest mean validation accuracy
+    over its seeds (ties: the first in the suite's order), with every candidate's mean."""
+    means: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for r, m in here:
+        if m.get("val_accuracy") is None:
+            raise UsageError(f"the ablation group tunes {', '.join(tune)} on validation accuracy, but run {r.id} has "
+                             "none: give the runs a validation split (val_fraction, e.g. in the dataset's overrides)")
+        group = means.setdefault((r.strategy, _untuned(r.variant, tune)), {})
+        group.setdefault(r.variant, []).append(m["val_accuracy"])
+    chosen = {}
+    for key, by_variant in means.items():
+        val = {v: float(np.mean(a)) for v, a in by_variant.items()}
+        best = max(val, key=lambda v: (round(val[v], 9), -list(val).index(v)))
+        chosen[key] = {"variant": best, "val_accuracy": val[best], "candidates": val}
+    return chosen
+
+
+def paired_rows(runs: list[Run], metrics: dict[str, dict[str, Any]], baseline: str,
+                tune: tuple[str, ...] = ()) -> dict[str, Any]:
     """The ablation group as a paired comparison of every other strategy with ``baseline``, by seed, per
     (backbone, dataset, training-set size): each variant's accuracies, trainable %, s/epoch (run seconds / epochs,
     the final evaluation included) and the per-seed accuracy differences (``accuracy``: the claim "better
     accuracy", per variant), and — with several variants — the per-seed range of accuracy over the variants
     (``rank_range``: the claim "less sensitive", the baseline's range minus the method's). Verdicts by
-    :func:`_paired`; ``claims`` combines each claim over the cells (:func:`_overall`)."""
+    :func:`_paired`; ``claims`` combines each claim over the cells (:func:`_overall`).
+
+    ``tune`` (variant fields, e.g. ``("lr",)``): per cell, strategy and variant without those fields, each
+    strategy is compared at its own value chosen on the mean validation accuracy over the seeds
+    (:func:`_choose`, ``chosen`` in each variant's entry); test accuracy decides only after that choice."""
     rows = _rows([r for r in runs if "ablation" in r.groups], metrics)
     cells, claims = [], {}
     for (backbone, dataset, size), here in _sized_cells(rows):
-        acc = {(r.strategy, r.variant, r.seed): m["test_accuracy"] for r, m in here}
-        variants = list(dict.fromkeys(r.variant for r, _ in here))
+        chosen = _choose(here, tune) if tune else {}
+        if tune:
+            here = [(r, m) for r, m in here if chosen[(r.strategy, _untuned(r.variant, tune))]["variant"] == r.variant]
+        label = {r.id: _untuned(r.variant, tune) for r, _ in here}
+        acc = {(r.strategy, label[r.id], r.seed): m["test_accuracy"] for r, m in here}
+        variants = list(dict.fromkeys(label[r.id] for r, _ in here))
         methods = [s for s in method_order(r.strategy for r, _ in here) if s != baseline]
         for method in methods:
             shared = [v for v in variants if any(k[:2] == (method, v) for k in acc) and
@@ -299,15 +332,17 @@ def paired_rows(runs: list[Run], metrics: dict[str, dict[str, Any]], baseline: s
                 seeds = sorted(s for (st, vv, s) in acc if (st, vv) == (method, v) and (baseline, v, s) in acc)
                 stats = {}
                 for st in (baseline, method):
-                    ms = [m for r, m in here if (r.strategy, r.variant) == (st, v) and r.seed in seeds]
+                    ms = [m for r, m in here if (r.strategy, label[r.id]) == (st, v) and r.seed in seeds]
                     stats[st] = {"accuracy": [acc[(st, v, s)] for s in seeds],
                                  "params_percent": ms[0]["trainable_percent"],
                                  "seconds_per_epoch": float(np.mean([m["seconds"] / max(m["epochs"], 1) for m in ms]))}
+                    if tune:
+                        stats[st]["chosen"] = chosen[(st, v)]
                 diff = _paired([acc[(method, v, s)] - acc[(baseline, v, s)] for s in seeds])
                 per_variant.append({"variant": v, "seeds": seeds, "methods": stats, "accuracy": diff})
                 claims.setdefault(f"{method}:accuracy:{v or 'defaults'}", []).append(diff["verdict"])
             cell = {"backbone": backbone, "dataset": dataset, "train_per_class": size, "baseline": baseline,
-                    "method": method, "variants": per_variant}
+                    "method": method, "variants": per_variant, "tuned": list(tune)}
             if len(shared) > 1:
                 seeds = sorted(set.intersection(*(set(p["seeds"]) for p in per_variant)))
 
