@@ -4,6 +4,7 @@ run directory on a dataset split."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from .devices import resolve_device
 from .errors import UsageError
 from .progress import progress_bar
 from .run_folder import check_run, load, read_train_config
+
+log = logging.getLogger("sclft.eval")
 
 
 @torch.no_grad()
@@ -46,7 +49,12 @@ def evaluate(model, loader: Iterable, from_frozen: bool = False, accelerator=Non
             labels.append(y.cpu())
     out = {"accuracy": correct / max(count, 1)}
     if with_nc1:
-        out["nc1"] = nc.nc1(torch.cat(feats), torch.cat(labels), num_classes)
+        try:
+            out["nc1"] = nc.nc1(torch.cat(feats), torch.cat(labels), num_classes)
+        except nc.NC1Undefined as exc:  # a model's outcome, not the user's input: recorded as NaN, the run kept
+            log.warning("NC1 is NaN: %s — the head input no longer separates the classes (accuracy %.4f; a "
+                        "diverged run? try a lower --lr)", exc, out["accuracy"])
+            out["nc1"] = float("nan")
     return out
 
 

@@ -278,13 +278,17 @@ class NCAccumulator:
         return stats.trace_within / trace_between
 
 
+class NC1Undefined(UsageError):
+    """The class means coincide (Σ_B = 0), e.g. features a diverged model maps every input to alike."""
+
+
 def _mean_directions(centred_means: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``U`` (D×r) and ``S`` (r) of the thin SVD of the centred class means (K×D), rank-truncated."""
     m = centred_means.T  # D×K
     u, s, _ = torch.linalg.svd(m, full_matrices=False)
     keep = s > s.max() * max(m.shape) * torch.finfo(torch.float64).eps
     if not bool(keep.any()):
-        raise UsageError("all class means coincide: Σ_B is zero and NC1 is undefined")
+        raise NC1Undefined("all class means coincide: Σ_B is zero and NC1 is undefined")
     return u[:, keep].contiguous(), s[keep]
 
 

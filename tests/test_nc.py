@@ -131,3 +131,30 @@ def test_jackknife_checks_order_samples_and_arguments():
     for bad in (1, -2):
         with pytest.raises(ValueError, match="jackknife"):
             nc.NCAccumulator(3, jackknife=bad)
+
+
+def test_a_model_mapping_every_input_alike_gets_nan_nc1_not_a_failed_run(caplog):
+    """A diverged run's head input can be the same vector for every image: NC1 is undefined there. The
+    evaluation records NaN with a warning (the run keeps its accuracy); `sclft nc` on such features still refuses."""
+    import math
+
+    from sclft.eval import evaluate
+
+    class Collapsed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = torch.nn.Linear(3, 4)
+
+        def forward_features(self, x):
+            return torch.ones(len(x), 3)
+
+    x, y = torch.randn(12, 5), torch.arange(12) % 4
+    loader = [(x[:6], y[:6]), (x[6:], y[6:])]
+    model = Collapsed()
+    expected = float((model.head(torch.ones(1, 3)).argmax(1) == y).float().mean())  # one prediction for all
+    with caplog.at_level("WARNING", logger="sclft.eval"):
+        out = evaluate(model, loader, num_classes=4, with_nc1=True)
+    assert math.isnan(out["nc1"]) and out["accuracy"] == pytest.approx(expected) == 0.25
+    assert "NC1 is NaN: all class means coincide" in caplog.text and "lower --lr" in caplog.text
+    with pytest.raises(ValueError, match="all class means coincide"):
+        nc.nc1(torch.ones(12, 3), y, 4)
