@@ -340,3 +340,8 @@ def test_paired_report_tunes_lr_per_method_on_validation_never_on_test():
     del metrics["lora-0.01-3"]["val_accuracy"]
     with pytest.raises(ValueError, match=r"lora-0.01-3 has none: give the runs a validation split \(val_fraction"):
         paired_rows(runs, metrics, "lora", ("lr",))
+    del metrics["lora-0.01-3"]  # a failed run: no choice among partial candidates, the cell is listed instead
+    partial = paired_rows(runs, metrics, "lora", ("lr",))
+    assert partial["cells"] == [] and partial["claims"] == {}
+    assert partial["incomplete"] == [{"backbone": "b", "dataset": "d", "train_per_class": 5, "missing": 1, "runs": 20}]
+    assert "| b / d · 5/class | 1 of 20 |" in paired_report(partial)

@@ -246,7 +246,7 @@ def paired_report(data: dict[str, Any]) -> str:
              "included). rank range = max − min accuracy over the variants, per seed."]
     tuned = next((c["tuned"] for c in data["cells"] if c.get("tuned")), [])
     if tuned:
-        parts.append(f"Each method at its own {', '.join(tuned)}, chosen per cell and variant on the mean "
+        parts.append(f"\nEach method at its own {', '.join(tuned)}, chosen per cell and variant on the mean "
                      "validation accuracy over the seeds (ties: the first in the suite's order); \"chosen\" gives it "
                      "and that mean (every candidate's mean is in summary.json). Test accuracy is read only at the "
                      "chosen values.")
@@ -273,6 +273,11 @@ def paired_report(data: dict[str, Any]) -> str:
             parts.append(f"\nrank range: {base} {pm(rr[c['baseline']], 100.0)}, {name} {pm(rr[c['method']], 100.0)} "
                          f"points; {base} − {name} = {100 * rr['mean']:+.2f} ± {100 * rr['sd']:.2f}, "
                          f"t = {rr['t']:.2f}: less rank-sensitive? **{rr['verdict']}**")
+    if data.get("incomplete"):
+        parts.append("\n### Cells not compared (runs missing: the choice would be among partial candidates)\n")
+        parts.append(markdown(["cell", "runs missing"], [
+            [f"{c['backbone']} / {c['dataset']} · {c['train_per_class'] or 'all'}/class",
+             f"{c['missing']} of {c['runs']}"] for c in data["incomplete"]]))
     parts.append("\n### Claims over the cells\n")
     parts.append(markdown(["claim", "per cell", "overall"],
                           [[k, ", ".join(v["cells"]), f"**{v['overall']}**"] for k, v in data["claims"].items()]))

@@ -194,7 +194,7 @@ def build_reports(suite: Suite, out: str | Path, sources: Iterable[str | Path] =
         written.append(atomic_write_text(out / "ablation.md", text))
         if len(ablation.strategies) > 1:  # the first strategy is the baseline the others are paired with by seed
             paired = paired_rows(runs, metrics, ablation.strategies[0], ablation.tune)
-            if paired["cells"]:
+            if paired["cells"] or paired["incomplete"]:
                 text = "# Paired comparison\n\n" + paired_report(paired) + tail
                 written.append(atomic_write_text(out / "paired.md", text))
                 summary["paired"] = paired

@@ -313,10 +313,19 @@ def paired_rows(runs: list[Run], metrics: dict[str, dict[str, Any]], baseline: s
 
     ``tune`` (variant fields, e.g. ``("lr",)``): per cell, strategy and variant without those fields, each
     strategy is compared at its own value chosen on the mean validation accuracy over the seeds
-    (:func:`_choose`, ``chosen`` in each variant's entry); test accuracy decides only after that choice."""
-    rows = _rows([r for r in runs if "ablation" in r.groups], metrics)
-    cells, claims = [], {}
+    (:func:`_choose`, ``chosen`` in each variant's entry); test accuracy decides only after that choice. A cell
+    with a run missing (failed, not trained) is listed in ``incomplete`` instead of compared."""
+    ablation = [r for r in runs if "ablation" in r.groups]
+    rows = _rows(ablation, metrics)
+    cells, claims, incomplete = [], {}, []
     for (backbone, dataset, size), here in _sized_cells(rows):
+        if tune:  # a choice among partly missing candidates would be biased: such a cell is not reported
+            missing = [r.id for r in ablation if (r.backbone, r.dataset, r.train_per_class) == (backbone, dataset, size)
+                       and r.id not in metrics]
+            if missing:
+                incomplete.append({"backbone": backbone, "dataset": dataset, "train_per_class": size,
+                                   "missing": len(missing), "runs": len(missing) + len(here)})
+                continue
         chosen = _choose(here, tune) if tune else {}
         if tune:
             here = [(r, m) for r, m in here if chosen[(r.strategy, _untuned(r.variant, tune))]["variant"] == r.variant]
@@ -355,5 +364,5 @@ def paired_rows(runs: list[Run], metrics: dict[str, dict[str, Any]], baseline: s
                                       method: [spread(method, s) for s in seeds]}
                 claims.setdefault(f"{method}:rank_range", []).append(cell["rank_range"]["verdict"])
             cells.append(cell)
-    return {"baseline": baseline, "cells": cells,
+    return {"baseline": baseline, "cells": cells, "incomplete": incomplete,
             "claims": {k: {"cells": v, "overall": _overall(v)} for k, v in claims.items()}}
