@@ -316,16 +316,18 @@ def paired_rows(runs: list[Run], metrics: dict[str, dict[str, Any]], baseline: s
     (:func:`_choose`, ``chosen`` in each variant's entry); test accuracy decides only after that choice. A cell
     with a run missing (failed, not trained) is listed in ``incomplete`` instead of compared."""
     ablation = [r for r in runs if "ablation" in r.groups]
-    rows = _rows(ablation, metrics)
+    found = dict(_sized_cells(_rows(ablation, metrics)))
     cells, claims, incomplete = [], {}, []
-    for (backbone, dataset, size), here in _sized_cells(rows):
-        if tune:  # a choice among partly missing candidates would be biased: such a cell is not reported
-            missing = [r.id for r in ablation if (r.backbone, r.dataset, r.train_per_class) == (backbone, dataset, size)
-                       and r.id not in metrics]
-            if missing:
-                incomplete.append({"backbone": backbone, "dataset": dataset, "train_per_class": size,
-                                   "missing": len(missing), "runs": len(missing) + len(here)})
-                continue
+    for backbone, dataset, size in dict.fromkeys((r.backbone, r.dataset, r.train_per_class) for r in ablation):
+        here = found.get((backbone, dataset, size), [])
+        missing = [r.id for r in ablation if (r.backbone, r.dataset, r.train_per_class) == (backbone, dataset, size)
+                   and r.id not in metrics]
+        if tune and missing:  # a choice among partly missing candidates would be biased: the cell is listed
+            incomplete.append({"backbone": backbone, "dataset": dataset, "train_per_class": size,
+                               "missing": len(missing), "runs": len(missing) + len(here)})
+            continue
+        if not here:
+            continue
         chosen = _choose(here, tune) if tune else {}
         if tune:
             here = [(r, m) for r, m in here if chosen[(r.strategy, _untuned(r.variant, tune))]["variant"] == r.variant]
