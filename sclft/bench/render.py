@@ -74,7 +74,7 @@ def render_data_size(rows: list[dict[str, Any]]) -> str:
 def ablation_report(sections: list[tuple[tuple, list[dict[str, Any]]]]) -> str:
     """The ablation group's variants: one table per backbone / dataset / training-set size, a row per
     (strategy, variant), aggregated over seeds (:func:`sclft.bench.scoring.ablation_rows`)."""
-    parts = ["Strategy-option variants (mean ± std over seeds)."]
+    parts = ["Variants: strategy options and run fields (mean ± std over seeds)."]
     for (backbone, dataset, size), rows in sections:
         body = [[f"{method_name(r['strategy'])} {r['variant'] or '(defaults)'}", str(r["seeds"]), pm(r["acc"], 100.0),
                  pm(r["nc1"], 1.0, 3), f"{r['params_percent']:.2f}", r["layers"] or "–"] for r in rows]
