@@ -279,7 +279,7 @@ class NCAccumulator:
 
 
 class NC1Undefined(UsageError):
-    """The class means coincide (Σ_B = 0), e.g. features a diverged model maps every input to alike."""
+    """The class means coincide (Σ_B = 0), e.g. when a diverged model maps every input to the same features."""
 
 
 def _mean_directions(centred_means: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
