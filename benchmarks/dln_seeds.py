@@ -39,9 +39,7 @@ from sclft.dln.network import Runtime
 from sclft.dln.plots import write_atomic, write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script, also when loaded by its path
-from dln_speed import cpu_name, portable  # noqa: E402
-
-KINDS = ("original", "compressed", "narrow")
+from dln_speed import add_problem_flags, cpu_name, portable  # noqa: E402
 
 
 def _ratio(a: float, b: float) -> float:
@@ -151,14 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="benchmarks/results/dln/seeds")
     parser.add_argument("--dims", type=int, nargs="+", default=[250])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--networks", nargs="+", choices=KINDS, default=list(KINDS))
-    parser.add_argument("--rank", type=int, default=5)
-    parser.add_argument("--rank-estimate", type=int, default=10)
-    parser.add_argument("--observed", type=float, default=0.2)
-    parser.add_argument("--depth", type=int, default=3)
-    parser.add_argument("--scale", type=float, default=1e-3)
-    parser.add_argument("--lr", type=float, default=0.15)
-    parser.add_argument("--gamma", type=float, default=0.3)
+    add_problem_flags(parser, scale=1e-3)
     parser.add_argument("--basis", choices=BASES, default="each_side")
     parser.add_argument("--extra-basis", choices=BASES, default=None, help="one more compressed run per seed")
     parser.add_argument("--target", type=float, default=1e-4)

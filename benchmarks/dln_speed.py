@@ -112,18 +112,23 @@ def table(rows: list[dict], slopes: dict, args: argparse.Namespace, device: str,
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="benchmarks/results/dln/speed")
-    parser.add_argument("--dims", type=int, nargs="+", default=[250, 500, 1000])
+def add_problem_flags(parser: argparse.ArgumentParser, scale: float) -> None:
+    """The completion problem and GD flags both DLN benchmarks take (dln_seeds.py runs at ``scale`` 1e-3)."""
     parser.add_argument("--networks", nargs="+", choices=KINDS, default=list(KINDS))
     parser.add_argument("--rank", type=int, default=5)
     parser.add_argument("--rank-estimate", type=int, default=10)
     parser.add_argument("--observed", type=float, default=0.2)
     parser.add_argument("--depth", type=int, default=3)
-    parser.add_argument("--scale", type=float, default=0.01)
+    parser.add_argument("--scale", type=float, default=scale)
     parser.add_argument("--lr", type=float, default=0.15)
     parser.add_argument("--gamma", type=float, default=0.3)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="benchmarks/results/dln/speed")
+    parser.add_argument("--dims", type=int, nargs="+", default=[250, 500, 1000])
+    add_problem_flags(parser, scale=0.01)
     parser.add_argument("--target", type=float, default=1e-4)
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--max-seconds", type=float, default=None, help="budget per training run")

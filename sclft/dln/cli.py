@@ -403,28 +403,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     ):
         name = flag[2:].replace("-", "_")
         c.add_argument(flag, type=kind, default=getattr(comp, name), action=_Given, help=help_text)
-    c.add_argument(
-        "--basis",
-        choices=BASES,
-        default=comp.basis,
-        action=_Given,
-        help="compressed V: each_side = r̂ top singular directions from each side of the first gradient (the "
-        "authors' compute_factor); stacked = top 2r̂ of [G; GᵀW₁/ε] (sclft's earlier basis)",
-    )
-    c.add_argument(
-        "--target",
-        choices=TARGETS,
-        default=comp.target,
-        action=_Given,
-        help="Φ: haar = Haar factors with σ evenly in [1, 2]; gaussian = rank-r truncation of a Gaussian (authors)",
-    )
-    c.add_argument(
-        "--stop",
-        choices=STOP_RULES,
-        default=comp.stop,
-        action=_Given,
-        help="recovery: recovery error ≤ --target-error; train_loss: train loss < --train-loss-tol (authors)",
-    )
+    for name, choices, help_text in (
+        ("basis", BASES, "compressed V: each_side = r̂ top singular directions from each side of the first gradient "
+         "(the authors' compute_factor); stacked = top 2r̂ of [G; GᵀW₁/ε] (sclft's earlier basis)"),
+        ("target", TARGETS, "Φ: haar = Haar factors with σ evenly in [1, 2]; gaussian = rank-r truncation of a "
+         "Gaussian (authors)"),
+        ("stop", STOP_RULES, "recovery: recovery error ≤ --target-error; train_loss: train loss < --train-loss-tol "
+         "(authors)"),
+    ):
+        c.add_argument(f"--{name}", choices=choices, default=getattr(comp, name), action=_Given, help=help_text)
     c.add_argument(
         "--networks",
         nargs="+",
